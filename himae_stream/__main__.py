@@ -1,0 +1,5 @@
+import sys
+
+from himae_stream.cli import main
+
+sys.exit(main())
