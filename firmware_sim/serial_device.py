@@ -1,0 +1,165 @@
+"""Serial transport: COBS frames written to a pseudo-terminal at device pace.
+
+The runtime opens `SerialDevice.path` with pyserial like any USB-serial
+adapter. Frames leave when their last sample has been produced and the UART
+(at `baud`, 10 bits per byte) is free. At a finite speed a frame the port
+cannot take is dropped (logged as overflow), as a UART with nobody reading
+would lose it; unpaced (speed None) the writer waits for the reader instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import threading
+import time
+import tty
+
+from firmware_sim.device import DeviceModel, DropLog, Pacer
+from firmware_sim.faults import Fate, Faults
+from himae_stream.framing import encode_frame
+from himae_stream.protocol import encode_info, encode_packet
+
+SERIAL_FATES = frozenset(Fate)
+
+
+class SerialDevice:
+    """A simulated USB-serial wearable on a pty pair; `start()` streams in a background thread."""
+
+    def __init__(
+        self,
+        model: DeviceModel,
+        faults: Faults | None = None,
+        speed: float | None = 1.0,
+        baud: int = 921_600,
+        frame_ms: float = 40.0,
+        info_every_s: float = 1.0,
+    ) -> None:
+        self.model = model
+        self.faults = faults or Faults()
+        self.pacer = Pacer(speed, model.config.drift_ppm)
+        self.baud = baud
+        self.per_frame = max(1, round(model.fs * frame_ms / 1000.0))
+        self.info_every_s = info_every_s
+        self.log = DropLog()
+        self.produced = 0  # samples produced so far (stream indices < produced)
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no line discipline between the device and the reader
+        os.set_blocking(self._master, speed is None)
+        self.path = os.ttyname(self._slave)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._resync = False  # a frame was cut short: start the next with a delimiter
+
+    def start(self) -> "SerialDevice":
+        self._thread = threading.Thread(target=self.run, name="firmware-sim-serial", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the whole recording was sent; True when done."""
+        assert self._thread is not None
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def close(self) -> None:
+        self.stop()
+        for fd in (self._master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "SerialDevice":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def run(self) -> None:
+        """Stream frames until the recording ends (or forever when looping) or `stop()`."""
+        self.pacer.restart()
+        fs, length = self.model.fs, self.model.length
+        info = encode_frame(encode_info(self.model.info))
+        held: tuple[bytes, int, int] | None = None  # a reordered frame waiting for its successor
+        next_info = 0.0
+        link_free = 0.0  # device time at which the UART has sent everything so far
+        k = 0
+        while not self._stop.is_set() and (length is None or k < length):
+            stop_k = k + self.per_frame if length is None else min(k + self.per_frame, length)
+            ready = stop_k / fs
+            if self.faults.disconnected(ready):
+                self.log.drop(k, stop_k, "disconnected")
+                self.produced = k = stop_k
+                continue
+            frames: list[tuple[bytes, int, int]] = []
+            if ready >= next_info:
+                frames.append((info, k, k))
+                next_info = ready + self.info_every_s
+            frame = encode_frame(encode_packet(self.model.packet(k, stop_k)))
+            fate = self.faults.fate(SERIAL_FATES)
+            if fate is Fate.LOSE:
+                self.log.drop(k, stop_k, "lost")
+            elif fate is Fate.CORRUPT:
+                self.log.drop(k, stop_k, "corrupted")
+                frames.append((self.faults.corrupt(frame[:-1]) + frame[-1:], k, k))
+            elif fate is Fate.DUPLICATE:
+                self.log.count("duplicated")
+                frames += [(frame, k, stop_k), (frame, k, k)]
+            elif fate is Fate.REORDER and held is None:
+                self.log.count("reordered")
+                held = (frame, k, stop_k)
+            else:
+                frames.append((frame, k, stop_k))
+                if held is not None:
+                    frames.append(held)
+                    held = None
+            nbytes = sum(len(f) for f, _, _ in frames)
+            send_at = max(ready, link_free)
+            link_free = send_at + nbytes * 10 / self.baud
+            if not self._wait(send_at):
+                break
+            self.produced = stop_k
+            for data, a, b in frames:
+                self._write(data, a, b)
+            k = stop_k
+        if held is not None and not self._stop.is_set():
+            self._write(*held)
+
+    def _wait(self, device_s: float) -> bool:
+        """Sleep until device time `device_s`; False when stopped meanwhile."""
+        delay = self.pacer.wall(device_s) - time.monotonic()
+        return not self._stop.wait(delay) if delay > 0 else not self._stop.is_set()
+
+    def _write(self, data: bytes, start: int, stop: int) -> None:
+        """Write one frame whole; at a finite speed drop what the port cannot take."""
+        if self._resync:
+            data = b"\x00" + data
+            self._resync = False
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self._master, view)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:
+                if exc.errno == errno.EIO:  # the reader went away mid-write
+                    written = 0
+                else:
+                    raise
+            view = view[written:]
+            if not view:
+                return
+            if self.pacer.speed is not None:
+                self._resync = True
+                self.log.drop(start, stop, "overflow")
+                return
+            select.select([], [self._master], [], 0.1)
+            if self._stop.is_set():
+                return
