@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from himae_stream import modelfile
@@ -68,3 +70,86 @@ def test_writer_refuses_tensors_that_do_not_fit(tmp_path):
         modelfile.write(tmp_path / "x.himae", config, bad)
     with pytest.raises(ValueError, match="missing"):
         modelfile.write(tmp_path / "x.himae", config, {k: v for k, v in tensors.items() if k != "head.bias"})
+
+
+def _load_corpus_builder():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_corpus", CORPUS / "make_corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_corpus = _load_corpus_builder()
+EXPECTED = json.loads((CORPUS / "expected.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_corpus_file_gets_its_own_message(name):
+    error = EXPECTED[name]["error"]
+    if error is None:
+        f = modelfile.read(CORPUS / name)
+        assert f.config["name"] == "corpus-tiny"
+        return
+    with pytest.raises(ModelFileError) as info:
+        modelfile.read(CORPUS / name)
+    assert str(info.value).startswith(error), str(info.value)
+
+
+def test_corpus_messages_are_distinct_per_fault_kind():
+    messages = [e["error"] for e in EXPECTED.values() if e["error"]]
+    assert len(messages) >= 40
+    # Every check of the spec that a single fault can reach is represented.
+    for prefix in ["truncated: file has", "truncated: header says", "trailing data", "bad magic",
+                   "unsupported format version", "header checksum", "bad footer", "absurd configuration",
+                   "section out of range: meta", "section out of range: table", "section out of range: data",
+                   "metadata checksum", "metadata is not a JSON object", "tensor table checksum",
+                   "bad tensor name", "duplicate tensor", "unexpected tensor", "unsupported dtype",
+                   "absurd size", "configuration needs", "data out of range", "overlap",
+                   "' checksum mismatch", "contains NaN or Inf", "file checksum mismatch"]:
+        assert any(prefix in m for m in messages), prefix
+
+
+def test_committed_corpus_matches_its_generator(tmp_path):
+    make_corpus.main(tmp_path)
+    for path in sorted(tmp_path.iterdir()):
+        assert path.read_bytes() == (CORPUS / path.name).read_bytes(), path.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in CORPUS.iterdir()
+                                                                if p.suffix in (".himae", ".json"))
+
+
+def _decode_only_model_errors(data: bytes) -> None:
+    try:
+        modelfile.decode(bytes(data))
+    except ModelFileError:
+        pass
+
+
+VALID = (CORPUS / "valid.himae").read_bytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8),
+       st.integers(0, len(VALID)), st.booleans())
+def test_mutated_files_only_raise_model_file_errors(edits, cut, reseal):
+    """Random byte edits and cuts, with and without recomputed checksums, never crash the reader."""
+    model = make_corpus.Model(VALID)
+    for offset, value in edits:
+        model.buf[offset] = value
+    if reseal:
+        model.reseal(meta=True, table=True)
+    _decode_only_model_errors(model.buf[:cut] if cut < len(VALID) else model.buf)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(list(modelfile.HEADER_FIELDS)), st.integers(0, 2**64 - 1))
+def test_any_header_value_is_refused_cleanly(field, value):
+    fmt, _ = modelfile.HEADER_FIELDS[field]
+    model = make_corpus.Model(VALID)
+    if fmt == "<f":
+        value = struct.unpack("<f", struct.pack("<I", value & 0xFFFFFFFF))[0]
+    else:
+        value &= (1 << (8 * struct.calcsize(fmt))) - 1
+    model.set(field, value).reseal()
+    _decode_only_model_errors(model.buf)
