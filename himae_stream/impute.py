@@ -1,0 +1,233 @@
+"""Gap imputation: fill lost samples of a recording with HiMAE's reconstruction.
+
+HiMAE was pretrained to rebuild zeroed (masked) samples, so a gap in a live
+stream is filled by running the window around it through the autoencoder
+(`Model.reconstruct`) with the gap masked, exactly as in pretraining.
+
+How a recording is covered (docs/imputation.md has the reasoning):
+- Gaps are runs of samples lost on any channel. Neighbouring gaps spanning at
+  most half a window together form one cluster; each cluster gets one window
+  centred on it (clamped at the recording's ends), so every filled sample has
+  at least a quarter window of context on each side where the recording
+  allows. All such windows run as one batch.
+- A gap longer than half a window is filled in parts of half a window, one
+  window per part, moving away from the side that has real context; each part
+  is conditioned on the parts filled before it. An `ImputationWarning` says so.
+- A recording shorter than one window is padded at its end with masked
+  samples to one full window (what the model sees for lost samples anyway)
+  and all its gaps are filled from that one window.
+
+Undoing the normalisation: the model works on normalised samples. For the
+`minmax` normaliser the inverse is exact (affine per window). The `stream`
+normaliser is causal and nonlinear (band-pass, running scale, clip), so its
+inverse is estimated per cluster and channel: a least-squares fit of the raw
+samples on a short non-causal FIR of the normalised signal (which undoes the
+causal band-pass's gain and phase shift) plus an offset and a linear trend
+(the baseline the high-pass removed), on the unmasked samples within a quarter
+window of the gap. The fit is applied to the model's fill.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from himae_stream.normalize import minmax, normalize, validate_spec
+
+#: The inverse FIR spans +-0.24 s of normalised signal in steps of 0.04 s.
+FIR_SPAN_S = 0.24
+FIR_STEP_S = 0.04
+#: Ridge penalty on the FIR taps, per context sample (keeps short contexts stable).
+RIDGE = 0.01
+#: Windows per `reconstruct` call.
+BATCH = 32
+
+
+class ImputationWarning(UserWarning):
+    """A gap longer than half a window was filled part by part."""
+
+
+def impute(signal, mask, model, *, fs: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fill the masked samples of `signal` with the model's reconstruction.
+
+    signal: `(N,)` or `(C, N)` samples at the model's rate, in any units.
+    mask: bool, True where a sample is lost; same shape as `signal`, or `(N,)`
+    for all channels. Lost samples may hold anything (NaN included).
+    fs: the signal's sampling rate, checked against the model's when given.
+    Returns `(filled, imputed)`: a copy of `signal` with every masked sample
+    replaced, in the signal's units (unmasked samples bit-identical), and the
+    boolean mask of the samples that were imputed, both shaped like `signal`.
+    """
+    config = model.config
+    window, channels = int(config["window"]), int(config["in_channels"])
+    spec = validate_spec(config["normalizer"])
+    x, lost = _checked(signal, mask, channels)
+    if fs is not None and not math.isclose(float(fs), float(config["fs"]), rel_tol=1e-6):
+        raise ValueError(f"signal is sampled at {fs} Hz but the model expects {config['fs']} Hz; resample it first")
+    out_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+    filled = np.array(signal, dtype=out_dtype, copy=True)
+    imputed = lost.reshape(filled.shape) if filled.ndim == 1 else lost.copy()
+    if not lost.any():
+        return filled, imputed
+
+    n = x.shape[1]
+    padded = max(n, window)
+    raw = np.zeros((channels, padded), dtype=np.float64)
+    raw[:, :n] = np.where(lost, 0.0, x)
+    known = np.zeros((channels, padded), dtype=np.bool_)
+    known[:, :n] = ~lost
+    runner = _Runner(model, spec, float(config["fs"]), window)
+
+    gap = ~known[:, :n].all(axis=0)
+    if n <= window:  # one (padded) window holds the whole recording
+        runs = _runs(gap)
+        clusters, long_gaps = [(runs[0][0], runs[-1][1])], []
+    else:
+        clusters, long_gaps = _clusters(gap, window)
+    runner.fill(raw, known, [(s, e, _centred(s, e, window, padded)) for s, e in clusters])
+    for s, e in long_gaps:
+        warnings.warn(
+            f"gap of {e - s} samples at [{s}, {e}) is longer than half a window ({window // 2}); "
+            "filled part by part, each part conditioned on the parts filled before it",
+            ImputationWarning,
+            stacklevel=2,
+        )
+        for part in _parts(s, e, window, padded):
+            runner.fill(raw, known, [part])
+
+    values = raw[:, :n][lost]
+    if filled.ndim == 1:
+        filled[lost[0]] = values
+    else:
+        filled[lost] = values
+    return filled, imputed
+
+
+def _checked(signal, mask, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(C, N)` samples and lost-mask, or ValueError naming what is wrong."""
+    x = np.asarray(signal)
+    if x.size == 0:
+        raise ValueError("signal is empty")
+    if x.ndim not in (1, 2) or not (np.issubdtype(x.dtype, np.number) and not np.iscomplexobj(x)):
+        raise ValueError(f"signal must be real numbers of shape (N,) or (C, N), got {x.dtype} {x.shape}")
+    x2 = x.reshape(1, -1) if x.ndim == 1 else x
+    if x2.shape[0] != channels:
+        raise ValueError(f"signal has {x2.shape[0]} channel(s), the model expects {channels}")
+    m = np.asarray(mask)
+    if m.dtype != np.bool_:
+        raise ValueError(f"mask must be boolean (True = lost sample), got {m.dtype}")
+    if m.shape == x.shape or m.shape == x2.shape[1:]:
+        lost = np.broadcast_to(m.reshape(-1) if m.ndim == 1 else m, x2.shape).copy()
+    else:
+        raise ValueError(f"mask shape {m.shape} does not match signal shape {x.shape} (or ({x2.shape[1]},))")
+    bad = ~lost & ~np.isfinite(x2)
+    if bad.any():
+        c, i = np.argwhere(bad)[0]
+        raise ValueError(f"signal has a non-finite value at channel {c}, sample {i} that is not masked")
+    for c in range(channels):
+        if lost[c].all():
+            raise ValueError(f"channel {c} has no unmasked samples: nothing to condition the fill on")
+    return x2, lost
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open [start, end) runs of True."""
+    edges = np.flatnonzero(np.diff(np.r_[0, flags.astype(np.int8), 0]))
+    return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
+
+
+def _clusters(gap: np.ndarray, window: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Group gap runs into clusters spanning <= window // 2; longer runs are returned apart."""
+    half = window // 2
+    clusters, long_gaps = [], []
+    for s, e in _runs(gap):
+        if e - s > half:
+            long_gaps.append((s, e))
+        elif clusters and e - clusters[-1][0] <= half:
+            clusters[-1] = (clusters[-1][0], e)
+        else:
+            clusters.append((s, e))
+    return clusters, long_gaps
+
+
+def _centred(s: int, e: int, window: int, n: int) -> int:
+    """Start of the window centred on [s, e), clamped to the recording."""
+    return min(max((s + e) // 2 - window // 2, 0), n - window)
+
+
+def _parts(s: int, e: int, window: int, n: int) -> list[tuple[int, int, int]]:
+    """Half-window parts of a long gap as (start, end, window start), from the side with context."""
+    half, quarter = window // 2, window // 4
+    bounds = [(a, min(a + half, e)) for a in range(s, e, half)]
+    if s == 0:  # context only on the right: fill right to left
+        bounds = [(max(b - half, s), b) for b in range(e, s, -half)]
+        return [(a, b, min(max(b + quarter - window, 0), n - window)) for a, b in bounds]
+    return [(a, b, min(max(a - quarter, 0), n - window)) for a, b in bounds]
+
+
+class _Runner:
+    """Normalise windows, reconstruct them, map the fills back to raw units."""
+
+    def __init__(self, model, spec: dict, fs: float, window: int):
+        self.model, self.spec, self.fs, self.window = model, spec, fs, window
+        if spec["kind"] == "stream":
+            step = max(1, round(FIR_STEP_S * fs))
+            span = step * max(1, round(FIR_SPAN_S * fs / step))
+            self.lags = np.arange(-span, span + 1, step)
+        else:
+            self.lags = np.zeros(1, dtype=np.int64)  # min-max is affine: no FIR needed
+
+    def fill(self, raw: np.ndarray, known: np.ndarray, jobs: list[tuple[int, int, int]]) -> None:
+        """Fill the lost samples of each (start, end, window start) job in place and mark them known."""
+        if not jobs:
+            return
+        L = self.window
+        starts = [w for _s, _e, w in jobs]
+        z = self._normalised(raw, known, starts)
+        keep = np.stack([known[:, w : w + L] for w in starts])
+        recon = np.empty_like(z)
+        for b in range(0, len(jobs), BATCH):
+            recon[b : b + BATCH] = self.model.reconstruct(z[b : b + BATCH], ~keep[b : b + BATCH])
+        u = np.where(keep, z, recon).astype(np.float64)
+        updates = []
+        for (s, e, w), uw, kw in zip(jobs, u, keep):
+            updates.append((s, e, self._to_raw(raw[:, w : w + L], kw, uw, s - w, e - w)))
+        for s, e, values in updates:
+            lost = ~known[:, s:e]
+            raw[:, s:e][lost] = values[lost]
+            known[:, s:e] = True
+
+    def _normalised(self, raw: np.ndarray, known: np.ndarray, starts: list[int]) -> np.ndarray:
+        L = self.window
+        if self.spec["kind"] == "stream":
+            end = max(starts) + L  # causal: nothing after the last window matters
+            z = normalize(raw[:, :end], self.spec, self.fs, mask=~known[:, :end])
+            return np.stack([z[:, w : w + L] for w in starts])
+        return np.stack([minmax(raw[:, w : w + L], ~known[:, w : w + L]) for w in starts])
+
+    def _to_raw(self, raw_w: np.ndarray, known_w: np.ndarray, u: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Raw-unit values for window positions [lo, hi): per-channel fit of raw on FIR(u) + offset + trend."""
+        L = self.window
+        quarter = L // 4
+        out = np.empty((raw_w.shape[0], hi - lo))
+        n_fir = len(self.lags)
+        for c in range(raw_w.shape[0]):
+            ctx = np.flatnonzero(known_w[c, max(lo - quarter, 0) : min(hi + quarter, L)]) + max(lo - quarter, 0)
+            if len(ctx) < 4 * (n_fir + 2):
+                ctx = np.flatnonzero(known_w[c])
+            design = self._design(u[c], ctx, lo)
+            if len(ctx):
+                ridge = np.sqrt(RIDGE * len(ctx)) * np.eye(n_fir, n_fir + 2)
+                coef = np.linalg.lstsq(
+                    np.vstack([design, ridge]), np.r_[raw_w[c, ctx], np.zeros(n_fir)], rcond=None
+                )[0]
+            else:  # this channel is lost across the whole window: nothing to fit, fill its zero level
+                coef = np.zeros(n_fir + 2)
+            out[c] = self._design(u[c], np.arange(lo, hi), lo) @ coef
+        return out
+
+    def _design(self, u: np.ndarray, idx: np.ndarray, lo: int) -> np.ndarray:
+        taps = np.clip(idx[:, None] + self.lags[None, :], 0, len(u) - 1)
+        return np.column_stack([u[taps], np.ones(len(idx)), (idx - lo) / self.window])
