@@ -1,0 +1,70 @@
+/* conv.c - convolution as GEMM over strided im2col views, weight packing,
+ * and the naive reference convolution the tests compare against. */
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+
+size_t himae_packed_size(size_t cin, size_t cout, size_t k, size_t nr) {
+    size_t panels = (cout + nr - 1) / nr;
+    return panels * nr * (1 + k * cin);
+}
+
+/* Panel layout: nr biases, then for j = kk * cin + ci (the channels-last
+ * im2col order) nr weights; columns past cout are zero. Weight (n, ci, kk)
+ * is read at w[n * s_out + ci * s_in + k0 + kk * s_k], so one packer serves
+ * Conv1d, ConvTranspose1d and its phase split. */
+void himae_pack_conv(float *dst, const float *w, const float *bias, size_t cin, size_t cout,
+                     size_t k, size_t nr, ptrdiff_t s_out, ptrdiff_t s_in, ptrdiff_t k0,
+                     ptrdiff_t s_k) {
+    size_t kc = k * cin;
+    for (size_t n0 = 0; n0 < cout; n0 += nr) {
+        float *panel = dst + (n0 / nr) * nr * (1 + kc);
+        memset(panel, 0, nr * (1 + kc) * sizeof(float));
+        for (size_t n = n0; n < cout && n < n0 + nr; n++) {
+            memcpy(&panel[n - n0], &bias[n], sizeof(float));
+            for (size_t ci = 0; ci < cin; ci++)
+                for (size_t kk = 0; kk < k; kk++)
+                    memcpy(&panel[nr + (kk * cin + ci) * nr + (n - n0)],
+                           &w[(ptrdiff_t)n * s_out + (ptrdiff_t)ci * s_in + k0 + (ptrdiff_t)kk * s_k],
+                           sizeof(float));
+        }
+    }
+}
+
+/* Outer loop over weight panels so that one panel stays in cache while all
+ * output rows stream past it; the input rows are views, never copied. */
+void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float *out,
+                          const float *in, size_t n_out, const float *residual, int gelu) {
+    const size_t mr = uk->mr, nr = uk->nr, kc = conv->kc, cin = conv->cin, cout = conv->cout;
+    const size_t a_stride = conv->stride * cin, panel_size = nr * (1 + kc);
+    const float *a0 = in - conv->pad * cin;
+    for (size_t n0 = 0; n0 < cout; n0 += nr) {
+        const float *panel = conv->packed + (n0 / nr) * panel_size;
+        size_t nc = cout - n0 < nr ? cout - n0 : nr;
+        for (size_t p = 0; p < n_out; p += mr) {
+            size_t m = n_out - p < mr ? n_out - p : mr;
+            uk->fn(m, nc, kc, a0 + p * a_stride, a_stride, panel, out + p * cout + n0, cout,
+                   residual ? residual + p * cout + n0 : NULL, cout, gelu);
+        }
+    }
+}
+
+float himae_gelu_exact(float x) { return (float)(0.5 * x * (1.0 + erf(x * 0.70710678118654752))); }
+
+void himae_conv1d_reference(float *out, const float *in, const float *w, const float *bias,
+                            size_t cin, size_t n_in, size_t cout, size_t k, size_t stride,
+                            size_t pad, size_t n_out, const float *residual, int gelu) {
+    for (size_t co = 0; co < cout; co++)
+        for (size_t p = 0; p < n_out; p++) {
+            double acc = bias[co];
+            for (size_t ci = 0; ci < cin; ci++)
+                for (size_t kk = 0; kk < k; kk++) {
+                    long long i = (long long)(p * stride + kk) - (long long)pad;
+                    if (i >= 0 && i < (long long)n_in)
+                        acc += (double)in[ci * n_in + (size_t)i] * w[(co * cin + ci) * k + kk];
+                }
+            if (residual) acc += residual[co * n_out + p];
+            out[co * n_out + p] = gelu ? himae_gelu_exact((float)acc) : (float)acc;
+        }
+}

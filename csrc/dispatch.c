@@ -1,0 +1,84 @@
+/* dispatch.c - the one place that knows which micro-kernels exist and which
+ * this CPU and OS can run (CPUID for the instructions, XGETBV for the OS
+ * saving the wider registers). */
+#include <string.h>
+
+#include "internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define HIMAE_X86 1
+#include <cpuid.h>
+extern const himae_ukernel himae_ukernel_avx2, himae_ukernel_avx512;
+#elif defined(__aarch64__)
+#define HIMAE_ARM64 1
+extern const himae_ukernel himae_ukernel_neon;
+#endif
+extern const himae_ukernel himae_ukernel_scalar;
+
+static const char *const isa_names[HIMAE_ISA_COUNT] = {"scalar", "avx2", "avx512", "neon"};
+
+const char *himae_isa_name(enum himae_isa isa) {
+    return (unsigned)isa < HIMAE_ISA_COUNT ? isa_names[isa] : "unknown";
+}
+
+int himae_isa_from_name(const char *name, enum himae_isa *isa) {
+    for (int i = 0; i < HIMAE_ISA_COUNT; i++)
+        if (strcmp(name, isa_names[i]) == 0) {
+            *isa = (enum himae_isa)i;
+            return 1;
+        }
+    return 0;
+}
+
+#ifdef HIMAE_X86
+static unsigned long long xgetbv0(void) {
+    unsigned eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((unsigned long long)edx << 32) | eax;
+}
+#endif
+
+int himae_isa_supported(enum himae_isa isa) {
+    switch (isa) {
+    case HIMAE_ISA_SCALAR: return 1;
+#ifdef HIMAE_X86
+    case HIMAE_ISA_AVX2:
+    case HIMAE_ISA_AVX512: {
+        unsigned a, b, c, d;
+        if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+        int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, avx = (c >> 28) & 1;
+        if (!osxsave || !avx) return 0;
+        unsigned long long xcr0 = xgetbv0();
+        if ((xcr0 & 0x6) != 0x6) return 0; /* XMM and YMM state */
+        if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+        if (isa == HIMAE_ISA_AVX2) return fma && ((b >> 5) & 1);
+        return ((b >> 16) & 1) && (xcr0 & 0xE6) == 0xE6; /* AVX512F + opmask/ZMM state */
+    }
+#endif
+#ifdef HIMAE_ARM64
+    case HIMAE_ISA_NEON: return 1;
+#endif
+    default: return 0;
+    }
+}
+
+const himae_ukernel *himae_ukernel_for(enum himae_isa isa) {
+    switch (isa) {
+    case HIMAE_ISA_SCALAR: return &himae_ukernel_scalar;
+#ifdef HIMAE_X86
+    case HIMAE_ISA_AVX2: return &himae_ukernel_avx2;
+    case HIMAE_ISA_AVX512: return &himae_ukernel_avx512;
+#endif
+#ifdef HIMAE_ARM64
+    case HIMAE_ISA_NEON: return &himae_ukernel_neon;
+#endif
+    default: return NULL;
+    }
+}
+
+enum himae_isa himae_isa_best(void) {
+    static const enum himae_isa order[] = {HIMAE_ISA_AVX512, HIMAE_ISA_AVX2, HIMAE_ISA_NEON};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
+        if (himae_isa_supported(order[i])) return order[i];
+    return HIMAE_ISA_SCALAR;
+}

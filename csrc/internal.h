@@ -1,0 +1,77 @@
+/* internal.h - types shared by the C core's source files (not public). */
+#ifndef HIMAE_INTERNAL_H
+#define HIMAE_INTERNAL_H
+
+#include <stddef.h>
+
+#include "himae.h"
+
+/* One GEMM micro-kernel call computes an mr x nc tile of
+ *   c[p][n] = act(bias[n] + sum_j a[p][j] * w[j][n] (+ res[p][n]))
+ * for p < mr <= MR rows and n < nc <= NR columns, where row p of a starts at
+ * a + p * a_stride (kc floats) and w is one packed panel: NR biases, then
+ * kc rows of NR weights (zero beyond the real columns). res may alias c. */
+typedef void (*himae_gemm_fn)(size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
+                              const float *w, float *c, size_t c_stride, const float *res,
+                              size_t res_stride, int gelu);
+
+typedef struct himae_ukernel {
+    const char *name; /* f32_gemm_ukernel__<isa>_<MR>x<NR> */
+    enum himae_isa isa;
+    size_t mr, nr;
+    himae_gemm_fn fn;
+} himae_ukernel;
+
+/* The micro-kernel for an ISA, or NULL when it is not built in. */
+const himae_ukernel *himae_ukernel_for(enum himae_isa isa);
+
+/* A convolution over a channels-last signal, weights packed for one kernel.
+ * Input row i (cin floats) sits at in + i * cin; rows [-pad, 0) and past the
+ * end must hold zeros (activation buffers keep `pad` zero rows on each side). */
+typedef struct himae_conv {
+    size_t cin, cout, k, stride, pad;
+    size_t kc;            /* k * cin: one im2col row */
+    const float *packed;  /* ceil(cout / NR) panels of (NR + kc * NR) floats */
+} himae_conv;
+
+/* Floats the packed weights of a conv take for a kernel with NR columns. */
+size_t himae_packed_size(size_t cin, size_t cout, size_t k, size_t nr);
+/* Pack weights and bias (cout) into dst; weight (n, ci, kk) is
+ * w[n * s_out + ci * s_in + k0 + kk * s_k] (Conv1d (cout, cin, k):
+ * s_out = cin * k, s_in = k, k0 = 0, s_k = 1). */
+void himae_pack_conv(float *dst, const float *w, const float *bias, size_t cin, size_t cout,
+                     size_t k, size_t nr, ptrdiff_t s_out, ptrdiff_t s_in, ptrdiff_t k0,
+                     ptrdiff_t s_k);
+
+/* out (n_out rows of cout) = act(conv(in) + bias (+ residual)). */
+void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float *out,
+                          const float *in, size_t n_out, const float *residual, int gelu);
+
+/* Naive reference: channels-first in (cin, n_in), PyTorch weights
+ * (cout, cin, k), zero padding; out (cout, n_out). Double accumulation,
+ * exact GELU. For tests only. */
+void himae_conv1d_reference(float *out, const float *in, const float *w, const float *bias,
+                            size_t cin, size_t n_in, size_t cout, size_t k, size_t stride,
+                            size_t pad, size_t n_out, const float *residual, int gelu);
+float himae_gelu_exact(float x);
+
+/* Counted allocation: every heap allocation of the core goes through here. */
+void *himae_malloc(size_t n);
+void himae_free_mem(void *p);
+
+/* GELU constants (erf via Abramowitz & Stegun 7.1.26, as PyTorch computes it). */
+#define HIMAE_GELU_P 0.3275911f
+#define HIMAE_GELU_A1 0.254829592f
+#define HIMAE_GELU_A2 (-0.284496736f)
+#define HIMAE_GELU_A3 1.421413741f
+#define HIMAE_GELU_A4 (-1.453152027f)
+#define HIMAE_GELU_A5 1.061405429f
+#define HIMAE_SQRT1_2 0.70710678118654752f
+
+/* exp(y) on y <= 0 as 2^n * poly(r): shared constants for the SIMD versions. */
+#define HIMAE_EXP_LOG2E 1.44269504088896341f
+#define HIMAE_EXP_LN2_HI 0.693359375f
+#define HIMAE_EXP_LN2_LO (-2.12194440e-4f)
+#define HIMAE_EXP_MIN (-87.0f)
+
+#endif

@@ -1,0 +1,264 @@
+/* model.c - load a model into one arena (packed weights + activation
+ * buffers) and run the window-mode encoder without allocating. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "modelfile.h"
+
+#define ALIGN 64
+
+static _Atomic uint64_t alloc_count;
+
+void *himae_malloc(size_t n) {
+    atomic_fetch_add(&alloc_count, 1);
+    return malloc(n);
+}
+
+void himae_free_mem(void *p) { free(p); }
+
+uint64_t himae_alloc_count(void) { return atomic_load(&alloc_count); }
+
+/* A transposed convolution (stride 2) split into its even and odd output
+ * phases, each an ordinary stride-1 convolution over the input. */
+typedef struct himae_tconv {
+    himae_conv phase[2];
+} himae_tconv;
+
+typedef struct himae_level {
+    himae_conv conv1, conv2, skip;
+    float *act; /* (len + 2 pad) x channels, channels-last; level output */
+} himae_level;
+
+typedef struct himae_stage {
+    himae_tconv up;
+    himae_conv conv1, conv2;
+} himae_stage;
+
+struct himae_model {
+    himae_config config;
+    enum himae_isa isa;
+    const himae_ukernel *uk;
+    size_t pad;          /* zero rows kept on each side of every buffer */
+    char *metadata;      /* NUL-terminated JSON */
+    float *input;        /* (window + 2 pad) x in_channels */
+    float *hidden;       /* conv1 output, largest level */
+    himae_level level[HIMAE_MAX_LEVELS];
+    himae_stage stage[HIMAE_MAX_LEVELS - 1]; /* decoder, when flags bit 0 */
+    himae_tconv head;
+    void *arena; /* the one allocation, freed by himae_free */
+};
+
+static size_t round_up(size_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
+
+/* Bump allocator over the arena; a sizing pass runs it with base == NULL. */
+typedef struct {
+    uint8_t *base;
+    size_t used;
+} bump;
+
+static void *take(bump *b, size_t bytes) {
+    void *p = b->base ? b->base + b->used : NULL;
+    b->used += round_up(bytes);
+    return p;
+}
+
+static int set_conv(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_tensor *w,
+                    const himae_tensor *bias, size_t cin, size_t cout, size_t k, size_t stride,
+                    size_t pad, ptrdiff_t s_out, ptrdiff_t s_in, ptrdiff_t k0, ptrdiff_t s_k) {
+    *conv = (himae_conv){cin, cout, k, stride, pad, k * cin, NULL};
+    float *dst = take(b, himae_packed_size(cin, cout, k, uk->nr) * sizeof(float));
+    if (dst) himae_pack_conv(dst, w->data, bias->data, cin, cout, k, uk->nr, s_out, s_in, k0, s_k);
+    conv->packed = dst;
+    return 0;
+}
+
+static void set_plain(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_file *f,
+                      const char *prefix, size_t cin, size_t cout, size_t k, size_t stride) {
+    char wn[64], bn[64];
+    snprintf(wn, sizeof wn, "%s.weight", prefix);
+    snprintf(bn, sizeof bn, "%s.bias", prefix);
+    set_conv(b, conv, uk, himae_file_tensor(f, wn), himae_file_tensor(f, bn), cin, cout, k, stride,
+             k / 2, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
+}
+
+/* ConvTranspose1d (cin, cout, k), stride 2, padding k/2: output o = 2m + e
+ * takes taps kk = e + p - 2d from input m + d; as a stride-1 conv its first
+ * tap is the largest such kk. */
+static void set_transposed(bump *b, himae_tconv *tc, const himae_ukernel *uk, const himae_file *f,
+                           const char *prefix, size_t cin, size_t cout, size_t k) {
+    char wn[64], bn[64];
+    snprintf(wn, sizeof wn, "%s.weight", prefix);
+    snprintf(bn, sizeof bn, "%s.bias", prefix);
+    ptrdiff_t p = (ptrdiff_t)k / 2;
+    for (int e = 0; e < 2; e++) {
+        ptrdiff_t kmax = (ptrdiff_t)k - 1, kmin = 0;
+        if ((kmax - e - p) % 2) kmax--;
+        if ((kmin - e - p) % 2) kmin++;
+        size_t taps = kmax >= kmin ? (size_t)(kmax - kmin) / 2 + 1 : 0;
+        ptrdiff_t dmin = (e + p - kmax) / 2;
+        set_conv(b, &tc->phase[e], uk, himae_file_tensor(f, wn), himae_file_tensor(f, bn), cin,
+                 cout, taps, 1, (size_t)(dmin < 0 ? -dmin : 0), (ptrdiff_t)k,
+                 (ptrdiff_t)(cout * k), kmax, -2);
+    }
+}
+
+/* Lay the model out in the arena (or, with base == NULL, just measure it). */
+static size_t layout(himae_model *m, uint8_t *base, const himae_file *f) {
+    bump b = {base, 0};
+    take(&b, sizeof(himae_model));
+    const himae_config *c = &m->config;
+    const size_t k = c->kernel_size, pad = m->pad;
+    char *meta = take(&b, f->meta_size + 1);
+    if (meta) {
+        memcpy(meta, f->meta, f->meta_size);
+        meta[f->meta_size] = 0;
+        m->metadata = meta;
+    }
+    m->input = take(&b, (c->window + 2 * pad) * c->in_channels * sizeof(float));
+    size_t hidden = 0;
+    for (uint32_t l = 0; l < c->n_levels; l++) {
+        himae_level *lv = &m->level[l];
+        size_t cin = l ? c->channels[l - 1] : c->in_channels, co = c->channels[l];
+        size_t rows = c->level_len[l] + 2 * pad;
+        char name[48];
+        snprintf(name, sizeof name, "encoder.%u.conv1", l);
+        set_plain(&b, &lv->conv1, m->uk, f, name, cin, co, k, 2);
+        snprintf(name, sizeof name, "encoder.%u.conv2", l);
+        set_plain(&b, &lv->conv2, m->uk, f, name, co, co, k, 1);
+        snprintf(name, sizeof name, "encoder.%u.skip", l);
+        set_plain(&b, &lv->skip, m->uk, f, name, cin, co, 1, 2);
+        lv->act = take(&b, rows * co * sizeof(float));
+        if (rows * co > hidden) hidden = rows * co;
+    }
+    m->hidden = take(&b, hidden * sizeof(float));
+    if (c->flags & 1) {
+        for (uint32_t t = 0; t + 1 < c->n_levels; t++) {
+            himae_stage *s = &m->stage[t];
+            size_t ct = c->channels[t], cu = c->channels[t + 1];
+            char name[48];
+            snprintf(name, sizeof name, "decoder.%u.up", t);
+            set_transposed(&b, &s->up, m->uk, f, name, cu, ct, k);
+            snprintf(name, sizeof name, "decoder.%u.conv1", t);
+            set_plain(&b, &s->conv1, m->uk, f, name, 2 * ct, ct, k, 1);
+            snprintf(name, sizeof name, "decoder.%u.conv2", t);
+            set_plain(&b, &s->conv2, m->uk, f, name, ct, ct, k, 1);
+        }
+        set_transposed(&b, &m->head, m->uk, f, "head", c->channels[0], c->in_channels, k);
+    }
+    return b.used;
+}
+
+static int error(char *err, size_t err_len, int code, const char *msg, const char *arg) {
+    if (err && err_len) snprintf(err, err_len, msg, arg);
+    return code;
+}
+
+int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, himae_model **out,
+                      char *err, size_t err_len) {
+    *out = NULL;
+    enum himae_isa isa = himae_isa_best();
+    if (!isa_name || !*isa_name) isa_name = getenv("HIMAE_ISA");
+    if (isa_name && *isa_name) {
+        if (!himae_isa_from_name(isa_name, &isa))
+            return error(err, err_len, HIMAE_EINVAL,
+                         "unknown ISA '%s' (choose scalar, avx2, avx512 or neon)", isa_name);
+        if (!himae_isa_supported(isa) || !himae_ukernel_for(isa))
+            return error(err, err_len, HIMAE_EINVAL, "ISA '%s' is not supported on this CPU",
+                         isa_name);
+    }
+    himae_file f;
+    int rc = himae_parse(buf, size, &f, err, err_len);
+    if (rc) return rc;
+    himae_model shape = {.config = f.config, .isa = isa, .uk = himae_ukernel_for(isa),
+                         .pad = f.config.kernel_size / 2};
+    size_t bytes = layout(&shape, NULL, &f);
+    uint8_t *raw = himae_malloc(bytes + ALIGN);
+    if (!raw) return error(err, err_len, HIMAE_ENOMEM, "out of memory loading the %s", "model");
+    uint8_t *base = (uint8_t *)round_up((size_t)raw);
+    memset(base, 0, bytes);
+    himae_model *m = (himae_model *)base;
+    *m = shape;
+    m->arena = raw;
+    layout(m, base, &f);
+    *out = m;
+    return HIMAE_OK;
+}
+
+int himae_load(const char *path, const char *isa, himae_model **out, char *err, size_t err_len) {
+    *out = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return error(err, err_len, HIMAE_EIO, "cannot open %s", path);
+    uint8_t *buf = NULL;
+    long size = -1;
+    if (fseek(fp, 0, SEEK_END) == 0) size = ftell(fp);
+    if (size >= 0 && fseek(fp, 0, SEEK_SET) == 0) buf = himae_malloc(size ? (size_t)size : 1);
+    int ok = buf && fread(buf, 1, (size_t)size, fp) == (size_t)size;
+    fclose(fp);
+    int rc = ok ? himae_load_buffer(buf, (size_t)size, isa, out, err, err_len)
+                : error(err, err_len, HIMAE_EIO, "cannot read %s", path);
+    himae_free_mem(buf);
+    return rc;
+}
+
+void himae_free(himae_model *m) {
+    if (m) himae_free_mem(m->arena);
+}
+
+const himae_config *himae_model_config(const himae_model *m) { return &m->config; }
+const char *himae_model_metadata(const himae_model *m) { return m->metadata; }
+enum himae_isa himae_model_isa(const himae_model *m) { return m->isa; }
+
+/* One window: channels-first x (in_channels, window) -> every level's act. */
+static void encode_one(himae_model *m, const float *x) {
+    const himae_config *c = &m->config;
+    const size_t pad = m->pad, cin0 = c->in_channels;
+    float *in = m->input + pad * cin0;
+    for (size_t ch = 0; ch < cin0; ch++)
+        for (size_t i = 0; i < c->window; i++) in[i * cin0 + ch] = x[ch * c->window + i];
+    const float *prev = in;
+    for (uint32_t l = 0; l < c->n_levels; l++) {
+        himae_level *lv = &m->level[l];
+        size_t co = c->channels[l], n = c->level_len[l];
+        float *act = lv->act + pad * co, *hid = m->hidden + pad * co;
+        himae_conv1d_forward(&lv->skip, m->uk, act, prev, n, NULL, 0);
+        himae_conv1d_forward(&lv->conv1, m->uk, hid, prev, n, NULL, 1);
+        /* The hidden buffer is shared by levels: clear the rows past this
+         * level's end that conv2 reads as zero padding. */
+        memset(hid + n * co, 0, pad * co * sizeof(float));
+        himae_conv1d_forward(&lv->conv2, m->uk, act, hid, n, act, 1);
+        prev = act;
+    }
+}
+
+int himae_encode(himae_model *m, const float *x, size_t batch, float *const *levels,
+                 float *const *means, char *err, size_t err_len) {
+    const himae_config *c = &m->config;
+    (void)err, (void)err_len;
+    for (size_t b = 0; b < batch; b++) {
+        encode_one(m, x + b * c->in_channels * c->window);
+        for (uint32_t l = 0; l < c->n_levels; l++) {
+            size_t co = c->channels[l], n = c->level_len[l];
+            const float *act = m->level[l].act + m->pad * co;
+            if (levels && levels[l]) {
+                float *dst = levels[l] + b * co * n;
+                for (size_t i = 0; i < n; i++)
+                    for (size_t ch = 0; ch < co; ch++) dst[ch * n + i] = act[i * co + ch];
+            }
+            if (means && means[l]) {
+                float *dst = means[l] + b * co;
+                double sum[64];
+                for (size_t c0 = 0; c0 < co; c0 += 64) {
+                    size_t w = co - c0 < 64 ? co - c0 : 64;
+                    for (size_t ch = 0; ch < w; ch++) sum[ch] = 0;
+                    for (size_t i = 0; i < n; i++)
+                        for (size_t ch = 0; ch < w; ch++) sum[ch] += act[i * co + c0 + ch];
+                    for (size_t ch = 0; ch < w; ch++) dst[c0 + ch] = (float)(sum[ch] / (double)n);
+                }
+            }
+        }
+    }
+    return HIMAE_OK;
+}

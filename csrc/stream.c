@@ -1,0 +1,384 @@
+/* Stream mode engine (see stream.h).
+ *
+ * Each encoder level keeps three linear buffers of time-major rows (one row
+ * = all channels at one position), each holding only the history that future
+ * outputs still need:
+ *   x  the level's input x_{l-1}, from row 2·q1 - P (P = K/2), where q1 is
+ *      the next conv1 output: conv1 output q reads rows 2q-P .. 2q+P;
+ *   h  GELU(conv1) rows, from row q2 - P, where q2 is the next output:
+ *      conv2 output q reads rows q-P .. q+P;
+ *   s  skip rows (conv k1 stride 2 of x), from row q2.
+ * Rows before the stream start are the zeros PyTorch pads with; flush
+ * appends P zero rows after the end of x, then of h. Pushes are processed in
+ * blocks of at most BLOCK input samples, which bounds every buffer, so all
+ * memory is taken once at creation. After every block each level has
+ * computed all it can, so the whole state follows from the number of samples
+ * pushed and whether the stream is flushed (see set_counters).
+ */
+#include "stream.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "modelfile.h"
+
+#define BLOCK 2048
+#define STATE_MAGIC 0x4d525453u /* "STRM" */
+#define STATE_VERSION 1u
+
+typedef struct {
+    float *buf;
+    int64_t base; /* absolute index of the first row held */
+    int64_t end;  /* absolute index one past the last row held */
+    int64_t cap;  /* rows */
+    int width;    /* floats per row */
+} rows;
+
+typedef struct {
+    int c_in, c_out;
+    himae_conv conv1, conv2, skip; /* weights packed for the model's micro-kernel */
+    rows x, h, s;
+    int64_t n_in;    /* input rows received (the length of x_{l-1} once flushed) */
+    int64_t emitted; /* outputs produced (q2); q1 is h.end less any flush padding */
+} level;
+
+struct himae_stream {
+    const himae_ukernel *uk;
+    int n_levels, k, p, c_in;
+    int64_t pushed;
+    int flushed;
+    level lv[HIMAE_STREAM_MAX_LEVELS];
+    rows tail; /* the last level's outputs of one block, before they are copied out */
+    void *mem; /* the one allocation */
+};
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static float *row(const rows *r, int64_t index) { return r->buf + (index - r->base) * r->width; }
+
+/* Drop the rows before `keep`. */
+static void trim(rows *r, int64_t keep) {
+    keep = min64(keep, r->end);
+    if (keep <= r->base) return;
+    memmove(r->buf, row(r, keep), (size_t)((r->end - keep) * r->width) * sizeof(float));
+    r->base = keep;
+}
+
+static float *append(rows *r, int64_t n) {
+    float *dst = row(r, r->end);
+    r->end += n;
+    return dst;
+}
+
+static int64_t half_up(int64_t n) { return (n + 1) / 2; }
+
+/* conv1 outputs computable from n_in input rows (output q needs row 2q+P);
+ * all ceil(n_in/2) of them once the stream is flushed. */
+static int64_t conv1_done(int64_t n_in, int p, int flushed) {
+    return flushed ? half_up(n_in) : max64(0, (n_in - p + 1) / 2);
+}
+
+/* Level outputs computable once q1 conv1 outputs exist (output q needs h row q+P). */
+static int64_t outputs_done(int64_t q1, int p, int flushed) { return flushed ? q1 : max64(0, q1 - p); }
+
+void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *counts) {
+    int64_t n_in = s->pushed + n;
+    int done = s->flushed || flush;
+    for (int l = 0; l < s->n_levels; l++) {
+        int64_t total = outputs_done(conv1_done(n_in, s->p, done), s->p, done);
+        counts[l] = total - s->lv[l].emitted;
+        n_in = total;
+    }
+}
+
+/* Compute everything level l can given its input; outputs go to the next
+ * level's x buffer (or the tail) and to out (channel-major, leading dimension ldo). */
+static void run_level(himae_stream *s, int l, int done, float *out, int64_t ldo, int64_t *n_out) {
+    level *v = &s->lv[l];
+    const int p = s->p, c = v->c_out;
+    if (done) memset(append(&v->x, p), 0, (size_t)p * v->c_in * sizeof(float));
+    int64_t q1 = v->h.end;
+    int64_t q1_end = conv1_done(v->n_in, p, done);
+    if (q1_end > q1) {
+        int64_t n1 = q1_end - q1;
+        himae_conv1d_forward(&v->conv1, s->uk, append(&v->h, n1), row(&v->x, 2 * q1), (size_t)n1, NULL, 1);
+        himae_conv1d_forward(&v->skip, s->uk, append(&v->s, n1), row(&v->x, 2 * q1), (size_t)n1, NULL, 0);
+    }
+    if (done) memset(append(&v->h, p), 0, (size_t)p * c * sizeof(float));
+    int64_t q2 = v->emitted;
+    int64_t n2 = outputs_done(q1_end, p, done) - q2;
+    if (n2 > 0) {
+        rows *next = l + 1 < s->n_levels ? &s->lv[l + 1].x : &s->tail;
+        float *y = append(next, n2);
+        himae_conv1d_forward(&v->conv2, s->uk, y, row(&v->h, q2), (size_t)n2, row(&v->s, q2), 1);
+        for (int64_t j = 0; j < n2; j++)
+            for (int o = 0; o < c; o++) out[o * ldo + *n_out + j] = y[j * c + o];
+        v->emitted += n2;
+        *n_out += n2;
+        if (l + 1 < s->n_levels) s->lv[l + 1].n_in += n2;
+    }
+    trim(&v->x, 2 * q1_end - p);
+    trim(&v->h, v->emitted - p);
+    trim(&v->s, v->emitted);
+    s->tail.base = s->tail.end = 0;
+}
+
+int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush,
+                      float *const *out, const int64_t *ld_out, int64_t *n_out,
+                      char *err, size_t errlen) {
+    if (n < 0) return fail(err, errlen, "negative sample count %lld", (long long)n);
+    if (s->flushed && (n > 0 || flush))
+        return fail(err, errlen, "stream already flushed; reset it to start a new one");
+    int64_t expect[HIMAE_STREAM_MAX_LEVELS];
+    himae_stream_pending(s, n, flush, expect);
+    for (int l = 0; l < s->n_levels; l++) {
+        if (ld_out[l] < expect[l])
+            return fail(err, errlen, "output buffer of level %d holds %lld positions, needs %lld", l,
+                        (long long)ld_out[l], (long long)expect[l]);
+        n_out[l] = 0;
+    }
+    int64_t i = 0;
+    do {
+        int64_t m = min64(n - i, BLOCK);
+        int done = flush && i + m == n;
+        level *v0 = &s->lv[0];
+        float *dst = append(&v0->x, m);
+        for (int64_t j = 0; j < m; j++)
+            for (int c = 0; c < s->c_in; c++) dst[j * s->c_in + c] = x[c * ldx + i + j];
+        v0->n_in += m;
+        s->pushed += m;
+        for (int l = 0; l < s->n_levels; l++) run_level(s, l, done, out[l], ld_out[l], &n_out[l]);
+        i += m;
+    } while (i < n);
+    if (flush) s->flushed = 1;
+    return 0;
+}
+
+/* Put every counter and buffer bound where a stream that was pushed `pushed`
+ * samples (and flushed when `flushed`) has them; buffer contents untouched. */
+static void set_counters(himae_stream *s, int64_t pushed, int flushed) {
+    const int p = s->p;
+    int64_t n_in = pushed;
+    s->pushed = pushed;
+    s->flushed = flushed;
+    for (int l = 0; l < s->n_levels; l++) {
+        level *v = &s->lv[l];
+        int64_t q1 = conv1_done(n_in, p, flushed);
+        v->n_in = n_in;
+        v->emitted = outputs_done(q1, p, flushed);
+        v->x.end = n_in + (flushed ? p : 0);
+        v->x.base = max64(-p, min64(2 * q1 - p, v->x.end));
+        v->h.end = q1 + (flushed ? p : 0);
+        v->h.base = max64(-p, min64(v->emitted - p, v->h.end));
+        v->s.end = q1;
+        v->s.base = min64(v->emitted, q1);
+        n_in = v->emitted;
+    }
+    s->tail.base = s->tail.end = 0;
+}
+
+void himae_stream_reset(himae_stream *s) {
+    set_counters(s, 0, 0);
+    for (int l = 0; l < s->n_levels; l++) {
+        level *v = &s->lv[l];
+        memset(v->x.buf, 0, (size_t)s->p * v->c_in * sizeof(float));
+        memset(v->h.buf, 0, (size_t)s->p * v->c_out * sizeof(float));
+    }
+}
+
+int himae_stream_levels(const himae_stream *s) { return s->n_levels; }
+int himae_stream_channels(const himae_stream *s, int level) { return s->lv[level].c_out; }
+int64_t himae_stream_emitted(const himae_stream *s, int level) { return s->lv[level].emitted; }
+int64_t himae_stream_pushed(const himae_stream *s) { return s->pushed; }
+int himae_stream_flushed(const himae_stream *s) { return s->flushed; }
+
+int64_t himae_stream_delay(const himae_stream *s, int level) {
+    /* Output q of level l reads input row 2q + 3P of its level, so in input
+     * samples the look-ahead is 3P·(2 + 4 + ... + 2^(l+1)) / 2 = 3P·(2^(l+1) - 1). */
+    return 3 * (int64_t)s->p * (((int64_t)2 << level) - 1);
+}
+
+/* State bytes: header words, then each level's x, h and s rows. */
+typedef struct {
+    uint32_t magic, version, n_levels, c_in, k, flushed;
+    int64_t pushed;
+    uint32_t channels[HIMAE_STREAM_MAX_LEVELS];
+} state_header;
+
+static size_t rows_bytes(const rows *r) { return (size_t)((r->end - r->base) * r->width) * sizeof(float); }
+
+static size_t levels_bytes(const himae_stream *s) {
+    size_t n = 0;
+    for (int l = 0; l < s->n_levels; l++) n += rows_bytes(&s->lv[l].x) + rows_bytes(&s->lv[l].h) + rows_bytes(&s->lv[l].s);
+    return n;
+}
+
+size_t himae_stream_state_size(const himae_stream *s) { return sizeof(state_header) + levels_bytes(s); }
+
+static void header_of(const himae_stream *s, state_header *h) {
+    memset(h, 0, sizeof *h);
+    h->magic = STATE_MAGIC;
+    h->version = STATE_VERSION;
+    h->n_levels = (uint32_t)s->n_levels;
+    h->c_in = (uint32_t)s->c_in;
+    h->k = (uint32_t)s->k;
+    h->flushed = (uint32_t)s->flushed;
+    h->pushed = s->pushed;
+    for (int l = 0; l < s->n_levels; l++) h->channels[l] = (uint32_t)s->lv[l].c_out;
+}
+
+void himae_stream_save(const himae_stream *s, void *buf) {
+    state_header h;
+    header_of(s, &h);
+    char *dst = buf;
+    memcpy(dst, &h, sizeof h);
+    dst += sizeof h;
+    for (int l = 0; l < s->n_levels; l++) {
+        const rows *rs[3] = {&s->lv[l].x, &s->lv[l].h, &s->lv[l].s};
+        for (int i = 0; i < 3; i++) {
+            memcpy(dst, rs[i]->buf, rows_bytes(rs[i]));
+            dst += rows_bytes(rs[i]);
+        }
+    }
+}
+
+int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, size_t errlen) {
+    state_header h, mine;
+    if (size < sizeof h) return fail(err, errlen, "stream state truncated: %zu bytes", size);
+    memcpy(&h, buf, sizeof h);
+    header_of(s, &mine);
+    if (h.magic != STATE_MAGIC || h.version != STATE_VERSION)
+        return fail(err, errlen, "not a stream state (bad magic or version)");
+    mine.flushed = h.flushed;
+    mine.pushed = h.pushed;
+    if (memcmp(&h, &mine, sizeof h) != 0 || h.flushed > 1 || h.pushed < 0)
+        return fail(err, errlen, "stream state belongs to a different model configuration");
+    himae_stream saved = *s;
+    set_counters(s, h.pushed, (int)h.flushed);
+    for (int l = 0; l < s->n_levels; l++) {
+        const rows *rs[3] = {&s->lv[l].x, &s->lv[l].h, &s->lv[l].s};
+        for (int i = 0; i < 3; i++) {
+            if (rs[i]->end - rs[i]->base > rs[i]->cap) {
+                *s = saved;
+                return fail(err, errlen, "stream state does not fit this engine");
+            }
+        }
+    }
+    if (size != himae_stream_state_size(s)) {
+        *s = saved;
+        return fail(err, errlen, "stream state has %zu bytes, expected %zu", size, himae_stream_state_size(s));
+    }
+    const char *src = (const char *)buf + sizeof h;
+    for (int l = 0; l < s->n_levels; l++) {
+        rows *rs[3] = {&s->lv[l].x, &s->lv[l].h, &s->lv[l].s};
+        for (int i = 0; i < 3; i++) {
+            memcpy(rs[i]->buf, src, rows_bytes(rs[i]));
+            src += rows_bytes(rs[i]);
+        }
+    }
+    return 0;
+}
+
+/* Rows per block entering each level, for BLOCK input samples: a level emits
+ * at most half its new input plus what flush releases. */
+static int64_t block_rows(int l, int p) { return l == 0 ? BLOCK : block_rows(l - 1, p) / 2 + 2 * p + 2; }
+
+static int64_t x_cap(int l, int p) { return block_rows(l, p) + 3 * p + 2; }
+static int64_t h_cap(int l, int p) { return block_rows(l, p) / 2 + 4 * p + 4; }
+
+/* Bump allocator over the engine's one block; a sizing pass runs with base == NULL. */
+typedef struct {
+    float *base;
+    size_t used; /* floats, each piece rounded up to 64 bytes */
+} bump;
+
+static float *take(bump *b, size_t floats) {
+    float *r = b->base ? b->base + b->used : NULL;
+    b->used += (floats + 15) & ~(size_t)15;
+    return r;
+}
+
+static void rows_init(rows *r, int width, int64_t cap, bump *b) {
+    r->width = width;
+    r->cap = cap;
+    r->buf = take(b, (size_t)(cap * width));
+}
+
+/* Pack encoder.{l}.{name} of the file for the engine's micro-kernel. */
+static void set_conv(himae_conv *conv, bump *b, const himae_file *f, int l, const char *name, size_t cin,
+                     size_t cout, size_t k, size_t stride, size_t nr) {
+    float *dst = take(b, himae_packed_size(cin, cout, k, nr));
+    *conv = (himae_conv){cin, cout, k, stride, k / 2, k * cin, dst};
+    if (!dst) return;
+    char wn[64], bn[64];
+    snprintf(wn, sizeof wn, "encoder.%d.%s.weight", l, name);
+    snprintf(bn, sizeof bn, "encoder.%d.%s.bias", l, name);
+    himae_pack_conv(dst, himae_file_tensor(f, wn)->data, himae_file_tensor(f, bn)->data, cin, cout, k, nr,
+                    (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
+}
+
+/* Lay the engine out from base (or, with base == NULL, only measure it): floats used. */
+static size_t layout(himae_stream *s, float *base, const himae_file *f) {
+    const int nl = s->n_levels, p = s->p;
+    const size_t k = (size_t)s->k, nr = s->uk->nr;
+    bump b = {base, 0};
+    for (int l = 0, c_prev = s->c_in; l < nl; c_prev = (int)f->config.channels[l++]) {
+        level *v = &s->lv[l];
+        const int c = (int)f->config.channels[l];
+        v->c_in = c_prev;
+        v->c_out = c;
+        set_conv(&v->conv1, &b, f, l, "conv1", c_prev, c, k, 2, nr);
+        set_conv(&v->conv2, &b, f, l, "conv2", c, c, k, 1, nr);
+        set_conv(&v->skip, &b, f, l, "skip", c_prev, c, 1, 2, nr);
+        rows_init(&v->x, c_prev, x_cap(l, p), &b);
+        rows_init(&v->h, c, h_cap(l, p), &b);
+        rows_init(&v->s, c, h_cap(l, p), &b);
+    }
+    rows_init(&s->tail, (int)f->config.channels[nl - 1], block_rows(nl, p), &b);
+    return b.used;
+}
+
+int himae_stream_create(const himae_model *model, const uint8_t *file, size_t size, himae_stream **out,
+                        char *err, size_t errlen) {
+    *out = NULL;
+    himae_file f;
+    if (himae_parse(file, size, &f, err, errlen) != HIMAE_OK) return -1;
+    const himae_config *c = himae_model_config(model);
+    if (memcmp(&f.config, c, sizeof *c) != 0)
+        return fail(err, errlen, "the model file does not hold this model's configuration");
+    himae_stream shape = {.uk = himae_ukernel_for(himae_model_isa(model)), .n_levels = (int)c->n_levels,
+                          .k = (int)c->kernel_size, .p = (int)c->kernel_size / 2, .c_in = (int)c->in_channels};
+    size_t floats = layout(&shape, NULL, &f);
+    himae_stream *s = himae_malloc(sizeof *s);
+    void *raw = s ? himae_malloc(floats * sizeof(float) + 64) : NULL;
+    if (!raw) {
+        himae_free_mem(s);
+        return fail(err, errlen, "out of memory for the stream engine");
+    }
+    *s = shape;
+    s->mem = raw;
+    layout(s, (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63), &f);
+    himae_stream_reset(s);
+    *out = s;
+    return 0;
+}
+
+void himae_stream_free(himae_stream *s) {
+    if (!s) return;
+    himae_free_mem(s->mem);
+    himae_free_mem(s);
+}

@@ -1,0 +1,61 @@
+/* Stream mode: the HiMAE encoder run incrementally over an unbounded signal.
+ *
+ * The encoder is treated as one convolution over the whole stream (zero
+ * padding only at the true start and at flush), so every activation is
+ * computed exactly once, as soon as the samples it depends on have arrived.
+ * All memory is taken at creation; push and flush never allocate.
+ */
+#ifndef HIMAE_STREAM_H
+#define HIMAE_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "himae.h"
+
+#define HIMAE_STREAM_MAX_LEVELS 8
+
+typedef struct himae_stream himae_stream;
+
+/* Create a stream engine for `model`, packing the encoder weights of its model
+ * file (the buffer it was loaded from; not kept), for the micro-kernel `model`
+ * uses. The engine keeps no reference to either. */
+int himae_stream_create(const himae_model *model, const uint8_t *file, size_t size, himae_stream **out,
+                        char *err, size_t errlen);
+void himae_stream_free(himae_stream *s);
+
+/* Forget everything pushed: back to the state right after creation. */
+void himae_stream_reset(himae_stream *s);
+
+int himae_stream_levels(const himae_stream *s);
+int himae_stream_channels(const himae_stream *s, int level);
+
+/* Look-ahead of `level` in input samples: position p is emitted once sample
+ * 2^(level+1)·p + delay has been pushed. */
+int64_t himae_stream_delay(const himae_stream *s, int level);
+
+/* Positions of each level emitted so far, and samples pushed so far. */
+int64_t himae_stream_emitted(const himae_stream *s, int level);
+int64_t himae_stream_pushed(const himae_stream *s);
+int himae_stream_flushed(const himae_stream *s);
+
+/* How many new positions per level a push of `n` samples (then a flush when
+ * `flush` is set) will emit; fills counts[0 .. levels-1]. */
+void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *counts);
+
+/* Push `n` samples x[c·ldx + i] (normalised, masked samples already zero),
+ * then end the stream with its zero padding when `flush` is set. The new
+ * positions of level l go to out[l][c·ld_out[l] + j], j < counts from
+ * himae_stream_pending (ld_out[l] must be at least that count); their
+ * number is stored in n_out[l]. Returns 0 or -1 with a message in err. */
+int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush,
+                      float *const *out, const int64_t *ld_out, int64_t *n_out,
+                      char *err, size_t errlen);
+
+/* The engine's whole state as bytes, for resuming a stream later. */
+size_t himae_stream_state_size(const himae_stream *s);
+void himae_stream_save(const himae_stream *s, void *buf);
+/* Restore a state saved by an engine over the same model; -1 if it does not fit. */
+int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, size_t errlen);
+
+#endif
