@@ -1,0 +1,380 @@
+"""From packets to timestamped, gap-marked sample chunks.
+
+`SampleStream` puts packets back in stream order within a bounded window,
+drops duplicates, turns every missing stream index into a zero sample with
+its lost-mask bit set, and maps the device clock to the host clock with a
+robust drift estimate. Every sample is either delivered with its time or
+counted as lost; nothing is bridged silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from himae_stream.errors import HimaeError
+from himae_stream.protocol import Packet, unwrap_seq
+
+if TYPE_CHECKING:
+    from himae_stream.sources.base import Source
+
+
+class Received(NamedTuple):
+    """A packet and the host time it arrived (None: no host clock, e.g. a file)."""
+
+    host_time: float | None
+    packet: Packet
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Contiguous samples: unpacks as `timestamps, samples, lost_mask`.
+
+    `timestamps` are host-clock seconds (float64, n), `samples` physical
+    values (float32, channels x n, zero where lost), `lost_mask` (bool, n).
+    `start` is the stream index of the first sample; a chunk whose start is
+    not the previous chunk's end follows a break (stream restart or a chunk
+    dropped by a full queue), both counted.
+    """
+
+    timestamps: np.ndarray
+    samples: np.ndarray
+    lost_mask: np.ndarray
+    start: int
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter((self.timestamps, self.samples, self.lost_mask))
+
+    def __len__(self) -> int:
+        return int(self.lost_mask.shape[0])
+
+
+class ClockMap:
+    """Device-clock to host-clock mapping with a robust drift estimate.
+
+    Arrivals are binned by device time; each bin keeps its smallest host-minus-
+    device offset (the least-delayed packet), and a Theil-Sen line through
+    the bin minima gives the drift, so latency spikes and outliers do not
+    bend it. Memory is bounded by `max_bins`.
+    """
+
+    def __init__(self, bin_s: float = 1.0, max_bins: int = 300):
+        self.bin_s = bin_s
+        self._bins: deque[tuple[float, float]] = deque(maxlen=max_bins)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every observation (the device clock restarted)."""
+        self._bins.clear()
+        self._open: tuple[int, float, float] | None = None  # (bin number, device s, min offset)
+        self._origin: float | None = None
+        self._slope = 0.0
+        self._intercept = 0.0
+
+    @property
+    def ready(self) -> bool:
+        return self._origin is not None
+
+    @property
+    def drift_ppm(self) -> float:
+        """How fast the device clock runs against the host clock, in ppm."""
+        return (1.0 / (1.0 + self._slope) - 1.0) * 1e6
+
+    def observe(self, device_s: float, host_s: float) -> None:
+        """One arrival: a sample taken at `device_s` reached the host at `host_s`."""
+        if self._origin is None:
+            self._origin = device_s
+            self._intercept = host_s - device_s
+        d = device_s - self._origin
+        offset = host_s - device_s
+        number = int(d // self.bin_s)
+        if self._open is not None and self._open[0] == number:
+            if offset < self._open[2]:
+                self._open = (number, d, offset)
+        else:
+            if self._open is not None:
+                self._bins.append(self._open[1:])
+                self._fit()
+            self._open = (number, d, offset)
+        if len(self._bins) < 2:  # no line yet: the least delay seen so far
+            self._intercept = min(self._intercept, offset)
+
+    def _fit(self) -> None:
+        if len(self._bins) < 2:
+            return
+        d, off = np.asarray(self._bins).T
+        i, j = np.triu_indices(len(d), 1)
+        span = d[j] - d[i]
+        keep = span > 0.5 * self.bin_s
+        if not keep.any():
+            return
+        self._slope = float(np.median((off[j] - off[i])[keep] / span[keep]))
+        self._intercept = float(np.median(off - self._slope * d))
+
+    def to_host(self, device_s: np.ndarray) -> np.ndarray:
+        """Host times of device times (seconds)."""
+        if self._origin is None:
+            return np.asarray(device_s, np.float64)
+        d = np.asarray(device_s, np.float64) - self._origin
+        return self._origin + d + self._intercept + self._slope * d
+
+
+class StreamError(HimaeError):
+    """The source feeding a SampleStream failed."""
+
+
+COUNTERS = (
+    "packets", "duplicates", "reordered", "late", "gaps", "lost_samples", "samples",
+    "restarts", "overflow_drops", "overflow_samples",
+)
+
+
+class SampleStream:
+    """Packets in, `Chunk`s out (asyncio: `async for`; blocking: `for`).
+
+    Packets are held until they are next in stream order, at most
+    `reorder_packets` of them or `reorder_timeout_s` of host time; then the
+    hole before the oldest held packet is declared lost (zeros, mask set).
+    A jump of more than `max_gap_s` forwards, or `max_late_s` backwards, is
+    a stream restart (device reboot, corrupt counter): counted, no zeros
+    filled, and the chunk's `start` shows the break. Chunks wait in a queue of
+    `queue_chunks`; when the consumer falls behind the oldest is dropped and
+    counted (`overflow_drops`, `overflow_samples`).
+    """
+
+    def __init__(
+        self,
+        source: Source | None = None,
+        *,
+        reorder_packets: int = 16,
+        reorder_timeout_s: float = 0.5,
+        max_gap_s: float = 600.0,
+        max_late_s: float = 5.0,
+        queue_chunks: int = 256,
+        clock: ClockMap | None = None,
+    ):
+        self.source = source
+        self.reorder_packets = reorder_packets
+        self.reorder_timeout_s = reorder_timeout_s
+        self.max_gap_s = max_gap_s
+        self.max_late_s = max_late_s
+        self.queue_chunks = queue_chunks
+        self.clock = clock or ClockMap()
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._next: int | None = None  # stream index expected next
+        self._max_seen = 0
+        self._pending: dict[int, tuple[Packet, float | None]] = {}
+        self._delivered: deque[int] = deque(maxlen=4 * reorder_packets + 16)
+        self._last_time = 0.0  # device seconds of the last emitted sample
+        self._fs = 0.0
+        self._channels = 0
+
+    # ------------------------------------------------------------ counters
+    @property
+    def counters(self) -> dict[str, int]:
+        """Own counters merged with the source's (frames, crc_errors, reconnects, ...)."""
+        merged = dict(self._counts)
+        if self.source is not None:
+            for name, value in self.source.counters.items():
+                merged[name] = merged.get(name, 0) + value
+        for name in ("frames", "crc_errors", "resyncs", "reconnects"):
+            merged.setdefault(name, 0)
+        return merged
+
+    @property
+    def drift_ppm(self) -> float:
+        return self.clock.drift_ppm
+
+    # ---------------------------------------------------- synchronous core
+    def push(self, packet: Packet, host_time: float | None = None) -> list[Chunk]:
+        """Add one packet; returns the chunks it completes (possibly none)."""
+        self._counts["packets"] += 1
+        out: list[Chunk] = []
+        if self._next is None:
+            self._start(packet)
+            index = packet.seq
+        else:
+            index = unwrap_seq(packet.seq, self._next)
+            jump = index - self._next
+            if (
+                packet.channels != self._channels
+                or packet.fs != self._fs
+                or jump > self.max_gap_s * self._fs
+                or -jump > self.max_late_s * self._fs
+            ):
+                out = self.flush()
+                self._counts["restarts"] += 1
+                self._start(packet)
+                index = packet.seq
+            elif index < self._next:
+                if index in self._delivered:
+                    self._counts["duplicates"] += 1
+                else:
+                    self._counts["late"] += 1  # its samples were already counted lost
+                return []
+            elif index in self._pending:
+                self._counts["duplicates"] += 1
+                return []
+        if host_time is not None:
+            self.clock.observe(self._device_s(packet, packet.n - 1), host_time)
+        return out + self._accept(packet, index, host_time)
+
+    def flush(self) -> list[Chunk]:
+        """Release everything held (end of stream): holes before held packets become lost."""
+        pieces: list[tuple] = []
+        while self._pending:
+            self._release_gap(pieces)
+        return self._chunks(pieces)
+
+    def expire(self, now: float) -> list[Chunk]:
+        """Declare holes lost whose oldest held packet arrived before `now - reorder_timeout_s`."""
+        pieces: list[tuple] = []
+        while self._pending and min(
+            (t for _, t in self._pending.values() if t is not None), default=now
+        ) < now - self.reorder_timeout_s:
+            self._release_gap(pieces)
+        return self._chunks(pieces)
+
+    def _start(self, packet: Packet) -> None:
+        self._next = packet.seq
+        self._max_seen = packet.seq
+        self._channels = packet.channels
+        self._fs = packet.fs
+        self._pending.clear()
+        self._delivered.clear()
+        self.clock.reset()
+
+    def _accept(self, packet: Packet, index: int, host_time: float | None) -> list[Chunk]:
+        if index < self._max_seen:
+            self._counts["reordered"] += 1
+        self._max_seen = max(self._max_seen, index)
+        self._pending[index] = (packet, host_time)
+        pieces: list[tuple] = []
+        self._drain(pieces)
+        while len(self._pending) > self.reorder_packets:
+            self._release_gap(pieces)
+        return self._chunks(pieces)
+
+    def _drain(self, pieces: list) -> None:
+        while self._next in self._pending:
+            packet, _ = self._pending.pop(self._next)
+            times = self._device_s(packet, np.arange(packet.n))
+            pieces.append((self._next, times, packet.physical(), False))
+            self._delivered.append(self._next)
+            self._counts["samples"] += packet.n
+            self._next += packet.n
+            self._last_time = float(times[-1])
+
+    def _release_gap(self, pieces: list) -> None:
+        first = min(self._pending)
+        hole = first - self._next
+        packet, _ = self._pending[first]
+        # lost samples get times spaced evenly between their delivered neighbours
+        step = (self._device_s(packet, 0) - self._last_time) / (hole + 1)
+        times = self._last_time + step * np.arange(1, hole + 1)
+        pieces.append((self._next, times, np.zeros((self._channels, hole), np.float32), True))
+        self._counts["gaps"] += 1
+        self._counts["lost_samples"] += hole
+        self._next = first
+        self._drain(pieces)
+
+    def _device_s(self, packet: Packet, i: np.ndarray | int) -> np.ndarray:
+        return packet.t_us * 1e-6 + np.asarray(i, np.float64) / packet.fs
+
+    def _chunks(self, pieces: list) -> list[Chunk]:
+        if not pieces:
+            return []
+        start = pieces[0][0]
+        device_times = np.concatenate([p[1] for p in pieces])
+        samples = np.concatenate([p[2] for p in pieces], axis=1)
+        lost = np.concatenate([np.full(p[2].shape[1], p[3]) for p in pieces])
+        return [Chunk(self.clock.to_host(device_times), samples, lost, start)]
+
+    # ------------------------------------------------------------- asyncio
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        """Chunks as the source delivers them; ends when the source ends."""
+        chunks: asyncio.Queue = asyncio.Queue()
+        pump = asyncio.create_task(self._pump(chunks, threading.Event()))
+        try:
+            while True:
+                item = await chunks.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise StreamError(f"source failed: {item}") from item
+                yield item
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        """Blocking iteration: the asyncio reader runs in a background thread."""
+        chunks: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        thread = threading.Thread(target=asyncio.run, args=(self._pump(chunks, stop),), daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = chunks.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise StreamError(f"source failed: {item}") from item
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    async def _pump(self, chunks: asyncio.Queue | queue.Queue, stop: threading.Event) -> None:
+        """Read the source into `chunks` (bounded, drop-oldest); None marks the end."""
+        if self.source is None:
+            chunks.put_nowait(StreamError("SampleStream has no source to read"))
+            return
+
+        def put(new: list[Chunk]) -> None:
+            for chunk in new:
+                while chunks.qsize() >= self.queue_chunks:
+                    try:
+                        dropped = chunks.get_nowait()
+                    except (asyncio.QueueEmpty, queue.Empty):
+                        break
+                    self._counts["overflow_drops"] += 1
+                    self._counts["overflow_samples"] += len(dropped)
+                chunks.put_nowait(chunk)
+
+        iterator = aiter(self.source)
+        waiting: asyncio.Future | None = None
+        try:
+            while not stop.is_set():
+                # wait without cancelling the source's iterator, so a quiet
+                # source still lets held packets expire
+                waiting = waiting or asyncio.ensure_future(anext(iterator))
+                done, _ = await asyncio.wait({waiting}, timeout=self.reorder_timeout_s)
+                if not done:
+                    put(self.expire(time.monotonic()))
+                    continue
+                waiting = None
+                try:
+                    received = done.pop().result()
+                except StopAsyncIteration:
+                    break
+                put(self.push(received.packet, received.host_time))
+                if received.host_time is not None:
+                    put(self.expire(received.host_time))
+            put(self.flush())
+            chunks.put_nowait(None)
+        except Exception as exc:  # handed to the consumer, which raises it
+            chunks.put_nowait(exc)
+        finally:
+            if waiting is not None:
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+            await self.source.close()

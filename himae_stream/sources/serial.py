@@ -1,0 +1,90 @@
+"""Serial source: COBS frames from anything `serial.serial_for_url` opens.
+
+Real ttys, pseudo-terminals, `loop://` and `socket://host:port` all work.
+Reads run in a worker thread with a short timeout, so the event loop never
+blocks and `close()` takes effect within one read timeout; a port silent for
+`idle_timeout_s` is an error rather than a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import serial
+
+from himae_stream.samplestream import Received
+from himae_stream.sources.base import FramedReader, Source, SourceError
+
+READ_SIZE = 1 << 16
+
+
+class SerialSource(Source):
+    """Packets from a serial port; optionally records the raw bytes to `record` (a FileSource log)."""
+
+    def __init__(
+        self,
+        url: str,
+        baudrate: int = 115200,
+        *,
+        read_timeout_s: float = 0.05,
+        idle_timeout_s: float | None = 5.0,
+        record: str | Path | None = None,
+    ):
+        super().__init__()
+        self.url = url
+        self.baudrate = baudrate
+        self.read_timeout_s = read_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.record = Path(record) if record else None
+        self._reader = FramedReader(self.counters)
+        self._port: serial.SerialBase | None = None
+        self._closed = False
+
+    def _open(self) -> serial.SerialBase:
+        try:
+            return serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=self.read_timeout_s)
+        except (serial.SerialException, ValueError) as exc:
+            raise SourceError(f"cannot open serial port {self.url!r}: {exc}") from exc
+
+    def _read(self) -> bytes:
+        port = self._port
+        if port is None or self._closed:
+            return b""
+        try:
+            return port.read(min(READ_SIZE, max(1, port.in_waiting)))
+        except (serial.SerialException, OSError, TypeError) as exc:
+            if self._closed:
+                return b""
+            raise SourceError(f"serial port {self.url!r} failed: {exc}") from exc
+
+    async def __aiter__(self) -> AsyncIterator[Received]:
+        loop = asyncio.get_running_loop()
+        self._port = await loop.run_in_executor(None, self._open)
+        log = self.record.open("ab") if self.record else None
+        last_data = time.monotonic()
+        try:
+            while not self._closed:
+                data = await loop.run_in_executor(None, self._read)
+                now = time.monotonic()
+                if not data:
+                    if self.idle_timeout_s is not None and now - last_data > self.idle_timeout_s:
+                        raise SourceError(f"no data from {self.url!r} for {self.idle_timeout_s:g} s")
+                    continue
+                last_data = now
+                if log:
+                    log.write(data)
+                for packet in self._reader.feed(data):
+                    yield Received(now, packet)
+                self.info = self._reader.info
+        finally:
+            if log:
+                log.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._port is not None:
+            port, self._port = self._port, None
+            await asyncio.get_running_loop().run_in_executor(None, port.close)

@@ -1,0 +1,132 @@
+"""Source URLs: one parser and one registry of schemes.
+
+    serial:///dev/ttyUSB0?baud=115200   serial://COM3   serial://socket://host:port
+    ble://AA:BB:CC:DD:EE:FF             ble://name=Polar*?service=hr
+    file://capture.bin                  file:///abs/capture.bin
+    sim://recording.mat?speed=10&loss=0.02&transport=ble
+
+The registry maps a scheme to "module:function" taking a `SourceUrl`, so
+modules load only when their scheme is opened; `register_scheme` adds one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import import_module
+from urllib.parse import parse_qsl
+
+from himae_stream.errors import HimaeError
+
+
+class SourceUrlError(HimaeError, ValueError):
+    """A source URL that cannot be parsed or opened."""
+
+
+@dataclass(frozen=True)
+class SourceUrl:
+    """A parsed source URL: `target` is the path, port or device, `params` the query."""
+
+    scheme: str
+    target: str
+    params: dict[str, str] = field(default_factory=dict)
+    text: str = ""
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.params.get(key, default)
+
+    def number(self, key: str, default: float, kind: type = float) -> float:
+        """A numeric query parameter, with a clear error when it is not a number."""
+        value = self.params.get(key)
+        if value is None:
+            return default
+        try:
+            return kind(value)
+        except ValueError:
+            raise SourceUrlError(f"{self.text}: {key}={value!r} is not a {kind.__name__}") from None
+
+    def check_params(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.params) - allowed)
+        if unknown:
+            raise SourceUrlError(
+                f"{self.text}: unknown parameter(s) {', '.join(unknown)} "
+                f"(allowed: {', '.join(sorted(allowed)) or 'none'})"
+            )
+
+
+SCHEMES: dict[str, str] = {
+    "serial": "himae_stream.urls:open_serial",
+    "ble": "himae_stream.urls:open_ble",
+    "file": "himae_stream.urls:open_file",
+    "sim": "firmware_sim.source:open_url",
+}
+
+
+def register_scheme(scheme: str, opener: str) -> None:
+    """Make `scheme://...` open through `opener` ("module:function")."""
+    SCHEMES[scheme.lower()] = opener
+
+
+def parse_source_url(text: str) -> SourceUrl:
+    """Split `scheme://target?k=v&...`; the target keeps any '://' of its own (serial://socket://h:p)."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or not scheme:
+        raise SourceUrlError(f"{text!r} is not a source URL (expected scheme://..., e.g. serial:///dev/ttyUSB0)")
+    scheme = scheme.lower()
+    if scheme not in SCHEMES:
+        raise SourceUrlError(f"unknown source scheme {scheme!r} in {text!r} (known: {', '.join(sorted(SCHEMES))})")
+    target, _, query = rest.partition("?")
+    params = {}
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if key in params:
+            raise SourceUrlError(f"{text}: parameter {key} given twice")
+        params[key] = value
+    if not target:
+        raise SourceUrlError(f"{text!r} names no {scheme} target")
+    return SourceUrl(scheme, target, params, text)
+
+
+def open_source(url: str | SourceUrl):
+    """The source a URL names, built by its scheme's opener."""
+    parsed = parse_source_url(url) if isinstance(url, str) else url
+    module_name, _, function = SCHEMES[parsed.scheme].partition(":")
+    try:
+        module = import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise SourceUrlError(f"{parsed.scheme}:// sources need {exc.name}, which is not installed") from exc
+    return getattr(module, function)(parsed)
+
+
+def open_serial(url: SourceUrl):
+    from himae_stream.sources.serial import SerialSource
+
+    url.check_params({"baud", "idle_timeout", "record"})
+    idle = url.number("idle_timeout", 5.0)
+    return SerialSource(
+        url.target, int(url.number("baud", 115200, int)),
+        idle_timeout_s=idle if idle > 0 else None, record=url.get("record"),
+    )
+
+
+def open_ble(url: SourceUrl):
+    from himae_stream.protocol import HEART_RATE_SERVICE_UUID
+    from himae_stream.sources.ble import BleSource
+    from himae_stream.sources.heartrate import HeartRateSource
+
+    url.check_params({"service", "reconnects", "scan_timeout"})
+    name = url.target[len("name="):] if url.target.startswith("name=") else None
+    address = None if name is not None else url.target
+    service = url.get("service")
+    kwargs = dict(
+        max_reconnects=int(url.number("reconnects", 5, int)),
+        scan_timeout_s=url.number("scan_timeout", 10.0),
+    )
+    if service in ("hr", "heart_rate", "180d", HEART_RATE_SERVICE_UUID):
+        return HeartRateSource(address=address, name=name, **kwargs)
+    return BleSource(address=address, name=name, service=service, **kwargs)
+
+
+def open_file(url: SourceUrl):
+    from himae_stream.sources.file import FileSource
+
+    url.check_params(set())
+    return FileSource(url.target)
