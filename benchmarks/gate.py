@@ -1,0 +1,219 @@
+"""Deterministic latency gate: instruction counts of a fixed workload under callgrind.
+
+Wall-clock timings on a shared 2-core machine are noise; instruction counts
+are not: the same code on the same input executes the same instructions,
+run after run. `python -m benchmarks.gate` counts each workload of
+benchmarks/workload.py (one window encode per configuration, 10 s of
+stream-mode pushes, one reconstruct) for every ISA variant this CPU has and
+valgrind can execute, compares with benchmarks/gate_baseline.json, and fails
+if any count grew by more than 3 %. `--update` rewrites the baseline on
+purpose, so the change shows in review.
+
+valgrind does not execute AVX-512 (it hides it from CPUID), so the avx512
+kernels are not gated; scalar and avx2 (and neon on ARM) are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import workload
+
+HERE = Path(__file__).resolve().parent
+BASELINE = HERE / "gate_baseline.json"
+MARKER_SOURCE = HERE / "gate_marker.c"
+THRESHOLD = 0.03
+# Threads that spin while idle would make counts depend on scheduling.
+SINGLE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                 "NUMBA_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+
+
+class GateError(Exception):
+    """The gate could not measure (no valgrind, no compiler, a workload crashed)."""
+
+
+@dataclass
+class Measurement:
+    """Instructions per workload for one ISA label, and the workloads that could not run."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def environment() -> dict[str, str]:
+    """What the counts depend on besides the code: a different value explains a shifted baseline."""
+    valgrind = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
+    import numpy
+
+    return {"valgrind": valgrind, "python": platform.python_version(), "numpy": numpy.__version__,
+            "machine": platform.machine()}
+
+
+def build_marker(cache: Path = workload.CACHE) -> Path:
+    """Compile gate_marker.c once (again when it changes) into `cache`."""
+    library = cache / "gate_marker.so"
+    if library.exists() and library.stat().st_mtime >= MARKER_SOURCE.stat().st_mtime:
+        return library
+    compiler = os.environ.get("CC", "cc")
+    cache.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([compiler, "-shared", "-fPIC", "-O2", str(MARKER_SOURCE), "-o", str(library)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise GateError(f"cannot build {MARKER_SOURCE.name} (needs a C compiler and valgrind's headers):\n"
+                        f"{done.stderr.strip()}")
+    return library
+
+
+def native_isas() -> list[str]:
+    """ISA variants this build and CPU run natively (outside valgrind)."""
+    path = workload.model_path(workload.CONFIG_NAMES[-1])
+    found = []
+    for isa in workload.ISAS:
+        try:
+            workload.load(path, isa)
+        except NotImplementedError:
+            continue
+        found.append(isa)
+    return found
+
+
+def measure(isa: str, only: list[str] | None = None, cache: Path = workload.CACHE) -> Measurement:
+    """Count the workloads with the kernels forced to `isa`, in one process under callgrind."""
+    if shutil.which("valgrind") is None:
+        raise GateError("valgrind is not installed (Debian: apt-get install valgrind)")
+    for name in workload.CONFIG_NAMES:
+        workload.model_path(name, cache)
+    marker = build_marker(cache)
+    with tempfile.TemporaryDirectory(prefix="himae-gate-") as out:
+        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
+                   f"--callgrind-out-file={out}/callgrind.out",
+                   sys.executable, "-m", "benchmarks.workload",
+                   "--models", str(cache), "--isa", isa, "--marker", str(marker)]
+        if only:
+            command += ["--only", *only]
+        env = {**os.environ, **SINGLE_THREAD}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=HERE.parent)
+        if done.returncode != 0:
+            raise GateError(f"the {isa} workload failed under valgrind:\n{done.stderr.strip()[-3000:]}")
+        skipped = json.loads(done.stdout.strip().splitlines()[-1])["skipped"]
+        return Measurement(counts=read_dumps(Path(out)), skipped=skipped)
+
+
+def read_dumps(folder: Path) -> dict[str, int]:
+    """Instructions per named dump: callgrind writes one file per CALLGRIND_DUMP_STATS_AT."""
+    counts = {}
+    for dump in folder.glob("callgrind.out.*"):
+        text = dump.read_text()
+        name = re.search(r"^desc: Trigger: Client Request: (.+)$", text, re.M)
+        total = re.search(r"^summary: (\d+)$", text, re.M)
+        if name and total:
+            counts[name.group(1)] = int(total.group(1))
+    return counts
+
+
+def compare(baseline: dict[str, dict[str, int]], measured: dict[str, dict[str, int]],
+            threshold: float = THRESHOLD) -> tuple[list[str], list[str]]:
+    """(failures, notes) of `measured` against `baseline`, both {isa: {workload: instructions}}.
+
+    A count more than `threshold` above its baseline fails; so does a
+    baseline workload that was not measured for an ISA that was. New
+    workloads and large improvements are notes: record them with --update.
+    """
+    failures, notes = [], []
+    for isa, counts in sorted(measured.items()):
+        base = baseline.get(isa, {})
+        for name, count in sorted(counts.items()):
+            label = f"{name} [{isa}]"
+            if name not in base:
+                notes.append(f"{label}: {count:,} instructions, not in the baseline (record it with --update)")
+                continue
+            growth = count / base[name] - 1.0
+            line = f"{label}: {base[name]:,} -> {count:,} instructions ({growth:+.2%})"
+            if growth > threshold:
+                failures.append(f"{line}, more than the allowed +{threshold:.0%}")
+            elif growth < -threshold:
+                notes.append(f"{line}: faster; record it with --update")
+        for name in sorted(set(base) - set(counts)):
+            failures.append(f"{name} [{isa}]: in the baseline but not measured")
+    return failures, notes
+
+
+def load_baseline(path: Path) -> dict:
+    if not path.exists():
+        return {"environment": {}, "counts": {}}
+    return json.loads(path.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gate", description=__doc__.splitlines()[0])
+    parser.add_argument("--update", action="store_true", help="rewrite the baseline with today's counts")
+    parser.add_argument("--baseline", type=Path, default=BASELINE)
+    parser.add_argument("--isa", nargs="*", choices=workload.ISAS, help="ISA variants to gate (default: all here)")
+    parser.add_argument("--only", nargs="*", choices=[w.name for w in workload.WORKLOADS], metavar="WORKLOAD",
+                        help="workloads to count (default: all)")
+    parser.add_argument("--threshold", type=float, default=THRESHOLD, help="allowed growth (default 0.03)")
+    args = parser.parse_args(argv)
+
+    try:
+        isas = native_isas()
+        if not isas:
+            raise GateError("the C core is not built (himae_stream.load_model is missing)")
+        measured: dict[str, dict[str, int]] = {}
+        for isa in args.isa or isas:
+            if isa not in isas:
+                print(f"gate: {isa}: not available on this CPU or build; not gated")
+                continue
+            result = measure(isa, args.only)
+            for name, reason in sorted(result.skipped.items()):
+                print(f"gate: {name} [{isa}]: not measured: {reason}")
+            if result.counts:
+                measured[isa] = result.counts
+            else:
+                print(f"gate: {isa}: this CPU has it but valgrind cannot execute it; not gated")
+    except GateError as exc:
+        print(f"gate: error: {exc}", file=sys.stderr)
+        return 2
+
+    baseline = load_baseline(args.baseline)
+    env = environment()
+    if args.update:
+        counts = baseline["counts"]
+        for isa, values in measured.items():
+            counts.setdefault(isa, {}).update(values)
+        args.baseline.write_text(json.dumps({"environment": env, "counts": counts}, indent=2, sort_keys=True) + "\n")
+        for isa, values in sorted(measured.items()):
+            for name, count in sorted(values.items()):
+                print(f"gate: {name} [{isa}]: {count:,} instructions recorded")
+        return 0
+
+    gated = {isa: {k: v for k, v in baseline["counts"].get(isa, {}).items() if not args.only or k in args.only}
+             for isa in measured}
+    failures, notes = compare(gated, measured, args.threshold)
+    for line in notes:
+        print(f"gate: {line}")
+    if failures:
+        changed = {k: (baseline["environment"].get(k), v) for k, v in env.items()
+                   if baseline["environment"].get(k) != v}
+        for line in failures:
+            print(f"gate: FAIL {line}", file=sys.stderr)
+        if changed:
+            print(f"gate: the baseline was recorded elsewhere: {changed}", file=sys.stderr)
+        return 1
+    total = sum(len(v) for v in measured.values())
+    print(f"gate: ok, {total} counts within +{args.threshold:.0%} of {args.baseline.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""What the benchmarks run: models, inputs, and the fixed workload of the gate.
+
+The asv suite (bench_*.py) and the instruction-count gate (gate.py) share the
+same models and inputs from here, so a number in one can be traced in the other.
+Models carry seeded random weights: timing and instruction counts do not depend
+on what the weights learned, and a retrained shipped model must not move the
+gate's baseline.
+
+Run as `python -m benchmarks.workload --models DIR --isa ISA` under callgrind
+(gate.py does that): every model is loaded and every workload warmed up outside
+the counted region, then each workload is counted alone and dumped under its
+name through the client requests of gate_marker.c.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+CONFIG_NAMES = ("himae-100", "himae-25")
+ISAS = ("scalar", "avx2", "avx512", "neon")
+CACHE = Path(os.environ.get("HIMAE_BENCH_CACHE", Path(tempfile.gettempdir()) / "himae-bench"))
+SEED = 0
+
+
+def model_path(name: str, cache: Path = CACHE) -> Path:
+    """A model file of configuration `name` with seeded random weights, written once into `cache`."""
+    path = cache / f"{name}-random{SEED}.himae"
+    if path.exists():
+        return path
+    from himae_stream import modelfile
+    from training.configs import get_config  # imports torch with the training package
+
+    config = get_config(name)
+    rng = np.random.default_rng(SEED)
+    tensors = {}
+    for tensor, shape in modelfile.expected_tensors(config).items():
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        tensors[tensor] = rng.normal(0.0, fan_in**-0.5, shape).astype(np.float32)
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    modelfile.write(partial, config, tensors, {"provenance": {"weights": f"random, seed {SEED}"}})
+    partial.replace(path)
+    return path
+
+
+def signal(n: int, fs: float, channels: int = 1, seed: int = SEED) -> np.ndarray:
+    """A PPG-like float32 signal (C, n) in [-1, 1]: a 72 bpm pulse with harmonics and noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / fs
+    pulse = sum(np.sin(2 * np.pi * 1.2 * h * t + h) / h for h in (1, 2, 3))
+    x = 0.6 * pulse + 0.05 * rng.standard_normal((channels, n))
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+def patch_mask(length: int, patch: int, ratio: float, seed: int = SEED) -> np.ndarray:
+    """The pretraining mask: `ratio` of the patches of `patch` samples lost (True)."""
+    rng = np.random.default_rng(seed)
+    n_patches = -(-length // patch)
+    lost = rng.permutation(n_patches) < round(ratio * n_patches)
+    return np.repeat(lost, patch)[:length]
+
+
+def load(path: Path, isa: str):
+    """Load `path` with its kernels forced to `isa`.
+
+    Raises NotImplementedError when the C core is not built or this CPU (or
+    valgrind's view of it) lacks `isa`, so a benchmark can skip cleanly.
+    """
+    try:
+        import himae_stream
+        load_model = himae_stream.load_model
+    except (ImportError, AttributeError) as exc:
+        raise NotImplementedError(f"the C core is not built: {exc}") from exc
+    previous = os.environ.get("HIMAE_ISA")
+    os.environ["HIMAE_ISA"] = isa
+    try:
+        model = load_model(str(path))
+    except RuntimeError as exc:
+        if "unsupported" in str(exc) or "not supported" in str(exc):
+            raise NotImplementedError(f"{isa}: {exc}") from exc
+        raise
+    finally:
+        if previous is None:
+            del os.environ["HIMAE_ISA"]
+        else:
+            os.environ["HIMAE_ISA"] = previous
+    if model.isa != isa:
+        raise NotImplementedError(f"asked for {isa}, the core chose {model.isa}")
+    return model
+
+
+def p99_us(call: Callable[[], object], budget_s: float = 0.5, min_calls: int = 50,
+           max_calls: int = 5000) -> float:
+    """99th percentile of `call`'s wall time in µs, over as many calls as `budget_s` allows."""
+    call()
+    times: list[int] = []
+    end = time.perf_counter() + budget_s
+    while len(times) < max_calls and (len(times) < min_calls or time.perf_counter() < end):
+        start = time.perf_counter_ns()
+        call()
+        times.append(time.perf_counter_ns() - start)
+    return float(np.percentile(times, 99)) / 1e3
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One counted region: `prepare(model)` does all setup and returns the call to count."""
+
+    name: str
+    config: str
+    prepare: Callable[[object], Callable[[], object]]
+
+
+def _encode(model) -> Callable[[], object]:
+    cfg = model.config
+    x = signal(cfg["window"], cfg["fs"], cfg["in_channels"])
+    return lambda: model.encode(x)
+
+
+def _stream_10s(model) -> Callable[[], object]:
+    """Ten pushes of 1 s each, after a window's worth of samples has filled every level."""
+    if not hasattr(model, "stream"):
+        raise NotImplementedError("stream mode is not built")
+    cfg = model.config
+    fs = int(cfg["fs"])
+    stream = model.stream(normalize=False)
+    stream.push(signal(cfg["window"], cfg["fs"], cfg["in_channels"]))
+    seconds = [signal(fs, cfg["fs"], cfg["in_channels"], seed=i) for i in range(10)]
+
+    def push_10s() -> None:
+        for chunk in seconds:
+            stream.push(chunk)
+
+    return push_10s
+
+
+def _reconstruct(model) -> Callable[[], object]:
+    if not hasattr(model, "reconstruct"):
+        raise NotImplementedError("the decoder is not built")
+    cfg = model.config
+    x = signal(cfg["window"], cfg["fs"], cfg["in_channels"])
+    mask = patch_mask(cfg["window"], cfg["patch_size"], cfg["mask_ratio"])
+    return lambda: model.reconstruct(x, mask)
+
+
+WORKLOADS = (
+    Workload("encode himae-100", "himae-100", _encode),
+    Workload("encode himae-25", "himae-25", _encode),
+    Workload("stream 10 s himae-100", "himae-100", _stream_10s),
+    Workload("reconstruct himae-100", "himae-100", _reconstruct),
+)
+
+
+def _marker(library: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(library))
+    lib.gate_end.argtypes = [ctypes.c_char_p]
+    return lib
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Count each workload under callgrind; print {"skipped": {name: reason}} as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, required=True, help="folder of <config>-random0.himae files")
+    parser.add_argument("--isa", required=True, choices=ISAS)
+    parser.add_argument("--marker", type=Path, required=True, help="compiled gate_marker.c")
+    parser.add_argument("--only", nargs="*", help="workload names to run (default: all)")
+    args = parser.parse_args(argv)
+
+    runs, skipped = [], {}
+    models = {}
+    for workload in WORKLOADS:
+        if args.only and workload.name not in args.only:
+            continue
+        try:
+            if workload.config not in models:
+                models[workload.config] = load(model_path(workload.config, args.models), args.isa)
+            call = workload.prepare(models[workload.config])
+        except NotImplementedError as exc:
+            skipped[workload.name] = str(exc)
+            continue
+        call()  # warm-up: first-call effects stay out of the count
+        runs.append((workload.name, call))
+
+    marker = _marker(args.marker)
+    marker.gate_instrument()
+    for name, call in runs:
+        marker.gate_begin()
+        call()
+        marker.gate_end(name.encode())
+    json.dump({"skipped": skipped}, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
