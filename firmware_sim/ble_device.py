@@ -1,0 +1,331 @@
+"""BLE transport: the simulated wearable as a bumble peripheral.
+
+It advertises the custom sample service (notify: samples, write: control,
+read: stream info) and the standard Heart Rate Service, batches the samples
+produced in each connection interval into notifications sized to the
+negotiated ATT MTU, and honours the control characteristic. A link-down
+fault disconnects the central and stops advertising for the fault's length.
+Other hosts reach the same virtual radio through `serve_hci` (loopback TCP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import struct
+
+from bumble.controller import Controller
+from bumble.core import UUID, AdvertisingData
+from bumble.device import AdvertisingParameters, AdvertisingSet, Connection, Device
+from bumble.gatt import Characteristic, CharacteristicValue, Service
+from bumble.hci import Address
+from bumble.host import Host
+from bumble.link import LocalLink
+from bumble.transport import Transport
+from bumble.transport.common import AsyncPipeSink
+from bumble.transport.tcp_server import open_tcp_server_transport_with_socket
+
+from firmware_sim.device import DeviceModel, DropLog, Pacer
+from firmware_sim.faults import Fate, Faults
+from firmware_sim.heart_rate import HeartRateTrace
+from himae_stream import protocol
+from himae_stream.protocol import (
+    ControlOp,
+    HeartRateMeasurement,
+    NotificationPacker,
+    ProtocolError,
+    decode_control,
+    encode_heart_rate,
+    encode_info,
+)
+
+#: the link layer retransmits until acknowledged, so a notification is either lost (host buffer) or delivered intact
+BLE_FATES = frozenset({Fate.SEND, Fate.LOSE})
+DEFAULT_ADDRESS = "F0:00:00:00:00:01"
+HEART_RATE_SERVICE = UUID.from_16_bits(0x180D)
+BODY_SENSOR_LOCATION_WRIST = 2
+_SYNC_HEAD = 14  # u16 word + u32 seq + u64 timestamp
+_WORD_HEAD = 2
+#: notifications per step when unpaced, between yields to the event loop
+MAX_SPEED_NOTIFICATIONS = 16
+
+
+class BleDevice:
+    """A simulated wearable on `link`; `await start()` begins advertising and sampling."""
+
+    def __init__(
+        self,
+        model: DeviceModel,
+        link: LocalLink,
+        faults: Faults | None = None,
+        speed: float | None = 1.0,
+        mtu: int = 247,
+        connection_interval_ms: float = 15.0,
+        heart_rate: HeartRateTrace | None = None,
+        address: str = DEFAULT_ADDRESS,
+        advertising_interval_ms: float = 20.0,
+    ) -> None:
+        if not 23 <= mtu <= 517:
+            raise ValueError(f"mtu must be 23 … 517, got {mtu}")
+        self.model = model
+        self.faults = faults or Faults()
+        self.pacer = Pacer(speed, model.config.drift_ppm)
+        self.interval_s = connection_interval_ms / 1000.0
+        self.heart_rate = heart_rate
+        self.advertising_interval_ms = advertising_interval_ms
+        self.log = DropLog()
+        self.hr_log: list[tuple[float, int]] = []  # (device s, bpm) of every HR notification sent
+        self.produced = 0
+        self.streaming = True  # the control characteristic's START / STOP
+        self.finished = asyncio.Event()
+        self._connection: Connection | None = None
+        self._subscribed: set[int] = set()
+        self._subscribed_event = asyncio.Event()  # set while the samples are subscribed
+        self._packer: NotificationPacker | None = None
+        self._outage = False
+        self._task: asyncio.Task | None = None
+        self._advertising_set: AdvertisingSet | None = None
+        self._event_s = 0.0  # device time of the current connection event
+        self._origin_s = 0.0  # device time of stream index 0 (moves on a rate change)
+        self._boot_us = model.config.start_us  # device clock at power-on
+
+        controller = Controller(f"{model.config.name}-radio", link=link)
+        self.device = Device(name=model.config.name, address=Address(address), host=Host(controller, AsyncPipeSink(controller)))
+        self.device.gatt_server.max_mtu = mtu
+        self.samples_char = Characteristic(
+            protocol.SAMPLES_CHAR_UUID, Characteristic.Properties.NOTIFY, Characteristic.READABLE, b""
+        )
+        self.control_char = Characteristic(
+            protocol.CONTROL_CHAR_UUID,
+            Characteristic.Properties.WRITE | Characteristic.Properties.WRITE_WITHOUT_RESPONSE,
+            Characteristic.WRITEABLE,
+            CharacteristicValue(write=self._on_control),
+        )
+        self.info_char = Characteristic(
+            protocol.INFO_CHAR_UUID,
+            Characteristic.Properties.READ,
+            Characteristic.READABLE,
+            CharacteristicValue(read=lambda connection: encode_info(self.model.info)),
+        )
+        self.hr_char = Characteristic(
+            protocol.HEART_RATE_MEASUREMENT_UUID, Characteristic.Properties.NOTIFY, Characteristic.READABLE, b""
+        )
+        self.device.add_service(Service(protocol.SERVICE_UUID, [self.samples_char, self.control_char, self.info_char]))
+        self.device.add_service(
+            Service(
+                HEART_RATE_SERVICE,
+                [
+                    self.hr_char,
+                    Characteristic(
+                        UUID.from_16_bits(0x2A38), Characteristic.Properties.READ, Characteristic.READABLE,
+                        bytes([BODY_SENSOR_LOCATION_WRIST]),
+                    ),
+                ],
+            )
+        )
+        self.device.on(self.device.EVENT_CONNECTION, self._on_connection)
+        self.device.on("characteristic_subscription", self._on_subscription)
+
+    @property
+    def address(self) -> str:
+        return str(self.device.random_address).split("/")[0]
+
+    @property
+    def name(self) -> str:
+        return self.model.config.name
+
+    async def start(self) -> None:
+        await self.device.power_on()
+        await self._advertise()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._connection is not None:
+            await self._disconnect()
+        await self._stop_advertising()
+
+    async def _advertise(self) -> None:
+        """(Re)start advertising; extended advertising, since name and both services exceed 31 bytes."""
+        if self._advertising_set is None:
+            data = AdvertisingData([
+                (AdvertisingData.FLAGS, bytes([0x06])),
+                (AdvertisingData.COMPLETE_LOCAL_NAME, self.name.encode()),
+                (AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS, bytes(UUID(protocol.SERVICE_UUID))),
+                (AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS, bytes(HEART_RATE_SERVICE)),
+            ])
+            parameters = AdvertisingParameters(
+                primary_advertising_interval_min=self.advertising_interval_ms,
+                primary_advertising_interval_max=self.advertising_interval_ms,
+            )
+            self._advertising_set = await self.device.create_advertising_set(
+                advertising_parameters=parameters, advertising_data=bytes(data)
+            )
+        else:
+            await self._advertising_set.start()
+
+    async def _stop_advertising(self) -> None:
+        if self._advertising_set is not None:
+            await self._advertising_set.stop()
+
+    # ------------------------------------------------------------ link events
+    def _on_connection(self, connection: Connection) -> None:
+        self._connection = connection
+        self._subscribed.clear()
+        self._subscribed_event.clear()
+        connection.on(connection.EVENT_DISCONNECTION, lambda reason: self._on_disconnection(connection))
+        connection.on(connection.EVENT_CONNECTION_ATT_MTU_UPDATE, self._new_packer)
+        self._new_packer()
+
+    def _on_disconnection(self, connection: Connection) -> None:
+        if self._connection is connection:
+            self._connection = None
+            self._subscribed.clear()
+            self._subscribed_event.clear()
+        if not self._outage and self._task is not None and not self._task.done():
+            asyncio.get_running_loop().create_task(self._advertise())
+
+    def _on_subscription(self, connection: Connection, characteristic, notify: bool, indicate: bool) -> None:
+        if notify or indicate:
+            self._subscribed.add(characteristic.handle)
+            if characteristic is self.samples_char:
+                self._new_packer()  # the first notification after subscribing carries a sync header
+                self._subscribed_event.set()
+        else:
+            self._subscribed.discard(characteristic.handle)
+            if characteristic is self.samples_char:
+                self._subscribed_event.clear()
+
+    def _new_packer(self) -> None:
+        mtu = self._connection.att_mtu if self._connection is not None else 23
+        self._packer = NotificationPacker(self.model.info, payload_size=mtu - 3)
+
+    def _on_control(self, connection: Connection, value: bytes) -> None:
+        try:
+            command = decode_control(value)
+        except ProtocolError:
+            self.log.count("bad_control")
+            return
+        self.log.count(f"control_{command.op.name.lower()}")
+        if command.op == ControlOp.START:
+            self.streaming = True
+        elif command.op == ControlOp.STOP:
+            self.streaming = False
+        elif command.op == ControlOp.SET_RATE:
+            self._set_rate(command.rate_hz)
+        # REQUEST_INFO needs nothing: the info characteristic is read live.
+
+    def _set_rate(self, rate_hz: float) -> None:
+        """Resample to the new rate from now on; the stream restarts at index 0 with a fresh sync."""
+        self._origin_s = self._event_s
+        config = dataclasses.replace(self.model.config, fs=rate_hz, start_us=self._boot_us + round(self._origin_s * 1e6))
+        self.model = DeviceModel(self.model.recording, config)
+        self.produced = 0
+        self._new_packer()
+
+    async def _disconnect(self) -> None:
+        connection = self._connection
+        if connection is not None:
+            try:
+                await connection.disconnect()
+            except Exception:  # already going down
+                pass
+
+    # ------------------------------------------------------------ sampling loop
+    async def _run(self) -> None:
+        """One iteration per connection event: produce the samples due, deliver or log them.
+
+        The sampling clock starts when a central first subscribes to the samples.
+        Unpaced, the device also waits whenever nobody is subscribed, outside a link-down window.
+        """
+        await self._subscribed_event.wait()
+        self.pacer.restart()
+        next_hr = 1.0
+        while self.model.length is None or self.produced < self.model.length:
+            if self.pacer.speed is None:
+                if not self._outage and not self.faults.disconnected(self._event_s):
+                    await self._subscribed_event.wait()
+                per_note = self._payload() // (self.model.channels * self.model.fmt.width)
+                target = self.produced + MAX_SPEED_NOTIFICATIONS * max(per_note, 1)
+                self._event_s = self._origin_s + target / self.model.fs
+            else:
+                self._event_s += self.interval_s
+                await self.pacer.wait_until(self._event_s)
+                target = int((self._event_s - self._origin_s) * self.model.fs + 1e-9)
+            if self.model.length is not None:
+                target = min(target, self.model.length)
+            await self._link_state(self._event_s)
+            if target > self.produced:
+                await self._deliver(self.produced, target)
+                self.produced = target
+            while self.heart_rate is not None and self._event_s >= next_hr:
+                await self._notify_heart_rate(next_hr)
+                next_hr += 1.0
+            if self.pacer.speed is None:
+                if self._connection is not None:
+                    await self._connection.drain()
+                await asyncio.sleep(0)
+        self.finished.set()
+
+    def _payload(self) -> int:
+        return (self._connection.att_mtu if self._connection is not None else 23) - 3
+
+    async def _link_state(self, device_s: float) -> None:
+        """Enter or leave a link-down fault window."""
+        down = self.faults.disconnected(device_s)
+        if down and not self._outage:
+            self._outage = True
+            self.log.count("disconnects")
+            await self._stop_advertising()
+            await self._disconnect()
+        elif not down and self._outage:
+            self._outage = False
+            await self._advertise()
+
+    async def _deliver(self, start: int, stop: int) -> None:
+        connection = self._connection
+        if self._outage:
+            self.log.drop(start, stop, "disconnected")
+            return
+        if connection is None:
+            self.log.drop(start, stop, "not_connected")
+            return
+        if self.samples_char.handle not in self._subscribed:
+            self.log.drop(start, stop, "not_subscribed")
+            return
+        if not self.streaming:
+            self.log.drop(start, stop, "stopped")
+            return
+        assert self._packer is not None
+        frame_bytes = self.model.channels * self.model.fmt.width
+        k = start
+        for note in self._packer.pack(self.model.packet(start, stop)):
+            head = _SYNC_HEAD if struct.unpack_from("<H", note)[0] & protocol.SYNC_FLAG else _WORD_HEAD
+            n = (len(note) - head) // frame_bytes
+            if self.faults.fate(BLE_FATES) is Fate.LOSE:
+                self.log.drop(k, k + n, "lost")
+            else:
+                await self.device.notify_subscriber(connection, self.samples_char, note)
+            k += n
+
+    async def _notify_heart_rate(self, device_s: float) -> None:
+        connection = self._connection
+        if connection is None or self.hr_char.handle not in self._subscribed:
+            return
+        bpm = self.heart_rate.at(device_s)
+        value = encode_heart_rate(HeartRateMeasurement(bpm, contact=True, rr_s=(round(60.0 / bpm, 3),)))
+        await self.device.notify_subscriber(connection, self.hr_char, value)
+        self.hr_log.append((device_s, bpm))
+
+
+async def serve_hci(link: LocalLink, host: str = "127.0.0.1", port: int = 0) -> tuple[Transport, str]:
+    """Serve a controller on `link` over HCI on TCP; returns the transport and the client spec to reach it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    transport = await open_tcp_server_transport_with_socket(sock)
+    Controller("hci-tcp", host_source=transport.source, host_sink=transport.sink, link=link)
+    return transport, f"tcp-client:{host}:{sock.getsockname()[1]}"
