@@ -1,0 +1,193 @@
+"""SampleStream: order, loss, duplicates, wrap, timing, drift, queues."""
+
+import asyncio
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from himae_stream.protocol import SEQ_MODULUS, Packet
+from himae_stream.samplestream import ClockMap, SampleStream
+from himae_stream.sources.file import FileSource, write_log
+
+FS = 100.0
+
+
+def make_packets(start, sizes, rng, channels=2):
+    """Consecutive packets from stream index `start`; t_us = index / FS on the device clock."""
+    out, index = [], start
+    for n in sizes:
+        codes = rng.integers(-3000, 3000, (channels, n)).astype(np.int32)
+        out.append((index, Packet(index % SEQ_MODULUS, round(index * 1e6 / FS), FS, codes, (0.5, 2.0)[:channels])))
+        index += n
+    return out
+
+
+def collect(stream, arrivals):
+    chunks = []
+    for packet in arrivals:
+        chunks += stream.push(packet)
+    return chunks + stream.flush()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    start=st.integers(SEQ_MODULUS - 300, SEQ_MODULUS - 1) | st.integers(0, 1000),
+    sizes=st.lists(st.integers(1, 20), min_size=1, max_size=60),
+    seed=st.integers(0, 2**32 - 1),
+    loss=st.floats(0, 0.4),
+    dup=st.floats(0, 0.3),
+    displacement=st.integers(0, 8),
+)
+def test_loss_duplication_reordering_wrap_are_exact(start, sizes, seed, loss, dup, displacement):
+    rng = np.random.default_rng(seed)
+    sent = make_packets(start, sizes, rng)
+    copies = np.where(rng.random(len(sent)) < loss, 0, np.where(rng.random(len(sent)) < dup, 2, 1))
+    copies[0] = 1  # the stream starts at the first packet to arrive
+    arrivals = []
+    for k, (index, packet) in enumerate(sent):
+        for _ in range(copies[k]):
+            key = -1.0 if k == 0 else k + rng.uniform(0, displacement)
+            arrivals.append((key, packet))
+    arrivals.sort(key=lambda a: a[0])
+
+    stream = SampleStream(reorder_packets=max(1, displacement))
+    chunks = collect(stream, [p for _, p in arrivals])
+
+    last = max(k for k in range(len(sent)) if copies[k])
+    end = sent[last][0] + sent[last][1].n
+    expected = np.zeros((2, end - start), np.float32)
+    lost = np.ones(end - start, bool)
+    for k, (index, packet) in enumerate(sent[: last + 1]):
+        if copies[k]:
+            expected[:, index - start : index - start + packet.n] = packet.physical()
+            lost[index - start : index - start + packet.n] = False
+
+    timestamps, samples, mask = (np.concatenate(parts, axis=-1) for parts in zip(*chunks))
+    np.testing.assert_array_equal(samples, expected)
+    np.testing.assert_array_equal(mask, lost)
+    np.testing.assert_allclose(timestamps, (start + np.arange(end - start)) / FS, rtol=0, atol=1e-6)
+    assert [c.start for c in chunks] == list(start + np.cumsum([0] + [len(c) for c in chunks[:-1]]))
+    c = stream.counters
+    assert c["lost_samples"] == int(lost.sum())
+    assert c["duplicates"] == int(np.sum(np.maximum(copies - 1, 0)))
+    assert c["samples"] == int((~lost).sum())
+    assert c["late"] == 0 and c["restarts"] == 0
+    assert c["gaps"] == int(np.sum(np.diff(np.concatenate([[0], lost.astype(int)])) == 1))
+
+
+def test_reordered_packets_are_counted():
+    rng = np.random.default_rng(1)
+    sent = [p for _, p in make_packets(0, [5] * 6, rng)]
+    stream = SampleStream(reorder_packets=4)
+    chunks = collect(stream, [sent[0], sent[2], sent[1], sent[5], sent[3], sent[4]])
+    assert stream.counters["reordered"] == 3
+    assert stream.counters["lost_samples"] == 0
+    assert sum(len(c) for c in chunks) == 30
+
+
+def test_late_packet_beyond_window_is_not_delivered_twice():
+    rng = np.random.default_rng(2)
+    sent = [p for _, p in make_packets(0, [4] * 10, rng)]
+    stream = SampleStream(reorder_packets=2)
+    chunks = collect(stream, [sent[0], *sent[2:6], sent[1], *sent[6:]])
+    mask = np.concatenate([c.lost_mask for c in chunks])
+    assert mask.sum() == 4 and mask[4:8].all()
+    assert stream.counters["late"] == 1 and stream.counters["lost_samples"] == 4
+    assert len(mask) == 40
+
+
+def test_restart_is_counted_not_filled():
+    rng = np.random.default_rng(3)
+    first = [p for _, p in make_packets(5_000_000, [10] * 3, rng)]
+    second = [p for _, p in make_packets(0, [10] * 3, rng)]
+    stream = SampleStream()
+    chunks = collect(stream, first + second)
+    assert stream.counters["restarts"] == 1
+    assert stream.counters["lost_samples"] == 0
+    assert sum(len(c) for c in chunks) == 60
+    assert chunks[-1].start == 0 or any(c.start == 0 for c in chunks)
+
+
+def test_quiet_source_expires_held_packets():
+    rng = np.random.default_rng(4)
+    sent = [p for _, p in make_packets(0, [10] * 3, rng)]
+    stream = SampleStream(reorder_packets=8, reorder_timeout_s=0.5)
+    assert len(stream.push(sent[0], host_time=0.1)) == 1
+    assert stream.push(sent[2], host_time=0.3) == []  # held: sent[1] may still come
+    assert stream.expire(0.6) == []
+    (chunk,) = stream.expire(0.9)
+    assert chunk.lost_mask.tolist() == [True] * 10 + [False] * 10
+
+
+def test_drift_200_ppm_estimated_within_10_ppm_after_60_s():
+    rng = np.random.default_rng(5)
+    stream = SampleStream()
+    ppm, n, host0 = 200.0, 10, 1000.0
+    index = 0
+    true_times, chunks = [], []
+    while index < 60 * FS:
+        t_us = round(index * 1e6 / FS)  # device clock
+        host_sample = host0 + (index + np.arange(n)) / FS / (1 + ppm * 1e-6)
+        latency = 0.003 + rng.exponential(0.004) + (0.2 if rng.random() < 0.02 else 0.0)
+        packet = Packet(index, t_us, FS, rng.integers(-9, 9, (1, n)).astype(np.int32), (1.0,))
+        chunks += stream.push(packet, host_time=host_sample[-1] + latency)
+        true_times.append(host_sample)
+        index += n
+    assert abs(stream.drift_ppm - ppm) < 10, stream.drift_ppm
+    # mapped times track true sampling times up to the smallest transport latency
+    late = np.concatenate([c.timestamps for c in chunks])[-1000:] - np.concatenate(true_times)[-1000:]
+    assert np.all(np.abs(late - 0.003) < 0.002), (late.min(), late.max())
+
+
+def test_clock_map_ignores_latency_spikes():
+    clock = ClockMap()
+    rng = np.random.default_rng(6)
+    for d in np.arange(0, 30, 0.05):
+        clock.observe(d, d * (1 - 50e-6) + 0.01 + (1.0 if rng.random() < 0.2 else rng.uniform(0, 0.002)))
+    assert abs(clock.drift_ppm - 50) < 5
+
+
+def _log(tmp_path, sizes, seed=7):
+    rng = np.random.default_rng(seed)
+    sent = [p for _, p in make_packets(SEQ_MODULUS - 50, sizes, rng)]
+    path = tmp_path / "capture.bin"
+    write_log(path, sent[:3] + sent[4:])  # one packet lost on the way
+    total = sum(sizes)
+    return path, sent, total
+
+
+def test_async_and_blocking_iteration_agree(tmp_path):
+    path, sent, total = _log(tmp_path, [7] * 40)
+
+    async def read_async():
+        return [c async for c in SampleStream(FileSource(path))]
+
+    async_chunks = asyncio.run(read_async())
+    stream = SampleStream(FileSource(path))
+    blocking_chunks = list(stream)
+    for chunks in (async_chunks, blocking_chunks):
+        mask = np.concatenate([c.lost_mask for c in chunks])
+        assert len(mask) == total and mask.sum() == 7 and mask[21:28].all()
+        samples = np.concatenate([c.samples for c in chunks], axis=1)
+        np.testing.assert_array_equal(samples[:, :7], sent[0].physical())
+    assert stream.counters["frames"] == 39 and stream.counters["lost_samples"] == 7
+
+
+def test_full_queue_drops_oldest_and_counts(tmp_path):
+    path, _, total = _log(tmp_path, [5] * 400)
+
+    async def slow_consumer():
+        stream = SampleStream(FileSource(path), queue_chunks=4)
+        seen = []
+        async for chunk in stream:
+            seen.append(chunk)
+            await asyncio.sleep(0.001)
+        return stream, seen
+
+    stream, seen = asyncio.run(slow_consumer())
+    c = stream.counters
+    assert c["overflow_drops"] > 0
+    assert sum(len(s) for s in seen) + c["overflow_samples"] == total
+    starts = [s.start for s in seen]
+    assert starts == sorted(starts)
