@@ -88,6 +88,12 @@ enum himae_isa himae_model_isa(const himae_model *model);
 int himae_encode(himae_model *model, const float *x, size_t batch, float *const *levels,
                  float *const *means, char *err, size_t err_len);
 
+/* Window-mode reconstruction (encoder + decoder, tanh output) of `batch`
+ * windows x (batch, in_channels, window) into out, same shape. Needs a model
+ * file with the decoder (flags bit 0). No allocation. */
+int himae_reconstruct(himae_model *model, const float *x, size_t batch, float *out, char *err,
+                      size_t err_len);
+
 /* ISA helpers: names, whether this CPU and OS support one, the best one. */
 const char *himae_isa_name(enum himae_isa isa);
 int himae_isa_from_name(const char *name, enum himae_isa *isa);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "decoder.h"
 #include "internal.h"
 #include "modelfile.h"
 
@@ -21,21 +22,10 @@ void himae_free_mem(void *p) { free(p); }
 
 uint64_t himae_alloc_count(void) { return atomic_load(&alloc_count); }
 
-/* A transposed convolution (stride 2) split into its even and odd output
- * phases, each an ordinary stride-1 convolution over the input. */
-typedef struct himae_tconv {
-    himae_conv phase[2];
-} himae_tconv;
-
 typedef struct himae_level {
     himae_conv conv1, conv2, skip;
     float *act; /* (len + 2 pad) x channels, channels-last; level output */
 } himae_level;
-
-typedef struct himae_stage {
-    himae_tconv up;
-    himae_conv conv1, conv2;
-} himae_stage;
 
 struct himae_model {
     himae_config config;
@@ -48,6 +38,7 @@ struct himae_model {
     himae_level level[HIMAE_MAX_LEVELS];
     himae_stage stage[HIMAE_MAX_LEVELS - 1]; /* decoder, when flags bit 0 */
     himae_tconv head;
+    float *decoder_work; /* himae_decoder_work_floats() floats */
     void *arena; /* the one allocation, freed by himae_free */
 };
 
@@ -147,6 +138,7 @@ static size_t layout(himae_model *m, uint8_t *base, const himae_file *f) {
             set_plain(&b, &s->conv2, m->uk, f, name, ct, ct, k, 1);
         }
         set_transposed(&b, &m->head, m->uk, f, "head", c->channels[0], c->in_channels, k);
+        m->decoder_work = take(&b, himae_decoder_work_floats(c, pad) * sizeof(float));
     }
     return b.used;
 }
@@ -225,8 +217,9 @@ static void encode_one(himae_model *m, const float *x) {
         float *act = lv->act + pad * co, *hid = m->hidden + pad * co;
         himae_conv1d_forward(&lv->skip, m->uk, act, prev, n, NULL, 0);
         himae_conv1d_forward(&lv->conv1, m->uk, hid, prev, n, NULL, 1);
-        /* The hidden buffer is shared by levels: clear the rows past this
-         * level's end that conv2 reads as zero padding. */
+        /* The hidden buffer is shared by levels of different widths: clear
+         * the rows around this level's that conv2 reads as zero padding. */
+        memset(m->hidden, 0, pad * co * sizeof(float));
         memset(hid + n * co, 0, pad * co * sizeof(float));
         himae_conv1d_forward(&lv->conv2, m->uk, act, hid, n, act, 1);
         prev = act;
@@ -259,6 +252,24 @@ int himae_encode(himae_model *m, const float *x, size_t batch, float *const *lev
                 }
             }
         }
+    }
+    return HIMAE_OK;
+}
+
+int himae_reconstruct(himae_model *m, const float *x, size_t batch, float *out, char *err,
+                      size_t err_len) {
+    const himae_config *c = &m->config;
+    if (!(c->flags & 1)) {
+        if (err && err_len) snprintf(err, err_len, "this model file has no decoder");
+        return HIMAE_EINVAL;
+    }
+    const float *levels[HIMAE_MAX_LEVELS];
+    for (uint32_t l = 0; l < c->n_levels; l++) levels[l] = m->level[l].act + m->pad * c->channels[l];
+    const size_t n = (size_t)c->in_channels * c->window;
+    for (size_t b = 0; b < batch; b++) {
+        encode_one(m, x + b * n);
+        himae_decoder_forward(c, m->uk, m->pad, m->stage, &m->head, levels, m->decoder_work,
+                              out + b * n);
     }
     return HIMAE_OK;
 }

@@ -1,0 +1,187 @@
+# cython: boundscheck=False, wraparound=False
+"""Python binding of the C core (csrc/): load a model file, run the encoder.
+
+A Model is not thread-safe (its activation buffers are reused between
+calls): use one Model per thread. Computation releases the GIL.
+"""
+
+import json
+import os
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport uint32_t, uint64_t
+
+from himae_stream.errors import ModelFileError
+from himae_stream.normalize import validate_spec
+
+cnp.import_array()
+
+cdef extern from "himae.h":
+    enum: HIMAE_MAX_LEVELS
+    enum: HIMAE_ERR_LEN
+    enum himae_status:
+        HIMAE_OK, HIMAE_EFORMAT, HIMAE_EIO, HIMAE_ENOMEM, HIMAE_EINVAL
+    enum himae_isa:
+        HIMAE_ISA_COUNT
+    ctypedef struct himae_config:
+        uint32_t in_channels
+        uint32_t window
+        uint32_t n_levels
+        uint32_t kernel_size
+        uint32_t stride
+        float fs
+        uint32_t patch_size
+        float mask_ratio
+        uint32_t flags
+        uint32_t channels[8]
+        uint32_t level_len[8]
+    ctypedef struct himae_model:
+        pass
+    int himae_load(const char *path, const char *isa, himae_model **out, char *err, size_t err_len)
+    void himae_free(himae_model *model)
+    const himae_config *himae_model_config(const himae_model *model)
+    const char *himae_model_metadata(const himae_model *model)
+    himae_isa himae_model_isa(const himae_model *model)
+    int himae_encode(himae_model *model, const float *x, size_t batch, float **levels,
+                     float **means, char *err, size_t err_len) nogil
+    int himae_reconstruct(himae_model *model, const float *x, size_t batch, float *out,
+                          char *err, size_t err_len) nogil
+    const char *himae_isa_name(himae_isa isa)
+    int himae_isa_supported(himae_isa isa)
+    uint64_t himae_alloc_count()
+
+
+def supported_isas() -> list:
+    """Names of the micro-kernel ISAs this CPU and OS can run, best last."""
+    return [himae_isa_name(<himae_isa>i).decode() for i in range(HIMAE_ISA_COUNT)
+            if himae_isa_supported(<himae_isa>i)]
+
+
+def alloc_count() -> int:
+    """Heap allocations the C core has made in this process."""
+    return himae_alloc_count()
+
+
+cdef _raise(int rc, char *err):
+    msg = err.decode("utf-8", "replace")
+    if rc == HIMAE_EFORMAT:
+        raise ModelFileError(msg)
+    if rc == HIMAE_EIO:
+        raise OSError(msg)
+    if rc == HIMAE_EINVAL:
+        raise ValueError(msg)
+    if rc == HIMAE_ENOMEM:
+        raise MemoryError(msg)
+    raise RuntimeError(msg)
+
+
+def _f32(value) -> float:
+    """The shortest decimal naming the same binary32 value (0.8, not 0.800000011920929)."""
+    return float(str(np.float32(value)))
+
+
+cdef class Model:
+    """A loaded model file: window-mode encoder (and decoder when present).
+
+    Model(path, isa=None): isa None picks the best kernel this CPU supports
+    (or $HIMAE_ISA); "scalar", "avx2", "avx512" or "neon" forces one.
+    """
+
+    cdef himae_model *_m
+    cdef readonly dict config
+    cdef readonly dict metadata
+    cdef readonly str isa
+    cdef readonly tuple level_lengths
+
+    def __cinit__(self, path, isa=None):
+        cdef char err[HIMAE_ERR_LEN]
+        cdef bytes bpath = os.fsencode(path)
+        cdef bytes bisa = (isa or "").encode()
+        err[0] = 0
+        rc = himae_load(bpath, bisa, &self._m, err, sizeof(err))
+        if rc != HIMAE_OK:
+            _raise(rc, err)
+        cdef const himae_config *c = himae_model_config(self._m)
+        self.metadata = json.loads(himae_model_metadata(self._m).decode("utf-8"))
+        n = c.n_levels
+        self.config = {
+            "name": self.metadata["name"],
+            "fs": _f32(c.fs),
+            "window": c.window,
+            "in_channels": c.in_channels,
+            "channel_names": list(self.metadata["channel_names"]),
+            "channels": [c.channels[l] for l in range(n)],
+            "kernel_size": c.kernel_size,
+            "stride": c.stride,
+            "patch_size": c.patch_size,
+            "mask_ratio": _f32(c.mask_ratio),
+            "normalizer": validate_spec(self.metadata["normalizer"]),
+            "decoder": bool(c.flags & 1),
+        }
+        self.level_lengths = tuple(c.level_len[l] for l in range(n))
+        self.isa = himae_isa_name(himae_model_isa(self._m)).decode()
+
+    def __dealloc__(self):
+        himae_free(self._m)
+
+    @property
+    def alloc_count(self) -> int:
+        """Heap allocations the C core has made in this process (flat after load)."""
+        return himae_alloc_count()
+
+    cdef cnp.ndarray _windows(self, x):
+        """x as a C-contiguous float32 (B, C, L) array; ValueError otherwise."""
+        c, L = self.config["in_channels"], self.config["window"]
+        expected = f"float32 array of shape ({c}, {L}) or (B, {c}, {L})"
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+            raise ValueError(f"expected a {expected}, got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3 or x.shape[1] != c or x.shape[2] != L or x.shape[0] < 1:
+            raise ValueError(f"expected a {expected}, got shape {tuple(np.shape(x))}")
+        return np.ascontiguousarray(x)
+
+    cdef list _run(self, x, bint want_levels):
+        cdef cnp.ndarray xb = self._windows(x)
+        cdef size_t batch = xb.shape[0]
+        cdef float *ptrs[HIMAE_MAX_LEVELS]
+        cdef char err[HIMAE_ERR_LEN]
+        cdef int rc
+        channels = self.config["channels"]
+        outs = []
+        cdef cnp.ndarray a
+        for l, ch in enumerate(channels):
+            shape = (batch, ch, self.level_lengths[l]) if want_levels else (batch, ch)
+            a = np.empty(shape, dtype=np.float32)
+            outs.append(a)
+            ptrs[l] = <float *>cnp.PyArray_DATA(a)
+        cdef const float *xp = <const float *>cnp.PyArray_DATA(xb)
+        with nogil:
+            if want_levels:
+                rc = himae_encode(self._m, xp, batch, ptrs, NULL, err, sizeof(err))
+            else:
+                rc = himae_encode(self._m, xp, batch, NULL, ptrs, err, sizeof(err))
+        if rc != HIMAE_OK:
+            _raise(rc, err)
+        return outs if np.ndim(x) == 3 else [o[0] for o in outs]
+
+    def encode(self, x) -> list:
+        """Per-level encoder outputs: (C_l, len_l) for one window, (B, C_l, len_l) for B."""
+        return self._run(x, True)
+
+    def embed(self, x) -> list:
+        """Per-level time means of the encoder outputs: (C_l,) or (B, C_l)."""
+        return self._run(x, False)
+
+    def reconstruct(self, x, mask=None):
+        """The decoder's window-mode reconstruction (tanh), same shape as x.
+
+        mask: bool, shaped like x or (L,); masked samples are zeroed before
+        the encoder, exactly as in pretraining.
+        """
+        return _reconstruct(self, x, mask)
+
+
+include "_decoder.pxi"

@@ -1,0 +1,18 @@
+"""Loading a model file into the C core.
+
+`load_model(path)` returns a `Model` (himae_stream._core): `config`, `isa`,
+`encode(x)`, `embed(x)`, `reconstruct(x)`. One Model per thread.
+"""
+
+from __future__ import annotations
+
+import os
+
+from himae_stream._core import Model, alloc_count, supported_isas
+
+__all__ = ["Model", "load_model", "supported_isas", "alloc_count"]
+
+
+def load_model(path: str | os.PathLike, isa: str | None = None) -> Model:
+    """Load and validate a model file; isa forces a micro-kernel ISA (default: best)."""
+    return Model(path, isa)
