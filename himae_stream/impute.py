@@ -34,8 +34,6 @@ import warnings
 
 import numpy as np
 
-from himae_stream.normalize import minmax, normalize, validate_spec
-
 #: The inverse FIR spans +-0.24 s of normalised signal in steps of 0.04 s.
 FIR_SPAN_S = 0.24
 FIR_STEP_S = 0.04
@@ -60,6 +58,8 @@ def impute(signal, mask, model, *, fs: float | None = None) -> tuple[np.ndarray,
     replaced, in the signal's units (unmasked samples bit-identical), and the
     boolean mask of the samples that were imputed, both shaped like `signal`.
     """
+    from himae_stream.normalize import validate_spec  # numba: imported on use, not with the package
+
     config = model.config
     window, channels = int(config["window"]), int(config["in_channels"])
     spec = validate_spec(config["normalizer"])
@@ -200,6 +200,8 @@ class _Runner:
             known[:, s:e] = True
 
     def _normalised(self, raw: np.ndarray, known: np.ndarray, starts: list[int]) -> np.ndarray:
+        from himae_stream.normalize import minmax, normalize
+
         L = self.window
         if self.spec["kind"] == "stream":
             end = max(starts) + L  # causal: nothing after the last window matters
