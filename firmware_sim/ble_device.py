@@ -15,6 +15,7 @@ import dataclasses
 import socket
 import struct
 
+from bumble.att import ATT_Error, ErrorCode
 from bumble.controller import Controller
 from bumble.core import UUID, AdvertisingData
 from bumble.device import AdvertisingParameters, AdvertisingSet, Connection, Device
@@ -106,7 +107,7 @@ class BleDevice:
             protocol.INFO_CHAR_UUID,
             Characteristic.Properties.READ,
             Characteristic.READABLE,
-            CharacteristicValue(read=lambda connection: encode_info(self.model.info)),
+            CharacteristicValue(read=lambda connection: encode_info(self.model.info), write=_read_only),
         )
         self.hr_char = Characteristic(
             protocol.HEART_RATE_MEASUREMENT_UUID, Characteristic.Properties.NOTIFY, Characteristic.READABLE, b""
@@ -208,7 +209,7 @@ class BleDevice:
             command = decode_control(value)
         except ProtocolError:
             self.log.count("bad_control")
-            return
+            raise ATT_Error(ErrorCode.VALUE_NOT_ALLOWED) from None
         self.log.count(f"control_{command.op.name.lower()}")
         if command.op == ControlOp.START:
             self.streaming = True
@@ -319,6 +320,10 @@ class BleDevice:
         value = encode_heart_rate(HeartRateMeasurement(bpm, contact=True, rr_s=(round(60.0 / bpm, 3),)))
         await self.device.notify_subscriber(connection, self.hr_char, value)
         self.hr_log.append((device_s, bpm))
+
+
+def _read_only(connection: Connection, value: bytes) -> None:
+    raise ATT_Error(ErrorCode.WRITE_NOT_PERMITTED)
 
 
 async def serve_hci(link: LocalLink, host: str = "127.0.0.1", port: int = 0) -> tuple[Transport, str]:

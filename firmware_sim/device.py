@@ -60,6 +60,7 @@ class DeviceModel:
             channel_names=tuple(recording.channel_names),
             scale=tuple(self.scale),
             fmt=self.fmt,
+            units=("",) * signals.shape[0],  # recordings carry no units
             device=config.name,
         )
 

@@ -1,0 +1,89 @@
+"""One description of a simulator run, shared by `himae sim` and `sim://` source URLs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from firmware_sim.device import DeviceConfig, DeviceModel, DropLog
+from firmware_sim.faults import FaultConfig
+from firmware_sim.heart_rate import HeartRateTrace, load_trace, trace_for
+from himae_stream.protocol import SampleFormat
+from himae_stream.recordings import load
+
+FORMATS = {"int16": SampleFormat.INT16, "int24": SampleFormat.INT24, "float32": SampleFormat.FLOAT32}
+
+
+@dataclass
+class SimOptions:
+    recording: str
+    channels: str | None = None
+    fs: float | None = None  # resample to this rate (None: the recording's)
+    duration: float | None = None  # replay only the first seconds
+    loop: bool = False
+    speed: float | None = 1.0  # None: as fast as the transport takes
+    fmt: str = "int16"
+    drift_ppm: float = 0.0
+    jitter_us: float = 0.0
+    seed: int = 1
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    name: str = "himae-sim"
+    baud: int = 921_600
+    frame_ms: float = 40.0
+    mtu: int = 247
+    interval_ms: float = 15.0
+    hr_trace: str | None = None
+
+
+def parse_speed(text: str | float | None) -> float | None:
+    """`max` or 0 mean as fast as possible; otherwise a positive factor."""
+    if text is None or str(text).lower() in ("max", "0", "0.0", "inf"):
+        return None
+    speed = float(text)
+    if not speed > 0:
+        raise ValueError(f"speed must be positive or 'max', got {text}")
+    return speed
+
+
+def parse_format(text: str) -> SampleFormat:
+    try:
+        return FORMATS[text.lower()]
+    except KeyError:
+        raise ValueError(f"unknown sample format {text!r} (use {', '.join(FORMATS)})") from None
+
+
+def build_model(options: SimOptions) -> DeviceModel:
+    """The device model of a run: the recording, its channels and length, and the device config."""
+    recording = load(options.recording, channels=options.channels)
+    if options.duration is not None:
+        if not options.duration > 0:
+            raise ValueError(f"duration must be positive, got {options.duration}")
+        n = max(1, int(round(options.duration * recording.fs)))
+        recording = dataclasses.replace(recording, signals=recording.signals[:, :n])
+    config = DeviceConfig(
+        fs=options.fs,
+        fmt=parse_format(options.fmt),
+        drift_ppm=options.drift_ppm,
+        jitter_us=options.jitter_us,
+        loop=options.loop,
+        seed=options.seed,
+        name=options.name,
+    )
+    return DeviceModel(recording, config)
+
+
+def heart_rate(options: SimOptions, model: DeviceModel) -> HeartRateTrace:
+    return load_trace(options.hr_trace) if options.hr_trace else trace_for(model.recording)
+
+
+def write_log(path: str | Path, log: DropLog, produced: int, hr_log: list | None = None) -> None:
+    """The drop log as JSON: dropped [start, stop, reason] ranges, counters, HR values sent."""
+    record = {
+        "produced": produced,
+        "dropped": [list(r) for r in log.dropped],
+        "counters": log.counters,
+        "heart_rate": [list(h) for h in hr_log or []],
+    }
+    Path(path).write_text(json.dumps(record))

@@ -1,0 +1,139 @@
+"""The project's bleak backend on bumble, driven through the ordinary bleak API
+against the simulated wearable on a shared virtual link."""
+
+import asyncio
+import dataclasses
+
+import pytest
+from bleak import BleakClient, BleakScanner
+from bleak.exc import BleakError, BleakGATTProtocolError, BleakGATTProtocolErrorCode
+from bumble.link import LocalLink
+
+from firmware_sim.ble_device import BleDevice
+from firmware_sim.device import DeviceModel
+from himae_stream import protocol
+from himae_stream.bumble_backend import BumbleAdapter, BumbleClient, BumbleScanner
+from himae_stream.recordings import load
+
+CCCD = "00002902-0000-1000-8000-00805f9b34fb"
+
+
+@pytest.fixture(scope="module")
+def model(data_dir):
+    rec = load(data_dir / "physionet" / "a103l", channels="PLETH")
+    return DeviceModel(dataclasses.replace(rec, signals=rec.signals[:, : 250 * 20]))
+
+
+def run_with_device(model, body, mtu=247, speed=20.0):
+    """Run `body(device, adapter)` with a fresh simulated device and host on one LocalLink."""
+
+    async def main():
+        link = LocalLink()
+        device = BleDevice(model, link, speed=speed, mtu=mtu)
+        await device.start()
+        adapter = BumbleAdapter(link)
+        try:
+            return await asyncio.wait_for(body(device, adapter), 60)
+        finally:
+            await device.stop()
+            await adapter.close()
+
+    return asyncio.run(main())
+
+
+def test_scan_reports_advertisement_data(model):
+    async def body(device, adapter):
+        found = await BleakScanner.discover(0.3, return_adv=True, backend=BumbleScanner, bumble=adapter)
+        hr_only = await BleakScanner.discover(
+            0.2, return_adv=True, backend=BumbleScanner, bumble=adapter, service_uuids=["0000180d-0000-1000-8000-00805f9b34fb"]
+        )
+        other = await BleakScanner.discover(
+            0.2, return_adv=True, backend=BumbleScanner, bumble=adapter, service_uuids=["0000180f-0000-1000-8000-00805f9b34fb"]
+        )
+        return device.address, found, hr_only, other
+
+    address, found, hr_only, other = run_with_device(model, body)
+    assert list(found) == [address]
+    ble_device, adv = found[address]
+    assert ble_device.name == adv.local_name == "himae-sim"
+    assert adv.service_uuids == [protocol.SERVICE_UUID, protocol.HEART_RATE_SERVICE_UUID]
+    assert adv.rssi < 0
+    assert list(hr_only) == [address]
+    assert other == {}
+
+
+@pytest.mark.parametrize("mtu", [23, 247])
+def test_connect_exchanges_mtu_and_discovers_services(model, mtu):
+    async def body(device, adapter):
+        ble_device = await BleakScanner.find_device_by_name("himae-sim", backend=BumbleScanner, bumble=adapter)
+        async with BleakClient(ble_device, backend=BumbleClient, bumble=adapter) as client:
+            services = {s.uuid: [(c.uuid, sorted(c.properties), [d.uuid for d in c.descriptors]) for c in s.characteristics]
+                        for s in client.services}
+            info = await client.read_gatt_char(protocol.INFO_CHAR_UUID)
+            char = client.services.get_characteristic(protocol.SAMPLES_CHAR_UUID)
+            return client.mtu_size, char.max_write_without_response_size, services, info, client.name
+
+    negotiated, max_write, services, info, name = run_with_device(model, body, mtu=mtu)
+    assert negotiated == mtu and max_write == mtu - 3
+    assert name == "himae-sim"
+    assert services[protocol.SERVICE_UUID] == [
+        (protocol.SAMPLES_CHAR_UUID, ["notify"], [CCCD]),
+        (protocol.CONTROL_CHAR_UUID, ["write", "write-without-response"], []),
+        (protocol.INFO_CHAR_UUID, ["read"], []),
+    ]
+    assert services[protocol.HEART_RATE_SERVICE_UUID][0] == (protocol.HEART_RATE_MEASUREMENT_UUID, ["notify"], [CCCD])
+    assert protocol.decode_info(info) == model.info
+
+
+def test_notify_control_and_gatt_errors(model):
+    async def body(device, adapter):
+        # Connect by address string: the backend scans for it itself.
+        async with BleakClient(device.address, backend=BumbleClient, bumble=adapter, timeout=5) as client:
+            notes = []
+            await client.start_notify(protocol.SAMPLES_CHAR_UUID, lambda c, data: notes.append(bytes(data)))
+            while len(notes) < 5:
+                await asyncio.sleep(0.01)
+            await client.stop_notify(protocol.SAMPLES_CHAR_UUID)
+            await asyncio.sleep(0.05)
+            stopped_at = len(notes)
+            await asyncio.sleep(0.2)
+            after_stop = len(notes) - stopped_at
+            await client.write_gatt_char(protocol.CONTROL_CHAR_UUID, protocol.encode_control(
+                protocol.ControlCommand(protocol.ControlOp.STOP)), response=True)
+            streaming = device.streaming
+            with pytest.raises(BleakGATTProtocolError) as read_only:
+                await client.write_gatt_char(protocol.INFO_CHAR_UUID, b"\x01", response=True)
+            with pytest.raises(BleakGATTProtocolError) as bad_command:
+                await client.write_gatt_char(protocol.CONTROL_CHAR_UUID, b"\x7f", response=True)
+            return notes, after_stop, streaming, (read_only.value.code, bad_command.value.code)
+
+    notes, after_stop, streaming, code = run_with_device(model, body)
+    assert notes[0][1] & 0x80  # the first notification after subscribing is a sync one
+    decoder = protocol.NotificationDecoder(model.info)
+    packets = [decoder.feed(n) for n in notes]
+    assert packets[0] is not None and all(p is not None for p in packets)
+    assert after_stop == 0
+    assert streaming is False
+    assert code == (BleakGATTProtocolErrorCode.WRITE_NOT_PERMITTED, BleakGATTProtocolErrorCode.VALUE_NOT_ALLOWED)
+
+
+def test_disconnect_callback_only_for_unsolicited_disconnects(model):
+    async def body(device, adapter):
+        calls = []
+        client = BleakClient(device.address, lambda c: calls.append(c), backend=BumbleClient, bumble=adapter, timeout=5)
+        await client.connect()
+        await client.disconnect()
+        own = list(calls)
+        await client.connect()
+        await device._disconnect()  # the peripheral drops the link
+        for _ in range(100):
+            if calls:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(BleakError):
+            await client.read_gatt_char(protocol.INFO_CHAR_UUID)
+        return own, calls, client
+
+    own, calls, client = run_with_device(model, body)
+    assert own == []
+    assert calls == [client] and not client.is_connected
