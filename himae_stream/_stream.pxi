@@ -1,0 +1,120 @@
+# Included from _core.pyx: the stream-mode engine (csrc/stream.c) behind
+# Model.stream; windows, normaliser and snapshots live in himae_stream.stream.
+
+from libc.stdint cimport int64_t, uint8_t
+
+cdef extern from "stream.h":
+    enum: HIMAE_STREAM_MAX_LEVELS
+    ctypedef struct himae_stream:
+        pass
+    int himae_stream_create(const himae_model *model, const uint8_t *file, size_t size,
+                            himae_stream **out, char *err, size_t errlen)
+    void himae_stream_free(himae_stream *s)
+    void himae_stream_reset(himae_stream *s)
+    int himae_stream_levels(const himae_stream *s)
+    int himae_stream_channels(const himae_stream *s, int level)
+    int64_t himae_stream_delay(const himae_stream *s, int level)
+    int64_t himae_stream_emitted(const himae_stream *s, int level)
+    int64_t himae_stream_pushed(const himae_stream *s)
+    int himae_stream_flushed(const himae_stream *s)
+    void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *counts)
+    int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush,
+                          float **out, const int64_t *ld_out, int64_t *n_out,
+                          char *err, size_t errlen) nogil
+    size_t himae_stream_state_size(const himae_stream *s)
+    void himae_stream_save(const himae_stream *s, void *buf)
+    int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, size_t errlen)
+
+
+cdef class StreamEngine:
+    """Exact incremental encoder of one model: new per-level activations per push.
+
+    Samples go in already normalised (masked ones as 0); see himae_stream.stream.
+    """
+
+    cdef himae_stream *_s
+    cdef readonly int levels
+    cdef readonly int in_channels
+
+    def __cinit__(self, Model model):
+        cdef char err[HIMAE_ERR_LEN]
+        with open(model.path, "rb") as f:
+            data = f.read()
+        cdef const uint8_t[::1] view = data
+        err[0] = 0
+        if himae_stream_create(model._m, &view[0], len(data), &self._s, err, sizeof(err)) != 0:
+            raise ValueError(err.decode("utf-8", "replace"))
+        self.levels = himae_stream_levels(self._s)
+        self.in_channels = model.config["in_channels"]
+
+    def __dealloc__(self):
+        himae_stream_free(self._s)
+
+    def channels(self, int level) -> int:
+        return himae_stream_channels(self._s, self._level(level))
+
+    def delay(self, int level) -> int:
+        """Samples of look-ahead before a position of `level` is emitted."""
+        return himae_stream_delay(self._s, self._level(level))
+
+    def emitted(self, int level) -> int:
+        """Positions of `level` emitted so far."""
+        return himae_stream_emitted(self._s, self._level(level))
+
+    @property
+    def pushed(self) -> int:
+        return himae_stream_pushed(self._s)
+
+    @property
+    def flushed(self) -> bool:
+        return bool(himae_stream_flushed(self._s))
+
+    cdef int _level(self, int level) except -1:
+        if not 0 <= level < self.levels:
+            raise IndexError(f"level {level} out of range (the model has {self.levels})")
+        return level
+
+    def reset(self):
+        himae_stream_reset(self._s)
+
+    def push(self, x, bint flush=False) -> list:
+        """Push float32 samples (in_channels, n); flush ends the stream.
+
+        Returns per level (positions int64[n], activations float32[C_l, n]).
+        """
+        cdef cnp.ndarray xa = np.ascontiguousarray(x, dtype=np.float32)
+        if xa.ndim != 2 or xa.shape[0] != self.in_channels:
+            raise ValueError(f"expected samples of shape ({self.in_channels}, n), got {np.shape(x)}")
+        cdef int64_t n = xa.shape[1]
+        cdef int64_t counts[HIMAE_STREAM_MAX_LEVELS]
+        cdef int64_t n_out[HIMAE_STREAM_MAX_LEVELS]
+        cdef float *ptrs[HIMAE_STREAM_MAX_LEVELS]
+        cdef char err[HIMAE_ERR_LEN]
+        cdef int rc, l
+        himae_stream_pending(self._s, n, flush, counts)
+        outs = []
+        cdef cnp.ndarray a
+        for l in range(self.levels):
+            a = np.empty((himae_stream_channels(self._s, l), counts[l]), dtype=np.float32)
+            outs.append((np.arange(himae_stream_emitted(self._s, l),
+                                   himae_stream_emitted(self._s, l) + counts[l], dtype=np.int64), a))
+            ptrs[l] = <float *>cnp.PyArray_DATA(a)
+        cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
+        with nogil:
+            rc = himae_stream_push(self._s, xp, n, n, flush, ptrs, counts, n_out, err, sizeof(err))
+        if rc != 0:
+            raise ValueError(err.decode("utf-8", "replace"))
+        return outs
+
+    def state(self) -> bytes:
+        """The engine's whole state, for `load_state` on an engine of the same model."""
+        cdef bytearray buf = bytearray(himae_stream_state_size(self._s))
+        cdef unsigned char[::1] view = buf
+        himae_stream_save(self._s, &view[0])
+        return bytes(buf)
+
+    def load_state(self, bytes state):
+        cdef char err[HIMAE_ERR_LEN]
+        cdef const unsigned char *p = state
+        if himae_stream_load(self._s, p, len(state), err, sizeof(err)) != 0:
+            raise ValueError(err.decode("utf-8", "replace"))
