@@ -20,6 +20,7 @@ PORTABLE = [
     "csrc/dispatch.c",
     "csrc/model.c",
     "csrc/decoder.c",
+    "csrc/stream.c",
     "csrc/gemm_scalar.c",
 ]
 

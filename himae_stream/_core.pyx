@@ -94,6 +94,7 @@ cdef class Model:
     cdef readonly dict metadata
     cdef readonly str isa
     cdef readonly tuple level_lengths
+    cdef readonly str path
 
     def __cinit__(self, path, isa=None):
         cdef char err[HIMAE_ERR_LEN]
@@ -103,6 +104,7 @@ cdef class Model:
         rc = himae_load(bpath, bisa, &self._m, err, sizeof(err))
         if rc != HIMAE_OK:
             _raise(rc, err)
+        self.path = os.fsdecode(path)
         cdef const himae_config *c = himae_model_config(self._m)
         self.metadata = json.loads(himae_model_metadata(self._m).decode("utf-8"))
         n = c.n_levels
@@ -183,5 +185,21 @@ cdef class Model:
         """
         return _reconstruct(self, x, mask)
 
+    def stream(self, window=None, hop=None, normalize=True):
+        """Stream mode: an exact incremental encoder (himae_stream.stream.Stream)."""
+        from himae_stream.stream import Stream
+        return Stream(self, window, hop, normalize)
+
+    def stream_from(self, snapshot):
+        """Resume a stream from `Stream.snapshot()`."""
+        from himae_stream.stream import Stream
+        return Stream.restore(self, snapshot)
+
+    def normalize(self, x, mask=None):
+        """This model's normaliser over a whole recording (C, N), as stream mode applies it."""
+        from himae_stream.stream import normalize_for
+        return normalize_for(self, x, mask)
+
 
 include "_decoder.pxi"
+include "_stream.pxi"
