@@ -57,6 +57,10 @@ class Kind(enum.IntEnum):
     INFO = 1
 
 
+def _f32(value: float) -> float:
+    return float(np.float32(value))
+
+
 _INT_LIMITS = {SampleFormat.INT16: 1 << 15, SampleFormat.INT24: 1 << 23}
 
 
@@ -77,6 +81,11 @@ class Packet:
     scale: tuple[float, ...]
     fmt: SampleFormat = SampleFormat.INT16
     stream_id: int = 0
+
+    def __post_init__(self) -> None:
+        # rates and scales travel as float32: hold exactly what the wire can carry
+        object.__setattr__(self, "fs", _f32(self.fs))
+        object.__setattr__(self, "scale", tuple(_f32(s) for s in self.scale))
 
     @property
     def channels(self) -> int:
@@ -120,7 +129,7 @@ class Packet:
         return (
             (self.seq, self.t_us, self.fmt, self.stream_id, self.scale)
             == (other.seq, other.t_us, other.fmt, other.stream_id, other.scale)
-            and np.float32(self.fs) == np.float32(other.fs)
+            and self.fs == other.fs
             and self.samples.shape == other.samples.shape
             and np.array_equal(self.samples, other.samples)
         )
@@ -138,6 +147,10 @@ class StreamInfo:
     units: tuple[str, ...] = field(default=())
     stream_id: int = 0
     device: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fs", _f32(self.fs))
+        object.__setattr__(self, "scale", tuple(_f32(s) for s in self.scale))
 
     @property
     def channels(self) -> int:

@@ -62,8 +62,8 @@ class ClockMap:
 
     Arrivals are binned by device time; each bin keeps its smallest host-minus-
     device offset (the least-delayed packet), and a Theil-Sen line through
-    the bin minima gives the drift, so latency spikes and outliers do not
-    bend it. Memory is bounded by `max_bins`.
+    the bin minima, refined by least squares on the bins it does not reject,
+    gives the drift, so latency spikes and outliers do not bend it. Memory and work per bin are bounded by `max_bins`.
     """
 
     def __init__(self, bin_s: float = 1.0, max_bins: int = 300):
@@ -111,13 +111,20 @@ class ClockMap:
         if len(self._bins) < 2:
             return
         d, off = np.asarray(self._bins).T
-        i, j = np.triu_indices(len(d), 1)
-        span = d[j] - d[i]
-        keep = span > 0.5 * self.bin_s
-        if not keep.any():
+        # robust start: Theil-Sen over pairs half the history apart, O(bins)
+        half = len(d) // 2
+        span = d[half:] - d[: len(d) - half]
+        if not np.any(span > 0):
             return
-        self._slope = float(np.median((off[j] - off[i])[keep] / span[keep]))
-        self._intercept = float(np.median(off - self._slope * d))
+        slope = float(np.median((off[half:] - off[: len(d) - half])[span > 0] / span[span > 0]))
+        residual = off - slope * d
+        residual -= np.median(residual)
+        # then least squares on the bins that are not outliers, for precision
+        keep = np.abs(residual) <= 3 * 1.4826 * np.median(np.abs(residual)) + 1e-6
+        if keep.sum() >= 2 and np.ptp(d[keep]) > 0:
+            slope, _ = np.polyfit(d[keep], off[keep], 1)
+        self._slope = float(slope)
+        self._intercept = float(np.median((off - self._slope * d)[keep]))
 
     def to_host(self, device_s: np.ndarray) -> np.ndarray:
         """Host times of device times (seconds)."""

@@ -43,6 +43,11 @@ class SerialSource(Source):
         self._port: serial.SerialBase | None = None
         self._closed = False
 
+    async def open(self) -> None:
+        """Open the port now (iteration opens it otherwise); bytes that arrived before are discarded."""
+        if self._port is None:
+            self._port = await asyncio.get_running_loop().run_in_executor(None, self._open)
+
     def _open(self) -> serial.SerialBase:
         try:
             return serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=self.read_timeout_s)
@@ -62,7 +67,7 @@ class SerialSource(Source):
 
     async def __aiter__(self) -> AsyncIterator[Received]:
         loop = asyncio.get_running_loop()
-        self._port = await loop.run_in_executor(None, self._open)
+        await self.open()
         log = self.record.open("ab") if self.record else None
         last_data = time.monotonic()
         try:

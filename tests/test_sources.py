@@ -1,0 +1,277 @@
+"""Sources end to end: serial over a real pseudo-terminal and a TCP socket,
+packet logs, BLE notifications through SampleStream, and source URLs."""
+
+import asyncio
+import contextlib
+import os
+import socket
+import threading
+import time
+import tty
+
+import numpy as np
+import pytest
+
+from himae_stream.framing import encode_frame
+from himae_stream.protocol import (
+    SEQ_MODULUS,
+    NotificationDecoder,
+    NotificationPacker,
+    Packet,
+    SampleFormat,
+    StreamInfo,
+    encode_info,
+    encode_packet,
+)
+from himae_stream.samplestream import SampleStream, StreamError
+from himae_stream.sources import FileSource, SerialSource
+from himae_stream.urls import SourceUrlError, open_source, parse_source_url
+
+FS = 100.0
+INFO = StreamInfo(FS, ("ppg", "acc"), (0.01, 0.001), SampleFormat.INT24, ("au", "g"), 0, "test")
+
+
+def packets(count, n, start=0, channels=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        Packet((start + k * n) % SEQ_MODULUS, round((start + k * n) * 1e6 / FS), FS,
+               rng.integers(-(1 << 23), 1 << 23, (channels, n)).astype(np.int32), INFO.scale, INFO.fmt)
+        for k in range(count)
+    ]
+
+
+@pytest.fixture
+def pty_pair():
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    yield master, os.ttyname(slave)
+    for fd in (master, slave):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def write_frames(fd, frames, period_s):
+    def run():
+        for frame in frames:
+            os.write(fd, frame)
+            if period_s:
+                time.sleep(period_s)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+async def read_samples(stream, total, timeout_s):
+    """Chunks until `total` samples (delivered or lost) have come out."""
+    chunks, seen = [], 0
+    async with asyncio.timeout(timeout_s), contextlib.aclosing(aiter(stream)) as it:
+        async for chunk in it:
+            chunks.append(chunk)
+            seen += len(chunk)
+            if seen >= total:
+                break
+    return chunks
+
+
+def check_delivery(chunks, sent, lost_index=()):
+    samples = np.concatenate([c.samples for c in chunks], axis=1)
+    mask = np.concatenate([c.lost_mask for c in chunks])
+    expected = np.concatenate(
+        [np.zeros_like(p.physical()) if k in lost_index else p.physical() for k, p in enumerate(sent)], axis=1
+    )
+    np.testing.assert_array_equal(samples, expected)
+    assert int(mask.sum()) == sum(sent[k].n for k in lost_index)
+    return np.concatenate([c.timestamps for c in chunks])
+
+
+def test_serial_pty_real_time(pty_pair):
+    """1x: 10-sample packets every 0.1 s for 2 s; host timestamps follow the wall clock."""
+    master, path = pty_pair
+    sent = packets(20, 10)
+    frames = [b"\x00" + encode_frame(encode_info(INFO))] + [encode_frame(encode_packet(p)) for p in sent]
+
+    async def main():
+        source = SerialSource(path, idle_timeout_s=2.0)
+        stream = SampleStream(source)
+        await source.open()
+        started = time.monotonic()
+        write_frames(master, frames, 0.1)
+        chunks = await read_samples(stream, 200, 10)
+        return stream, source, chunks, time.monotonic() - started
+
+    stream, source, chunks, elapsed = asyncio.run(main())
+    times = check_delivery(chunks, sent)
+    assert 1.8 < elapsed < 5
+    assert source.info == INFO
+    # device time maps to host time: 2 s of samples span ~2 s of host clock
+    assert abs((times[-1] - times[0]) - 1.99) < 0.05
+    assert np.all(np.diff(times) > 0)
+    c = stream.counters
+    assert (c["frames"], c["lost_samples"], c["crc_errors"], c["restarts"]) == (21, 0, 0, 0)
+
+
+def test_serial_pty_as_fast_as_possible_with_garbage_and_loss(pty_pair):
+    master, path = pty_pair
+    sent = packets(3000, 32, start=SEQ_MODULUS - 5000, seed=1)
+    lost = {10, 11, 1500}
+    frames = [b"\x00"]
+    for k, p in enumerate(sent):
+        if k % 250 == 0:
+            frames.append(b"\x17\xff noise \x00")
+        if k not in lost:
+            frames.append(encode_frame(encode_packet(p)))
+
+    async def main():
+        source = SerialSource(path, idle_timeout_s=2.0)
+        stream = SampleStream(source)
+        await source.open()
+        writer = write_frames(master, frames, 0)
+        started = time.monotonic()
+        chunks = await read_samples(stream, 3000 * 32, 60)
+        writer.join()
+        return stream, chunks, time.monotonic() - started
+
+    stream, chunks, elapsed = asyncio.run(main())
+    check_delivery(chunks, sent, lost)
+    c = stream.counters
+    assert c["lost_samples"] == 3 * 32 and c["gaps"] == 2
+    assert c["frames"] == 3000 - 3
+    assert c["decode_errors"] + c["crc_errors"] == c["resyncs"] == 12
+    print(f"pty: {3000 * 32 * 2 / elapsed:,.0f} samples/s end to end")
+
+
+def test_serial_silence_is_an_error_not_a_hang(pty_pair):
+    _, path = pty_pair
+
+    async def main():
+        return await read_samples(SampleStream(SerialSource(path, idle_timeout_s=0.3)), 1, 5)
+
+    with pytest.raises(StreamError, match="no data"):
+        asyncio.run(main())
+
+
+def test_serial_open_failure_is_clear():
+    async def main():
+        return [c async for c in SampleStream(SerialSource("/dev/does-not-exist"))]
+
+    with pytest.raises(StreamError, match="cannot open serial port"):
+        asyncio.run(main())
+
+
+def test_serial_over_socket_url():
+    """`socket://` through serial_for_url, with the blocking iterator."""
+    sent = packets(50, 20, seed=2)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            time.sleep(0.3)  # pyserial discards what arrives while it opens the socket
+            conn.sendall(b"".join(encode_frame(encode_packet(p)) for p in sent))
+            time.sleep(1)
+
+    threading.Thread(target=serve, daemon=True).start()
+    stream = SampleStream(open_source(f"serial://socket://127.0.0.1:{port}?idle_timeout=2"))
+    chunks, seen = [], 0
+    for chunk in stream:
+        chunks.append(chunk)
+        seen += len(chunk)
+        if seen >= 1000:
+            break
+    server.close()
+    check_delivery(chunks, sent)
+
+
+def test_recorded_serial_bytes_replay_from_file(pty_pair, tmp_path):
+    master, path = pty_pair
+    sent = packets(30, 8, seed=3)
+    capture = tmp_path / "capture.bin"
+
+    async def record():
+        source = SerialSource(path, idle_timeout_s=2.0, record=capture)
+        await source.open()
+        write_frames(master, [b"\x00"] + [encode_frame(encode_packet(p)) for p in sent], 0)
+        return await read_samples(SampleStream(source), 240, 10)
+
+    live = asyncio.run(record())
+
+    async def replay():
+        return [c async for c in SampleStream(open_source(f"file://{capture}"))]
+
+    replayed = asyncio.run(replay())
+    check_delivery(replayed, sent)
+    np.testing.assert_array_equal(
+        np.concatenate([c.samples for c in live], 1), np.concatenate([c.samples for c in replayed], 1)
+    )
+    # a log has no host clock: timestamps are device seconds
+    np.testing.assert_allclose(np.concatenate([c.timestamps for c in replayed]), np.arange(240) / FS)
+
+
+def test_missing_log_file_is_clear(tmp_path):
+    async def main():
+        return [c async for c in SampleStream(FileSource(tmp_path / "nope.bin"))]
+
+    with pytest.raises(StreamError, match="cannot read packet log"):
+        asyncio.run(main())
+
+
+# ------------------------------------------------------------------- BLE
+@pytest.mark.parametrize("payload", [20, 244])
+def test_ble_notifications_with_loss_and_reconnect_are_exact(payload):
+    """Notifications lost on air and across a reconnect become exact gaps."""
+    info = StreamInfo(FS, ("ppg",), (0.5,), SampleFormat.INT16)
+    rng = np.random.default_rng(4)
+    sent = [Packet(k * 25, k * 250_000, FS, rng.integers(-999, 999, (1, 25)).astype(np.int32), (0.5,))
+            for k in range(80)]
+    packer = NotificationPacker(info, payload, sync_interval=5)
+    decoder = NotificationDecoder(info)
+    stream = SampleStream()
+    truth = np.concatenate([p.physical() for p in sent], axis=1)[0]
+    lost = np.zeros(truth.size, bool)
+    chunks, index = [], 0
+    for k, packet in enumerate(sent):
+        if k == 40:  # disconnect: the device keeps sampling, both sides reset
+            packer.reset()
+            decoder.reset()
+        for note in packer.pack(packet):
+            n = (len(note) - (14 if note[1] & 0x80 else 2)) // 2
+            dropped = 30 <= k < 40 or (k < 79 and rng.random() < 0.1)
+            if dropped:
+                lost[index : index + n] = True
+            elif (rebuilt := decoder.feed(note)) is not None:
+                chunks += stream.push(rebuilt)
+            index += n
+    chunks += stream.flush()
+    mask = np.concatenate([c.lost_mask for c in chunks])
+    samples = np.concatenate([c.samples for c in chunks], axis=1)[0]
+    # a notification that arrived before the first sync after the reconnect is lost too
+    lost[: mask.size] |= mask
+    np.testing.assert_array_equal(mask, lost[: mask.size])
+    np.testing.assert_array_equal(samples[~mask], truth[: mask.size][~mask])
+    assert stream.counters["lost_samples"] == int(mask.sum())
+    assert decoder.counters["malformed"] == 0
+
+
+# ------------------------------------------------------------------- URLs
+def test_source_urls():
+    u = parse_source_url("serial:///dev/ttyUSB0?baud=115200")
+    assert (u.scheme, u.target, u.params) == ("serial", "/dev/ttyUSB0", {"baud": "115200"})
+    assert parse_source_url("ble://AA:BB:CC:DD:EE:FF").target == "AA:BB:CC:DD:EE:FF"
+    assert parse_source_url("file://capture.bin").target == "capture.bin"
+    sim = parse_source_url("sim://data/rec.mat?speed=10&loss=0.02&transport=ble")
+    assert (sim.scheme, sim.target) == ("sim", "data/rec.mat")
+    assert sim.number("speed", 1.0) == 10.0 and sim.get("transport") == "ble"
+    ble = open_source("ble://name=Polar*?service=hr")
+    assert type(ble).__name__ == "HeartRateSource" and ble.name == "Polar*" and ble.address is None
+    assert open_source("serial://COM3?baud=9600").baudrate == 9600
+    for bad, message in [
+        ("/dev/ttyUSB0", "not a source URL"),
+        ("ftp://x", "unknown source scheme"),
+        ("serial://", "names no"),
+        ("serial:///dev/x?bud=1", "unknown parameter"),
+        ("serial:///dev/x?baud=fast", "not a int"),
+    ]:
+        with pytest.raises(SourceUrlError, match=message):
+            open_source(bad)
