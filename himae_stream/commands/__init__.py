@@ -1,0 +1,1 @@
+"""Subcommands of the `himae` entry point, one module each."""

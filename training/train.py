@@ -1,0 +1,253 @@
+"""Masked pretraining of HiMAE: one process, or data-parallel under torchrun.
+
+Each window hides exactly round(mask_ratio · patches) whole patches (zeroed
+input); the loss is the MSE over the hidden samples only. AdamW with linear
+warm-up then cosine decay, validation loss with early stopping, checkpoints
+that resume exactly. Batch order and masks are functions of (seed, step), not
+of the process layout, so N processes sharing a global batch follow the same
+loss curve as one process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from himae_stream import __version__
+from training import distributed
+from training.data import DEFAULT_CHANNELS, Windows, load_datasets
+from training.model import HiMAE
+from training.quality import patch_mask
+
+
+@dataclass
+class TrainOptions:
+    config: dict
+    data: list[str]
+    out: str
+    channels: str = DEFAULT_CHANNELS
+    stride: int | None = None
+    val_fraction: float = 0.2
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int | None = None
+    min_lr_ratio: float = 0.01
+    eval_every: int | None = None
+    patience: int = 5
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+    command: str = field(default_factory=lambda: " ".join(sys.argv))
+
+
+def batch_masks(n: int, config: dict, rng: np.random.Generator) -> np.ndarray:
+    """Hidden-sample masks `(n, window)` for n windows, True = masked."""
+    return np.stack([patch_mask(config["window"], config["patch_size"], config["mask_ratio"], rng)
+                     for _ in range(n)])
+
+
+def masked_sq_error(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of squared reconstruction errors over hidden samples, and how many there are."""
+    hidden = mask[:, None, :].expand_as(x)
+    recon = model(x.masked_fill(hidden, 0.0))
+    return ((recon - x) ** 2 * hidden).sum(), hidden.sum()
+
+
+def masked_mse(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MSE over the hidden samples only: visible samples do not move the loss."""
+    total, count = masked_sq_error(model, x, mask)
+    return total / count
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to `min_ratio` at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream, index])
+
+
+def _evaluate(model: torch.nn.Module, val: Windows, masks: np.ndarray, ctx: distributed.Context,
+              batch_size: int) -> float | None:
+    """Validation masked MSE over every validation window (fixed masks), shared by all processes."""
+    if len(val) == 0:
+        return None
+    model.eval()
+    sums = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    with torch.no_grad():
+        mine = np.arange(ctx.rank, len(val), ctx.world)
+        for start in range(0, len(mine), batch_size):
+            idx = mine[start : start + batch_size]
+            x = torch.from_numpy(val.x[idx]).to(ctx.device)
+            total, count = masked_sq_error(model, x, torch.from_numpy(masks[idx]).to(ctx.device))
+            sums += torch.stack([total.double(), count.double()])
+    model.train()
+    total, count = distributed.sum_all(sums).tolist()
+    return total / count
+
+
+class Progress:
+    """A rich progress bar with loss and samples/s on a terminal; periodic lines otherwise."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.enabled, self.bar = enabled, None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+            self.bar = Bar(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("loss {task.fields[loss]:.4f}  {task.fields[sps]:.0f} samples/s"),
+                           TimeRemainingColumn(), transient=False)
+            self.task = self.bar.add_task("train", total=total, completed=start, loss=float("nan"), sps=0.0)
+            self.bar.start()
+
+    def update(self, step: int, loss: float, sps: float) -> None:
+        if self.bar:
+            self.bar.update(self.task, completed=step, loss=loss, sps=sps)
+
+    def log(self, text: str) -> None:
+        if not self.enabled:
+            return
+        (self.bar.console.print if self.bar else lambda t: print(t, file=sys.stderr, flush=True))(text)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
+def train(opts: TrainOptions) -> dict:
+    """Run (or resume) pretraining; returns a summary. Checkpoints go to `opts.out`."""
+    ctx = distributed.setup(opts.device)
+    try:
+        return _train(opts, ctx)
+    finally:
+        distributed.teardown()
+
+
+def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
+    config, out = dict(opts.config), Path(opts.out)
+    if opts.batch_size % ctx.world:
+        raise ValueError(f"batch size {opts.batch_size} is not a multiple of the {ctx.world} processes")
+    train_set, val_set = load_datasets(opts.data, config, opts.channels, opts.stride, opts.val_fraction, opts.seed)
+    steps_per_epoch = len(train_set) // opts.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"only {len(train_set)} training windows, fewer than one batch of {opts.batch_size}")
+    total = opts.epochs * steps_per_epoch
+    if opts.max_steps:
+        total = min(total, opts.max_steps)
+    warmup = opts.warmup_steps if opts.warmup_steps is not None else max(1, total // 20)
+    eval_every = opts.eval_every or steps_per_epoch
+    local_batch = opts.batch_size // ctx.world
+
+    torch.manual_seed(opts.seed)
+    model = HiMAE(config)
+    if ctx.world > 1:
+        distributed.global_batchnorm(model)
+    model.to(ctx.device).train()
+    net = model
+    if ctx.world > 1:
+        net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
+                                      broadcast_buffers=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup, total, opts.min_lr_ratio))
+    state = {"step": 0, "best_val": None, "bad_evals": 0, "history": [], "val_history": []}
+    if opts.resume and (out / "last.pt").exists():
+        ckpt = torch.load(out / "last.pt", map_location=ctx.device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        state = ckpt["state"]
+    val_masks = batch_masks(len(val_set), config, _rng(opts.seed, 2, 0))
+    provenance = {
+        "data": [str(d) for d in opts.data],
+        "channels": opts.channels,
+        "command": opts.command,
+        "seed": opts.seed,
+        "epochs": opts.epochs,
+        "batch_size": opts.batch_size,
+        "processes": ctx.world,
+        "windows": {"train": len(train_set), "val": len(val_set),
+                    "skipped": dict(train_set.skipped + val_set.skipped)},
+        "val_subjects": sorted(set(val_set.subjects)),
+        "versions": {"himae_stream": __version__, "torch": str(torch.__version__), "numpy": np.__version__},
+    }
+    if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    def save(name: str) -> None:
+        if ctx.main:
+            provenance.update(date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              steps=state["step"], best_val_loss=state["best_val"])
+            torch.save({"config": config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "state": state, "provenance": provenance,
+                        "options": {k: v for k, v in asdict(opts).items() if k != "config"}}, out / name)
+
+    progress = Progress(total, state["step"], opts.progress and ctx.main)
+    order, order_epoch = None, -1
+    tick, tick_samples = time.perf_counter(), 0
+    stop = state["step"] >= total
+    while not stop:
+        step = state["step"]
+        epoch, i = divmod(step, steps_per_epoch)
+        if epoch != order_epoch:
+            order, order_epoch = _rng(opts.seed, 0, epoch).permutation(len(train_set)), epoch
+        batch = order[i * opts.batch_size : (i + 1) * opts.batch_size]
+        masks = batch_masks(opts.batch_size, config, _rng(opts.seed, 1, step))
+        mine = slice(ctx.rank * local_batch, (ctx.rank + 1) * local_batch)
+        x = torch.from_numpy(train_set.x[batch[mine]]).to(ctx.device)
+        loss = masked_mse(net, x, torch.from_numpy(masks[mine]).to(ctx.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        mean_loss = distributed.sum_all(loss.detach()).item() / ctx.world
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"training loss became {mean_loss} at step {step + 1}")
+        state["step"] = step + 1
+        state["history"].append(mean_loss)
+        tick_samples += opts.batch_size
+        sps = tick_samples / max(1e-9, time.perf_counter() - tick)
+        progress.update(state["step"], mean_loss, sps)
+
+        if state["step"] % eval_every == 0 or state["step"] == total:
+            val_loss = _evaluate(model, val_set, val_masks, ctx, local_batch)
+            improved = val_loss is None or state["best_val"] is None or val_loss < state["best_val"]
+            if val_loss is not None:
+                state["val_history"].append([state["step"], val_loss])
+                state["bad_evals"] = 0 if improved else state["bad_evals"] + 1
+                if improved:
+                    state["best_val"] = val_loss
+            save("last.pt")
+            if improved:
+                save("best.pt")
+            val_text = f"  val {val_loss:.4f}" if val_loss is not None else ""
+            progress.log(f"step {state['step']}/{total}  loss {mean_loss:.4f}{val_text}  {sps:.0f} samples/s")
+            tick, tick_samples = time.perf_counter(), 0
+            stop = distributed.broadcast_flag(state["bad_evals"] >= opts.patience, ctx)
+            if stop:
+                progress.log(f"early stop: no validation improvement in {opts.patience} evaluations")
+        stop = stop or state["step"] >= total
+    progress.close()
+    summary = {"steps": state["step"], "total_steps": total, "best_val_loss": state["best_val"],
+               "final_loss": state["history"][-1] if state["history"] else None,
+               "checkpoint": str(out / "best.pt"), "last": str(out / "last.pt"), **provenance["windows"]}
+    if ctx.main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
