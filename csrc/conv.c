@@ -36,7 +36,8 @@ void himae_pack_conv(float *dst, const float *w, const float *bias, size_t cin, 
  * output rows stream past it; the input rows are views, never copied. */
 void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float *out,
                           const float *in, size_t n_out, const float *residual, int gelu) {
-    const size_t mr = uk->mr, nr = uk->nr, kc = conv->kc, cin = conv->cin, cout = conv->cout;
+    const size_t mr = uk->mr, nr = conv->nr ? conv->nr : uk->nr, kc = conv->kc, cin = conv->cin, cout = conv->cout;
+    const himae_gemm_fn fn = nr == uk->nr ? uk->fn : uk->fn_narrow;
     const size_t a_stride = conv->stride * cin, panel_size = nr * (1 + kc);
     const float *a0 = in - conv->pad * cin;
     for (size_t n0 = 0; n0 < cout; n0 += nr) {
@@ -44,7 +45,7 @@ void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float
         size_t nc = cout - n0 < nr ? cout - n0 : nr;
         for (size_t p = 0; p < n_out; p += mr) {
             size_t m = n_out - p < mr ? n_out - p : mr;
-            uk->fn(m, nc, kc, a0 + p * a_stride, a_stride, panel, out + p * cout + n0, cout,
+            fn(m, nc, kc, a0 + p * a_stride, a_stride, panel, out + p * cout + n0, cout,
                    residual ? residual + p * cout + n0 : NULL, cout, gelu);
         }
     }

@@ -1,12 +1,9 @@
-/* gemm_avx512.c - AVX-512F micro-kernel, 12 rows x 32 columns: 24 zmm
+/* gemm_avx512.c - AVX-512F micro-kernels, 12 rows x 32 columns (24 zmm
  * accumulators; each step loads two weight vectors and broadcasts one input
- * value per row straight from memory. Compiled with -mavx512f only. */
+ * value per row) and 12 x 16 for narrow layers. Compiled with -mavx512f only. */
 #include <immintrin.h>
 
 #include "internal.h"
-
-#define MR 12
-#define NR 32
 
 /* exp(y) for y <= 0: y = n ln2 + r, |r| <= ln2/2, degree-7 Taylor in r. */
 static inline __m512 exp_neg(__m512 y) {
@@ -45,61 +42,76 @@ static inline __m512 gelu(__m512 x) {
                          _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
-static inline void store_row(float *c, const float *res, __m512 v0, __m512 v1, __mmask16 m0,
-                             __mmask16 m1, int act) {
-    if (res) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, res));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, res + 16));
+/* One register tile: R rows (R <= 12) by V vectors of 16 columns. R and V
+ * are constants at every call, so the loops unroll and the accumulators
+ * live in registers. Rows past mr alias the last real row: computed, never
+ * stored. */
+static inline __attribute__((always_inline)) void tile(const int R, const int V, size_t mr,
+                                                       size_t nc, size_t kc, const float *a,
+                                                       size_t a_stride, const float *w, float *c,
+                                                       size_t c_stride, const float *res,
+                                                       size_t res_stride, int act) {
+    const float *ap[12];
+    ap[0] = a;
+#pragma GCC unroll 12
+    for (int i = 1; i < R; i++) ap[i] = (size_t)i < mr ? ap[i - 1] + a_stride : ap[i - 1];
+    __m512 acc[12][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++)
+        for (int v = 0; v < V; v++) acc[i][v] = _mm512_loadu_ps(w + 16 * v);
+    w += 16 * V;
+    for (size_t j = 0; j < kc; j++, w += 16 * V) {
+        const __m512 w0 = _mm512_loadu_ps(w);
+        const __m512 w1 = V > 1 ? _mm512_loadu_ps(w + 16) : w0;
+#pragma GCC unroll 12
+        for (int i = 0; i < R; i++) {
+            const __m512 x = _mm512_set1_ps(ap[i][j]);
+            acc[i][0] = _mm512_fmadd_ps(x, w0, acc[i][0]);
+            if (V > 1) acc[i][1] = _mm512_fmadd_ps(x, w1, acc[i][1]);
+        }
     }
-    if (act) {
-        v0 = gelu(v0);
-        v1 = gelu(v1);
+    const __mmask16 m0 = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
+    const __mmask16 m1 = nc >= 32 ? 0xFFFF : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) {
+        if ((size_t)i >= mr) break;
+        for (int v = 0; v < V; v++) {
+            const __mmask16 m = v ? m1 : m0;
+            if (!m) continue;
+            __m512 y = acc[i][v];
+            if (res) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, res + i * res_stride + 16 * v));
+            if (act) y = gelu(y);
+            _mm512_mask_storeu_ps(c + i * c_stride + 16 * v, m, y);
+        }
     }
-    _mm512_mask_storeu_ps(c, m0, v0);
-    _mm512_mask_storeu_ps(c + 16, m1, v1);
 }
 
+/* Fewer rows than the tile height (small N, remainders) use a shorter tile
+ * rather than computing rows that are thrown away. */
 static void f32_gemm_ukernel__avx512f_12x32(size_t mr, size_t nc, size_t kc, const float *a,
                                             size_t a_stride, const float *w, float *c,
                                             size_t c_stride, const float *res, size_t res_stride,
                                             int act) {
-    /* Rows past mr alias the last real row: computed, never stored. */
-    const float *a0 = a;
-    const float *a1 = mr > 1 ? a0 + a_stride : a0;
-    const float *a2 = mr > 2 ? a1 + a_stride : a1;
-    const float *a3 = mr > 3 ? a2 + a_stride : a2;
-    const float *a4 = mr > 4 ? a3 + a_stride : a3;
-    const float *a5 = mr > 5 ? a4 + a_stride : a4;
-    const float *a6 = mr > 6 ? a5 + a_stride : a5;
-    const float *a7 = mr > 7 ? a6 + a_stride : a6;
-    const float *a8 = mr > 8 ? a7 + a_stride : a7;
-    const float *a9 = mr > 9 ? a8 + a_stride : a8;
-    const float *a10 = mr > 10 ? a9 + a_stride : a9;
-    const float *a11 = mr > 11 ? a10 + a_stride : a10;
-    __m512 b0 = _mm512_loadu_ps(w), b1 = _mm512_loadu_ps(w + 16);
-#define DECL(i) __m512 c##i##0 = b0, c##i##1 = b1;
-    DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7) DECL(8) DECL(9) DECL(10) DECL(11)
-#undef DECL
-    w += NR;
-    for (size_t j = 0; j < kc; j++, w += NR) {
-        const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
-#define STEP(i)                                      \
-    {                                                \
-        const __m512 v = _mm512_set1_ps(a##i[j]);    \
-        c##i##0 = _mm512_fmadd_ps(v, w0, c##i##0);   \
-        c##i##1 = _mm512_fmadd_ps(v, w1, c##i##1);   \
-    }
-        STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7) STEP(8) STEP(9) STEP(10) STEP(11)
-#undef STEP
-    }
-    const __mmask16 m0 = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
-    const __mmask16 m1 = nc >= 32 ? 0xFFFF : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
-#define STORE(i)                                                                          \
-    if (mr > i)                                                                           \
-        store_row(c + i * c_stride, res ? res + i * res_stride : NULL, c##i##0, c##i##1, m0, m1, act);
-    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7) STORE(8) STORE(9) STORE(10) STORE(11)
-#undef STORE
+    if (mr > 8)
+        tile(12, 2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+    else if (mr > 4)
+        tile(8, 2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+    else
+        tile(4, 2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
 }
 
-const himae_ukernel himae_ukernel_avx512 = {"f32_gemm_ukernel__avx512f_12x32", HIMAE_ISA_AVX512,
-                                            MR, NR, f32_gemm_ukernel__avx512f_12x32};
+static void f32_gemm_ukernel__avx512f_12x16(size_t mr, size_t nc, size_t kc, const float *a,
+                                            size_t a_stride, const float *w, float *c,
+                                            size_t c_stride, const float *res, size_t res_stride,
+                                            int act) {
+    if (mr > 8)
+        tile(12, 1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+    else if (mr > 4)
+        tile(8, 1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+    else
+        tile(4, 1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+}
+
+const himae_ukernel himae_ukernel_avx512 = {
+    "f32_gemm_ukernel__avx512f_12x32", HIMAE_ISA_AVX512, 12, 32, f32_gemm_ukernel__avx512f_12x32,
+    16, f32_gemm_ukernel__avx512f_12x16};

@@ -20,7 +20,14 @@ typedef struct himae_ukernel {
     enum himae_isa isa;
     size_t mr, nr;
     himae_gemm_fn fn;
+    size_t nr_narrow;       /* 0, or a narrower panel for layers of <= nr_narrow outputs */
+    himae_gemm_fn fn_narrow;
 } himae_ukernel;
+
+/* The panel width a conv with cout outputs is packed for. */
+static inline size_t himae_panel_width(const himae_ukernel *uk, size_t cout) {
+    return uk->nr_narrow && cout <= uk->nr_narrow ? uk->nr_narrow : uk->nr;
+}
 
 /* The micro-kernel for an ISA, or NULL when it is not built in. */
 const himae_ukernel *himae_ukernel_for(enum himae_isa isa);
@@ -32,6 +39,7 @@ typedef struct himae_conv {
     size_t cin, cout, k, stride, pad;
     size_t kc;            /* k * cin: one im2col row */
     const float *packed;  /* ceil(cout / NR) panels of (NR + kc * NR) floats */
+    size_t nr;            /* NR: himae_panel_width(uk, cout); 0 means uk->nr */
 } himae_conv;
 
 /* Floats the packed weights of a conv take for a kernel with NR columns. */

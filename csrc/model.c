@@ -59,9 +59,10 @@ static void *take(bump *b, size_t bytes) {
 static int set_conv(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_tensor *w,
                     const himae_tensor *bias, size_t cin, size_t cout, size_t k, size_t stride,
                     size_t pad, ptrdiff_t s_out, ptrdiff_t s_in, ptrdiff_t k0, ptrdiff_t s_k) {
-    *conv = (himae_conv){cin, cout, k, stride, pad, k * cin, NULL};
-    float *dst = take(b, himae_packed_size(cin, cout, k, uk->nr) * sizeof(float));
-    if (dst) himae_pack_conv(dst, w->data, bias->data, cin, cout, k, uk->nr, s_out, s_in, k0, s_k);
+    size_t nr = himae_panel_width(uk, cout);
+    *conv = (himae_conv){cin, cout, k, stride, pad, k * cin, NULL, nr};
+    float *dst = take(b, himae_packed_size(cin, cout, k, nr) * sizeof(float));
+    if (dst) himae_pack_conv(dst, w->data, bias->data, cin, cout, k, nr, s_out, s_in, k0, s_k);
     conv->packed = dst;
     return 0;
 }
