@@ -31,7 +31,7 @@ class DeviceConfig:
     scale: tuple[float, ...] | None = None  # physical units per code; None: fit the recording's range
     drift_ppm: float = 0.0  # device clock runs this much fast against real time
     jitter_us: float = 0.0  # standard deviation of the sampling-instant jitter
-    start_us: int = 0  # device clock at sample 0
+    start_us: int = 1_000_000  # device clock at sample 0 (it booted a second earlier)
     loop: bool = False  # replay the recording again at its end instead of stopping
     seed: int = 0
     name: str = "himae-sim"
@@ -53,7 +53,7 @@ class DeviceModel:
             raise ValueError(f"{len(self.scale)} scales given for {signals.shape[0]} channels")
         self._codes = Packet.from_physical(0, 0, self.fs, signals, self.scale, self.fmt).samples
         rng = np.random.default_rng(config.seed)
-        limit = 0.45 * 1e6 / self.fs  # keeps timestamps strictly increasing
+        limit = min(0.45 * 1e6 / self.fs, config.start_us)  # keeps timestamps increasing and non-negative
         self._jitter = np.clip(rng.normal(0.0, config.jitter_us, signals.shape[1]), -limit, limit) if config.jitter_us else None
         self.info = StreamInfo(
             fs=self.fs,

@@ -1,10 +1,11 @@
 """Serial transport: COBS frames written to a pseudo-terminal at device pace.
 
 The runtime opens `SerialDevice.path` with pyserial like any USB-serial
-adapter. Frames leave when their last sample has been produced and the UART
-(at `baud`, 10 bits per byte) is free. At a finite speed a frame the port
-cannot take is dropped (logged as overflow), as a UART with nobody reading
-would lose it; unpaced (speed None) the writer waits for the reader instead.
+adapter. Like a USB CDC device that starts on port open, the sample clock
+starts once a reader has the port open. Frames leave when their last sample
+has been produced and the UART (at `baud`, 10 bits per byte) is free. At a
+finite speed a frame the port cannot take, or that finds no reader, is
+dropped and logged; unpaced (speed None) the writer waits for the reader.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from himae_stream.framing import encode_frame
 from himae_stream.protocol import encode_info, encode_packet
 
 SERIAL_FATES = frozenset(Fate)
+#: wall seconds between a reader opening the port and the first frame
+OPEN_SETTLE_S = 0.05
 
 
 class SerialDevice:
@@ -44,23 +47,35 @@ class SerialDevice:
         self.info_every_s = info_every_s
         self.log = DropLog()
         self.produced = 0  # samples produced so far (stream indices < produced)
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)  # no line discipline between the device and the reader
+        self._master, slave = os.openpty()
+        tty.setraw(slave)  # no line discipline between the device and the reader
+        self.path = os.ttyname(slave)
+        os.close(slave)  # so the master reports (POLLHUP) whether a reader has the port open
         os.set_blocking(self._master, speed is None)
-        self.path = os.ttyname(self._slave)
+        self._poll = select.poll()
+        self._poll.register(self._master, select.POLLOUT)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._resync = False  # a frame was cut short: start the next with a delimiter
+        self.error: BaseException | None = None
 
     def start(self) -> "SerialDevice":
-        self._thread = threading.Thread(target=self.run, name="firmware-sim-serial", daemon=True)
+        self._thread = threading.Thread(target=self._run_thread, name="firmware-sim-serial", daemon=True)
         self._thread.start()
         return self
 
+    def _run_thread(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # handed to whoever waits on the device
+            self.error = exc
+
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the whole recording was sent; True when done."""
+        """Wait until the whole recording was sent; True when done. Re-raises a failure of the device thread."""
         assert self._thread is not None
         self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
         return not self._thread.is_alive()
 
     def stop(self) -> None:
@@ -70,11 +85,10 @@ class SerialDevice:
 
     def close(self) -> None:
         self.stop()
-        for fd in (self._master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        try:
+            os.close(self._master)
+        except OSError:
+            pass
 
     def __enter__(self) -> "SerialDevice":
         return self
@@ -84,6 +98,9 @@ class SerialDevice:
 
     def run(self) -> None:
         """Stream frames until the recording ends (or forever when looping) or `stop()`."""
+        if not self._wait_for_reader():
+            return
+        self._stop.wait(OPEN_SETTLE_S)  # the reader flushes its input right after opening
         self.pacer.restart()
         fs, length = self.model.fs, self.model.length
         info = encode_frame(encode_info(self.model.info))
@@ -98,39 +115,55 @@ class SerialDevice:
                 self.log.drop(k, stop_k, "disconnected")
                 self.produced = k = stop_k
                 continue
-            frames: list[tuple[bytes, int, int]] = []
-            if ready >= next_info:
-                frames.append((info, k, k))
-                next_info = ready + self.info_every_s
             frame = encode_frame(encode_packet(self.model.packet(k, stop_k)))
+            with_info = ready >= next_info
+            send_at = max(ready, link_free)
+            link_free = send_at + (len(frame) + len(info) * with_info) * 10 / self.baud
+            if not self._wait(send_at):
+                break
+            self.produced = stop_k
+            if not self._reader_present():
+                if self.pacer.speed is not None:
+                    self.log.drop(k, stop_k, "no_reader")
+                    self._resync = True
+                    k = stop_k
+                    continue
+                if not self._wait_for_reader():
+                    break
+            if with_info:
+                self._write(info, k, k)
+                next_info = ready + self.info_every_s
             fate = self.faults.fate(SERIAL_FATES)
             if fate is Fate.LOSE:
                 self.log.drop(k, stop_k, "lost")
             elif fate is Fate.CORRUPT:
                 self.log.drop(k, stop_k, "corrupted")
-                frames.append((self.faults.corrupt(frame[:-1]) + frame[-1:], k, k))
+                self._write(self.faults.corrupt(frame[:-1]) + frame[-1:], k, k)
             elif fate is Fate.DUPLICATE:
                 self.log.count("duplicated")
-                frames += [(frame, k, stop_k), (frame, k, k)]
+                self._write(frame, k, stop_k)
+                self._write(frame, k, k)
             elif fate is Fate.REORDER and held is None:
                 self.log.count("reordered")
                 held = (frame, k, stop_k)
             else:
-                frames.append((frame, k, stop_k))
+                self._write(frame, k, stop_k)
                 if held is not None:
-                    frames.append(held)
+                    self._write(*held)
                     held = None
-            nbytes = sum(len(f) for f, _, _ in frames)
-            send_at = max(ready, link_free)
-            link_free = send_at + nbytes * 10 / self.baud
-            if not self._wait(send_at):
-                break
-            self.produced = stop_k
-            for data, a, b in frames:
-                self._write(data, a, b)
             k = stop_k
         if held is not None and not self._stop.is_set():
             self._write(*held)
+
+    def _reader_present(self) -> bool:
+        return not any(event & select.POLLHUP for _, event in self._poll.poll(0))
+
+    def _wait_for_reader(self) -> bool:
+        """Block until someone opens the port; False when stopped meanwhile."""
+        while not self._reader_present():
+            if self._stop.wait(0.01):
+                return False
+        return True
 
     def _wait(self, device_s: float) -> bool:
         """Sleep until device time `device_s`; False when stopped meanwhile."""
