@@ -176,8 +176,10 @@ class _Runner:
             step = max(1, round(FIR_STEP_S * fs))
             span = step * max(1, round(FIR_SPAN_S * fs / step))
             self.lags = np.arange(-span, span + 1, step)
-        else:
-            self.lags = np.zeros(1, dtype=np.int64)  # min-max is affine: no FIR needed
+            self.ridge = RIDGE
+        else:  # min-max is affine: the plain least-squares fit inverts it exactly
+            self.lags = np.zeros(1, dtype=np.int64)
+            self.ridge = 0.0
 
     def fill(self, raw: np.ndarray, known: np.ndarray, jobs: list[tuple[int, int, int]]) -> None:
         """Fill the lost samples of each (start, end, window start) job in place and mark them known."""
@@ -221,7 +223,7 @@ class _Runner:
                 ctx = np.flatnonzero(known_w[c])
             design = self._design(u[c], ctx, lo)
             if len(ctx):
-                ridge = np.sqrt(RIDGE * len(ctx)) * np.eye(n_fir, n_fir + 2)
+                ridge = np.sqrt(self.ridge * len(ctx)) * np.eye(n_fir, n_fir + 2)
                 coef = np.linalg.lstsq(
                     np.vstack([design, ridge]), np.r_[raw_w[c, ctx], np.zeros(n_fir)], rcond=None
                 )[0]
