@@ -1,0 +1,243 @@
+"""Stream mode against the PyTorch encoder run once over the whole recording.
+
+Models have random weights and BatchNorm statistics (exactness does not
+depend on training); the signals are real TROIKA wrist PPG and random noise.
+"""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from himae_stream.model import alloc_count, load_model
+from himae_stream.recordings import load
+from himae_stream.stream import to_samples
+from training import HiMAE, export_model, get_config
+
+TOL = 1e-5
+CONFIGS = ["himae-100", "himae-25"]
+
+
+def _random_model(name: str, seed: int) -> HiMAE:
+    torch.manual_seed(seed)
+    model = HiMAE(get_config(name))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.uniform_(-0.3, 0.3)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=CONFIGS)
+def models(request, tmp_path_factory):
+    """(PyTorch reference, C core Model) sharing one set of weights."""
+    ref = _random_model(request.param, seed=len(request.param))
+    path = tmp_path_factory.mktemp("stream") / f"{request.param}.himae"
+    export_model(ref, path)
+    return ref, load_model(path)
+
+
+@pytest.fixture(scope="module")
+def ppg(data_dir):
+    """Wrist PPG of one TROIKA recording (125 Hz), about 5 minutes."""
+    return load(data_dir / "troika" / "Training_data" / "DATA_01_TYPE01.mat").pick("PPG1")
+
+
+def reference(ref: HiMAE, xn: np.ndarray) -> list[np.ndarray]:
+    """encode() over the whole normalised recording: per level (C_l, n_l)."""
+    with torch.no_grad():
+        return [h[0].numpy() for h in ref.encode(torch.from_numpy(np.asarray(xn, np.float32))[None])]
+
+
+def run(stream, x, sizes, mask=None):
+    """Push x in chunks of the given sizes, then flush: per level (positions, acts), windows."""
+    outs, i = [], 0
+    for n in sizes:
+        if i >= x.shape[1]:
+            break
+        outs.append(stream.push(x[:, i : i + n], None if mask is None else mask[:, i : i + n]))
+        i += n
+    assert i >= x.shape[1]
+    outs.append(stream.flush())
+    levels = [
+        (np.concatenate([o.levels[l][0] for o in outs]), np.concatenate([o.levels[l][1] for o in outs], axis=1))
+        for l in range(len(outs[0].levels))
+    ]
+    return levels, [w for o in outs for w in o.windows]
+
+
+def rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
+
+
+def check_levels(levels, want):
+    assert len(levels) == len(want)
+    for (positions, acts), ref in zip(levels, want):
+        assert positions.dtype == np.int64 and acts.dtype == np.float32
+        np.testing.assert_array_equal(positions, np.arange(ref.shape[1]))
+        assert acts.shape == ref.shape
+        assert rel_err(acts, ref) <= TOL
+
+
+def check_windows(windows, want, n, window, hop, mask=None):
+    starts = list(range(0, n - window + 1, hop))
+    assert [(w.start, w.end) for w in windows] == [(s, s + window) for s in starts]
+    for w in windows:
+        for level, (emb, ref) in enumerate(zip(w.embeddings, want)):
+            stride = 2 ** (level + 1)
+            mean = ref[:, -(-w.start // stride) : -(-w.end // stride)].mean(axis=1)
+            assert emb.shape == mean.shape and rel_err(emb, mean) <= TOL
+        lost = 0.0 if mask is None else mask[:, w.start : w.end].mean()
+        assert w.masked_fraction == pytest.approx(lost, abs=1e-12)
+
+
+def chunk_sizes(kind, n, rng):
+    if kind == "all":
+        return [n]
+    if kind == "random":
+        return list(rng.integers(0, 400, size=n))
+    return [kind] * (-(-n // kind))
+
+
+@pytest.mark.parametrize("chunks", [1, 7, 100, 1000, "random", "all"])
+def test_real_recording_matches_whole_recording(models, ppg, chunks):
+    ref, model = models
+    fs = model.config["fs"]
+    x = ppg.resampled(fs).signals
+    if chunks in (1, 7):
+        x = x[:, : int(60 * fs)]  # one push per sample is slow in Python; a minute says enough
+    want = reference(ref, model.normalize(x))
+    stream = model.stream(hop="2s")
+    levels, windows = run(stream, x, chunk_sizes(chunks, x.shape[1], np.random.default_rng(7)))
+    check_levels(levels, want)
+    check_windows(windows, want, x.shape[1], model.config["window"], stream.hop)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 64, 250, 1001, 6007])
+def test_random_signals_match_whole_recording(models, n):
+    ref, model = models
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((1, n)).astype(np.float32)
+    window, hop = 64, int(rng.integers(1, 90))
+    stream = model.stream(window=window, hop=hop, normalize=False)
+    levels, windows = run(stream, x, chunk_sizes("random", n, rng))
+    want = reference(ref, x)
+    check_levels(levels, want)
+    check_windows(windows, want, n, window, hop)
+
+
+def test_masked_samples_enter_as_zeros_and_are_reported(models, ppg):
+    ref, model = models
+    fs = model.config["fs"]
+    x = ppg.resampled(fs).signals[:, : int(90 * fs)]
+    mask = np.zeros(x.shape, bool)
+    for start, length in ((300, 40), (2000, int(3 * fs)), (int(50 * fs), 7)):
+        mask[:, start : start + length] = True
+    garbage = np.where(mask, 1e6, x)  # what a lost sample holds must not matter
+    want = reference(ref, model.normalize(x, mask))
+    assert np.all(model.normalize(garbage, mask)[mask] == 0)
+    np.testing.assert_array_equal(model.normalize(garbage, mask), model.normalize(x, mask))
+    stream = model.stream(hop="1s")
+    levels, windows = run(stream, garbage, chunk_sizes(37, x.shape[1], None), mask)
+    check_levels(levels, want)
+    check_windows(windows, want, x.shape[1], model.config["window"], stream.hop, mask)
+    assert max(w.masked_fraction for w in windows) >= 0.3
+
+
+def test_snapshot_restore_continues_exactly(models, ppg, tmp_path):
+    ref, model = models
+    x = ppg.resampled(model.config["fs"]).signals[:, :6000]
+    sizes = chunk_sizes("random", x.shape[1], np.random.default_rng(3))
+    whole_levels, whole_windows = run(model.stream(hop=50), x, sizes)
+
+    stream = model.stream(hop=50)
+    first = [stream.push(x[:, a:b]) for a, b in zip(np.cumsum([0] + sizes[:20]), np.cumsum(sizes[:21]))]
+    done = int(np.sum(sizes[:21]))
+    snapshot = pickle.loads(pickle.dumps(stream.snapshot()))
+    del stream
+    resumed = load_model(model.path).stream_from(snapshot)  # as after a reconnect
+    rest_levels, rest_windows = run(resumed, x[:, done:], sizes[21:])
+    for level, (positions, acts) in enumerate(rest_levels):
+        before = np.concatenate([o.levels[level][1] for o in first], axis=1)
+        np.testing.assert_array_equal(np.concatenate([before, acts], axis=1), whole_levels[level][1])
+        np.testing.assert_array_equal(positions[:1], [before.shape[1]] if positions.size else [])
+    windows = [w for o in first for w in o.windows] + rest_windows
+    assert [(w.start, w.end, w.masked_fraction) for w in windows] == [
+        (w.start, w.end, w.masked_fraction) for w in whole_windows
+    ]
+    for w, v in zip(windows, whole_windows):
+        for a, b in zip(w.embeddings, v.embeddings):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_snapshot_of_another_model_is_refused(models, tmp_path):
+    _, model = models
+    other_name = "himae-25" if model.config["name"] == "himae-100" else "himae-100"
+    path = tmp_path / "other.himae"
+    export_model(_random_model(other_name, 0), path)
+    snapshot = load_model(path).stream().snapshot()
+    with pytest.raises(ValueError):
+        model.stream_from(snapshot)
+    with pytest.raises(ValueError, match="not a stream snapshot"):
+        model.stream_from({"format": "something else"})
+
+
+def test_push_allocates_nothing(models):
+    _, model = models
+    stream = model.stream(normalize=False)
+    x = np.random.default_rng(0).standard_normal((1, 30000)).astype(np.float32)
+    stream.push(x[:, :10])
+    before = alloc_count()
+    i = 10
+    for n in (1, 7, 100, 1000, 9000, 3, 0, 5000):
+        stream.push(x[:, i : i + n])
+        i += n
+    stream.flush()
+    assert alloc_count() == before
+
+
+def test_delay_from_configuration_and_emission_time(models):
+    _, model = models
+    config = model.config
+    stream = model.stream(normalize=False)
+    p = config["kernel_size"] // 2
+    expected = tuple(3 * p * (2 ** (level + 1) - 1) for level in range(len(config["channels"])))
+    assert stream.delay == expected
+    x = np.random.default_rng(1).standard_normal((1, 700)).astype(np.float32)
+    for t in range(x.shape[1]):
+        out = stream.push(x[:, t : t + 1])
+        for level, (positions, _) in enumerate(out.levels):
+            # position p appears exactly when sample 2^(l+1)·p + delay arrives
+            assert list(2 ** (level + 1) * positions + expected[level]) == [t] * len(positions)
+
+
+def test_flush_ends_and_reset_restarts(models):
+    ref, model = models
+    x = np.random.default_rng(2).standard_normal((1, 500)).astype(np.float32)
+    stream = model.stream(window=100, hop=30, normalize=False)
+    first, _ = run(stream, x, [123, 377])
+    with pytest.raises(ValueError, match="flushed"):
+        stream.push(x[:, :5])
+    stream.reset()
+    again, _ = run(stream, x, [500])
+    for (p1, a1), (p2, a2) in zip(first, again):
+        np.testing.assert_array_equal(p1, p2)
+        assert rel_err(a2, a1) <= TOL
+    with pytest.raises(ValueError, match="shape"):
+        stream.push(np.zeros((3, 10)))
+
+
+def test_window_and_hop_units():
+    assert to_samples("1s", 100.0, "hop") == 100
+    assert to_samples("250ms", 100.0, "hop") == 25
+    assert to_samples(2.0, 25.0, "window") == 50
+    assert to_samples(300, 25.0, "window") == 300
+    assert to_samples("300", 25.0, "window") == 300
+    assert to_samples("0.1 min", 100.0, "window") == 600
+    for bad in ("0.333s", 0.333, 0.5, "ten", 0, -3, "0", True, None):
+        with pytest.raises(ValueError):
+            to_samples(bad, 100.0 if bad != 0.5 else 25.0, "hop")
