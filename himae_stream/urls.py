@@ -1,11 +1,11 @@
-"""Source URLs: one parser and one registry of schemes.
+"""URLs naming sources and sinks: one parser, and the registry of source schemes.
 
     serial:///dev/ttyUSB0?baud=115200   serial://COM3   serial://socket://host:port
     ble://AA:BB:CC:DD:EE:FF             ble://name=Polar*?service=hr
     file://capture.bin                  file:///abs/capture.bin
     sim://recording.mat?speed=10&loss=0.02&transport=ble
 
-The registry maps a scheme to "module:function" taking a `SourceUrl`, so
+The registry maps a scheme to "module:function" taking a `ParsedUrl`, so
 modules load only when their scheme is opened; `register_scheme` adds one.
 """
 
@@ -19,15 +19,15 @@ from himae_stream.errors import HimaeError
 
 
 class SourceUrlError(HimaeError, ValueError):
-    """A source URL that cannot be parsed or opened."""
+    """A URL that cannot be parsed, or a source URL that cannot be opened."""
 
 
 @dataclass(frozen=True)
-class SourceUrl:
-    """A parsed source URL: `target` is the path, port or device, `params` the query."""
+class ParsedUrl:
+    """`scheme://path?k=v`: `path` is the file, port, device or name, `params` the query."""
 
     scheme: str
-    target: str
+    path: str
     params: dict[str, str] = field(default_factory=dict)
     text: str = ""
 
@@ -66,26 +66,31 @@ def register_scheme(scheme: str, opener: str) -> None:
     SCHEMES[scheme.lower()] = opener
 
 
-def parse_source_url(text: str) -> SourceUrl:
-    """Split `scheme://target?k=v&...`; the target keeps any '://' of its own (serial://socket://h:p)."""
+def parse_url(text: str) -> ParsedUrl:
+    """Split `scheme://path?k=v&...`; the path keeps any '://' of its own (serial://socket://h:p)."""
     scheme, sep, rest = text.partition("://")
     if not sep or not scheme:
-        raise SourceUrlError(f"{text!r} is not a source URL (expected scheme://..., e.g. serial:///dev/ttyUSB0)")
-    scheme = scheme.lower()
-    if scheme not in SCHEMES:
-        raise SourceUrlError(f"unknown source scheme {scheme!r} in {text!r} (known: {', '.join(sorted(SCHEMES))})")
-    target, _, query = rest.partition("?")
-    params = {}
-    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        raise SourceUrlError(f"{text!r} is not a URL (expected scheme://..., e.g. serial:///dev/ttyUSB0)")
+    path, _, query = rest.partition("?")
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
         if key in params:
             raise SourceUrlError(f"{text}: parameter {key} given twice")
         params[key] = value
-    if not target:
-        raise SourceUrlError(f"{text!r} names no {scheme} target")
-    return SourceUrl(scheme, target, params, text)
+    return ParsedUrl(scheme.lower(), path, params, text)
 
 
-def open_source(url: str | SourceUrl):
+def parse_source_url(text: str) -> ParsedUrl:
+    """A URL whose scheme is a registered source and which names something to open."""
+    url = parse_url(text)
+    if url.scheme not in SCHEMES:
+        raise SourceUrlError(f"unknown source scheme {url.scheme!r} in {text!r} (known: {', '.join(sorted(SCHEMES))})")
+    if not url.path:
+        raise SourceUrlError(f"{text!r} names no {url.scheme} source")
+    return url
+
+
+def open_source(url: str | ParsedUrl):
     """The source a URL names, built by its scheme's opener."""
     parsed = parse_source_url(url) if isinstance(url, str) else url
     module_name, _, function = SCHEMES[parsed.scheme].partition(":")
@@ -96,25 +101,25 @@ def open_source(url: str | SourceUrl):
     return getattr(module, function)(parsed)
 
 
-def open_serial(url: SourceUrl):
+def open_serial(url: ParsedUrl):
     from himae_stream.sources.serial import SerialSource
 
     url.check_params({"baud", "idle_timeout", "record"})
     idle = url.number("idle_timeout", 5.0)
     return SerialSource(
-        url.target, int(url.number("baud", 115200, int)),
+        url.path, int(url.number("baud", 115200, int)),
         idle_timeout_s=idle if idle > 0 else None, record=url.get("record"),
     )
 
 
-def open_ble(url: SourceUrl):
+def open_ble(url: ParsedUrl):
     from himae_stream.protocol import HEART_RATE_SERVICE_UUID
     from himae_stream.sources.ble import BleSource
     from himae_stream.sources.heartrate import HeartRateSource
 
     url.check_params({"service", "reconnects", "scan_timeout"})
-    name = url.target[len("name="):] if url.target.startswith("name=") else None
-    address = None if name is not None else url.target
+    name = url.path[len("name="):] if url.path.startswith("name=") else None
+    address = None if name is not None else url.path
     service = url.get("service")
     kwargs = dict(
         max_reconnects=int(url.number("reconnects", 5, int)),
@@ -125,8 +130,8 @@ def open_ble(url: SourceUrl):
     return BleSource(address=address, name=name, service=service, **kwargs)
 
 
-def open_file(url: SourceUrl):
+def open_file(url: ParsedUrl):
     from himae_stream.sources.file import FileSource
 
     url.check_params(set())
-    return FileSource(url.target)
+    return FileSource(url.path)

@@ -257,19 +257,20 @@ def test_ble_notifications_with_loss_and_reconnect_are_exact(payload):
 # ------------------------------------------------------------------- URLs
 def test_source_urls():
     u = parse_source_url("serial:///dev/ttyUSB0?baud=115200")
-    assert (u.scheme, u.target, u.params) == ("serial", "/dev/ttyUSB0", {"baud": "115200"})
-    assert parse_source_url("ble://AA:BB:CC:DD:EE:FF").target == "AA:BB:CC:DD:EE:FF"
-    assert parse_source_url("file://capture.bin").target == "capture.bin"
+    assert (u.scheme, u.path, u.params) == ("serial", "/dev/ttyUSB0", {"baud": "115200"})
+    assert parse_source_url("ble://AA:BB:CC:DD:EE:FF").path == "AA:BB:CC:DD:EE:FF"
+    assert parse_source_url("file://capture.bin").path == "capture.bin"
     sim = parse_source_url("sim://data/rec.mat?speed=10&loss=0.02&transport=ble")
-    assert (sim.scheme, sim.target) == ("sim", "data/rec.mat")
+    assert (sim.scheme, sim.path) == ("sim", "data/rec.mat")
     assert sim.number("speed", 1.0) == 10.0 and sim.get("transport") == "ble"
     ble = open_source("ble://name=Polar*?service=hr")
     assert type(ble).__name__ == "HeartRateSource" and ble.name == "Polar*" and ble.address is None
     assert open_source("serial://COM3?baud=9600").baudrate == 9600
     for bad, message in [
-        ("/dev/ttyUSB0", "not a source URL"),
+        ("/dev/ttyUSB0", "not a URL"),
         ("ftp://x", "unknown source scheme"),
         ("serial://", "names no"),
+        ("jsonl://-", "unknown source scheme"),
         ("serial:///dev/x?bud=1", "unknown parameter"),
         ("serial:///dev/x?baud=fast", "not a int"),
     ]:
