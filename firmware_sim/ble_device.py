@@ -82,7 +82,7 @@ class BleDevice:
         self.finished = asyncio.Event()
         self._connection: Connection | None = None
         self._subscribed: set[int] = set()
-        self._subscribed_event = asyncio.Event()  # set while the samples are subscribed
+        self._subscribed_event = asyncio.Event()  # set while a central is subscribed to anything
         self._packer: NotificationPacker | None = None
         self._outage = False
         self._task: asyncio.Task | None = None
@@ -194,11 +194,12 @@ class BleDevice:
             self._subscribed.add(characteristic.handle)
             if characteristic is self.samples_char:
                 self._new_packer()  # the first notification after subscribing carries a sync header
-                self._subscribed_event.set()
         else:
             self._subscribed.discard(characteristic.handle)
-            if characteristic is self.samples_char:
-                self._subscribed_event.clear()
+        if self._subscribed:
+            self._subscribed_event.set()
+        else:
+            self._subscribed_event.clear()
 
     def _new_packer(self) -> None:
         mtu = self._connection.att_mtu if self._connection is not None else 23
@@ -239,7 +240,7 @@ class BleDevice:
     async def _run(self) -> None:
         """One iteration per connection event: produce the samples due, deliver or log them.
 
-        The sampling clock starts when a central first subscribes to the samples.
+        The sampling clock starts when a central first subscribes (samples or heart rate).
         Unpaced, the device also waits whenever nobody is subscribed, outside a link-down window.
         """
         await self._subscribed_event.wait()

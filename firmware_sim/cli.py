@@ -97,6 +97,7 @@ def run_serial(options: SimOptions, log_path: str | None, linger: float) -> int:
         device.start()
         try:
             device.wait()
+            announce(f"done: {device.produced} samples produced")
             time.sleep(linger)
         finally:
             if log_path:
@@ -124,6 +125,7 @@ async def run_ble(options: SimOptions, host: str, port: int, log_path: str | Non
     announce(f"{HCI_ENV}={spec}")
     try:
         await device.finished.wait()
+        announce(f"done: {device.produced} samples produced")
         await asyncio.sleep(linger)
     finally:
         if log_path:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from bleak.exc import BleakError
 from bumble.controller import Controller
+from bumble.core import BaseBumbleError
 from bumble.device import Advertisement, Device
 from bumble.hci import Address
 from bumble.host import Host
@@ -51,10 +52,17 @@ class BumbleAdapter:
             self._device, self._transport, self._loop = None, None, loop
             self._lock = asyncio.Lock()
             self._scan_listeners.clear()
+        if self._transport is not None and self._transport.source.terminated.done():
+            # The controller went away (e.g. the simulator exited): reopen on next use.
+            self._device = self._transport = None
+            self._scan_listeners.clear()
         assert self._lock is not None
         async with self._lock:
             if self._device is None:
-                self._device = await self._open()
+                try:
+                    self._device = await self._open()
+                except BaseBumbleError as exc:
+                    raise BleakError(f"bumble controller on {self.hci!r} failed: {exc}") from exc
         return self._device
 
     async def _open(self) -> Device:
@@ -77,7 +85,7 @@ class BumbleAdapter:
         device, transport = self._device, self._transport
         self._device = self._transport = None
         self._scan_listeners.clear()
-        if device is not None:
+        if device is not None and not (transport is not None and transport.source.terminated.done()):
             await device.power_off()
         if transport is not None:
             await transport.close()
@@ -89,7 +97,11 @@ class BumbleAdapter:
             device.on(device.EVENT_ADVERTISEMENT, self._on_advertisement)
         self._scan_listeners.add(listener)
         if not device.is_scanning:
-            await device.start_scanning(active=True, filter_duplicates=False)
+            try:
+                await device.start_scanning(active=True, filter_duplicates=False)
+            except BaseBumbleError as exc:
+                self._scan_listeners.discard(listener)
+                raise BleakError(f"cannot scan on {self.hci!r}: {exc}") from exc
 
     async def stop_scan(self, listener: AdvertisementListener) -> None:
         self._scan_listeners.discard(listener)
@@ -98,7 +110,10 @@ class BumbleAdapter:
             return
         device.remove_listener(device.EVENT_ADVERTISEMENT, self._on_advertisement)
         if device.is_scanning:
-            await device.stop_scanning()
+            try:
+                await device.stop_scanning()
+            except BaseBumbleError:
+                pass  # the controller is gone, so it is not scanning either
 
     def _on_advertisement(self, advertisement: Advertisement) -> None:
         for listener in list(self._scan_listeners):

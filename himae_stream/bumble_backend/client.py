@@ -92,7 +92,7 @@ class BumbleClient(BaseBleakClient):
         address = self._peer_address or await self.adapter.find(self.address, self._timeout)
         try:
             connection = await device.connect(address, timeout=self._timeout)
-        except (BaseBumbleError, asyncio.TimeoutError) as exc:
+        except (BaseBumbleError, asyncio.TimeoutError) as exc:  # includes a lost HCI transport
             raise BleakError(f"cannot connect to {self.address}: {exc}") from exc
         self._connection, self._peer, self._closing = connection, Peer(connection), False
         self._subscribers.clear()

@@ -1,0 +1,180 @@
+"""BLE end to end: simulated wearable on bumble → the project's bleak backend →
+BleSource / HeartRateSource → SampleStream, in one process and across two."""
+
+import asyncio
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from bumble.link import LocalLink
+
+from firmware_sim.ble_device import BleDevice
+from firmware_sim.device import DeviceModel
+from firmware_sim.faults import FaultConfig, Faults
+from firmware_sim.heart_rate import trace_for
+from firmware_sim.options import SimOptions, build_model
+from himae_stream.bumble_backend import BumbleBackend, set_default_adapter
+from himae_stream.recordings import load
+from himae_stream.samplestream import SampleStream
+from himae_stream.sources.ble import BleSource
+from himae_stream.sources.heartrate import HeartRateSource
+from simcheck import check_delivery
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def recording(data_dir, seconds):
+    rec = load(data_dir / "physionet" / "a103l", channels="PLETH")
+    return dataclasses.replace(rec, signals=rec.signals[:, : int(seconds * rec.fs)])
+
+
+async def collect(source, finished, settle_s=0.7, timeout_s=60.0):
+    """Chunks from `source` until `finished()` and then nothing new for `settle_s`
+    (longer than SampleStream holds a packet waiting for a hole to fill)."""
+    stream = SampleStream(source)
+    chunks = []
+
+    async def consume():
+        async for chunk in stream:
+            chunks.append(chunk)
+
+    task = asyncio.create_task(consume())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    seen = -1
+    while not (finished() and len(chunks) == seen):
+        assert loop.time() < deadline, f"stream stalled: {stream.counters}"
+        assert not task.done(), task.exception()
+        seen = len(chunks) if finished() else -1
+        await asyncio.sleep(settle_s)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return stream, chunks
+
+
+async def simulate(model, body, **device_args):
+    """Run `body(device)` with the device and this process's bumble host on one LocalLink."""
+    link = LocalLink()
+    device = BleDevice(model, link, **device_args)
+    await device.start()
+    set_default_adapter(link)
+    try:
+        return await body(device)
+    finally:
+        set_default_adapter(None)
+        await device.stop()
+
+
+@pytest.mark.parametrize("mtu", [23, 247])
+def test_ble_one_process_delivers_every_sample(data_dir, mtu):
+    model = DeviceModel(recording(data_dir, 30))
+
+    async def body(device):
+        source = BleSource(name="himae-sim", backend=BumbleBackend)
+        stream, chunks = await collect(source, device.finished.is_set)
+        return stream, chunks, source
+
+    stream, chunks, source = asyncio.run(simulate(model, body, speed=None, mtu=mtu))
+    lost = check_delivery(chunks, model, np.zeros(0, int))
+    assert not lost.any() and sum(len(c) for c in chunks) == model.length
+    counters = stream.counters
+    assert counters["samples"] == model.length and counters["lost_samples"] == 0
+    assert counters["unsynced"] == counters["malformed"] == counters["overflow_drops"] == 0
+    # notifications were sized to the negotiated MTU: ceil(samples / per-notification capacity)
+    per_note = (mtu - 3 - 2) // 2
+    assert counters["notifications"] >= model.length / per_note
+    assert counters["notifications"] <= 1.2 * model.length / per_note + 16
+
+
+def test_ble_disconnect_reconnects_and_reports_exact_gap(data_dir):
+    model = DeviceModel(recording(data_dir, 20))
+    faults = Faults(FaultConfig(disconnect_after=6.0, disconnect_for=5.0))
+
+    async def body(device):
+        source = BleSource(name="himae-sim", backend=BumbleBackend, backoff_s=0.05)
+        stream, chunks = await collect(source, device.finished.is_set)
+        return stream, chunks, device.log
+
+    stream, chunks, log = asyncio.run(simulate(model, body, faults=faults, speed=10.0))
+    lost = check_delivery(chunks, model, log.indices())
+    counters = stream.counters
+    assert counters["reconnects"] == 1 and counters["disconnects"] == 1
+    assert counters["duplicates"] == 0 and counters["late"] == 0
+    assert counters["lost_samples"] == lost.sum() == log.total()
+    # the gap is the outage (5 s of samples, to one connection event) plus what was
+    # produced before the new connection resubscribed, all of it in the device's log
+    outage = log.counters["dropped_disconnected"]
+    assert abs(outage - 5.0 * model.fs) <= 0.015 * 10 * model.fs + 1
+    reasons = {why for _, _, why in log.dropped}
+    assert reasons <= {"disconnected", "not_connected", "not_subscribed"}
+    assert counters["gaps"] == 1
+
+
+def test_heart_rate_service_readings_match_trace(data_dir):
+    rec = load(data_dir / "troika" / "Training_data" / "DATA_01_TYPE01.mat", channels="PPG1")
+    model = DeviceModel(dataclasses.replace(rec, signals=rec.signals[:, : 125 * 40]))
+    trace = trace_for(rec)
+
+    async def body(device):
+        source = HeartRateSource(name="himae-sim", backend=BumbleBackend)
+        readings = []
+
+        async def read():
+            async for reading in source:
+                readings.append(reading.measurement)
+
+        task = asyncio.create_task(read())
+        await asyncio.wait_for(device.finished.wait(), 30)
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return readings, device.hr_log
+
+    readings, sent = asyncio.run(simulate(model, body, speed=None, heart_rate=trace))
+    assert len(sent) >= 35
+    assert [r.bpm for r in readings] == [bpm for _, bpm in sent]
+    assert [bpm for t, bpm in sent] == [trace.at(t) for t, _ in sent]
+    assert all(r.contact and r.rr_s == pytest.approx((60.0 / r.bpm,), abs=1 / 1024) for r in readings)
+    assert len({r.bpm for r in readings}) > 3  # the trace moves during exercise
+
+
+@pytest.mark.parametrize("mtu", [23, 247])
+def test_ble_two_processes_over_hci_tcp(data_dir, tmp_path, mtu):
+    path = data_dir / "physionet" / "a103l"
+    log_path = tmp_path / "drops.json"
+    command = [
+        sys.executable, "-m", "himae_stream", "sim", "--transport", "ble", "--recording", str(path),
+        "--channels", "PLETH", "--duration", "20", "--speed", "max", "--mtu", str(mtu),
+        "--loss", "0.01", "--seed", "5", "--log", str(log_path), "--linger", "0.5",
+    ]
+    sim = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": REPO})
+    try:
+        lines = [sim.stdout.readline().strip() for _ in range(2)]
+        spec = lines[1].partition("HIMAE_BUMBLE_HCI=")[2]
+        assert spec.startswith("tcp-client:127.0.0.1:"), lines
+
+        async def main():
+            set_default_adapter(spec)
+            done = asyncio.get_running_loop().run_in_executor(None, sim.stdout.readline)
+            try:
+                source = BleSource(name="himae-sim", backend=BumbleBackend)
+                return await collect(source, done.done)
+            finally:
+                set_default_adapter(None)
+
+        stream, chunks = asyncio.run(main())
+    finally:
+        sim.kill()
+        sim.wait()
+    record = json.loads(log_path.read_text())
+    model = build_model(SimOptions(recording=str(path), channels="PLETH", duration=20))
+    dropped = np.unique(np.concatenate([np.arange(a, b) for a, b, _ in record["dropped"]] or [np.zeros(0, int)]))
+    assert record["produced"] == model.length
+    lost = check_delivery(chunks, model, dropped)
+    assert 0 < lost.sum() == stream.counters["lost_samples"]
+    assert {why for _, _, why in record["dropped"]} == {"lost"}
