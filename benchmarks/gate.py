@@ -44,10 +44,11 @@ class GateError(Exception):
 
 @dataclass
 class Measurement:
-    """Instructions per workload for one ISA label, and the workloads that could not run."""
+    """Instructions per workload for one ISA, the workloads that could not run, and whether the ISA could."""
 
     counts: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    unavailable: bool = False
 
 
 def environment() -> dict[str, str]:
@@ -98,8 +99,8 @@ def measure(isa: str, only: list[str] | None = None, cache: Path = workload.CACH
         done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=HERE.parent)
         if done.returncode != 0:
             raise GateError(f"the {isa} workload failed under valgrind:\n{done.stderr.strip()[-3000:]}")
-        skipped = json.loads(done.stdout.strip().splitlines()[-1])["skipped"]
-        return Measurement(counts=read_dumps(Path(out)), skipped=skipped)
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        return Measurement(read_dumps(Path(out)), report["skipped"], report["unavailable"])
 
 
 def read_dumps(folder: Path) -> dict[str, int]:
@@ -167,12 +168,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"gate: {isa}: not available on this CPU or build; not gated")
                 continue
             result = measure(isa, args.only)
+            if result.unavailable:
+                print(f"gate: {isa}: this CPU has it but valgrind cannot execute it; not gated")
+                continue
             for name, reason in sorted(result.skipped.items()):
                 print(f"gate: {name} [{isa}]: not measured: {reason}")
-            if result.counts:
-                measured[isa] = result.counts
-            else:
-                print(f"gate: {isa}: this CPU has it but valgrind cannot execute it; not gated")
+            measured[isa] = result.counts
     except GateError as exc:
         print(f"gate: error: {exc}", file=sys.stderr)
         return 2

@@ -162,7 +162,7 @@ def _marker(library: Path) -> ctypes.CDLL:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Count each workload under callgrind; print {"skipped": {name: reason}} as JSON."""
+    """Count each workload under callgrind; print {"unavailable": bool, "skipped": {name: reason}} as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, required=True, help="folder of <config>-random0.himae files")
     parser.add_argument("--isa", required=True, choices=ISAS)
@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="workload names to run (default: all)")
     args = parser.parse_args(argv)
 
+    if args.isa not in available_isas():
+        json.dump({"unavailable": True, "skipped": {}}, sys.stdout)
+        return 0
     runs, skipped = [], {}
     models = {}
     for workload in WORKLOADS:
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         marker.gate_begin()
         call()
         marker.gate_end(name.encode())
-    json.dump({"skipped": skipped}, sys.stdout)
+    json.dump({"unavailable": False, "skipped": skipped}, sys.stdout)
     return 0
 
 
