@@ -1,0 +1,271 @@
+/* test_core.c - C-level tests of the core, run under ASan/UBSan and (cross-
+ * compiled) under qemu-aarch64:
+ *   test_core MANIFEST [MODEL...]
+ * MANIFEST lines are "path<TAB>expected message prefix" (empty: valid file).
+ * Checks: every corpus file loads or fails with its message; mutated copies
+ * of valid files never crash the loader; every conv shape on every ISA this
+ * CPU has matches the naive reference; every valid model's encoder matches a
+ * naive channels-first encoder on random windows, without allocating. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../internal.h"
+#include "../modelfile.h"
+
+static int failures;
+
+#define CHECK(cond, ...)                  \
+    do {                                  \
+        if (!(cond)) {                    \
+            failures++;                   \
+            printf("FAIL: " __VA_ARGS__); \
+            printf("\n");                 \
+        }                                 \
+    } while (0)
+
+static uint32_t rng_state = 12345;
+static uint32_t rng(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 17;
+    rng_state ^= rng_state << 5;
+    return rng_state;
+}
+static float frand(void) { return (float)(rng() % 2000001) / 1000000.0f - 1.0f; }
+
+static uint8_t *read_file(const char *path, size_t *size) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
+    *size = fread(buf, 1, (size_t)n, fp);
+    fclose(fp);
+    return buf;
+}
+
+/* Relative L2 and max abs difference of got vs want. */
+static void compare(const char *what, const float *got, const float *want, size_t n, double tol_rel,
+                    double tol_abs) {
+    double num = 0, den = 0, worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - want[i];
+        num += d * d;
+        den += (double)want[i] * want[i];
+        if (fabs(d) > worst || isnan(d)) worst = isnan(d) ? INFINITY : fabs(d);
+    }
+    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    /* Outputs that are all tiny (GELU of negatives) make relative L2 noise. */
+    CHECK(worst <= tol_abs && (rel <= tol_rel || worst <= 1e-6), "%s: relative L2 %.3g, max abs %.3g",
+          what, rel, worst);
+}
+
+static void test_corpus(const char *manifest) {
+    FILE *fp = fopen(manifest, "r");
+    CHECK(fp != NULL, "cannot open manifest %s", manifest);
+    if (!fp) return;
+    char line[2048];
+    int files = 0;
+    while (fgets(line, sizeof line, fp)) {
+        line[strcspn(line, "\n")] = 0;
+        char *tab = strchr(line, '\t');
+        if (!tab) continue;
+        *tab = 0;
+        const char *path = line, *want = tab + 1;
+        size_t size = 0;
+        uint8_t *buf = read_file(path, &size);
+        CHECK(buf != NULL, "cannot read %s", path);
+        char err[HIMAE_ERR_LEN] = "";
+        himae_model *m = NULL;
+        int rc = himae_load_buffer(buf, size, "scalar", &m, err, sizeof err);
+        if (*want)
+            CHECK(rc == HIMAE_EFORMAT && strncmp(err, want, strlen(want)) == 0,
+                  "%s: got '%s', want '%s'", path, err, want);
+        else
+            CHECK(rc == HIMAE_OK, "%s: valid file refused: %s", path, err);
+        if (rc == HIMAE_OK && size > 0) {
+            /* Mutations: the loader must refuse or accept, never crash. */
+            uint8_t *copy = malloc(size);
+            for (int t = 0; t < 300; t++) {
+                memcpy(copy, buf, size);
+                size_t n = size - (t % 3 == 0 ? rng() % size : 0);
+                for (int k = 0; k < 1 + (int)(rng() % 4); k++) copy[rng() % n] ^= (uint8_t)(1u << (rng() % 8));
+                himae_model *mm = NULL;
+                himae_load_buffer(copy, n, "scalar", &mm, err, sizeof err);
+                himae_free(mm);
+            }
+            free(copy);
+        }
+        himae_free(m);
+        free(buf);
+        files++;
+    }
+    fclose(fp);
+    CHECK(files > 0, "manifest %s lists no files", manifest);
+    printf("corpus: %d files\n", files);
+}
+
+/* Random conv shapes, every ISA: packed GEMM conv vs the naive reference. */
+static void test_conv(void) {
+    int cases = 0;
+    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
+        const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa);
+        if (!uk || !himae_isa_supported((enum himae_isa)isa)) continue;
+        for (int t = 0; t < 60; t++) {
+            size_t cin = 1 + rng() % 40, cout = 1 + rng() % 70, k = 1 + 2 * (rng() % 4);
+            size_t stride = 1 + rng() % 2, pad = k / 2, n_in = 1 + rng() % 90;
+            size_t n_out = (n_in + 2 * pad - k) / stride + 1;
+            int gelu = (int)(rng() % 2), with_res = (int)(rng() % 2);
+            float *w = malloc(cout * cin * k * sizeof(float)), *b = malloc(cout * sizeof(float));
+            float *x = malloc(cin * n_in * sizeof(float)), *res = malloc(cout * n_out * sizeof(float));
+            for (size_t i = 0; i < cout * cin * k; i++) w[i] = frand();
+            for (size_t i = 0; i < cout; i++) b[i] = frand();
+            for (size_t i = 0; i < cin * n_in; i++) x[i] = 2 * frand();
+            for (size_t i = 0; i < cout * n_out; i++) res[i] = frand();
+            float *want = malloc(cout * n_out * sizeof(float));
+            himae_conv1d_reference(want, x, w, b, cin, n_in, cout, k, stride, pad, n_out,
+                                   with_res ? res : NULL, gelu);
+            size_t nr = himae_panel_width(uk, cout);
+            float *packed = malloc(himae_packed_size(cin, cout, k, nr) * sizeof(float));
+            himae_pack_conv(packed, w, b, cin, cout, k, nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
+            himae_conv conv = {cin, cout, k, stride, pad, k * cin, packed, nr};
+            /* channels-last input with pad zero rows before and enough after */
+            size_t rows = n_in + 2 * k + stride;
+            float *xin = calloc(rows * cin, sizeof(float));
+            for (size_t c = 0; c < cin; c++)
+                for (size_t i = 0; i < n_in; i++) xin[(k + i) * cin + c] = x[c * n_in + i];
+            float *out = malloc(n_out * cout * sizeof(float)), *got = malloc(cout * n_out * sizeof(float));
+            for (size_t c = 0; c < cout; c++)
+                for (size_t p = 0; p < n_out; p++) out[p * cout + c] = res[c * n_out + p];
+            himae_conv1d_forward(&conv, uk, out, xin + k * cin, n_out, with_res ? out : NULL, gelu);
+            for (size_t c = 0; c < cout; c++)
+                for (size_t p = 0; p < n_out; p++) got[c * n_out + p] = out[p * cout + c];
+            char what[160];
+            snprintf(what, sizeof what, "%s conv cin=%zu cout=%zu k=%zu s=%zu n=%zu gelu=%d res=%d",
+                     uk->name, cin, cout, k, stride, n_in, gelu, with_res);
+            compare(what, got, want, cout * n_out, 1e-5, 1e-4);
+            free(w), free(b), free(x), free(res), free(want), free(packed), free(xin), free(out), free(got);
+            cases++;
+        }
+    }
+    printf("conv: %d cases\n", cases);
+}
+
+/* GELU of every ISA's epilogue against exact erf GELU on [-10, 10]. */
+static void test_gelu(void) {
+    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
+        const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa);
+        if (!uk || !himae_isa_supported((enum himae_isa)isa)) continue;
+        const size_t n = 20001, nr = uk->nr;
+        float *panel = calloc(nr * 2, sizeof(float)); /* zero bias, weight 1 on column 0 */
+        panel[nr] = 1.0f;
+        float *x = malloc(n * sizeof(float)), *y = malloc(n * nr * sizeof(float));
+        for (size_t i = 0; i < n; i++) x[i] = -10.0f + 20.0f * (float)i / (float)(n - 1);
+        for (size_t p = 0; p < n; p += uk->mr) {
+            size_t m = n - p < uk->mr ? n - p : uk->mr;
+            uk->fn(m, nr, 1, x + p, 1, panel, y + p * nr, nr, NULL, 0, 1);
+        }
+        double worst = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = fabs((double)y[i * nr] - himae_gelu_exact(x[i]));
+            if (d > worst) worst = d;
+        }
+        CHECK(worst <= 2e-6, "%s GELU max abs error %.3g", uk->name, worst);
+        printf("gelu %s: max abs error %.3g\n", uk->name, worst);
+        free(panel), free(x), free(y);
+    }
+}
+
+/* A naive channels-first encoder on the file's tensors. */
+static void reference_encoder(const himae_file *f, const float *x, float **levels) {
+    const himae_config *c = &f->config;
+    const float *in = x;
+    size_t cin = c->in_channels, n_in = c->window, k = c->kernel_size;
+    for (uint32_t l = 0; l < c->n_levels; l++) {
+        size_t co = c->channels[l], n = c->level_len[l];
+        char name[64];
+        const float *t[6];
+        const char *parts[6] = {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "skip.weight", "skip.bias"};
+        for (int i = 0; i < 6; i++) {
+            snprintf(name, sizeof name, "encoder.%u.%s", l, parts[i]);
+            t[i] = himae_file_tensor(f, name)->data;
+        }
+        float *skip = malloc(co * n * sizeof(float)), *h = malloc(co * n * sizeof(float));
+        himae_conv1d_reference(skip, in, t[4], t[5], cin, n_in, co, 1, 2, 0, n, NULL, 0);
+        himae_conv1d_reference(h, in, t[0], t[1], cin, n_in, co, k, 2, k / 2, n, NULL, 1);
+        himae_conv1d_reference(levels[l], h, t[2], t[3], co, n, co, k, 1, k / 2, n, skip, 1);
+        free(skip), free(h);
+        in = levels[l], cin = co, n_in = n;
+    }
+}
+
+static void test_model(const char *path) {
+    size_t size = 0;
+    uint8_t *buf = read_file(path, &size);
+    CHECK(buf != NULL, "cannot read %s", path);
+    if (!buf) return;
+    himae_file f;
+    char err[HIMAE_ERR_LEN];
+    int rc = himae_parse(buf, size, &f, err, sizeof err);
+    CHECK(rc == HIMAE_OK, "%s: %s", path, err);
+    if (rc) return free(buf);
+    const himae_config *c = &f.config;
+    const size_t batch = 3, n_x = batch * c->in_channels * c->window;
+    float *x = malloc(n_x * sizeof(float));
+    for (size_t i = 0; i < n_x; i++) x[i] = frand();
+    float *want[HIMAE_MAX_LEVELS], *got[HIMAE_MAX_LEVELS], *mean[HIMAE_MAX_LEVELS];
+    size_t per[HIMAE_MAX_LEVELS];
+    for (uint32_t l = 0; l < c->n_levels; l++) {
+        per[l] = (size_t)c->channels[l] * c->level_len[l];
+        want[l] = malloc(batch * per[l] * sizeof(float));
+        got[l] = malloc(batch * per[l] * sizeof(float));
+        mean[l] = malloc(batch * c->channels[l] * sizeof(float));
+    }
+    for (size_t b = 0; b < batch; b++) {
+        float *lv[HIMAE_MAX_LEVELS];
+        for (uint32_t l = 0; l < c->n_levels; l++) lv[l] = want[l] + b * per[l];
+        reference_encoder(&f, x + b * c->in_channels * c->window, lv);
+    }
+    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
+        if (!himae_ukernel_for((enum himae_isa)isa) || !himae_isa_supported((enum himae_isa)isa)) continue;
+        himae_model *m = NULL;
+        rc = himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), &m, err, sizeof err);
+        CHECK(rc == HIMAE_OK, "%s on %s: %s", path, himae_isa_name((enum himae_isa)isa), err);
+        if (rc) continue;
+        uint64_t before = himae_alloc_count();
+        himae_encode(m, x, batch, got, mean, err, sizeof err);
+        CHECK(himae_alloc_count() == before, "encode allocated");
+        for (uint32_t l = 0; l < c->n_levels; l++) {
+            char what[128];
+            snprintf(what, sizeof what, "%s %s level %u", path, himae_isa_name((enum himae_isa)isa), l);
+            compare(what, got[l], want[l], batch * per[l], 1e-5, 1e-4);
+            for (size_t b = 0; b < batch; b++)
+                for (size_t ch = 0; ch < c->channels[l]; ch++) {
+                    double s = 0;
+                    for (size_t i = 0; i < c->level_len[l]; i++) s += want[l][b * per[l] + ch * c->level_len[l] + i];
+                    float expect = (float)(s / c->level_len[l]);
+                    CHECK(fabsf(mean[l][b * c->channels[l] + ch] - expect) <= 1e-4f, "%s mean", what);
+                }
+        }
+        himae_free(m);
+    }
+    printf("model %s: %u levels checked\n", path, c->n_levels);
+    for (uint32_t l = 0; l < c->n_levels; l++) free(want[l]), free(got[l]), free(mean[l]);
+    free(x), free(buf);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s MANIFEST [MODEL...]\n", argv[0]);
+        return 2;
+    }
+    printf("isa: best %s\n", himae_isa_name(himae_isa_best()));
+    test_corpus(argv[1]);
+    test_conv();
+    test_gelu();
+    for (int i = 2; i < argc; i++) test_model(argv[i]);
+    printf("%s (%d failures)\n", failures ? "FAILED" : "OK", failures);
+    return failures ? 1 : 0;
+}

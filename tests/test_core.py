@@ -1,0 +1,173 @@
+"""The C core through its binding: parity with PyTorch, loader vs corpus, no allocation, GELU."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from himae_stream import ModelFileError, load_model, modelfile
+from himae_stream.model import supported_isas
+from himae_stream.normalize import normalize
+from himae_stream.recordings import load, resample
+from training import HiMAE, export_model, get_config
+
+CORPUS = Path(__file__).parent / "corpus"
+EXPECTED = json.loads((CORPUS / "expected.json").read_text())
+ISAS = supported_isas()
+
+
+def _random_model(name: str, seed: int) -> HiMAE:
+    """A model in eval mode with random conv weights and randomised BatchNorm statistics."""
+    torch.manual_seed(seed)
+    model = HiMAE(get_config(name)).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            n = m.num_features
+            m.weight.data = 1 + 0.3 * torch.randn(n, generator=g)
+            m.bias.data = 0.3 * torch.randn(n, generator=g)
+            m.running_mean.data = 0.3 * torch.randn(n, generator=g)
+            m.running_var.data = 0.5 + torch.rand(n, generator=g)
+    return model
+
+
+def _real_windows(data_dir: Path, fs: float, window: int, count: int) -> np.ndarray:
+    """`count` consecutive stream-normalised PPG windows (count, 1, window) from a TROIKA recording."""
+    rec = load(data_dir / "troika" / "Training_data" / "DATA_01_TYPE01.mat")
+    ppg = resample(rec.signals[1:2], rec.fs, fs)
+    x = normalize(ppg, {"kind": "stream"}, fs)[:, : count * window]
+    return np.ascontiguousarray(x.reshape(1, count, window).transpose(1, 0, 2), dtype=np.float32)
+
+
+def _assert_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    err = np.abs(got.astype(np.float64) - want)
+    rel = np.linalg.norm(got.astype(np.float64) - want) / np.linalg.norm(want)
+    assert err.max() <= 1e-4 and rel <= 1e-5, f"{what}: max abs {err.max():.3g}, relative L2 {rel:.3g}"
+
+
+@pytest.fixture(scope="module", params=["himae-100", "himae-25"])
+def exported(request, tmp_path_factory):
+    model = _random_model(request.param, seed=7)
+    path = tmp_path_factory.mktemp("models") / f"{request.param}.himae"
+    export_model(model, path)
+    return model, path
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_encoder_matches_pytorch_on_random_and_real_windows(exported, isa, data_dir):
+    model, path = exported
+    config = model.config
+    engine = load_model(path, isa=isa)
+    assert engine.isa == isa
+    rng = np.random.default_rng(0)
+    random_x = rng.standard_normal((3, 1, config["window"])).astype(np.float32)
+    real_x = _real_windows(data_dir, config["fs"], config["window"], 4)
+    for label, x in (("random", random_x), ("real", real_x)):
+        with torch.no_grad():
+            want = [h.double().numpy() for h in model.encode(torch.from_numpy(x))]
+            want_emb = [h.double().numpy() for h in model.embed(torch.from_numpy(x))]
+        got = engine.encode(x)
+        got_emb = engine.embed(x)
+        assert [g.shape for g in got] == [w.shape for w in want]
+        for level, (g, w) in enumerate(zip(got, want)):
+            _assert_close(g, w, f"{config['name']} {isa} {label} level {level}")
+        for level, (g, w) in enumerate(zip(got_emb, want_emb)):
+            _assert_close(g, w, f"{config['name']} {isa} {label} embedding {level}")
+        # One window (C, L) gives the batch's first row without the batch axis.
+        single = engine.encode(x[0])
+        assert all(np.array_equal(s, g[0]) for s, g in zip(single, got))
+
+
+def test_config_and_metadata_come_from_the_file(exported):
+    model, path = exported
+    engine = load_model(path)
+    assert engine.config == modelfile.read(path).config == model.config
+    assert engine.isa == ISAS[-1]
+    assert engine.level_lengths == tuple(-(-model.config["window"] // 2 ** (l + 1)) for l in range(len(model.config["channels"])))
+
+
+def test_no_allocation_after_load(exported):
+    _model, path = exported
+    engine = load_model(path)
+    x = np.zeros((5, 1, engine.config["window"]), dtype=np.float32)
+    engine.encode(x)
+    before = engine.alloc_count
+    for _ in range(3):
+        engine.encode(x)
+        engine.embed(x[0])
+    assert engine.alloc_count == before
+    load_model(path)
+    assert engine.alloc_count > before  # the counter does count: a load allocates
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_loader_accepts_and_refuses_like_the_python_reader(name):
+    path = CORPUS / name
+    want = EXPECTED[name]["error"]
+    if want is None:
+        engine = load_model(path)
+        assert engine.config == modelfile.read(path).config
+        return
+    with pytest.raises(ModelFileError) as c_err:
+        load_model(path)
+    assert str(c_err.value).startswith(want)
+    with pytest.raises(ModelFileError) as py_err:
+        modelfile.read(path)
+    # Same reason; the Python reader may append detail (e.g. the JSON error).
+    assert str(py_err.value).startswith(str(c_err.value))
+
+
+def test_bad_inputs_raise_value_errors(exported):
+    _model, path = exported
+    engine = load_model(path)
+    L = engine.config["window"]
+    with pytest.raises(ValueError, match=rf"\(1, {L}\) or \(B, 1, {L}\)"):
+        engine.encode(np.zeros((1, L + 1), dtype=np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        engine.embed(np.zeros((1, L)))
+    with pytest.raises(ValueError, match="not supported|unknown ISA"):
+        load_model(path, isa="sse9")
+    with pytest.raises(OSError):
+        load_model(path.with_suffix(".missing"))
+
+
+def test_transposed_views_are_converted(exported):
+    _model, path = exported
+    engine = load_model(path)
+    L = engine.config["window"]
+    x = np.random.default_rng(1).standard_normal((L, 2)).astype(np.float32).T[:, None, :]
+    assert not x.flags.c_contiguous
+    got = engine.embed(x)
+    want = engine.embed(np.ascontiguousarray(x))
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_gelu_matches_torch_within_1e6(tmp_path, isa):
+    """A one-channel, kernel-1 model whose level-0 output is GELU(x at even samples).
+
+    The reference is torch's GELU in float64 (exact erf): torch's own vectorised
+    float32 GELU is itself up to ~1.02e-6 away from it on this range.
+    """
+    n = 40001
+    config = {
+        "name": "gelu", "fs": 100.0, "window": 2 * n, "in_channels": 1, "channel_names": ["x"],
+        "channels": [1], "kernel_size": 1, "stride": 2, "patch_size": 1, "mask_ratio": 0.0,
+        "normalizer": {"kind": "minmax"}, "decoder": False,
+    }
+    one, zero = np.ones((1, 1, 1), np.float32), np.zeros((1,), np.float32)
+    tensors = {
+        "encoder.0.conv1.weight": zero.reshape(1, 1, 1), "encoder.0.conv1.bias": zero,
+        "encoder.0.conv2.weight": zero.reshape(1, 1, 1), "encoder.0.conv2.bias": zero,
+        "encoder.0.skip.weight": one, "encoder.0.skip.bias": zero,
+    }
+    path = tmp_path / "gelu.himae"
+    modelfile.write(path, config, tensors)
+    xs = np.linspace(-10, 10, n, dtype=np.float32)
+    window = np.zeros((1, 2 * n), np.float32)
+    window[0, ::2] = xs
+    got = load_model(path, isa=isa).encode(window)[0][0]
+    want = torch.nn.functional.gelu(torch.from_numpy(xs).double()).numpy()
+    assert np.abs(got - want).max() <= 1e-6

@@ -1,0 +1,66 @@
+"""The C test program (csrc/tests): sanitizers natively, NEON under qemu-aarch64."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from training import HiMAE, export_model, get_config
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "tests" / "corpus"
+CROSS_CC = "aarch64-linux-gnu-gcc"
+QEMU = "qemu-aarch64"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """The corpus manifest and a himae-25 model file with random weights."""
+    tmp = tmp_path_factory.mktemp("ctest")
+    expected = json.loads((CORPUS / "expected.json").read_text())
+    manifest = tmp / "manifest.tsv"
+    manifest.write_text("".join(f"{CORPUS / name}\t{v['error'] or ''}\n" for name, v in expected.items()))
+    model_path = tmp / "himae-25.himae"
+    export_model(HiMAE(get_config("himae-25")).eval(), model_path)
+    return tmp, [str(manifest), str(CORPUS / "valid.himae"), str(CORPUS / "valid_encoder_only.himae"), str(model_path)]
+
+
+def _build(out: Path, *make_args: str) -> None:
+    if shutil.which("make") is None or shutil.which(os.environ.get("CC", "cc")) is None:
+        pytest.fail("the C test program needs make and a C compiler")
+    subprocess.run(["make", "-s", "-C", str(REPO / "csrc" / "tests"), f"OUT={out}", *make_args], check=True)
+
+
+def _assert_clean(result: subprocess.CompletedProcess) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "OK (0 failures)" in result.stdout
+    assert "corpus: " in result.stdout and "conv: " in result.stdout
+
+
+def test_c_program_under_address_and_undefined_sanitizers(inputs):
+    tmp, args = inputs
+    _build(tmp / "test_core")
+    result = subprocess.run([str(tmp / "test_core"), *args], capture_output=True, text=True, timeout=300)
+    _assert_clean(result)
+
+
+def test_neon_kernels_under_qemu_aarch64(inputs):
+    if shutil.which(CROSS_CC) is None or shutil.which(QEMU) is None:
+        reason = f"{CROSS_CC} and {QEMU} are needed (apt-get install gcc-aarch64-linux-gnu qemu-user libc6-dev-arm64-cross)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    tmp, args = inputs
+    _build(tmp / "test_core_aarch64", f"CC={CROSS_CC}")
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0"}  # LeakSanitizer cannot run under qemu-user
+    result = subprocess.run(
+        [QEMU, "-L", "/usr/aarch64-linux-gnu", str(tmp / "test_core_aarch64"), *args],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    _assert_clean(result)
+    assert "isa: best neon" in result.stdout
+    assert "f32_gemm_ukernel__neon_8x8" in result.stdout
