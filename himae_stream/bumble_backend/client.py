@@ -39,11 +39,13 @@ _PROPERTY_NAMES = {
 
 
 class BumbleClient(BaseBleakClient):
-    """A GATT client on a `BumbleAdapter` (keyword `bumble=`, else the default adapter).
+    """A GATT client on a `BumbleAdapter`: keyword `bumble=`, else the class's `adapter`, else the default one.
 
     Keyword `mtu` caps the ATT MTU requested at connect (23 … 247, default 247);
     the peripheral's own limit decides the final value, as on real hardware.
     """
+
+    adapter: BumbleAdapter | None = None
 
     def __init__(
         self,
@@ -61,7 +63,7 @@ class BumbleClient(BaseBleakClient):
         )
         if not 23 <= mtu <= MAX_MTU:
             raise ValueError(f"mtu must be 23 … {MAX_MTU}, got {mtu}")
-        self.adapter = bumble or default_adapter()
+        self.adapter = bumble or type(self).adapter or default_adapter()
         self._mtu_request = mtu
         self._service_filter = services
         self._peer_address: Address | None = None

@@ -64,7 +64,9 @@ def advertisement_data(advertisement: Advertisement) -> AdvertisementData:
 
 
 class BumbleScanner(BaseBleakScanner):
-    """Scans through a `BumbleAdapter` (keyword `bumble=`, else the default adapter)."""
+    """Scans through a `BumbleAdapter`: keyword `bumble=`, else the class's `adapter`, else the default one."""
+
+    adapter: BumbleAdapter | None = None
 
     def __init__(
         self,
@@ -76,7 +78,7 @@ class BumbleScanner(BaseBleakScanner):
         **kwargs: Any,
     ) -> None:
         super().__init__(detection_callback, service_uuids)
-        self.adapter = bumble or default_adapter()
+        self.adapter = bumble or type(self).adapter or default_adapter()
 
     async def start(self) -> None:
         self.seen_devices = {}

@@ -1,0 +1,134 @@
+"""`sim://` sources: a simulated device and the runtime's own reader for it, as one source.
+
+`sim://RECORDING?transport=serial|ble&speed=10&loss=0.02&...` starts the
+simulator in this process and reads it through the real transport
+(`SerialSource` on a pty, or `BleSource` over bumble), so a pipeline runs
+end to end without hardware. The source ends once the replay is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from firmware_sim.faults import FaultConfig, Faults
+from firmware_sim.options import SimOptions, build_model, heart_rate, parse_speed
+from himae_stream.samplestream import Received
+from himae_stream.sources.base import Source
+
+if TYPE_CHECKING:
+    from himae_stream.urls import ParsedUrl
+
+#: seconds of silence after the replay ends before the source stops
+END_GRACE_S = 0.7
+
+_FAULT_PARAMS = {
+    "loss": "loss", "burst": "burst", "burst_len": "burst_len", "duplicate": "duplicate",
+    "reorder": "reorder", "corrupt": "corrupt", "disconnect_after": "disconnect_after",
+    "disconnect_for": "disconnect_for",
+}
+_FLOAT_PARAMS = {"fs", "duration", "drift_ppm", "jitter_us", "frame_ms", "interval_ms"}
+_INT_PARAMS = {"seed", "baud", "mtu"}
+_TEXT_PARAMS = {"channels", "format", "name"}
+
+
+def open_url(url: ParsedUrl) -> SimSource:
+    """The source a `sim://` URL names (registered for the `sim` scheme)."""
+    url.check_params(set(_FAULT_PARAMS) | _FLOAT_PARAMS | _INT_PARAMS | _TEXT_PARAMS | {"speed", "transport", "loop"})
+    transport = url.get("transport", "serial")
+    if transport not in ("serial", "ble"):
+        raise ValueError(f"{url.text}: transport must be serial or ble, got {transport!r}")
+    seed = int(url.number("seed", 1, int))
+    faults = FaultConfig(seed=seed, **{
+        field: url.number(key, getattr(FaultConfig, field)) for key, field in _FAULT_PARAMS.items()
+        if url.get(key) is not None
+    })
+    options = SimOptions(
+        recording=url.path,
+        speed=parse_speed(url.get("speed", "1")),
+        loop=url.get("loop", "0").lower() in ("1", "true", "yes"),
+        seed=seed,
+        faults=faults,
+        fmt=url.get("format", "int16"),
+        **{k: url.number(k, 0.0) for k in _FLOAT_PARAMS if url.get(k) is not None},
+        **{k: int(url.number(k, 0, int)) for k in ("baud", "mtu") if url.get(k) is not None},
+        **{k: url.get(k) for k in ("channels", "name") if url.get(k) is not None},
+    )
+    return SimSource(options, transport)
+
+
+class SimSource(Source):
+    """Runs a simulated device and yields what the runtime's reader gets from it."""
+
+    def __init__(self, options: SimOptions, transport: str = "serial") -> None:
+        super().__init__()
+        self.options = options
+        self.transport = transport
+        self.model = build_model(options)  # fail early on a bad recording or option
+        self.device = None  # SerialDevice or BleDevice once running; its `log` names every drop
+        self._inner: Source | None = None
+
+    async def __aiter__(self) -> AsyncIterator[Received]:
+        if self.transport == "serial":
+            inner, finished, stop = self._start_serial()
+        else:
+            inner, finished, stop = await self._start_ble()
+        self._inner = inner
+        self.counters = inner.counters
+        iterator = aiter(inner)
+        pending: asyncio.Future | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(iterator))
+                done, _ = await asyncio.wait({pending}, timeout=END_GRACE_S)
+                if pending in done:
+                    try:
+                        item = pending.result()
+                    except StopAsyncIteration:
+                        break
+                    pending = None
+                    self.info = inner.info
+                    yield item
+                elif finished():
+                    break
+        finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+            await inner.close()
+            await stop()
+
+    def _start_serial(self):
+        from firmware_sim.serial_device import SerialDevice
+        from himae_stream.sources.serial import SerialSource
+
+        o = self.options
+        device = SerialDevice(self.model, Faults(o.faults), o.speed, o.baud, o.frame_ms)
+        self.device = device
+        device.start()
+
+        async def stop() -> None:
+            await asyncio.get_running_loop().run_in_executor(None, device.close)
+
+        return SerialSource(device.path, o.baud, idle_timeout_s=None), lambda: device.wait(0), stop
+
+    async def _start_ble(self):
+        from bumble.link import LocalLink
+
+        from firmware_sim.ble_device import BleDevice
+        from himae_stream.bumble_backend import BumbleBackend
+        from himae_stream.sources.ble import BleSource
+
+        o = self.options
+        link = LocalLink()
+        device = BleDevice(self.model, link, Faults(o.faults), o.speed, o.mtu, o.interval_ms, heart_rate(o, self.model))
+        self.device = device
+        await device.start()
+        backend = BumbleBackend.bound(link)
+        return BleSource(name=o.name, backend=backend), device.finished.is_set, device.stop
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
