@@ -143,9 +143,60 @@ def compare(baseline: dict[str, dict[str, int]], measured: dict[str, dict[str, i
 
 
 def load_baseline(path: Path) -> dict:
-    if not path.exists():
-        return {"environment": {}, "counts": {}}
+    """{"environment": {...}, "counts": {isa: {workload: instructions}}} as recorded by --update."""
     return json.loads(path.read_text())
+
+
+def measure_all(isas: list[str], only: list[str] | None) -> dict[str, dict[str, int]]:
+    """{isa: counts} for every requested ISA this build can run under valgrind; says what it leaves out."""
+    available = workload.available_isas()
+    if not available:
+        raise GateError("the C core is not built (himae_stream.model cannot be imported)")
+    measured = {}
+    for isa in isas or available:
+        if isa not in available:
+            print(f"gate: {isa}: not available on this CPU or build; not gated")
+            continue
+        result = measure(isa, only)
+        if result.unavailable:
+            print(f"gate: {isa}: this CPU has it but valgrind cannot execute it; not gated")
+            continue
+        for name, reason in sorted(result.skipped.items()):
+            print(f"gate: {name} [{isa}]: not measured: {reason}")
+        measured[isa] = result.counts
+    return measured
+
+
+def update(path: Path, measured: dict[str, dict[str, int]], partial: bool) -> None:
+    """Record `measured` in the baseline; a `partial` run (--only) keeps the other workloads' counts."""
+    counts = load_baseline(path)["counts"] if path.exists() else {}
+    for isa, values in measured.items():
+        counts[isa] = {**counts.get(isa, {}), **values} if partial else values
+        for name, count in sorted(values.items()):
+            print(f"gate: {name} [{isa}]: {count:,} instructions recorded")
+    path.write_text(json.dumps({"environment": environment(), "counts": counts}, indent=2, sort_keys=True) + "\n")
+
+
+def check(path: Path, measured: dict[str, dict[str, int]], only: list[str] | None, threshold: float) -> int:
+    """Compare with the baseline at `path`, print the outcome; the exit status."""
+    baseline = load_baseline(path)
+    gated = {isa: {k: v for k, v in baseline["counts"].get(isa, {}).items() if not only or k in only}
+             for isa in measured}
+    failures, notes = compare(gated, measured, threshold)
+    for line in notes:
+        print(f"gate: {line}")
+    if failures:
+        env = environment()
+        changed = {k: (baseline["environment"].get(k), v) for k, v in env.items()
+                   if baseline["environment"].get(k) != v}
+        for line in failures:
+            print(f"gate: FAIL {line}", file=sys.stderr)
+        if changed:
+            print(f"gate: the baseline was recorded elsewhere (recorded, now): {changed}", file=sys.stderr)
+        return 1
+    total = sum(len(v) for v in measured.values())
+    print(f"gate: ok, {total} counts within +{threshold:.0%} of {path.name}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,55 +208,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="workloads to count (default: all)")
     parser.add_argument("--threshold", type=float, default=THRESHOLD, help="allowed growth (default 0.03)")
     args = parser.parse_args(argv)
-
+    if not args.update and not args.baseline.exists():
+        print(f"gate: error: no baseline at {args.baseline}; record one with --update", file=sys.stderr)
+        return 2
     try:
-        isas = workload.available_isas()
-        if not isas:
-            raise GateError("the C core is not built (himae_stream.load_model is missing)")
-        measured: dict[str, dict[str, int]] = {}
-        for isa in args.isa or isas:
-            if isa not in isas:
-                print(f"gate: {isa}: not available on this CPU or build; not gated")
-                continue
-            result = measure(isa, args.only)
-            if result.unavailable:
-                print(f"gate: {isa}: this CPU has it but valgrind cannot execute it; not gated")
-                continue
-            for name, reason in sorted(result.skipped.items()):
-                print(f"gate: {name} [{isa}]: not measured: {reason}")
-            measured[isa] = result.counts
+        measured = measure_all(args.isa, args.only)
     except GateError as exc:
         print(f"gate: error: {exc}", file=sys.stderr)
         return 2
-
-    baseline = load_baseline(args.baseline)
-    env = environment()
     if args.update:
-        counts = baseline["counts"]
-        for isa, values in measured.items():
-            counts.setdefault(isa, {}).update(values)
-        args.baseline.write_text(json.dumps({"environment": env, "counts": counts}, indent=2, sort_keys=True) + "\n")
-        for isa, values in sorted(measured.items()):
-            for name, count in sorted(values.items()):
-                print(f"gate: {name} [{isa}]: {count:,} instructions recorded")
+        update(args.baseline, measured, partial=bool(args.only))
         return 0
-
-    gated = {isa: {k: v for k, v in baseline["counts"].get(isa, {}).items() if not args.only or k in args.only}
-             for isa in measured}
-    failures, notes = compare(gated, measured, args.threshold)
-    for line in notes:
-        print(f"gate: {line}")
-    if failures:
-        changed = {k: (baseline["environment"].get(k), v) for k, v in env.items()
-                   if baseline["environment"].get(k) != v}
-        for line in failures:
-            print(f"gate: FAIL {line}", file=sys.stderr)
-        if changed:
-            print(f"gate: the baseline was recorded elsewhere: {changed}", file=sys.stderr)
-        return 1
-    total = sum(len(v) for v in measured.values())
-    print(f"gate: ok, {total} counts within +{args.threshold:.0%} of {args.baseline.name}")
-    return 0
+    return check(args.baseline, measured, args.only, args.threshold)
 
 
 if __name__ == "__main__":
