@@ -10,6 +10,7 @@ Decoders are vectorised (numpy views, no per-sample Python) and raise only
 from __future__ import annotations
 
 import enum
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -47,7 +48,7 @@ class SampleFormat(enum.IntEnum):
 
     @property
     def width(self) -> int:
-        return {1: 2, 2: 3, 3: 4}[self.value]
+        return _WIDTHS[self]
 
 
 class Kind(enum.IntEnum):
@@ -57,16 +58,22 @@ class Kind(enum.IntEnum):
     INFO = 1
 
 
+_WIDTHS = {SampleFormat.INT16: 2, SampleFormat.INT24: 3, SampleFormat.FLOAT32: 4}
+_FORMATS = {f.value: f for f in SampleFormat}
+_F32 = struct.Struct("<f")
+
+
 def _f32(value: float) -> float:
-    return float(np.float32(value))
+    """`value` rounded to the nearest float32, as the wire carries it."""
+    return _F32.unpack(_F32.pack(value))[0]
 
 
 _INT_LIMITS = {SampleFormat.INT16: 1 << 15, SampleFormat.INT24: 1 << 23}
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Packet:
-    """One data packet: `samples` are raw codes, shape (channels, n).
+    """One data packet: `samples` are raw codes, shape (channels, n); treat as immutable.
 
     `seq` is the stream index of the first sample modulo 2**32 (it counts
     samples, not packets, so any gap is an exact number of samples), `t_us`
@@ -84,8 +91,8 @@ class Packet:
 
     def __post_init__(self) -> None:
         # rates and scales travel as float32: hold exactly what the wire can carry
-        object.__setattr__(self, "fs", _f32(self.fs))
-        object.__setattr__(self, "scale", tuple(_f32(s) for s in self.scale))
+        self.fs = _f32(self.fs)
+        self.scale = tuple(map(_f32, self.scale))
 
     @property
     def channels(self) -> int:
@@ -150,7 +157,7 @@ class StreamInfo:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fs", _f32(self.fs))
-        object.__setattr__(self, "scale", tuple(_f32(s) for s in self.scale))
+        object.__setattr__(self, "scale", tuple(map(_f32, self.scale)))
 
     @property
     def channels(self) -> int:
@@ -192,16 +199,16 @@ def decode_packet(data: bytes | bytearray | memoryview) -> Packet:
     fmt = _format(fmt_byte)
     if not 1 <= c <= MAX_CHANNELS:
         raise ProtocolError(f"bad channel count {c}")
-    if not (np.isfinite(fs) and fs > 0):
+    if not (math.isfinite(fs) and fs > 0):
         raise ProtocolError(f"bad sample rate {fs}")
-    expected = DATA_HEADER_SIZE + 4 * c + n * c * fmt.width
+    start = DATA_HEADER_SIZE + 4 * c
+    expected = start + n * c * _WIDTHS[fmt]
     if len(data) != expected:
         raise ProtocolError(f"data body is {len(data)} bytes, header says {expected}")
-    scale = np.frombuffer(data, "<f4", c, DATA_HEADER_SIZE)
-    if not np.all(np.isfinite(scale)):
+    scale = struct.unpack_from(f"<{c}f", data, DATA_HEADER_SIZE)
+    if not all(map(math.isfinite, scale)):
         raise ProtocolError("non-finite scale")
-    codes = unpack_samples(data[DATA_HEADER_SIZE + 4 * c :], fmt, c)
-    return Packet(seq, t_us, float(fs), codes, tuple(float(s) for s in scale), fmt, stream_id)
+    return Packet(seq, t_us, fs, unpack_samples(memoryview(data)[start:], fmt, c), scale, fmt, stream_id)
 
 
 def pack_samples(interleaved: np.ndarray, fmt: SampleFormat) -> bytes:
@@ -214,24 +221,28 @@ def pack_samples(interleaved: np.ndarray, fmt: SampleFormat) -> bytes:
     return as32.view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
 
 
-def unpack_samples(data: bytes, fmt: SampleFormat, channels: int) -> np.ndarray:
-    """Interleaved sample bytes to codes shaped (channels, n); int formats give int32."""
-    width = fmt.width
-    if len(data) % (width * channels):
+def unpack_samples(data: bytes | memoryview, fmt: SampleFormat, channels: int) -> np.ndarray:
+    """Interleaved sample bytes to codes shaped (channels, n), as views where possible:
+    int16 and float32 keep their wire dtype, int24 becomes int32."""
+    if len(data) % (_WIDTHS[fmt] * channels):
         raise ProtocolError("sample bytes are not a whole number of frames")
     if fmt == SampleFormat.INT16:
-        flat = np.frombuffer(data, "<i2").astype(np.int32)
+        flat = np.frombuffer(data, "<i2")
     elif fmt == SampleFormat.FLOAT32:
-        flat = np.frombuffer(data, "<f4").astype(np.float32)
+        flat = np.frombuffer(data, "<f4")
     else:
         raw = np.frombuffer(data, np.uint8).reshape(-1, 3)
         padded = np.zeros((raw.shape[0], 4), np.uint8)
         padded[:, 1:] = raw
         flat = padded.view("<i4").reshape(-1) >> 8  # arithmetic shift sign-extends
+    if channels == 1:
+        return flat.reshape(1, -1)
     return flat.reshape(-1, channels).T
 
 
 def _check_version_kind(version: int, kind: int, want: Kind) -> None:
+    if version == PROTOCOL_VERSION and kind == want:
+        return
     if version != PROTOCOL_VERSION:
         raise ProtocolError(f"unsupported protocol version {version}")
     if kind != want:
@@ -239,10 +250,10 @@ def _check_version_kind(version: int, kind: int, want: Kind) -> None:
 
 
 def _format(fmt_byte: int) -> SampleFormat:
-    try:
-        return SampleFormat(fmt_byte)
-    except ValueError:
-        raise ProtocolError(f"unknown sample format {fmt_byte}") from None
+    fmt = _FORMATS.get(fmt_byte)
+    if fmt is None:
+        raise ProtocolError(f"unknown sample format {fmt_byte}")
+    return fmt
 
 
 # ---------------------------------------------------------------- info bodies

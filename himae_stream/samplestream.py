@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -28,10 +28,11 @@ if TYPE_CHECKING:
 
 
 class Received(NamedTuple):
-    """A packet and the host time it arrived (None: no host clock, e.g. a file)."""
+    """Packets that arrived together and the host time they arrived
+    (`time.monotonic()` seconds; None: no host clock, e.g. a file)."""
 
     host_time: float | None
-    packet: Packet
+    packets: Sequence[Packet]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class ClockMap:
         self._origin: float | None = None
         self._slope = 0.0
         self._intercept = 0.0
+        self._unfitted = 0
 
     @property
     def ready(self) -> bool:
@@ -102,7 +104,11 @@ class ClockMap:
         else:
             if self._open is not None:
                 self._bins.append(self._open[1:])
-                self._fit()
+                self._unfitted += 1
+                # refit after a fixed fraction of the history is new: O(1) work per bin
+                if self._unfitted * 8 >= len(self._bins):
+                    self._fit()
+                    self._unfitted = 0
             self._open = (number, d, offset)
         if len(self._bins) < 2:  # no line yet: the least delay seen so far
             self._intercept = min(self._intercept, offset)
@@ -178,7 +184,7 @@ class SampleStream:
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._next: int | None = None  # stream index expected next
         self._max_seen = 0
-        self._pending: dict[int, tuple[Packet, float | None]] = {}
+        self._pending: dict[int, tuple[Packet, int, float | None]] = {}  # index -> (packet, n, arrival)
         self._delivered: deque[int] = deque(maxlen=4 * reorder_packets + 16)
         self._last_time = 0.0  # device seconds of the last emitted sample
         self._fs = 0.0
@@ -203,49 +209,76 @@ class SampleStream:
     # ---------------------------------------------------- synchronous core
     def push(self, packet: Packet, host_time: float | None = None) -> list[Chunk]:
         """Add one packet; returns the chunks it completes (possibly none)."""
-        self._counts["packets"] += 1
+        return self.push_many((packet,), host_time)
+
+    def push_many(self, packets: Sequence[Packet], host_time: float | None = None) -> list[Chunk]:
+        """Add packets that arrived together (one read, one notification).
+
+        Returns the chunks they complete: usually one, more after a restart.
+        Work per packet is a few integer and dict operations; the samples of
+        the whole batch are converted and timed in a handful of numpy calls.
+        """
         out: list[Chunk] = []
-        if self._next is None:
-            self._start(packet)
-            index = packet.seq
-        else:
-            index = unwrap_seq(packet.seq, self._next)
-            jump = index - self._next
-            if (
-                packet.channels != self._channels
-                or packet.fs != self._fs
-                or jump > self.max_gap_s * self._fs
-                or -jump > self.max_late_s * self._fs
-            ):
-                out = self.flush()
-                self._counts["restarts"] += 1
+        pieces: list[tuple] = []
+        newest: tuple[float, Packet] | None = None
+        for packet in packets:
+            self._counts["packets"] += 1
+            n = packet.samples.shape[1]
+            if n == 0:
+                continue
+            if self._next is None:
                 self._start(packet)
                 index = packet.seq
-            elif index < self._next:
-                if index in self._delivered:
+            else:
+                index = unwrap_seq(packet.seq, self._next)
+                jump = index - self._next
+                if (
+                    packet.channels != self._channels
+                    or packet.fs != self._fs
+                    or jump > self.max_gap_s * self._fs
+                    or -jump > self.max_late_s * self._fs
+                ):
+                    self._release_all(pieces)
+                    out += self._chunks(pieces)
+                    pieces = []
+                    self._counts["restarts"] += 1
+                    self._start(packet)
+                    index = packet.seq
+                elif index < self._next:
+                    if index in self._delivered:
+                        self._counts["duplicates"] += 1
+                    else:
+                        self._counts["late"] += 1  # its samples were already counted lost
+                    continue
+                elif index in self._pending:
                     self._counts["duplicates"] += 1
-                else:
-                    self._counts["late"] += 1  # its samples were already counted lost
-                return []
-            elif index in self._pending:
-                self._counts["duplicates"] += 1
-                return []
-        if host_time is not None:
-            self.clock.observe(self._device_s(packet, packet.n - 1), host_time)
-        return out + self._accept(packet, index, host_time)
+                    continue
+            if index < self._max_seen:
+                self._counts["reordered"] += 1
+            self._max_seen = max(self._max_seen, index)
+            self._pending[index] = (packet, n, host_time)
+            if index == self._next:
+                self._drain(pieces)
+            while len(self._pending) > self.reorder_packets:
+                self._release_gap(pieces)
+            end_time = packet.t_us * 1e-6 + (n - 1) / packet.fs
+            if newest is None or end_time > newest[0]:
+                newest = (end_time, packet)
+        if host_time is not None and newest is not None:
+            self.clock.observe(newest[0], host_time)
+        return out + self._chunks(pieces)
 
     def flush(self) -> list[Chunk]:
         """Release everything held (end of stream): holes before held packets become lost."""
         pieces: list[tuple] = []
-        while self._pending:
-            self._release_gap(pieces)
+        self._release_all(pieces)
         return self._chunks(pieces)
 
     def expire(self, now: float) -> list[Chunk]:
         """Declare holes lost whose oldest held packet arrived before `now - reorder_timeout_s`."""
         pieces: list[tuple] = []
         while self._pending and min(
-            (t for _, t in self._pending.values() if t is not None), default=now
+            (t for _, _, t in self._pending.values() if t is not None), default=now
         ) < now - self.reorder_timeout_s:
             self._release_gap(pieces)
         return self._chunks(pieces)
@@ -259,51 +292,64 @@ class SampleStream:
         self._delivered.clear()
         self.clock.reset()
 
-    def _accept(self, packet: Packet, index: int, host_time: float | None) -> list[Chunk]:
-        if index < self._max_seen:
-            self._counts["reordered"] += 1
-        self._max_seen = max(self._max_seen, index)
-        self._pending[index] = (packet, host_time)
-        pieces: list[tuple] = []
-        self._drain(pieces)
-        while len(self._pending) > self.reorder_packets:
+    def _release_all(self, pieces: list) -> None:
+        while self._pending:
             self._release_gap(pieces)
-        return self._chunks(pieces)
 
     def _drain(self, pieces: list) -> None:
-        while self._next in self._pending:
-            packet, _ = self._pending.pop(self._next)
-            times = self._device_s(packet, np.arange(packet.n))
-            pieces.append((self._next, times, packet.physical(), False))
-            self._delivered.append(self._next)
-            self._counts["samples"] += packet.n
-            self._next += packet.n
-            self._last_time = float(times[-1])
+        """Move held packets that are next in order to `pieces` as (index, n, packet)."""
+        pending, delivered = self._pending, self._delivered
+        while self._next in pending:
+            packet, n, _ = pending.pop(self._next)
+            pieces.append((self._next, n, packet))
+            delivered.append(self._next)
+            self._counts["samples"] += n
+            self._next += n
+            self._last_time = packet.t_us * 1e-6 + (n - 1) / packet.fs
 
     def _release_gap(self, pieces: list) -> None:
+        """Declare the hole before the oldest held packet lost: piece (index, n, (t_before, t_after))."""
         first = min(self._pending)
         hole = first - self._next
-        packet, _ = self._pending[first]
-        # lost samples get times spaced evenly between their delivered neighbours
-        step = (self._device_s(packet, 0) - self._last_time) / (hole + 1)
-        times = self._last_time + step * np.arange(1, hole + 1)
-        pieces.append((self._next, times, np.zeros((self._channels, hole), np.float32), True))
+        packet = self._pending[first][0]
+        pieces.append((self._next, hole, (self._last_time, packet.t_us * 1e-6)))
         self._counts["gaps"] += 1
         self._counts["lost_samples"] += hole
         self._next = first
         self._drain(pieces)
 
-    def _device_s(self, packet: Packet, i: np.ndarray | int) -> np.ndarray:
-        return packet.t_us * 1e-6 + np.asarray(i, np.float64) / packet.fs
-
     def _chunks(self, pieces: list) -> list[Chunk]:
+        """One chunk from consecutive pieces, in a fixed number of numpy calls."""
         if not pieces:
             return []
-        start = pieces[0][0]
-        device_times = np.concatenate([p[1] for p in pieces])
-        samples = np.concatenate([p[2] for p in pieces], axis=1)
-        lost = np.concatenate([np.full(p[2].shape[1], p[3]) for p in pieces])
-        return [Chunk(self.clock.to_host(device_times), samples, lost, start)]
+        sizes, base, step, codes, scales = [], [], [], [], []
+        for _, n, item in pieces:
+            sizes.append(n)
+            if isinstance(item, Packet):
+                base.append(item.t_us * 1e-6)
+                step.append(1.0 / item.fs)
+                codes.append(item.samples)
+                scales.append(item.scale)
+            else:  # lost: zeros, times spaced evenly between the delivered neighbours
+                before, after = item
+                step.append((after - before) / (n + 1))
+                base.append(before + step[-1])
+                codes.append(np.zeros((self._channels, n), np.int32))
+                scales.append(None)
+        sizes = np.array(sizes)
+        offsets = np.repeat(np.cumsum(sizes) - sizes, sizes)
+        device_times = np.repeat(base, sizes) + np.repeat(step, sizes) * (np.arange(sizes.sum()) - offsets)
+        lost = np.repeat(np.fromiter((s is None for s in scales), bool, len(pieces)), sizes)
+        known = {s for s in scales if s is not None}
+        if len(known) <= 1:
+            scale = np.asarray(known.pop() if known else (1.0,) * self._channels, np.float32)
+            samples = np.concatenate(codes, axis=1).astype(np.float32) * scale[:, None]
+        else:  # the scale changed inside this chunk: convert piece by piece
+            samples = np.concatenate(
+                [c.astype(np.float32) * np.asarray(s or 1.0, np.float32).reshape(-1, 1) for c, s in zip(codes, scales)],
+                axis=1,
+            )
+        return [Chunk(self.clock.to_host(device_times), samples, lost, pieces[0][0])]
 
     # ------------------------------------------------------------- asyncio
     async def __aiter__(self) -> AsyncIterator[Chunk]:
@@ -373,7 +419,7 @@ class SampleStream:
                     received = done.pop().result()
                 except StopAsyncIteration:
                     break
-                put(self.push(received.packet, received.host_time))
+                put(self.push_many(received.packets, received.host_time))
                 if received.host_time is not None:
                     put(self.expire(received.host_time))
             put(self.flush())

@@ -10,6 +10,7 @@ from himae_stream.framing import FrameDecoder, cobs_decode, cobs_encode, encode_
 bodies = st.binary(min_size=1, max_size=700)
 
 
+@settings(deadline=None)  # the first call compiles the COBS kernels
 @given(st.binary(max_size=2000))
 def test_cobs_round_trip_has_no_zero(data):
     encoded = cobs_encode(data)
@@ -25,6 +26,7 @@ def test_frame_layout():
     assert cobs_decode(frame[:-1]) == body + zlib.crc32(body).to_bytes(4, "little")
 
 
+@settings(deadline=None)
 @given(st.lists(bodies, max_size=20), st.data())
 def test_frames_survive_any_split(frames, data):
     stream = b"".join(encode_frame(b) for b in frames)
@@ -38,7 +40,7 @@ def test_frames_survive_any_split(frames, data):
     assert decoder.counters["resyncs"] == 0
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.binary(max_size=40), bodies), max_size=15))
 def test_garbage_between_frames_resynchronises(items):
     """A frame is lost only when garbage runs straight into it (no 0x00 in
@@ -60,7 +62,7 @@ def test_garbage_between_frames_resynchronises(items):
     assert c["resyncs"] == c["crc_errors"] + c["decode_errors"] + c["oversize"]
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=3000))
 def test_random_bytes_never_raise(data):
     decoder = FrameDecoder(max_body=256)

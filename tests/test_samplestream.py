@@ -175,14 +175,14 @@ def test_async_and_blocking_iteration_agree(tmp_path):
 
 
 def test_full_queue_drops_oldest_and_counts(tmp_path):
-    path, _, total = _log(tmp_path, [5] * 400)
+    path, _, total = _log(tmp_path, [5] * 8000)  # several 64 KiB reads, one chunk each
 
     async def slow_consumer():
-        stream = SampleStream(FileSource(path), queue_chunks=4)
+        stream = SampleStream(FileSource(path), queue_chunks=1)
         seen = []
         async for chunk in stream:
             seen.append(chunk)
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.05)
         return stream, seen
 
     stream, seen = asyncio.run(slow_consumer())

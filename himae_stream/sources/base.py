@@ -1,6 +1,6 @@
 """The one interface every transport implements: an async iterator of packets.
 
-A source yields `Received(host_time, packet)` in arrival order, keeps its
+A source yields `Received(host_time, packets)` in arrival order, keeps its
 own counters (frames, crc_errors, resyncs, reconnects, ...) and releases
 its transport on `close()`. `SampleStream` turns any source into chunks.
 """

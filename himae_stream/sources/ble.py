@@ -223,4 +223,4 @@ class BleSource(BleConnection):
         packet = self._decoder.feed(data)
         self.counters["malformed"] = self._decoder.counters["malformed"]
         self.counters["unsynced"] = self._decoder.counters["unsynced"]
-        return None if packet is None else Received(host_time, packet)
+        return None if packet is None else Received(host_time, (packet,))

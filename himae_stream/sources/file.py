@@ -39,9 +39,10 @@ class FileSource(Source):
                 block = handle.read(BLOCK)
                 if not block:
                     break
-                for packet in self._reader.feed(block):
-                    yield Received(None, packet)
+                packets = self._reader.feed(block)
                 self.info = self._reader.info
+                if packets:
+                    yield Received(None, packets)
                 await asyncio.sleep(0)  # let other tasks run between blocks
 
     async def close(self) -> None:

@@ -81,9 +81,10 @@ class SerialSource(Source):
                 last_data = now
                 if log:
                     log.write(data)
-                for packet in self._reader.feed(data):
-                    yield Received(now, packet)
+                packets = self._reader.feed(data)
                 self.info = self._reader.info
+                if packets:
+                    yield Received(now, packets)
         finally:
             if log:
                 log.close()
