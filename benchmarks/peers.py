@@ -1,0 +1,252 @@
+"""Peer comparison: this engine vs PyTorch eager, TorchScript, ONNX Runtime, OpenVINO.
+
+Same model and weights everywhere (seeded random weights, randomised
+BatchNorm statistics, BatchNorm folded only where each runtime folds it),
+single thread everywhere, window-mode encoder producing every level. Prints
+a markdown table (the README embeds it): batch-1 median and p99 latency,
+batch-64 windows/s, this engine's ratio to each peer, and its achieved
+GFLOP/s against this CPU's single-core sgemm measured in the same run.
+
+    python -m benchmarks.peers [--models himae-100,himae-25] [--seconds 2] [--rounds 3]
+
+A script, not a test: timings are noisy and nothing here fails a build.
+Needs the `bench` extra (onnx, onnxruntime, openvino) and `train` (torch).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Thread pools are sized when the libraries load: pin them before any import.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+             "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+BATCH = 64
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def encoder_flops(config: dict) -> float:
+    """Multiply-adds x 2 of one window through the encoder (convs only)."""
+    k, c_in, n_in, flops = config["kernel_size"], config["in_channels"], config["window"], 0.0
+    for c in config["channels"]:
+        n = -(-n_in // 2)
+        flops += 2.0 * n * c * (c_in * k + c * k + c_in)
+        c_in, n_in = c, n
+    return flops
+
+
+def sgemm_gflops(n: int = 1024, repeats: int = 7) -> float:
+    """numpy float32 n^3 matmul with one BLAS thread: best of `repeats`."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2.0 * n**3 / best / 1e9
+
+
+#: Clock of every timing: wall time, or this process's CPU time (all its threads),
+#: which a busy shared machine's other processes do not inflate.
+CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.process_time_ns}
+clock = CLOCKS["wall"]
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t = clock()
+    fn()
+    return (clock() - t) * 1e-9
+
+
+def measure(fn: Callable[[], object], seconds: float, min_calls: int = 30) -> np.ndarray:
+    """Per-call times (s) after a warm-up, for about `seconds` of wall time."""
+    for _ in range(5):
+        fn()
+    times = []
+    end = time.perf_counter() + seconds
+    while len(times) < min_calls or time.perf_counter() < end:
+        t = clock()
+        fn()
+        times.append(clock() - t)
+    return np.array(times) * 1e-9
+
+
+def build_runners(name: str, tmp: Path, peers: list[str]) -> tuple[dict, dict[str, dict[int, Callable]]]:
+    """The config and, per runtime, a callable per batch size running the encoder."""
+    import torch
+
+    from himae_stream import load_model
+    from training import HiMAE, export_model, get_config
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    config = get_config(name)
+    model = HiMAE(config).eval()
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            n = m.num_features
+            m.weight.data = 1 + 0.3 * torch.randn(n, generator=g)
+            m.bias.data = 0.3 * torch.randn(n, generator=g)
+            m.running_mean.data = 0.3 * torch.randn(n, generator=g)
+            m.running_var.data = 0.5 + torch.rand(n, generator=g)
+    path = tmp / f"{name}.himae"
+    export_model(model, path)
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, himae):
+            super().__init__()
+            self.blocks = himae.encoder
+
+        def forward(self, x):
+            levels = []
+            for block in self.blocks:
+                x = block(x)
+                levels.append(x)
+            return tuple(levels)
+
+    encoder = Encoder(model).eval()
+    inputs = {b: np.random.default_rng(b).standard_normal((b, 1, config["window"])).astype(np.float32)
+              for b in (1, BATCH)}
+    runners: dict[str, dict[int, Callable]] = {}
+
+    engine = load_model(path)
+    runners[f"himae-stream ({engine.isa})"] = {b: (lambda x=x: engine.encode(x)) for b, x in inputs.items()}
+
+    if "eager" in peers:
+        def eager(x):
+            with torch.inference_mode():
+                return encoder(x)
+        runners["PyTorch eager"] = {b: (lambda t=torch.from_numpy(x): eager(t)) for b, x in inputs.items()}
+    if "torchscript" in peers:
+        with torch.inference_mode():
+            traced = torch.jit.freeze(torch.jit.trace(encoder, torch.from_numpy(inputs[1])))
+        def scripted(x):
+            with torch.inference_mode():
+                return traced(x)
+        runners["TorchScript (trace+freeze)"] = {b: (lambda t=torch.from_numpy(x): scripted(t)) for b, x in inputs.items()}
+    onnx_path = tmp / f"{name}.onnx"
+    if "onnxruntime" in peers or "openvino" in peers:
+        torch.onnx.export(encoder, (torch.from_numpy(inputs[1]),), str(onnx_path), opset_version=17,
+                          input_names=["x"], dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    if "onnxruntime" in peers:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        runners["ONNX Runtime"] = {b: (lambda x=x: sess.run(None, {"x": x})) for b, x in inputs.items()}
+    if "openvino" in peers:
+        import openvino as ov
+
+        core = ov.Core()
+        ov_runs = {}
+        for b, x in inputs.items():
+            ov_model = core.read_model(str(onnx_path))
+            ov_model.reshape({"x": list(x.shape)})
+            compiled = core.compile_model(ov_model, "CPU", {
+                "INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                "NUM_STREAMS": 1,
+            })
+            request = compiled.create_infer_request()
+            ov_runs[b] = (lambda r=request, x=x: r.infer({"x": x}))
+        runners["OpenVINO f32"] = ov_runs
+
+    # Every runtime computes the same levels (a wrong peer would make the table meaningless).
+    want = [np.asarray(a) for a in engine.encode(inputs[1])]
+    for label, runs in runners.items():
+        out = runs[1]()
+        got = list(out.values()) if isinstance(out, dict) or hasattr(out, "values") and not isinstance(out, (list, tuple)) else list(out)
+        got = [np.asarray(a) for a in got]
+        worst = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+        if worst > 1e-3:
+            raise SystemExit(f"{label} disagrees with this engine on {name}: max abs {worst:.3g}")
+    return config, runners
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="himae-100,himae-25")
+    parser.add_argument("--peers", default="eager,torchscript,onnxruntime,openvino")
+    parser.add_argument("--seconds", type=float, default=1.5, help="timing per runtime, batch and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each runtime's best round is kept")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time, or process CPU time on a machine shared with other work")
+    args = parser.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+
+    peak = sgemm_gflops()
+    print(f"## Peer comparison, {datetime.date.today().isoformat()}\n")
+    print(f"CPU: {cpu_model()}; threads: 1 everywhere; single-core sgemm (numpy float32 1024^3): "
+          f"{peak:.1f} GFLOP/s; {args.clock} clock; best of {args.rounds} rounds of ~{args.seconds:g} s "
+          "per runtime.\n")
+    summary = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+            config, runners = build_runners(name, Path(tmp), peers)
+            stats: dict[str, dict] = {}
+            for _ in range(args.rounds):  # interleaved rounds share the machine's noise fairly
+                for label, runs in runners.items():
+                    t1 = measure(runs[1], args.seconds)
+                    tb = measure(runs[BATCH], args.seconds, min_calls=5)
+                    cur = {"median": np.median(t1), "p99": np.percentile(t1, 99), "wps": BATCH / np.median(tb)}
+                    best = stats.get(label)
+                    if best is None or cur["median"] < best["median"]:
+                        stats[label] = {**cur, "wps": max(cur["wps"], best["wps"]) if best else cur["wps"]}
+                    elif cur["wps"] > best["wps"]:
+                        best["wps"] = cur["wps"]
+            ours_label = next(iter(runners))
+            ours = stats[ours_label]
+            flops = encoder_flops(config)
+            print(f"### {name} (window {config['window']}, channels {config['channels']}, "
+                  f"{flops / 1e6:.1f} MFLOP per window)\n")
+            print("| runtime | batch-1 median (µs) | batch-1 p99 (µs) | batch-64 windows/s | "
+                  "this engine's latency ÷ peer | this engine's throughput ÷ peer |")
+            print("|---|---:|---:|---:|---:|---:|")
+            for label, s in stats.items():
+                lat = "—" if label == ours_label else f"{ours['median'] / s['median']:.2f}"
+                thr = "—" if label == ours_label else f"{ours['wps'] / s['wps']:.2f}"
+                print(f"| {label} | {s['median'] * 1e6:.0f} | {s['p99'] * 1e6:.0f} | {s['wps']:.0f} | {lat} | {thr} |")
+            g1, g64 = flops / ours["median"] / 1e9, flops * ours["wps"] / 1e9
+            print(f"\nThis engine: {g1:.1f} GFLOP/s at batch 1 ({100 * g1 / peak:.0f} % of sgemm), "
+                  f"{g64:.1f} GFLOP/s at batch 64 ({100 * g64 / peak:.0f} % of sgemm).\n")
+            peers_only = {k: v for k, v in stats.items() if k != ours_label}
+            if peers_only:
+                fastest = min(peers_only, key=lambda k: peers_only[k]["median"])
+                best_wps = max(peers_only, key=lambda k: peers_only[k]["wps"])
+                summary.append((name, fastest, ours["median"] / peers_only[fastest]["median"],
+                                best_wps, ours["wps"] / peers_only[best_wps]["wps"], g1 / peak))
+    if summary:
+        print("### Summary\n")
+        print("| model | fastest peer (batch 1) | latency ratio | best peer (batch 64) | throughput ratio | share of sgemm |")
+        print("|---|---|---:|---|---:|---:|")
+        for name, fastest, lat, best_wps, thr, share in summary:
+            print(f"| {name} | {fastest} | {lat:.2f} | {best_wps} | {thr:.2f} | {100 * share:.0f} % |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
