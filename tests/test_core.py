@@ -133,6 +133,16 @@ def test_bad_inputs_raise_value_errors(exported):
         load_model(path.with_suffix(".missing"))
 
 
+def test_himae_isa_environment_variable_forces_a_kernel(exported, monkeypatch):
+    _model, path = exported
+    monkeypatch.setenv("HIMAE_ISA", "scalar")
+    assert load_model(path).isa == "scalar"
+    assert load_model(path, isa=ISAS[-1]).isa == ISAS[-1]  # an explicit argument wins
+    monkeypatch.setenv("HIMAE_ISA", "neon" if "avx2" in ISAS else "avx2")
+    with pytest.raises(ValueError, match="not supported on this CPU"):
+        load_model(path)
+
+
 def test_transposed_views_are_converted(exported):
     _model, path = exported
     engine = load_model(path)
