@@ -43,6 +43,7 @@ typedef struct {
     rows x, h, s;
     int64_t n_in;    /* input rows received (the length of x_{l-1} once flushed) */
     int64_t emitted; /* outputs produced (q2); q1 is h.end less any flush padding */
+    double *total;   /* per channel, the sum of every output so far */
 } level;
 
 struct himae_stream {
@@ -107,7 +108,8 @@ void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *
 
 /* Compute everything level l can given its input; outputs go to the next
  * level's x buffer (or the tail) and to out (channel-major, leading dimension ldo). */
-static void run_level(himae_stream *s, int l, int done, float *out, int64_t ldo, int64_t *n_out) {
+static void run_level(himae_stream *s, int l, int done, float *out, double *sums, int64_t ldo,
+                      int64_t *n_out) {
     level *v = &s->lv[l];
     const int p = s->p, c = v->c_out;
     if (done) memset(append(&v->x, p), 0, (size_t)p * v->c_in * sizeof(float));
@@ -125,8 +127,14 @@ static void run_level(himae_stream *s, int l, int done, float *out, int64_t ldo,
         rows *next = l + 1 < s->n_levels ? &s->lv[l + 1].x : &s->tail;
         float *y = append(next, n2);
         himae_conv1d_forward(&v->conv2, s->uk, y, row(&v->h, q2), (size_t)n2, row(&v->s, q2), 1);
-        for (int64_t j = 0; j < n2; j++)
-            for (int o = 0; o < c; o++) out[o * ldo + *n_out + j] = y[j * c + o];
+        for (int64_t j = 0; j < n2; j++) {
+            const int64_t at = *n_out + j;
+            for (int o = 0; o < c; o++) {
+                out[o * ldo + at] = y[j * c + o];
+                v->total[o] += y[j * c + o];
+                if (sums) sums[o * ldo + at] = v->total[o];
+            }
+        }
         v->emitted += n2;
         *n_out += n2;
         if (l + 1 < s->n_levels) s->lv[l + 1].n_in += n2;
@@ -138,7 +146,7 @@ static void run_level(himae_stream *s, int l, int done, float *out, int64_t ldo,
 }
 
 int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush,
-                      float *const *out, const int64_t *ld_out, int64_t *n_out,
+                      float *const *out, double *const *sums, const int64_t *ld_out, int64_t *n_out,
                       char *err, size_t errlen) {
     if (n < 0) return fail(err, errlen, "negative sample count %lld", (long long)n);
     if (s->flushed && (n > 0 || flush))
@@ -161,7 +169,8 @@ int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, i
             for (int c = 0; c < s->c_in; c++) dst[j * s->c_in + c] = x[c * ldx + i + j];
         v0->n_in += m;
         s->pushed += m;
-        for (int l = 0; l < s->n_levels; l++) run_level(s, l, done, out[l], ld_out[l], &n_out[l]);
+        for (int l = 0; l < s->n_levels; l++)
+            run_level(s, l, done, out[l], sums ? sums[l] : NULL, ld_out[l], &n_out[l]);
         i += m;
     } while (i < n);
     if (flush) s->flushed = 1;
@@ -197,6 +206,7 @@ void himae_stream_reset(himae_stream *s) {
         level *v = &s->lv[l];
         memset(v->x.buf, 0, (size_t)s->p * v->c_in * sizeof(float));
         memset(v->h.buf, 0, (size_t)s->p * v->c_out * sizeof(float));
+        memset(v->total, 0, (size_t)v->c_out * sizeof(double));
     }
 }
 
@@ -212,7 +222,7 @@ int64_t himae_stream_delay(const himae_stream *s, int level) {
     return 3 * (int64_t)s->p * (((int64_t)2 << level) - 1);
 }
 
-/* State bytes: header words, then each level's x, h and s rows. */
+/* State bytes: header words, then per level its totals and its x, h and s rows. */
 typedef struct {
     uint32_t magic, version, n_levels, c_in, k, flushed;
     int64_t pushed;
@@ -223,7 +233,10 @@ static size_t rows_bytes(const rows *r) { return (size_t)((r->end - r->base) * r
 
 static size_t levels_bytes(const himae_stream *s) {
     size_t n = 0;
-    for (int l = 0; l < s->n_levels; l++) n += rows_bytes(&s->lv[l].x) + rows_bytes(&s->lv[l].h) + rows_bytes(&s->lv[l].s);
+    for (int l = 0; l < s->n_levels; l++) {
+        const level *v = &s->lv[l];
+        n += v->c_out * sizeof(double) + rows_bytes(&v->x) + rows_bytes(&v->h) + rows_bytes(&v->s);
+    }
     return n;
 }
 
@@ -249,6 +262,8 @@ void himae_stream_save(const himae_stream *s, void *buf) {
     dst += sizeof h;
     for (int l = 0; l < s->n_levels; l++) {
         const rows *rs[3] = {&s->lv[l].x, &s->lv[l].h, &s->lv[l].s};
+        memcpy(dst, s->lv[l].total, s->lv[l].c_out * sizeof(double));
+        dst += s->lv[l].c_out * sizeof(double);
         for (int i = 0; i < 3; i++) {
             memcpy(dst, rs[i]->buf, rows_bytes(rs[i]));
             dst += rows_bytes(rs[i]);
@@ -285,6 +300,8 @@ int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, 
     const char *src = (const char *)buf + sizeof h;
     for (int l = 0; l < s->n_levels; l++) {
         rows *rs[3] = {&s->lv[l].x, &s->lv[l].h, &s->lv[l].s};
+        memcpy(s->lv[l].total, src, s->lv[l].c_out * sizeof(double));
+        src += s->lv[l].c_out * sizeof(double);
         for (int i = 0; i < 3; i++) {
             memcpy(rs[i]->buf, src, rows_bytes(rs[i]));
             src += rows_bytes(rs[i]);
@@ -347,6 +364,7 @@ static size_t layout(himae_stream *s, float *base, const himae_file *f) {
         rows_init(&v->x, c_prev, x_cap(l, p), &b);
         rows_init(&v->h, c, h_cap(l, p), &b);
         rows_init(&v->s, c, h_cap(l, p), &b);
+        v->total = (double *)take(&b, 2 * (size_t)c);
     }
     rows_init(&s->tail, (int)f->config.channels[nl - 1], block_rows(nl, p), &b);
     return b.used;

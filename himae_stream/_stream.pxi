@@ -19,7 +19,7 @@ cdef extern from "stream.h":
     int himae_stream_flushed(const himae_stream *s)
     void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *counts)
     int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush,
-                          float **out, const int64_t *ld_out, int64_t *n_out,
+                          float **out, double **sums, const int64_t *ld_out, int64_t *n_out,
                           char *err, size_t errlen) nogil
     size_t himae_stream_state_size(const himae_stream *s)
     void himae_stream_save(const himae_stream *s, void *buf)
@@ -80,7 +80,9 @@ cdef class StreamEngine:
     def push(self, x, bint flush=False) -> list:
         """Push float32 samples (in_channels, n); flush ends the stream.
 
-        Returns per level (positions int64[n], activations float32[C_l, n]).
+        Returns per level (positions int64[n], activations float32[C_l, n],
+        sums float64[C_l, n]): sums[:, j] is the running sum of every position
+        of the level up to and including positions[j].
         """
         cdef cnp.ndarray xa = np.ascontiguousarray(x, dtype=np.float32)
         if xa.ndim != 2 or xa.shape[0] != self.in_channels:
@@ -89,19 +91,24 @@ cdef class StreamEngine:
         cdef int64_t counts[HIMAE_STREAM_MAX_LEVELS]
         cdef int64_t n_out[HIMAE_STREAM_MAX_LEVELS]
         cdef float *ptrs[HIMAE_STREAM_MAX_LEVELS]
+        cdef double *sum_ptrs[HIMAE_STREAM_MAX_LEVELS]
         cdef char err[HIMAE_ERR_LEN]
         cdef int rc, l
         himae_stream_pending(self._s, n, flush, counts)
         outs = []
-        cdef cnp.ndarray a
+        cdef cnp.ndarray a, sums
+        cdef int64_t first
         for l in range(self.levels):
+            first = himae_stream_emitted(self._s, l)
             a = np.empty((himae_stream_channels(self._s, l), counts[l]), dtype=np.float32)
-            outs.append((np.arange(himae_stream_emitted(self._s, l),
-                                   himae_stream_emitted(self._s, l) + counts[l], dtype=np.int64), a))
+            sums = np.empty((himae_stream_channels(self._s, l), counts[l]), dtype=np.float64)
+            outs.append((np.arange(first, first + counts[l], dtype=np.int64), a, sums))
             ptrs[l] = <float *>cnp.PyArray_DATA(a)
+            sum_ptrs[l] = <double *>cnp.PyArray_DATA(sums)
         cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
         with nogil:
-            rc = himae_stream_push(self._s, xp, n, n, flush, ptrs, counts, n_out, err, sizeof(err))
+            rc = himae_stream_push(self._s, xp, n, n, flush, ptrs, sum_ptrs, counts, n_out, err,
+                                   sizeof(err))
         if rc != 0:
             raise ValueError(err.decode("utf-8", "replace"))
         return outs

@@ -67,40 +67,60 @@ def to_samples(value: int | float | str, fs: float, what: str) -> int:
 
 
 class _LevelSums:
-    """Running sums of one level's activations from position `base` on: means over any span."""
+    """Running sums of one level from position `base` on, for the mean over any span.
+
+    Column off + i of buf holds the float64 sum of every position before
+    base + i (as the engine reports it); dropping the front only moves `off`,
+    and the buffer is compacted or doubled when full.
+    """
 
     def __init__(self, channels: int):
         self.channels = channels
         self.reset()
 
     def reset(self) -> None:
-        self.base = 0
-        self.cum = np.zeros((self.channels, 1))
+        self.set(0, np.zeros((self.channels, 1)))
+
+    def set(self, base: int, sums: np.ndarray) -> None:
+        self.base, self.off, self.n = base, 0, sums.shape[1] - 1
+        self.buf = np.zeros((self.channels, max(1024, 2 * sums.shape[1])))
+        self.buf[:, : sums.shape[1]] = sums
 
     @property
-    def end(self) -> int:
-        return self.base + self.cum.shape[1] - 1
+    def sums(self) -> np.ndarray:
+        """Running sums before positions base .. base + n."""
+        return self.buf[:, self.off : self.off + self.n + 1]
 
-    def add(self, first: int, acts: np.ndarray) -> None:
-        """Append positions first, first + 1, ... (contiguous with what is held)."""
-        skip = max(0, self.base - first)
-        if skip >= acts.shape[1]:
+    def add(self, first: int, sums: np.ndarray) -> None:
+        """Append the running sums through positions first, first + 1, ... (contiguous)."""
+        skip = self.base - first
+        if skip > 0:  # positions before `base` are not kept; nothing is held, only the sum before base
+            self.buf[:, self.off] = sums[:, min(skip, sums.shape[1]) - 1]
+            sums = sums[:, skip:]
+        k = sums.shape[1]
+        if k == 0:
             return
-        sums = np.cumsum(acts[:, skip:], axis=1, dtype=np.float64)
-        self.cum = np.concatenate([self.cum, sums + self.cum[:, -1:]], axis=1)
+        if self.off + self.n + 1 + k > self.buf.shape[1]:
+            held = self.sums.copy()
+            if held.shape[1] + k > self.buf.shape[1]:
+                self.buf = np.zeros((self.channels, 2 * (held.shape[1] + k)))
+            self.buf[:, : held.shape[1]] = held
+            self.off = 0
+        end = self.off + self.n + 1
+        self.buf[:, end : end + k] = sums
+        self.n += k
 
-    def means(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Means over positions [a_i, b_i) for each i: (channels, len(a))."""
-        return (self.cum[:, b - self.base] - self.cum[:, a - self.base]) / (b - a)
+    def mean(self, a: int, b: int) -> np.ndarray:
+        """Per-channel mean over positions [a, b)."""
+        at = self.off - self.base
+        return (self.buf[:, b + at] - self.buf[:, a + at]) * (1.0 / (b - a))
 
     def drop_before(self, position: int) -> None:
         if position <= self.base:
             return
-        if position >= self.end:
-            self.base, self.cum = position, np.zeros((self.channels, 1))
-            return
-        kept = self.cum[:, position - self.base :]
-        self.cum = kept - kept[:, :1]
+        dropped = min(position - self.base, self.n)  # positions not yet arrived are skipped by add
+        self.off += dropped
+        self.n -= dropped
         self.base = position
 
 
@@ -132,7 +152,8 @@ class Stream:
                 )
             self._normalizer = StreamNormalizer(spec, self.fs, self.in_channels)
         self._sums = [_LevelSums(self._engine.channels(level)) for level in range(self._engine.levels)]
-        self._lost = _LevelSums(1)
+        self._lost = _LevelSums(1)  # lost samples (summed over channels)
+        self._lost_total = 0.0
         self._next_window = 0
 
     @property
@@ -175,16 +196,20 @@ class Stream:
             self._normalizer.reset()
         for sums in (*self._sums, self._lost):
             sums.reset()
+        self._lost_total = 0.0
         self._next_window = 0
 
     def _run(self, x: np.ndarray, lost: np.ndarray, flush: bool) -> StreamOutput:
         first = self._engine.pushed
         levels = self._engine.push(x, flush)
-        self._lost.add(first, lost.sum(axis=0, dtype=np.float64)[None, :])
-        for sums, (positions, acts) in zip(self._sums, levels):
+        if lost.shape[1]:
+            lost_sums = np.cumsum(lost.sum(axis=0), dtype=np.float64) + self._lost_total
+            self._lost_total = float(lost_sums[-1])
+            self._lost.add(first, lost_sums[None, :])
+        for sums, (positions, _, running) in zip(self._sums, levels):
             if positions.size:
-                sums.add(int(positions[0]), acts)
-        return StreamOutput(levels, self._windows())
+                sums.add(int(positions[0]), running)
+        return StreamOutput([(positions, acts) for positions, acts, _ in levels], self._windows())
 
     def _windows(self) -> list[Window]:
         """Windows whose every position has been emitted, oldest first."""
@@ -193,24 +218,19 @@ class Stream:
             for level, stride in enumerate(self.strides):
                 complete_to = min(complete_to, self._engine.emitted(level) * stride)
         last = (complete_to - self.window) // self.hop
-        if last < self._next_window:
-            return []
-        starts = np.arange(self._next_window, last + 1, dtype=np.int64) * self.hop
-        ends = starts + self.window
-        means = [
-            sums.means(-(-starts // stride), -(-ends // stride)).astype(np.float32)
-            for stride, sums in zip(self.strides, self._sums)
-        ]
-        lost = self._lost.means(starts, ends)[0] / self.in_channels
-        windows = [
-            Window(int(s), int(e), [m[:, i] for m in means], float(lost[i]))
-            for i, (s, e) in enumerate(zip(starts, ends))
-        ]
-        self._next_window = last + 1
-        start = self._next_window * self.hop
-        for stride, sums in zip(self.strides, self._sums):
-            sums.drop_before(-(-start // stride))
-        self._lost.drop_before(start)
+        windows = []
+        for k in range(self._next_window, last + 1):
+            start, end = k * self.hop, k * self.hop + self.window
+            embeddings = [sums.mean(-(-start // stride), -(-end // stride)).astype(np.float32)
+                          for stride, sums in zip(self.strides, self._sums)]
+            lost = float(self._lost.mean(start, end)[0]) / self.in_channels
+            windows.append(Window(start, end, embeddings, lost))
+        if windows:
+            self._next_window = last + 1
+            start = self._next_window * self.hop
+            for stride, sums in zip(self.strides, self._sums):
+                sums.drop_before(-(-start // stride))
+            self._lost.drop_before(start)
         return windows
 
     def snapshot(self) -> dict:
@@ -224,7 +244,8 @@ class Stream:
             "engine": self._engine.state(),
             "normalizer": None if self._normalizer is None else self._normalizer.get_state(),
             "next_window": self._next_window,
-            "sums": [(s.base, s.cum.copy()) for s in (*self._sums, self._lost)],
+            "lost_total": self._lost_total,
+            "sums": [(s.base, s.sums.copy()) for s in (*self._sums, self._lost)],
         }
 
     @classmethod
@@ -239,14 +260,15 @@ class Stream:
         if stream._normalizer is not None:
             stream._normalizer.set_state(snapshot["normalizer"])
         stream._next_window = int(snapshot["next_window"])
+        stream._lost_total = float(snapshot["lost_total"])
         targets = (*stream._sums, stream._lost)
         if len(snapshot["sums"]) != len(targets):
             raise ValueError("stream snapshot has the wrong number of levels")
-        for sums, (base, cum) in zip(targets, snapshot["sums"]):
-            cum = np.asarray(cum, dtype=np.float64)
-            if cum.ndim != 2 or cum.shape[0] != sums.channels or cum.shape[1] < 1:
+        for sums, (base, values) in zip(targets, snapshot["sums"]):
+            values = np.asarray(values, dtype=np.float64)
+            if values.ndim != 2 or values.shape[0] != sums.channels or values.shape[1] < 1:
                 raise ValueError("stream snapshot running sums have the wrong shape")
-            sums.base, sums.cum = int(base), cum.copy()
+            sums.set(int(base), values)
         return stream
 
 
