@@ -120,8 +120,9 @@ def compare(baseline: dict[str, dict[str, int]], measured: dict[str, dict[str, i
     """(failures, notes) of `measured` against `baseline`, both {isa: {workload: instructions}}.
 
     A count more than `threshold` above its baseline fails; so does a
-    baseline workload that was not measured for an ISA that was. New
-    workloads and large improvements are notes: record them with --update.
+    baseline workload that was not measured for an ISA that was. Every
+    other count is a note with its change; new workloads and large
+    improvements say to record them with --update.
     """
     failures, notes = [], []
     for isa, counts in sorted(measured.items()):
@@ -137,6 +138,8 @@ def compare(baseline: dict[str, dict[str, int]], measured: dict[str, dict[str, i
                 failures.append(f"{line}, more than the allowed +{threshold:.0%}")
             elif growth < -threshold:
                 notes.append(f"{line}: faster; record it with --update")
+            else:
+                notes.append(line)
         for name in sorted(set(base) - set(counts)):
             failures.append(f"{name} [{isa}]: in the baseline but not measured")
     return failures, notes
