@@ -34,7 +34,13 @@ def cobs_decode(data: bytes) -> bytes | None:
     return None if size < 0 else out[:size].tobytes()
 
 
-@numba.njit(cache=True, nogil=True)
+# Kernels are compiled (or loaded from the cache) at import, with explicit
+# types, so the first frame of a live stream is not delayed by compilation.
+_BYTES_IN = numba.types.Array(numba.uint8, 1, "C", readonly=True)
+_BYTES_OUT = numba.uint8[::1]
+
+
+@numba.njit(numba.int64(_BYTES_IN, _BYTES_OUT), cache=True, nogil=True)
 def _cobs_encode(src: np.ndarray, out: np.ndarray) -> int:
     code_at, o, code = 0, 1, 1
     for b in src:
@@ -52,7 +58,7 @@ def _cobs_encode(src: np.ndarray, out: np.ndarray) -> int:
     return o
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(numba.int64(_BYTES_IN, _BYTES_OUT), cache=True, nogil=True)
 def _cobs_decode(src: np.ndarray, out: np.ndarray) -> int:
     """Decoded length, or -1 when `src` is not valid COBS."""
     n, i, o = src.size, 0, 0
@@ -77,7 +83,10 @@ _INVALID = -1
 _OVERSIZE = -2
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(
+    numba.types.UniTuple(numba.int64, 2)(_BYTES_IN, _BYTES_OUT, numba.int64[:, ::1], numba.int64),
+    cache=True, nogil=True,
+)
 def _deframe(buf: np.ndarray, out: np.ndarray, bounds: np.ndarray, max_frame: int) -> tuple[int, int]:
     """COBS-decode every complete non-empty segment of `buf` into `out`.
 
