@@ -135,28 +135,39 @@ cdef class Model:
 
     cdef cnp.ndarray _windows(self, x):
         """x as a C-contiguous float32 (B, C, L) array; ValueError otherwise."""
-        c, L = self.config["in_channels"], self.config["window"]
-        expected = f"float32 array of shape ({c}, {L}) or (B, {c}, {L})"
+        cdef const himae_config *c = himae_model_config(self._m)
+        cdef cnp.ndarray a
+        if isinstance(x, np.ndarray) and x.dtype == np.float32:
+            a = x[None] if x.ndim == 2 else x
+            if (a.ndim == 3 and a.shape[0] >= 1 and a.shape[1] == c.in_channels
+                    and a.shape[2] == c.window):
+                return a if cnp.PyArray_IS_C_CONTIGUOUS(a) else np.ascontiguousarray(a)
+        expected = f"float32 array of shape ({c.in_channels}, {c.window}) or (B, {c.in_channels}, {c.window})"
         if not isinstance(x, np.ndarray) or x.dtype != np.float32:
             raise ValueError(f"expected a {expected}, got {getattr(x, 'dtype', type(x).__name__)}")
-        if x.ndim == 2:
-            x = x[None]
-        if x.ndim != 3 or x.shape[1] != c or x.shape[2] != L or x.shape[0] < 1:
-            raise ValueError(f"expected a {expected}, got shape {tuple(np.shape(x))}")
-        return np.ascontiguousarray(x)
+        raise ValueError(f"expected a {expected}, got shape {tuple(np.shape(x))}")
 
     cdef list _run(self, x, bint want_levels):
         cdef cnp.ndarray xb = self._windows(x)
+        cdef const himae_config *c = himae_model_config(self._m)
         cdef size_t batch = xb.shape[0]
+        cdef bint batched = cnp.PyArray_NDIM(<cnp.ndarray>x) == 3
         cdef float *ptrs[HIMAE_MAX_LEVELS]
         cdef char err[HIMAE_ERR_LEN]
         cdef int rc
-        channels = self.config["channels"]
-        outs = []
+        cdef uint32_t l
+        cdef cnp.npy_intp dims[3]
         cdef cnp.ndarray a
-        for l, ch in enumerate(channels):
-            shape = (batch, ch, self.level_lengths[l]) if want_levels else (batch, ch)
-            a = np.empty(shape, dtype=np.float32)
+        cdef list outs = []
+        for l in range(c.n_levels):
+            # Outputs in their final shape: (B,) only when the input had a batch axis.
+            dims[0] = batch
+            dims[1] = c.channels[l]
+            dims[2] = c.level_len[l]
+            if batched:
+                a = cnp.PyArray_EMPTY(3 if want_levels else 2, dims, cnp.NPY_FLOAT32, 0)
+            else:
+                a = cnp.PyArray_EMPTY(2 if want_levels else 1, &dims[1], cnp.NPY_FLOAT32, 0)
             outs.append(a)
             ptrs[l] = <float *>cnp.PyArray_DATA(a)
         cdef const float *xp = <const float *>cnp.PyArray_DATA(xb)
@@ -167,7 +178,7 @@ cdef class Model:
                 rc = himae_encode(self._m, xp, batch, NULL, ptrs, err, sizeof(err))
         if rc != HIMAE_OK:
             _raise(rc, err)
-        return outs if np.ndim(x) == 3 else [o[0] for o in outs]
+        return outs
 
     def encode(self, x) -> list:
         """Per-level encoder outputs: (C_l, len_l) for one window, (B, C_l, len_l) for B."""
