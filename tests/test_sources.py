@@ -276,3 +276,34 @@ def test_source_urls():
     ]:
         with pytest.raises(SourceUrlError, match=message):
             open_source(bad)
+
+
+def test_ble_backoff_is_exponential_capped_and_jittered():
+    from himae_stream.sources.ble import BleSource
+
+    source = BleSource(name="x", backoff_s=0.5, backoff_max_s=4.0, seed=1)
+    delays = [[source.backoff(a) for a in range(1, 7)] for _ in range(50)]
+    for attempt, base in enumerate([0.5, 1.0, 2.0, 4.0, 4.0, 4.0]):
+        column = [row[attempt] for row in delays]
+        assert all(base / 2 <= d <= base for d in column)
+        assert len(set(column)) > 40  # jittered, so reconnecting clients do not stampede
+
+
+def test_ble_gives_up_after_the_reconnect_limit():
+    """No device on the link: each scan times out, tries are counted, then a clear error."""
+    from bumble.link import LocalLink
+
+    from himae_stream.bumble_backend import BumbleBackend
+    from himae_stream.sources import SourceError
+    from himae_stream.sources.ble import BleSource
+
+    source = BleSource(name="absent*", backend=BumbleBackend.bound(LocalLink()), scan_timeout_s=0.2,
+                       max_reconnects=2, backoff_s=0.01)
+
+    async def main():
+        async for _ in source:
+            pass
+
+    with pytest.raises(SourceError, match=r"giving up after 3 tries: no BLE device matching name 'absent\*'"):
+        asyncio.run(main())
+    assert source.counters["connect_failures"] == 3 and source.counters["connects"] == 0
