@@ -82,10 +82,6 @@ class ClockMap:
         self._unfitted = 0
 
     @property
-    def ready(self) -> bool:
-        return self._origin is not None
-
-    @property
     def drift_ppm(self) -> float:
         """How fast the device clock runs against the host clock, in ppm."""
         return (1.0 / (1.0 + self._slope) - 1.0) * 1e6

@@ -45,7 +45,7 @@ def test_loss_duplication_reordering_wrap_are_exact(start, sizes, seed, loss, du
     copies = np.where(rng.random(len(sent)) < loss, 0, np.where(rng.random(len(sent)) < dup, 2, 1))
     copies[0] = 1  # the stream starts at the first packet to arrive
     arrivals = []
-    for k, (index, packet) in enumerate(sent):
+    for k, (_, packet) in enumerate(sent):
         for _ in range(copies[k]):
             key = -1.0 if k == 0 else k + rng.uniform(0, displacement)
             arrivals.append((key, packet))

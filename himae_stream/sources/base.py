@@ -30,6 +30,7 @@ class Source(ABC):
     @abstractmethod
     def __aiter__(self) -> AsyncIterator[Received]: ...
 
+    @abstractmethod
     async def close(self) -> None:
         """Release the transport; safe to call more than once."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+from abc import abstractmethod
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -152,8 +153,9 @@ class BleConnection(Source):
             await self._disconnect()
             raise
 
+    @abstractmethod
     async def _subscribe(self, client: BleakClient, generation: int) -> None:
-        raise NotImplementedError
+        """Subscribe to this source's characteristics with `self._callback(generation, ...)`."""
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
