@@ -1,0 +1,246 @@
+"""The main job: a live source through the model to per-window records.
+
+    source ─► SampleStream ─► channel pick ─► Stream (normaliser + C stream engine)
+           ─► windows ─► probe predictions + gap imputation ─► records ─► sinks
+
+`Pipeline.feed(chunk)` is the synchronous core (one chunk in, the records it
+completes out); `run()` drives it from any source asynchronously and
+`run_blocking()` from a thread, so scripts need no asyncio.
+A record is a plain dict; docs/output.md documents its fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+
+import numpy as np
+
+from himae_stream import probes
+from himae_stream.errors import HimaeError
+from himae_stream.samplestream import Chunk, SampleStream
+
+#: Latencies kept for the p50 / p99 figures.
+LATENCY_HISTORY = 4096
+
+
+class PipelineError(HimaeError):
+    """The source does not fit the model (rate, channels)."""
+
+
+class History:
+    """The most recent raw samples, lost flags and host times, by absolute sample index.
+
+    Bounded: keeps `capacity` samples plus at most one chunk, enough for a
+    window's imputation and timing after the stream engine's delay.
+    """
+
+    def __init__(self, channels: int, capacity: int):
+        self.capacity = capacity
+        self.base = 0
+        self.samples = np.zeros((channels, 0), np.float32)
+        self.lost = np.zeros(0, bool)
+        self.times = np.zeros(0, np.float64)
+
+    def add(self, samples: np.ndarray, lost: np.ndarray, times: np.ndarray) -> None:
+        self.samples = np.concatenate([self.samples, samples], axis=1)
+        self.lost = np.concatenate([self.lost, lost])
+        self.times = np.concatenate([self.times, times])
+        extra = self.lost.size - self.capacity - samples.shape[1]
+        if extra > 0:
+            self.samples, self.lost, self.times = self.samples[:, extra:], self.lost[extra:], self.times[extra:]
+            self.base += extra
+
+    def span(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a, b = max(start - self.base, 0), max(end - self.base, 0)
+        return self.samples[:, a:b], self.lost[a:b], self.times[a:b]
+
+
+class Pipeline:
+    """Chunks of device samples in, window records out (synchronous core of `run`)."""
+
+    def __init__(self, model, window=None, hop="1s", channels=None, impute: bool = True):
+        self.model = model
+        self.fs = float(model.config["fs"])
+        self.stream = model.stream(window=window, hop=hop)
+        self.window, self.hop = self.stream.window, self.stream.hop
+        self.channel_patterns = channels
+        self.heads = list(model.metadata.get("probes") or [])
+        self.impute = impute
+        self.history = History(model.config["in_channels"], self.window + max(self.stream.delay) + 2 * self.hop)
+        self.latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
+        # sources stamp arrivals with the monotonic clock; records carry Unix time
+        self._to_unix = time.time() - time.monotonic()
+        self.windows = 0
+        self.imputed = 0
+        self._picks: list[int] | None = None
+
+    def select(self, names: tuple[str, ...] | list[str], fs: float) -> None:
+        """Choose the device channels the model reads, by pattern or by the model's channel names."""
+        if abs(fs - self.fs) > 1e-3 * self.fs:
+            raise PipelineError(
+                f"device rate {fs:g} Hz differs from the model's {self.fs:g} Hz; "
+                f"replay or configure the device at {self.fs:g} Hz"
+            )
+        want = self.channel_patterns or self.model.config.get("channel_names") or []
+        if isinstance(want, str):
+            want = want.split(",")
+        need = self.model.config["in_channels"]
+        picks = [i for p in want for i, n in enumerate(names) if fnmatch.fnmatch(n.upper(), p.upper())]
+        picks = list(dict.fromkeys(picks))[:need]
+        if len(picks) < need:
+            if len(names) == need and not self.channel_patterns:
+                picks = list(range(need))  # a device with exactly the channels the model reads
+            else:
+                raise PipelineError(
+                    f"the model reads {need} channel(s) {list(want)}; the device has {list(names)} "
+                    "(choose with channels=...)"
+                )
+        self._picks = picks
+
+    def feed(self, chunk: Chunk, arrival: float | None = None) -> list[dict]:
+        """Push one chunk; return the records of the windows it completes."""
+        arrival = time.perf_counter() if arrival is None else arrival
+        if self._picks is None:
+            self.select([f"ch{i}" for i in range(chunk.samples.shape[0])], self.fs)
+        samples = chunk.samples[self._picks]
+        self.history.add(samples, chunk.lost_mask, chunk.timestamps)
+        out = self.stream.push(samples, mask=chunk.lost_mask)
+        return [self._record(w, arrival) for w in out.windows]
+
+    def finish(self) -> list[dict]:
+        """End of stream: the end padding completes the last windows."""
+        arrival = time.perf_counter()
+        return [self._record(w, arrival) for w in self.stream.flush().windows]
+
+    def _record(self, window, arrival: float) -> dict:
+        raw, lost, times = self.history.span(window.start, window.end)
+        record = {
+            "window": self.windows,
+            "start": window.start,
+            "end": window.end,
+            "t_start": round(float(times[0]) + self._to_unix, 6) if times.size else None,
+            "t_end": round(float(times[-1]) + self._to_unix, 6) if times.size else None,
+            "lost_fraction": round(window.masked_fraction, 6),
+            "predictions": self._predict(window.embeddings),
+            "embeddings": [e.tolist() for e in window.embeddings],
+            "imputed": 0,
+        }
+        if self.impute and lost.any():
+            record.update(self._fill(window.start, raw, lost))
+        latency = (time.perf_counter() - arrival) * 1e3
+        self.latencies.append(latency)
+        record["latency_ms"] = round(latency, 4)
+        self.windows += 1
+        return record
+
+    def _predict(self, embeddings: list[np.ndarray]) -> dict:
+        out = {}
+        for head in self.heads:
+            value = probes.predict(head, embeddings[head["level"]])[0]
+            out[head["name"]] = value if isinstance(value, str) else round(float(value), 4)
+        return out
+
+    def _fill(self, start: int, raw: np.ndarray, lost: np.ndarray) -> dict:
+        """Impute the lost samples of the window's central hop, so each gap sample is filled once,
+        from the window where it sits nearest the middle."""
+        from himae_stream.impute import impute
+
+        if raw.shape[1] < self.window or lost.all():
+            return {}
+        a = (self.window - self.hop) // 2
+        centre = np.zeros_like(lost)
+        centre[a : a + self.hop] = True
+        if not (lost & centre).any():
+            return {}
+        filled, imputed = impute(raw, lost, self.model)
+        take = imputed.any(axis=0) & centre if imputed.ndim == 2 else imputed & centre
+        index = np.flatnonzero(take)
+        self.imputed += int(index.size)
+        return {
+            "imputed": int(index.size),
+            "fill": {"index": (start + index).tolist(), "values": filled[:, index].round(6).tolist()},
+        }
+
+    def latency_percentiles(self) -> tuple[float, float]:
+        """p50 and p99 processing latency in ms over the recent windows."""
+        if not self.latencies:
+            return float("nan"), float("nan")
+        p50, p99 = np.percentile(np.fromiter(self.latencies, float), [50, 99])
+        return float(p50), float(p99)
+
+
+def load(model):
+    """A loaded Model from a Model, a path, or a shipped model's name (default: himae-100)."""
+    from himae_stream.model import load_model
+
+    if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        return load_model(model or "himae-100")
+    return model
+
+
+async def run(source, model=None, window=None, hop="1s", *, channels=None, impute: bool = True,
+              duration: float | None = None, pipeline: list | None = None) -> AsyncIterator[dict]:
+    """Window records from a live source (URL or Source) as they complete.
+
+    `duration` stops after that many seconds of signal; `pipeline`, if given a
+    list, receives the `Pipeline` and its `SampleStream` (for counters).
+    """
+    from himae_stream.urls import open_source
+
+    model = load(model)
+    src = open_source(source) if isinstance(source, str) else source
+    core = Pipeline(model, window, hop, channels, impute)
+    samples = SampleStream(src)
+    if pipeline is not None:
+        pipeline[:] = [core, samples]
+    limit = None if duration is None else int(round(duration * core.fs))
+    seen = 0
+    async for chunk in samples:
+        arrival = time.perf_counter()
+        if core._picks is None:
+            info = src.info
+            core.select(info.channel_names if info else [f"ch{i}" for i in range(chunk.samples.shape[0])],
+                        info.fs if info else core.fs)
+        if limit is not None and seen + len(chunk) >= limit:
+            chunk = Chunk(chunk.timestamps[: limit - seen], chunk.samples[:, : limit - seen],
+                          chunk.lost_mask[: limit - seen], chunk.start)
+        seen += len(chunk)
+        for record in core.feed(chunk, arrival):
+            yield record
+        if limit is not None and seen >= limit:
+            break
+    for record in core.finish():
+        yield record
+
+
+def run_blocking(source, model=None, window=None, hop="1s", **kwargs) -> Iterator[dict]:
+    """`run` for code without asyncio: the pipeline runs in a background thread."""
+    records: queue.Queue = queue.Queue(maxsize=1024)
+    stop = threading.Event()
+
+    async def pump():
+        try:
+            async for record in run(source, model, window, hop, **kwargs):
+                if stop.is_set():
+                    break
+                records.put(record)
+            records.put(None)
+        except BaseException as exc:  # handed to the consumer
+            records.put(exc)
+
+    thread = threading.Thread(target=asyncio.run, args=(pump(),), daemon=True)
+    thread.start()
+    try:
+        while (item := records.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -1,0 +1,113 @@
+"""`himae run` end to end: simulator → real transport → pipeline → sinks, and its errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from himae_stream.pipeline import History
+
+BUNDLED = "himae_stream/data/a103l.hea"
+
+
+def himae(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "himae_stream.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A himae-100 file with random weights (the pipeline's behaviour does not depend on training)."""
+    import torch
+
+    import training
+    from training.configs import CONFIGS
+    from training.model import HiMAE
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "h100.himae"
+    training.export_model(HiMAE(CONFIGS["himae-100"]).eval(), path)
+    return str(path)
+
+
+def read_records(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def check_records(records, model_channels, count):
+    assert len(records) == count
+    assert [r["window"] for r in records] == list(range(count))
+    assert [r["start"] for r in records] == [100 * i for i in range(count)]
+    for r in records:
+        assert r["end"] - r["start"] == 1000
+        assert [len(e) for e in r["embeddings"]] == model_channels
+        assert all(np.isfinite(e).all() for e in r["embeddings"])
+        assert r["t_end"] > r["t_start"] > 1.7e9  # Unix seconds
+        assert 0 <= r["lost_fraction"] <= 1 and r["latency_ms"] >= 0
+
+
+@pytest.mark.parametrize("transport", ["serial", "ble"])
+def test_run_writes_one_record_per_hop(tmp_path, model_file, transport):
+    out = tmp_path / "out.jsonl"
+    source = f"sim://{BUNDLED}?channels=PLETH&transport={transport}&speed=20&fs=100"
+    result = himae("run", "--model", model_file, "--source", source, "--duration", "20s",
+                   "--sink", f"jsonl://{out}")
+    assert result.returncode == 0, result.stderr
+    # 20 s at a 10 s window and 1 s hop: windows start at 0, 1, ..., 10 s
+    check_records(read_records(out), [16, 32, 64, 128, 256], 11)
+    assert "11 windows" in result.stderr and "lost 0" in result.stderr
+
+
+def test_run_fills_gaps_from_a_lossy_device(tmp_path, model_file):
+    out, csv_out = tmp_path / "out.jsonl", tmp_path / "out.csv"
+    source = f"sim://{BUNDLED}?channels=PLETH&speed=max&fs=100&loss=0.05&seed=3"
+    result = himae("run", "--model", model_file, "--source", source, "--duration", "30s",
+                   "--sink", f"jsonl://{out}", "--sink", f"csv://{csv_out}")
+    assert result.returncode == 0, result.stderr
+    records = read_records(out)
+    assert len(records) == 21
+    assert sum(r["lost_fraction"] for r in records) > 0
+    filled = [r for r in records if r["imputed"]]
+    assert filled, "a 5 % lossy stream must produce imputed samples"
+    indices = [i for r in filled for i in r["fill"]["index"]]
+    assert len(indices) == len(set(indices)), "each lost sample is filled once"
+    assert all(np.isfinite(r["fill"]["values"]).all() for r in filled)
+    header = open(csv_out).readline().strip().split(",")
+    assert header[:3] == ["window", "start", "end"] and "e4_255" in header
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--source", "nope://x"], "unknown source scheme"),
+        (["--source", "sim://missing.hea"], "not found"),
+        (["--source", "serial:///dev/does-not-exist"], "does-not-exist"),
+        (["--sink", "ftp://x"], "unknown sink"),
+        (["--hop", "fast"], "hop"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(model_file, args, message):
+    result = himae("run", "--model", model_file, "--duration", "2s", *args, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+
+
+def test_unreadable_model_is_one_line(tmp_path):
+    bad = tmp_path / "bad.himae"
+    bad.write_bytes(b"not a model")
+    result = himae("run", "--model", str(bad), "--duration", "1s", timeout=60)
+    assert result.returncode == 2
+    assert "truncated" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_history_is_bounded_and_indexed_by_sample():
+    h = History(1, capacity=10)
+    for start in range(0, 100, 7):
+        n = np.arange(start, start + 7, dtype=np.float32)
+        h.add(n[None, :], np.zeros(7, bool), n.astype(np.float64))
+        assert h.lost.size <= 10 + 7
+    samples, lost, times = h.span(90, 98)
+    assert samples[0].tolist() == list(range(90, 98)) and times.tolist() == list(range(90, 98))
