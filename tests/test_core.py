@@ -18,10 +18,17 @@ EXPECTED = json.loads((CORPUS / "expected.json").read_text())
 ISAS = supported_isas()
 
 
+#: A configuration unlike the shipped ones: 3 input channels, kernel 7, odd
+#: lengths, widths that fill no kernel panel exactly.
+ODD = {"name": "odd", "in_channels": 3, "channel_names": ["PPG", "ACC_X", "ACC_Y"], "kernel_size": 7,
+       "window": 301, "fs": 30.0, "channels": [8, 24, 40]}
+
+
 def _random_model(name: str, seed: int) -> HiMAE:
     """A model in eval mode with random conv weights and randomised BatchNorm statistics."""
     torch.manual_seed(seed)
-    model = HiMAE(get_config(name)).eval()
+    config = {**get_config("himae-25"), **ODD} if name == "odd" else get_config(name)
+    model = HiMAE(config).eval()
     g = torch.Generator().manual_seed(seed + 1)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm1d):
@@ -47,7 +54,7 @@ def _assert_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
     assert err.max() <= 1e-4 and rel <= 1e-5, f"{what}: max abs {err.max():.3g}, relative L2 {rel:.3g}"
 
 
-@pytest.fixture(scope="module", params=["himae-100", "himae-25"])
+@pytest.fixture(scope="module", params=["himae-100", "himae-25", "odd"])
 def exported(request, tmp_path_factory):
     model = _random_model(request.param, seed=7)
     path = tmp_path_factory.mktemp("models") / f"{request.param}.himae"
@@ -62,9 +69,11 @@ def test_encoder_matches_pytorch_on_random_and_real_windows(exported, isa, data_
     engine = load_model(path, isa=isa)
     assert engine.isa == isa
     rng = np.random.default_rng(0)
-    random_x = rng.standard_normal((3, 1, config["window"])).astype(np.float32)
-    real_x = _real_windows(data_dir, config["fs"], config["window"], 4)
-    for label, x in (("random", random_x), ("real", real_x)):
+    random_x = rng.standard_normal((3, config["in_channels"], config["window"])).astype(np.float32)
+    cases = [("random", random_x)]
+    if config["in_channels"] == 1:
+        cases.append(("real", _real_windows(data_dir, config["fs"], config["window"], 4)))
+    for label, x in cases:
         with torch.no_grad():
             want = [h.double().numpy() for h in model.encode(torch.from_numpy(x))]
             want_emb = [h.double().numpy() for h in model.embed(torch.from_numpy(x))]
@@ -91,7 +100,7 @@ def test_config_and_metadata_come_from_the_file(exported):
 def test_no_allocation_after_load(exported):
     _model, path = exported
     engine = load_model(path)
-    x = np.zeros((5, 1, engine.config["window"]), dtype=np.float32)
+    x = np.zeros((5, engine.config["in_channels"], engine.config["window"]), dtype=np.float32)
     engine.encode(x)
     before = engine.alloc_count
     for _ in range(3):
@@ -122,11 +131,11 @@ def test_loader_accepts_and_refuses_like_the_python_reader(name):
 def test_bad_inputs_raise_value_errors(exported):
     _model, path = exported
     engine = load_model(path)
-    L = engine.config["window"]
-    with pytest.raises(ValueError, match=rf"\(1, {L}\) or \(B, 1, {L}\)"):
-        engine.encode(np.zeros((1, L + 1), dtype=np.float32))
+    C, L = engine.config["in_channels"], engine.config["window"]
+    with pytest.raises(ValueError, match=rf"\({C}, {L}\) or \(B, {C}, {L}\)"):
+        engine.encode(np.zeros((C, L + 1), dtype=np.float32))
     with pytest.raises(ValueError, match="float32"):
-        engine.embed(np.zeros((1, L)))
+        engine.embed(np.zeros((C, L)))
     with pytest.raises(ValueError, match="not supported|unknown ISA"):
         load_model(path, isa="sse9")
     with pytest.raises(OSError):
@@ -147,7 +156,8 @@ def test_transposed_views_are_converted(exported):
     _model, path = exported
     engine = load_model(path)
     L = engine.config["window"]
-    x = np.random.default_rng(1).standard_normal((L, 2)).astype(np.float32).T[:, None, :]
+    C = engine.config["in_channels"]
+    x = np.random.default_rng(1).standard_normal((L, C, 2)).astype(np.float32).T
     assert not x.flags.c_contiguous
     got = engine.embed(x)
     want = engine.embed(np.ascontiguousarray(x))
