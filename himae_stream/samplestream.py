@@ -236,7 +236,7 @@ class SampleStream:
                 ):
                     self._release_all(pieces)
                     out += self._chunks(pieces)
-                    pieces = []
+                    pieces, newest = [], None
                     self._counts["restarts"] += 1
                     self._start(packet)
                     index = packet.seq
