@@ -23,6 +23,7 @@ import numpy as np
 
 from himae_stream import probes
 from himae_stream.errors import HimaeError
+from himae_stream.recordings import match_channels
 from himae_stream.samplestream import Chunk, SampleStream
 
 #: Latencies kept for the p50 / p99 figures.
@@ -87,20 +88,14 @@ class Pipeline:
                 f"device rate {fs:g} Hz differs from the model's {self.fs:g} Hz; "
                 f"replay or configure the device at {self.fs:g} Hz"
             )
-        want = self.channel_patterns or self.model.config.get("channel_names") or []
-        if isinstance(want, str):
-            want = want.split(",")
         need = self.model.config["in_channels"]
-        picks = [i for p in want for i, n in enumerate(names) if fnmatch.fnmatch(n.upper(), p.upper())]
-        picks = list(dict.fromkeys(picks))[:need]
-        if len(picks) < need:
-            if len(names) == need and not self.channel_patterns:
-                picks = list(range(need))  # a device with exactly the channels the model reads
-            else:
-                raise PipelineError(
-                    f"the model reads {need} channel(s) {list(want)}; the device has {list(names)} "
-                    "(choose with channels=...)"
-                )
+        want = self.channel_patterns or self.model.config.get("channel_names") or []
+        if not self.channel_patterns and len(names) == need and not any(
+            fnmatch.fnmatch(n.upper(), p.upper()) for p in want for n in names
+        ):
+            picks = list(range(need))  # a device with exactly as many channels as the model reads
+        else:
+            picks = match_channels(list(names), want, need)
         self._picks = picks
 
     def feed(self, chunk: Chunk, arrival: float | None = None) -> list[dict]:

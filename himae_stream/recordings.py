@@ -59,6 +59,23 @@ class Recording:
         return replace(self, fs=float(fs), signals=resample(self.signals, self.fs, fs))
 
 
+def match_channels(names, patterns, need: int) -> list[int]:
+    """Indices of the first `need` channels matching any of `patterns` (names or globs, in order).
+
+    Patterns that match nothing are alternatives, not errors ("PPG1,PLETH"
+    reads TROIKA and PhysioNet alike); too few matches is a RecordingError.
+    """
+    if isinstance(patterns, str):
+        patterns = [p for p in patterns.split(",") if p]
+    hits = [i for p in patterns for i, n in enumerate(names) if fnmatch.fnmatch(n.upper(), p.upper())]
+    hits = list(dict.fromkeys(hits))[:need]
+    if len(hits) < need:
+        raise RecordingError(
+            f"need {need} channel(s) matching {', '.join(patterns)}; found {len(hits)} among {', '.join(names)}"
+        )
+    return hits
+
+
 def resample(x: np.ndarray, fs_from: float, fs_to: float) -> np.ndarray:
     """Polyphase resampling along the last axis (anti-aliased FIR, zero phase)."""
     from scipy.signal import resample_poly

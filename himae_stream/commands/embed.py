@@ -1,0 +1,83 @@
+"""`himae embed`: per-window, per-level embeddings of recordings, offline, into one NPZ.
+
+Stream mode (default) gives exactly what `himae run` gives live; window mode
+runs each window in isolation (zero padding at its edges), as in the paper.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE", help="recordings (WFDB, .mat, .csv, .npy, .npz)")
+    p.add_argument("-o", "--output", required=True, help="output .npz")
+    p.add_argument("--model", default="himae-100", help="model file or shipped model name (default himae-100)")
+    p.add_argument("--mode", choices=("stream", "window"), default="stream")
+    p.add_argument("--levels", help="comma-separated levels to keep (default: all)")
+    p.add_argument("--window", help="window length (default: the model's)")
+    p.add_argument("--hop", default="1s", help="hop between windows (default 1s)")
+    p.add_argument("--channels", help="recording channel(s) to read, by name or glob (default: the model's)")
+    p.add_argument("--fs", type=float, help="sampling rate of bare .npy files")
+
+
+def embed_recording(model, signals: np.ndarray, mode: str, window: int, hop: int) -> tuple[np.ndarray, list]:
+    """Window starts and per-level embeddings `(n_windows, C_l)` of one recording at the model rate."""
+    if mode == "stream":
+        stream = model.stream(window=window, hop=hop)
+        windows = stream.push(signals).windows + stream.flush().windows
+        starts = np.array([w.start for w in windows], dtype=np.int64)
+        levels = [np.stack([w.embeddings[l] for w in windows]) if windows else np.zeros((0, c), np.float32)
+                  for l, c in enumerate(model.config["channels"])]
+        return starts, levels
+    normalised = model.normalize(signals) if model.metadata["normalizer"]["kind"] == "stream" else signals
+    starts = np.arange(0, signals.shape[1] - window + 1, hop, dtype=np.int64)
+    batch = np.stack([normalised[:, s:s + window] for s in starts]).astype(np.float32)
+    if model.metadata["normalizer"]["kind"] == "minmax":
+        from himae_stream.normalize import minmax
+
+        batch = minmax(batch)
+    return starts, model.embed(batch) if len(starts) else [np.zeros((0, c), np.float32) for c in model.config["channels"]]
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from himae_stream import recordings
+    from himae_stream.cli import CliError
+    from himae_stream.pipeline import load
+    from himae_stream.stream import to_samples
+
+    model = load(args.model)
+    fs = float(model.config["fs"])
+    window = to_samples(args.window or model.config["window"], fs, "window")
+    hop = to_samples(args.hop, fs, "hop")
+    n_levels = len(model.config["channels"])
+    keep = list(range(n_levels)) if not args.levels else [int(l) for l in args.levels.split(",")]
+    if any(not 0 <= l < n_levels for l in keep):
+        raise CliError(f"--levels must be within 0 … {n_levels - 1}")
+    channels = args.channels or ",".join(model.config.get("channel_names") or ["*"])
+    out: dict[str, list] = {"recording": [], "start": [], **{f"level{l}": [] for l in keep}}
+    names = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("embedding", total=len(args.files))
+        for i, path in enumerate(args.files):
+            rec = recordings.load(path, fs=args.fs)
+            picks = recordings.match_channels(rec.channel_names, channels, model.config["in_channels"])
+            rec = rec.pick([rec.channel_names[j] for j in picks])
+            rec = rec.resampled(fs)
+            if rec.signals.shape[1] < window:
+                raise CliError(f"{path}: {rec.duration_s:.1f} s is shorter than one {window / fs:g} s window")
+            starts, levels = embed_recording(model, rec.signals, args.mode, window, hop)
+            names.append(rec.name)
+            out["recording"].append(np.full(len(starts), i))
+            out["start"].append(starts)
+            for l in keep:
+                out[f"level{l}"].append(levels[l])
+            progress.advance(task)
+    arrays = {k: np.concatenate(v) for k, v in out.items()}
+    np.savez(args.output, names=np.array(names), window=window, hop=hop, fs=fs, mode=args.mode, **arrays)
+    print(f"himae embed: {len(arrays['start'])} windows from {len(names)} recording(s) → {args.output}")
+    return 0
