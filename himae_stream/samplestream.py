@@ -181,7 +181,7 @@ class SampleStream:
         self._next: int | None = None  # stream index expected next
         self._max_seen = 0
         self._pending: dict[int, tuple[Packet, int, float | None]] = {}  # index -> (packet, n, arrival)
-        self._delivered: deque[int] = deque(maxlen=4 * reorder_packets + 16)
+        self._delivered: deque[int] = deque()  # starts of packets delivered in the last max_late_s
         self._last_time = 0.0  # device seconds of the last emitted sample
         self._fs = 0.0
         self._channels = 0
@@ -302,6 +302,9 @@ class SampleStream:
             self._counts["samples"] += n
             self._next += n
             self._last_time = packet.t_us * 1e-6 + (n - 1) / packet.fs
+        horizon = self._next - self.max_late_s * self._fs
+        while delivered and delivered[0] < horizon:
+            delivered.popleft()
 
     def _release_gap(self, pieces: list) -> None:
         """Declare the hole before the oldest held packet lost: piece (index, n, (t_before, t_after))."""

@@ -191,3 +191,13 @@ def test_full_queue_drops_oldest_and_counts(tmp_path):
     assert sum(len(s) for s in seen) + c["overflow_samples"] == total
     starts = [s.start for s in seen]
     assert starts == sorted(starts)
+
+
+def test_duplicate_seconds_later_is_still_a_duplicate():
+    rng = np.random.default_rng(8)
+    sent = [p for _, p in make_packets(0, [1] * 400, rng)]  # one-sample packets, 4 s
+    stream = SampleStream()
+    chunks = collect(stream, sent[:350] + [sent[3]] + sent[350:])
+    assert stream.counters["duplicates"] == 1 and stream.counters["late"] == 0
+    assert sum(len(c) for c in chunks) == 400 and stream.counters["lost_samples"] == 0
+    assert len(stream._delivered) <= 5 * FS + 1  # memory bounded by max_late_s
