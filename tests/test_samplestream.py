@@ -1,13 +1,15 @@
 """SampleStream: order, loss, duplicates, wrap, timing, drift, queues."""
 
 import asyncio
+import time
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from himae_stream.protocol import SEQ_MODULUS, Packet
-from himae_stream.samplestream import ClockMap, SampleStream
+from himae_stream.samplestream import ClockMap, Received, SampleStream
+from himae_stream.sources.base import Source
 from himae_stream.sources.file import FileSource, write_log
 
 FS = 100.0
@@ -201,3 +203,47 @@ def test_duplicate_seconds_later_is_still_a_duplicate():
     assert stream.counters["duplicates"] == 1 and stream.counters["late"] == 0
     assert sum(len(c) for c in chunks) == 400 and stream.counters["lost_samples"] == 0
     assert len(stream._delivered) <= 5 * FS + 1  # memory bounded by max_late_s
+
+
+def test_scale_change_inside_a_chunk_keeps_physical_values():
+    rng = np.random.default_rng(9)
+    a, b = (p for _, p in make_packets(0, [6, 6], rng))
+    b = Packet(b.seq, b.t_us, b.fs, b.samples, (4.0, 0.25))
+    (chunk,) = SampleStream().push_many([a, b])
+    np.testing.assert_array_equal(chunk.samples, np.concatenate([a.physical(), b.physical()], axis=1))
+
+
+class StallingSource(Source):
+    """Delivers some packets, then stays silent without ending (a stalled link)."""
+
+    def __init__(self, packets):
+        super().__init__()
+        self.packets = packets
+
+    async def __aiter__(self):
+        for packet in self.packets:
+            yield Received(time.monotonic(), [packet])
+        await asyncio.Event().wait()
+
+    async def close(self):
+        pass
+
+
+def test_held_packets_expire_while_the_source_is_silent():
+    rng = np.random.default_rng(10)
+    sent = [p for _, p in make_packets(0, [10] * 3, rng)]
+
+    async def main():
+        stream = SampleStream(StallingSource([sent[0], sent[2]]), reorder_timeout_s=0.2)
+        started = time.monotonic()
+        chunks = []
+        async with asyncio.timeout(5):
+            async for chunk in stream:
+                chunks.append(chunk)
+                if sum(len(c) for c in chunks) == 30:
+                    break
+        return chunks, time.monotonic() - started
+
+    chunks, elapsed = asyncio.run(main())
+    assert 0.2 <= elapsed < 2
+    np.testing.assert_array_equal(np.concatenate([c.lost_mask for c in chunks]), np.repeat([False, True, False], 10))
