@@ -10,8 +10,8 @@ from benchmarks import gate, workload
 
 WORKLOAD = "encode himae-25"
 
-# A slowed variant of the workload: one extra pass over every activation the encoder returns.
-EXTRA_PASS = '''
+# A slowed variant of the workload module: one extra pass over every activation the encoder returns.
+EXTRA_PASS = """
 import dataclasses
 import sys
 
@@ -20,22 +20,25 @@ import numpy as np
 from benchmarks import workload
 
 
-def encode_with_extra_pass(model):
-    encode = workload.WORKLOADS[0].prepare(model)
+def with_extra_pass(prepare):
+    def prepare_slowed(model):
+        encode = prepare(model)
 
-    def call():
-        for level in encode():
-            np.tanh(level, out=level)
+        def call():
+            for level in encode():
+                np.tanh(level, out=level)
 
-    return call
+        return call
+
+    return prepare_slowed
 
 
 workload.WORKLOADS = tuple(
-    dataclasses.replace(w, prepare=encode_with_extra_pass) if w.name == "''' + WORKLOAD + '''" else w
+    dataclasses.replace(w, prepare=with_extra_pass(w.prepare)) if w.name == NAME else w
     for w in workload.WORKLOADS
 )
 sys.exit(workload.main())
-'''
+""".replace("NAME", repr(WORKLOAD))
 
 
 @pytest.fixture(scope="module")
