@@ -397,17 +397,19 @@ class NotificationDecoder:
     """
 
     def __init__(self, info: StreamInfo):
-        self.info = info
         self.counters = {"notifications": 0, "malformed": 0, "unsynced": 0}
-        self._frame_bytes = info.channels * info.fmt.width
-        self._period_us = 1e6 / info.fs
-        self._sync: tuple[int, int] | None = None  # (unwrapped index, t_us)
         self._next = 0  # unwrapped index expected next
         self._started = False
+        self.reset(info)
 
-    def reset(self) -> None:
-        """Forget the sync point (after a reconnect the device re-sends one)."""
-        self._sync = None
+    def reset(self, info: StreamInfo | None = None) -> None:
+        """Forget the sync point (after a reconnect the device re-sends one),
+        and take the stream description the device now gives, if any."""
+        if info is not None:
+            self.info = info
+            self._frame_bytes = info.channels * info.fmt.width
+            self._period_us = 1e6 / info.fs
+        self._sync: tuple[int, int] | None = None  # (unwrapped index, t_us)
 
     def feed(self, payload: bytes | bytearray | memoryview) -> Packet | None:
         """One notification to a packet, or None when it is dropped (counted)."""

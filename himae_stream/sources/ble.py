@@ -210,13 +210,12 @@ class BleSource(BleConnection):
         self._decoder: NotificationDecoder | None = None
 
     async def _subscribe(self, client: BleakClient, generation: int) -> None:
-        info = decode_info(await client.read_gatt_char(INFO_CHAR_UUID))
-        if self.info is not None and info != self.info:
-            raise SourceError(f"device stream changed on reconnect: {info} (was {self.info})")
-        self.info = info
+        # the device may describe a different stream after a reconnect (new rate,
+        # channels): SampleStream sees the change and counts a restart
+        self.info = decode_info(await client.read_gatt_char(INFO_CHAR_UUID))
         if self._decoder is None:
-            self._decoder = NotificationDecoder(info)
-        self._decoder.reset()  # the device re-sends a sync point after connecting
+            self._decoder = NotificationDecoder(self.info)
+        self._decoder.reset(self.info)  # the device re-sends a sync point after connecting
         await client.start_notify(SAMPLES_CHAR_UUID, self._callback(generation, self._on_samples))
         await client.write_gatt_char(CONTROL_CHAR_UUID, encode_control(ControlCommand(ControlOp.START)), response=True)
 
