@@ -216,6 +216,13 @@ int64_t himae_stream_emitted(const himae_stream *s, int level) { return s->lv[le
 int64_t himae_stream_pushed(const himae_stream *s) { return s->pushed; }
 int himae_stream_flushed(const himae_stream *s) { return s->flushed; }
 
+int64_t himae_stream_complete(const himae_stream *s) {
+    int64_t complete = s->pushed;
+    if (!s->flushed)
+        for (int l = 0; l < s->n_levels; l++) complete = min64(complete, s->lv[l].emitted << (l + 1));
+    return complete;
+}
+
 int64_t himae_stream_delay(const himae_stream *s, int level) {
     /* Output q of level l reads input row 2q + 3P of its level, so in input
      * samples the look-ahead is 3P·(2 + 4 + ... + 2^(l+1)) / 2 = 3P·(2^(l+1) - 1). */

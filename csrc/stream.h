@@ -39,6 +39,10 @@ int64_t himae_stream_emitted(const himae_stream *s, int level);
 int64_t himae_stream_pushed(const himae_stream *s);
 int himae_stream_flushed(const himae_stream *s);
 
+/* Samples [0, complete) whose positions at every level have all been
+ * emitted: any window ending by then can be summarised. */
+int64_t himae_stream_complete(const himae_stream *s);
+
 /* How many new positions per level a push of `n` samples (then a flush when
  * `flush` is set) will emit; fills counts[0 .. levels-1]. */
 void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *counts);

@@ -17,6 +17,7 @@ cdef extern from "stream.h":
     int64_t himae_stream_emitted(const himae_stream *s, int level)
     int64_t himae_stream_pushed(const himae_stream *s)
     int himae_stream_flushed(const himae_stream *s)
+    int64_t himae_stream_complete(const himae_stream *s)
     void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *counts)
     int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush,
                           float **out, double **sums, const int64_t *ld_out, int64_t *n_out,
@@ -77,12 +78,12 @@ cdef class StreamEngine:
     def reset(self):
         himae_stream_reset(self._s)
 
-    def push(self, x, bint flush=False) -> list:
+    def push(self, x, bint flush=False) -> tuple:
         """Push float32 samples (in_channels, n); flush ends the stream.
 
-        Returns per level (positions int64[n], activations float32[C_l, n],
-        sums float64[C_l, n]): sums[:, j] is the running sum of every position
-        of the level up to and including positions[j].
+        Returns (levels, sums): levels[l] = (positions int64[n], activations
+        float32[C_l, n]) of the new positions; sums[l] float64[C_l, n] holds
+        after each of them the running sum of the level since the start.
         """
         cdef cnp.ndarray xa = np.ascontiguousarray(x, dtype=np.float32)
         if xa.ndim != 2 or xa.shape[0] != self.in_channels:
@@ -94,24 +95,35 @@ cdef class StreamEngine:
         cdef double *sum_ptrs[HIMAE_STREAM_MAX_LEVELS]
         cdef char err[HIMAE_ERR_LEN]
         cdef int rc, l
+        cdef int64_t first, total = 0, at = 0
         himae_stream_pending(self._s, n, flush, counts)
-        outs = []
-        cdef cnp.ndarray a, sums
-        cdef int64_t first
         for l in range(self.levels):
+            total += himae_stream_channels(self._s, l) * counts[l]
+        # one block per dtype for every level: fewer allocations in a call made every hop
+        cdef cnp.ndarray acts = np.empty(total, dtype=np.float32)
+        cdef cnp.ndarray sums = np.empty(total, dtype=np.float64)
+        levels, level_sums = [], []
+        for l in range(self.levels):
+            c = himae_stream_channels(self._s, l)
             first = himae_stream_emitted(self._s, l)
-            a = np.empty((himae_stream_channels(self._s, l), counts[l]), dtype=np.float32)
-            sums = np.empty((himae_stream_channels(self._s, l), counts[l]), dtype=np.float64)
-            outs.append((np.arange(first, first + counts[l], dtype=np.int64), a, sums))
-            ptrs[l] = <float *>cnp.PyArray_DATA(a)
-            sum_ptrs[l] = <double *>cnp.PyArray_DATA(sums)
+            ptrs[l] = <float *>cnp.PyArray_DATA(acts) + at
+            sum_ptrs[l] = <double *>cnp.PyArray_DATA(sums) + at
+            levels.append((np.arange(first, first + counts[l], dtype=np.int64),
+                           acts[at : at + c * counts[l]].reshape(c, counts[l])))
+            level_sums.append(sums[at : at + c * counts[l]].reshape(c, counts[l]))
+            at += c * counts[l]
         cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
         with nogil:
             rc = himae_stream_push(self._s, xp, n, n, flush, ptrs, sum_ptrs, counts, n_out, err,
                                    sizeof(err))
         if rc != 0:
             raise ValueError(err.decode("utf-8", "replace"))
-        return outs
+        return levels, level_sums
+
+    @property
+    def complete(self) -> int:
+        """Samples [0, complete) whose positions at every level have all been emitted."""
+        return himae_stream_complete(self._s)
 
     def state(self) -> bytes:
         """The engine's whole state, for `load_state` on an engine of the same model."""

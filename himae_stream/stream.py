@@ -201,23 +201,21 @@ class Stream:
 
     def _run(self, x: np.ndarray, lost: np.ndarray, flush: bool) -> StreamOutput:
         first = self._engine.pushed
-        levels = self._engine.push(x, flush)
+        levels, running = self._engine.push(x, flush)
         if lost.shape[1]:
-            lost_sums = np.cumsum(lost.sum(axis=0), dtype=np.float64) + self._lost_total
-            self._lost_total = float(lost_sums[-1])
-            self._lost.add(first, lost_sums[None, :])
-        for sums, (positions, _, running) in zip(self._sums, levels):
+            lost_sums = np.full((1, lost.shape[1]), self._lost_total)
+            if lost.any():
+                lost_sums += np.cumsum(lost.sum(axis=0))
+                self._lost_total = float(lost_sums[0, -1])
+            self._lost.add(first, lost_sums)
+        for sums, (positions, _), new in zip(self._sums, levels, running):
             if positions.size:
-                sums.add(int(positions[0]), running)
-        return StreamOutput([(positions, acts) for positions, acts, _ in levels], self._windows())
+                sums.add(int(positions[0]), new)
+        return StreamOutput(levels, self._windows())
 
     def _windows(self) -> list[Window]:
         """Windows whose every position has been emitted, oldest first."""
-        complete_to = self._engine.pushed
-        if not self._engine.flushed:
-            for level, stride in enumerate(self.strides):
-                complete_to = min(complete_to, self._engine.emitted(level) * stride)
-        last = (complete_to - self.window) // self.hop
+        last = (self._engine.complete - self.window) // self.hop
         windows = []
         for k in range(self._next_window, last + 1):
             start, end = k * self.hop, k * self.hop + self.window

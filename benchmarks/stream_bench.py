@@ -1,0 +1,94 @@
+"""Stream mode vs window mode and the fastest peer: what one new second of signal costs.
+
+For each configuration, in one run on the same weights (benchmarks.peers
+builds the model and the peers): the steady-state cost of pushing 1 s of
+signal into a running stream (fs samples, through the stream normaliser,
+1-s-hop windows completing), this engine's window-mode latency (one window,
+batch 1) and the fastest peer's full-window latency, which is what
+recomputing the window at every hop costs; then the real-time factor of
+stream mode over one hour of signal on one core. Prints a markdown table.
+
+    python -m benchmarks.stream_bench [--models himae-100,himae-25] [--clock cpu]
+
+Targets: 1-s push <= 1/6 of window-mode latency and <= 1/8 of the fastest
+peer; >= 10,000x real time. A script, not a test: nothing here fails a build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import peers
+from benchmarks.workload import signal
+
+
+def push_cost(model, seconds: float) -> float:
+    """Median µs of one 1-s push into a stream that has already run for two windows."""
+    cfg = model.config
+    stream = model.stream(hop="1s")
+    stream.push(signal(2 * cfg["window"], cfg["fs"], cfg["in_channels"]))
+    second = signal(round(cfg["fs"]), cfg["fs"], cfg["in_channels"], seed=1)
+    return float(np.median(peers.measure(lambda: stream.push(second), seconds))) * 1e6
+
+
+def realtime_factor(model, hours: float = 1.0, chunk_s: float = 60.0) -> float:
+    """Signal seconds per second of compute: `hours` of signal pushed in `chunk_s` chunks, then flushed."""
+    cfg = model.config
+    fs = cfg["fs"]
+    x = signal(round(hours * 3600 * fs), fs, cfg["in_channels"])
+    step = round(chunk_s * fs)
+    stream = model.stream(hop="1s")
+    start = peers.clock()
+    for i in range(0, x.shape[1], step):
+        stream.push(x[:, i : i + step])
+    stream.flush()
+    return hours * 3600 / ((peers.clock() - start) * 1e-9)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="himae-100,himae-25")
+    parser.add_argument("--peers", default="eager,torchscript,onnxruntime,openvino")
+    parser.add_argument("--seconds", type=float, default=1.0, help="timing per measurement and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each measurement's best round is kept")
+    parser.add_argument("--clock", choices=sorted(peers.CLOCKS), default="wall",
+                        help="wall time, or process CPU time on a machine shared with other work")
+    args = parser.parse_args()
+    peers.clock = peers.CLOCKS[args.clock]
+    wanted = [p.strip() for p in args.peers.split(",") if p.strip()]
+    from himae_stream import load_model
+
+    print(f"## Stream mode, {datetime.date.today().isoformat()}\n")
+    print(f"CPU: {peers.cpu_model()}; one thread everywhere; {args.clock} clock; medians, best of "
+          f"{args.rounds} rounds of ~{args.seconds:g} s.\n")
+    print("| model | 1-s push (µs) | window mode, batch 1 (µs) | fastest peer, full window (µs) | "
+          "push ÷ window mode (target ≤ 0.167) | push ÷ peer (target ≤ 0.125) | real time, 1 h on one core (target ≥ 10,000×) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+            _, runners = peers.build_runners(name, Path(tmp), wanted)
+            model = load_model(Path(tmp) / f"{name}.himae")
+            window = {label: [] for label in runners}
+            push = []
+            for _ in range(args.rounds):  # interleaved, so every number sees the same machine
+                push.append(push_cost(model, args.seconds))
+                for label, runs in runners.items():
+                    window[label].append(np.median(peers.measure(runs[1], args.seconds)) * 1e6)
+            best = {label: min(times) for label, times in window.items()}
+            ours_label = next(iter(runners))
+            fastest = min((label for label in best if label != ours_label), key=best.get, default=None)
+            p, w = min(push), best[ours_label]
+            peer = best[fastest] if fastest else float("nan")
+            rtf = realtime_factor(model)
+            print(f"| {name} | {p:.0f} | {w:.0f} | {peer:.0f} ({fastest}) | {p / w:.3f} | {p / peer:.3f} | "
+                  f"{rtf:,.0f}× |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
