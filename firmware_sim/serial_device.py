@@ -58,6 +58,7 @@ class SerialDevice:
         self._thread: threading.Thread | None = None
         self._resync = False  # a frame was cut short: start the next with a delimiter
         self.error: BaseException | None = None
+        self.finished_at: float | None = None  # monotonic time the last frame was written
 
     def start(self) -> "SerialDevice":
         self._thread = threading.Thread(target=self._run_thread, name="firmware-sim-serial", daemon=True)
@@ -154,6 +155,7 @@ class SerialDevice:
             k = stop_k
         if held is not None and not self._stop.is_set():
             self._write(*held)
+        self.finished_at = time.monotonic()
 
     def _reader_present(self) -> bool:
         return not any(event & select.POLLHUP for _, event in self._poll.poll(0))

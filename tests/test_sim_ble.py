@@ -22,7 +22,7 @@ from himae_stream.recordings import load
 from himae_stream.samplestream import SampleStream
 from himae_stream.sources.ble import BleSource
 from himae_stream.sources.heartrate import HeartRateSource
-from simcheck import check_delivery
+from test_sim_serial import check_delivery
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -15,12 +15,27 @@ from himae_stream.recordings import load
 from himae_stream.samplestream import SampleStream
 from himae_stream.sources.base import Source
 from himae_stream.sources.serial import SerialSource
-from simcheck import check_delivery
 
 
 def first_seconds(data_dir, seconds, channels="PLETH"):
     rec = load(data_dir / "physionet" / "a103l", channels=channels)
     return dataclasses.replace(rec, signals=rec.signals[:, : int(seconds * rec.fs)])
+
+
+def check_delivery(chunks, model, dropped: np.ndarray, first: int = 0) -> np.ndarray:
+    """Assert chunks hold every index from `first` once and in order, lost exactly where the
+    device dropped, and the quantised recording everywhere else; returns the lost mask."""
+    index = np.concatenate([np.arange(c.start, c.start + len(c)) for c in chunks])
+    values = np.concatenate([c.samples for c in chunks], axis=1)
+    lost = np.concatenate([c.lost_mask for c in chunks])
+    last = int(index[-1]) + 1
+    assert np.array_equal(index, np.arange(first, last)), "every index once, in order"
+    assert np.array_equal(np.flatnonzero(lost) + first, dropped[(dropped >= first) & (dropped < last)])
+    expected = model.values(first, last)
+    assert np.array_equal(values[:, ~lost], expected[:, ~lost])
+    tail = np.arange(last, model.length)
+    assert np.all(np.isin(tail, dropped)), "samples after the last delivered one were dropped by the device"
+    return lost
 
 
 class Tap(Source):
@@ -34,7 +49,7 @@ class Tap(Source):
 
     async def __aiter__(self):
         async for received in self.inner:
-            self.packets.append(received.packet)
+            self.packets.extend(received.packets)
             yield received
 
     async def close(self):
