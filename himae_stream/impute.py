@@ -17,6 +17,10 @@ How a recording is covered (docs/imputation.md has the reasoning):
   samples to one full window (what the model sees for lost samples anyway)
   and all its gaps are filled from that one window.
 
+Normalising: the `stream` normaliser runs over the recording with the lost
+samples bridged by linear interpolation, and the model sees them zeroed, as
+in pretraining (which normalised whole recordings, then masked).
+
 Undoing the normalisation: the model works on normalised samples. For the
 `minmax` normaliser the inverse is exact (affine per window). The `stream`
 normaliser is causal and nonlinear (band-pass, running scale, clip), so its
@@ -208,8 +212,18 @@ class _Runner:
 
         L = self.window
         if self.spec["kind"] == "stream":
+            # The causal filters run over the lost samples linearly interpolated, not
+            # skipping them: skipping splices the signal around each gap, which
+            # distorts every sample after it (badly so under dense masks), while
+            # pretraining normalised whole recordings and masked afterwards.
             end = max(starts) + L  # causal: nothing after the last window matters
-            z = normalize(raw[:, :end], self.spec, self.fs, mask=~known[:, :end])
+            bridged = raw[:, :end].copy()
+            idx = np.arange(end)
+            for c in range(len(bridged)):
+                have = known[c, :end]
+                if not have.all():
+                    bridged[c, ~have] = np.interp(idx[~have], idx[have], bridged[c, have])
+            z = normalize(bridged, self.spec, self.fs)
             return np.stack([z[:, w : w + L] for w in starts])
         return np.stack([minmax(raw[:, w : w + L], ~known[:, w : w + L]) for w in starts])
 
