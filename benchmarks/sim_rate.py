@@ -4,7 +4,9 @@
 
 Unpaced (speed max), each transport streams the recording into the runtime's
 own reader (SerialSource or BleSource → SampleStream) and reports samples/s
-received. With `--realtime S` it also replays S seconds at 1× over serial and
+received. In one process the simulated radio, both BLE host stacks and the
+reader share one event loop and nothing throttles the device, so BleSource
+gets a queue that holds the whole replay (its default would overflow, counted). With `--realtime S` it also replays S seconds at 1× over serial and
 BLE at once and reports the replay's wall duration and the receive rate
 against the device rate (target: S ± 1 %).
 """
@@ -33,6 +35,7 @@ from himae_stream.sources.serial import SerialSource
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RECORDING = REPO.parent / "shared" / "data" / "physionet" / "a103l"
+WHOLE_REPLAY = 1 << 17  # notifications BleSource may queue
 
 
 class Arrivals:
@@ -88,7 +91,7 @@ async def ble_run(model: DeviceModel, speed: float | None, mtu: int) -> tuple[Ar
     done_at = []
     device_done = asyncio.create_task(device.finished.wait())
     device_done.add_done_callback(lambda _: done_at.append(time.monotonic()))
-    source = BleSource(name=device.name, backend=BumbleBackend.bound(link))
+    source = BleSource(name=device.name, backend=BumbleBackend.bound(link), queue_size=WHOLE_REPLAY)
     await receive(source, arrivals, device.finished.is_set)
     await device.stop()
     return arrivals, done_at[0] - device.pacer.t0
@@ -105,7 +108,8 @@ def ble_two_processes(recording: Path, channels: str, mtu: int) -> Arrivals:
         async def main():
             done = asyncio.get_running_loop().run_in_executor(None, sim.stdout.readline)
             arrivals = Arrivals()
-            await receive(BleSource(name="himae-sim", backend=BumbleBackend.bound(spec)), arrivals, done.done)
+            source = BleSource(name="himae-sim", backend=BumbleBackend.bound(spec), queue_size=WHOLE_REPLAY)
+            await receive(source, arrivals, done.done)
             return arrivals
 
         return asyncio.run(main())
