@@ -346,7 +346,8 @@ static void rows_init(rows *r, int width, int64_t cap, bump *b) {
 static void set_conv(himae_conv *conv, bump *b, const himae_file *f, int l, const char *name, size_t cin,
                      size_t cout, size_t k, size_t stride, size_t nr) {
     float *dst = take(b, himae_packed_size(cin, cout, k, nr));
-    *conv = (himae_conv){cin, cout, k, stride, k / 2, k * cin, dst};
+    *conv = (himae_conv){.cin = cin, .cout = cout, .k = k, .stride = stride, .pad = k / 2, .kc = k * cin,
+                         .packed = dst};
     if (!dst) return;
     char wn[64], bn[64];
     snprintf(wn, sizeof wn, "encoder.%d.%s.weight", l, name);
