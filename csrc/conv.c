@@ -32,20 +32,49 @@ void himae_pack_conv(float *dst, const float *w, const float *bias, size_t cin, 
     }
 }
 
+void himae_pack_conv_pairs(float *dst, const float *w, const float *bias, size_t cin, size_t cout,
+                           size_t k, size_t stride, size_t nr) {
+    const size_t kc = (k + stride) * cin;
+    memset(dst, 0, nr * (1 + kc) * sizeof(float));
+    for (size_t half = 0; half < 2; half++)
+        for (size_t n = 0; n < cout; n++) {
+            const size_t col = half * cout + n;
+            memcpy(&dst[col], &bias[n], sizeof(float));
+            for (size_t ci = 0; ci < cin; ci++)
+                for (size_t kk = 0; kk < k; kk++)
+                    memcpy(&dst[nr + ((kk + half * stride) * cin + ci) * nr + col],
+                           &w[(n * cin + ci) * k + kk], sizeof(float));
+        }
+}
+
 /* Outer loop over weight panels so that one panel stays in cache while all
  * output rows stream past it; the input rows are views, never copied. */
 void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float *out,
                           const float *in, size_t n_out, const float *residual, int gelu) {
-    const size_t mr = uk->mr, nr = conv->nr ? conv->nr : uk->nr, kc = conv->kc, cin = conv->cin, cout = conv->cout;
-    const himae_gemm_fn fn = nr == uk->nr ? uk->fn : uk->fn_narrow;
-    const size_t a_stride = conv->stride * cin, panel_size = nr * (1 + kc);
+    const size_t mr = uk->mr, nr = uk->nr, cin = conv->cin;
     const float *a0 = in - conv->pad * cin;
+    if (conv->pair) {
+        /* Row q of this GEMM is output rows 2q and 2q + 1, adjacent in memory. */
+        const size_t kc = (conv->k + conv->stride) * cin, a_stride = 2 * conv->stride * cin;
+        const size_t width = 2 * conv->cout, pairs = n_out / 2;
+        for (size_t q = 0; q < pairs; q += mr) {
+            size_t m = pairs - q < mr ? pairs - q : mr;
+            uk->fn(m, width, kc, a0 + q * a_stride, a_stride, conv->packed, out + q * width, width,
+                   residual ? residual + q * width : NULL, width, gelu);
+        }
+        if (n_out % 2) /* the last row alone: the first half of one more pair */
+            uk->fn(1, conv->cout, kc, a0 + pairs * a_stride, a_stride, conv->packed, out + pairs * width,
+                   width, residual ? residual + pairs * width : NULL, width, gelu);
+        return;
+    }
+    const size_t kc = conv->kc, cout = conv->cout;
+    const size_t a_stride = conv->stride * cin, panel_size = nr * (1 + kc);
     for (size_t n0 = 0; n0 < cout; n0 += nr) {
         const float *panel = conv->packed + (n0 / nr) * panel_size;
         size_t nc = cout - n0 < nr ? cout - n0 : nr;
         for (size_t p = 0; p < n_out; p += mr) {
             size_t m = n_out - p < mr ? n_out - p : mr;
-            fn(m, nc, kc, a0 + p * a_stride, a_stride, panel, out + p * cout + n0, cout,
+            uk->fn(m, nc, kc, a0 + p * a_stride, a_stride, panel, out + p * cout + n0, cout,
                    residual ? residual + p * cout + n0 : NULL, cout, gelu);
         }
     }

@@ -97,4 +97,4 @@ static void f32_gemm_ukernel__avx2_6x16(size_t mr, size_t nc, size_t kc, const f
 }
 
 const himae_ukernel himae_ukernel_avx2 = {"f32_gemm_ukernel__avx2_6x16", HIMAE_ISA_AVX2, MR, NR,
-                                          f32_gemm_ukernel__avx2_6x16, 0, NULL};
+                                          f32_gemm_ukernel__avx2_6x16};

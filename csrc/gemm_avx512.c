@@ -1,6 +1,6 @@
-/* gemm_avx512.c - AVX-512F micro-kernels, 12 rows x 32 columns (24 zmm
+/* gemm_avx512.c - AVX-512F micro-kernel, 12 rows x 32 columns: 24 zmm
  * accumulators; each step loads two weight vectors and broadcasts one input
- * value per row) and 12 x 16 for narrow layers. Compiled with -mavx512f only. */
+ * value per row. Compiled with -mavx512f only. */
 #include <immintrin.h>
 
 #include "internal.h"
@@ -42,11 +42,10 @@ static inline __m512 gelu(__m512 x) {
                          _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
-/* One register tile: R rows (R <= 12) by V vectors of 16 columns. R and V
- * are constants at every call, so the loops unroll and the accumulators
- * live in registers. Rows past mr alias the last real row: computed, never
+/* One register tile: R rows (R <= 12) by 32 columns. R is a constant at
+ * every call, so the loops unroll and the accumulators live in registers. Rows past mr alias the last real row: computed, never
  * stored. */
-static inline __attribute__((always_inline)) void tile(const int R, const int V, size_t mr,
+static inline __attribute__((always_inline)) void tile(const int R, size_t mr,
                                                        size_t nc, size_t kc, const float *a,
                                                        size_t a_stride, const float *w, float *c,
                                                        size_t c_stride, const float *res,
@@ -57,17 +56,18 @@ static inline __attribute__((always_inline)) void tile(const int R, const int V,
     for (int i = 1; i < R; i++) ap[i] = (size_t)i < mr ? ap[i - 1] + a_stride : ap[i - 1];
     __m512 acc[12][2];
 #pragma GCC unroll 12
-    for (int i = 0; i < R; i++)
-        for (int v = 0; v < V; v++) acc[i][v] = _mm512_loadu_ps(w + 16 * v);
-    w += 16 * V;
-    for (size_t j = 0; j < kc; j++, w += 16 * V) {
-        const __m512 w0 = _mm512_loadu_ps(w);
-        const __m512 w1 = V > 1 ? _mm512_loadu_ps(w + 16) : w0;
+    for (int i = 0; i < R; i++) {
+        acc[i][0] = _mm512_loadu_ps(w);
+        acc[i][1] = _mm512_loadu_ps(w + 16);
+    }
+    w += 32;
+    for (size_t j = 0; j < kc; j++, w += 32) {
+        const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
 #pragma GCC unroll 12
         for (int i = 0; i < R; i++) {
             const __m512 x = _mm512_set1_ps(ap[i][j]);
             acc[i][0] = _mm512_fmadd_ps(x, w0, acc[i][0]);
-            if (V > 1) acc[i][1] = _mm512_fmadd_ps(x, w1, acc[i][1]);
+            acc[i][1] = _mm512_fmadd_ps(x, w1, acc[i][1]);
         }
     }
     const __mmask16 m0 = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
@@ -75,7 +75,7 @@ static inline __attribute__((always_inline)) void tile(const int R, const int V,
 #pragma GCC unroll 12
     for (int i = 0; i < R; i++) {
         if ((size_t)i >= mr) break;
-        for (int v = 0; v < V; v++) {
+        for (int v = 0; v < 2; v++) {
             const __mmask16 m = v ? m1 : m0;
             if (!m) continue;
             __m512 y = acc[i][v];
@@ -93,25 +93,12 @@ static void f32_gemm_ukernel__avx512f_12x32(size_t mr, size_t nc, size_t kc, con
                                             size_t c_stride, const float *res, size_t res_stride,
                                             int act) {
     if (mr > 8)
-        tile(12, 2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+        tile(12, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
     else if (mr > 4)
-        tile(8, 2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+        tile(8, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
     else
-        tile(4, 2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+        tile(4, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
 }
 
-static void f32_gemm_ukernel__avx512f_12x16(size_t mr, size_t nc, size_t kc, const float *a,
-                                            size_t a_stride, const float *w, float *c,
-                                            size_t c_stride, const float *res, size_t res_stride,
-                                            int act) {
-    if (mr > 8)
-        tile(12, 1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
-    else if (mr > 4)
-        tile(8, 1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
-    else
-        tile(4, 1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
-}
-
-const himae_ukernel himae_ukernel_avx512 = {
-    "f32_gemm_ukernel__avx512f_12x32", HIMAE_ISA_AVX512, 12, 32, f32_gemm_ukernel__avx512f_12x32,
-    16, f32_gemm_ukernel__avx512f_12x16};
+const himae_ukernel himae_ukernel_avx512 = {"f32_gemm_ukernel__avx512f_12x32", HIMAE_ISA_AVX512,
+                                            12, 32, f32_gemm_ukernel__avx512f_12x32};

@@ -88,4 +88,4 @@ static void f32_gemm_ukernel__neon_8x8(size_t mr, size_t nc, size_t kc, const fl
 }
 
 const himae_ukernel himae_ukernel_neon = {"f32_gemm_ukernel__neon_8x8", HIMAE_ISA_NEON, MR, NR,
-                                          f32_gemm_ukernel__neon_8x8, 0, NULL};
+                                          f32_gemm_ukernel__neon_8x8};

@@ -20,14 +20,7 @@ typedef struct himae_ukernel {
     enum himae_isa isa;
     size_t mr, nr;
     himae_gemm_fn fn;
-    size_t nr_narrow;       /* 0, or a narrower panel for layers of <= nr_narrow outputs */
-    himae_gemm_fn fn_narrow;
 } himae_ukernel;
-
-/* The panel width a conv with cout outputs is packed for. */
-static inline size_t himae_panel_width(const himae_ukernel *uk, size_t cout) {
-    return uk->nr_narrow && cout <= uk->nr_narrow ? uk->nr_narrow : uk->nr;
-}
 
 /* The micro-kernel for an ISA, or NULL when it is not built in. */
 const himae_ukernel *himae_ukernel_for(enum himae_isa isa);
@@ -39,7 +32,10 @@ typedef struct himae_conv {
     size_t cin, cout, k, stride, pad;
     size_t kc;            /* k * cin: one im2col row */
     const float *packed;  /* ceil(cout / NR) panels of (NR + kc * NR) floats */
-    size_t nr;            /* NR: himae_panel_width(uk, cout); 0 means uk->nr */
+    /* 1: a narrow conv (2 cout <= NR) packed by himae_pack_conv_pairs, whose
+     * output rows are computed two at a time so no panel column is wasted.
+     * Its input must hold `stride` more zero rows after the usual padding. */
+    size_t pair;
 } himae_conv;
 
 /* Floats the packed weights of a conv take for a kernel with NR columns. */
@@ -50,6 +46,13 @@ size_t himae_packed_size(size_t cin, size_t cout, size_t k, size_t nr);
 void himae_pack_conv(float *dst, const float *w, const float *bias, size_t cin, size_t cout,
                      size_t k, size_t nr, ptrdiff_t s_out, ptrdiff_t s_in, ptrdiff_t k0,
                      ptrdiff_t s_k);
+
+/* Pack Conv1d weights (cout, cin, k) for output rows in pairs: one panel
+ * whose columns [0, cout) give row 2q and [cout, 2 cout) row 2q + 1, over
+ * k + stride taps (the second half's shifted by stride). nr >= 2 cout;
+ * himae_packed_size(cin, 2 cout, k + stride, nr) floats. */
+void himae_pack_conv_pairs(float *dst, const float *w, const float *bias, size_t cin, size_t cout,
+                           size_t k, size_t stride, size_t nr);
 
 /* out (n_out rows of cout) = act(conv(in) + bias (+ residual)). */
 void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float *out,

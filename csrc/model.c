@@ -10,6 +10,7 @@
 #include "modelfile.h"
 
 #define ALIGN 64
+#define SLACK 2 /* zero rows past the padding that row-paired convs read (their stride) */
 
 static _Atomic uint64_t alloc_count;
 
@@ -24,7 +25,7 @@ uint64_t himae_alloc_count(void) { return atomic_load(&alloc_count); }
 
 typedef struct himae_level {
     himae_conv conv1, conv2, skip;
-    float *act; /* (len + 2 pad) x channels, channels-last; level output */
+    float *act; /* (len + 2 pad + SLACK) x channels, channels-last; level output */
 } himae_level;
 
 struct himae_model {
@@ -33,7 +34,7 @@ struct himae_model {
     const himae_ukernel *uk;
     size_t pad;          /* zero rows kept on each side of every buffer */
     char *metadata;      /* NUL-terminated JSON */
-    float *input;        /* (window + 2 pad) x in_channels */
+    float *input;        /* (window + 2 pad + SLACK) x in_channels */
     float *hidden;       /* conv1 output, largest level */
     himae_level level[HIMAE_MAX_LEVELS];
     himae_stage stage[HIMAE_MAX_LEVELS - 1]; /* decoder, when flags bit 0 */
@@ -56,15 +57,32 @@ static void *take(bump *b, size_t bytes) {
     return p;
 }
 
-static int set_conv(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_tensor *w,
-                    const himae_tensor *bias, size_t cin, size_t cout, size_t k, size_t stride,
-                    size_t pad, ptrdiff_t s_out, ptrdiff_t s_in, ptrdiff_t k0, ptrdiff_t s_k) {
-    size_t nr = himae_panel_width(uk, cout);
-    *conv = (himae_conv){cin, cout, k, stride, pad, k * cin, NULL, nr};
-    float *dst = take(b, himae_packed_size(cin, cout, k, nr) * sizeof(float));
-    if (dst) himae_pack_conv(dst, w->data, bias->data, cin, cout, k, nr, s_out, s_in, k0, s_k);
+static void set_conv(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_tensor *w,
+                     const himae_tensor *bias, size_t cin, size_t cout, size_t k, size_t stride,
+                     size_t pad, ptrdiff_t s_out, ptrdiff_t s_in, ptrdiff_t k0, ptrdiff_t s_k) {
+    *conv = (himae_conv){cin, cout, k, stride, pad, k * cin, NULL, 0};
+    float *dst = take(b, himae_packed_size(cin, cout, k, uk->nr) * sizeof(float));
+    if (dst) himae_pack_conv(dst, w->data, bias->data, cin, cout, k, uk->nr, s_out, s_in, k0, s_k);
     conv->packed = dst;
-    return 0;
+}
+
+/* An encoder conv; narrow ones are packed in row pairs (their buffers keep
+ * SLACK extra zero rows for it). */
+static void set_encoder_conv(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_file *f,
+                             uint32_t level, const char *part, size_t cin, size_t cout, size_t k,
+                             size_t stride) {
+    char wn[64], bn[64];
+    snprintf(wn, sizeof wn, "encoder.%u.%s.weight", level, part);
+    snprintf(bn, sizeof bn, "encoder.%u.%s.bias", level, part);
+    const himae_tensor *w = himae_file_tensor(f, wn), *bias = himae_file_tensor(f, bn);
+    if (2 * cout > uk->nr) {
+        set_conv(b, conv, uk, w, bias, cin, cout, k, stride, k / 2, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
+        return;
+    }
+    *conv = (himae_conv){cin, cout, k, stride, k / 2, k * cin, NULL, 1};
+    float *dst = take(b, himae_packed_size(cin, 2 * cout, k + stride, uk->nr) * sizeof(float));
+    if (dst) himae_pack_conv_pairs(dst, w->data, bias->data, cin, cout, k, stride, uk->nr);
+    conv->packed = dst;
 }
 
 static void set_plain(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_file *f,
@@ -109,19 +127,15 @@ static size_t layout(himae_model *m, uint8_t *base, const himae_file *f) {
         meta[f->meta_size] = 0;
         m->metadata = meta;
     }
-    m->input = take(&b, (c->window + 2 * pad) * c->in_channels * sizeof(float));
+    m->input = take(&b, (c->window + 2 * pad + SLACK) * c->in_channels * sizeof(float));
     size_t hidden = 0;
     for (uint32_t l = 0; l < c->n_levels; l++) {
         himae_level *lv = &m->level[l];
         size_t cin = l ? c->channels[l - 1] : c->in_channels, co = c->channels[l];
-        size_t rows = c->level_len[l] + 2 * pad;
-        char name[48];
-        snprintf(name, sizeof name, "encoder.%u.conv1", l);
-        set_plain(&b, &lv->conv1, m->uk, f, name, cin, co, k, 2);
-        snprintf(name, sizeof name, "encoder.%u.conv2", l);
-        set_plain(&b, &lv->conv2, m->uk, f, name, co, co, k, 1);
-        snprintf(name, sizeof name, "encoder.%u.skip", l);
-        set_plain(&b, &lv->skip, m->uk, f, name, cin, co, 1, 2);
+        size_t rows = c->level_len[l] + 2 * pad + SLACK;
+        set_encoder_conv(&b, &lv->conv1, m->uk, f, l, "conv1", cin, co, k, 2);
+        set_encoder_conv(&b, &lv->conv2, m->uk, f, l, "conv2", co, co, k, 1);
+        set_encoder_conv(&b, &lv->skip, m->uk, f, l, "skip", cin, co, 1, 2);
         lv->act = take(&b, rows * co * sizeof(float));
         if (rows * co > hidden) hidden = rows * co;
     }
@@ -221,7 +235,7 @@ static void encode_one(himae_model *m, const float *x) {
         /* The hidden buffer is shared by levels of different widths: clear
          * the rows around this level's that conv2 reads as zero padding. */
         memset(m->hidden, 0, pad * co * sizeof(float));
-        memset(hid + n * co, 0, pad * co * sizeof(float));
+        memset(hid + n * co, 0, (pad + SLACK) * co * sizeof(float));
         himae_conv1d_forward(&lv->conv2, m->uk, act, hid, n, act, 1);
         prev = act;
     }
