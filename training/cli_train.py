@@ -7,6 +7,7 @@ Runs as one process, or data-parallel when launched by torchrun:
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from himae_stream.cli import CliError
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     summary = train(opts)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return 0
     best = summary["best_val_loss"]
     val_text = f", best validation loss {best:.4f}" if best is not None else ""
     print(f"trained {summary['steps']} steps on {summary['train']} windows{val_text}; checkpoint {summary['checkpoint']}")

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.nn.functional import all_reduce as differentiable_all_reduce
 
 
 @dataclass
@@ -71,6 +70,22 @@ def broadcast_flag(flag: bool, ctx: Context) -> bool:
     return bool(sum_all(torch.tensor([float(flag and ctx.main)], device=ctx.device)).item())
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """All-reduce (sum) that gradients flow through: the gradient of a sum is summed too."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class GlobalBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm1d whose training statistics cover the batch of every process.
 
@@ -84,7 +99,7 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
             return super().forward(x)
         c = x.shape[1]
         count = torch.full((1,), float(x.shape[0] * x.shape[2]), device=x.device, dtype=x.dtype)
-        stats = differentiable_all_reduce(torch.cat([x.sum(dim=(0, 2)), (x * x).sum(dim=(0, 2)), count]))
+        stats = _SumOverProcesses.apply(torch.cat([x.sum(dim=(0, 2)), (x * x).sum(dim=(0, 2)), count]))
         n = stats[-1]
         mean = stats[:c] / n
         var = stats[c : 2 * c] / n - mean * mean

@@ -55,8 +55,10 @@ class TrainOptions:
 
 def batch_masks(n: int, config: dict, rng: np.random.Generator) -> np.ndarray:
     """Hidden-sample masks `(n, window)` for n windows, True = masked."""
-    return np.stack([patch_mask(config["window"], config["patch_size"], config["mask_ratio"], rng)
-                     for _ in range(n)])
+    masks = np.zeros((n, config["window"]), dtype=bool)
+    for row in masks:
+        row[:] = patch_mask(config["window"], config["patch_size"], config["mask_ratio"], rng)
+    return masks
 
 
 def masked_sq_error(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,16 +165,13 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
     net = model
     if ctx.world > 1:
         net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
-                                      broadcast_buffers=False)
+                                      forward_sync_buffers=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup, total, opts.min_lr_ratio))
     state = {"step": 0, "best_val": None, "bad_evals": 0, "history": [], "val_history": []}
     if opts.resume and (out / "last.pt").exists():
         ckpt = torch.load(out / "last.pt", map_location=ctx.device, weights_only=True)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
         state = ckpt["state"]
     val_masks = batch_masks(len(val_set), config, _rng(opts.seed, 2, 0))
     provenance = {
@@ -196,7 +195,7 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
             provenance.update(date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                               steps=state["step"], best_val_loss=state["best_val"])
             torch.save({"config": config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "state": state, "provenance": provenance,
+                        "state": state, "provenance": provenance,
                         "options": {k: v for k, v in asdict(opts).items() if k != "config"}}, out / name)
 
     progress = Progress(total, state["step"], opts.progress and ctx.main)
@@ -215,8 +214,10 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
         loss = masked_mse(net, x, torch.from_numpy(masks[mine]).to(ctx.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # The schedule is a function of the step alone, so a resumed run follows it exactly.
+        for group in optimizer.param_groups:
+            group["lr"] = opts.lr * lr_factor(step, warmup, total, opts.min_lr_ratio)
         optimizer.step()
-        scheduler.step()
         mean_loss = distributed.sum_all(loss.detach()).item() / ctx.world
         if not math.isfinite(mean_loss):
             raise FloatingPointError(f"training loss became {mean_loss} at step {step + 1}")

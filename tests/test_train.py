@@ -1,0 +1,124 @@
+"""Masked pretraining: exact masking, masked-only loss, schedule, resume, early stop, DDP parity."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training import HiMAE, get_config
+from training.train import TrainOptions, batch_masks, lr_factor, masked_mse, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name,overrides,hidden", [
+    ("himae-100", {}, 800),
+    ("himae-25", {}, 200),
+    ("himae-25", {"window": 252, "patch_size": 4, "mask_ratio": 0.5}, 128),
+])
+def test_masking_ratio_is_exact_per_window(name, overrides, hidden):
+    config = get_config(name, **overrides)
+    masks = batch_masks(50, config, np.random.default_rng(7))
+    assert masks.shape == (50, config["window"])
+    assert (masks.sum(axis=1) == hidden).all()
+    p = config["patch_size"]
+    patches = masks[:, : config["window"] // p * p].reshape(50, -1, p)
+    assert (patches.all(axis=2) | ~patches.any(axis=2)).all(), "patches are hidden whole"
+    assert len({m.tobytes() for m in masks}) == 50, "every window gets its own mask"
+
+
+def test_loss_ignores_unmasked_samples_and_zeroes_them_in_the_input():
+    config = get_config("himae-25")
+    model = HiMAE(config)
+    x = torch.rand(4, 1, 250) * 2 - 1
+    mask = torch.from_numpy(batch_masks(4, config, np.random.default_rng(0)))
+    seen = {}
+    model.register_forward_pre_hook(lambda m, args: seen.update(inp=args[0].clone()))
+
+    def keep_output(module, args, out):
+        out.retain_grad()
+        seen["out"] = out
+
+    model.register_forward_hook(keep_output)
+    loss = masked_mse(model, x, mask)
+    loss.backward()
+    hidden = mask[:, None, :]
+    assert (seen["inp"][hidden.expand_as(x)] == 0).all()
+    assert torch.equal(seen["inp"][~hidden.expand_as(x)], x[~hidden.expand_as(x)])
+    grad = seen["out"].grad
+    assert (grad[~hidden.expand_as(x)] == 0).all()
+    assert (grad[hidden.expand_as(x)] != 0).float().mean() > 0.99
+    want = ((seen["out"] - x)[hidden.expand_as(x)] ** 2).mean()
+    torch.testing.assert_close(loss, want)
+
+
+def test_learning_rate_warms_up_then_decays():
+    f = [lr_factor(s, 10, 100, 0.01) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(f[:10], f[1:10]))
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))
+    assert lr_factor(100, 10, 100, 0.01) == pytest.approx(0.01)
+
+
+def _options(data_dir, out, **kw) -> TrainOptions:
+    base = dict(config=get_config("himae-25"), warmup_steps=1,
+                data=[str(data_dir / "troika" / "Training_data" / name) for name in
+                      ("DATA_01_TYPE01.mat", "DATA_02_TYPE02.mat")],
+                out=str(out), batch_size=8, max_steps=4, epochs=5, val_fraction=0.5,
+                eval_every=2, device="cpu", progress=False, seed=3)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def test_resume_continues_exactly(data_dir, tmp_path):
+    straight = train(_options(data_dir, tmp_path / "a"))
+    train(_options(data_dir, tmp_path / "b", max_steps=2))
+    resumed = train(_options(data_dir, tmp_path / "b", resume=True))
+    assert straight["steps"] == resumed["steps"] == 4
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert a["state"]["history"] == b["state"]["history"]
+    assert a["state"]["val_history"] == b["state"]["val_history"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["provenance"]["val_subjects"] and a["provenance"]["windows"]["train"] > 0
+
+
+def test_early_stopping_follows_validation(data_dir, tmp_path):
+    summary = train(_options(data_dir, tmp_path, lr=0.3, max_steps=40, eval_every=1, patience=2))
+    vals = [v for _, v in torch.load(tmp_path / "last.pt", weights_only=True)["state"]["val_history"]]
+    best, bad, stop_at = float("inf"), 0, None
+    for i, v in enumerate(vals):
+        bad = 0 if v < best else bad + 1
+        best = min(best, v)
+        if bad >= 2:
+            stop_at = i + 1
+            break
+    assert stop_at is not None and summary["steps"] == stop_at < 40
+    assert summary["best_val_loss"] == pytest.approx(best)
+
+
+def test_torchrun_two_processes_follow_the_single_process_loss_curve(data_dir, tmp_path):
+    data = str(data_dir / "troika" / "Training_data" / "DATA_01_TYPE01.mat")
+    args = ["train", "--config", "himae-25", "--data", data, "--max-steps", "6", "--batch-size", "8",
+            "--val-fraction", "0", "--warmup-steps", "2", "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    one = subprocess.run([sys.executable, "-m", "himae_stream.cli", *args, "--out", str(tmp_path / "one")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--standalone", "-m", "himae_stream.cli", *args,
+                          "--out", str(tmp_path / "two")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr
+    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
+    assert b["provenance"]["processes"] == 2 and a["provenance"]["processes"] == 1
+    curve_a, curve_b = np.array(a["state"]["history"]), np.array(b["state"]["history"])
+    assert len(curve_a) == len(curve_b) == 6
+    assert np.abs(curve_a - curve_b).max() <= 1e-4
+    assert curve_a[-1] < curve_a[0], "the model learns"
