@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,12 +68,23 @@ def build_marker(cache: Path = workload.CACHE) -> Path:
         return library
     compiler = os.environ.get("CC", "cc")
     cache.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([compiler, "-shared", "-fPIC", "-O2", str(MARKER_SOURCE), "-o", str(library)],
+    partial = library.with_suffix(f".{os.getpid()}.tmp")
+    done = subprocess.run([compiler, "-shared", "-fPIC", "-O2", str(MARKER_SOURCE), "-o", str(partial)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise GateError(f"cannot build {MARKER_SOURCE.name} (needs a C compiler and valgrind's headers):\n"
                         f"{done.stderr.strip()}")
+    partial.replace(library)
     return library
+
+
+def prepare(cache: Path = workload.CACHE) -> Path:
+    """Check for valgrind, write the model files and build the marker library; its path."""
+    if shutil.which("valgrind") is None:
+        raise GateError("valgrind is not installed (Debian: apt-get install valgrind)")
+    for name in workload.CONFIG_NAMES:
+        workload.model_path(name, cache)
+    return build_marker(cache)
 
 
 def measure(isa: str, only: list[str] | None = None, cache: Path = workload.CACHE,
@@ -82,11 +94,7 @@ def measure(isa: str, only: list[str] | None = None, cache: Path = workload.CACH
     `module` runs the workloads (benchmarks.workload's command line); a variant
     module that wraps it is how a deliberately slowed workload is counted.
     """
-    if shutil.which("valgrind") is None:
-        raise GateError("valgrind is not installed (Debian: apt-get install valgrind)")
-    for name in workload.CONFIG_NAMES:
-        workload.model_path(name, cache)
-    marker = build_marker(cache)
+    marker = prepare(cache)
     with tempfile.TemporaryDirectory(prefix="himae-gate-") as out:
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
                    f"--callgrind-out-file={out}/callgrind.out",
@@ -155,12 +163,14 @@ def measure_all(isas: list[str], only: list[str] | None) -> dict[str, dict[str, 
     available = workload.available_isas()
     if not available:
         raise GateError("the C core is not built (himae_stream.model cannot be imported)")
+    for isa in sorted(set(isas or available) - set(available)):
+        print(f"gate: {isa}: not available on this CPU or build; not gated")
+    wanted = [isa for isa in available if not isas or isa in isas]
+    prepare()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # one valgrind process per ISA
+        results = pool.map(lambda isa: measure(isa, only), wanted)
     measured = {}
-    for isa in isas or available:
-        if isa not in available:
-            print(f"gate: {isa}: not available on this CPU or build; not gated")
-            continue
-        result = measure(isa, only)
+    for isa, result in zip(wanted, results):
         if result.unavailable:
             print(f"gate: {isa}: this CPU has it but valgrind cannot execute it; not gated")
             continue
