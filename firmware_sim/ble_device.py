@@ -90,6 +90,7 @@ class BleDevice:
         self._event_s = 0.0  # device time of the current connection event
         self._origin_s = 0.0  # device time of stream index 0 (moves on a rate change)
         self._boot_us = model.config.start_us  # device clock at power-on
+        self._new_rate: float | None = None  # a SET_RATE waiting for the next connection event
 
         controller = Controller(f"{model.config.name}-radio", link=link)
         self.device = Device(name=model.config.name, address=Address(address), host=Host(controller, AsyncPipeSink(controller)))
@@ -217,15 +218,16 @@ class BleDevice:
         elif command.op == ControlOp.STOP:
             self.streaming = False
         elif command.op == ControlOp.SET_RATE:
-            self._set_rate(command.rate_hz)
+            self._new_rate = command.rate_hz  # applied at the next connection event
         # REQUEST_INFO needs nothing: the info characteristic is read live.
 
     def _set_rate(self, rate_hz: float) -> None:
         """Resample to the new rate from now on; the stream restarts at index 0 with a fresh sync."""
         self._origin_s = self._event_s
         config = dataclasses.replace(self.model.config, fs=rate_hz, start_us=self._boot_us + round(self._origin_s * 1e6))
-        self.model = DeviceModel(self.model.recording, config)
+        self.model = DeviceModel(self.model.original, config)
         self.produced = 0
+        self._new_rate = None
         self._new_packer()
 
     async def _disconnect(self) -> None:
@@ -257,6 +259,9 @@ class BleDevice:
                 self._event_s += self.interval_s
                 await self.pacer.wait_until(self._event_s)
                 target = int((self._event_s - self._origin_s) * self.model.fs + 1e-9)
+            if self._new_rate is not None:
+                self._set_rate(self._new_rate)
+                continue
             if self.model.length is not None:
                 target = min(target, self.model.length)
             await self._link_state(self._event_s)

@@ -42,6 +42,7 @@ class DeviceModel:
 
     def __init__(self, recording: Recording, config: DeviceConfig | None = None) -> None:
         self.config = config = config or DeviceConfig()
+        self.original = recording  # as given, before resampling to the device rate
         if config.fs is not None and config.fs != recording.fs:
             recording = recording.resampled(config.fs)
         self.recording = recording

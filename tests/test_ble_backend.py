@@ -3,7 +3,9 @@ against the simulated wearable on a shared virtual link."""
 
 import asyncio
 import dataclasses
+import struct
 
+import numpy as np
 import pytest
 from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakError, BleakGATTProtocolError, BleakGATTProtocolErrorCode
@@ -137,3 +139,33 @@ def test_disconnect_callback_only_for_unsolicited_disconnects(model):
     own, calls, client = run_with_device(model, body)
     assert own == []
     assert calls == [client] and not client.is_connected
+
+
+def test_set_rate_restarts_the_stream_at_the_new_rate(model):
+    async def body(device, adapter):
+        async with BleakClient(device.address, backend=BumbleClient, bumble=adapter, timeout=5) as client:
+            before = protocol.decode_info(await client.read_gatt_char(protocol.INFO_CHAR_UUID))
+            notes = []
+            await client.start_notify(protocol.SAMPLES_CHAR_UUID, lambda c, data: notes.append(bytes(data)))
+            while len(notes) < 3:
+                await asyncio.sleep(0.01)
+            switched = len(notes)  # notifications so far are all from the first stream
+            await client.write_gatt_char(protocol.CONTROL_CHAR_UUID, protocol.encode_control(
+                protocol.ControlCommand(protocol.ControlOp.SET_RATE, 125.0)), response=True)
+            after = protocol.decode_info(await client.read_gatt_char(protocol.INFO_CHAR_UUID))
+            while len(notes) < switched + 10:
+                await asyncio.sleep(0.01)
+            return before, after, notes[switched:], device.model
+
+    before, after, notes, resampled = run_with_device(model, body)
+    assert (before.fs, after.fs) == (250.0, 125.0)
+    # the new stream opens with a sync notification at index 0 (older ones may still be in flight)
+    def opens_stream(note: bytes) -> bool:
+        return bool(note[1] & 0x80) and struct.unpack_from("<I", note, 2)[0] == 0
+
+    start = next(i for i, note in enumerate(notes) if opens_stream(note))
+    decoder = protocol.NotificationDecoder(after)
+    packets = [decoder.feed(n) for n in notes[start:]]
+    assert all(p is not None for p in packets)
+    codes = np.concatenate([p.samples for p in packets], axis=1)
+    assert packets[0].seq == 0 and np.array_equal(codes, resampled.codes(0, codes.shape[1]))
