@@ -1,0 +1,104 @@
+"""Pretraining windows from the real recordings: channels, resampling, normalisation, quality, splits."""
+
+import numpy as np
+import pytest
+
+from himae_stream.normalize import default_spec, normalize
+from himae_stream.recordings import RecordingError, load, troika_subject
+from training import get_config
+from training.data import Quality, find_recordings, load_datasets, recording_windows, select_channels
+
+
+def test_finds_troika_recordings_without_their_label_files(data_dir):
+    found = find_recordings(data_dir / "troika")
+    assert len(found) == 23
+    assert not any("BPM" in p.stem or p.stem.startswith("True_") for p in found)
+
+
+def test_troika_split_keeps_every_subject_on_one_side(data_dir):
+    config = get_config("himae-25")
+    train, val = load_datasets(data_dir / "troika", config, seed=1)
+    assert set(train.subjects).isdisjoint(val.subjects)
+    everyone = {troika_subject(p.stem) for p in find_recordings(data_dir / "troika")}
+    assert set(train.subjects) | set(val.subjects) == everyone
+    assert len(set(val.subjects)) == round(0.2 * len(everyone))
+    for w in (train, val):
+        assert w.x.dtype == np.float32 and w.x.shape[1:] == (1, 250)
+        assert np.isfinite(w.x).all() and np.abs(w.x).max() <= 1.0
+    other = load_datasets(data_dir / "troika", config, seed=2)[1]
+    assert set(other.subjects) != set(val.subjects), "the split follows the seed"
+
+
+def test_one_channel_model_trains_on_each_ppg_channel(data_dir):
+    rec = load(data_dir / "troika" / "Training_data" / "DATA_01_TYPE01.mat")
+    seqs = select_channels(rec, "PPG*,PLETH", 1)
+    assert [s.channel_names for s in seqs] == [["PPG1"], ["PPG2"]]
+    (both,) = select_channels(rec, "PPG1,PPG2", 2)
+    assert both.channel_names == ["PPG1", "PPG2"]
+    with pytest.raises(RecordingError, match="no channel matches"):
+        select_channels(rec, "PLETH", 1)
+    with pytest.raises(RecordingError, match="matches 2 channels"):
+        select_channels(rec, "PPG*", 3)
+
+
+def test_stream_windows_are_slices_of_the_whole_recording_normalised(data_dir):
+    """Stream normalisation runs over the whole resampled recording before windowing."""
+    config = get_config("himae-25")
+    rec = load(data_dir / "troika" / "Training_data" / "DATA_03_TYPE02.mat").pick(["PPG1"])
+    x, skipped = recording_windows(rec, config, stride=100, quality=Quality())
+    whole = normalize(rec.resampled(25.0).signals, config["normalizer"], 25.0)
+    n = whole.shape[1]
+    assert not skipped and len(x) == (n - 250) // 100 + 1
+    np.testing.assert_array_equal(x[0], whole[:, :250])
+    np.testing.assert_array_equal(x[7], whole[:, 700:950])
+
+
+def test_minmax_windows_span_minus_one_to_one(data_dir):
+    config = get_config("himae-100", normalizer=default_spec("minmax"))
+    rec = load(data_dir / "physionet" / "v102s").pick(["PLETH"])
+    x, skipped = recording_windows(rec, config, stride=1000, quality=Quality())
+    assert len(x) + skipped["nan"] == 30 and len(x) > 10  # 300 s; this PLETH has scattered NaNs
+    np.testing.assert_allclose(x.min(axis=-1), -1.0)
+    np.testing.assert_allclose(x.max(axis=-1), 1.0)
+
+
+def test_quality_filter_skips_and_counts_bad_windows(data_dir):
+    """NaN, flat-line and clipped stretches put into a real PPG recording are found where they are."""
+    config = get_config("himae-25")
+    rec = load(data_dir / "troika" / "Training_data" / "DATA_05_TYPE02.mat").pick(["PPG1"])
+    fs = rec.fs  # 125 Hz raw; windows are 10 s at 25 Hz, stride 10 s
+    clean, skipped = recording_windows(rec, config, stride=250, quality=Quality())
+    assert not skipped
+    sig = rec.signals.copy()
+    sig[0, int(12 * fs) : int(12 * fs) + 3] = np.nan  # window 1
+    sig[0, int(35 * fs) : int(38 * fs)] = sig[0, int(35 * fs)]  # window 3: 3 s flat line
+    top = np.nanmax(sig[0]) + 50.0
+    sig[0, int(51 * fs) : int(51 * fs) + 10] = top  # window 5: 10 samples at the rail
+    bad = rec.__class__(**{**rec.__dict__, "signals": sig})
+    x, skipped = recording_windows(bad, config, stride=250, quality=Quality())
+    assert dict(skipped) == {"nan": 1, "flat": 1, "clipped": 1}
+    keep = [i for i in range(len(clean)) if i not in (1, 3, 5)]
+    assert len(x) == len(keep)
+    # Windows far from the edits are unchanged except for the normaliser's memory of the edits.
+    np.testing.assert_array_equal(x[0], clean[0])
+    assert np.isfinite(x).all()
+
+
+def test_real_nan_stretches_are_counted(data_dir):
+    train, val = load_datasets(data_dir / "physionet" / "v102s.hea", get_config("himae-100"), val_fraction=0)
+    assert train.skipped["nan"] > 0 and len(train) > 0 and len(val) == 0
+    assert np.isfinite(train.x).all()
+
+
+def test_window_longer_than_recording_is_an_error(data_dir, tmp_path):
+    path = tmp_path / "short.npz"
+    np.savez(path, signals=np.sin(np.arange(200) / 5.0)[None], fs=25.0, channel_names=np.array(["PPG"]))
+    with pytest.raises(RecordingError, match="longer than the recording"):
+        load_datasets(path, get_config("himae-25"))
+
+
+def test_folder_skips_recordings_without_the_channel_but_a_lone_file_fails(data_dir):
+    train, _ = load_datasets(data_dir / "physionet", get_config("himae-100"), val_fraction=0)
+    assert set(train.subjects) == {"a103l", "v102s"}  # record 100 has only ECG
+    with pytest.raises(RecordingError, match="no channel matches"):
+        load_datasets(data_dir / "physionet" / "100.hea", get_config("himae-100"))
