@@ -17,7 +17,7 @@ import struct
 
 from bumble.att import ATT_Error, ErrorCode
 from bumble.controller import Controller
-from bumble.core import UUID, AdvertisingData
+from bumble.core import UUID, AdvertisingData, BaseBumbleError
 from bumble.device import AdvertisingParameters, AdvertisingSet, Connection, Device
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.hci import Address
@@ -46,8 +46,6 @@ BLE_FATES = frozenset({Fate.SEND, Fate.LOSE})
 DEFAULT_ADDRESS = "F0:00:00:00:00:01"
 HEART_RATE_SERVICE = UUID.from_16_bits(0x180D)
 BODY_SENSOR_LOCATION_WRIST = 2
-_SYNC_HEAD = 14  # u16 word + u32 seq + u64 timestamp
-_WORD_HEAD = 2
 #: notifications per step when unpaced, between yields to the event loop
 MAX_SPEED_NOTIFICATIONS = 16
 
@@ -235,7 +233,7 @@ class BleDevice:
         if connection is not None:
             try:
                 await connection.disconnect()
-            except Exception:  # already going down
+            except BaseBumbleError:  # already going down
                 pass
 
     # ------------------------------------------------------------ sampling loop
@@ -307,11 +305,10 @@ class BleDevice:
             self.log.drop(start, stop, "stopped")
             return
         assert self._packer is not None
-        frame_bytes = self.model.channels * self.model.fmt.width
         k = start
         for note in self._packer.pack(self.model.packet(start, stop)):
-            head = _SYNC_HEAD if struct.unpack_from("<H", note)[0] & protocol.SYNC_FLAG else _WORD_HEAD
-            n = (len(note) - head) // frame_bytes
+            sync = bool(struct.unpack_from("<H", note)[0] & protocol.SYNC_FLAG)
+            n = protocol.samples_per_notification(len(note), self.model.info, sync)
             if self.faults.fate(BLE_FATES) is Fate.LOSE:
                 self.log.drop(k, k + n, "lost")
             else:
@@ -322,7 +319,10 @@ class BleDevice:
         connection = self._connection
         if connection is None or self.hr_char.handle not in self._subscribed:
             return
-        bpm = self.heart_rate.at(device_s)
+        recording_s = device_s - self._origin_s
+        if self.model.config.loop:
+            recording_s %= self.model.recording.duration_s
+        bpm = self.heart_rate.at(recording_s)
         value = encode_heart_rate(HeartRateMeasurement(bpm, contact=True, rr_s=(round(60.0 / bpm, 3),)))
         await self.device.notify_subscriber(connection, self.hr_char, value)
         self.hr_log.append((device_s, bpm))
