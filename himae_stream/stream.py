@@ -110,10 +110,9 @@ class _LevelSums:
         self.buf[:, end : end + k] = sums
         self.n += k
 
-    def mean(self, a: int, b: int) -> np.ndarray:
-        """Per-channel mean over positions [a, b)."""
-        at = self.off - self.base
-        return (self.buf[:, b + at] - self.buf[:, a + at]) * (1.0 / (b - a))
+    def at(self, positions: np.ndarray) -> np.ndarray:
+        """The running sums before each of `positions` (held ones): (channels, len(positions))."""
+        return self.buf[:, positions + (self.off - self.base)]
 
     def drop_before(self, position: int) -> None:
         if position <= self.base:
@@ -132,7 +131,6 @@ class Stream:
         from himae_stream._core import StreamEngine
 
         config = model.config
-        self.model = model
         self.fs = float(config["fs"])
         self.in_channels = int(config["in_channels"])
         self.window = to_samples(config["window"] if window is None else window, self.fs, "window")
@@ -140,6 +138,7 @@ class Stream:
         self.normalize = bool(normalize)
         self._engine = StreamEngine(model)
         self.strides = tuple(2 ** (level + 1) for level in range(self._engine.levels))
+        self._strides = np.array(self.strides, dtype=np.int64)[:, None]
         if self.window < self.strides[-1]:
             raise ValueError(f"window {self.window} is shorter than the deepest level's stride {self.strides[-1]}")
         self._normalizer = None
@@ -214,21 +213,28 @@ class Stream:
         return StreamOutput(levels, self._windows())
 
     def _windows(self) -> list[Window]:
-        """Windows whose every position has been emitted, oldest first."""
+        """Windows whose every position has been emitted, oldest first (all of a push at once)."""
         last = (self._engine.complete - self.window) // self.hop
-        windows = []
-        for k in range(self._next_window, last + 1):
-            start, end = k * self.hop, k * self.hop + self.window
-            embeddings = [sums.mean(-(-start // stride), -(-end // stride)).astype(np.float32)
-                          for stride, sums in zip(self.strides, self._sums)]
-            lost = float(self._lost.mean(start, end)[0]) / self.in_channels
-            windows.append(Window(start, end, embeddings, lost))
-        if windows:
-            self._next_window = last + 1
-            start = self._next_window * self.hop
-            for stride, sums in zip(self.strides, self._sums):
-                sums.drop_before(-(-start // stride))
-            self._lost.drop_before(start)
+        if last < self._next_window:
+            return []
+        starts = np.arange(self._next_window, last + 1, dtype=np.int64) * self.hop
+        k = len(starts)
+        bounds = np.concatenate([starts, starts + self.window])
+        first = -(-bounds // self._strides)  # (levels, 2k): first position at or after each bound
+        scale = 1.0 / (first[:, k:] - first[:, :k])
+        means = []
+        for level, sums in enumerate(self._sums):
+            cols = sums.at(first[level])
+            means.append(np.ascontiguousarray(((cols[:, k:] - cols[:, :k]) * scale[level]).T, dtype=np.float32))
+        lost = self._lost.at(bounds)[0]
+        lost = ((lost[k:] - lost[:k]) / (self.window * self.in_channels)).tolist()
+        windows = [Window(start, start + self.window, [m[i] for m in means], lost[i])
+                   for i, start in enumerate(starts.tolist())]
+        self._next_window = last + 1
+        start = self._next_window * self.hop
+        for stride, sums in zip(self.strides, self._sums):
+            sums.drop_before(-(-start // stride))
+        self._lost.drop_before(start)
         return windows
 
     def snapshot(self) -> dict:
