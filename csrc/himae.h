@@ -12,7 +12,11 @@
  *    packed weight panel with the bias in front, and a fused epilogue
  *    (bias, optional residual add, optional GELU). A stream-mode engine keeps
  *    per-layer ring buffers in the same channels-last layout and calls it for
- *    just the new output columns (n_out = 1..thousands).
+ *    just the new output columns (n_out = 1..thousands); the micro-kernels
+ *    take any row count, so a few columns cost a few columns.
+ *  - Narrow layers (2 cout <= the kernel's panel width) may be packed in row
+ *    pairs (himae_pack_conv_pairs) to fill the panel; callers that do so
+ *    keep `stride` extra zero rows after their buffers.
  *  - The decoder's transposed convolutions (stride 2) are packed at load as
  *    two phase convolutions (even and odd outputs), each an ordinary
  *    stride-1 himae_conv; concat with the skip is a wider channels-last row.

@@ -129,6 +129,11 @@ cdef class Model:
         himae_free(self._m)
 
     @property
+    def isas(self) -> list:
+        """Names of the micro-kernel ISAs this CPU and OS can run (any may be forced at load)."""
+        return supported_isas()
+
+    @property
     def alloc_count(self) -> int:
         """Heap allocations the C core has made in this process (flat after load)."""
         return himae_alloc_count()
