@@ -241,3 +241,23 @@ def test_window_and_hop_units():
     for bad in ("0.333s", 0.333, 0.5, "ten", 0, -3, "0", True, None):
         with pytest.raises(ValueError):
             to_samples(bad, 100.0 if bad != 0.5 else 25.0, "hop")
+
+
+def test_other_configurations_stream_exactly(tmp_path):
+    """Channels, kernel size, levels and input channels come from the configuration."""
+    config = get_config("himae-25", in_channels=3, channel_names=["PPG", "ACC_X", "ACC_Y"],
+                        kernel_size=7, channels=[8, 12, 20], window=96)
+    torch.manual_seed(5)
+    ref = HiMAE(config).eval()
+    export_model(ref, tmp_path / "small.himae")
+    model = load_model(tmp_path / "small.himae")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 2000)).astype(np.float32)
+    mask = np.zeros(x.shape, bool)
+    mask[1, 500:700] = True  # one channel lost for a while
+    stream = model.stream(hop=40, normalize=False)
+    assert stream.delay == (9, 27, 63)
+    levels, windows = run(stream, x, chunk_sizes("random", x.shape[1], rng), mask)
+    want = reference(ref, np.where(mask, 0, x))
+    check_levels(levels, want)
+    check_windows(windows, want, x.shape[1], 96, 40, mask)
