@@ -49,9 +49,9 @@ def to_samples(value: int | float | str, fs: float, what: str) -> int:
             raise ValueError(f"{what} {value!r} is not a duration such as '10s', '250ms' or '100' (samples)")
         number, unit = float(m.group(1)), m.group(2) or "samples"
         if unit.startswith("sample"):
-            value = number if not number.is_integer() else int(number)
-            if isinstance(value, float):
+            if not number.is_integer():
                 raise ValueError(f"{what} {m.group(1)} samples is not a whole number")
+            value = int(number)
         else:
             value = number * {"ms": 1e-3, "s": 1.0, "min": 60.0}[unit]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
