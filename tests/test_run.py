@@ -51,7 +51,7 @@ def check_records(records, model_channels, count):
 @pytest.mark.parametrize("transport", ["serial", "ble"])
 def test_run_writes_one_record_per_hop(tmp_path, model_file, transport):
     out = tmp_path / "out.jsonl"
-    source = f"sim://{BUNDLED}?channels=PLETH&transport={transport}&speed=20&fs=100"
+    source = f"sim://{BUNDLED}?channels=PLETH&transport={transport}&speed=5&fs=100"
     result = himae("run", "--model", model_file, "--source", source, "--duration", "20s",
                    "--sink", f"jsonl://{out}")
     assert result.returncode == 0, result.stderr
