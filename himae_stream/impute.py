@@ -28,7 +28,8 @@ inverse is estimated per cluster and channel: a least-squares fit of the raw
 samples on a short non-causal FIR of the normalised signal (which undoes the
 causal band-pass's gain and phase shift) plus an offset and a linear trend
 (the baseline the high-pass removed), on the unmasked samples within a quarter
-window of the gap. The fit is applied to the model's fill.
+window of the gap. The fit is applied to the model's fill, plus its residuals
+at the samples bordering the gap, fading into it within about 0.05 s.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ FIR_STEP_S = 0.04
 RIDGE = 0.001
 #: Windows per `reconstruct` call.
 BATCH = 32
+#: The fit's residuals at the samples bordering a gap fade into it with this
+#: time constant, so a fill meets the recorded signal without a step (chosen
+#: on validation subjects of the training data, docs/imputation.md).
+EDGE_TAU_S = 0.05
 
 
 class ImputationWarning(UserWarning):
@@ -245,7 +250,21 @@ class _Runner:
                 )[0]
             else:  # this channel is lost across the whole window: nothing to fit, fill its zero level
                 coef = np.zeros(n_fir + 2)
-            out[c] = self._design(u[c], np.arange(lo, hi), lo) @ coef
+            span = np.arange(lo, hi)
+            out[c] = self._design(u[c], span, lo) @ coef
+            if len(ctx) and EDGE_TAU_S:
+                residual = raw_w[c, ctx] - design @ coef
+                out[c] += self._edge_correction(span, ctx, residual)
+        return out
+
+    def _edge_correction(self, span: np.ndarray, ctx: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        """The fit's residuals at the known samples either side, fading into the gap."""
+        tau = EDGE_TAU_S * self.fs
+        right = np.clip(np.searchsorted(ctx, span), 0, len(ctx) - 1)
+        left = np.clip(right - 1, 0, len(ctx) - 1)
+        out = np.zeros(len(span))
+        for side in (left, right):
+            out += residual[side] * np.exp(-np.abs(span - ctx[side]) / tau)
         return out
 
     def _design(self, u: np.ndarray, idx: np.ndarray, lo: int) -> np.ndarray:
