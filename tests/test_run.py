@@ -111,3 +111,12 @@ def test_history_is_bounded_and_indexed_by_sample():
         assert h.lost.size <= 10 + 7
     samples, lost, times = h.span(90, 98)
     assert samples[0].tolist() == list(range(90, 98)) and times.tolist() == list(range(90, 98))
+
+
+def test_run_blocking_python_api(model_file):
+    import himae_stream
+
+    url = f"sim://{BUNDLED}?channels=PLETH&speed=max&fs=100"
+    records = list(himae_stream.run_blocking(url, model=model_file, hop="2s", duration=14.0))
+    # 14 s at a 10 s window and 2 s hop: windows start at 0, 2 and 4 s
+    assert [r["start"] for r in records] == [0, 200, 400]
