@@ -68,7 +68,7 @@ def _options(data_dir, out, **kw) -> TrainOptions:
     base = dict(config=get_config("himae-25"), warmup_steps=1,
                 data=[str(data_dir / "troika" / "Training_data" / name) for name in
                       ("DATA_01_TYPE01.mat", "DATA_02_TYPE02.mat")],
-                out=str(out), batch_size=8, max_steps=4, epochs=5, val_fraction=0.5,
+                out=str(out), stride=500, batch_size=8, max_steps=4, epochs=5, val_fraction=0.5,
                 eval_every=2, device="cpu", progress=False, seed=3)
     base.update(kw)
     return TrainOptions(**base)

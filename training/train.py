@@ -87,7 +87,7 @@ def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
 
 
 def _evaluate(model: torch.nn.Module, val: Windows, masks: np.ndarray, ctx: distributed.Context,
-              batch_size: int) -> float | None:
+              batch_size: int = 256) -> float | None:
     """Validation masked MSE over every validation window (fixed masks), shared by all processes."""
     if len(val) == 0:
         return None
@@ -228,7 +228,7 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
         progress.update(state["step"], mean_loss, sps)
 
         if state["step"] % eval_every == 0 or state["step"] == total:
-            val_loss = _evaluate(model, val_set, val_masks, ctx, local_batch)
+            val_loss = _evaluate(model, val_set, val_masks, ctx)
             improved = val_loss is None or state["best_val"] is None or val_loss < state["best_val"]
             if val_loss is not None:
                 state["val_history"].append([state["step"], val_loss])
