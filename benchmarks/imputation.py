@@ -128,22 +128,20 @@ def scores(truth: np.ndarray, fill: np.ndarray, local: np.ndarray) -> tuple[floa
     return nmse, float(np.corrcoef(fill, truth)[0, 1])
 
 
-def held_out_signals(data: Path, pattern: str, channels: str, fs: float, exclude: set[str]):
+def held_out_signals(data: Path, pattern: str, channels: str, fs: float, provenance: dict):
+    """Each matching channel as its own signal, leaving out what the model trained or validated on."""
     from himae_stream.recordings import load
 
+    seen_subjects = set(provenance.get("train_subjects", [])) | set(provenance.get("val_subjects", []))
+    seen_paths = [Path(p).resolve() for p in provenance.get("data", [])]
     for path in sorted(data.glob(pattern)):
         rec = load(path, channels=channels).resampled(fs)
-        if rec.subject in exclude:
-            print(f"skipping {rec.name}: subject {rec.subject} was used in training", file=sys.stderr)
+        resolved = path.resolve()
+        if rec.subject in seen_subjects or any(resolved == p or p in resolved.parents for p in seen_paths):
+            print(f"skipping {rec.name}: the model file's provenance lists it in training", file=sys.stderr)
             continue
         for name, x in zip(rec.channel_names, rec.signals):
             yield f"{rec.name}:{name}", x
-
-
-def training_subjects(model) -> set[str]:
-    """Subjects the model file's provenance says it trained on (if it says)."""
-    prov = model.metadata.get("provenance", {}) if hasattr(model, "metadata") else {}
-    return set(prov.get("train_subjects", [])) | set(prov.get("val_subjects", []))
 
 
 def evaluate(model, signals, per_signal: int, patch_windows_per_signal: int, seed: int):
@@ -255,7 +253,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.model}: the model file has no decoder")
     fs = float(model.config["fs"])
     signals = list(held_out_signals(Path(args.data), args.recordings, args.channels, fs,
-                                    training_subjects(model)))
+                                    model.metadata.get("provenance", {})))
     if not signals:
         raise SystemExit(f"no held-out recordings match {args.recordings} under {args.data}")
     t0 = time.perf_counter()
