@@ -229,12 +229,22 @@ int64_t himae_stream_delay(const himae_stream *s, int level) {
     return 3 * (int64_t)s->p * (((int64_t)2 << level) - 1);
 }
 
-/* State bytes: header words, then per level its totals and its x, h and s rows. */
+/* State bytes: header words, then per level its totals and its x, h and s rows;
+ * crc is the CRC32 of all of it with the crc field zero. */
 typedef struct {
     uint32_t magic, version, n_levels, c_in, k, flushed;
     int64_t pushed;
     uint32_t channels[HIMAE_STREAM_MAX_LEVELS];
+    uint32_t crc, reserved;
 } state_header;
+
+static uint32_t state_crc(const void *buf, size_t size) {
+    state_header h;
+    memcpy(&h, buf, sizeof h);
+    h.crc = 0;
+    uint32_t crc = himae_crc32(0, (const uint8_t *)&h, sizeof h);
+    return himae_crc32(crc, (const uint8_t *)buf + sizeof h, size - sizeof h);
+}
 
 static size_t rows_bytes(const rows *r) { return (size_t)((r->end - r->base) * r->width) * sizeof(float); }
 
@@ -264,7 +274,7 @@ static void header_of(const himae_stream *s, state_header *h) {
 void himae_stream_save(const himae_stream *s, void *buf) {
     state_header h;
     header_of(s, &h);
-    char *dst = buf;
+    char *const start = buf, *dst = buf;
     memcpy(dst, &h, sizeof h);
     dst += sizeof h;
     for (int l = 0; l < s->n_levels; l++) {
@@ -276,6 +286,8 @@ void himae_stream_save(const himae_stream *s, void *buf) {
             dst += rows_bytes(rs[i]);
         }
     }
+    h.crc = state_crc(start, (size_t)(dst - start));
+    memcpy(start, &h, sizeof h);
 }
 
 int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, size_t errlen) {
@@ -285,8 +297,10 @@ int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, 
     header_of(s, &mine);
     if (h.magic != STATE_MAGIC || h.version != STATE_VERSION)
         return fail(err, errlen, "not a stream state (bad magic or version)");
+    if (state_crc(buf, size) != h.crc) return fail(err, errlen, "stream state checksum mismatch");
     mine.flushed = h.flushed;
     mine.pushed = h.pushed;
+    mine.crc = h.crc;
     if (memcmp(&h, &mine, sizeof h) != 0 || h.flushed > 1 || h.pushed < 0)
         return fail(err, errlen, "stream state belongs to a different model configuration");
     himae_stream saved = *s;

@@ -245,6 +245,7 @@ class Stream:
             "window": self.window,
             "hop": self.hop,
             "normalize": self.normalize,
+            "pushed": self._engine.pushed,
             "engine": self._engine.state(),
             "normalizer": None if self._normalizer is None else self._normalizer.get_state(),
             "next_window": self._next_window,
@@ -261,6 +262,9 @@ class Stream:
             raise ValueError(f"unsupported stream snapshot version {snapshot.get('version')!r}")
         stream = cls(model, snapshot["window"], snapshot["hop"], snapshot["normalize"])
         stream._engine.load_state(snapshot["engine"])
+        next_start = int(snapshot["next_window"]) * stream.hop
+        if stream._engine.pushed != snapshot["pushed"] or not 0 <= next_start <= snapshot["pushed"] + stream.hop:
+            raise ValueError("stream snapshot is inconsistent (engine state and windows disagree)")
         if stream._normalizer is not None:
             stream._normalizer.set_state(snapshot["normalizer"])
         stream._next_window = int(snapshot["next_window"])
