@@ -337,6 +337,8 @@ def _parse_meta(meta_bytes: bytes, in_channels: int) -> dict:
         meta = json.loads(meta_bytes.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ModelFileError(f"metadata is not a JSON object: {exc}") from None
+    except RecursionError:
+        raise ModelFileError("metadata is not a JSON object: nested too deeply") from None
     if not isinstance(meta, dict):
         raise ModelFileError(f"metadata is not a JSON object: got {type(meta).__name__}")
     names = meta.get("channel_names")

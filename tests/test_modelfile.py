@@ -153,3 +153,11 @@ def test_any_header_value_is_refused_cleanly(field, value):
         value &= (1 << (8 * struct.calcsize(fmt))) - 1
     model.set(field, value).reseal()
     _decode_only_model_errors(model.buf)
+
+
+
+def test_metadata_nested_too_deeply_is_refused_cleanly():
+    meta = (b'{"name": "x", "channel_names": ["PPG"], "normalizer": {"kind": "minmax"}, "d": '
+            + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    with pytest.raises(ModelFileError, match="metadata is not a JSON object"):
+        modelfile._parse_meta(meta, 1)

@@ -111,11 +111,12 @@ class Progress:
     def __init__(self, total: int, start: int, enabled: bool):
         self.enabled, self.bar = enabled, None
         if enabled and sys.stderr.isatty():
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
             self.bar = Bar(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
                            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[sps]:.0f} samples/s"),
-                           TimeRemainingColumn(), transient=False)
+                           TimeRemainingColumn(), console=Console(stderr=True))
             self.task = self.bar.add_task("train", total=total, completed=start, loss=float("nan"), sps=0.0)
             self.bar.start()
 
