@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
 
 from himae_stream import modelfile
 from himae_stream.errors import ModelFileError

@@ -38,11 +38,10 @@ class Quality:
 
 @dataclass
 class Windows:
-    """Normalised windows `(N, C, L)` float32 with each window's subject and recording."""
+    """Normalised windows `(N, C, L)` float32 with each window's subject."""
 
     x: np.ndarray
     subjects: list[str]
-    recordings: list[str]
     skipped: Counter = field(default_factory=Counter)
 
     def __len__(self) -> int:
@@ -171,7 +170,7 @@ def _bridge_gaps(x: np.ndarray) -> np.ndarray:
 
 def build_windows(recordings: list[Recording], config: dict, stride: int, quality: Quality) -> Windows:
     """Windows of many recordings; a recording shorter than one window is skipped and counted."""
-    parts, subjects, names, skipped = [], [], [], Counter()
+    parts, subjects, skipped = [], [], Counter()
     errors = []
     for rec in recordings:
         try:
@@ -183,12 +182,11 @@ def build_windows(recordings: list[Recording], config: dict, stride: int, qualit
         skipped += rec_skipped
         parts.append(x)
         subjects += [rec.subject] * len(x)
-        names += [f"{rec.name}:{rec.channel_names[0]}" if len(rec.channel_names) == 1 else rec.name] * len(x)
     if recordings and skipped["short"] == len(recordings):
         raise RecordingError(errors[0])
     length, channels = int(config["window"]), int(config["in_channels"])
     x = np.concatenate(parts) if parts else np.zeros((0, channels, length), np.float32)
-    return Windows(x, subjects, names, skipped)
+    return Windows(x, subjects, skipped)
 
 
 def split_subjects(subjects: list[str], val_fraction: float, seed: int) -> tuple[set[str], set[str]]:
