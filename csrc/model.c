@@ -241,6 +241,17 @@ static void encode_one(himae_model *m, const float *x) {
     }
 }
 
+/* dst (cols, rows) = src (rows, cols)^T, in 8 x 8 blocks so that both
+ * sides touch whole cache lines. */
+static void transpose(float *dst, const float *src, size_t rows, size_t cols) {
+    for (size_t r0 = 0; r0 < rows; r0 += 8)
+        for (size_t c0 = 0; c0 < cols; c0 += 8) {
+            size_t r1 = r0 + 8 < rows ? r0 + 8 : rows, c1 = c0 + 8 < cols ? c0 + 8 : cols;
+            for (size_t c = c0; c < c1; c++)
+                for (size_t r = r0; r < r1; r++) dst[c * rows + r] = src[r * cols + c];
+        }
+}
+
 int himae_encode(himae_model *m, const float *x, size_t batch, float *const *levels,
                  float *const *means, char *err, size_t err_len) {
     const himae_config *c = &m->config;
@@ -250,11 +261,8 @@ int himae_encode(himae_model *m, const float *x, size_t batch, float *const *lev
         for (uint32_t l = 0; l < c->n_levels; l++) {
             size_t co = c->channels[l], n = c->level_len[l];
             const float *act = m->level[l].act + m->pad * co;
-            if (levels && levels[l]) {
-                float *dst = levels[l] + b * co * n;
-                for (size_t i = 0; i < n; i++)
-                    for (size_t ch = 0; ch < co; ch++) dst[ch * n + i] = act[i * co + ch];
-            }
+            if (levels && levels[l]) /* channels-last to the caller's channels-first */
+                transpose(levels[l] + b * co * n, act, n, co);
             if (means && means[l]) {
                 float *dst = means[l] + b * co;
                 double sum[64];
