@@ -85,7 +85,7 @@ def troika_hr(recording: Path, duration_s: float | None = None) -> WindowLabels:
     bpm = np.asarray(data["BPM0"], dtype=np.float64).ravel()
     start, end = bpm_windows(len(bpm))
     labels = WindowLabels(Path(recording).stem, start, end, bpm)
-    return _within(labels, duration_s)
+    return within(labels, duration_s)
 
 
 def troika_activity(recording: Path, duration_s: float | None = None) -> WindowLabels:
@@ -97,7 +97,7 @@ def troika_activity(recording: Path, duration_s: float | None = None) -> WindowL
     start, end = bpm_windows(n)
     values = np.array([_phase(s, e) for s, e in zip(start, end)], dtype=object)
     known = np.array([v is not None for v in values])
-    return _within(WindowLabels(stem, start, end, values).subset(known), duration_s)
+    return within(WindowLabels(stem, start, end, values).subset(known), duration_s)
 
 
 def _phase(start: float, end: float) -> str | None:
@@ -107,7 +107,8 @@ def _phase(start: float, end: float) -> str | None:
     return None
 
 
-def _within(labels: WindowLabels, duration_s: float | None) -> WindowLabels:
+def within(labels: WindowLabels, duration_s: float | None) -> WindowLabels:
+    """The windows that end inside a recording of `duration_s` seconds."""
     if duration_s is None:
         return labels
     return labels.subset(labels.end_s <= duration_s + 1e-9)

@@ -215,3 +215,17 @@ def fit_head(task: Task, X: np.ndarray, y: np.ndarray, groups: np.ndarray, level
     if task.unit:
         head["unit"] = task.unit
     return head
+
+
+def save_with_heads(src, dst, fitted: list[dict], card: dict | None = None) -> None:
+    """Copy a model file to `dst` with `fitted` as its probe heads (and `card`, if given)."""
+    from himae_stream import modelfile
+
+    mf = modelfile.read(src)
+    for head in fitted:
+        heads.validate(head, mf.config["channels"])
+    meta = {k: v for k, v in mf.meta.items() if k not in ("name", "channel_names", "normalizer")}
+    meta["probes"] = fitted
+    if card is not None:
+        meta["card"] = card
+    modelfile.write(dst, mf.config, mf.tensors, meta)

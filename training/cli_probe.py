@@ -1,0 +1,109 @@
+"""`himae probe`: fit per-level linear probes on frozen embeddings, report, save heads.
+
+Two label sources: the shared TROIKA layout (`--data DIR`: heart rate from
+BPM0, treadmill activity, masked-reconstruction quality), or your own
+recordings with a CSV of windows (`--recordings ... --labels CSV`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+from pathlib import Path
+
+from himae_stream.cli import CliError
+
+TROIKA_TASKS = ("heart_rate", "activity", "quality")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="*", default=["himae-100"], metavar="MODEL",
+                   help="model files or shipped model names (default himae-100)")
+    p.add_argument("--data", metavar="DIR", help="shared data folder with troika/ (and physionet/)")
+    p.add_argument("--recordings", nargs="+", metavar="FILE", help="your recordings, labelled by --labels")
+    p.add_argument("--labels", metavar="CSV", help="CSV with columns recording, start, end, label (seconds)")
+    p.add_argument("--task", default=None, help="name of the CSV task (default: the CSV's file name)")
+    p.add_argument("--tasks", default=",".join(TROIKA_TASKS), help="TROIKA tasks, comma-separated")
+    p.add_argument("--channels", default="PPG1,PLETH", help="channel to embed: first match of these names/globs")
+    p.add_argument("--levels", default=None, help="levels to probe, comma-separated (default all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-init encoder and quality masks")
+    p.add_argument("--report", metavar="FILE.md", help="write the report (markdown, .png heatmap, .json)")
+    p.add_argument("--save", metavar="OUT.himae", help="write a copy of the model carrying the fitted heads")
+
+
+def _int_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CliError(f"--levels takes comma-separated integers, got {text!r}") from None
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that regenerates this run, for the report."""
+    parts = ["himae probe", *args.models]
+    for flag in ("data", "labels", "task", "levels", "report", "save"):
+        if getattr(args, flag):
+            parts.append(f"--{flag} {getattr(args, flag)}")
+    if args.recordings:
+        parts.append("--recordings " + " ".join(args.recordings))
+    if not args.labels and args.tasks != ",".join(TROIKA_TASKS):
+        parts.append(f"--tasks {args.tasks}")
+    if args.channels != "PPG1,PLETH":
+        parts.append(f"--channels {args.channels}")
+    if args.seed:
+        parts.append(f"--seed {args.seed}")
+    return " ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.cli_train import require_torch
+
+    require_torch()
+    from himae_stream import zoo
+    from training import report as rendering
+    from training import resolution
+    from training.frozen import load_model_file
+    from training.probes import save_with_heads
+
+    channels = tuple(c for c in args.channels.split(",") if c)
+    if args.labels or args.recordings:
+        if not (args.labels and args.recordings):
+            raise CliError("--recordings and --labels go together")
+        name = args.task or Path(args.labels).stem
+        sources = resolution.csv_sources([Path(r) for r in args.recordings], Path(args.labels), name, channels)
+        tasks = [resolution.csv_task([s.labels[name] for s in sources], name)]
+    elif args.data:
+        if not Path(args.data).is_dir():
+            raise CliError(f"data folder not found: {args.data}")
+        sources = resolution.troika_sources(Path(args.data), channels)
+        names = [t for t in args.tasks.split(",") if t]
+        unknown = set(names) - set(resolution.TASKS)
+        if unknown:
+            raise CliError(f"unknown task(s) {', '.join(sorted(unknown))} (known: {', '.join(resolution.TASKS)})")
+        tasks = [resolution.TASKS[t] for t in names]
+    else:
+        raise CliError("give --data DIR (TROIKA layout) or --recordings FILE... with --labels CSV")
+    if args.save and len(args.models) != 1:
+        raise CliError("--save takes exactly one model")
+
+    levels = _int_list(args.levels)
+    report = {"command": command_line(args), "date": datetime.now(timezone.utc).date().isoformat(), "models": {}}
+    for item in args.models:
+        path = zoo.resolve(item)
+        model = load_model_file(path)
+        n_levels = len(model.config["channels"])
+        if levels and not all(0 <= l < n_levels for l in levels):
+            raise CliError(f"{path.name} has levels 0 … {n_levels - 1}, asked for {levels}")
+        entry, fitted = resolution.model_report(model, sources, tasks, levels, args.seed)
+        entry["file"] = path.name
+        report["models"][model.config["name"]] = entry
+        print(rendering.markdown({**report, "models": {model.config["name"]: entry}}).split("\n## ", 1)[1])
+        if args.save:
+            save_with_heads(path, args.save, fitted)
+            print(f"saved {len(fitted)} probe head(s) to {args.save}")
+    if args.report:
+        written = rendering.write(report, Path(args.report))
+        print("wrote " + ", ".join(str(p) for p in written))
+    return 0

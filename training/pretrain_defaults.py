@@ -1,0 +1,121 @@
+"""Reproduce the models shipped in himae_stream/models/, their probe heads and the report.
+
+    python -m training.pretrain_defaults --data ../shared/data
+
+For each recipe: masked pretraining (`training.train`, resumable), export,
+probes on the exported file (`himae probe`'s code path), model card in the
+metadata, then docs/resolution-report.{md,png,json}. Runs on CPU; see
+docs/models.md for the measured wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+from himae_stream import zoo
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_PARTS = ("troika/Training_data", "troika/Extra_TrainingData", "physionet/a103l.hea", "physionet/v102s.hea")
+CHANNELS = "PPG*,PLETH"  # both TROIKA wrist PPG channels, PhysioNet finger PPG
+SEED = 0
+# Sized for a shared 2-core CPU (see docs/models.md): a few thousand windows seen, not a converged run.
+RECIPES = {
+    "himae-25": {"epochs": 10, "stride": 125, "lr": 2e-3, "batch_size": 32, "patience": 3},
+    "himae-100": {"epochs": 4, "stride": 500, "lr": 2e-3, "batch_size": 32, "patience": 3},
+}
+REPORT = REPO / "docs" / "resolution-report.md"
+PROBE_COMMAND = "himae probe himae-100 himae-25 --data ../shared/data --report docs/resolution-report.md"
+
+
+def pretrain(name: str, data_dir: Path, out: Path) -> tuple[Path, float]:
+    """Train (or finish training) one recipe; the best checkpoint and the wall time of this call."""
+    from training.configs import get_config
+    from training.train import TrainOptions, train
+
+    r = RECIPES[name]
+    opts = TrainOptions(
+        config=get_config(name), data=[str(data_dir / p) for p in DATA_PARTS], out=str(out / name),
+        channels=CHANNELS, stride=r["stride"], epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
+        patience=r["patience"], seed=SEED, device="cpu", resume=True, progress=True,
+        command=f"python -m training.pretrain_defaults --data {data_dir} --models {name}",
+    )
+    start = time.perf_counter()
+    summary = train(opts)
+    return Path(summary["checkpoint"]), time.perf_counter() - start
+
+
+def card(name: str, prov: dict, entry: dict, wall_s: float | None) -> dict:
+    """The card summary stored in the model file (`himae info` prints `summary`)."""
+    tasks = entry["tasks"]
+    metrics = {t: {"metric": r["metric"], "level": r["pretrained_best_level"],
+                   "cv": r["pretrained"][r["levels"].index(r["pretrained_best_level"])],
+                   "test": r["pretrained_test"]} for t, r in tasks.items()}
+    rec = entry.get("reconstruction")
+    if rec:
+        metrics["masked_reconstruction_mse"] = {k: rec[k] for k in ("himae", "linear", "zero")}
+    hr = metrics.get("heart_rate")
+    parts = [f"{name} pretrained on TROIKA training+extra (PPG1, PPG2) and PhysioNet a103l/v102s PLETH",
+             f"{prov.get('steps')} steps, seed {prov.get('seed')}, {prov.get('date', '')[:10]}"]
+    if hr:
+        parts.append(f"HR MAE {hr['cv']:.1f} BPM (level {hr['level']}, CV), {hr['test']:.1f} BPM on TROIKA test")
+    if "activity" in metrics:
+        parts.append(f"activity balanced acc. {metrics['activity']['cv']:.2f} (level {metrics['activity']['level']})")
+    if rec:
+        parts.append(f"masked MSE {rec['himae']:.3f} vs linear {rec['linear']:.3f}")
+    return {"summary": "; ".join(parts), "date": prov.get("date"), "data": prov.get("data"),
+            "val_subjects": prov.get("val_subjects"), "metrics": metrics,
+            "train_wall_s": None if wall_s is None else round(wall_s, 1),
+            "hardware": f"{platform.machine()} CPU, {platform.processor() or 'unknown model'}",
+            "augmentations": [], "docs": "docs/models.md"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="the shared data folder (troika/, physionet/)")
+    p.add_argument("--models", default="himae-25,himae-100", help="recipes to run, comma-separated")
+    p.add_argument("--out", type=Path, default=Path("runs/defaults"), help="checkpoint folder")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    from training import report as rendering
+    from training import resolution
+    from training.export import export_model, load_checkpoint
+    from training.frozen import load_model_file
+    from training.probes import save_with_heads
+
+    sources = resolution.troika_sources(args.data)
+    tasks = list(resolution.TASKS.values())
+    entries = {}
+    for name in [m for m in args.models.split(",") if m]:
+        ckpt, wall_s = pretrain(name, args.data, args.out)
+        timing = args.out / f"{name}.wall.json"
+        if not timing.exists():  # the call that trains records its time; repeated calls keep it
+            timing.write_text(json.dumps({"train_wall_s": wall_s}))
+        wall = json.loads(timing.read_text())["train_wall_s"]
+        plain = args.out / f"{name}.plain.himae"
+        export_model(load_checkpoint(ckpt), plain)
+        model = load_model_file(plain)
+        entry, fitted = resolution.model_report(model, sources, tasks)
+        entry["file"] = f"{name}.himae"
+        prov = model.meta.get("provenance", {})
+        save_with_heads(plain, zoo.MODELS_DIR / f"{name}.himae", fitted, card(name, prov, entry, wall))
+        entries[name] = entry
+        print(f"shipped {zoo.MODELS_DIR / f'{name}.himae'}")
+    order = [n for n in ("himae-100", "himae-25") if n in entries]
+    report = {"command": PROBE_COMMAND, "date": time.strftime("%Y-%m-%d", time.gmtime()),
+              "models": {n: entries[n] for n in order}}
+    for path in rendering.write(report, REPORT):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
