@@ -103,22 +103,28 @@ def test_early_stopping_follows_validation(data_dir, tmp_path):
 
 
 def test_torchrun_two_processes_follow_the_single_process_loss_curve(data_dir, tmp_path):
-    data = str(data_dir / "troika" / "Training_data" / "DATA_01_TYPE01.mat")
-    args = ["train", "--config", "himae-25", "--data", data, "--max-steps", "6", "--batch-size", "8",
-            "--val-fraction", "0", "--warmup-steps", "2", "--device", "cpu", "--no-progress"]
+    folder = data_dir / "troika" / "Training_data"
+    args = ["train", "--config", "himae-25", "--data", folder / "DATA_01_TYPE01.mat",
+            "--data", folder / "DATA_02_TYPE02.mat", "--val-fraction", "0.5", "--window-stride", "500",
+            "--max-steps", "6", "--eval-every", "3", "--batch-size", "8", "--warmup-steps", "2",
+            "--device", "cpu", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    one = subprocess.run([sys.executable, "-m", "himae_stream.cli", *args, "--out", str(tmp_path / "one")],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--standalone", "-m", "himae_stream.cli", *args,
-                          "--out", str(tmp_path / "two")],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr
-    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
-    assert b["provenance"]["processes"] == 2 and a["provenance"]["processes"] == 1
+    runs = {
+        "one": [sys.executable, "-m", "himae_stream.cli"],
+        "two": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "himae_stream.cli"],
+    }
+    ckpt = {}
+    for name, launch in runs.items():
+        result = subprocess.run([*launch, *map(str, args), "--out", str(tmp_path / name)],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        ckpt[name] = torch.load(tmp_path / name / "last.pt", weights_only=True)
+    a, b = ckpt["one"], ckpt["two"]
+    assert a["provenance"]["processes"] == 1 and b["provenance"]["processes"] == 2
     curve_a, curve_b = np.array(a["state"]["history"]), np.array(b["state"]["history"])
     assert len(curve_a) == len(curve_b) == 6
     assert np.abs(curve_a - curve_b).max() <= 1e-4
     assert curve_a[-1] < curve_a[0], "the model learns"
+    val_a, val_b = np.array(a["state"]["val_history"]), np.array(b["state"]["val_history"])
+    assert val_a.shape == val_b.shape == (2, 2) and np.abs(val_a - val_b).max() <= 1e-4
