@@ -73,10 +73,14 @@ def test_connect_exchanges_mtu_and_discovers_services(model, mtu):
                         for s in client.services}
             info = await client.read_gatt_char(protocol.INFO_CHAR_UUID)
             char = client.services.get_characteristic(protocol.SAMPLES_CHAR_UUID)
-            return client.mtu_size, char.max_write_without_response_size, services, info, client.name
+            negotiated = client.mtu_size, char.max_write_without_response_size, services, info, client.name
+        async with BleakClient(ble_device, backend=BumbleClient, bumble=adapter, mtu=100) as client:
+            capped = client.mtu_size  # the client may ask for less than the device offers
+        return negotiated, capped
 
-    negotiated, max_write, services, info, name = run_with_device(model, body, mtu=mtu)
+    (negotiated, max_write, services, info, name), capped = run_with_device(model, body, mtu=mtu)
     assert negotiated == mtu and max_write == mtu - 3
+    assert capped == min(100, mtu)
     assert name == "himae-sim"
     assert services[protocol.SERVICE_UUID] == [
         (protocol.SAMPLES_CHAR_UUID, ["notify"], [CCCD]),

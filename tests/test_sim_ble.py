@@ -17,7 +17,7 @@ from firmware_sim.device import DeviceModel
 from firmware_sim.faults import FaultConfig, Faults
 from firmware_sim.heart_rate import trace_for
 from firmware_sim.options import SimOptions, build_model
-from himae_stream.bumble_backend import BumbleBackend, set_default_adapter
+from himae_stream.bumble_backend import HCI_ENV, BumbleBackend, set_default_adapter
 from himae_stream.recordings import load
 from himae_stream.samplestream import SampleStream
 from himae_stream.sources.ble import BleSource
@@ -129,7 +129,10 @@ def test_heart_rate_service_readings_match_trace(data_dir):
 
         task = asyncio.create_task(read())
         await asyncio.wait_for(device.finished.wait(), 30)
-        await asyncio.sleep(0.1)
+        for _ in range(100):  # the last notifications may still be on their way
+            if len(readings) >= len(device.hr_log):
+                break
+            await asyncio.sleep(0.05)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return readings, device.hr_log
@@ -143,7 +146,7 @@ def test_heart_rate_service_readings_match_trace(data_dir):
 
 
 @pytest.mark.parametrize("mtu", [23, 247])
-def test_ble_two_processes_over_hci_tcp(data_dir, tmp_path, mtu):
+def test_ble_two_processes_over_hci_tcp(data_dir, tmp_path, monkeypatch, mtu):
     path = data_dir / "physionet" / "a103l"
     log_path = tmp_path / "drops.json"
     command = [
@@ -155,17 +158,15 @@ def test_ble_two_processes_over_hci_tcp(data_dir, tmp_path, mtu):
                            env={**os.environ, "PYTHONPATH": REPO})
     try:
         lines = [sim.stdout.readline().strip() for _ in range(2)]
-        spec = lines[1].partition("HIMAE_BUMBLE_HCI=")[2]
+        spec = lines[1].partition(f"{HCI_ENV}=")[2]
         assert spec.startswith("tcp-client:127.0.0.1:"), lines
 
+        monkeypatch.setenv(HCI_ENV, spec)  # what a user pastes from the simulator's output
+
         async def main():
-            set_default_adapter(spec)
             done = asyncio.get_running_loop().run_in_executor(None, sim.stdout.readline)
-            try:
-                source = BleSource(name="himae-sim", backend=BumbleBackend)
-                return await collect(source, done.done)
-            finally:
-                set_default_adapter(None)
+            source = BleSource(name="himae-sim", backend=BumbleBackend)
+            return await collect(source, done.done)
 
         stream, chunks = asyncio.run(main())
     finally:

@@ -100,7 +100,7 @@ class BumbleAdapter:
             try:
                 await device.start_scanning(active=True, filter_duplicates=False)
             except BaseBumbleError as exc:
-                self._scan_listeners.discard(listener)
+                await self.stop_scan(listener)
                 raise BleakError(f"cannot scan on {self.hci!r}: {exc}") from exc
 
     async def stop_scan(self, listener: AdvertisementListener) -> None:
@@ -143,6 +143,7 @@ def address_string(address: Address) -> str:
 
 
 _default: BumbleAdapter | None = None
+_from_environment: dict[str, BumbleAdapter] = {}  # one adapter per $HIMAE_BUMBLE_HCI value
 
 
 def set_default_adapter(adapter: BumbleAdapter | LocalLink | str | None) -> BumbleAdapter | None:
@@ -156,13 +157,14 @@ def set_default_adapter(adapter: BumbleAdapter | LocalLink | str | None) -> Bumb
 
 def default_adapter() -> BumbleAdapter:
     """The adapter set by `set_default_adapter`, else one on the transport named by $HIMAE_BUMBLE_HCI."""
-    global _default
-    if _default is None:
-        spec = os.environ.get(HCI_ENV)
-        if not spec:
-            raise BleakError(
-                f"no bumble controller configured: set {HCI_ENV}=tcp-client:HOST:PORT "
-                "or call himae_stream.bumble_backend.set_default_adapter()"
-            )
-        _default = BumbleAdapter(spec)
-    return _default
+    if _default is not None:
+        return _default
+    spec = os.environ.get(HCI_ENV)
+    if not spec:
+        raise BleakError(
+            f"no bumble controller configured: set {HCI_ENV}=tcp-client:HOST:PORT "
+            "or call himae_stream.bumble_backend.set_default_adapter()"
+        )
+    if spec not in _from_environment:
+        _from_environment[spec] = BumbleAdapter(spec)
+    return _from_environment[spec]
