@@ -1,5 +1,7 @@
 /* model.c - load a model into one arena (packed weights + activation
  * buffers) and run the window-mode encoder without allocating. */
+#include <errno.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,8 +160,11 @@ static size_t layout(himae_model *m, uint8_t *base, const himae_file *f) {
     return b.used;
 }
 
-static int error(char *err, size_t err_len, int code, const char *msg, const char *arg) {
-    if (err && err_len) snprintf(err, err_len, msg, arg);
+static int error(char *err, size_t err_len, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (err && err_len) vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
     return code;
 }
 
@@ -183,7 +188,8 @@ int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, him
                          .pad = f.config.kernel_size / 2};
     size_t bytes = layout(&shape, NULL, &f);
     uint8_t *raw = himae_malloc(bytes + ALIGN);
-    if (!raw) return error(err, err_len, HIMAE_ENOMEM, "out of memory loading the %s", "model");
+    if (!raw)
+        return error(err, err_len, HIMAE_ENOMEM, "out of memory: the model needs %zu bytes", bytes);
     uint8_t *base = (uint8_t *)round_up((size_t)raw);
     memset(base, 0, bytes);
     himae_model *m = (himae_model *)base;
@@ -197,7 +203,7 @@ int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, him
 int himae_load(const char *path, const char *isa, himae_model **out, char *err, size_t err_len) {
     *out = NULL;
     FILE *fp = fopen(path, "rb");
-    if (!fp) return error(err, err_len, HIMAE_EIO, "cannot open %s", path);
+    if (!fp) return error(err, err_len, HIMAE_EIO, "cannot open %s: %s", path, strerror(errno));
     uint8_t *buf = NULL;
     long size = -1;
     if (fseek(fp, 0, SEEK_END) == 0) size = ftell(fp);

@@ -189,7 +189,10 @@ cdef class Model:
         return outs
 
     def encode(self, x) -> list:
-        """Per-level encoder outputs: (C_l, len_l) for one window, (B, C_l, len_l) for B."""
+        """Per-level encoder outputs: (C_l, len_l) for one window, (B, C_l, len_l) for B.
+
+        The arrays are views of one new block per call (never reused by the model).
+        """
         return self._run(x, True)
 
     def embed(self, x) -> list:
