@@ -127,7 +127,10 @@ class SimSource(Source):
         self.device = device
         await device.start()
         backend = BumbleBackend.bound(link)
-        return BleSource(name=o.name, backend=backend), device.finished.is_set, device.stop
+        # Device, radio and reader share this event loop and nothing throttles an unpaced
+        # device, so the reader may queue the whole replay rather than overflow.
+        queue = 1 << 17 if o.speed is None else 4096
+        return BleSource(name=o.name, backend=backend, queue_size=queue), device.finished.is_set, device.stop
 
     async def close(self) -> None:
         if self._inner is not None:
