@@ -191,3 +191,66 @@ def test_gelu_matches_torch_within_1e6(tmp_path, isa):
     got = load_model(path, isa=isa).encode(window)[0][0]
     want = torch.nn.functional.gelu(torch.from_numpy(xs).double()).numpy()
     assert np.abs(got - want).max() <= 1e-6
+
+
+def _fix_checksums(buf: bytearray, rng: np.random.Generator) -> None:
+    """Recompute (most of the time) the checksums in front of a mutation, so it reaches deeper checks."""
+    import struct
+    import zlib
+
+    n = len(buf)
+    if n < 264:
+        return
+    meta_off, meta_size, table_off = struct.unpack_from("<QQQ", buf, 24)
+    count = struct.unpack_from("<I", buf, 56)[0]
+    if rng.random() < 0.8 and meta_off + meta_size <= n and meta_size < 1 << 21:
+        struct.pack_into("<I", buf, 64, zlib.crc32(buf[meta_off : meta_off + meta_size]))
+    if rng.random() < 0.8 and count <= 1024 and table_off + 96 * count <= n:
+        table = buf[table_off : table_off + 96 * count]
+        for i in range(count):
+            off, size = struct.unpack_from("<QQ", table, 96 * i + 72)
+            if rng.random() < 0.8 and off + size <= n and size < 1 << 24:
+                struct.pack_into("<I", table, 96 * i + 88, zlib.crc32(buf[off : off + size]))
+        buf[table_off : table_off + 96 * count] = table
+        struct.pack_into("<I", buf, 60, zlib.crc32(bytes(table)))
+    if rng.random() < 0.9:
+        struct.pack_into("<I", buf, 252, zlib.crc32(bytes(buf[:252])))
+    if rng.random() < 0.9:
+        struct.pack_into("<I", buf, n - 8, zlib.crc32(bytes(buf[: n - 8])))
+
+
+def test_loader_and_python_reader_agree_on_mutated_files(tmp_path):
+    """Differential fuzzing: the C loader and the Python reader accept and refuse the same files."""
+    rng = np.random.default_rng(2026)
+    seeds = [(CORPUS / "valid.himae").read_bytes(), (CORPUS / "valid_encoder_only.himae").read_bytes()]
+    path = tmp_path / "m.himae"
+    outcomes = set()
+    for case in range(400):
+        buf = bytearray(seeds[case % 2])
+        for _ in range(int(rng.integers(1, 4))):
+            kind = rng.random() if len(buf) > 300 else 0.9
+            if kind < 0.5:  # flip bits anywhere, header-heavy
+                pos = int(rng.integers(0, 256 if rng.random() < 0.5 else len(buf)))
+                buf[pos] ^= 1 << int(rng.integers(0, 8))
+            elif kind < 0.8:  # overwrite a 4-byte field with an extreme value
+                pos = int(rng.integers(0, len(buf) - 4)) & ~3
+                buf[pos : pos + 4] = int(rng.choice([0, 1, 2, 3, 63, 64, 255, 2**31, 2**32 - 1])).to_bytes(4, "little")
+            else:  # cut or extend
+                buf = buf[: int(rng.integers(0, len(buf) + 1))] if rng.random() < 0.5 else buf + bytes(64)
+        _fix_checksums(buf, rng)
+        path.write_bytes(bytes(buf))
+        try:
+            modelfile.read(path)
+            py = None
+        except ModelFileError as exc:
+            py = str(exc)
+        try:
+            load_model(path)
+            c = None
+        except ModelFileError as exc:
+            c = str(exc)
+        assert (c is None) == (py is None), f"case {case}: C {c!r}, Python {py!r}"
+        if c is not None:
+            assert py.startswith(c), f"case {case}: C {c!r}, Python {py!r}"
+            outcomes.add(c.split(":")[0].split(" '")[0])
+    assert len(outcomes) >= 8  # the mutations reach many different checks
