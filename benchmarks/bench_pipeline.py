@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+import himae_stream
 from benchmarks.workload import available_isas, load, model_path
+from himae_stream.pipeline import run_blocking
 
+RECORDING = Path(himae_stream.__file__).parent / "data" / "a103l.hea"
 FS = 100
 BAUD = 100_000_000  # so the serial link does not limit the replay
 
@@ -23,24 +26,16 @@ class SimulatorReplay:
     timeout = 120
 
     def setup(self) -> None:
-        try:
-            import firmware_sim  # noqa: F401  (registers the sim:// source)
-            import himae_stream
-            from himae_stream import pipeline
-        except ImportError as exc:
-            raise NotImplementedError(f"the pipeline or the simulator is not built: {exc}") from exc
         isas = available_isas()
         if not isas:
             raise NotImplementedError("the C core is not built")
-        self.run_blocking = pipeline.run_blocking
-        self.model = load(model_path("himae-100"), isas[-1])
-        self.recording = Path(himae_stream.__file__).parent / "data" / "a103l.hea"
+        self.model = load(model_path("himae-100"), isas[-1])  # listed from scalar up: the last is the best
 
     def replay(self, seconds: int, speed: str) -> tuple[list[dict], list[float]]:
         """The window records of a replay, and when each arrived (perf_counter seconds)."""
-        url = f"sim://{self.recording}?channels=PLETH&fs={FS}&duration={seconds}&speed={speed}&baud={BAUD}"
+        url = f"sim://{RECORDING}?channels=PLETH&fs={FS}&duration={seconds}&speed={speed}&baud={BAUD}"
         records, arrived = [], []
-        for record in self.run_blocking(url, model=self.model, hop="1s"):
+        for record in run_blocking(url, model=self.model, hop="1s"):
             records.append(record)
             arrived.append(time.perf_counter())
         return records, arrived

@@ -45,10 +45,9 @@ class GateError(Exception):
 
 @dataclass
 class Measurement:
-    """Instructions per workload for one ISA, the workloads that could not run, and whether the ISA could."""
+    """Instructions per workload for one ISA, or `unavailable` when valgrind cannot run that ISA."""
 
     counts: dict[str, int] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
     unavailable: bool = False
 
 
@@ -108,7 +107,7 @@ def measure(isa: str, only: list[str] | None = None, cache: Path = workload.CACH
         if done.returncode != 0:
             raise GateError(f"the {isa} workload failed under valgrind:\n{done.stderr.strip()[-3000:]}")
         report = json.loads(done.stdout.strip().splitlines()[-1])
-        return Measurement(read_dumps(Path(out)), report["skipped"], report["unavailable"])
+        return Measurement(read_dumps(Path(out)), report["unavailable"])
 
 
 def read_dumps(folder: Path) -> dict[str, int]:
@@ -174,8 +173,6 @@ def measure_all(isas: list[str], only: list[str] | None) -> dict[str, dict[str, 
         if result.unavailable:
             print(f"gate: {isa}: this CPU has it but valgrind cannot execute it; not gated")
             continue
-        for name, reason in sorted(result.skipped.items()):
-            print(f"gate: {name} [{isa}]: not measured: {reason}")
         measured[isa] = result.counts
     return measured
 
