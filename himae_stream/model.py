@@ -14,5 +14,8 @@ __all__ = ["Model", "load_model", "supported_isas", "alloc_count"]
 
 
 def load_model(path: str | os.PathLike, isa: str | None = None) -> Model:
-    """Load and validate a model file; isa forces a micro-kernel ISA (default: best)."""
-    return Model(path, isa)
+    """Load and validate a model file, or a shipped model by name ("himae-100", "himae-25");
+    isa forces a micro-kernel ISA (default: best)."""
+    from himae_stream.zoo import resolve
+
+    return Model(str(resolve(path)), isa)

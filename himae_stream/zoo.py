@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from himae_stream.errors import ModelFileError
-
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT = "himae-100"
 
@@ -21,12 +19,17 @@ def shipped() -> dict[str, Path]:
 
 
 def resolve(name_or_path: str | os.PathLike | None = None) -> Path:
-    """The model file for a shipped model's name, or the given path (default: himae-100)."""
+    """The model file for a shipped model's name, or the given path (default: himae-100).
+
+    A bare name that is neither shipped nor a file raises FileNotFoundError
+    listing the shipped models; a missing path is left for the loader to report.
+    """
     name = os.fspath(name_or_path) if name_or_path is not None else DEFAULT
-    if name in shipped():
-        return shipped()[name]
+    models = shipped()
+    if name in models:
+        return models[name]
     path = Path(name)
-    if path.exists():
-        return path
-    known = ", ".join(shipped()) or "none installed"
-    raise ModelFileError(f"no model file {name!r} (not a path, nor a shipped model: {known})")
+    if not path.exists() and not path.suffix and len(path.parts) == 1:
+        known = ", ".join(models) or "none installed"
+        raise FileNotFoundError(f"no model {name!r}: not a file, nor a shipped model ({known})")
+    return path
