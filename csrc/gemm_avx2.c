@@ -63,37 +63,53 @@ static inline void store_row(float *c, const float *res, __m256 v0, __m256 v1, _
     _mm256_maskstore_ps(c + 8, m1, v1);
 }
 
-static void f32_gemm_ukernel__avx2_6x16(size_t mr, size_t nc, size_t kc, const float *a,
-                                        size_t a_stride, const float *w, float *c, size_t c_stride,
-                                        const float *res, size_t res_stride, int act) {
-    const float *a0 = a;
-    const float *a1 = mr > 1 ? a0 + a_stride : a0;
-    const float *a2 = mr > 2 ? a1 + a_stride : a1;
-    const float *a3 = mr > 3 ? a2 + a_stride : a2;
-    const float *a4 = mr > 4 ? a3 + a_stride : a3;
-    const float *a5 = mr > 5 ? a4 + a_stride : a4;
-    __m256 b0 = _mm256_loadu_ps(w), b1 = _mm256_loadu_ps(w + 8);
-#define DECL(i) __m256 c##i##0 = b0, c##i##1 = b1;
-    DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5)
-#undef DECL
+/* One register tile: R rows (R <= 6) by 16 columns; R is a constant at
+ * every call. Rows past mr alias the last real row: computed, never stored. */
+static inline __attribute__((always_inline)) void tile(const int R, size_t mr, size_t nc,
+                                                       size_t kc, const float *a,
+                                                       size_t a_stride, const float *w, float *c,
+                                                       size_t c_stride, const float *res,
+                                                       size_t res_stride, int act) {
+    const float *ap[MR];
+    ap[0] = a;
+#pragma GCC unroll 6
+    for (int i = 1; i < R; i++) ap[i] = (size_t)i < mr ? ap[i - 1] + a_stride : ap[i - 1];
+    __m256 acc[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < R; i++) {
+        acc[i][0] = _mm256_loadu_ps(w);
+        acc[i][1] = _mm256_loadu_ps(w + 8);
+    }
     w += NR;
     for (size_t j = 0; j < kc; j++, w += NR) {
         const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
-#define STEP(i)                                      \
-    {                                                \
-        const __m256 v = _mm256_broadcast_ss(a##i + j); \
-        c##i##0 = _mm256_fmadd_ps(v, w0, c##i##0);   \
-        c##i##1 = _mm256_fmadd_ps(v, w1, c##i##1);   \
-    }
-        STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5)
-#undef STEP
+#pragma GCC unroll 6
+        for (int i = 0; i < R; i++) {
+            const __m256 x = _mm256_broadcast_ss(ap[i] + j);
+            acc[i][0] = _mm256_fmadd_ps(x, w0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(x, w1, acc[i][1]);
+        }
     }
     const __m256i m0 = lane_mask(nc), m1 = lane_mask(nc > 8 ? nc - 8 : 0);
-#define STORE(i)                                                                          \
-    if (mr > i)                                                                           \
-        store_row(c + i * c_stride, res ? res + i * res_stride : NULL, c##i##0, c##i##1, m0, m1, act);
-    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5)
-#undef STORE
+#pragma GCC unroll 6
+    for (int i = 0; i < R; i++) {
+        if ((size_t)i >= mr) break;
+        store_row(c + i * c_stride, res ? res + i * res_stride : NULL, acc[i][0], acc[i][1], m0, m1, act);
+    }
+}
+
+/* Shorter tiles for fewer rows (small N, remainders, stream mode). */
+static void f32_gemm_ukernel__avx2_6x16(size_t mr, size_t nc, size_t kc, const float *a,
+                                        size_t a_stride, const float *w, float *c, size_t c_stride,
+                                        const float *res, size_t res_stride, int act) {
+    if (mr > 4)
+        tile(6, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+    else if (mr > 2)
+        tile(4, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+    else if (mr > 1)
+        tile(2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+    else
+        tile(1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
 }
 
 const himae_ukernel himae_ukernel_avx2 = {"f32_gemm_ukernel__avx2_6x16", HIMAE_ISA_AVX2, MR, NR,

@@ -86,8 +86,9 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr,
     }
 }
 
-/* Fewer rows than the tile height (small N, remainders) use a shorter tile
- * rather than computing rows that are thrown away. */
+/* Fewer rows than the tile height (small N, remainders, stream mode's one
+ * or two new columns) use a shorter tile rather than computing rows that
+ * are thrown away. */
 static void f32_gemm_ukernel__avx512f_12x32(size_t mr, size_t nc, size_t kc, const float *a,
                                             size_t a_stride, const float *w, float *c,
                                             size_t c_stride, const float *res, size_t res_stride,
@@ -96,8 +97,12 @@ static void f32_gemm_ukernel__avx512f_12x32(size_t mr, size_t nc, size_t kc, con
         tile(12, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
     else if (mr > 4)
         tile(8, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
-    else
+    else if (mr > 2)
         tile(4, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+    else if (mr > 1)
+        tile(2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+    else
+        tile(1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
 }
 
 const himae_ukernel himae_ukernel_avx512 = {"f32_gemm_ukernel__avx512f_12x32", HIMAE_ISA_AVX512,

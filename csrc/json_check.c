@@ -10,7 +10,7 @@
 
 #include "json_check.h"
 
-#define MAX_DEPTH 256
+#define MAX_DEPTH 900 /* nesting; Python's json stops near its recursion limit (1000) */
 
 typedef struct {
     const uint8_t *s;
