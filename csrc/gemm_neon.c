@@ -1,5 +1,5 @@
 /* gemm_neon.c - AArch64 NEON micro-kernel, 8 rows x 8 columns: 16 q-register
- * accumulators, two weight vectors, lane-broadcast FMA per row. */
+ * accumulators, two weight vectors, scalar-by-vector FMA per row. */
 #include <arm_neon.h>
 
 #include "internal.h"
@@ -54,37 +54,52 @@ static inline void store_row(float *c, const float *res, float32x4_t v0, float32
     for (size_t n = 0; n < nc; n++) c[n] = tmp[n];
 }
 
-static void f32_gemm_ukernel__neon_8x8(size_t mr, size_t nc, size_t kc, const float *a,
-                                       size_t a_stride, const float *w, float *c, size_t c_stride,
-                                       const float *res, size_t res_stride, int act) {
-    const float *a0 = a;
-    const float *a1 = mr > 1 ? a0 + a_stride : a0;
-    const float *a2 = mr > 2 ? a1 + a_stride : a1;
-    const float *a3 = mr > 3 ? a2 + a_stride : a2;
-    const float *a4 = mr > 4 ? a3 + a_stride : a3;
-    const float *a5 = mr > 5 ? a4 + a_stride : a4;
-    const float *a6 = mr > 6 ? a5 + a_stride : a5;
-    const float *a7 = mr > 7 ? a6 + a_stride : a6;
-    float32x4_t b0 = vld1q_f32(w), b1 = vld1q_f32(w + 4);
-#define DECL(i) float32x4_t c##i##0 = b0, c##i##1 = b1;
-    DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7)
-#undef DECL
+/* One register tile: R rows (R <= 8) by 8 columns; R is a constant at
+ * every call. Rows past mr alias the last real row: computed, never stored. */
+static inline __attribute__((always_inline)) void tile(const int R, size_t mr, size_t nc,
+                                                       size_t kc, const float *a,
+                                                       size_t a_stride, const float *w, float *c,
+                                                       size_t c_stride, const float *res,
+                                                       size_t res_stride, int act) {
+    const float *ap[MR];
+    ap[0] = a;
+#pragma GCC unroll 8
+    for (int i = 1; i < R; i++) ap[i] = (size_t)i < mr ? ap[i - 1] + a_stride : ap[i - 1];
+    float32x4_t acc[MR][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        acc[i][0] = vld1q_f32(w);
+        acc[i][1] = vld1q_f32(w + 4);
+    }
     w += NR;
     for (size_t j = 0; j < kc; j++, w += NR) {
         const float32x4_t w0 = vld1q_f32(w), w1 = vld1q_f32(w + 4);
-#define STEP(i)                                    \
-    {                                              \
-        const float v = a##i[j];                   \
-        c##i##0 = vfmaq_n_f32(c##i##0, w0, v);     \
-        c##i##1 = vfmaq_n_f32(c##i##1, w1, v);     \
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            const float v = ap[i][j];
+            acc[i][0] = vfmaq_n_f32(acc[i][0], w0, v);
+            acc[i][1] = vfmaq_n_f32(acc[i][1], w1, v);
+        }
     }
-        STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7)
-#undef STEP
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        if ((size_t)i >= mr) break;
+        store_row(c + i * c_stride, res ? res + i * res_stride : NULL, acc[i][0], acc[i][1], nc, act);
     }
-#define STORE(i) \
-    if (mr > i) store_row(c + i * c_stride, res ? res + i * res_stride : NULL, c##i##0, c##i##1, nc, act);
-    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
-#undef STORE
+}
+
+/* Shorter tiles for fewer rows (small N, remainders, stream mode). */
+static void f32_gemm_ukernel__neon_8x8(size_t mr, size_t nc, size_t kc, const float *a,
+                                       size_t a_stride, const float *w, float *c, size_t c_stride,
+                                       const float *res, size_t res_stride, int act) {
+    if (mr > 4)
+        tile(8, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+    else if (mr > 2)
+        tile(4, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+    else if (mr > 1)
+        tile(2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+    else
+        tile(1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
 }
 
 const himae_ukernel himae_ukernel_neon = {"f32_gemm_ukernel__neon_8x8", HIMAE_ISA_NEON, MR, NR,
