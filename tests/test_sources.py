@@ -307,3 +307,23 @@ def test_ble_gives_up_after_the_reconnect_limit():
     with pytest.raises(SourceError, match=r"giving up after 3 tries: no BLE device matching name 'absent\*'"):
         asyncio.run(main())
     assert source.counters["connect_failures"] == 3 and source.counters["connects"] == 0
+
+
+def test_ble_slow_consumer_gets_bigger_chunks_not_losses():
+    """Against the simulator over bumble: a consumer that blocks the event loop
+    20 ms per chunk is handed all waiting notifications at once."""
+
+    async def main():
+        stream = SampleStream(open_source(
+            "sim://himae_stream/data/a103l.hea?channels=PLETH&transport=ble&speed=20&fs=100&duration=10"))
+        chunks = []
+        async for chunk in stream:
+            chunks.append(chunk)
+            time.sleep(0.02)
+        return stream, chunks
+
+    stream, chunks = asyncio.run(main())
+    c = stream.counters
+    assert sum(len(ch) for ch in chunks) == 1000
+    assert c["lost_samples"] == 0 and c["overflow_drops"] == 0
+    assert len(chunks) < c["notifications"] / 3

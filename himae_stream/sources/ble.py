@@ -34,6 +34,7 @@ from himae_stream.protocol import (
     ControlCommand,
     ControlOp,
     NotificationDecoder,
+    Packet,
     ProtocolError,
     decode_info,
     encode_control,
@@ -122,7 +123,7 @@ class BleConnection(Source):
             self.counters["overflow_drops"] += 1
         self._queue.put_nowait(item)
 
-    def _callback(self, generation: int, handle: Callable[[bytes, float], object]) -> Callable:
+    def _callback(self, generation: int, handle: Callable[[bytes, float], object | None]) -> Callable:
         def on_notify(_char: object, data: bytearray) -> None:
             if generation != self._generation:
                 self.counters["stale_notifications"] += 1
@@ -166,7 +167,9 @@ class BleConnection(Source):
             except (BleakError, OSError, asyncio.TimeoutError):
                 pass
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
+    async def _batches(self) -> AsyncIterator[list]:
+        """Queued items, all those waiting at once: a consumer that falls behind
+        gets bigger batches instead of a growing queue."""
         attempt = 0
         try:
             while not self._closed:
@@ -184,15 +187,21 @@ class BleConnection(Source):
                 attempt = 0
                 while True:
                     try:
-                        item = await asyncio.wait_for(self._queue.get(), self.idle_timeout_s)
+                        batch = [await asyncio.wait_for(self._queue.get(), self.idle_timeout_s)]
                     except asyncio.TimeoutError:
-                        item = _DISCONNECTED  # a silent link is treated as a lost one
+                        batch = [_DISCONNECTED]  # a silent link is treated as a lost one
                         self.counters["idle_timeouts"] += 1
-                    if item is _DISCONNECTED:
+                    while batch[-1] is not _DISCONNECTED and not self._queue.empty():
+                        batch.append(self._queue.get_nowait())
+                    link_lost = batch[-1] is _DISCONNECTED
+                    if link_lost:
+                        batch.pop()
+                    if batch:
+                        yield batch
+                    if link_lost:
                         self.counters["disconnects"] += 1
                         await self._disconnect()
                         break
-                    yield item
         finally:
             await self.close()
 
@@ -219,9 +228,14 @@ class BleSource(BleConnection):
         await client.start_notify(SAMPLES_CHAR_UUID, self._callback(generation, self._on_samples))
         await client.write_gatt_char(CONTROL_CHAR_UUID, encode_control(ControlCommand(ControlOp.START)), response=True)
 
-    def _on_samples(self, data: bytes, host_time: float) -> Received | None:
+    async def __aiter__(self) -> AsyncIterator[Received]:
+        async for batch in self._batches():
+            # the newest notification's own arrival time pairs with the newest packet
+            yield Received(batch[-1][0], [packet for _, packet in batch])
+
+    def _on_samples(self, data: bytes, host_time: float) -> tuple[float, Packet] | None:
         assert self._decoder is not None
         packet = self._decoder.feed(data)
         self.counters["malformed"] = self._decoder.counters["malformed"]
         self.counters["unsynced"] = self._decoder.counters["unsynced"]
-        return None if packet is None else Received(host_time, (packet,))
+        return None if packet is None else (host_time, packet)

@@ -6,6 +6,7 @@ connection handling, backoff and counters are those of the BLE sample source.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 from bleak import BleakClient
@@ -33,6 +34,11 @@ class HeartRateSource(BleConnection):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.counters.update(malformed=0)
+
+    async def __aiter__(self) -> AsyncIterator[HeartRateReading]:
+        async for batch in self._batches():
+            for reading in batch:
+                yield reading
 
     async def _subscribe(self, client: BleakClient, generation: int) -> None:
         await client.start_notify(HEART_RATE_MEASUREMENT_UUID, self._callback(generation, self._on_measurement))
