@@ -22,16 +22,12 @@ from collections.abc import AsyncIterator, Iterator
 import numpy as np
 
 from himae_stream import probes
-from himae_stream.errors import HimaeError
 from himae_stream.recordings import match_channels
+from himae_stream.resample import StreamResampler
 from himae_stream.samplestream import Chunk, SampleStream
 
 #: Latencies kept for the p50 / p99 figures.
 LATENCY_HISTORY = 4096
-
-
-class PipelineError(HimaeError):
-    """The source does not fit the model (rate, channels)."""
 
 
 class History:
@@ -80,14 +76,10 @@ class Pipeline:
         self.windows = 0
         self.imputed = 0
         self._picks: list[int] | None = None
+        self.resampler: StreamResampler | None = None
 
     def select(self, names: tuple[str, ...] | list[str], fs: float) -> None:
-        """Choose the device channels the model reads, by pattern or by the model's channel names."""
-        if abs(fs - self.fs) > 1e-3 * self.fs:
-            raise PipelineError(
-                f"device rate {fs:g} Hz differs from the model's {self.fs:g} Hz; "
-                f"replay or configure the device at {self.fs:g} Hz"
-            )
+        """Choose the device channels the model reads (by pattern or the model's channel names) at rate `fs`."""
         need = self.model.config["in_channels"]
         want = self.channel_patterns or self.model.config.get("channel_names") or []
         if not self.channel_patterns and len(names) == need and not any(
@@ -97,15 +89,19 @@ class Pipeline:
         else:
             picks = match_channels(list(names), want, need)
         self._picks = picks
+        # a device at another rate is resampled on the fly to the model's rate
+        self.resampler = None if abs(fs - self.fs) <= 1e-6 * self.fs else StreamResampler(fs, self.fs, need)
 
     def feed(self, chunk: Chunk, arrival: float | None = None) -> list[dict]:
         """Push one chunk; return the records of the windows it completes."""
         arrival = time.perf_counter() if arrival is None else arrival
         if self._picks is None:
             self.select([f"ch{i}" for i in range(chunk.samples.shape[0])], self.fs)
-        samples = chunk.samples[self._picks]
-        self.history.add(samples, chunk.lost_mask, chunk.timestamps)
-        out = self.stream.push(samples, mask=chunk.lost_mask)
+        samples, lost, times = chunk.samples[self._picks], chunk.lost_mask, chunk.timestamps
+        if self.resampler is not None:
+            samples, lost, times = self.resampler.push(samples, lost, times)
+        self.history.add(samples, lost, times)
+        out = self.stream.push(samples, mask=lost)
         return [self._record(w, arrival) for w in out.windows]
 
     def finish(self) -> list[dict]:
@@ -194,14 +190,15 @@ async def run(source, model=None, window=None, hop="1s", *, channels=None, imput
     samples = SampleStream(src)
     if pipeline is not None:
         pipeline[:] = [core, samples]
-    limit = None if duration is None else int(round(duration * core.fs))
+    limit = None
     seen = 0
     async for chunk in samples:
         arrival = time.perf_counter()
         if core._picks is None:
             info = src.info
-            core.select(info.channel_names if info else [f"ch{i}" for i in range(chunk.samples.shape[0])],
-                        info.fs if info else core.fs)
+            fs = info.fs if info else core.fs
+            core.select(info.channel_names if info else [f"ch{i}" for i in range(chunk.samples.shape[0])], fs)
+            limit = None if duration is None else int(round(duration * fs))  # in device samples
         if limit is not None and seen + len(chunk) >= limit:
             chunk = Chunk(chunk.timestamps[: limit - seen], chunk.samples[:, : limit - seen],
                           chunk.lost_mask[: limit - seen], chunk.start)

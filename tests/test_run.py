@@ -48,10 +48,11 @@ def check_records(records, model_channels, count):
         assert 0 <= r["lost_fraction"] <= 1 and r["latency_ms"] >= 0
 
 
-@pytest.mark.parametrize("transport", ["serial", "ble"])
-def test_run_writes_one_record_per_hop(tmp_path, model_file, transport):
+@pytest.mark.parametrize("transport, rate", [("serial", ""), ("ble", "&fs=100")])
+def test_run_writes_one_record_per_hop(tmp_path, model_file, transport, rate):
+    """Serial at the record's own 250 Hz (resampled live to 100 Hz), BLE at 100 Hz."""
     out = tmp_path / "out.jsonl"
-    source = f"sim://{BUNDLED}?channels=PLETH&transport={transport}&speed=5&fs=100"
+    source = f"sim://{BUNDLED}?channels=PLETH&transport={transport}&speed=5{rate}"
     result = himae("run", "--model", model_file, "--source", source, "--duration", "20s",
                    "--sink", f"jsonl://{out}")
     assert result.returncode == 0, result.stderr

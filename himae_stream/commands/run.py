@@ -18,7 +18,7 @@ from himae_stream.stream import to_samples
 
 def default_source(speed: str) -> str:
     record = resources.files("himae_stream") / "data" / "a103l.hea"
-    return f"sim://{record}?channels=PLETH&transport=serial&speed={speed}"
+    return f"sim://{record}?channels=PLETH&transport=serial&speed={speed}&baud=921600"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,12 +51,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_drive(source, model, args, duration, sinks, state, live))
     except KeyboardInterrupt:
-        pass
+        pass  # a clean stop: sinks are flushed and the summary printed below
     finally:
         for sink in sinks:
             sink.close()
-        if state:
-            print(_summary(state[0], state[1]), file=sys.stderr)
+    if state:
+        print(_summary(state[0], state[1]), file=sys.stderr)
     return 0
 
 
