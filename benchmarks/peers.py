@@ -28,7 +28,7 @@ import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -89,6 +89,11 @@ def measure(fn: Callable[[], object], seconds: float, min_calls: int = 30) -> np
     return np.array(times) * 1e-9
 
 
+def _bind(fn: Callable, arg) -> Callable[[], object]:
+    """fn with its argument fixed: what one timed call runs."""
+    return lambda: fn(arg)
+
+
 def build_runners(name: str, tmp: Path, peers: list[str]) -> tuple[dict, dict[str, dict[int, Callable]]]:
     """The config and, per runtime, a callable per batch size running the encoder."""
     import torch
@@ -129,20 +134,20 @@ def build_runners(name: str, tmp: Path, peers: list[str]) -> tuple[dict, dict[st
     runners: dict[str, dict[int, Callable]] = {}
 
     engine = load_model(path)
-    runners[f"himae-stream ({engine.isa})"] = {b: (lambda x=x: engine.encode(x)) for b, x in inputs.items()}
+    runners[f"himae-stream ({engine.isa})"] = {b: _bind(engine.encode, x) for b, x in inputs.items()}
 
     if "eager" in peers:
         def eager(x):
             with torch.inference_mode():
                 return encoder(x)
-        runners["PyTorch eager"] = {b: (lambda t=torch.from_numpy(x): eager(t)) for b, x in inputs.items()}
+        runners["PyTorch eager"] = {b: _bind(eager, torch.from_numpy(x)) for b, x in inputs.items()}
     if "torchscript" in peers:
         with torch.inference_mode():
             traced = torch.jit.freeze(torch.jit.trace(encoder, torch.from_numpy(inputs[1])))
         def scripted(x):
             with torch.inference_mode():
                 return traced(x)
-        runners["TorchScript (trace+freeze)"] = {b: (lambda t=torch.from_numpy(x): scripted(t)) for b, x in inputs.items()}
+        runners["TorchScript (trace+freeze)"] = {b: _bind(scripted, torch.from_numpy(x)) for b, x in inputs.items()}
     onnx_path = tmp / f"{name}.onnx"
     if "onnxruntime" in peers or "openvino" in peers:
         torch.onnx.export(encoder, (torch.from_numpy(inputs[1]),), str(onnx_path), opset_version=17,
@@ -156,7 +161,7 @@ def build_runners(name: str, tmp: Path, peers: list[str]) -> tuple[dict, dict[st
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        runners["ONNX Runtime"] = {b: (lambda x=x: sess.run(None, {"x": x})) for b, x in inputs.items()}
+        runners["ONNX Runtime"] = {b: _bind(lambda feed: sess.run(None, feed), {"x": x}) for b, x in inputs.items()}
     if "openvino" in peers:
         import openvino as ov
 
@@ -170,15 +175,14 @@ def build_runners(name: str, tmp: Path, peers: list[str]) -> tuple[dict, dict[st
                 "NUM_STREAMS": 1,
             })
             request = compiled.create_infer_request()
-            ov_runs[b] = (lambda r=request, x=x: r.infer({"x": x}))
+            ov_runs[b] = _bind(request.infer, {"x": x})
         runners["OpenVINO f32"] = ov_runs
 
     # Every runtime computes the same levels (a wrong peer would make the table meaningless).
     want = [np.asarray(a) for a in engine.encode(inputs[1])]
     for label, runs in runners.items():
         out = runs[1]()
-        got = list(out.values()) if isinstance(out, dict) or hasattr(out, "values") and not isinstance(out, (list, tuple)) else list(out)
-        got = [np.asarray(a) for a in got]
+        got = [np.asarray(a) for a in (out.values() if hasattr(out, "values") else out)]
         worst = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
         if worst > 1e-3:
             raise SystemExit(f"{label} disagrees with this engine on {name}: max abs {worst:.3g}")
@@ -213,11 +217,10 @@ def main() -> int:
                     t1 = measure(runs[1], args.seconds)
                     tb = measure(runs[BATCH], args.seconds, min_calls=5)
                     cur = {"median": np.median(t1), "p99": np.percentile(t1, 99), "wps": BATCH / np.median(tb)}
-                    best = stats.get(label)
-                    if best is None or cur["median"] < best["median"]:
-                        stats[label] = {**cur, "wps": max(cur["wps"], best["wps"]) if best else cur["wps"]}
-                    elif cur["wps"] > best["wps"]:
-                        best["wps"] = cur["wps"]
+                    best = stats.setdefault(label, cur)
+                    if cur["median"] < best["median"]:
+                        best["median"], best["p99"] = cur["median"], cur["p99"]
+                    best["wps"] = max(best["wps"], cur["wps"])
             ours_label = next(iter(runners))
             ours = stats[ours_label]
             flops = encoder_flops(config)

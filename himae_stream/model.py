@@ -10,7 +10,7 @@ import os
 
 from himae_stream._core import Model, alloc_count, supported_isas
 
-__all__ = ["Model", "load_model", "supported_isas", "alloc_count"]
+__all__ = ["Model", "alloc_count", "load_model", "supported_isas"]
 
 
 def load_model(path: str | os.PathLike, isa: str | None = None) -> Model:
