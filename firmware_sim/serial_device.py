@@ -51,7 +51,8 @@ class SerialDevice:
         tty.setraw(slave)  # no line discipline between the device and the reader
         self.path = os.ttyname(slave)
         os.close(slave)  # so the master reports (POLLHUP) whether a reader has the port open
-        os.set_blocking(self._master, speed is None)
+        # never block in os.write: a stopped reader must not wedge the device thread
+        os.set_blocking(self._master, False)
         self._poll = select.poll()
         self._poll.register(self._master, select.POLLOUT)
         self._stop = threading.Event()
