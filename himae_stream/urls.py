@@ -117,17 +117,32 @@ def open_ble(url: ParsedUrl):
     from himae_stream.sources.ble import BleSource
     from himae_stream.sources.heartrate import HeartRateSource
 
-    url.check_params({"service", "reconnects", "scan_timeout"})
+    url.check_params({"service", "reconnects", "scan_timeout", "hci"})
     name = url.path[len("name="):] if url.path.startswith("name=") else None
     address = None if name is not None else url.path
     service = url.get("service")
     kwargs = dict(
         max_reconnects=int(url.number("reconnects", 5, int)),
         scan_timeout_s=url.number("scan_timeout", 10.0),
+        backend=_ble_backend(url.get("hci")),
     )
     if service in ("hr", "heart_rate", "180d", HEART_RATE_SERVICE_UUID):
         return HeartRateSource(address=address, name=name, **kwargs)
     return BleSource(address=address, name=name, service=service, **kwargs)
+
+
+def _ble_backend(hci: str | None):
+    """bleak's platform backend, or bumble's host stack when an HCI transport is named
+    (`?hci=tcp-client:127.0.0.1:PORT`, or $HIMAE_BUMBLE_HCI), e.g. `himae sim --transport ble`."""
+    import os
+
+    from himae_stream.bumble_backend import HCI_ENV
+
+    if not hci and not os.environ.get(HCI_ENV):
+        return None
+    from himae_stream.bumble_backend import BumbleBackend
+
+    return BumbleBackend.bound(hci) if hci else BumbleBackend
 
 
 def open_file(url: ParsedUrl):

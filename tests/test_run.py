@@ -121,3 +121,38 @@ def test_run_blocking_python_api(model_file):
     records = list(himae_stream.run_blocking(url, model=model_file, hop="2s", duration=14.0))
     # 14 s at a 10 s window and 2 s hop: windows start at 0, 2 and 4 s
     assert [r["start"] for r in records] == [0, 200, 400]
+
+
+@pytest.fixture
+def ble_device():
+    """`himae sim --transport ble` in its own process, serving its controller on loopback TCP."""
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "himae_stream.cli", "sim", "--recording", BUNDLED, "--channels", "PLETH",
+         "--transport", "ble", "--speed", "5", "--fs", "100", "--name", "himae-test-wearable"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        for line in sim.stdout:
+            if "tcp-client:127.0.0.1:" in line:
+                yield line.strip().split("=", 1)[-1]
+                break
+        else:
+            pytest.fail("the simulator did not announce its HCI transport")
+    finally:
+        sim.kill()
+        sim.wait()
+
+
+def test_run_from_a_ble_device_in_another_process(tmp_path, model_file, ble_device):
+    out = tmp_path / "out.jsonl"
+    result = himae("run", "--model", model_file, "--source", f"ble://name=himae-test-*?hci={ble_device}",
+                   "--duration", "12s", "--sink", f"jsonl://{out}")
+    assert result.returncode == 0, result.stderr
+    check_records(read_records(out), [16, 32, 64, 128, 256], 3)
+
+
+def test_ble_device_not_found_is_one_line(model_file, ble_device):
+    result = himae("run", "--model", model_file, "--source",
+                   f"ble://name=no-such-wearable?hci={ble_device}&scan_timeout=2", "--duration", "2s", timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "no-such-wearable" in result.stderr
