@@ -169,14 +169,21 @@ cdef class Model:
         cdef cnp.ndarray block = cnp.PyArray_EMPTY(1, &total, cnp.NPY_FLOAT32, 0)
         cdef float *base = <float *>cnp.PyArray_DATA(block)
         cdef list outs = []
+        cdef cnp.ndarray view
+        cdef cnp.npy_intp dims[3]
+        cdef int nd
         total = 0
         for l in range(c.n_levels):
             size = batch * c.channels[l] * (c.level_len[l] if want_levels else 1)
             ptrs[l] = base + total
-            shape = [c.channels[l], c.level_len[l]] if want_levels else [c.channels[l]]
-            if batched:
-                shape.insert(0, batch)
-            outs.append(block[total:total + size].reshape(shape))
+            dims[0] = batch
+            dims[1] = c.channels[l]
+            dims[2] = c.level_len[l]
+            nd = 2 + want_levels if batched else 1 + want_levels
+            view = cnp.PyArray_SimpleNewFromData(nd, &dims[0] if batched else &dims[1],
+                                                 cnp.NPY_FLOAT32, ptrs[l])
+            cnp.set_array_base(view, block)
+            outs.append(view)
             total += size
         cdef const float *xp = <const float *>cnp.PyArray_DATA(xb)
         with nogil:
