@@ -127,13 +127,15 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
         rows *next = l + 1 < s->n_levels ? &s->lv[l + 1].x : &s->tail;
         float *y = append(next, n2);
         himae_conv1d_forward(&v->conv2, s->uk, y, row(&v->h, q2), (size_t)n2, row(&v->s, q2), 1);
-        for (int64_t j = 0; j < n2; j++) {
-            const int64_t at = *n_out + j;
-            for (int o = 0; o < c; o++) {
-                out[o * ldo + at] = y[j * c + o];
-                v->total[o] += y[j * c + o];
-                if (sums) sums[o * ldo + at] = v->total[o];
+        for (int o = 0; o < c; o++) { /* channel by channel: contiguous writes, one running sum */
+            float *dst = out + o * ldo + *n_out;
+            double *sum = sums ? sums + o * ldo + *n_out : NULL, total = v->total[o];
+            for (int64_t j = 0; j < n2; j++) {
+                dst[j] = y[j * c + o];
+                total += dst[j];
+                if (sum) sum[j] = total;
             }
+            v->total[o] = total;
         }
         v->emitted += n2;
         *n_out += n2;
