@@ -70,7 +70,8 @@ float himae_gelu_exact(float x);
 void *himae_malloc(size_t n);
 void himae_free_mem(void *p);
 
-/* GELU constants (erf via Abramowitz & Stegun 7.1.26, as PyTorch computes it). */
+/* GELU = x/2 (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26
+ * (|error| < 1.5e-7; GELU within 5e-7 of the exact one on [-10, 10]). */
 #define HIMAE_GELU_P 0.3275911f
 #define HIMAE_GELU_A1 0.254829592f
 #define HIMAE_GELU_A2 (-0.284496736f)
