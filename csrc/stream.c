@@ -48,6 +48,7 @@ typedef struct {
 
 struct himae_stream {
     const himae_ukernel *uk;
+    uint32_t model_crc; /* the model file's checksum: states only load onto the same weights */
     int n_levels, k, p, c_in;
     int64_t pushed;
     int flushed;
@@ -237,7 +238,7 @@ typedef struct {
     uint32_t magic, version, n_levels, c_in, k, flushed;
     int64_t pushed;
     uint32_t channels[HIMAE_STREAM_MAX_LEVELS];
-    uint32_t crc, reserved;
+    uint32_t crc, model_crc;
 } state_header;
 
 static uint32_t state_crc(const void *buf, size_t size) {
@@ -270,6 +271,7 @@ static void header_of(const himae_stream *s, state_header *h) {
     h->k = (uint32_t)s->k;
     h->flushed = (uint32_t)s->flushed;
     h->pushed = s->pushed;
+    h->model_crc = s->model_crc;
     for (int l = 0; l < s->n_levels; l++) h->channels[l] = (uint32_t)s->lv[l].c_out;
 }
 
@@ -303,6 +305,7 @@ int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, 
     mine.flushed = h.flushed;
     mine.pushed = h.pushed;
     mine.crc = h.crc;
+    if (h.model_crc != mine.model_crc) return fail(err, errlen, "stream state belongs to a different model");
     if (memcmp(&h, &mine, sizeof h) != 0 || h.flushed > 1 || h.pushed < 0)
         return fail(err, errlen, "stream state belongs to a different model configuration");
     himae_stream saved = *s;
@@ -413,6 +416,7 @@ int himae_stream_create(const himae_model *model, const uint8_t *file, size_t si
     }
     *s = shape;
     s->mem = raw;
+    memcpy(&s->model_crc, file + size - 8, sizeof s->model_crc); /* footer: file CRC32, checked by himae_parse */
     layout(s, (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63), &f);
     himae_stream_reset(s);
     *out = s;

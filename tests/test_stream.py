@@ -182,6 +182,10 @@ def test_snapshot_of_another_model_is_refused(models, tmp_path):
     snapshot = load_model(path).stream().snapshot()
     with pytest.raises(ValueError):
         model.stream_from(snapshot)
+    same_config = tmp_path / "same-config.himae"
+    export_model(_random_model(model.config["name"], 99), same_config)
+    with pytest.raises(ValueError, match="different model"):
+        model.stream_from(load_model(same_config).stream().snapshot())
     with pytest.raises(ValueError, match="not a stream snapshot"):
         model.stream_from({"format": "something else"})
 
