@@ -12,7 +12,6 @@ A record is a plain dict; docs/output.md documents its fields.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import queue
 import threading
 import time
@@ -82,12 +81,7 @@ class Pipeline:
         """Choose the device channels the model reads (by pattern or the model's channel names) at rate `fs`."""
         need = self.model.config["in_channels"]
         want = self.channel_patterns or self.model.config.get("channel_names") or []
-        if not self.channel_patterns and len(names) == need and not any(
-            fnmatch.fnmatch(n.upper(), p.upper()) for p in want for n in names
-        ):
-            picks = list(range(need))  # a device with exactly as many channels as the model reads
-        else:
-            picks = match_channels(list(names), want, need)
+        picks = match_channels(list(names), want, need, exact_count_ok=not self.channel_patterns)
         self._picks = picks
         # a device at another rate is resampled on the fly to the model's rate
         self.resampler = None if abs(fs - self.fs) <= 1e-6 * self.fs else StreamResampler(fs, self.fs, need)

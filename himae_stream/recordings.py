@@ -59,16 +59,20 @@ class Recording:
         return replace(self, fs=float(fs), signals=resample(self.signals, self.fs, fs))
 
 
-def match_channels(names, patterns, need: int) -> list[int]:
+def match_channels(names, patterns, need: int, exact_count_ok: bool = False) -> list[int]:
     """Indices of the first `need` channels matching any of `patterns` (names or globs, in order).
 
     Patterns that match nothing are alternatives, not errors ("PPG1,PLETH"
     reads TROIKA and PhysioNet alike); too few matches is a RecordingError.
+    With `exact_count_ok` (the patterns are only the model's own channel
+    names), a source with exactly `need` channels and no match is read as is.
     """
     if isinstance(patterns, str):
         patterns = [p for p in patterns.split(",") if p]
     hits = [i for p in patterns for i, n in enumerate(names) if fnmatch.fnmatch(n.upper(), p.upper())]
     hits = list(dict.fromkeys(hits))[:need]
+    if not hits and exact_count_ok and len(names) == need:
+        return list(range(need))
     if len(hits) < need:
         raise RecordingError(
             f"need {need} channel(s) matching {', '.join(patterns)}; found {len(hits)} among {', '.join(names)}"

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         task = progress.add_task("embedding", total=len(args.files))
         for i, path in enumerate(args.files):
             rec = recordings.load(path, fs=args.fs)
-            picks = recordings.match_channels(rec.channel_names, channels, model.config["in_channels"])
+            picks = recordings.match_channels(rec.channel_names, channels, model.config["in_channels"],
+                                              exact_count_ok=not args.channels)
             rec = rec.pick([rec.channel_names[j] for j in picks])
             rec = rec.resampled(fs)
             if rec.signals.shape[1] < window:

@@ -25,13 +25,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from himae_stream import probes, recordings
     from himae_stream.cli import CliError
+
+    try:
+        import matplotlib
+    except ImportError:
+        raise CliError("himae plot needs matplotlib: pip install 'himae-stream[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     from himae_stream.impute import impute
     from himae_stream.pipeline import load
     from himae_stream.stream import to_samples
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     fs = float(model.config["fs"])
     rec = recordings.load(args.recording, fs=args.fs)
     patterns = args.channels or ",".join(model.config.get("channel_names") or ["*"])
-    picks = recordings.match_channels(rec.channel_names, patterns, model.config["in_channels"])
+    picks = recordings.match_channels(rec.channel_names, patterns, model.config["in_channels"],
+                                      exact_count_ok=not args.channels)
     rec = rec.pick([rec.channel_names[i] for i in picks]).resampled(fs)
     start = 0 if args.start.strip() in ("0", "0s") else to_samples(args.start, fs, "start")
     length, gap = to_samples(args.length, fs, "length"), to_samples(args.gap, fs, "gap")

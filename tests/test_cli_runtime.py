@@ -1,0 +1,83 @@
+"""`himae embed`, `himae plot` and `himae bench` on real recordings, through the CLI."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+TROIKA_TEST = "troika/TestData/TEST_S01_T01.mat"
+
+
+def himae(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "himae_stream.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    import torch
+
+    import training
+    from training.configs import CONFIGS
+    from training.model import HiMAE
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "h25.himae"
+    training.export_model(HiMAE(CONFIGS["himae-25"]).eval(), path)
+    return str(path)
+
+
+def test_embed_stream_mode_equals_the_stream_api(tmp_path, data_dir, model_file):
+    from himae_stream import load_model, recordings
+
+    out = tmp_path / "emb.npz"
+    files = [str(data_dir / TROIKA_TEST), str(data_dir / "physionet/a103l")]
+    result = himae("embed", *files, "-o", str(out), "--model", model_file, "--channels", "PPG1,PLETH", "--hop", "2s")
+    assert result.returncode == 0, result.stderr
+    z = np.load(out)
+    assert list(z["names"]) == ["TEST_S01_T01", "a103l"]
+    model = load_model(model_file)
+    rec = recordings.load(files[1], channels=["PLETH"]).resampled(25)
+    stream = model.stream(hop="2s")
+    windows = stream.push(rec.signals).windows + stream.flush().windows
+    mine = z["level3"][z["recording"] == 1]
+    assert mine.shape == (len(windows), 128)
+    assert np.array_equal(mine, np.stack([w.embeddings[3] for w in windows]))
+
+
+def test_embed_window_mode_keeps_only_asked_levels(tmp_path, data_dir, model_file):
+    out = tmp_path / "emb.npz"
+    result = himae("embed", str(data_dir / TROIKA_TEST), "-o", str(out), "--model", model_file,
+                   "--channels", "PPG1", "--mode", "window", "--levels", "0,2")
+    assert result.returncode == 0, result.stderr
+    z = np.load(out)
+    assert "level0" in z and "level2" in z and "level1" not in z
+    assert z["level2"].shape[1] == 64 and np.isfinite(z["level0"]).all()
+
+
+def test_embed_bad_level_and_short_recording(tmp_path, model_file):
+    short = tmp_path / "short.npy"
+    np.save(short, np.zeros(100))
+    result = himae("embed", str(short), "--fs", "25", "-o", str(tmp_path / "x.npz"), "--model", model_file)
+    assert result.returncode == 2 and "shorter than one" in result.stderr
+    result = himae("embed", str(short), "--fs", "25", "-o", str(tmp_path / "x.npz"), "--model", model_file,
+                   "--levels", "7")
+    assert result.returncode == 2 and "--levels" in result.stderr
+
+
+def test_plot_writes_a_png(tmp_path, data_dir, model_file):
+    out = tmp_path / "plot.png"
+    result = himae("plot", str(data_dir / TROIKA_TEST), "--channels", "PPG1", "--model", model_file,
+                   "--start", "60s", "--length", "20s", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "filled" in result.stdout
+
+
+def test_bench_prints_a_row_per_isa(model_file):
+    from himae_stream.model import supported_isas
+
+    result = himae("bench", "--model", model_file, "--seconds", "0.05")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| himae-25")]
+    assert [r.split("|")[2].strip() for r in rows] == supported_isas()
