@@ -137,3 +137,38 @@ cdef class StreamEngine:
         cdef const unsigned char *p = state
         if himae_stream_load(self._s, p, len(state), err, sizeof(err)) != 0:
             raise ValueError(err.decode("utf-8", "replace"))
+
+
+cimport cython
+
+
+@cython.boundscheck(True)
+def window_means(list sums, list offsets, list strides, const int64_t[::1] starts, int64_t window):
+    """Means over windows [start, start + window) from running sums, for every level at once.
+
+    sums[l] is a float64 (C_l, m) array whose column offsets[l] + p holds the
+    sum of level l's positions before p; a window takes the positions p with
+    strides[l]·p in it. Returns float64 (len(starts), sum of C_l): per window,
+    the levels' means one after another. One call per push keeps the cost of
+    summarising windows independent of the number of levels.
+    """
+    cdef Py_ssize_t n_windows = starts.shape[0], total = 0, col = 0, i, c
+    for values in sums:
+        total += values.shape[0]
+    out = np.empty((n_windows, total), dtype=np.float64)
+    cdef double[:, ::1] o = out
+    cdef const double[:, :] buf
+    cdef int64_t stride, at, a, b
+    cdef double inv
+    for l in range(len(sums)):
+        buf = sums[l]
+        stride = strides[l]
+        at = offsets[l]
+        for i in range(n_windows):
+            a = (starts[i] + stride - 1) // stride
+            b = (starts[i] + window + stride - 1) // stride
+            inv = 1.0 / (b - a)
+            for c in range(buf.shape[0]):
+                o[i, col + c] = (buf[c, b + at] - buf[c, a + at]) * inv
+        col += buf.shape[0]
+    return out

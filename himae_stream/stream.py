@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from himae_stream._core import StreamEngine, window_means
 from himae_stream.normalize import StreamNormalizer, normalize as normalize_recording
 
 SNAPSHOT_FORMAT = "himae-stream-snapshot"
@@ -110,10 +111,6 @@ class _LevelSums:
         self.buf[:, end : end + k] = sums
         self.n += k
 
-    def at(self, positions: np.ndarray) -> np.ndarray:
-        """The running sums before each of `positions` (held ones): (channels, len(positions))."""
-        return self.buf[:, positions + (self.off - self.base)]
-
     def drop_before(self, position: int) -> None:
         if position <= self.base:
             return
@@ -128,8 +125,6 @@ class Stream:
 
     def __init__(self, model, window: int | float | str | None = None, hop: int | float | str | None = None,
                  normalize: bool = True):
-        from himae_stream._core import StreamEngine
-
         config = model.config
         self.fs = float(config["fs"])
         self.in_channels = int(config["in_channels"])
@@ -138,7 +133,6 @@ class Stream:
         self.normalize = bool(normalize)
         self._engine = StreamEngine(model)
         self.strides = tuple(2 ** (level + 1) for level in range(self._engine.levels))
-        self._strides = np.array(self.strides, dtype=np.int64)[:, None]
         if self.window < self.strides[-1]:
             raise ValueError(f"window {self.window} is shorter than the deepest level's stride {self.strides[-1]}")
         self._normalizer = None
@@ -151,6 +145,8 @@ class Stream:
                 )
             self._normalizer = StreamNormalizer(spec, self.fs, self.in_channels)
         self._sums = [_LevelSums(self._engine.channels(level)) for level in range(self._engine.levels)]
+        ends = np.cumsum([sums.channels for sums in self._sums]).tolist()
+        self._spans = list(zip([0, *ends[:-1]], ends))  # each level's columns in a row of window means
         self._lost = _LevelSums(1)  # lost samples (summed over channels)
         self._lost_total = 0.0
         self._next_window = 0
@@ -218,18 +214,13 @@ class Stream:
         if last < self._next_window:
             return []
         starts = np.arange(self._next_window, last + 1, dtype=np.int64) * self.hop
-        k = len(starts)
-        bounds = np.concatenate([starts, starts + self.window])
-        first = -(-bounds // self._strides)  # (levels, 2k): first position at or after each bound
-        scale = 1.0 / (first[:, k:] - first[:, :k])
-        means = []
-        for level, sums in enumerate(self._sums):
-            cols = sums.at(first[level])
-            means.append(np.ascontiguousarray(((cols[:, k:] - cols[:, :k]) * scale[level]).T, dtype=np.float32))
-        lost = self._lost.at(bounds)[0]
-        lost = ((lost[k:] - lost[:k]) / (self.window * self.in_channels)).tolist()
-        windows = [Window(start, start + self.window, [m[i] for m in means], lost[i])
-                   for i, start in enumerate(starts.tolist())]
+        tracked = (*self._sums, self._lost)  # lost samples: one more "level" of stride 1
+        means = window_means([t.buf for t in tracked], [t.off - t.base for t in tracked],
+                             [*self.strides, 1], starts, self.window)
+        embeddings = means[:, :-1].astype(np.float32)
+        lost = (means[:, -1] / self.in_channels).tolist()
+        windows = [Window(start, start + self.window, [row[a:b] for a, b in self._spans], lost[i])
+                   for i, (start, row) in enumerate(zip(starts.tolist(), embeddings))]
         self._next_window = last + 1
         start = self._next_window * self.hop
         for stride, sums in zip(self.strides, self._sums):
