@@ -58,3 +58,26 @@ def test_probe_cli_bad_input_is_one_line(data_dir, tmp_path, capsys):
     rec = data_dir / "troika" / "TestData" / "TEST_S01_T01.mat"
     assert main(["probe", "himae-25", "--recordings", str(rec), "--labels", str(labels)]) == 2
     assert "no labels for recording" in capsys.readouterr().err
+
+
+def test_probe_cli_fits_csv_labels_and_saves_heads(data_dir, tmp_path, capsys):
+    """Your own recordings and a label CSV: heads land in a copy of the model that both loaders accept."""
+    import himae_stream
+    from himae_stream import modelfile, probes
+    from training.labels import troika_hr
+
+    recs = [data_dir / "troika" / "Training_data" / f"DATA_0{i}_TYPE02.mat" for i in (2, 3, 4)]
+    rows = ["recording,start,end,label"]
+    for rec in recs:
+        hr = troika_hr(rec)
+        rows += [f"{rec.name},{s},{e},{v}" for s, e, v in zip(hr.start_s, hr.end_s, hr.values)]
+    labels = tmp_path / "pulse.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "mine.himae"
+    code = main(["probe", "himae-25", "--recordings", *map(str, recs), "--labels", str(labels),
+                 "--levels", "1,2", "--save", str(out)])
+    assert code == 0
+    assert "pulse: MAE" in capsys.readouterr().out
+    (head,) = modelfile.read(out).meta["probes"]
+    assert head["name"] == "pulse" and head["kind"] == "ridge" and head["level"] in (1, 2)
+    probes.validate(head, himae_stream.load_model(out).config["channels"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -50,6 +51,8 @@ def pretrain(name: str, data_dir: Path, out: Path) -> tuple[Path, float]:
 
 def card(name: str, prov: dict, entry: dict, wall_s: float | None) -> dict:
     """The card summary stored in the model file (`himae info` prints `summary`)."""
+    import torch
+
     tasks = entry["tasks"]
     metrics = {t: {"metric": r["metric"], "level": r["pretrained_best_level"],
                    "cv": r["pretrained"][r["levels"].index(r["pretrained_best_level"])],
@@ -69,7 +72,8 @@ def card(name: str, prov: dict, entry: dict, wall_s: float | None) -> dict:
     return {"summary": "; ".join(parts), "date": prov.get("date"), "data": prov.get("data"),
             "val_subjects": prov.get("val_subjects"), "metrics": metrics,
             "train_wall_s": None if wall_s is None else round(wall_s, 1),
-            "hardware": f"{platform.machine()} CPU, {platform.processor() or 'unknown model'}",
+            "hardware": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, "
+                        f"{torch.get_num_threads()} thread(s)",
             "augmentations": [], "docs": "docs/models.md"}
 
 

@@ -11,7 +11,6 @@ used for fitting; heads fitted on all training windows are scored on them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
