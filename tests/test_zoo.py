@@ -26,7 +26,7 @@ def test_shipped_model_is_valid_small_and_documented(name, capsys):
         assert head["window_s"] == 8.0
     card = mf.meta["card"]
     assert card["date"] and card["data"] and card["metrics"]["heart_rate"]["metric"] == "mae"
-    assert main(["info", str(path)]) == 0
+    assert main(["info", name]) == 0
     out = capsys.readouterr().out
     assert card["summary"] in out and "TROIKA" in out and "HR MAE" in out
 

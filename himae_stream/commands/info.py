@@ -6,11 +6,11 @@ import argparse
 import json
 import math
 
-from himae_stream import modelfile
+from himae_stream import modelfile, zoo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="model file (.himae)")
+    p.add_argument("model", help="model file (.himae) or shipped model name (himae-100, himae-25)")
     p.add_argument("--json", action="store_true", help="print the configuration and metadata as JSON")
 
 
@@ -51,7 +51,7 @@ def describe(f: modelfile.ModelFile) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    f = modelfile.read(args.model)
+    f = modelfile.read(zoo.resolve(args.model))
     if args.json:
         print(json.dumps({"config": f.config, "meta": f.meta,
                           "tensors": {k: list(v.shape) for k, v in f.tensors.items()}}, indent=1))
