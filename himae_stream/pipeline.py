@@ -76,6 +76,7 @@ class Pipeline:
         self.imputed = 0
         self._picks: list[int] | None = None
         self.resampler: StreamResampler | None = None
+        self.device_fs: float | None = None
 
     def select(self, names: tuple[str, ...] | list[str], fs: float) -> None:
         """Choose the device channels the model reads (by pattern or the model's channel names) at rate `fs`."""
@@ -83,6 +84,7 @@ class Pipeline:
         want = self.channel_patterns or self.model.config.get("channel_names") or []
         picks = match_channels(list(names), want, need, exact_count_ok=not self.channel_patterns)
         self._picks = picks
+        self.device_fs = fs
         # a device at another rate is resampled on the fly to the model's rate
         self.resampler = None if abs(fs - self.fs) <= 1e-6 * self.fs else StreamResampler(fs, self.fs, need)
 

@@ -97,7 +97,7 @@ class LiveView:
 
         self.source, self.state = source, state
         self.live = Live(refresh_per_second=4, transient=False)
-        self.started = time.monotonic()
+        self.first: tuple[float, int] | None = None  # (time, device samples) at the first record
         self.last: dict | None = None
 
     def start(self) -> None:
@@ -116,13 +116,16 @@ class LiveView:
 
         pipeline, samples = self.state
         counters = samples.counters
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        now, received = time.monotonic(), counters.get("samples", 0)
+        self.first = self.first or (now, received)
+        rate = (received - self.first[1]) / max(now - self.first[0], 1e-9)
         p50, p99 = pipeline.latency_percentiles()
         table = Table(title="himae run", show_header=False, expand=False)
         table.add_column(style="bold")
         table.add_column()
         table.add_row("source", self.source)
-        table.add_row("rate", f"model {pipeline.fs:g} Hz, received {pipeline.stream.pushed / elapsed:.1f} samples/s")
+        table.add_row("rate", f"device {pipeline.device_fs or 0:g} Hz, received {rate:.1f} samples/s, "
+                              f"model {pipeline.fs:g} Hz, clock drift {samples.drift_ppm:+.0f} ppm")
         table.add_row("counters", ", ".join(f"{k} {v}" for k, v in counters.items() if v) or "all zero")
         table.add_row("latency", f"p50 {p50:.3f} ms, p99 {p99:.3f} ms")
         table.add_row("windows", f"{pipeline.windows} (lost {self.last['lost_fraction']:.1%} in the last)")
