@@ -66,6 +66,15 @@ void himae_conv1d_reference(float *out, const float *in, const float *w, const f
                             size_t pad, size_t n_out, const float *residual, int gelu);
 float himae_gelu_exact(float x);
 
+/* The model's own packed encoder convs and micro-kernel, shared with the
+ * stream engine (which must not outlive the model). Pair-packed convs
+ * (conv->pair) read `stride` zero rows past their input's padding. */
+enum himae_encoder_part { HIMAE_CONV1, HIMAE_CONV2, HIMAE_SKIP };
+const himae_conv *himae_model_encoder_conv(const himae_model *model, int level, enum himae_encoder_part part);
+const himae_ukernel *himae_model_ukernel(const himae_model *model);
+/* CRC32 footer of the file the model was loaded from: identifies its weights. */
+uint32_t himae_model_file_crc(const himae_model *model);
+
 /* Counted allocation: every heap allocation of the core goes through here. */
 void *himae_malloc(size_t n);
 void himae_free_mem(void *p);

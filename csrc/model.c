@@ -34,6 +34,7 @@ struct himae_model {
     himae_config config;
     enum himae_isa isa;
     const himae_ukernel *uk;
+    uint32_t file_crc;   /* the model file's CRC32 footer */
     size_t pad;          /* zero rows kept on each side of every buffer */
     char *metadata;      /* NUL-terminated JSON */
     float *input;        /* (window + 2 pad + SLACK) x in_channels */
@@ -195,6 +196,7 @@ int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, him
     himae_model *m = (himae_model *)base;
     *m = shape;
     m->arena = raw;
+    memcpy(&m->file_crc, buf + size - 8, sizeof m->file_crc); /* footer, checked by himae_parse */
     layout(m, base, &f);
     *out = m;
     return HIMAE_OK;
@@ -223,6 +225,13 @@ void himae_free(himae_model *m) {
 const himae_config *himae_model_config(const himae_model *m) { return &m->config; }
 const char *himae_model_metadata(const himae_model *m) { return m->metadata; }
 enum himae_isa himae_model_isa(const himae_model *m) { return m->isa; }
+const himae_ukernel *himae_model_ukernel(const himae_model *m) { return m->uk; }
+uint32_t himae_model_file_crc(const himae_model *m) { return m->file_crc; }
+
+const himae_conv *himae_model_encoder_conv(const himae_model *m, int level, enum himae_encoder_part part) {
+    const himae_level *lv = &m->level[level];
+    return part == HIMAE_CONV1 ? &lv->conv1 : part == HIMAE_CONV2 ? &lv->conv2 : &lv->skip;
+}
 
 /* One window: channels-first x (in_channels, window) -> every level's act. */
 static void encode_one(himae_model *m, const float *x) {

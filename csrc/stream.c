@@ -11,7 +11,10 @@
  * Rows before the stream start are the zeros PyTorch pads with; flush
  * appends P zero rows after the end of x, then of h. Pushes are processed in
  * blocks of at most BLOCK input samples, which bounds every buffer, so all
- * memory is taken once at creation. After every block each level has
+ * memory is taken once at creation. The convs are the model's own packed
+ * weights; the narrow ones, packed in row pairs, read up to SLACK rows past
+ * the rows they need (with zero weights), so those rows are zeroed before
+ * each call. After every block each level has
  * computed all it can, so the whole state follows from the number of samples
  * pushed and whether the stream is flushed (see set_counters).
  */
@@ -23,9 +26,9 @@
 #include <string.h>
 
 #include "internal.h"
-#include "modelfile.h"
 
 #define BLOCK 2048
+#define SLACK 2 /* rows past the input a pair-packed conv reads: its stride */
 #define STATE_MAGIC 0x4d525453u /* "STRM" */
 #define STATE_VERSION 1u
 
@@ -39,7 +42,7 @@ typedef struct {
 
 typedef struct {
     int c_in, c_out;
-    himae_conv conv1, conv2, skip; /* weights packed for the model's micro-kernel */
+    const himae_conv *conv1, *conv2, *skip; /* the model's packed weights */
     rows x, h, s;
     int64_t n_in;    /* input rows received (the length of x_{l-1} once flushed) */
     int64_t emitted; /* outputs produced (q2); q1 is h.end less any flush padding */
@@ -80,6 +83,10 @@ static void trim(rows *r, int64_t keep) {
     r->base = keep;
 }
 
+/* Zero the SLACK rows after the last one held (read with zero weights by
+ * pair-packed convs; stale bytes there could be NaN). */
+static void zero_slack(rows *r) { memset(row(r, r->end), 0, (size_t)(SLACK * r->width) * sizeof(float)); }
+
 static float *append(rows *r, int64_t n) {
     float *dst = row(r, r->end);
     r->end += n;
@@ -118,8 +125,9 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
     int64_t q1_end = conv1_done(v->n_in, p, done);
     if (q1_end > q1) {
         int64_t n1 = q1_end - q1;
-        himae_conv1d_forward(&v->conv1, s->uk, append(&v->h, n1), row(&v->x, 2 * q1), (size_t)n1, NULL, 1);
-        himae_conv1d_forward(&v->skip, s->uk, append(&v->s, n1), row(&v->x, 2 * q1), (size_t)n1, NULL, 0);
+        zero_slack(&v->x);
+        himae_conv1d_forward(v->conv1, s->uk, append(&v->h, n1), row(&v->x, 2 * q1), (size_t)n1, NULL, 1);
+        himae_conv1d_forward(v->skip, s->uk, append(&v->s, n1), row(&v->x, 2 * q1), (size_t)n1, NULL, 0);
     }
     if (done) memset(append(&v->h, p), 0, (size_t)p * c * sizeof(float));
     int64_t q2 = v->emitted;
@@ -127,7 +135,8 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
     if (n2 > 0) {
         rows *next = l + 1 < s->n_levels ? &s->lv[l + 1].x : &s->tail;
         float *y = append(next, n2);
-        himae_conv1d_forward(&v->conv2, s->uk, y, row(&v->h, q2), (size_t)n2, row(&v->s, q2), 1);
+        zero_slack(&v->h);
+        himae_conv1d_forward(v->conv2, s->uk, y, row(&v->h, q2), (size_t)n2, row(&v->s, q2), 1);
         for (int o = 0; o < c; o++) { /* channel by channel: contiguous writes, one running sum */
             float *dst = out + o * ldo + *n_out;
             double *sum = sums ? sums + o * ldo + *n_out : NULL, total = v->total[o];
@@ -313,7 +322,7 @@ int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, 
     for (int l = 0; l < s->n_levels; l++) {
         const rows *rs[3] = {&s->lv[l].x, &s->lv[l].h, &s->lv[l].s};
         for (int i = 0; i < 3; i++) {
-            if (rs[i]->end - rs[i]->base > rs[i]->cap) {
+            if (rs[i]->end - rs[i]->base + SLACK > rs[i]->cap) {
                 *s = saved;
                 return fail(err, errlen, "stream state does not fit this engine");
             }
@@ -361,53 +370,37 @@ static void rows_init(rows *r, int width, int64_t cap, bump *b) {
     r->buf = take(b, (size_t)(cap * width));
 }
 
-/* Pack encoder.{l}.{name} of the file for the engine's micro-kernel. */
-static void set_conv(himae_conv *conv, bump *b, const himae_file *f, int l, const char *name, size_t cin,
-                     size_t cout, size_t k, size_t stride, size_t nr) {
-    float *dst = take(b, himae_packed_size(cin, cout, k, nr));
-    *conv = (himae_conv){.cin = cin, .cout = cout, .k = k, .stride = stride, .pad = k / 2, .kc = k * cin,
-                         .packed = dst};
-    if (!dst) return;
-    char wn[64], bn[64];
-    snprintf(wn, sizeof wn, "encoder.%d.%s.weight", l, name);
-    snprintf(bn, sizeof bn, "encoder.%d.%s.bias", l, name);
-    himae_pack_conv(dst, himae_file_tensor(f, wn)->data, himae_file_tensor(f, bn)->data, cin, cout, k, nr,
-                    (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
-}
-
 /* Lay the engine out from base (or, with base == NULL, only measure it): floats used. */
-static size_t layout(himae_stream *s, float *base, const himae_file *f) {
+static size_t layout(himae_stream *s, float *base, const himae_model *model) {
+    const himae_config *c = himae_model_config(model);
     const int nl = s->n_levels, p = s->p;
-    const size_t k = (size_t)s->k, nr = s->uk->nr;
     bump b = {base, 0};
-    for (int l = 0, c_prev = s->c_in; l < nl; c_prev = (int)f->config.channels[l++]) {
+    for (int l = 0, c_prev = s->c_in; l < nl; c_prev = (int)c->channels[l++]) {
         level *v = &s->lv[l];
-        const int c = (int)f->config.channels[l];
+        const int ch = (int)c->channels[l];
         v->c_in = c_prev;
-        v->c_out = c;
-        set_conv(&v->conv1, &b, f, l, "conv1", c_prev, c, k, 2, nr);
-        set_conv(&v->conv2, &b, f, l, "conv2", c, c, k, 1, nr);
-        set_conv(&v->skip, &b, f, l, "skip", c_prev, c, 1, 2, nr);
-        rows_init(&v->x, c_prev, x_cap(l, p), &b);
-        rows_init(&v->h, c, h_cap(l, p), &b);
-        rows_init(&v->s, c, h_cap(l, p), &b);
-        v->total = (double *)take(&b, 2 * (size_t)c);
+        v->c_out = ch;
+        v->conv1 = himae_model_encoder_conv(model, l, HIMAE_CONV1);
+        v->conv2 = himae_model_encoder_conv(model, l, HIMAE_CONV2);
+        v->skip = himae_model_encoder_conv(model, l, HIMAE_SKIP);
+        rows_init(&v->x, c_prev, x_cap(l, p) + SLACK, &b);
+        rows_init(&v->h, ch, h_cap(l, p) + SLACK, &b);
+        rows_init(&v->s, ch, h_cap(l, p) + SLACK, &b);
+        v->total = (double *)take(&b, 2 * (size_t)ch);
     }
-    rows_init(&s->tail, (int)f->config.channels[nl - 1], block_rows(nl, p), &b);
+    rows_init(&s->tail, (int)c->channels[nl - 1], block_rows(nl, p), &b);
     return b.used;
 }
 
-int himae_stream_create(const himae_model *model, const uint8_t *file, size_t size, himae_stream **out,
-                        char *err, size_t errlen) {
+int himae_stream_create(const himae_model *model, himae_stream **out, char *err, size_t errlen) {
     *out = NULL;
-    himae_file f;
-    if (himae_parse(file, size, &f, err, errlen) != HIMAE_OK) return -1;
     const himae_config *c = himae_model_config(model);
-    if (memcmp(&f.config, c, sizeof *c) != 0)
-        return fail(err, errlen, "the model file does not hold this model's configuration");
-    himae_stream shape = {.uk = himae_ukernel_for(himae_model_isa(model)), .n_levels = (int)c->n_levels,
-                          .k = (int)c->kernel_size, .p = (int)c->kernel_size / 2, .c_in = (int)c->in_channels};
-    size_t floats = layout(&shape, NULL, &f);
+    if (c->n_levels > HIMAE_STREAM_MAX_LEVELS)
+        return fail(err, errlen, "stream mode supports at most %d levels", HIMAE_STREAM_MAX_LEVELS);
+    himae_stream shape = {.uk = himae_model_ukernel(model), .model_crc = himae_model_file_crc(model),
+                          .n_levels = (int)c->n_levels, .k = (int)c->kernel_size,
+                          .p = (int)c->kernel_size / 2, .c_in = (int)c->in_channels};
+    size_t floats = layout(&shape, NULL, model);
     himae_stream *s = himae_malloc(sizeof *s);
     void *raw = s ? himae_malloc(floats * sizeof(float) + 64) : NULL;
     if (!raw) {
@@ -416,8 +409,7 @@ int himae_stream_create(const himae_model *model, const uint8_t *file, size_t si
     }
     *s = shape;
     s->mem = raw;
-    memcpy(&s->model_crc, file + size - 8, sizeof s->model_crc); /* footer: file CRC32, checked by himae_parse */
-    layout(s, (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63), &f);
+    layout(s, (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63), model);
     himae_stream_reset(s);
     *out = s;
     return 0;

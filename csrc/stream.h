@@ -17,11 +17,10 @@
 
 typedef struct himae_stream himae_stream;
 
-/* Create a stream engine for `model`, packing the encoder weights of its model
- * file (the buffer it was loaded from; not kept), for the micro-kernel `model`
- * uses. The engine keeps no reference to either. */
-int himae_stream_create(const himae_model *model, const uint8_t *file, size_t size, himae_stream **out,
-                        char *err, size_t errlen);
+/* Create a stream engine for `model`. It runs the model's own packed
+ * encoder weights and micro-kernel (read only, so several engines may share
+ * one model), so the model must outlive it. */
+int himae_stream_create(const himae_model *model, himae_stream **out, char *err, size_t errlen);
 void himae_stream_free(himae_stream *s);
 
 /* Forget everything pushed: back to the state right after creation. */

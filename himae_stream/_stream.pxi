@@ -1,14 +1,13 @@
 # Included from _core.pyx: the stream-mode engine (csrc/stream.c) behind
 # Model.stream; windows, normaliser and snapshots live in himae_stream.stream.
 
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int64_t
 
 cdef extern from "stream.h":
     enum: HIMAE_STREAM_MAX_LEVELS
     ctypedef struct himae_stream:
         pass
-    int himae_stream_create(const himae_model *model, const uint8_t *file, size_t size,
-                            himae_stream **out, char *err, size_t errlen)
+    int himae_stream_create(const himae_model *model, himae_stream **out, char *err, size_t errlen)
     void himae_stream_free(himae_stream *s)
     void himae_stream_reset(himae_stream *s)
     int himae_stream_levels(const himae_stream *s)
@@ -34,16 +33,15 @@ cdef class StreamEngine:
     """
 
     cdef himae_stream *_s
+    cdef Model _model  # the engine runs the model's packed weights: keep it alive
     cdef readonly int levels
     cdef readonly int in_channels
 
     def __cinit__(self, Model model):
         cdef char err[HIMAE_ERR_LEN]
-        with open(model.path, "rb") as f:
-            data = f.read()
-        cdef const uint8_t[::1] view = data
         err[0] = 0
-        if himae_stream_create(model._m, &view[0], len(data), &self._s, err, sizeof(err)) != 0:
+        self._model = model
+        if himae_stream_create(model._m, &self._s, err, sizeof(err)) != 0:
             raise ValueError(err.decode("utf-8", "replace"))
         self.levels = himae_stream_levels(self._s)
         self.in_channels = model.config["in_channels"]
