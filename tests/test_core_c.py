@@ -1,4 +1,4 @@
-"""The C test program (csrc/tests): sanitizers natively, NEON under qemu-aarch64."""
+"""The C test program (csrc/tests): sanitizers natively, NEON under qemu-aarch64 (window and stream mode)."""
 
 import json
 import os
@@ -39,6 +39,7 @@ def _assert_clean(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, output[-4000:]
     assert "OK (0 failures)" in result.stdout
     assert "corpus: " in result.stdout and "conv: " in result.stdout
+    assert result.stdout.count("chunked runs checked") == 3  # stream mode on every model given
 
 
 def test_c_program_under_address_and_undefined_sanitizers(inputs):

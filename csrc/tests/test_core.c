@@ -5,7 +5,9 @@
  * Checks: every corpus file loads or fails with its message; mutated copies
  * of valid files never crash the loader; every conv shape on every ISA this
  * CPU has matches the naive reference; every valid model's encoder matches a
- * naive channels-first encoder on random windows, without allocating. */
+ * naive channels-first encoder on random windows, without allocating; stream
+ * mode, fed in random chunks (state saved and restored midway), matches the
+ * naive encoder over the whole signal, without allocating. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 
 #include "../internal.h"
 #include "../modelfile.h"
+#include "../stream.h"
 
 static int failures;
 
@@ -185,13 +188,14 @@ static void test_gelu(void) {
     }
 }
 
-/* A naive channels-first encoder on the file's tensors. */
-static void reference_encoder(const himae_file *f, const float *x, float **levels) {
+/* A naive channels-first encoder on the file's tensors, over n_in samples:
+ * level l has ceil(n_in / 2^(l+1)) positions. */
+static void reference_encoder(const himae_file *f, const float *x, size_t n_in, float **levels) {
     const himae_config *c = &f->config;
     const float *in = x;
-    size_t cin = c->in_channels, n_in = c->window, k = c->kernel_size;
+    size_t cin = c->in_channels, k = c->kernel_size;
     for (uint32_t l = 0; l < c->n_levels; l++) {
-        size_t co = c->channels[l], n = c->level_len[l];
+        size_t co = c->channels[l], n = (n_in + 1) / 2;
         char name[64];
         const float *t[6];
         const char *parts[6] = {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "skip.weight", "skip.bias"};
@@ -233,7 +237,7 @@ static void test_model(const char *path) {
     for (size_t b = 0; b < batch; b++) {
         float *lv[HIMAE_MAX_LEVELS];
         for (uint32_t l = 0; l < c->n_levels; l++) lv[l] = want[l] + b * per[l];
-        reference_encoder(&f, x + b * c->in_channels * c->window, lv);
+        reference_encoder(&f, x + b * c->in_channels * c->window, c->window, lv);
     }
     for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
         if (!himae_ukernel_for((enum himae_isa)isa) || !himae_isa_supported((enum himae_isa)isa)) continue;
@@ -263,6 +267,133 @@ static void test_model(const char *path) {
     free(x), free(buf);
 }
 
+/* Push x (in_channels, n) in random chunks (one over two engine blocks),
+ * saving the state midway and continuing on a second engine restored from
+ * it; then flush. Appends the outputs to got[l] (channels-major, ld[l]). */
+static void stream_run(const himae_model *m, const float *x, size_t n, float **got, const int64_t *ld,
+                       const char *what) {
+    const himae_config *c = himae_model_config(m);
+    char err[HIMAE_ERR_LEN];
+    himae_stream *s = NULL, *t = NULL;
+    int rc = himae_stream_create(m, &s, err, sizeof err) || himae_stream_create(m, &t, err, sizeof err);
+    CHECK(rc == 0, "%s: stream create: %s", what, err);
+    if (rc) {
+        himae_stream_free(s);
+        return;
+    }
+    int64_t emitted[HIMAE_STREAM_MAX_LEVELS] = {0}, ld_out[HIMAE_STREAM_MAX_LEVELS], n_out[HIMAE_STREAM_MAX_LEVELS];
+    int64_t pending[HIMAE_STREAM_MAX_LEVELS];
+    float *out[HIMAE_STREAM_MAX_LEVELS];
+    double *sums[HIMAE_STREAM_MAX_LEVELS], *sum_buf[HIMAE_STREAM_MAX_LEVELS];
+    for (uint32_t l = 0; l < c->n_levels; l++) sum_buf[l] = malloc((size_t)ld[l] * c->channels[l] * sizeof(double));
+    size_t at = 0, saved_at = n / 3;
+    int chunks = 0;
+    while (at < n || !himae_stream_flushed(s)) {
+        size_t left = n - at, len = chunks == 2 ? 4500 : rng() % 4 ? rng() % 40 : rng() % 700;
+        if (len > left) len = left;
+        int flush = at + len == n && rng() % 2 ? 1 : 0; /* the last chunk flushes, or an empty push after it */
+        if (at + len == n && len == 0) flush = 1;
+        himae_stream_pending(s, (int64_t)len, flush, pending);
+        for (uint32_t l = 0; l < c->n_levels; l++) {
+            out[l] = got[l] + emitted[l];
+            sums[l] = sum_buf[l] + emitted[l];
+            ld_out[l] = ld[l];
+        }
+        uint64_t before = himae_alloc_count();
+        rc = himae_stream_push(s, x + at, (int64_t)n, (int64_t)len, flush, out, sums, ld_out, n_out, err, sizeof err);
+        CHECK(himae_alloc_count() == before, "%s: push allocated", what);
+        CHECK(rc == 0, "%s: push: %s", what, err);
+        if (rc) break;
+        for (uint32_t l = 0; l < c->n_levels; l++) {
+            CHECK(n_out[l] == pending[l], "%s: level %u emitted %lld, pending said %lld", what, l,
+                  (long long)n_out[l], (long long)pending[l]);
+            emitted[l] += n_out[l];
+            CHECK(himae_stream_emitted(s, (int)l) == emitted[l], "%s: emitted count", what);
+        }
+        at += len;
+        chunks++;
+        if (at >= saved_at && saved_at) { /* continue on a second engine from the saved state */
+            size_t size = himae_stream_state_size(s);
+            uint8_t *state = malloc(size);
+            himae_stream_save(s, state);
+            CHECK(himae_stream_load(t, state, size - 1, err, sizeof err) != 0, "%s: truncated state loaded", what);
+            state[size / 2] ^= 1;
+            CHECK(himae_stream_load(t, state, size, err, sizeof err) != 0, "%s: corrupted state loaded", what);
+            state[size / 2] ^= 1;
+            CHECK(himae_stream_load(t, state, size, err, sizeof err) == 0, "%s: state load: %s", what, err);
+            CHECK(himae_stream_pushed(t) == (int64_t)at, "%s: restored engine pushed count", what);
+            himae_stream_reset(s);
+            himae_stream *swap = s;
+            s = t, t = swap, saved_at = 0;
+            free(state);
+        }
+    }
+    CHECK(himae_stream_complete(s) == (int64_t)n, "%s: flushed stream complete at %lld of %zu", what,
+          (long long)himae_stream_complete(s), n);
+    /* The running sums end at each channel's total over every position. */
+    for (uint32_t l = 0; l < c->n_levels; l++)
+        for (uint32_t ch = 0; ch < c->channels[l] && emitted[l] == ld[l]; ch++) {
+            double total = 0;
+            for (int64_t j = 0; j < ld[l]; j++) total += got[l][ch * ld[l] + j];
+            CHECK(fabs(sum_buf[l][ch * ld[l] + ld[l] - 1] - total) <= 1e-6 * (1 + fabs(total)),
+                  "%s: level %u running sum", what, l);
+        }
+    for (uint32_t l = 0; l < c->n_levels; l++) {
+        CHECK(emitted[l] == ld[l], "%s: level %u emitted %lld of %lld", what, l, (long long)emitted[l],
+              (long long)ld[l]);
+        free(sum_buf[l]);
+    }
+    himae_stream_free(s);
+    himae_stream_free(t);
+}
+
+/* Stream mode on every ISA against the naive encoder over the whole signal. */
+static void test_stream(const char *path) {
+    size_t size = 0;
+    uint8_t *buf = read_file(path, &size);
+    himae_file f;
+    char err[HIMAE_ERR_LEN];
+    if (!buf || himae_parse(buf, size, &f, err, sizeof err) != HIMAE_OK) {
+        free(buf); /* test_model reports it */
+        return;
+    }
+    const himae_config *c = &f.config;
+    const size_t n = 6000, cin = c->in_channels;
+    float *x = malloc(cin * n * sizeof(float));
+    for (size_t i = 0; i < cin * n; i++) x[i] = frand();
+    float *want[HIMAE_MAX_LEVELS], *got[HIMAE_MAX_LEVELS];
+    int64_t ld[HIMAE_MAX_LEVELS];
+    size_t len = n;
+    for (uint32_t l = 0; l < c->n_levels; l++) {
+        len = (len + 1) / 2;
+        ld[l] = (int64_t)len;
+        want[l] = malloc(c->channels[l] * len * sizeof(float));
+        got[l] = malloc(c->channels[l] * len * sizeof(float));
+    }
+    reference_encoder(&f, x, n, want);
+    int runs = 0;
+    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
+        if (!himae_ukernel_for((enum himae_isa)isa) || !himae_isa_supported((enum himae_isa)isa)) continue;
+        himae_model *m = NULL;
+        if (himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), &m, err, sizeof err)) continue;
+        for (int r = 0; r < 2; r++, runs++) {
+            char what[160];
+            snprintf(what, sizeof what, "%s stream %s run %d", path, himae_isa_name((enum himae_isa)isa), r);
+            for (uint32_t l = 0; l < c->n_levels; l++) memset(got[l], 0xff, c->channels[l] * ld[l] * sizeof(float));
+            stream_run(m, x, n, got, ld, what);
+            for (uint32_t l = 0; l < c->n_levels; l++) {
+                char level_what[192];
+                snprintf(level_what, sizeof level_what, "%s level %u", what, l);
+                compare(level_what, got[l], want[l], c->channels[l] * (size_t)ld[l], 1e-5, 1e-4);
+            }
+        }
+        himae_free(m);
+    }
+    printf("stream %s: %d chunked runs checked\n", path, runs);
+    for (uint32_t l = 0; l < c->n_levels; l++) free(want[l]), free(got[l]);
+    free(x), free(buf);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s MANIFEST [MODEL...]\n", argv[0]);
@@ -272,7 +403,7 @@ int main(int argc, char **argv) {
     test_corpus(argv[1]);
     test_conv();
     test_gelu();
-    for (int i = 2; i < argc; i++) test_model(argv[i]);
+    for (int i = 2; i < argc; i++) test_model(argv[i]), test_stream(argv[i]);
     printf("%s (%d failures)\n", failures ? "FAILED" : "OK", failures);
     return failures ? 1 : 0;
 }
