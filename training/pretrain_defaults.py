@@ -49,7 +49,7 @@ def pretrain(name: str, data_dir: Path, out: Path) -> tuple[Path, float]:
     return Path(summary["checkpoint"]), time.perf_counter() - start
 
 
-def card(name: str, prov: dict, entry: dict, wall_s: float | None) -> dict:
+def card(name: str, prov: dict, entry: dict, wall_s: float | None, threads: int) -> dict:
     """The card summary stored in the model file (`himae info` prints `summary`)."""
     import torch
 
@@ -73,7 +73,7 @@ def card(name: str, prov: dict, entry: dict, wall_s: float | None) -> dict:
             "val_subjects": prov.get("val_subjects"), "metrics": metrics,
             "train_wall_s": None if wall_s is None else round(wall_s, 1),
             "hardware": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, "
-                        f"{torch.get_num_threads()} thread(s)",
+                        f"{threads} thread(s)",
             "augmentations": [], "docs": "docs/models.md"}
 
 
@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/defaults"), help="checkpoint folder")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
-    if args.threads:
-        import torch
+    import torch
 
+    if args.threads:
         torch.set_num_threads(args.threads)
 
     from training import report as rendering
@@ -97,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
     sources = resolution.troika_sources(args.data)
     tasks = list(resolution.TASKS.values())
-    entries = {}
     for name in [m for m in args.models.split(",") if m]:
         ckpt, wall_s = pretrain(name, args.data, args.out)
         timing = args.out / f"{name}.wall.json"
@@ -110,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         entry, fitted = resolution.model_report(model, sources, tasks)
         entry["file"] = f"{name}.himae"
         prov = model.meta.get("provenance", {})
-        save_with_heads(plain, zoo.MODELS_DIR / f"{name}.himae", fitted, card(name, prov, entry, wall))
-        entries[name] = entry
-        print(f"shipped {zoo.MODELS_DIR / f'{name}.himae'}")
-    order = [n for n in ("himae-100", "himae-25") if n in entries]
-    report = {"command": PROBE_COMMAND, "date": time.strftime("%Y-%m-%d", time.gmtime()),
-              "models": {n: entries[n] for n in order}}
+        shipped = zoo.MODELS_DIR / f"{name}.himae"
+        save_with_heads(plain, shipped, fitted, card(name, prov, entry, wall, torch.get_num_threads()))
+        (args.out / f"{name}.entry.json").write_text(json.dumps(entry))
+        print(f"shipped {shipped}")
+    # The report covers every recipe finished in this checkpoint folder, so recipes can run apart.
+    entries = {n: json.loads((args.out / f"{n}.entry.json").read_text())
+               for n in ("himae-100", "himae-25") if (args.out / f"{n}.entry.json").exists()}
+    report = {"command": PROBE_COMMAND, "date": time.strftime("%Y-%m-%d", time.gmtime()), "models": entries}
     for path in rendering.write(report, REPORT):
         print(f"wrote {path}")
     return 0

@@ -66,7 +66,8 @@ def markdown(report: dict) -> str:
             for enc, label in (("pretrained", "pretrained"), ("random", "random init")):
                 best = levels.index(r[f"{enc}_best_level"])
                 cells = [f"**{_fmt(v)}**" if i == best else _fmt(v) for i, v in enumerate(r[enc])]
-                lines.append(f"| {label} | " + " | ".join(cells) + f" | level {levels[best]} | {_fmt(r[f'{enc}_test'])} |")
+                tail = f" | level {levels[best]} | {_fmt(r[f'{enc}_test'])} |"
+                lines.append(f"| {label} | " + " | ".join(cells) + tail)
             blank = " | ".join("" for _ in levels)
             lines.append(f"| raw window (25 Hz), linear | {blank} | {_fmt(r['raw'])} | {_fmt(r['raw_test'])} |")
             if r.get("spectral") is not None:
