@@ -41,7 +41,6 @@ class Source:
     rec: Recording
     split: str
     labels: dict[str, lab.WindowLabels] = field(default_factory=dict)
-    window_s: tuple[np.ndarray, np.ndarray] | None = None  # windows for the quality target
 
 
 def pick_channel(rec: Recording, patterns=DEFAULT_CHANNELS) -> Recording:
@@ -121,8 +120,6 @@ class Rows:
     y: list[np.ndarray] = field(default_factory=list)
     groups: list[np.ndarray] = field(default_factory=list)
     split: list[np.ndarray] = field(default_factory=list)
-    recording: list[np.ndarray] = field(default_factory=list)
-    start_s: list[np.ndarray] = field(default_factory=list)
 
     def stacked(self) -> dict:
         n_levels = len(self.pretrained[0])
@@ -130,7 +127,7 @@ class Rows:
             "pretrained": [np.concatenate([r[l] for r in self.pretrained]) for l in range(n_levels)],
             "random": [np.concatenate([r[l] for r in self.random]) for l in range(n_levels)],
             **{k: np.concatenate(getattr(self, k)) for k in
-               ("raw", "spectral", "y", "groups", "split", "recording", "start_s")},
+               ("raw", "spectral", "y", "groups", "split")},
         }
 
 
@@ -169,8 +166,6 @@ def collect(model: HiMAE, sources: list[Source], tasks: list[str], seed: int = 0
             r.y.append(np.asarray(y))
             r.groups.append(np.full(len(y), src.rec.subject, dtype=object))
             r.split.append(np.full(len(y), src.split, dtype=object))
-            r.recording.append(np.full(len(y), src.rec.name, dtype=object))
-            r.start_s.append(np.asarray(start, dtype=np.float64))
     return {t: r.stacked() for t, r in rows.items() if r.y}
 
 
