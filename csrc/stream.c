@@ -115,8 +115,9 @@ void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *
 }
 
 /* Compute everything level l can given its input; outputs go to the next
- * level's x buffer (or the tail) and to out (channel-major, leading dimension ldo). */
-static void run_level(himae_stream *s, int l, int done, float *out, double *sums, int64_t ldo,
+ * level's x buffer (or the tail), to out and sums (channel-major, leading
+ * dimensions ldo and lds). */
+static void run_level(himae_stream *s, int l, int done, float *out, double *sums, int64_t ldo, int64_t lds,
                       int64_t *n_out) {
     level *v = &s->lv[l];
     const int p = s->p, c = v->c_out;
@@ -139,7 +140,7 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
         himae_conv1d_forward(v->conv2, s->uk, y, row(&v->h, q2), (size_t)n2, row(&v->s, q2), 1);
         for (int o = 0; o < c; o++) { /* channel by channel: contiguous writes, one running sum */
             float *dst = out + o * ldo + *n_out;
-            double *sum = sums ? sums + o * ldo + *n_out : NULL, total = v->total[o];
+            double *sum = sums ? sums + o * lds + *n_out : NULL, total = v->total[o];
             for (int64_t j = 0; j < n2; j++) {
                 dst[j] = y[j * c + o];
                 total += dst[j];
@@ -158,17 +159,17 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
 }
 
 int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush,
-                      float *const *out, double *const *sums, const int64_t *ld_out, int64_t *n_out,
-                      char *err, size_t errlen) {
+                      float *const *out, double *const *sums, const int64_t *ld_out, const int64_t *ld_sums,
+                      int64_t *n_out, char *err, size_t errlen) {
     if (n < 0) return fail(err, errlen, "negative sample count %lld", (long long)n);
     if (s->flushed && (n > 0 || flush))
         return fail(err, errlen, "stream already flushed; reset it to start a new one");
     int64_t expect[HIMAE_STREAM_MAX_LEVELS];
     himae_stream_pending(s, n, flush, expect);
     for (int l = 0; l < s->n_levels; l++) {
-        if (ld_out[l] < expect[l])
+        if (ld_out[l] < expect[l] || (sums && ld_sums[l] < expect[l]))
             return fail(err, errlen, "output buffer of level %d holds %lld positions, needs %lld", l,
-                        (long long)ld_out[l], (long long)expect[l]);
+                        (long long)min64(ld_out[l], sums ? ld_sums[l] : ld_out[l]), (long long)expect[l]);
         n_out[l] = 0;
     }
     int64_t i = 0;
@@ -182,7 +183,7 @@ int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, i
         v0->n_in += m;
         s->pushed += m;
         for (int l = 0; l < s->n_levels; l++)
-            run_level(s, l, done, out[l], sums ? sums[l] : NULL, ld_out[l], &n_out[l]);
+            run_level(s, l, done, out[l], sums ? sums[l] : NULL, ld_out[l], sums ? ld_sums[l] : 0, &n_out[l]);
         i += m;
     } while (i < n);
     if (flush) s->flushed = 1;

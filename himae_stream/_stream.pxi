@@ -1,7 +1,8 @@
 # Included from _core.pyx: the stream-mode engine (csrc/stream.c) behind
 # Model.stream; windows, normaliser and snapshots live in himae_stream.stream.
 
-from libc.stdint cimport int64_t
+from libc.math cimport isfinite
+from libc.stdint cimport int64_t, uint8_t
 
 cdef extern from "stream.h":
     enum: HIMAE_STREAM_MAX_LEVELS
@@ -19,8 +20,8 @@ cdef extern from "stream.h":
     int64_t himae_stream_complete(const himae_stream *s)
     void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *counts)
     int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush,
-                          float **out, double **sums, const int64_t *ld_out, int64_t *n_out,
-                          char *err, size_t errlen) nogil
+                          float **out, double **sums, const int64_t *ld_out, const int64_t *ld_sums,
+                          int64_t *n_out, char *err, size_t errlen) nogil
     size_t himae_stream_state_size(const himae_stream *s)
     void himae_stream_save(const himae_stream *s, void *buf)
     int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, size_t errlen)
@@ -76,47 +77,65 @@ cdef class StreamEngine:
     def reset(self):
         himae_stream_reset(self._s)
 
-    def push(self, x, bint flush=False) -> tuple:
+    def push(self, x, bint flush=False, list running=None) -> list:
         """Push float32 samples (in_channels, n); flush ends the stream.
 
-        Returns (levels, sums): levels[l] = (positions int64[n], activations
-        float32[C_l, n]) of the new positions; sums[l] float64[C_l, n] holds
-        after each of them the running sum of the level since the start.
+        Returns per level (positions int64[n], activations float32[C_l, n])
+        of the new positions. With `running` (one RunningSums per level),
+        the levels' running sums go straight into them.
         """
         cdef cnp.ndarray xa = np.ascontiguousarray(x, dtype=np.float32)
         if xa.ndim != 2 or xa.shape[0] != self.in_channels:
             raise ValueError(f"expected samples of shape ({self.in_channels}, n), got {np.shape(x)}")
+        if running is not None and len(running) != self.levels:
+            raise ValueError(f"expected {self.levels} running sums, got {len(running)}")
         cdef int64_t n = xa.shape[1]
         cdef int64_t counts[HIMAE_STREAM_MAX_LEVELS]
         cdef int64_t n_out[HIMAE_STREAM_MAX_LEVELS]
+        cdef int64_t first[HIMAE_STREAM_MAX_LEVELS]
+        cdef int64_t ld_sums[HIMAE_STREAM_MAX_LEVELS]
         cdef float *ptrs[HIMAE_STREAM_MAX_LEVELS]
         cdef double *sum_ptrs[HIMAE_STREAM_MAX_LEVELS]
         cdef char err[HIMAE_ERR_LEN]
-        cdef int rc, l
-        cdef int64_t first, total = 0, at = 0
+        cdef int rc, l, c
+        cdef int64_t j, total = 0, n_pos = 0, at = 0, pos_at = 0
+        cdef RunningSums sums
+        cdef double **sp = NULL
         himae_stream_pending(self._s, n, flush, counts)
         for l in range(self.levels):
             total += himae_stream_channels(self._s, l) * counts[l]
+            n_pos += counts[l]
+            first[l] = himae_stream_emitted(self._s, l)
+            if running is not None:
+                sums = running[l]
+                sum_ptrs[l] = sums.reserve(counts[l])
+                ld_sums[l] = sums.capacity
+                sp = sum_ptrs
         # one block per dtype for every level: fewer allocations in a call made every hop
         cdef cnp.ndarray acts = np.empty(total, dtype=np.float32)
-        cdef cnp.ndarray sums = np.empty(total, dtype=np.float64)
-        levels, level_sums = [], []
+        cdef cnp.ndarray positions = np.empty(n_pos, dtype=np.int64)
+        cdef int64_t *pos = <int64_t *>cnp.PyArray_DATA(positions)
         for l in range(self.levels):
-            c = himae_stream_channels(self._s, l)
-            first = himae_stream_emitted(self._s, l)
             ptrs[l] = <float *>cnp.PyArray_DATA(acts) + at
-            sum_ptrs[l] = <double *>cnp.PyArray_DATA(sums) + at
-            levels.append((np.arange(first, first + counts[l], dtype=np.int64),
-                           acts[at : at + c * counts[l]].reshape(c, counts[l])))
-            level_sums.append(sums[at : at + c * counts[l]].reshape(c, counts[l]))
-            at += c * counts[l]
+            at += himae_stream_channels(self._s, l) * counts[l]
         cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
         with nogil:
-            rc = himae_stream_push(self._s, xp, n, n, flush, ptrs, sum_ptrs, counts, n_out, err,
-                                   sizeof(err))
+            rc = himae_stream_push(self._s, xp, n, n, flush, ptrs, sp, counts, ld_sums, n_out, err, sizeof(err))
         if rc != 0:
             raise ValueError(err.decode("utf-8", "replace"))
-        return levels, level_sums
+        levels = []
+        at = 0
+        for l in range(self.levels):
+            c = himae_stream_channels(self._s, l)
+            for j in range(counts[l]):
+                pos[pos_at + j] = first[l] + j
+            levels.append((positions[pos_at : pos_at + counts[l]],
+                           acts[at : at + c * counts[l]].reshape(c, counts[l])))
+            if running is not None:
+                (<RunningSums>running[l]).appended(first[l], counts[l])
+            at += c * counts[l]
+            pos_at += counts[l]
+        return levels
 
     @property
     def complete(self) -> int:
@@ -137,36 +156,128 @@ cdef class StreamEngine:
             raise ValueError(err.decode("utf-8", "replace"))
 
 
+cdef class RunningSums:
+    """Running float64 sums of one level from position `base` on, for the mean over any span.
+
+    Column off + i of buf holds, per channel, the sum of every position
+    before base + i (positions arrive in order); dropping the front only
+    moves `off`, and the buffer is compacted or doubled when full, so a push
+    normally writes its sums in place.
+    """
+
+    cdef readonly int channels
+    cdef readonly int64_t base, off, n
+    cdef readonly object buf
+    cdef double[:, ::1] _v
+
+    def __init__(self, int channels):
+        self.channels = channels
+        self.reset()
+
+    def reset(self):
+        self.set(0, np.zeros((self.channels, 1)))
+
+    def set(self, int64_t base, sums):
+        """Start over with the running sums before positions base, base + 1, ... ((channels, m), m >= 1)."""
+        sums = np.asarray(sums, dtype=np.float64)
+        self.base, self.off, self.n = base, 0, sums.shape[1] - 1
+        self.buf = np.zeros((self.channels, max(1024, 2 * sums.shape[1])))
+        self.buf[:, : sums.shape[1]] = sums
+        self._v = self.buf
+
+    @property
+    def capacity(self) -> int:
+        return self._v.shape[1]
+
+    @property
+    def sums(self):
+        """Running sums before positions base .. base + n."""
+        return self.buf[:, self.off : self.off + self.n + 1]
+
+    @property
+    def total(self) -> float:
+        """The sum over every position that has arrived (of channel 0)."""
+        return self._v[0, self.off + self.n]
+
+    cdef double *reserve(self, int64_t k) except NULL:
+        """Room for k more columns after the last: where they go (leading dimension `capacity`)."""
+        if self.off + self.n + 1 + k > self._v.shape[1]:
+            held = self.sums.copy()
+            if held.shape[1] + k > self._v.shape[1]:
+                self.buf = np.zeros((self.channels, 2 * (held.shape[1] + k)))
+            self.buf[:, : held.shape[1]] = held
+            self._v = self.buf
+            self.off = 0
+        return &self._v[0, self.off + self.n + 1]
+
+    cdef appended(self, int64_t first, int64_t k):
+        """Take the k reserved columns: running sums through positions first, first + 1, ..."""
+        cdef int64_t skip = self.base - first, end = self.off + self.n + 1
+        if skip > 0:  # positions before `base` are not kept (nothing is held then): only the sum before base
+            self.buf[:, self.off] = self.buf[:, end + min(skip, k) - 1]
+            if k > skip:
+                self.buf[:, end : end + k - skip] = self.buf[:, end + skip : end + k]
+            k = max(0, k - skip)
+        self.n += k
+
+    def add_lost(self, const double[:, :] x, mask, int64_t first):
+        """Append the running count of lost samples of x (C, k) from sample `first`, summed over
+        channels: non-finite ones, and those True in mask (None, or bool broadcastable to x)."""
+        cdef const uint8_t[:, :] m
+        cdef bint masked = mask is not None
+        if masked:
+            m = np.broadcast_to(np.asarray(mask, dtype=bool), (x.shape[0], x.shape[1])).view(np.uint8)
+        cdef int64_t k = x.shape[1], j
+        cdef double *dst = self.reserve(k)
+        cdef double total = self.total
+        cdef Py_ssize_t c
+        for j in range(k):
+            for c in range(x.shape[0]):
+                total += (masked and m[c, j]) or not isfinite(x[c, j])
+            dst[j] = total
+        self.appended(first, k)
+
+    def drop_before(self, int64_t position):
+        """Forget the sums of the positions before `position` (those not yet arrived are skipped when they do)."""
+        if position <= self.base:
+            return
+        cdef int64_t dropped = min(position - self.base, self.n)
+        self.off += dropped
+        self.n -= dropped
+        self.base = position
+
+
 cimport cython
 
 
 @cython.boundscheck(True)
-def window_means(list sums, list offsets, list strides, const int64_t[::1] starts, int64_t window):
-    """Means over windows [start, start + window) from running sums, for every level at once.
+def take_windows(list running, list strides, int64_t first, int64_t last, int64_t hop, int64_t window):
+    """Means over the windows [i·hop, i·hop + window), first <= i <= last, then forget what they alone needed.
 
-    sums[l] is a float64 (C_l, m) array whose column offsets[l] + p holds the
-    sum of level l's positions before p; a window takes the positions p with
-    strides[l]·p in it. Returns float64 (len(starts), sum of C_l): per window,
-    the levels' means one after another. One call per push keeps the cost of
-    summarising windows independent of the number of levels.
+    running[l] holds level l's running sums; a window takes its positions p
+    with strides[l]·p in it. Returns float64 (windows, sum of C_l): per
+    window, the levels' means one after another. One call per push keeps the
+    cost of summarising windows independent of the number of levels.
     """
-    cdef Py_ssize_t n_windows = starts.shape[0], total = 0, col = 0, i, c
-    for values in sums:
-        total += values.shape[0]
+    cdef Py_ssize_t n_windows = last - first + 1, total = 0, col = 0, i, c, l
+    cdef RunningSums sums
+    for sums in running:
+        total += sums.channels
     out = np.empty((n_windows, total), dtype=np.float64)
     cdef double[:, ::1] o = out
-    cdef const double[:, :] buf
-    cdef int64_t stride, at, a, b
+    cdef int64_t stride, at, a, b, start, next_start = (last + 1) * hop
     cdef double inv
-    for l in range(len(sums)):
-        buf = sums[l]
+    for l in range(len(running)):
+        sums = running[l]
         stride = strides[l]
-        at = offsets[l]
+        at = sums.off - sums.base
         for i in range(n_windows):
-            a = (starts[i] + stride - 1) // stride
-            b = (starts[i] + window + stride - 1) // stride
+            start = (first + i) * hop
+            a = (start + stride - 1) // stride
+            b = (start + window + stride - 1) // stride
             inv = 1.0 / (b - a)
-            for c in range(buf.shape[0]):
-                o[i, col + c] = (buf[c, b + at] - buf[c, a + at]) * inv
-        col += buf.shape[0]
+            for c in range(sums.channels):
+                o[i, col + c] = (sums._v[c, b + at] - sums._v[c, a + at]) * inv
+        col += sums.channels
+        sums.drop_before((next_start + stride - 1) // stride)
     return out

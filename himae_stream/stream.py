@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from himae_stream._core import StreamEngine, window_means
+from himae_stream._core import RunningSums, StreamEngine, take_windows
 from himae_stream.normalize import StreamNormalizer, normalize as normalize_recording
 
 SNAPSHOT_FORMAT = "himae-stream-snapshot"
@@ -67,59 +67,6 @@ def to_samples(value: int | float | str, fs: float, what: str) -> int:
     return int(value)
 
 
-class _LevelSums:
-    """Running sums of one level from position `base` on, for the mean over any span.
-
-    Column off + i of buf holds the float64 sum of every position before
-    base + i (as the engine reports it); dropping the front only moves `off`,
-    and the buffer is compacted or doubled when full.
-    """
-
-    def __init__(self, channels: int):
-        self.channels = channels
-        self.reset()
-
-    def reset(self) -> None:
-        self.set(0, np.zeros((self.channels, 1)))
-
-    def set(self, base: int, sums: np.ndarray) -> None:
-        self.base, self.off, self.n = base, 0, sums.shape[1] - 1
-        self.buf = np.zeros((self.channels, max(1024, 2 * sums.shape[1])))
-        self.buf[:, : sums.shape[1]] = sums
-
-    @property
-    def sums(self) -> np.ndarray:
-        """Running sums before positions base .. base + n."""
-        return self.buf[:, self.off : self.off + self.n + 1]
-
-    def add(self, first: int, sums: np.ndarray) -> None:
-        """Append the running sums through positions first, first + 1, ... (contiguous)."""
-        skip = self.base - first
-        if skip > 0:  # positions before `base` are not kept; nothing is held, only the sum before base
-            self.buf[:, self.off] = sums[:, min(skip, sums.shape[1]) - 1]
-            sums = sums[:, skip:]
-        k = sums.shape[1]
-        if k == 0:
-            return
-        if self.off + self.n + 1 + k > self.buf.shape[1]:
-            held = self.sums.copy()
-            if held.shape[1] + k > self.buf.shape[1]:
-                self.buf = np.zeros((self.channels, 2 * (held.shape[1] + k)))
-            self.buf[:, : held.shape[1]] = held
-            self.off = 0
-        end = self.off + self.n + 1
-        self.buf[:, end : end + k] = sums
-        self.n += k
-
-    def drop_before(self, position: int) -> None:
-        if position <= self.base:
-            return
-        dropped = min(position - self.base, self.n)  # positions not yet arrived are skipped by add
-        self.off += dropped
-        self.n -= dropped
-        self.base = position
-
-
 class Stream:
     """Incremental encoder over one signal; create with `Model.stream(...)`."""
 
@@ -144,11 +91,12 @@ class Stream:
                     "normalise the samples yourself and pass normalize=False"
                 )
             self._normalizer = StreamNormalizer(spec, self.fs, self.in_channels)
-        self._sums = [_LevelSums(self._engine.channels(level)) for level in range(self._engine.levels)]
+        self._sums = [RunningSums(self._engine.channels(level)) for level in range(self._engine.levels)]
         ends = np.cumsum([sums.channels for sums in self._sums]).tolist()
         self._spans = list(zip([0, *ends[:-1]], ends))  # each level's columns in a row of window means
-        self._lost = _LevelSums(1)  # lost samples (summed over channels)
-        self._lost_total = 0.0
+        self._lost = RunningSums(1)  # lost samples (summed over channels)
+        self._tracked = [*self._sums, self._lost]  # what windows summarise; lost samples: stride 1
+        self._strides = [*self.strides, 1]
         self._next_window = 0
 
     @property
@@ -163,49 +111,40 @@ class Stream:
 
     def push(self, samples, mask=None) -> StreamOutput:
         """Feed samples `(C, n)` (or `(n,)` for one channel); `mask` marks lost samples (True)."""
-        x = np.asarray(samples)
+        x = np.asarray(samples, dtype=np.float64)
         if x.ndim == 1 and self.in_channels == 1:
             x = x[None, :]
         if x.ndim != 2 or x.shape[0] != self.in_channels:
             raise ValueError(f"expected samples of shape ({self.in_channels}, n), got {x.shape}")
-        lost = ~np.isfinite(x)
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
             if mask.shape not in (x.shape, x.shape[-1:]):
                 raise ValueError(f"mask shape {mask.shape} does not match samples {x.shape} (or ({x.shape[1]},))")
-            lost |= mask
-        if self._normalizer is not None:
-            x = self._normalizer.process(x, lost)
+        if self._normalizer is not None:  # non-finite samples count as lost there too
+            normalized = self._normalizer.process(x, mask)
         else:
-            x = np.where(lost, 0.0, x).astype(np.float32)
-        return self._run(x, lost, flush=False)
+            lost = ~np.isfinite(x) if mask is None else ~np.isfinite(x) | mask
+            normalized = np.where(lost, 0.0, x).astype(np.float32)
+        return self._run(normalized, x, mask, flush=False)
 
     def flush(self) -> StreamOutput:
         """End the stream: the zero padding of the end gives the last positions and windows."""
-        return self._run(np.zeros((self.in_channels, 0), np.float32), np.zeros((self.in_channels, 0), bool), True)
+        empty = np.zeros((self.in_channels, 0))
+        return self._run(empty.astype(np.float32), empty, None, True)
 
     def reset(self) -> None:
         """Start over as a new stream."""
         self._engine.reset()
         if self._normalizer is not None:
             self._normalizer.reset()
-        for sums in (*self._sums, self._lost):
+        for sums in self._tracked:
             sums.reset()
-        self._lost_total = 0.0
         self._next_window = 0
 
-    def _run(self, x: np.ndarray, lost: np.ndarray, flush: bool) -> StreamOutput:
+    def _run(self, normalized: np.ndarray, x: np.ndarray, mask, flush: bool) -> StreamOutput:
         first = self._engine.pushed
-        levels, running = self._engine.push(x, flush)
-        if lost.shape[1]:
-            lost_sums = np.full((1, lost.shape[1]), self._lost_total)
-            if lost.any():
-                lost_sums += np.cumsum(lost.sum(axis=0))
-                self._lost_total = float(lost_sums[0, -1])
-            self._lost.add(first, lost_sums)
-        for sums, (positions, _), new in zip(self._sums, levels, running):
-            if positions.size:
-                sums.add(int(positions[0]), new)
+        levels = self._engine.push(normalized, flush, self._sums)
+        self._lost.add_lost(x, mask, first)
         return StreamOutput(levels, self._windows())
 
     def _windows(self) -> list[Window]:
@@ -213,19 +152,13 @@ class Stream:
         last = (self._engine.complete - self.window) // self.hop
         if last < self._next_window:
             return []
-        starts = np.arange(self._next_window, last + 1, dtype=np.int64) * self.hop
-        tracked = (*self._sums, self._lost)  # lost samples: one more "level" of stride 1
-        means = window_means([t.buf for t in tracked], [t.off - t.base for t in tracked],
-                             [*self.strides, 1], starts, self.window)
+        means = take_windows(self._tracked, self._strides, self._next_window, last, self.hop, self.window)
         embeddings = means[:, :-1].astype(np.float32)
         lost = (means[:, -1] / self.in_channels).tolist()
+        starts = range(self._next_window * self.hop, (last + 1) * self.hop, self.hop)
         windows = [Window(start, start + self.window, [row[a:b] for a, b in self._spans], lost[i])
-                   for i, (start, row) in enumerate(zip(starts.tolist(), embeddings))]
+                   for i, (start, row) in enumerate(zip(starts, embeddings))]
         self._next_window = last + 1
-        start = self._next_window * self.hop
-        for stride, sums in zip(self.strides, self._sums):
-            sums.drop_before(-(-start // stride))
-        self._lost.drop_before(start)
         return windows
 
     def snapshot(self) -> dict:
@@ -240,8 +173,7 @@ class Stream:
             "engine": self._engine.state(),
             "normalizer": None if self._normalizer is None else self._normalizer.get_state(),
             "next_window": self._next_window,
-            "lost_total": self._lost_total,
-            "sums": [(s.base, s.sums.copy()) for s in (*self._sums, self._lost)],
+            "sums": [(s.base, s.sums.copy()) for s in self._tracked],
         }
 
     @classmethod
@@ -259,8 +191,7 @@ class Stream:
         if stream._normalizer is not None:
             stream._normalizer.set_state(snapshot["normalizer"])
         stream._next_window = int(snapshot["next_window"])
-        stream._lost_total = float(snapshot["lost_total"])
-        targets = (*stream._sums, stream._lost)
+        targets = stream._tracked
         if len(snapshot["sums"]) != len(targets):
             raise ValueError("stream snapshot has the wrong number of levels")
         for sums, (base, values) in zip(targets, snapshot["sums"]):

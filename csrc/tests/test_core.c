@@ -300,7 +300,8 @@ static void stream_run(const himae_model *m, const float *x, size_t n, float **g
             ld_out[l] = ld[l];
         }
         uint64_t before = himae_alloc_count();
-        rc = himae_stream_push(s, x + at, (int64_t)n, (int64_t)len, flush, out, sums, ld_out, n_out, err, sizeof err);
+        rc = himae_stream_push(s, x + at, (int64_t)n, (int64_t)len, flush, out, sums, ld_out, ld_out, n_out, err,
+                               sizeof err);
         CHECK(himae_alloc_count() == before, "%s: push allocated", what);
         CHECK(rc == 0, "%s: push: %s", what, err);
         if (rc) break;
