@@ -97,44 +97,32 @@ cdef class StreamEngine:
         cdef float *ptrs[HIMAE_STREAM_MAX_LEVELS]
         cdef double *sum_ptrs[HIMAE_STREAM_MAX_LEVELS]
         cdef char err[HIMAE_ERR_LEN]
-        cdef int rc, l, c
-        cdef int64_t j, total = 0, n_pos = 0, at = 0, pos_at = 0
+        cdef int rc, l
         cdef RunningSums sums
         cdef double **sp = NULL
+        cdef cnp.npy_intp dims[2]
+        cdef cnp.ndarray acts
+        levels = []
         himae_stream_pending(self._s, n, flush, counts)
-        for l in range(self.levels):
-            total += himae_stream_channels(self._s, l) * counts[l]
-            n_pos += counts[l]
+        for l in range(self.levels):  # the C-API constructors: this runs every hop
             first[l] = himae_stream_emitted(self._s, l)
+            dims[0], dims[1] = himae_stream_channels(self._s, l), counts[l]
+            acts = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
+            ptrs[l] = <float *>cnp.PyArray_DATA(acts)
+            levels.append((cnp.PyArray_Arange(first[l], first[l] + counts[l], 1, cnp.NPY_INT64), acts))
             if running is not None:
                 sums = running[l]
                 sum_ptrs[l] = sums.reserve(counts[l])
                 ld_sums[l] = sums.capacity
                 sp = sum_ptrs
-        # one block per dtype for every level: fewer allocations in a call made every hop
-        cdef cnp.ndarray acts = np.empty(total, dtype=np.float32)
-        cdef cnp.ndarray positions = np.empty(n_pos, dtype=np.int64)
-        cdef int64_t *pos = <int64_t *>cnp.PyArray_DATA(positions)
-        for l in range(self.levels):
-            ptrs[l] = <float *>cnp.PyArray_DATA(acts) + at
-            at += himae_stream_channels(self._s, l) * counts[l]
         cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
         with nogil:
             rc = himae_stream_push(self._s, xp, n, n, flush, ptrs, sp, counts, ld_sums, n_out, err, sizeof(err))
         if rc != 0:
             raise ValueError(err.decode("utf-8", "replace"))
-        levels = []
-        at = 0
-        for l in range(self.levels):
-            c = himae_stream_channels(self._s, l)
-            for j in range(counts[l]):
-                pos[pos_at + j] = first[l] + j
-            levels.append((positions[pos_at : pos_at + counts[l]],
-                           acts[at : at + c * counts[l]].reshape(c, counts[l])))
-            if running is not None:
+        if running is not None:
+            for l in range(self.levels):
                 (<RunningSums>running[l]).appended(first[l], counts[l])
-            at += c * counts[l]
-            pos_at += counts[l]
         return levels
 
     @property
@@ -220,20 +208,26 @@ cdef class RunningSums:
             k = max(0, k - skip)
         self.n += k
 
-    def add_lost(self, const double[:, :] x, mask, int64_t first):
-        """Append the running count of lost samples of x (C, k) from sample `first`, summed over
-        channels: non-finite ones, and those True in mask (None, or bool broadcastable to x)."""
-        cdef const uint8_t[:, :] m
-        cdef bint masked = mask is not None
-        if masked:
-            m = np.broadcast_to(np.asarray(mask, dtype=bool), (x.shape[0], x.shape[1])).view(np.uint8)
+    def add_lost(self, cnp.ndarray x, mask, int64_t first):
+        """Append the running count of lost samples of float64 x (C, k) from sample `first`, summed
+        over channels: non-finite ones, and those True in mask (None, or bool broadcastable to x)."""
+        if x.ndim != 2 or x.dtype != np.float64:
+            raise ValueError("expected float64 samples (channels, n)")
+        cdef cnp.ndarray m = None
+        if mask is not None:
+            m = np.broadcast_to(np.asarray(mask, dtype=bool), (x.shape[0], x.shape[1]))
+        cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
+        cdef const char *mp = NULL if m is None else <const char *>cnp.PyArray_DATA(m)
+        cdef Py_ssize_t xs0 = x.strides[0], xs1 = x.strides[1], ms0 = 0, ms1 = 0, c, n_ch = x.shape[0]
+        if m is not None:
+            ms0, ms1 = m.strides[0], m.strides[1]
         cdef int64_t k = x.shape[1], j
         cdef double *dst = self.reserve(k)
-        cdef double total = self.total
-        cdef Py_ssize_t c
+        cdef double total = self._v[0, self.off + self.n]
         for j in range(k):
-            for c in range(x.shape[0]):
-                total += (masked and m[c, j]) or not isfinite(x[c, j])
+            for c in range(n_ch):
+                total += ((mp != NULL and (<const cnp.npy_bool *>(mp + c * ms0 + j * ms1))[0])
+                          or not isfinite((<const double *>(xp + c * xs0 + j * xs1))[0]))
             dst[j] = total
         self.appended(first, k)
 
@@ -247,37 +241,44 @@ cdef class RunningSums:
         self.base = position
 
 
-cimport cython
+def take_windows(list levels, RunningSums lost, tuple strides, int64_t first, int64_t last, int64_t hop,
+                 int64_t window, int channels):
+    """Summaries of the windows [i·hop, i·hop + window), first <= i <= last, then forget what they alone needed.
 
-
-@cython.boundscheck(True)
-def take_windows(list running, list strides, int64_t first, int64_t last, int64_t hop, int64_t window):
-    """Means over the windows [i·hop, i·hop + window), first <= i <= last, then forget what they alone needed.
-
-    running[l] holds level l's running sums; a window takes its positions p
-    with strides[l]·p in it. Returns float64 (windows, sum of C_l): per
-    window, the levels' means one after another. One call per push keeps the
-    cost of summarising windows independent of the number of levels.
+    levels[l] holds level l's running sums, and a window takes its positions
+    p with strides[l]·p in it; lost holds the lost-sample counts over
+    `channels` channels. Returns (float32 (windows, sum of C_l): per window
+    the levels' means one after another, [lost fraction per window]). One
+    call per push keeps the cost of windows independent of the number of levels.
     """
     cdef Py_ssize_t n_windows = last - first + 1, total = 0, col = 0, i, c, l
     cdef RunningSums sums
-    for sums in running:
+    for sums in levels:
         total += sums.channels
-    out = np.empty((n_windows, total), dtype=np.float64)
-    cdef double[:, ::1] o = out
-    cdef int64_t stride, at, a, b, start, next_start = (last + 1) * hop
+    cdef cnp.ndarray out = np.empty((n_windows, total), dtype=np.float32)
+    cdef float *o = <float *>cnp.PyArray_DATA(out)
+    cdef int64_t stride, at, a, b, start, ld, next_start = (last + 1) * hop
     cdef double inv
-    for l in range(len(running)):
-        sums = running[l]
-        stride = strides[l]
+    cdef const double *v
+    fractions = []
+    for l in range(len(levels) + 1):
+        sums = levels[l] if l < len(levels) else lost
+        stride = strides[l] if l < len(levels) else 1
         at = sums.off - sums.base
+        ld = sums._v.shape[1]
+        v = &sums._v[0, 0]
         for i in range(n_windows):
             start = (first + i) * hop
             a = (start + stride - 1) // stride
             b = (start + window + stride - 1) // stride
+            if a + at < 0 or b + at > sums.off + sums.n:
+                raise ValueError(f"window {start} needs positions the running sums do not hold")
             inv = 1.0 / (b - a)
+            if l == len(levels):
+                fractions.append((v[b + at] - v[a + at]) * inv / channels)
+                continue
             for c in range(sums.channels):
-                o[i, col + c] = (sums._v[c, b + at] - sums._v[c, a + at]) * inv
+                o[i * total + col + c] = <float>((v[c * ld + b + at] - v[c * ld + a + at]) * inv)
         col += sums.channels
         sums.drop_before((next_start + stride - 1) // stride)
-    return out
+    return out, fractions

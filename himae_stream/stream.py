@@ -96,7 +96,6 @@ class Stream:
         self._spans = list(zip([0, *ends[:-1]], ends))  # each level's columns in a row of window means
         self._lost = RunningSums(1)  # lost samples (summed over channels)
         self._tracked = [*self._sums, self._lost]  # what windows summarise; lost samples: stride 1
-        self._strides = [*self.strides, 1]
         self._next_window = 0
 
     @property
@@ -152,9 +151,8 @@ class Stream:
         last = (self._engine.complete - self.window) // self.hop
         if last < self._next_window:
             return []
-        means = take_windows(self._tracked, self._strides, self._next_window, last, self.hop, self.window)
-        embeddings = means[:, :-1].astype(np.float32)
-        lost = (means[:, -1] / self.in_channels).tolist()
+        embeddings, lost = take_windows(self._sums, self._lost, self.strides, self._next_window, last, self.hop,
+                                        self.window, self.in_channels)
         starts = range(self._next_window * self.hop, (last + 1) * self.hop, self.hop)
         windows = [Window(start, start + self.window, [row[a:b] for a, b in self._spans], lost[i])
                    for i, (start, row) in enumerate(zip(starts, embeddings))]
