@@ -5,9 +5,12 @@ BatchNorm statistics, BatchNorm folded only where each runtime folds it),
 single thread everywhere, window-mode encoder producing every level. Prints
 a markdown table (the README embeds it): batch-1 median and p99 latency,
 batch-64 windows/s, this engine's ratio to each peer, and its achieved
-GFLOP/s against this CPU's single-core sgemm measured in the same run.
+GFLOP/s against this CPU's single-core sgemm measured in the same run;
+then stream mode's table (benchmarks.stream_bench): the cost of pushing 1 s
+into a running stream against those window latencies, measured in the same
+rounds.
 
-    python -m benchmarks.peers [--models himae-100,himae-25] [--seconds 2] [--rounds 3]
+    python -m benchmarks.peers [--models himae-100,himae-25] [--seconds 2] [--rounds 3] [--no-stream]
 
 A script, not a test: timings are noisy and nothing here fails a build.
 Needs the `bench` extra (onnx, onnxruntime, openvino) and `train` (torch).
@@ -197,6 +200,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each runtime's best round is kept")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall time, or process CPU time on a machine shared with other work")
+    parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time stream mode's 1-s push and real-time factor")
     args = parser.parse_args()
     global clock
     clock = CLOCKS[args.clock]
@@ -207,12 +212,19 @@ def main() -> int:
     print(f"CPU: {cpu_model()}; threads: 1 everywhere; single-core sgemm (numpy float32 1024^3): "
           f"{peak:.1f} GFLOP/s; {args.clock} clock; best of {args.rounds} rounds of ~{args.seconds:g} s "
           "per runtime.\n")
-    summary = []
+    summary, stream_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
             config, runners = build_runners(name, Path(tmp), peers)
             stats: dict[str, dict] = {}
+            if args.stream:
+                from benchmarks import stream_bench
+                from himae_stream import load_model
+
+                model, push = load_model(Path(tmp) / f"{name}.himae"), []
             for _ in range(args.rounds):  # interleaved rounds share the machine's noise fairly
+                if args.stream:
+                    push.append(stream_bench.push_costs(model, args.seconds))
                 for label, runs in runners.items():
                     t1 = measure(runs[1], args.seconds)
                     tb = measure(runs[BATCH], args.seconds, min_calls=5)
@@ -242,12 +254,21 @@ def main() -> int:
                 best_wps = max(peers_only, key=lambda k: peers_only[k]["wps"])
                 summary.append((name, fastest, ours["median"] / peers_only[fastest]["median"],
                                 best_wps, ours["wps"] / peers_only[best_wps]["wps"], g1 / peak))
+            if args.stream:
+                fastest = min(peers_only, key=lambda k: peers_only[k]["median"], default=None)
+                peer_us = peers_only[fastest]["median"] * 1e6 if fastest else float("nan")
+                stream_rows.append(stream_bench.row(name, push, ours["median"] * 1e6, peer_us, fastest,
+                                                    stream_bench.realtime_factor(model)))
     if summary:
         print("### Summary\n")
         print("| model | fastest peer (batch 1) | latency ratio | best peer (batch 64) | throughput ratio | share of sgemm |")
         print("|---|---|---:|---|---:|---:|")
         for name, fastest, lat, best_wps, thr, share in summary:
             print(f"| {name} | {fastest} | {lat:.2f} | {best_wps} | {thr:.2f} | {100 * share:.0f} % |")
+    if stream_rows:
+        print("\n### Stream mode: one new second of signal\n")
+        print(stream_bench.HEADER)
+        print("\n".join(stream_rows))
     return 0
 
 

@@ -56,6 +56,21 @@ def realtime_factor(model, hours: float = 1.0, chunk_s: float = 60.0) -> float:
     return hours * 3600 / ((peers.clock() - start) * 1e-9)
 
 
+HEADER = (
+    "| model | 1-s push: engine / Stream (µs) | window mode, batch 1 (µs) | fastest peer, full window (µs) | "
+    "push ÷ window mode, engine / Stream (target ≤ 0.167) | push ÷ peer, engine / Stream (target ≤ 0.125) | "
+    "Stream real time, 1 h on one core (target ≥ 10,000×) |\n|---|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def row(name: str, push: list[tuple[float, float]], window_us: float, peer_us: float, peer: str | None,
+        rtf: float) -> str:
+    """One table row from every round's push costs (best kept) and the window-mode and peer latencies."""
+    e, p = (min(costs) for costs in zip(*push))
+    return (f"| {name} | {e:.0f} / {p:.0f} | {window_us:.0f} | {peer_us:.0f} ({peer}) | "
+            f"{e / window_us:.3f} / {p / window_us:.3f} | {e / peer_us:.3f} / {p / peer_us:.3f} | {rtf:,.0f}× |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="himae-100,himae-25")
@@ -72,10 +87,7 @@ def main() -> int:
     print(f"## Stream mode, {datetime.date.today().isoformat()}\n")
     print(f"CPU: {peers.cpu_model()}; one thread everywhere; {args.clock} clock; medians, best of "
           f"{args.rounds} rounds of ~{args.seconds:g} s.\n")
-    print("| model | 1-s push: engine / Stream (µs) | window mode, batch 1 (µs) | fastest peer, full window (µs) | "
-          "push ÷ window mode, engine / Stream (target ≤ 0.167) | push ÷ peer, engine / Stream (target ≤ 0.125) | "
-          "Stream real time, 1 h on one core (target ≥ 10,000×) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(HEADER)
     with tempfile.TemporaryDirectory() as tmp:
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
             _, runners = peers.build_runners(name, Path(tmp), wanted)
@@ -89,12 +101,8 @@ def main() -> int:
             best = {label: min(times) for label, times in window.items()}
             ours_label = next(iter(runners))
             fastest = min((label for label in best if label != ours_label), key=best.get, default=None)
-            e, p = (min(costs) for costs in zip(*push))
-            w = best[ours_label]
             peer = best[fastest] if fastest else float("nan")
-            rtf = realtime_factor(model)
-            print(f"| {name} | {e:.0f} / {p:.0f} | {w:.0f} | {peer:.0f} ({fastest}) | {e / w:.3f} / {p / w:.3f} | "
-                  f"{e / peer:.3f} / {p / peer:.3f} | {rtf:,.0f}× |")
+            print(row(name, push, best[ours_label], peer, fastest, realtime_factor(model)))
     return 0
 
 
