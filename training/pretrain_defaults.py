@@ -25,7 +25,7 @@ CHANNELS = "PPG*,PLETH"  # both TROIKA wrist PPG channels, PhysioNet finger PPG
 SEED = 0
 # Sized for a shared 2-core CPU (see docs/models.md): a few thousand windows seen, not a converged run.
 RECIPES = {
-    "himae-25": {"epochs": 20, "stride": 62, "lr": 2e-3, "batch_size": 32, "patience": 4},
+    "himae-25": {"epochs": 40, "stride": 62, "lr": 2e-3, "batch_size": 32, "patience": 4},
     "himae-100": {"epochs": 8, "stride": 250, "lr": 2e-3, "batch_size": 32, "patience": 4},
 }
 REPORT = REPO / "docs" / "resolution-report.md"
