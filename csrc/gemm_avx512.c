@@ -86,23 +86,30 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr,
     }
 }
 
-/* Fewer rows than the tile height (small N, remainders, stream mode's one
- * or two new columns) use a shorter tile rather than computing rows that
- * are thrown away. */
+/* Fewer rows than the tile height (small N, remainders, stream mode's few
+ * new columns) use a tile of exactly that height: no row is computed and
+ * thrown away. Every row keeps the same summation order whatever the tile,
+ * so results do not depend on how rows are grouped. */
 static void f32_gemm_ukernel__avx512f_12x32(size_t mr, size_t nc, size_t kc, const float *a,
                                             size_t a_stride, const float *w, float *c,
                                             size_t c_stride, const float *res, size_t res_stride,
                                             int act) {
-    if (mr > 8)
-        tile(12, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
-    else if (mr > 4)
-        tile(8, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
-    else if (mr > 2)
-        tile(4, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
-    else if (mr > 1)
-        tile(2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
-    else
-        tile(1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+#define TILE(R) tile(R, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act)
+    switch (mr) {
+    case 1: TILE(1); break;
+    case 2: TILE(2); break;
+    case 3: TILE(3); break;
+    case 4: TILE(4); break;
+    case 5: TILE(5); break;
+    case 6: TILE(6); break;
+    case 7: TILE(7); break;
+    case 8: TILE(8); break;
+    case 9: TILE(9); break;
+    case 10: TILE(10); break;
+    case 11: TILE(11); break;
+    default: TILE(12); break;
+    }
+#undef TILE
 }
 
 const himae_ukernel himae_ukernel_avx512 = {"f32_gemm_ukernel__avx512f_12x32", HIMAE_ISA_AVX512,
