@@ -185,7 +185,7 @@ def table(results, model_name: str, n_signals: int) -> str:
     lines = [
         f"Model `{model_name}`, {n_signals} held-out signals. NMSE: mean squared error in the gap over the "
         "local signal variance (lower is better; mean and median over gaps). r: Pearson correlation in the "
-        "gap (mean over gaps; — where a fill is constant).",
+        "gap (mean over gaps; — where undefined: a constant fill, or gaps under 3 samples).",
         "",
         "| condition | gaps | " + " | ".join(f"{m} NMSE (median) | {m} r" for m in METHODS)
         + " | HiMAE vs linear |",
