@@ -239,6 +239,10 @@ static void test_model(const char *path) {
         for (uint32_t l = 0; l < c->n_levels; l++) lv[l] = want[l] + b * per[l];
         reference_encoder(&f, x + b * c->in_channels * c->window, c->window, lv);
     }
+    /* Decoder: every ISA's reconstruction against the scalar one (which
+     * tests/test_decoder.py checks against PyTorch). */
+    float *rec_scalar = malloc(n_x * sizeof(float)), *rec = malloc(n_x * sizeof(float));
+    int decoders = 0;
     for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
         if (!himae_ukernel_for((enum himae_isa)isa) || !himae_isa_supported((enum himae_isa)isa)) continue;
         himae_model *m = NULL;
@@ -260,9 +264,18 @@ static void test_model(const char *path) {
                     CHECK(fabsf(mean[l][b * c->channels[l] + ch] - expect) <= 1e-4f, "%s mean", what);
                 }
         }
+        if (c->flags & 1) {
+            before = himae_alloc_count();
+            rc = himae_reconstruct(m, x, batch, decoders ? rec : rec_scalar, err, sizeof err);
+            CHECK(rc == HIMAE_OK && himae_alloc_count() == before, "%s reconstruct: %s", path, err);
+            char what[128];
+            snprintf(what, sizeof what, "%s %s reconstruct", path, himae_isa_name((enum himae_isa)isa));
+            if (decoders++) compare(what, rec, rec_scalar, n_x, 1e-5, 1e-4);
+        }
         himae_free(m);
     }
-    printf("model %s: %u levels checked\n", path, c->n_levels);
+    printf("model %s: %u levels checked, decoder on %d ISAs\n", path, c->n_levels, decoders);
+    free(rec_scalar), free(rec);
     for (uint32_t l = 0; l < c->n_levels; l++) free(want[l]), free(got[l]), free(mean[l]);
     free(x), free(buf);
 }
