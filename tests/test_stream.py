@@ -130,6 +130,23 @@ def test_random_signals_match_whole_recording(models, n):
     check_windows(windows, want, n, window, hop)
 
 
+def test_lost_samples_in_gapped_windows_without_normaliser(models):
+    """Masked and non-finite samples enter as zeros and are counted, also between windows a hop skips."""
+    ref, model = models
+    rng = np.random.default_rng(7)
+    n, window, hop = 6000, 64, 300  # gaps longer than the deepest delay: skipped samples arrive later
+    x = rng.standard_normal((1, n))
+    lost = rng.random((1, n)) < 0.2
+    masked = lost & (rng.random((1, n)) < 0.5)
+    x[lost & ~masked] = np.nan  # the other half is lost as NaN, not through the mask
+    stream = model.stream(window=window, hop=hop, normalize=False)
+    levels, windows = run(stream, x, chunk_sizes("random", n, rng), masked)
+    want = reference(ref, np.where(lost, 0.0, x))
+    check_levels(levels, want)
+    check_windows(windows, want, n, window, hop, lost)
+    assert min(w.masked_fraction for w in windows) < 0.2 < max(w.masked_fraction for w in windows)
+
+
 def test_masked_samples_enter_as_zeros_and_are_reported(models, ppg):
     ref, model = models
     fs = model.config["fs"]
