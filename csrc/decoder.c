@@ -18,6 +18,7 @@ typedef struct {
     float *deep;  /* (len + 2 pad) rows: d_t, conv2 output */
 } work_areas;
 
+/* Floats of each work area (the largest stage's need, 64-byte multiples); their total. */
 static size_t sizes(const himae_config *c, size_t pad, size_t *phase, size_t *cat, size_t *row) {
     *phase = 2 * (size_t)c->level_len[0] * c->in_channels; /* the head */
     *cat = *row = 0;
