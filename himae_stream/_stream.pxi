@@ -226,8 +226,10 @@ cdef class RunningSums:
         cdef double total = self._v[0, self.off + self.n]
         for j in range(k):
             for c in range(n_ch):
-                total += ((mp != NULL and (<const cnp.npy_bool *>(mp + c * ms0 + j * ms1))[0])
-                          or not isfinite((<const double *>(xp + c * xs0 + j * xs1))[0]))
+                if not isfinite((<const double *>(xp + c * xs0 + j * xs1))[0]):
+                    total += 1
+                elif mp != NULL and (<const cnp.npy_bool *>(mp + c * ms0 + j * ms1))[0]:
+                    total += 1
             dst[j] = total
         self.appended(first, k)
 
