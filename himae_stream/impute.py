@@ -244,10 +244,12 @@ class _Runner:
                 ctx = np.flatnonzero(known_w[c])
             design = self._design(u[c], ctx, lo)
             if len(ctx):
-                ridge = np.sqrt(self.ridge * len(ctx)) * np.eye(n_fir, n_fir + 2)
-                coef = np.linalg.lstsq(
-                    np.vstack([design, ridge]), np.r_[raw_w[c, ctx], np.zeros(n_fir)], rcond=None
-                )[0]
+                # ridge on the FIR taps; normal equations, as a least-squares SVD of this
+                # small system costs ~1000x more under a multi-threaded BLAS
+                gram = design.T @ design
+                gram[np.arange(n_fir), np.arange(n_fir)] += self.ridge * len(ctx)
+                gram += 1e-12 * np.trace(gram) * np.eye(n_fir + 2)  # offset/trend stay solvable
+                coef = np.linalg.solve(gram, design.T @ raw_w[c, ctx])
             else:  # this channel is lost across the whole window: nothing to fit, fill its zero level
                 coef = np.zeros(n_fir + 2)
             span = np.arange(lo, hi)
