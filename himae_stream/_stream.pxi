@@ -235,6 +235,9 @@ cdef class RunningSums:
 
     def drop_before(self, int64_t position):
         """Forget the sums of the positions before `position` (those not yet arrived are skipped when they do)."""
+        self._drop_before(position)
+
+    cdef void _drop_before(self, int64_t position):
         if position <= self.base:
             return
         cdef int64_t dropped = min(position - self.base, self.n)
@@ -257,7 +260,9 @@ def take_windows(list levels, RunningSums lost, tuple strides, int64_t first, in
     cdef RunningSums sums
     for sums in levels:
         total += sums.channels
-    cdef cnp.ndarray out = np.empty((n_windows, total), dtype=np.float32)
+    cdef cnp.npy_intp dims[2]
+    dims[0], dims[1] = n_windows, total
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
     cdef float *o = <float *>cnp.PyArray_DATA(out)
     cdef int64_t stride, at, a, b, start, ld, next_start = (last + 1) * hop
     cdef double inv
@@ -268,7 +273,7 @@ def take_windows(list levels, RunningSums lost, tuple strides, int64_t first, in
         stride = strides[l] if l < len(levels) else 1
         at = sums.off - sums.base
         ld = sums._v.shape[1]
-        v = &sums._v[0, 0]
+        v = <const double *>cnp.PyArray_DATA(sums.buf)
         for i in range(n_windows):
             start = (first + i) * hop
             a = (start + stride - 1) // stride
@@ -282,5 +287,5 @@ def take_windows(list levels, RunningSums lost, tuple strides, int64_t first, in
             for c in range(sums.channels):
                 o[i * total + col + c] = <float>((v[c * ld + b + at] - v[c * ld + a + at]) * inv)
         col += sums.channels
-        sums.drop_before((next_start + stride - 1) // stride)
+        sums._drop_before((next_start + stride - 1) // stride)
     return out, fractions
