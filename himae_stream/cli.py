@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from himae_stream.errors import HimaeError
@@ -69,12 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["run", *(argv or [])])
+        args = parser.parse_args(["run"])
     try:
         return int(modules[args.command].run(args) or 0)
     except KeyboardInterrupt:
         print("himae: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # whoever read our output stopped (`himae run | head`): a normal end, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (HimaeError, OSError, ValueError) as exc:
         print(f"himae {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -63,10 +63,14 @@ class Pipeline:
     def __init__(self, model, window=None, hop="1s", channels=None, impute: bool = True):
         self.model = model
         self.fs = float(model.config["fs"])
+        self.heads = list(model.metadata.get("probes") or [])
+        if window is None:
+            # predictions are right on the window length the probe heads were fitted on
+            fitted = {h.get("window_s") for h in self.heads} - {None}
+            window = float(fitted.pop()) if len(fitted) == 1 else None
         self.stream = model.stream(window=window, hop=hop)
         self.window, self.hop = self.stream.window, self.stream.hop
         self.channel_patterns = channels
-        self.heads = list(model.metadata.get("probes") or [])
         self.impute = impute
         self.history = History(model.config["in_channels"], self.window + max(self.stream.delay) + 2 * self.hop)
         self.latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)

@@ -36,16 +36,29 @@ def read_records(path):
     return [json.loads(line) for line in open(path)]
 
 
-def check_records(records, model_channels, count):
+def check_records(records, model_channels, count, window=1000):
     assert len(records) == count
     assert [r["window"] for r in records] == list(range(count))
     assert [r["start"] for r in records] == [100 * i for i in range(count)]
     for r in records:
-        assert r["end"] - r["start"] == 1000
+        assert r["end"] - r["start"] == window
         assert [len(e) for e in r["embeddings"]] == model_channels
         assert all(np.isfinite(e).all() for e in r["embeddings"])
         assert r["t_end"] > r["t_start"] > 1.7e9  # Unix seconds
         assert 0 <= r["lost_fraction"] <= 1 and r["latency_ms"] >= 0
+
+
+def test_embedded_default(tmp_path):
+    """No source, no model: the bundled record through the simulator into the shipped himae-100."""
+    out = tmp_path / "out.jsonl"
+    result = himae("run", "--duration", "20s", "--speed", "20", "--sink", f"jsonl://{out}")
+    assert result.returncode == 0, result.stderr
+    records = read_records(out)
+    # the shipped heads were fitted on 8 s windows: starts 0, 1, ..., 12 s within 20 s
+    check_records(records, [16, 32, 64, 128, 256], 13, window=800)
+    for r in records:
+        assert set(r["predictions"]) == {"heart_rate", "activity", "quality"}
+        assert 30 < r["predictions"]["heart_rate"] < 220 and r["predictions"]["activity"] in ("rest", "moderate", "fast")
 
 
 @pytest.mark.parametrize("transport, rate", [("serial", ""), ("ble", "&fs=100")])

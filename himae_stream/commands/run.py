@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sink", action="append", default=[],
                    help="jsonl://-, jsonl://FILE, csv://FILE, npz://FILE, lsl://NAME (repeatable; "
                         "default jsonl://- when stdout is not a terminal)")
-    p.add_argument("--window", help="window length, e.g. 10s (default: the model's)")
+    p.add_argument("--window", help="window length, e.g. 10s (default: the one the model's probe heads were "
+                                    "fitted on, else the model's)")
     p.add_argument("--hop", default="1s", help="hop between windows (default 1s)")
     p.add_argument("--duration", help="stop after this much signal, e.g. 60s (default: until the source ends)")
     p.add_argument("--speed", default="1", help="replay speed of the default simulator source (default 1, 'max')")
