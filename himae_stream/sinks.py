@@ -27,6 +27,16 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def _open_text(path: str, **kwargs):
+    """A text file to write, or stdout for `-` / an empty path."""
+    return sys.stdout if path in ("", "-") else open(path, "w", encoding="utf-8", **kwargs)
+
+
+def _close_text(file) -> None:
+    if file is not sys.stdout:
+        file.close()
+
+
 def _flat_predictions(record: dict) -> dict:
     return {f"pred_{k}": v for k, v in record.get("predictions", {}).items()}
 
@@ -35,22 +45,21 @@ class JsonlSink:
     """One JSON object per line; flushed per record so a reader can follow live."""
 
     def __init__(self, path: str):
-        self.file = sys.stdout if path in ("", "-") else open(path, "w", encoding="utf-8")
+        self.file = _open_text(path)
 
     def write(self, record: dict) -> None:
         self.file.write(json.dumps(record, separators=(",", ":")) + "\n")
         self.file.flush()
 
     def close(self) -> None:
-        if self.file is not sys.stdout:
-            self.file.close()
+        _close_text(self.file)
 
 
 class CsvSink:
     """One row per window: scalars, predictions, then every embedding value (`e{level}_{i}`)."""
 
     def __init__(self, path: str):
-        self.file = sys.stdout if path in ("", "-") else open(path, "w", newline="", encoding="utf-8")
+        self.file = _open_text(path, newline="")
         self.writer = csv.writer(self.file)
         self.header: list[str] | None = None
 
@@ -67,8 +76,7 @@ class CsvSink:
         self.file.flush()
 
     def close(self) -> None:
-        if self.file is not sys.stdout:
-            self.file.close()
+        _close_text(self.file)
 
 
 class NpzSink:

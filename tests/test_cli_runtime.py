@@ -1,7 +1,5 @@
 """`himae embed`, `himae plot` and `himae bench` on real recordings, through the CLI."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -9,26 +7,12 @@ import pytest
 TROIKA_TEST = "troika/TestData/TEST_S01_T01.mat"
 
 
-def himae(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "himae_stream.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    import torch
-
-    import training
-    from training.configs import CONFIGS
-    from training.model import HiMAE
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "h25.himae"
-    training.export_model(HiMAE(CONFIGS["himae-25"]).eval(), path)
-    return str(path)
+def model_file(random_model_file):
+    return random_model_file("himae-25")
 
 
-def test_embed_stream_mode_equals_the_stream_api(tmp_path, data_dir, model_file):
+def test_embed_stream_mode_equals_the_stream_api(tmp_path, data_dir, model_file, himae):
     from himae_stream import load_model, recordings
 
     out = tmp_path / "emb.npz"
@@ -46,7 +30,7 @@ def test_embed_stream_mode_equals_the_stream_api(tmp_path, data_dir, model_file)
     assert np.array_equal(mine, np.stack([w.embeddings[3] for w in windows]))
 
 
-def test_embed_window_mode_keeps_only_asked_levels(tmp_path, data_dir, model_file):
+def test_embed_window_mode_keeps_only_asked_levels(tmp_path, data_dir, model_file, himae):
     out = tmp_path / "emb.npz"
     result = himae("embed", str(data_dir / TROIKA_TEST), "-o", str(out), "--model", model_file,
                    "--channels", "PPG1", "--mode", "window", "--levels", "0,2")
@@ -56,7 +40,7 @@ def test_embed_window_mode_keeps_only_asked_levels(tmp_path, data_dir, model_fil
     assert z["level2"].shape[1] == 64 and np.isfinite(z["level0"]).all()
 
 
-def test_embed_bad_level_and_short_recording(tmp_path, model_file):
+def test_embed_bad_level_and_short_recording(tmp_path, model_file, himae):
     short = tmp_path / "short.npy"
     np.save(short, np.zeros(100))
     result = himae("embed", str(short), "--fs", "25", "-o", str(tmp_path / "x.npz"), "--model", model_file)
@@ -66,7 +50,7 @@ def test_embed_bad_level_and_short_recording(tmp_path, model_file):
     assert result.returncode == 2 and "--levels" in result.stderr
 
 
-def test_plot_writes_a_png(tmp_path, data_dir, model_file):
+def test_plot_writes_a_png(tmp_path, data_dir, model_file, himae):
     out = tmp_path / "plot.png"
     result = himae("plot", str(data_dir / TROIKA_TEST), "--channels", "PPG1", "--model", model_file,
                    "--start", "60s", "--length", "20s", "-o", str(out))
@@ -74,7 +58,7 @@ def test_plot_writes_a_png(tmp_path, data_dir, model_file):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "filled" in result.stdout
 
 
-def test_bench_prints_a_row_per_isa(model_file):
+def test_bench_prints_a_row_per_isa(model_file, himae):
     from himae_stream.model import supported_isas
 
     result = himae("bench", "--model", model_file, "--seconds", "0.05")

@@ -12,24 +12,9 @@ from himae_stream.pipeline import History
 BUNDLED = "himae_stream/data/a103l.hea"
 
 
-def himae(*args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "himae_stream.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    """A himae-100 file with random weights (the pipeline's behaviour does not depend on training)."""
-    import torch
-
-    import training
-    from training.configs import CONFIGS
-    from training.model import HiMAE
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "h100.himae"
-    training.export_model(HiMAE(CONFIGS["himae-100"]).eval(), path)
-    return str(path)
+def model_file(random_model_file):
+    return random_model_file("himae-100")
 
 
 def read_records(path):
@@ -48,7 +33,7 @@ def check_records(records, model_channels, count, window=1000):
         assert 0 <= r["lost_fraction"] <= 1 and r["latency_ms"] >= 0
 
 
-def test_embedded_default(tmp_path):
+def test_embedded_default(tmp_path, himae):
     """No source, no model: the bundled record through the simulator into the shipped himae-100."""
     out = tmp_path / "out.jsonl"
     result = himae("run", "--duration", "20s", "--speed", "20", "--sink", f"jsonl://{out}")
@@ -62,7 +47,7 @@ def test_embedded_default(tmp_path):
 
 
 @pytest.mark.parametrize("transport, rate", [("serial", ""), ("ble", "&fs=100")])
-def test_run_writes_one_record_per_hop(tmp_path, model_file, transport, rate):
+def test_run_writes_one_record_per_hop(tmp_path, model_file, transport, rate, himae):
     """Serial at the record's own 250 Hz (resampled live to 100 Hz), BLE at 100 Hz."""
     out = tmp_path / "out.jsonl"
     source = f"sim://{BUNDLED}?channels=PLETH&transport={transport}&speed=5{rate}"
@@ -74,7 +59,7 @@ def test_run_writes_one_record_per_hop(tmp_path, model_file, transport, rate):
     assert "11 windows" in result.stderr and "lost 0" in result.stderr
 
 
-def test_run_fills_gaps_from_a_lossy_device(tmp_path, model_file):
+def test_run_fills_gaps_from_a_lossy_device(tmp_path, model_file, himae):
     out, csv_out = tmp_path / "out.jsonl", tmp_path / "out.csv"
     source = f"sim://{BUNDLED}?channels=PLETH&speed=max&fs=100&loss=0.05&seed=3"
     result = himae("run", "--model", model_file, "--source", source, "--duration", "30s",
@@ -102,14 +87,14 @@ def test_run_fills_gaps_from_a_lossy_device(tmp_path, model_file):
         (["--hop", "fast"], "hop"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(model_file, args, message):
+def test_bad_input_is_one_line_exit_2(model_file, args, message, himae):
     result = himae("run", "--model", model_file, "--duration", "2s", *args, timeout=60)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
 
 
-def test_unreadable_model_is_one_line(tmp_path):
+def test_unreadable_model_is_one_line(tmp_path, himae):
     bad = tmp_path / "bad.himae"
     bad.write_bytes(b"not a model")
     result = himae("run", "--model", str(bad), "--duration", "1s", timeout=60)
@@ -156,7 +141,7 @@ def ble_device():
         sim.wait()
 
 
-def test_run_from_a_ble_device_in_another_process(tmp_path, model_file, ble_device):
+def test_run_from_a_ble_device_in_another_process(tmp_path, model_file, ble_device, himae):
     out = tmp_path / "out.jsonl"
     result = himae("run", "--model", model_file, "--source", f"ble://name=himae-test-*?hci={ble_device}",
                    "--duration", "12s", "--sink", f"jsonl://{out}")
@@ -164,7 +149,7 @@ def test_run_from_a_ble_device_in_another_process(tmp_path, model_file, ble_devi
     check_records(read_records(out), [16, 32, 64, 128, 256], 3)
 
 
-def test_ble_device_not_found_is_one_line(model_file, ble_device):
+def test_ble_device_not_found_is_one_line(model_file, ble_device, himae):
     result = himae("run", "--model", model_file, "--source",
                    f"ble://name=no-such-wearable?hci={ble_device}&scan_timeout=2", "--duration", "2s", timeout=60)
     assert result.returncode == 2, result.stderr
