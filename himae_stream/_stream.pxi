@@ -1,5 +1,7 @@
 # Included from _core.pyx: the stream-mode engine (csrc/stream.c) behind
-# Model.stream; windows, normaliser and snapshots live in himae_stream.stream.
+# Model.stream, and the typed per-push bookkeeping of its windows (running
+# sums, lost-sample counts, window means); the Stream itself, its normaliser
+# and snapshots live in himae_stream.stream.
 
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint8_t
