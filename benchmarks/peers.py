@@ -103,19 +103,12 @@ def build_runners(name: str, tmp: Path, peers: list[str]) -> tuple[dict, dict[st
 
     from himae_stream import load_model
     from training import HiMAE, export_model, get_config
+    from training.model import randomize_batchnorm
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     config = get_config(name)
-    model = HiMAE(config).eval()
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            n = m.num_features
-            m.weight.data = 1 + 0.3 * torch.randn(n, generator=g)
-            m.bias.data = 0.3 * torch.randn(n, generator=g)
-            m.running_mean.data = 0.3 * torch.randn(n, generator=g)
-            m.running_var.data = 0.5 + torch.rand(n, generator=g)
+    model = randomize_batchnorm(HiMAE(config), 1).eval()
     path = tmp / f"{name}.himae"
     export_model(model, path)
 

@@ -12,6 +12,7 @@ from himae_stream.model import supported_isas
 from himae_stream.normalize import normalize
 from himae_stream.recordings import load, resample
 from training import HiMAE, export_model, get_config
+from training.model import randomize_batchnorm
 
 CORPUS = Path(__file__).parent / "corpus"
 EXPECTED = json.loads((CORPUS / "expected.json").read_text())
@@ -28,16 +29,7 @@ def _random_model(name: str, seed: int) -> HiMAE:
     """A model in eval mode with random conv weights and randomised BatchNorm statistics."""
     torch.manual_seed(seed)
     config = {**get_config("himae-25"), **ODD} if name == "odd" else get_config(name)
-    model = HiMAE(config).eval()
-    g = torch.Generator().manual_seed(seed + 1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            n = m.num_features
-            m.weight.data = 1 + 0.3 * torch.randn(n, generator=g)
-            m.bias.data = 0.3 * torch.randn(n, generator=g)
-            m.running_mean.data = 0.3 * torch.randn(n, generator=g)
-            m.running_var.data = 0.5 + torch.rand(n, generator=g)
-    return model
+    return randomize_batchnorm(HiMAE(config), seed + 1).eval()
 
 
 def _real_windows(data_dir: Path, fs: float, window: int, count: int) -> np.ndarray:

@@ -8,6 +8,7 @@ from himae_stream.model import load_model, supported_isas
 from himae_stream.normalize import normalize
 from himae_stream.recordings import load
 from training import HiMAE, export_model, get_config
+from training.model import randomize_batchnorm
 
 TOL = 1e-4
 
@@ -15,14 +16,7 @@ TOL = 1e-4
 def random_model(config: dict, seed: int) -> HiMAE:
     """A HiMAE with random weights and random BatchNorm statistics, in eval mode."""
     torch.manual_seed(seed)
-    model = HiMAE(config).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm1d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.3, 0.3)
-    return model
+    return randomize_batchnorm(HiMAE(config), seed).eval()
 
 
 def torch_reconstruct(model: HiMAE, x: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training import HiMAE, get_config
+from training.model import randomize_batchnorm
 from training.configs import level_lengths
 from training.export import fold_bn, folded_tensors
 
@@ -52,22 +53,12 @@ def test_encoder_is_causal_free_of_batch_effects_in_eval():
     torch.testing.assert_close(model(x)[1:2], model(x[1:2]), rtol=0, atol=1e-6)
 
 
-def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm1d):
-            n = m.num_features
-            m.weight.data = 0.5 + torch.rand(n, generator=g)
-            m.bias.data = torch.randn(n, generator=g) * 0.3
-            m.running_mean.data = torch.randn(n, generator=g) * 0.3
-            m.running_var.data = 0.5 + torch.rand(n, generator=g)
-
 
 def test_bn_folded_conv_equals_conv_then_bn():
     """The fold is exact algebra: in float64 it matches conv + BN to rounding."""
     conv = nn.Conv1d(16, 32, 5, stride=2, padding=2, bias=False).double()
     bn = nn.BatchNorm1d(32)
-    _randomise_bn(bn)
+    randomize_batchnorm(bn)
     bn = bn.double().eval()
     x = torch.randn(4, 16, 300, dtype=torch.float64)
     weight, bias = fold_bn(conv, bn)
@@ -103,7 +94,7 @@ def _file_forward(t: dict, config: dict, x: torch.Tensor) -> tuple[list[torch.Te
 def test_folded_tensors_reproduce_the_whole_model():
     config = get_config("himae-100")
     model = HiMAE(config)
-    _randomise_bn(model, seed=1)
+    randomize_batchnorm(model, seed=1)
     model.eval()
     x = torch.randn(2, 1, 1000)
     levels, y = _file_forward(folded_tensors(model), config, x)

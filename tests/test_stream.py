@@ -14,6 +14,7 @@ from himae_stream.model import alloc_count, load_model
 from himae_stream.recordings import load
 from himae_stream.stream import to_samples
 from training import HiMAE, export_model, get_config
+from training.model import randomize_batchnorm
 
 TOL = 1e-5
 CONFIGS = ["himae-100", "himae-25"]
@@ -21,15 +22,7 @@ CONFIGS = ["himae-100", "himae-25"]
 
 def _random_model(name: str, seed: int) -> HiMAE:
     torch.manual_seed(seed)
-    model = HiMAE(get_config(name))
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm1d):
-                module.running_mean.uniform_(-0.3, 0.3)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.3, 0.3)
-    return model.eval()
+    return randomize_batchnorm(HiMAE(get_config(name)), seed).eval()
 
 
 @pytest.fixture(scope="module", params=CONFIGS)

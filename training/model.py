@@ -91,3 +91,22 @@ class HiMAE(nn.Module):
 
     def level_lengths(self) -> list[int]:
         return level_lengths(self.config)
+
+
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm seeded random affine parameters and running statistics.
+
+    A fresh model's BatchNorm is the identity in eval mode, so a wrong fold or
+    a skipped BatchNorm would pass unnoticed; parity tests and benchmarks use
+    this to get a model shaped like a trained one.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                n = m.num_features
+                m.weight.copy_(0.5 + torch.rand(n, generator=g))
+                m.bias.copy_(0.3 * torch.randn(n, generator=g))
+                m.running_mean.copy_(0.3 * torch.randn(n, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+    return model
