@@ -1,34 +1,46 @@
 """End-to-end latency of `himae run` over the pseudo-terminal serial path.
 
-Replays the bundled PhysioNet record through the simulator at device rate
-(100 Hz, real time by default) and reports, per window record, the time from
-the chunk that completed the window reaching the pipeline to the record being
-ready (p50 / p99), next to the model's algorithmic delay, which is a property
-of the convolution stack and reported separately. A script, not a test.
+The simulator (`himae sim`) runs in its own process, as a real device would,
+replaying the bundled PhysioNet record at 100 Hz in real time on a
+pseudo-terminal; the pipeline reads it with `serial://` in this process.
+Reported per window record: the time from the chunk that completed the
+window reaching the pipeline to the record being ready (p50 / p99), next to
+the model's algorithmic delay, a property of the convolution stack reported
+separately. A script, not a test.
 
-    python -m benchmarks.e2e_latency [--model himae-100] [--duration 60] [--speed 1] [--hop 0.1s]
+    python -m benchmarks.e2e_latency [--model himae-100] [--duration 60] [--hop 0.1s]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 import time
 from importlib import resources
 
 import numpy as np
 
 
-async def measure(model, duration: float, speed: str, hop: str) -> tuple[list[float], float]:
+def start_device(fs: float, duration: float) -> tuple[subprocess.Popen, str]:
+    """`himae sim` on a pseudo-terminal in a child process; returns it and its source URL."""
+    record = resources.files("himae_stream") / "data" / "a103l.hea"
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "himae_stream.cli", "sim", "--recording", str(record), "--channels", "PLETH",
+         "--fs", f"{fs:g}", "--duration", f"{duration:g}"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    for line in sim.stdout:
+        if line.startswith("source: "):
+            return sim, line.split(" ", 1)[1].strip()
+    raise RuntimeError("the simulator did not announce its serial port")
+
+
+async def measure(model, url: str, duration: float, hop: str) -> list[float]:
     from himae_stream.pipeline import run
 
-    record = resources.files("himae_stream") / "data" / "a103l.hea"
-    url = f"sim://{record}?channels=PLETH&fs={model.config['fs']:g}&speed={speed}"
-    latencies = []
-    started = time.perf_counter()
-    async for rec in run(url, model, hop=hop, duration=duration):
-        latencies.append(rec["latency_ms"])
-    return latencies, time.perf_counter() - started
+    return [rec["latency_ms"] async for rec in run(url, model, hop=hop, duration=duration)]
 
 
 def main() -> None:
@@ -38,18 +50,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="himae-100")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of signal")
-    p.add_argument("--speed", default="1")
     p.add_argument("--hop", default="0.1s")
     args = p.parse_args()
     model = load(args.model)
-    latencies, wall = asyncio.run(measure(model, args.duration, args.speed, args.hop))
     fs = model.config["fs"]
-    delay = model.stream().delay
+    sim, url = start_device(fs, args.duration + 5)
+    try:
+        started = time.perf_counter()
+        latencies = asyncio.run(measure(model, url, args.duration, args.hop))
+        wall = time.perf_counter() - started
+    finally:
+        sim.kill()
+        sim.wait()
     p50, p99 = np.percentile(latencies, [50, 99])
     print(f"# himae run end-to-end latency, {time.strftime('%Y-%m-%d')}, {cpu_model()}, 1 thread")
-    print(f"model {model.config.get('name')} ({model.isa}), {args.duration:g} s of signal at {fs:g} Hz, "
-          f"speed {args.speed}, hop {args.hop}, {len(latencies)} windows, wall {wall:.1f} s")
+    print(f"model {model.config.get('name')} ({model.isa}), device process at {fs:g} Hz in real time over a "
+          f"pseudo-terminal, {args.duration:g} s of signal, hop {args.hop}, {len(latencies)} windows, wall {wall:.1f} s")
     print(f"processing latency: p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {max(latencies):.3f} ms")
+    delay = model.stream().delay
     print("algorithmic delay per level: " + ", ".join(f"L{l} {d} samples ({1e3 * d / fs:.0f} ms)"
                                                      for l, d in enumerate(delay)))
 

@@ -63,7 +63,7 @@ class Pipeline:
     def __init__(self, model, window=None, hop="1s", channels=None, impute: bool = True):
         self.model = model
         self.fs = float(model.config["fs"])
-        self.heads = list(model.metadata.get("probes") or [])
+        self.heads = probes.prepare(model.metadata.get("probes") or [])
         if window is None:
             # predictions are right on the window length the probe heads were fitted on
             fitted = {h.get("window_s") for h in self.heads} - {None}
@@ -118,7 +118,7 @@ class Pipeline:
             "t_start": round(float(times[0]) + self._to_unix, 6) if times.size else None,
             "t_end": round(float(times[-1]) + self._to_unix, 6) if times.size else None,
             "lost_fraction": round(window.masked_fraction, 6),
-            "predictions": self._predict(window.embeddings),
+            "predictions": probes.apply(self.heads, window.embeddings),
             "embeddings": [e.tolist() for e in window.embeddings],
             "imputed": 0,
         }
@@ -129,13 +129,6 @@ class Pipeline:
         record["latency_ms"] = round(latency, 4)
         self.windows += 1
         return record
-
-    def _predict(self, embeddings: list[np.ndarray]) -> dict:
-        out = {}
-        for head in self.heads:
-            value = probes.predict(head, embeddings[head["level"]])[0]
-            out[head["name"]] = value if isinstance(value, str) else round(float(value), 4)
-        return out
 
     def _fill(self, start: int, raw: np.ndarray, lost: np.ndarray) -> dict:
         """Impute the lost samples of the window's central hop, so each gap sample is filled once,

@@ -43,6 +43,12 @@ def validate(head: dict, channels: list[int]) -> dict:
     return head
 
 
+def prepare(heads: list[dict]) -> list[dict]:
+    """Heads with their parameters as float64 arrays, converted once rather than per window."""
+    return [{**h, **{k: np.asarray(h[k], dtype=np.float64) for k in ("mean", "std", "weights", "bias")}}
+            for h in heads]
+
+
 def scores(head: dict, embeddings) -> np.ndarray:
     """Raw linear outputs `(n, outputs)` for embeddings `(n, dim)` or `(dim,)` of the head's level."""
     e = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))

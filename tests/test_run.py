@@ -42,8 +42,10 @@ def test_embedded_default(tmp_path, himae):
     # the shipped heads were fitted on 8 s windows: starts 0, 1, ..., 12 s within 20 s
     check_records(records, [16, 32, 64, 128, 256], 13, window=800)
     for r in records:
-        assert set(r["predictions"]) == {"heart_rate", "activity", "quality"}
-        assert 30 < r["predictions"]["heart_rate"] < 220 and r["predictions"]["activity"] in ("rest", "moderate", "fast")
+        p = r["predictions"]
+        assert set(p) == {"heart_rate", "activity", "activity_p", "quality"}
+        assert 30 < p["heart_rate"] < 220 and p["activity"] == max(p["activity_p"], key=p["activity_p"].get)
+        assert set(p["activity_p"]) == {"rest", "moderate", "fast"} and abs(sum(p["activity_p"].values()) - 1) < 1e-9
 
 
 @pytest.mark.parametrize("transport, rate", [("serial", ""), ("ble", "&fs=100")])
