@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 import numpy as np
 
 from himae_stream import probes
+from himae_stream.errors import HimaeError
 from himae_stream.recordings import match_channels
 from himae_stream.resample import StreamResampler
 from himae_stream.samplestream import Chunk, SampleStream
@@ -177,8 +178,13 @@ async def run(source, model=None, window=None, hop="1s", *, channels=None, imput
     """
     from himae_stream.urls import open_source
 
+    from himae_stream.sources.heartrate import HeartRateSource
+
     model = load(model)
     src = open_source(source) if isinstance(source, str) else source
+    if isinstance(src, HeartRateSource):
+        raise HimaeError("a Heart Rate Service device sends heart rate and RR intervals, not a waveform the model "
+                         "can read; use himae_stream.sources.HeartRateSource directly")
     core = Pipeline(model, window, hop, channels, impute)
     samples = SampleStream(src)
     if pipeline is not None:

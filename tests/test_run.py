@@ -156,3 +156,10 @@ def test_ble_device_not_found_is_one_line(model_file, ble_device, himae):
                    f"ble://name=no-such-wearable?hci={ble_device}&scan_timeout=2", "--duration", "2s", timeout=60)
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "no-such-wearable" in result.stderr
+
+
+def test_heart_rate_sensor_is_refused_with_a_reason(model_file, ble_device, himae):
+    result = himae("run", "--model", model_file, "--source", f"ble://name=himae-test-*?hci={ble_device}&service=hr",
+                   "--duration", "2s", timeout=60)
+    assert result.returncode == 2 and "not a waveform" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
