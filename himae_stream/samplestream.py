@@ -146,6 +146,13 @@ COUNTERS = (
 )
 
 
+def _delivered(item: Chunk | BaseException) -> Chunk:
+    """A chunk from the reader's queue, or the source's failure raised in the consumer."""
+    if isinstance(item, BaseException):
+        raise StreamError(f"source failed: {item}") from item
+    return item
+
+
 class SampleStream:
     """Packets in, `Chunk`s out (asyncio: `async for`; blocking: `for`).
 
@@ -360,9 +367,7 @@ class SampleStream:
                 item = await chunks.get()
                 if item is None:
                     return
-                if isinstance(item, BaseException):
-                    raise StreamError(f"source failed: {item}") from item
-                yield item
+                yield _delivered(item)
         finally:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
@@ -378,9 +383,7 @@ class SampleStream:
                 item = chunks.get()
                 if item is None:
                     return
-                if isinstance(item, BaseException):
-                    raise StreamError(f"source failed: {item}") from item
-                yield item
+                yield _delivered(item)
         finally:
             stop.set()
             thread.join()
