@@ -34,27 +34,42 @@ class History:
     """The most recent raw samples, lost flags and host times, by absolute sample index.
 
     Bounded: keeps `capacity` samples plus at most one chunk, enough for a
-    window's imputation and timing after the stream engine's delay.
+    window's imputation and timing after the stream engine's delay. Samples
+    are appended in place; the kept tail moves to the front only when the
+    buffer is full, so a chunk costs three small copies, not a reallocation.
     """
 
     def __init__(self, channels: int, capacity: int):
         self.capacity = capacity
-        self.base = 0
-        self.samples = np.zeros((channels, 0), np.float32)
-        self.lost = np.zeros(0, bool)
-        self.times = np.zeros(0, np.float64)
+        self.base = 0  # absolute index of the first sample held
+        self.held = 0
+        self._alloc(channels, 4 * capacity)
+
+    def _alloc(self, channels: int, size: int) -> None:
+        self.samples = np.zeros((channels, size), np.float32)
+        self.lost = np.zeros(size, bool)
+        self.times = np.zeros(size, np.float64)
 
     def add(self, samples: np.ndarray, lost: np.ndarray, times: np.ndarray) -> None:
-        self.samples = np.concatenate([self.samples, samples], axis=1)
-        self.lost = np.concatenate([self.lost, lost])
-        self.times = np.concatenate([self.times, times])
-        extra = self.lost.size - self.capacity - samples.shape[1]
-        if extra > 0:
-            self.samples, self.lost, self.times = self.samples[:, extra:], self.lost[extra:], self.times[extra:]
-            self.base += extra
+        n = samples.shape[1]
+        if self.held + n > self.lost.size:
+            keep = min(self.held, self.capacity)
+            old = (self.samples[:, self.held - keep : self.held], self.lost[self.held - keep : self.held],
+                   self.times[self.held - keep : self.held])
+            if keep + n > self.lost.size:  # a chunk longer than the spare room: grow once for it
+                old = tuple(a.copy() for a in old)
+                self._alloc(samples.shape[0], 2 * (keep + n))
+            self.samples[:, :keep], self.lost[:keep], self.times[:keep] = old
+            self.base += self.held - keep
+            self.held = keep
+        end = self.held + n
+        self.samples[:, self.held : end], self.lost[self.held : end], self.times[self.held : end] = samples, lost, times
+        self.held = end
 
     def span(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        a, b = max(start - self.base, 0), max(end - self.base, 0)
+        """Views of samples [start, end) that are still held (valid until the next `add`)."""
+        a = min(max(start - self.base, 0), self.held)
+        b = min(max(end - self.base, 0), self.held)
         return self.samples[:, a:b], self.lost[a:b], self.times[a:b]
 
 
@@ -64,7 +79,7 @@ class Pipeline:
     def __init__(self, model, window=None, hop="1s", channels=None, impute: bool = True):
         self.model = model
         self.fs = float(model.config["fs"])
-        self.heads = probes.prepare(model.metadata.get("probes") or [])
+        self.heads = probes.Heads(model.metadata.get("probes") or [])
         if window is None:
             # predictions are right on the window length the probe heads were fitted on
             fitted = {h.get("window_s") for h in self.heads} - {None}
@@ -93,9 +108,13 @@ class Pipeline:
         # a device at another rate is resampled on the fly to the model's rate
         self.resampler = None if abs(fs - self.fs) <= 1e-6 * self.fs else StreamResampler(fs, self.fs, need)
 
-    def feed(self, chunk: Chunk, arrival: float | None = None) -> list[dict]:
-        """Push one chunk; return the records of the windows it completes."""
-        arrival = time.perf_counter() if arrival is None else arrival
+    def feed(self, chunk: Chunk) -> list[dict]:
+        """Push one chunk; return the records of the windows it completes.
+
+        A record's latency runs from `chunk.arrival` (when the source read the
+        bytes), or from this call for a chunk without a host arrival time.
+        """
+        arrival = time.monotonic() if chunk.arrival is None else chunk.arrival
         if self._picks is None:
             self.select([f"ch{i}" for i in range(chunk.samples.shape[0])], self.fs)
         samples, lost, times = chunk.samples[self._picks], chunk.lost_mask, chunk.timestamps
@@ -107,7 +126,7 @@ class Pipeline:
 
     def finish(self) -> list[dict]:
         """End of stream: the end padding completes the last windows."""
-        arrival = time.perf_counter()
+        arrival = time.monotonic()
         return [self._record(w, arrival) for w in self.stream.flush().windows]
 
     def _record(self, window, arrival: float) -> dict:
@@ -119,13 +138,13 @@ class Pipeline:
             "t_start": round(float(times[0]) + self._to_unix, 6) if times.size else None,
             "t_end": round(float(times[-1]) + self._to_unix, 6) if times.size else None,
             "lost_fraction": round(window.masked_fraction, 6),
-            "predictions": probes.apply(self.heads, window.embeddings),
-            "embeddings": [e.tolist() for e in window.embeddings],
+            "predictions": self.heads.apply(window.embeddings),
+            "embeddings": list(window.embeddings),  # float32 arrays; sinks serialise them
             "imputed": 0,
         }
         if self.impute and lost.any():
             record.update(self._fill(window.start, raw, lost))
-        latency = (time.perf_counter() - arrival) * 1e3
+        latency = (time.monotonic() - arrival) * 1e3
         self.latencies.append(latency)
         record["latency_ms"] = round(latency, 4)
         self.windows += 1
@@ -192,7 +211,6 @@ async def run(source, model=None, window=None, hop="1s", *, channels=None, imput
     limit = None
     seen = 0
     async for chunk in samples:
-        arrival = time.perf_counter()
         if core._picks is None:
             info = src.info
             fs = info.fs if info else core.fs
@@ -200,9 +218,9 @@ async def run(source, model=None, window=None, hop="1s", *, channels=None, imput
             limit = None if duration is None else int(round(duration * fs))  # in device samples
         if limit is not None and seen + len(chunk) >= limit:
             chunk = Chunk(chunk.timestamps[: limit - seen], chunk.samples[:, : limit - seen],
-                          chunk.lost_mask[: limit - seen], chunk.start)
+                          chunk.lost_mask[: limit - seen], chunk.start, chunk.arrival)
         seen += len(chunk)
-        for record in core.feed(chunk, arrival):
+        for record in core.feed(chunk):
             yield record
         if limit is not None and seen >= limit:
             break

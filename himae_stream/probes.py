@@ -43,17 +43,26 @@ def validate(head: dict, channels: list[int]) -> dict:
     return head
 
 
-def prepare(heads: list[dict]) -> list[dict]:
-    """Heads with their parameters as float64 arrays, converted once rather than per window."""
-    return [{**h, **{k: np.asarray(h[k], dtype=np.float64) for k in ("mean", "std", "weights", "bias")}}
-            for h in heads]
+def fold(head: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The head as one affine map of the raw embedding: weights `(dim, outputs)`, bias `(outputs,)`.
+
+    The standardisation is folded into the linear map, so applying a head is
+    one matrix product.
+    """
+    w = np.asarray(head["weights"], dtype=np.float64) / np.asarray(head["std"], dtype=np.float64)
+    b = np.asarray(head["bias"], dtype=np.float64) - w @ np.asarray(head["mean"], dtype=np.float64)
+    return np.ascontiguousarray(w.T), b
 
 
 def scores(head: dict, embeddings) -> np.ndarray:
     """Raw linear outputs `(n, outputs)` for embeddings `(n, dim)` or `(dim,)` of the head's level."""
-    e = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
-    z = (e - np.asarray(head["mean"])) / np.asarray(head["std"])
-    return z @ np.asarray(head["weights"], dtype=np.float64).T + np.asarray(head["bias"])
+    w, b = fold(head)
+    return np.atleast_2d(np.asarray(embeddings, dtype=np.float64)) @ w + b
+
+
+def _softmax(s: np.ndarray) -> np.ndarray:
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def predict(head: dict, embeddings) -> np.ndarray:
@@ -66,26 +75,51 @@ def predict(head: dict, embeddings) -> np.ndarray:
 
 def probabilities(head: dict, embeddings) -> np.ndarray:
     """Class probabilities `(n, classes)` of a logistic head."""
-    s = scores(head, embeddings)
-    s -= s.max(axis=1, keepdims=True)
-    p = np.exp(s)
-    return p / p.sum(axis=1, keepdims=True)
+    return _softmax(scores(head, embeddings))
 
 
-def apply(heads: list[dict], level_embeddings: list) -> dict:
-    """Every head's prediction for one window, given its per-level mean embeddings.
+class Heads:
+    """A model's probe heads, prepared once for applying them window after window.
 
-    Returns `{name: value}` (float) for ridge heads and `{name: class}` plus
-    `{name + "_p": {class: probability}}` for logistic heads, ready for a sink.
+    Per level, the folded maps of every head reading it sit side by side in
+    one matrix, so a window costs one small product per level used.
     """
-    out: dict = {}
-    for head in heads:
-        e = level_embeddings[head["level"]]
-        if head["kind"] == "ridge":
-            value = float(predict(head, e)[0])
-            out[head["name"]] = value if math.isfinite(value) else None
-        else:
-            p = probabilities(head, e)[0]
-            out[head["name"]] = head["classes"][int(np.argmax(p))]
-            out[head["name"] + "_p"] = {c: float(v) for c, v in zip(head["classes"], p)}
-    return out
+
+    def __init__(self, heads: list[dict]):
+        self.heads = list(heads)
+        by_level: dict[int, list[dict]] = {}
+        for head in self.heads:
+            by_level.setdefault(head["level"], []).append(head)
+        self._levels = []  # (level, weights (dim, outputs), bias, [(head, first column, end column)])
+        for level, group in by_level.items():
+            maps = [fold(head) for head in group]
+            ends = np.cumsum([b.size for _, b in maps]).tolist()
+            spans = list(zip(group, [0, *ends[:-1]], ends))
+            self._levels.append((level, np.hstack([w for w, _ in maps]), np.concatenate([b for _, b in maps]), spans))
+
+    def __iter__(self):
+        return iter(self.heads)
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def apply(self, level_embeddings) -> dict:
+        """Every head's prediction for one window, given its per-level mean embeddings.
+
+        Returns `{name: value}` (float) for ridge heads and `{name: class}` plus
+        `{name + "_p": {class: probability}}` for logistic heads, ready for a sink.
+        """
+        out: dict = {}
+        for level, w, b, spans in self._levels:
+            s = np.asarray(level_embeddings[level], dtype=np.float64) @ w + b
+            for head, first, end in spans:
+                if head["kind"] == "ridge":
+                    value = float(s[first])
+                    out[head["name"]] = value if math.isfinite(value) else None
+                    continue
+                p = _softmax(s[first:end]).tolist()
+                classes = head["classes"]
+                out[head["name"]] = classes[max(range(len(p)), key=p.__getitem__)]
+                out[head["name"] + "_p"] = dict(zip(classes, p))
+        return out
+

@@ -43,13 +43,16 @@ class Chunk:
     values (float32, channels x n, zero where lost), `lost_mask` (bool, n).
     `start` is the stream index of the first sample; a chunk whose start is
     not the previous chunk's end follows a break (stream restart or a chunk
-    dropped by a full queue), both counted.
+    dropped by a full queue), both counted. `arrival` is the host time
+    (`time.monotonic()`) at which the data that released the chunk was read,
+    where end-to-end latency starts (None without a host clock, e.g. a file).
     """
 
     timestamps: np.ndarray
     samples: np.ndarray
     lost_mask: np.ndarray
     start: int
+    arrival: float | None = None
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter((self.timestamps, self.samples, self.lost_mask))
@@ -242,7 +245,7 @@ class SampleStream:
                     or -jump > self.max_late_s * self._fs
                 ):
                     self._release_all(pieces)
-                    out += self._chunks(pieces)
+                    out += self._chunks(pieces, host_time)
                     pieces, newest = [], None
                     self._counts["restarts"] += 1
                     self._start(packet)
@@ -269,7 +272,7 @@ class SampleStream:
                 newest = (end_time, packet)
         if host_time is not None and newest is not None:
             self.clock.observe(newest[0], host_time)
-        return out + self._chunks(pieces)
+        return out + self._chunks(pieces, host_time)
 
     def flush(self) -> list[Chunk]:
         """Release everything held (end of stream): holes before held packets become lost."""
@@ -284,7 +287,7 @@ class SampleStream:
             (t for _, _, t in self._pending.values() if t is not None), default=now
         ) < now - self.reorder_timeout_s:
             self._release_gap(pieces)
-        return self._chunks(pieces)
+        return self._chunks(pieces, now)
 
     def _start(self, packet: Packet) -> None:
         self._next = packet.seq
@@ -324,8 +327,8 @@ class SampleStream:
         self._next = first
         self._drain(pieces)
 
-    def _chunks(self, pieces: list) -> list[Chunk]:
-        """One chunk from consecutive pieces, in a fixed number of numpy calls."""
+    def _chunks(self, pieces: list, arrival: float | None = None) -> list[Chunk]:
+        """One chunk from consecutive pieces, in a fixed number of numpy calls; `arrival` as in Chunk."""
         if not pieces:
             return []
         sizes, base, step, codes, scales = [], [], [], [], []
@@ -355,7 +358,7 @@ class SampleStream:
                 [c.astype(np.float32) * np.asarray(s or 1.0, np.float32).reshape(-1, 1) for c, s in zip(codes, scales)],
                 axis=1,
             )
-        return [Chunk(self.clock.to_host(device_times), samples, lost, pieces[0][0])]
+        return [Chunk(self.clock.to_host(device_times), samples, lost, pieces[0][0], arrival)]
 
     # ------------------------------------------------------------- asyncio
     async def __aiter__(self) -> AsyncIterator[Chunk]:

@@ -41,6 +41,19 @@ def _flat_predictions(record: dict) -> dict:
     return {f"pred_{k}": v for k, v in record.get("predictions", {}).items()}
 
 
+def _embedding_values(record: dict) -> list[float]:
+    """Every level's embedding, one after another, as plain floats."""
+    levels = record.get("embeddings") or []
+    return np.concatenate(levels).tolist() if levels else []
+
+
+def _plain(value):
+    """JSON for the numpy values a record carries (embeddings are float32 arrays)."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 class JsonlSink:
     """One JSON object per line; flushed per record so a reader can follow live."""
 
@@ -48,7 +61,7 @@ class JsonlSink:
         self.file = _open_text(path)
 
     def write(self, record: dict) -> None:
-        self.file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self.file.write(json.dumps(record, separators=(",", ":"), default=_plain) + "\n")
         self.file.flush()
 
     def close(self) -> None:
@@ -71,7 +84,7 @@ class CsvSink:
             self.header += [f"e{l}_{i}" for l, e in enumerate(embeddings) for i in range(len(e))]
             self.writer.writerow(self.header)
         row = [record.get(k) for k in SCALARS] + [preds.get(k) for k in self.header[len(SCALARS):len(SCALARS) + len(preds)]]
-        row += [v for e in embeddings for v in e]
+        row += _embedding_values(record)
         self.writer.writerow(row)
         self.file.flush()
 
@@ -114,7 +127,7 @@ class LslSink:
         self.outlet = None
 
     def write(self, record: dict) -> None:
-        values = [v for e in record.get("embeddings", []) for v in e]
+        values = _embedding_values(record)
         if self.outlet is None:
             info = self.pylsl.StreamInfo(self.name, "Embeddings", len(values), 0, "float32", f"himae-{self.name}")
             self.outlet = self.pylsl.StreamOutlet(info)

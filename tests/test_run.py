@@ -106,12 +106,22 @@ def test_unreadable_model_is_one_line(tmp_path, himae):
 
 def test_history_is_bounded_and_indexed_by_sample():
     h = History(1, capacity=10)
-    for start in range(0, 100, 7):
+    buffer = h.samples
+    for start in range(0, 1000, 7):
         n = np.arange(start, start + 7, dtype=np.float32)
-        h.add(n[None, :], np.zeros(7, bool), n.astype(np.float64))
-        assert h.lost.size <= 10 + 7
-    samples, lost, times = h.span(90, 98)
-    assert samples[0].tolist() == list(range(90, 98)) and times.tolist() == list(range(90, 98))
+        h.add(n[None, :], n % 3 == 0, n.astype(np.float64))
+        assert h.held <= h.lost.size == 40  # bounded: four times the capacity
+        samples, lost, times = h.span(start - 10, start + 7)  # the capacity before the chunk, and the chunk
+        want = np.arange(start - 10, start + 7)
+        want = want[want >= 0]
+        assert samples[0].tolist() == want.tolist() and times.tolist() == want.tolist()
+        assert lost.tolist() == (want % 3 == 0).tolist()
+    assert h.samples is buffer, "steady chunks must reuse the buffer"
+    big = np.arange(1001, 1101, dtype=np.float32)  # one chunk longer than the spare room
+    h.add(big[None, :], np.zeros(100, bool), big.astype(np.float64))
+    samples, _, times = h.span(991, 1101)
+    assert samples[0].tolist() == list(range(991, 1101)) and h.held == 110
+    assert h.span(0, 5)[0].shape == (1, 0), "forgotten samples are not returned"
 
 
 def test_run_blocking_python_api(model_file):
@@ -163,3 +173,38 @@ def test_heart_rate_sensor_is_refused_with_a_reason(model_file, ble_device, hima
                    "--duration", "2s", timeout=60)
     assert result.returncode == 2 and "not a waveform" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sinks_write_the_same_records(tmp_path, model_file):
+    """The pipeline's records (float32 embedding arrays) written to JSON lines, CSV and NPZ read back
+    equal, value for value."""
+    from himae_stream import load_model, recordings
+    from himae_stream.pipeline import Pipeline
+    from himae_stream.samplestream import Chunk
+    from himae_stream.sinks import open_sink
+
+    x = recordings.load(BUNDLED, channels=["PLETH"]).resampled(100).signals[:, :1500].astype(np.float32)
+    pipe = Pipeline(load_model(model_file), hop="1s")
+    records = []
+    for i in range(0, x.shape[1], 37):
+        n = min(37, x.shape[1] - i)
+        records += pipe.feed(Chunk(np.arange(i, i + n) / 100.0, x[:, i : i + n], np.zeros(n, bool), i))
+    # 10-s windows every 1 s, complete once the deepest level's delay has passed
+    assert len(records) == (1500 - max(pipe.stream.delay) - 1000) // 100 + 1 == 4
+    assert all(e.dtype == np.float32 for r in records for e in r["embeddings"])
+    paths = {kind: tmp_path / f"out.{kind}" for kind in ("jsonl", "csv", "npz")}
+    sinks = [open_sink(f"{kind}://{path}") for kind, path in paths.items()]
+    for record in records:
+        for sink in sinks:
+            sink.write(record)
+    for sink in sinks:
+        sink.close()
+    want = [np.concatenate(r["embeddings"]) for r in records]
+    jsonl = [np.concatenate(r["embeddings"]).astype(np.float32) for r in read_records(paths["jsonl"])]
+    rows = np.loadtxt(paths["csv"], delimiter=",", skiprows=1, dtype=str)
+    csv_values = rows[:, -len(want[0]):].astype(np.float32)
+    z = np.load(paths["npz"])
+    npz = np.concatenate([z[f"level{l}"] for l in range(5)], axis=1)
+    for got in (jsonl, csv_values, npz):
+        assert np.array_equal(np.stack(got), np.stack(want))
+    assert z["start"].tolist() == [r["start"] for r in records]

@@ -54,15 +54,18 @@ class SerialSource(Source):
         except (serial.SerialException, ValueError) as exc:
             raise SourceError(f"cannot open serial port {self.url!r}: {exc}") from exc
 
-    def _read(self) -> bytes:
+    def _read(self) -> tuple[bytes, float]:
+        """Bytes as they arrive, stamped when the read returns (in the reading thread, so the
+        hand-over to the event loop counts in the end-to-end latency)."""
         port = self._port
         if port is None or self._closed:
-            return b""
+            return b"", time.monotonic()
         try:
-            return port.read(min(READ_SIZE, max(1, port.in_waiting)))
+            data = port.read(min(READ_SIZE, max(1, port.in_waiting)))
+            return data, time.monotonic()
         except (serial.SerialException, OSError, TypeError) as exc:
             if self._closed:
-                return b""
+                return b"", time.monotonic()
             raise SourceError(f"serial port {self.url!r} failed: {exc}") from exc
 
     async def __aiter__(self) -> AsyncIterator[Received]:
@@ -72,8 +75,7 @@ class SerialSource(Source):
         last_data = time.monotonic()
         try:
             while not self._closed:
-                data = await loop.run_in_executor(None, self._read)
-                now = time.monotonic()
+                data, now = await loop.run_in_executor(None, self._read)
                 if not data:
                     if self.idle_timeout_s is not None and now - last_data > self.idle_timeout_s:
                         raise SourceError(f"no data from {self.url!r} for {self.idle_timeout_s:g} s")
