@@ -87,6 +87,7 @@ class ClockMap:
     @property
     def drift_ppm(self) -> float:
         """How fast the device clock runs against the host clock, in ppm."""
+        self.fit_if_due()
         return (1.0 / (1.0 + self._slope) - 1.0) * 1e6
 
     def observe(self, device_s: float, host_s: float) -> None:
@@ -104,13 +105,19 @@ class ClockMap:
             if self._open is not None:
                 self._bins.append(self._open[1:])
                 self._unfitted += 1
-                # refit after a fixed fraction of the history is new: O(1) work per bin
-                if self._unfitted * 8 >= len(self._bins):
-                    self._fit()
-                    self._unfitted = 0
             self._open = (number, d, offset)
         if len(self._bins) < 2:  # no line yet: the least delay seen so far
             self._intercept = min(self._intercept, offset)
+
+    def fit_if_due(self) -> None:
+        """Refit the drift line once a fixed fraction of the bins is new (O(1) work per bin).
+
+        Kept out of `observe` so that a reader can refit after handing its
+        chunks on, off the path from a sample's arrival to its output.
+        """
+        if self._unfitted and self._unfitted * 8 >= len(self._bins):
+            self._fit()
+            self._unfitted = 0
 
     def _fit(self) -> None:
         if len(self._bins) < 2:
@@ -224,6 +231,7 @@ class SampleStream:
         Work per packet is a few integer and dict operations; the samples of
         the whole batch are converted and timed in a handful of numpy calls.
         """
+        self.clock.fit_if_due()  # normally done already, after the previous chunks were handed on
         out: list[Chunk] = []
         pieces: list[tuple] = []
         newest: tuple[float, Packet] | None = None
@@ -331,6 +339,10 @@ class SampleStream:
         """One chunk from consecutive pieces, in a fixed number of numpy calls; `arrival` as in Chunk."""
         if not pieces:
             return []
+        if len(pieces) == 1 and isinstance(pieces[0][2], Packet):  # the usual case, in fewer numpy calls
+            index, n, packet = pieces[0]
+            device_times = packet.t_us * 1e-6 + (1.0 / packet.fs) * np.arange(n)
+            return [Chunk(self.clock.to_host(device_times), packet.physical(), np.zeros(n, bool), index, arrival)]
         sizes, base, step, codes, scales = [], [], [], [], []
         for _, n, item in pieces:
             sizes.append(n)
@@ -408,31 +420,35 @@ class SampleStream:
                     self._counts["overflow_samples"] += len(dropped)
                 chunks.put_nowait(chunk)
 
-        iterator = aiter(self.source)
-        waiting: asyncio.Future | None = None
+        loop = asyncio.get_running_loop()
+        pump = asyncio.current_task()
+
+        def tick() -> None:
+            # a quiet source still lets held packets expire; a consumer that stopped ends the pump
+            nonlocal timer
+            if stop.is_set():
+                pump.cancel()
+                return
+            put(self.expire(time.monotonic()))
+            timer = loop.call_later(self.reorder_timeout_s / 2, tick)
+
+        timer = loop.call_later(self.reorder_timeout_s / 2, tick)
         try:
-            while not stop.is_set():
-                # wait without cancelling the source's iterator, so a quiet
-                # source still lets held packets expire
-                waiting = waiting or asyncio.ensure_future(anext(iterator))
-                done, _ = await asyncio.wait({waiting}, timeout=self.reorder_timeout_s)
-                if not done:
-                    put(self.expire(time.monotonic()))
-                    continue
-                waiting = None
-                try:
-                    received = done.pop().result()
-                except StopAsyncIteration:
-                    break
+            async for received in self.source:
                 put(self.push_many(received.packets, received.host_time))
                 if received.host_time is not None:
                     put(self.expire(received.host_time))
+                await asyncio.sleep(0)  # the consumer takes the chunks before the clock is refitted
+                self.clock.fit_if_due()
+                if stop.is_set():
+                    return
             put(self.flush())
             chunks.put_nowait(None)
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
         except Exception as exc:  # handed to the consumer, which raises it
             chunks.put_nowait(exc)
         finally:
-            if waiting is not None:
-                waiting.cancel()
-                await asyncio.gather(waiting, return_exceptions=True)
+            timer.cancel()
             await self.source.close()

@@ -247,3 +247,17 @@ def test_held_packets_expire_while_the_source_is_silent():
     chunks, elapsed = asyncio.run(main())
     assert 0.2 <= elapsed < 2
     np.testing.assert_array_equal(np.concatenate([c.lost_mask for c in chunks]), np.repeat([False, True, False], 10))
+
+
+def test_one_packet_at_a_time_equals_packets_together():
+    """A chunk of one packet (its own short path) holds exactly what the same packets give merged."""
+    packets = [p for _, p in make_packets(0, [7, 3, 12, 5], np.random.default_rng(5))]
+    alone = SampleStream()
+    one = [c for p in packets for c in alone.push_many([p])]  # no host clock: device times compare
+    together = SampleStream().push_many(packets)
+    assert len(one) == 4 and len(together) == 1
+    assert np.array_equal(np.concatenate([c.samples for c in one], axis=1), together[0].samples)
+    assert np.array_equal(np.concatenate([c.timestamps for c in one]), together[0].timestamps)
+    assert not together[0].lost_mask.any() and [c.start for c in one] == [0, 7, 10, 22]
+    timed = SampleStream()
+    assert [timed.push_many([p], host_time=0.01 * i)[0].arrival for i, p in enumerate(packets)] == [0, 0.01, 0.02, 0.03]

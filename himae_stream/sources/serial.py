@@ -1,9 +1,11 @@
 """Serial source: COBS frames from anything `serial.serial_for_url` opens.
 
 Real ttys, pseudo-terminals, `loop://` and `socket://host:port` all work.
-Reads run in a worker thread with a short timeout, so the event loop never
-blocks and `close()` takes effect within one read timeout; a port silent for
-`idle_timeout_s` is an error rather than a hang.
+A tty or pseudo-terminal is read by the event loop itself when its descriptor
+becomes readable (no thread hand-over between the bytes arriving and the
+pipeline seeing them); other ports are read in a worker thread with a short
+timeout, so the event loop never blocks and `close()` takes effect within one
+read timeout. A port silent for `idle_timeout_s` is an error rather than a hang.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ class SerialSource(Source):
             raise SourceError(f"cannot open serial port {self.url!r}: {exc}") from exc
 
     def _read(self) -> tuple[bytes, float]:
-        """Bytes as they arrive, stamped when the read returns (in the reading thread, so the
-        hand-over to the event loop counts in the end-to-end latency)."""
+        """Bytes as they arrive (blocking up to the read timeout when none are waiting), stamped
+        when the read returns, so any hand-over to the event loop counts in end-to-end latency."""
         port = self._port
         if port is None or self._closed:
             return b"", time.monotonic()
@@ -68,14 +70,41 @@ class SerialSource(Source):
                 return b"", time.monotonic()
             raise SourceError(f"serial port {self.url!r} failed: {exc}") from exc
 
-    async def __aiter__(self) -> AsyncIterator[Received]:
+    async def _reads_in_thread(self) -> AsyncIterator[tuple[bytes, float]]:
         loop = asyncio.get_running_loop()
+        while not self._closed:
+            yield await loop.run_in_executor(None, self._read)
+
+    async def _reads_when_ready(self, fd: int) -> AsyncIterator[tuple[bytes, float]]:
+        """Read as soon as the loop sees `fd` readable; (b"", now) after each quiet read timeout."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future | None = None
+
+        def wake(readable: bool) -> None:
+            if waiter is not None and not waiter.done():
+                waiter.set_result(readable)
+
+        loop.add_reader(fd, wake, True)
+        try:
+            while not self._closed and self._port is not None:
+                waiter = loop.create_future()
+                quiet = loop.call_later(self.read_timeout_s, wake, False)
+                readable = await waiter
+                quiet.cancel()
+                # readable: bytes are waiting (or the port hung up, which _read reports)
+                yield self._read() if readable else (b"", time.monotonic())
+        finally:
+            loop.remove_reader(fd)
+
+    async def __aiter__(self) -> AsyncIterator[Received]:
         await self.open()
         log = self.record.open("ab") if self.record else None
         last_data = time.monotonic()
+        posix = getattr(serial, "serialposix", None)  # ttys and ptys on POSIX systems
+        ready = posix is not None and isinstance(self._port, posix.Serial)
+        reads = self._reads_when_ready(self._port.fileno()) if ready else self._reads_in_thread()
         try:
-            while not self._closed:
-                data, now = await loop.run_in_executor(None, self._read)
+            async for data, now in reads:
                 if not data:
                     if self.idle_timeout_s is not None and now - last_data > self.idle_timeout_s:
                         raise SourceError(f"no data from {self.url!r} for {self.idle_timeout_s:g} s")
@@ -88,6 +117,7 @@ class SerialSource(Source):
                 if packets:
                     yield Received(now, packets)
         finally:
+            await reads.aclose()
             if log:
                 log.close()
 
