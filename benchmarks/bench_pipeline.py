@@ -41,7 +41,7 @@ class SimulatorReplay:
         return records, arrived
 
     def track_p99_window_latency(self) -> float:
-        """p99 from the arrival of the chunk that completes a window to its record, replayed at 20x."""
+        """p99 from the serial read that completes a window to its record, replayed at 20x."""
         records, _ = self.replay(60, "20")
         return float(np.percentile([r["latency_ms"] for r in records], 99)) * 1e3
 
