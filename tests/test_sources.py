@@ -327,3 +327,29 @@ def test_ble_slow_consumer_gets_bigger_chunks_not_losses():
     assert sum(len(ch) for ch in chunks) == 1000
     assert c["lost_samples"] == 0 and c["overflow_drops"] == 0
     assert len(chunks) < c["notifications"] / 3
+
+
+def test_serial_device_hanging_up_is_one_clear_error_after_its_data(pty_pair):
+    """The device end of the pseudo-terminal closes mid-stream: every sample sent before is
+    delivered, then the stream fails with one line naming the port."""
+    master, path = pty_pair
+    sent = packets(10, 10)
+
+    async def main():
+        source = SerialSource(path, idle_timeout_s=5.0)
+        stream = SampleStream(source)
+        await source.open()
+        for p in sent:
+            os.write(master, encode_frame(encode_packet(p)))
+        chunks = []
+        with pytest.raises(StreamError) as failure:
+            async with asyncio.timeout(5):
+                async for chunk in stream:
+                    chunks.append(chunk)
+                    if sum(len(c) for c in chunks) == 100:
+                        os.close(master)
+        return chunks, str(failure.value)
+
+    chunks, message = asyncio.run(main())
+    check_delivery(chunks, sent)
+    assert path in message and "failed" in message and "\n" not in message

@@ -11,6 +11,8 @@ read timeout. A port silent for `idle_timeout_s` is an error rather than a hang.
 from __future__ import annotations
 
 import asyncio
+import os
+import select
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +23,13 @@ from himae_stream.samplestream import Received
 from himae_stream.sources.base import FramedReader, Source, SourceError
 
 READ_SIZE = 1 << 16
+
+
+def _hung_up(fd: int) -> bool:
+    """Whether the other end of a tty closed (an empty read alone can also be a stale wake-up)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
 
 class SerialSource(Source):
@@ -91,10 +100,23 @@ class SerialSource(Source):
                 quiet = loop.call_later(self.read_timeout_s, wake, False)
                 readable = await waiter
                 quiet.cancel()
-                # readable: bytes are waiting (or the port hung up, which _read reports)
-                yield self._read() if readable else (b"", time.monotonic())
+                yield self._read_fd(fd) if readable else (b"", time.monotonic())
         finally:
             loop.remove_reader(fd)
+
+    def _read_fd(self, fd: int) -> tuple[bytes, float]:
+        """What a readable (non-blocking) descriptor holds, in one system call."""
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return b"", time.monotonic()
+        except OSError as exc:
+            if self._closed:
+                return b"", time.monotonic()
+            raise SourceError(f"serial port {self.url!r} failed: {exc.strerror or exc}") from exc
+        if not data and not self._closed and _hung_up(fd):  # not just a stale readiness event
+            raise SourceError(f"serial port {self.url!r} failed: the device hung up")
+        return data, time.monotonic()
 
     async def __aiter__(self) -> AsyncIterator[Received]:
         await self.open()
