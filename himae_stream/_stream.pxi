@@ -1,10 +1,11 @@
 # Included from _core.pyx: the stream-mode engine (csrc/stream.c) behind
-# Model.stream, and the typed per-push bookkeeping of its windows (running
-# sums, lost-sample counts, window means); the Stream itself, its normaliser
-# and snapshots live in himae_stream.stream.
+# Model.stream, and StreamCore, a Stream's whole push in one typed call
+# (normaliser, engine, lost-sample counts, running sums, window means); the
+# Stream itself, its options and snapshots live in himae_stream.stream.
 
 from libc.math cimport isfinite
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int64_t
+from libc.string cimport memmove
 
 cdef extern from "stream.h":
     enum: HIMAE_STREAM_MAX_LEVELS
@@ -79,19 +80,20 @@ cdef class StreamEngine:
     def reset(self):
         himae_stream_reset(self._s)
 
-    def push(self, x, bint flush=False, list running=None) -> list:
+    def push(self, x, bint flush=False) -> list:
         """Push float32 samples (in_channels, n); flush ends the stream.
 
         Returns per level (positions int64[n], activations float32[C_l, n])
-        of the new positions. With `running` (one RunningSums per level),
-        the levels' running sums go straight into them.
+        of the new positions.
         """
         cdef cnp.ndarray xa = np.ascontiguousarray(x, dtype=np.float32)
         if xa.ndim != 2 or xa.shape[0] != self.in_channels:
             raise ValueError(f"expected samples of shape ({self.in_channels}, n), got {np.shape(x)}")
-        if running is not None and len(running) != self.levels:
-            raise ValueError(f"expected {self.levels} running sums, got {len(running)}")
-        cdef int64_t n = xa.shape[1]
+        return self._push(<const float *>cnp.PyArray_DATA(xa), xa.shape[1], flush, None)
+
+    cdef list _push(self, const float *x, int64_t n, bint flush, list running):
+        """push() on C-contiguous samples (in_channels, n); with `running` (one RunningSums per
+        level), the levels' running sums go straight into them."""
         cdef int64_t counts[HIMAE_STREAM_MAX_LEVELS]
         cdef int64_t n_out[HIMAE_STREAM_MAX_LEVELS]
         cdef int64_t first[HIMAE_STREAM_MAX_LEVELS]
@@ -100,26 +102,31 @@ cdef class StreamEngine:
         cdef double *sum_ptrs[HIMAE_STREAM_MAX_LEVELS]
         cdef char err[HIMAE_ERR_LEN]
         cdef int rc, l
+        cdef int64_t j
+        cdef int64_t *pos
         cdef RunningSums sums
         cdef double **sp = NULL
         cdef cnp.npy_intp dims[2]
-        cdef cnp.ndarray acts
-        levels = []
+        cdef cnp.ndarray acts, positions
+        cdef list levels = []
         himae_stream_pending(self._s, n, flush, counts)
         for l in range(self.levels):  # the C-API constructors: this runs every hop
             first[l] = himae_stream_emitted(self._s, l)
             dims[0], dims[1] = himae_stream_channels(self._s, l), counts[l]
             acts = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
             ptrs[l] = <float *>cnp.PyArray_DATA(acts)
-            levels.append((cnp.PyArray_Arange(first[l], first[l] + counts[l], 1, cnp.NPY_INT64), acts))
+            positions = cnp.PyArray_EMPTY(1, &dims[1], cnp.NPY_INT64, 0)
+            pos = <int64_t *>cnp.PyArray_DATA(positions)
+            for j in range(counts[l]):
+                pos[j] = first[l] + j
+            levels.append((positions, acts))
             if running is not None:
                 sums = running[l]
                 sum_ptrs[l] = sums.reserve(counts[l])
-                ld_sums[l] = sums.capacity
+                ld_sums[l] = sums._v.shape[1]
                 sp = sum_ptrs
-        cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
         with nogil:
-            rc = himae_stream_push(self._s, xp, n, n, flush, ptrs, sp, counts, ld_sums, n_out, err, sizeof(err))
+            rc = himae_stream_push(self._s, x, n, n, flush, ptrs, sp, counts, ld_sums, n_out, err, sizeof(err))
         if rc != 0:
             raise ValueError(err.decode("utf-8", "replace"))
         if running is not None:
@@ -151,8 +158,11 @@ cdef class RunningSums:
 
     Column off + i of buf holds, per channel, the sum of every position
     before base + i (positions arrive in order); dropping the front only
-    moves `off`, and the buffer is compacted or doubled when full, so a push
-    normally writes its sums in place.
+    moves `off`. When a push finds no room after the last column, the held
+    columns move to the front (or into a buffer twice their size when they
+    fill half of it), so the buffer stays a few times what the windows
+    need: the rows a push writes and its windows read stay close together
+    in cache.
     """
 
     cdef readonly int channels
@@ -171,34 +181,27 @@ cdef class RunningSums:
         """Start over with the running sums before positions base, base + 1, ... ((channels, m), m >= 1)."""
         sums = np.asarray(sums, dtype=np.float64)
         self.base, self.off, self.n = base, 0, sums.shape[1] - 1
-        self.buf = np.zeros((self.channels, max(1024, 2 * sums.shape[1])))
+        self.buf = np.zeros((self.channels, max(16, 2 * sums.shape[1])))
         self.buf[:, : sums.shape[1]] = sums
         self._v = self.buf
 
-    @property
-    def capacity(self) -> int:
-        return self._v.shape[1]
+    cdef double *reserve(self, int64_t k) except NULL:
+        """Room for k more columns after the last: where they go (leading dimension: _v.shape[1])."""
+        cdef int64_t held = self.n + 1, capacity = self._v.shape[1], c
+        cdef double[:, ::1] old = self._v
+        if self.off + held + k > capacity:
+            if 2 * (held + k) > capacity:
+                self.buf = np.empty((self.channels, 2 * (held + k)))
+                self._v = self.buf
+            for c in range(self.channels):
+                memmove(&self._v[c, 0], &old[c, self.off], held * sizeof(double))
+            self.off = 0
+        return &self._v[0, self.off + held]
 
     @property
     def sums(self):
         """Running sums before positions base .. base + n."""
         return self.buf[:, self.off : self.off + self.n + 1]
-
-    @property
-    def total(self) -> float:
-        """The sum over every position that has arrived (of channel 0)."""
-        return self._v[0, self.off + self.n]
-
-    cdef double *reserve(self, int64_t k) except NULL:
-        """Room for k more columns after the last: where they go (leading dimension `capacity`)."""
-        if self.off + self.n + 1 + k > self._v.shape[1]:
-            held = self.sums.copy()
-            if held.shape[1] + k > self._v.shape[1]:
-                self.buf = np.zeros((self.channels, 2 * (held.shape[1] + k)))
-            self.buf[:, : held.shape[1]] = held
-            self._v = self.buf
-            self.off = 0
-        return &self._v[0, self.off + self.n + 1]
 
     cdef appended(self, int64_t first, int64_t k):
         """Take the k reserved columns: running sums through positions first, first + 1, ..."""
@@ -210,36 +213,8 @@ cdef class RunningSums:
             k = max(0, k - skip)
         self.n += k
 
-    def add_lost(self, cnp.ndarray x, mask, int64_t first):
-        """Append the running count of lost samples of float64 x (C, k) from sample `first`, summed
-        over channels: non-finite ones, and those True in mask (None, or bool broadcastable to x)."""
-        if x.ndim != 2 or x.dtype != np.float64:
-            raise ValueError("expected float64 samples (channels, n)")
-        cdef cnp.ndarray m = None
-        if mask is not None:
-            m = np.broadcast_to(np.asarray(mask, dtype=bool), (x.shape[0], x.shape[1]))
-        cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
-        cdef const char *mp = NULL if m is None else <const char *>cnp.PyArray_DATA(m)
-        cdef Py_ssize_t xs0 = x.strides[0], xs1 = x.strides[1], ms0 = 0, ms1 = 0, c, n_ch = x.shape[0]
-        if m is not None:
-            ms0, ms1 = m.strides[0], m.strides[1]
-        cdef int64_t k = x.shape[1], j
-        cdef double *dst = self.reserve(k)
-        cdef double total = self._v[0, self.off + self.n]
-        for j in range(k):
-            for c in range(n_ch):
-                if not isfinite((<const double *>(xp + c * xs0 + j * xs1))[0]):
-                    total += 1
-                elif mp != NULL and (<const cnp.npy_bool *>(mp + c * ms0 + j * ms1))[0]:
-                    total += 1
-            dst[j] = total
-        self.appended(first, k)
-
-    def drop_before(self, int64_t position):
+    cdef void drop_before(self, int64_t position):
         """Forget the sums of the positions before `position` (those not yet arrived are skipped when they do)."""
-        self._drop_before(position)
-
-    cdef void _drop_before(self, int64_t position):
         if position <= self.base:
             return
         cdef int64_t dropped = min(position - self.base, self.n)
@@ -247,47 +222,247 @@ cdef class RunningSums:
         self.n -= dropped
         self.base = position
 
+    cdef const double *before(self, int64_t position) except NULL:
+        """The running sums before `position` (channel c at [c·_v.shape[1]]); ValueError if not held."""
+        if not self.base <= position <= self.base + self.n:
+            raise ValueError(f"position {position} is not held by the running sums")
+        return &self._v[0, self.off + position - self.base]
 
-def take_windows(list levels, RunningSums lost, tuple strides, int64_t first, int64_t last, int64_t hop,
-                 int64_t window, int channels):
-    """Summaries of the windows [i·hop, i·hop + window), first <= i <= last, then forget what they alone needed.
 
-    levels[l] holds level l's running sums, and a window takes its positions
-    p with strides[l]·p in it; lost holds the lost-sample counts over
-    `channels` channels. Returns (float32 (windows, sum of C_l): per window
-    the levels' means one after another, [lost fraction per window]). One
-    call per push keeps the cost of windows independent of the number of levels.
+cdef class Window:
+    """One completed window: samples [start, end), per-level mean activations, lost share."""
+
+    cdef readonly int64_t start
+    cdef readonly int64_t end
+    cdef readonly list embeddings
+    cdef readonly double masked_fraction
+
+    def __init__(self, int64_t start, int64_t end, list embeddings, double masked_fraction):
+        self.start, self.end, self.embeddings, self.masked_fraction = start, end, embeddings, masked_fraction
+
+    def __repr__(self):
+        return f"Window(start={self.start}, end={self.end}, masked_fraction={self.masked_fraction:g})"
+
+
+cdef class StreamOutput:
+    """What one push made computable: per level (positions int64[n], activations float32[C_l, n])."""
+
+    cdef readonly list levels
+    cdef readonly list windows
+
+    def __init__(self, list levels, list windows):
+        self.levels, self.windows = levels, windows
+
+    def __repr__(self):
+        counts = [positions.shape[0] for positions, _ in self.levels]
+        return f"StreamOutput(positions per level={counts}, windows={len(self.windows)})"
+
+
+ctypedef void (*normalize_fn)(const double *x, const cnp.npy_bool *lost, int64_t lost_rows, const double *sos,
+                              int64_t sections, double *z, cnp.npy_bool *started, double *scale, double *count,
+                              double alpha, double k, double clip, float *out, int64_t channels,
+                              int64_t n) noexcept nogil
+
+
+cdef void *_state(normalizer, name, int typenum, cnp.npy_intp size) except NULL:
+    """The data of the normaliser's state array `name`, checked to be what the kernel writes into."""
+    cdef cnp.ndarray a = getattr(normalizer, name)
+    if cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_SIZE(a) != size or not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"normaliser state {name} is not a C-contiguous array of {size} {np.dtype(a.dtype)}")
+    return cnp.PyArray_DATA(a)
+
+
+cdef class StreamCore:
+    """A Stream's push path in one typed call: normaliser, engine, lost-sample counts, windows.
+
+    A live stream pushes a few dozen samples at a time, so the Python around
+    the engine would cost as much as the engine itself: here a push makes
+    only the objects it returns (per level positions and activations, the
+    windows), calls the normaliser through its C entry point
+    (himae_stream.normalize.stream_kernel_entry: the same numba kernel
+    training runs, without numba's dispatch), and the engine writes every
+    level's running sums in place, so a window's mean is one subtraction per
+    level. himae_stream.stream.Stream is the public face.
     """
-    cdef Py_ssize_t n_windows = last - first + 1, total = 0, col = 0, i, c, l
-    cdef RunningSums sums
-    for sums in levels:
-        total += sums.channels
-    cdef cnp.npy_intp dims[2]
-    dims[0], dims[1] = n_windows, total
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
-    cdef float *o = <float *>cnp.PyArray_DATA(out)
-    cdef int64_t stride, at, a, b, start, ld, next_start = (last + 1) * hop
-    cdef double inv
-    cdef const double *v
-    fractions = []
-    for l in range(len(levels) + 1):
-        sums = levels[l] if l < len(levels) else lost
-        stride = strides[l] if l < len(levels) else 1
-        at = sums.off - sums.base
-        ld = sums._v.shape[1]
-        v = <const double *>cnp.PyArray_DATA(sums.buf)
-        for i in range(n_windows):
-            start = (first + i) * hop
-            a = (start + stride - 1) // stride
-            b = (start + window + stride - 1) // stride
-            if a + at < 0 or b + at > sums.off + sums.n:
-                raise ValueError(f"window {start} needs positions the running sums do not hold")
-            inv = 1.0 / (b - a)
-            if l == len(levels):
-                fractions.append((v[b + at] - v[a + at]) * inv / channels)
-                continue
-            for c in range(sums.channels):
-                o[i * total + col + c] = <float>((v[c * ld + b + at] - v[c * ld + a + at]) * inv)
-        col += sums.channels
-        sums._drop_before((next_start + stride - 1) // stride)
-    return out, fractions
+
+    cdef readonly StreamEngine engine
+    cdef readonly object normalizer  # StreamNormalizer, or None: samples arrive normalised
+    cdef readonly list sums  # per level, RunningSums of its activations
+    cdef readonly RunningSums lost  # running count of lost samples, summed over channels
+    cdef readonly int64_t window, hop
+    cdef public int64_t next_window  # index of the next window to report
+    cdef int channels
+    cdef int64_t strides[HIMAE_STREAM_MAX_LEVELS]
+    cdef object _entry  # the normaliser's compiled entry point: keeps `_normalize` valid
+    cdef normalize_fn _normalize
+    cdef cnp.ndarray _sos
+    cdef double _alpha, _k, _clip
+
+    def __init__(self, StreamEngine engine, normalizer, int64_t window, int64_t hop):
+        self.engine, self.normalizer, self.window, self.hop = engine, normalizer, window, hop
+        self.channels = engine.in_channels
+        self.sums = [RunningSums(engine.channels(l)) for l in range(engine.levels)]
+        self.lost = RunningSums(1)
+        for l in range(engine.levels):
+            self.strides[l] = 2 ** (l + 1)
+        self.next_window = 0
+        if normalizer is not None:
+            from himae_stream.normalize import stream_kernel_entry
+
+            self._entry = stream_kernel_entry()
+            self._normalize = <normalize_fn><size_t>self._entry.address
+            self._sos = np.ascontiguousarray(normalizer.sos, dtype=np.float64)
+            self._alpha = normalizer.alpha
+            self._k, self._clip = normalizer.spec["scale_k"], normalizer.spec["clip"]
+
+    def reset(self):
+        """Back to a new stream."""
+        self.engine.reset()
+        if self.normalizer is not None:
+            self.normalizer.reset()
+        for sums in self.sums:
+            sums.reset()
+        self.lost.reset()
+        self.next_window = 0
+
+    def push(self, samples, mask=None, bint flush=False) -> StreamOutput:
+        """Feed samples (C, n) (or (n,) for one channel); mask (True = lost) is (C, n) or (n,);
+        flush then ends the stream."""
+        cdef int64_t n, rows = 0
+        cdef const double *x
+        cdef cnp.ndarray held = self._samples(samples, &x, &n)  # keeps x alive
+        cdef cnp.ndarray lost = self._lost_rows(mask, n, &rows)
+        cdef const cnp.npy_bool *m = NULL if lost is None else <const cnp.npy_bool *>cnp.PyArray_DATA(lost)
+        cdef cnp.npy_intp dims[2]
+        dims[0], dims[1] = self.channels, n
+        cdef cnp.ndarray normalized = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
+        cdef float *out = <float *>cnp.PyArray_DATA(normalized)
+        cdef double *counts = self.lost.reserve(n)
+        self._count_lost(x, n, m, rows, counts, out if self.normalizer is None else NULL)
+        if self.normalizer is not None:
+            self._run_normalizer(x, n, m, rows, out)
+        cdef int64_t first = himae_stream_pushed(self.engine._s)
+        levels = self.engine._push(out, n, flush, self.sums)
+        self.lost.appended(first, n)
+        cdef StreamOutput result = StreamOutput.__new__(StreamOutput)
+        result.levels, result.windows = levels, self._windows()
+        return result
+
+    cdef cnp.ndarray _samples(self, samples, const double **x, int64_t *n):
+        """samples as C-contiguous float64 (channels, n) at *x: the input's own data when it is that already."""
+        cdef cnp.ndarray a
+        if cnp.PyArray_Check(samples) and cnp.PyArray_TYPE(<cnp.ndarray>samples) in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
+            a = samples
+        else:
+            a = np.asarray(samples, dtype=np.float64)
+        cdef Py_ssize_t sc, si
+        if a.ndim == 2 and a.shape[0] == self.channels:
+            n[0], sc, si = a.shape[1], a.strides[0], a.strides[1]
+        elif a.ndim == 1 and self.channels == 1:
+            n[0], sc, si = a.shape[0], 0, a.strides[0]
+        else:
+            raise ValueError(f"expected samples of shape ({self.channels}, n), got {(<object>a).shape}")
+        if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64 and cnp.PyArray_IS_C_CONTIGUOUS(a):
+            x[0] = <const double *>cnp.PyArray_DATA(a)
+            return a
+        cdef cnp.npy_intp dims[2]
+        dims[0], dims[1] = self.channels, n[0]
+        cdef cnp.ndarray copy = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT64, 0)
+        cdef double *dst = <double *>cnp.PyArray_DATA(copy)
+        cdef const char *src = <const char *>cnp.PyArray_DATA(a)
+        cdef bint single = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
+        cdef Py_ssize_t c, i
+        for c in range(self.channels):
+            for i in range(n[0]):
+                if single:
+                    dst[c * n[0] + i] = (<const float *>(src + c * sc + i * si))[0]
+                else:
+                    dst[c * n[0] + i] = (<const double *>(src + c * sc + i * si))[0]
+        x[0] = dst
+        return copy
+
+    cdef cnp.ndarray _lost_rows(self, mask, int64_t n, int64_t *rows):
+        """mask as C-contiguous bool (rows, n): rows = channels, or 1 for one mask of every channel; None if none."""
+        if mask is None:
+            return None
+        cdef cnp.ndarray m = np.asarray(mask, dtype=np.bool_)
+        if m.ndim == 2 and m.shape[0] == self.channels and m.shape[1] == n:
+            rows[0] = self.channels
+        elif m.ndim == 1 and m.shape[0] == n:
+            rows[0] = 1
+        else:
+            raise ValueError(f"mask shape {(<object>m).shape} does not match samples ({self.channels}, {n}) (or ({n},))")
+        return m if cnp.PyArray_IS_C_CONTIGUOUS(m) else np.ascontiguousarray(m)
+
+    cdef void _count_lost(self, const double *x, int64_t n, const cnp.npy_bool *m, int64_t rows, double *counts,
+                          float *out) noexcept:
+        """Running count of lost samples (non-finite or masked, summed over channels) into counts[0 .. n-1];
+        with `out`, also the samples as float32 with the lost ones 0 (what the engine takes un-normalised)."""
+        cdef double total = (counts - 1)[0]  # the column before counts holds the count so far
+        cdef int64_t c, i
+        cdef bint bad
+        for i in range(n):
+            for c in range(self.channels):
+                bad = not isfinite(x[c * n + i]) or (m != NULL and m[(c if rows > 1 else 0) * n + i])
+                total += bad
+                if out != NULL:
+                    out[c * n + i] = 0.0 if bad else <float>x[c * n + i]
+            counts[i] = total
+
+    cdef int _run_normalizer(self, const double *x, int64_t n, const cnp.npy_bool *m, int64_t rows,
+                             float *out) except -1:
+        """The stream normaliser over x into out, advancing its state (read from it at every push: it may be
+        reset or replaced by set_state)."""
+        cdef int64_t sections = self._sos.shape[0], channels = self.channels
+        cdef double *z = <double *>_state(self.normalizer, "z", cnp.NPY_FLOAT64, channels * sections * 2)
+        cdef cnp.npy_bool *started = <cnp.npy_bool *>_state(self.normalizer, "started", cnp.NPY_BOOL, channels)
+        cdef double *scale = <double *>_state(self.normalizer, "scale", cnp.NPY_FLOAT64, channels)
+        cdef double *count = <double *>_state(self.normalizer, "count", cnp.NPY_FLOAT64, channels)
+        cdef const double *sos = <const double *>cnp.PyArray_DATA(self._sos)
+        with nogil:
+            self._normalize(x, m, rows, sos, sections, z, started, scale, count, self._alpha, self._k, self._clip,
+                            out, channels, n)
+        return 0
+
+    cdef list _windows(self):
+        """Windows whose every position has been emitted, oldest first; then forget what they alone needed."""
+        cdef int64_t last = (himae_stream_complete(self.engine._s) - self.window) // self.hop
+        if last < self.next_window:
+            return []
+        cdef list windows = []
+        cdef int levels = len(self.sums), l
+        cdef int64_t i, c, start, stride, a, b, ld
+        cdef const double *lo
+        cdef const double *hi
+        cdef double inv
+        cdef RunningSums sums
+        cdef cnp.npy_intp size
+        cdef cnp.ndarray mean
+        cdef float *o
+        cdef list embeddings
+        cdef Window w
+        for i in range(self.next_window, last + 1):
+            start = i * self.hop
+            embeddings = []
+            for l in range(levels):  # positions p of level l with 2^(l+1)·p in [start, start + window)
+                sums = self.sums[l]
+                stride = self.strides[l]
+                a, b = (start + stride - 1) // stride, (start + self.window + stride - 1) // stride
+                lo, hi, ld, inv = sums.before(a), sums.before(b), sums._v.shape[1], 1.0 / (b - a)
+                size = sums.channels
+                mean = cnp.PyArray_EMPTY(1, &size, cnp.NPY_FLOAT32, 0)
+                o = <float *>cnp.PyArray_DATA(mean)
+                for c in range(size):
+                    o[c] = <float>((hi[c * ld] - lo[c * ld]) * inv)
+                embeddings.append(mean)
+            w = Window.__new__(Window)
+            w.start, w.end, w.embeddings = start, start + self.window, embeddings
+            w.masked_fraction = ((self.lost.before(start + self.window)[0] - self.lost.before(start)[0])
+                                 * (1.0 / self.window) / self.channels)
+            windows.append(w)
+        self.next_window = last + 1
+        start = self.next_window * self.hop
+        for l in range(levels):
+            (<RunningSums>self.sums[l]).drop_before((start + self.strides[l] - 1) // self.strides[l])
+        self.lost.drop_before(start)
+        return windows

@@ -16,6 +16,7 @@ whole window, so it is only valid in window mode.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -81,13 +82,15 @@ def butter2_sos(fs: float, highpass_hz: float, lowpass_hz: float) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _stream_kernel(x, valid, sos, z, started, scale, count, alpha, k, clip, out):
+def _stream_kernel(x, lost, sos, z, started, scale, count, alpha, k, clip, out):
+    """Normalise x (C, n) into out; lost is (C, n), (1, n) shared by every channel, or (0, n): none lost."""
     n_ch, n = x.shape
     n_sec = sos.shape[0]
+    any_lost, shared = lost.shape[0] > 0, lost.shape[0] == 1
     for c in range(n_ch):
         for i in range(n):
             v = x[c, i]
-            if not valid[c, i] or not np.isfinite(v):
+            if (any_lost and lost[0 if shared else c, i]) or not np.isfinite(v):
                 out[c, i] = 0.0
                 continue
             if not started[c]:
@@ -118,15 +121,48 @@ def _stream_kernel(x, valid, sos, z, started, scale, count, alpha, k, clip, out)
             out[c, i] = o
 
 
-def _as_valid(mask, shape) -> np.ndarray:
+def _lost_mask(mask, shape) -> np.ndarray | None:
+    """mask (True = lost) as a bool array shaped like the samples or their last axis; None if none."""
     if mask is None:
-        return np.ones(shape, dtype=np.bool_)
+        return None
     mask = np.asarray(mask, dtype=np.bool_)
-    if mask.shape == shape[-1:]:
-        mask = np.broadcast_to(mask, shape)
-    if mask.shape != shape:
+    if mask.shape not in (shape, shape[-1:]):
         raise ValueError(f"mask shape {mask.shape} does not match samples {shape} (or ({shape[-1]},))")
-    return ~mask
+    return mask
+
+
+_ENTRY_SIGNATURE = numba.types.void(
+    *(numba.types.CPointer(t) for t in (numba.float64, numba.boolean)), numba.int64,  # x, lost, lost rows
+    numba.types.CPointer(numba.float64), numba.int64,  # sos, sections
+    *(numba.types.CPointer(t) for t in (numba.float64, numba.boolean, numba.float64, numba.float64)),  # state
+    numba.float64, numba.float64, numba.float64,  # alpha, k, clip
+    numba.types.CPointer(numba.float32), numba.int64, numba.int64,  # out, channels, n
+)
+
+
+@functools.cache
+def stream_kernel_entry() -> numba.core.ccallback.CFunc:
+    """`_stream_kernel` behind a plain C function pointer (`.address`), for Stream's typed push.
+
+    A chunk of a live stream is a few dozen samples, for which numba's
+    dispatch of eleven arrays costs more than the filtering; called through
+    this pointer it costs a C call. The arguments are the kernel's, as
+    C-contiguous buffers (x, lost: (lost rows, n), sos: (sections, 5),
+    z: (channels, sections, 2), started, scale, count: (channels,),
+    out: (channels, n)). Compiled, or loaded from numba's cache, on first use:
+    importing the package stays cheap.
+    """
+
+    @numba.cfunc(_ENTRY_SIGNATURE, cache=True, nogil=True)
+    def entry(x, lost, lost_rows, sos, sections, z, started, scale, count, alpha, k, clip, out, channels, n):
+        _stream_kernel(
+            numba.carray(x, (channels, n)), numba.carray(lost, (lost_rows, n)), numba.carray(sos, (sections, 5)),
+            numba.carray(z, (channels, sections, 2)), numba.carray(started, (channels,)),
+            numba.carray(scale, (channels,)), numba.carray(count, (channels,)), alpha, k, clip,
+            numba.carray(out, (channels, n)),
+        )
+
+    return entry
 
 
 @dataclass
@@ -156,10 +192,14 @@ class StreamNormalizer:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] != self.channels:
             raise ValueError(f"expected samples of shape ({self.channels}, n), got {x.shape}")
-        valid = _as_valid(mask, x.shape)
+        lost = _lost_mask(mask, x.shape)
+        if lost is None:
+            lost = np.zeros((0, x.shape[1]), np.bool_)
+        elif lost.ndim == 1:
+            lost = lost[None]
         out = np.empty(x.shape, dtype=np.float32)
         _stream_kernel(
-            np.ascontiguousarray(x), np.ascontiguousarray(valid), self.sos, self.z,
+            np.ascontiguousarray(x), np.ascontiguousarray(lost), self.sos, self.z,
             self.started, self.scale, self.count, self.alpha,
             float(self.spec["scale_k"]), float(self.spec["clip"]), out,
         )
@@ -180,7 +220,8 @@ class StreamNormalizer:
 def minmax(x, mask=None) -> np.ndarray:
     """Per-window, per-channel min-max to [-1, 1] of `(..., C, L)`; masked samples give 0."""
     x = np.asarray(x, dtype=np.float64)
-    valid = _as_valid(mask, x.shape) & np.isfinite(x)
+    lost = _lost_mask(mask, x.shape)
+    valid = np.isfinite(x) if lost is None else np.isfinite(x) & ~lost
     lo = np.where(valid, x, np.inf).min(axis=-1, keepdims=True)
     hi = np.where(valid, x, -np.inf).max(axis=-1, keepdims=True)
     span = np.where(hi > lo, hi - lo, 1.0)

@@ -12,34 +12,17 @@ a window costs O(channels) whatever its length. See docs/stream-mode.md.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 
-from himae_stream._core import RunningSums, StreamEngine, take_windows
+from himae_stream._core import StreamCore, StreamEngine, StreamOutput, Window
 from himae_stream.normalize import StreamNormalizer, normalize as normalize_recording
+
+__all__ = ["Stream", "StreamOutput", "Window", "normalize_for", "to_samples"]
 
 SNAPSHOT_FORMAT = "himae-stream-snapshot"
 SNAPSHOT_VERSION = 1
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|min|samples?)?\s*$")
-
-
-@dataclass(frozen=True)
-class Window:
-    """One completed window: samples [start, end), per-level mean activations, lost share."""
-
-    start: int
-    end: int
-    embeddings: list[np.ndarray]
-    masked_fraction: float
-
-
-@dataclass(frozen=True)
-class StreamOutput:
-    """What one push made computable: per level (positions int64[n], activations float32[C_l, n])."""
-
-    levels: list[tuple[np.ndarray, np.ndarray]]
-    windows: list[Window]
 
 
 def to_samples(value: int | float | str, fs: float, what: str) -> int:
@@ -91,12 +74,9 @@ class Stream:
                     "normalise the samples yourself and pass normalize=False"
                 )
             self._normalizer = StreamNormalizer(spec, self.fs, self.in_channels)
-        self._sums = [RunningSums(self._engine.channels(level)) for level in range(self._engine.levels)]
-        ends = np.cumsum([sums.channels for sums in self._sums]).tolist()
-        self._spans = list(zip([0, *ends[:-1]], ends))  # each level's columns in a row of window means
-        self._lost = RunningSums(1)  # lost samples (summed over channels)
-        self._tracked = [*self._sums, self._lost]  # what windows summarise; lost samples: stride 1
-        self._next_window = 0
+        # every push runs in here: normaliser, engine, lost samples, running sums, window means
+        self._core = StreamCore(self._engine, self._normalizer, self.window, self.hop)
+        self._tracked = [*self._core.sums, self._core.lost]  # what windows summarise; lost samples: stride 1
 
     @property
     def delay(self) -> tuple[int, ...]:
@@ -109,55 +89,20 @@ class Stream:
         return self._engine.pushed
 
     def push(self, samples, mask=None) -> StreamOutput:
-        """Feed samples `(C, n)` (or `(n,)` for one channel); `mask` marks lost samples (True)."""
-        x = np.asarray(samples, dtype=np.float64)
-        if x.ndim == 1 and self.in_channels == 1:
-            x = x[None, :]
-        if x.ndim != 2 or x.shape[0] != self.in_channels:
-            raise ValueError(f"expected samples of shape ({self.in_channels}, n), got {x.shape}")
-        if mask is not None:
-            mask = np.asarray(mask, dtype=bool)
-            if mask.shape not in (x.shape, x.shape[-1:]):
-                raise ValueError(f"mask shape {mask.shape} does not match samples {x.shape} (or ({x.shape[1]},))")
-        if self._normalizer is not None:  # non-finite samples count as lost there too
-            normalized = self._normalizer.process(x, mask)
-        else:
-            lost = ~np.isfinite(x) if mask is None else ~np.isfinite(x) | mask
-            normalized = np.where(lost, 0.0, x).astype(np.float32)
-        return self._run(normalized, x, mask, flush=False)
+        """Feed samples `(C, n)` (or `(n,)` for one channel); `mask` marks lost samples (True).
+
+        Lost and non-finite samples enter the encoder as 0 and leave the
+        normaliser's state untouched; windows report their share.
+        """
+        return self._core.push(samples, mask)
 
     def flush(self) -> StreamOutput:
         """End the stream: the zero padding of the end gives the last positions and windows."""
-        empty = np.zeros((self.in_channels, 0))
-        return self._run(empty.astype(np.float32), empty, None, True)
+        return self._core.push(np.zeros((self.in_channels, 0)), None, True)
 
     def reset(self) -> None:
         """Start over as a new stream."""
-        self._engine.reset()
-        if self._normalizer is not None:
-            self._normalizer.reset()
-        for sums in self._tracked:
-            sums.reset()
-        self._next_window = 0
-
-    def _run(self, normalized: np.ndarray, x: np.ndarray, mask, flush: bool) -> StreamOutput:
-        first = self._engine.pushed
-        levels = self._engine.push(normalized, flush, self._sums)
-        self._lost.add_lost(x, mask, first)
-        return StreamOutput(levels, self._windows())
-
-    def _windows(self) -> list[Window]:
-        """Windows whose every position has been emitted, oldest first (all of a push at once)."""
-        last = (self._engine.complete - self.window) // self.hop
-        if last < self._next_window:
-            return []
-        embeddings, lost = take_windows(self._sums, self._lost, self.strides, self._next_window, last, self.hop,
-                                        self.window, self.in_channels)
-        starts = range(self._next_window * self.hop, (last + 1) * self.hop, self.hop)
-        windows = [Window(start, start + self.window, [row[a:b] for a, b in self._spans], lost[i])
-                   for i, (start, row) in enumerate(zip(starts, embeddings))]
-        self._next_window = last + 1
-        return windows
+        self._core.reset()
 
     def snapshot(self) -> dict:
         """Everything needed to resume this stream later with `Model.stream_from(snapshot)`."""
@@ -170,7 +115,7 @@ class Stream:
             "pushed": self._engine.pushed,
             "engine": self._engine.state(),
             "normalizer": None if self._normalizer is None else self._normalizer.get_state(),
-            "next_window": self._next_window,
+            "next_window": self._core.next_window,
             "sums": [(s.base, s.sums.copy()) for s in self._tracked],
         }
 
@@ -188,7 +133,7 @@ class Stream:
             raise ValueError("stream snapshot is inconsistent (engine state and windows disagree)")
         if stream._normalizer is not None:
             stream._normalizer.set_state(snapshot["normalizer"])
-        stream._next_window = int(snapshot["next_window"])
+        stream._core.next_window = int(snapshot["next_window"])
         targets = stream._tracked
         if len(snapshot["sums"]) != len(targets):
             raise ValueError("stream snapshot has the wrong number of levels")

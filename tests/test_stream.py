@@ -298,3 +298,83 @@ def test_corrupt_engine_state_is_refused_not_trusted(models):
         # a flip the header tolerates (e.g. in padding) must still give a working stream
         resumed.push(np.zeros((1, 500), np.float32))
         resumed.flush()
+
+
+def test_normaliser_in_the_stream_is_the_recording_normaliser(models, ppg):
+    """Stream runs the normaliser through its C entry point: the encoder sees exactly Model.normalize."""
+    _, model = models
+    fs = model.config["fs"]
+    x = ppg.resampled(fs).signals[:, : int(40 * fs)]
+    rng = np.random.default_rng(12)
+    mask = rng.random(x.shape) < 0.03
+    x = x.copy()
+    x[0, 100:130] = np.nan
+    sizes = chunk_sizes("random", x.shape[1], rng)
+    levels, windows = run(model.stream(hop="1s"), x, sizes, mask)
+    lost = mask | ~np.isfinite(x)  # lost samples are 0 in the normalised recording: the mask says they are lost
+    plain_levels, plain_windows = run(model.stream(hop="1s", normalize=False), model.normalize(x, mask), sizes, lost)
+    for (p1, a1), (p2, a2) in zip(levels, plain_levels):
+        np.testing.assert_array_equal(p1, p2)
+        np.testing.assert_array_equal(a1, a2)
+    assert [(w.start, w.masked_fraction) for w in windows] == [(w.start, w.masked_fraction) for w in plain_windows]
+
+
+def test_sample_types_and_layouts_give_the_same_outputs(models):
+    _, model = models
+    x = np.random.default_rng(13).standard_normal((1, 2000)).astype(np.float32).astype(np.float64)
+    wide = np.zeros((3, 2 * x.shape[1]))
+    wide[1, ::2] = x[0]
+    forms = {
+        "float64": lambda a, b: x[:, a:b],
+        "float32": lambda a, b: x[:, a:b].astype(np.float32),
+        "one channel as (n,)": lambda a, b: x[0, a:b],
+        "list": lambda a, b: x[:, a:b].tolist(),
+        "strided view": lambda a, b: wide[1:2, 2 * a : 2 * b : 2],
+        "Fortran order": lambda a, b: np.asfortranarray(x[:, a:b]),
+    }
+    results = {}
+    for name, form in forms.items():
+        stream = model.stream(window=128, hop=50)
+        outs = [stream.push(form(a, a + 97)) for a in range(0, x.shape[1], 97)] + [stream.flush()]
+        results[name] = ([np.concatenate([o.levels[l][1] for o in outs], axis=1) for l in range(len(outs[0].levels))],
+                         [(w.start, w.end, np.concatenate(w.embeddings)) for o in outs for w in o.windows])
+    want_levels, want_windows = results.pop("float64")
+    for name, (levels, windows) in results.items():
+        for got, want in zip(levels, want_levels):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        assert len(windows) == len(want_windows) > 0
+        for (s, e, emb), (ws, we, wemb) in zip(windows, want_windows):
+            assert (s, e) == (ws, we)
+            np.testing.assert_array_equal(emb, wemb, err_msg=name)
+
+
+def test_bad_samples_and_masks_are_refused(models):
+    _, model = models
+    stream = model.stream()
+    with pytest.raises(ValueError, match=r"expected samples of shape \(1, n\), got \(2, 10\)"):
+        stream.push(np.zeros((2, 10)))
+    with pytest.raises(ValueError, match="expected samples of shape"):
+        stream.push(np.zeros((1, 2, 10)))
+    with pytest.raises(ValueError, match=r"mask shape \(9,\) does not match samples \(1, 10\)"):
+        stream.push(np.zeros((1, 10)), np.zeros(9, bool))
+    with pytest.raises(ValueError, match="mask shape"):
+        stream.push(np.zeros((1, 10)), np.zeros((2, 10), bool))
+    assert stream.pushed == 0  # nothing was taken
+    stream.push(np.zeros(10), np.ones(10, bool))  # (n,) samples and mask for one channel
+    assert stream.pushed == 10
+
+
+def test_outputs_are_read_only_records(models):
+    _, model = models
+    stream = model.stream(window=64, hop=64, normalize=False)
+    out = stream.push(np.random.default_rng(14).standard_normal((1, 1000)).astype(np.float32))
+    assert isinstance(out.levels, list) and isinstance(out.windows, list) and out.windows
+    w = out.windows[0]
+    assert (w.start, w.end) == (0, 64) and isinstance(w.start, int) and w.masked_fraction == 0.0
+    assert [e.dtype for e in w.embeddings] == [np.float32] * len(out.levels)
+    assert [e.shape for e in w.embeddings] == [(c,) for c in model.config["channels"]]
+    with pytest.raises(AttributeError):
+        w.start = 5
+    with pytest.raises(AttributeError):
+        out.windows = []
+    assert "Window(start=0, end=64" in repr(w)
