@@ -98,6 +98,83 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr, s
     }
 }
 
+/* R rows (R <= 2) by P panels of 16 columns, columns [0, nc), with R P <= 4:
+ * 8 independent accumulators where a tile of R rows has 2 R (ymm FMAs
+ * need 8 in flight), and each broadcast serves all P panels. Same
+ * arithmetic per output as tile(). */
+static inline __attribute__((always_inline)) void wide_tile(const int R, const int P, size_t mr,
+                                                            size_t nc, size_t kc, const float *a,
+                                                            size_t a_stride, const float *w,
+                                                            size_t w_stride, float *c,
+                                                            size_t c_stride, const float *res,
+                                                            size_t res_stride, int act) {
+    const float *ap[2] = {a, mr > 1 ? a + a_stride : a};
+    const float *wp[4];
+    __m256 acc[2][4][2];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++) {
+        wp[p] = w + p * w_stride;
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++) {
+            acc[i][p][0] = _mm256_loadu_ps(wp[p]);
+            acc[i][p][1] = _mm256_loadu_ps(wp[p] + 8);
+        }
+        wp[p] += NR;
+    }
+    for (size_t j = 0; j < kc; j++) {
+        __m256 x[2];
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++) x[i] = _mm256_broadcast_ss(ap[i] + j);
+#pragma GCC unroll 4
+        for (int p = 0; p < P; p++) {
+            const __m256 w0 = _mm256_loadu_ps(wp[p] + NR * j), w1 = _mm256_loadu_ps(wp[p] + NR * j + 8);
+#pragma GCC unroll 2
+            for (int i = 0; i < R; i++) {
+                acc[i][p][0] = _mm256_fmadd_ps(x[i], w0, acc[i][p][0]);
+                acc[i][p][1] = _mm256_fmadd_ps(x[i], w1, acc[i][p][1]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++) {
+        const size_t left = nc - NR * p;
+        const __m256i m0 = lane_mask(left), m1 = lane_mask(left > 8 ? left - 8 : 0);
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++) {
+            if ((size_t)i >= mr) break;
+            store_row(c + i * c_stride + NR * p, res ? res + i * res_stride + NR * p : NULL,
+                      acc[i][p][0], acc[i][p][1], m0, m1, act);
+        }
+    }
+}
+
+/* Up to 2 rows by up to 4 panels: one row takes all 4 panels in one pass,
+ * two rows take 2 panels per pass. */
+static void f32_gemm_wide__avx2_2x64(size_t mr, size_t nc, size_t kc, const float *a,
+                                     size_t a_stride, const float *w, size_t w_stride, float *c,
+                                     size_t c_stride, const float *res, size_t res_stride, int act) {
+    const size_t panels = (nc + NR - 1) / NR;
+    if (mr == 1) {
+        switch (panels) {
+        case 1: wide_tile(1, 1, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act); break;
+        case 2: wide_tile(1, 2, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act); break;
+        case 3: wide_tile(1, 3, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act); break;
+        default: wide_tile(1, 4, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act); break;
+        }
+        return;
+    }
+    for (size_t p = 0; p < panels; p += 2) {
+        const size_t left = nc - NR * p, off = NR * p;
+        const float *r = res ? res + off : NULL;
+        if (left > NR)
+            wide_tile(2, 2, mr, left, kc, a, a_stride, w + p * w_stride, w_stride, c + off, c_stride, r,
+                      res_stride, act);
+        else
+            wide_tile(2, 1, mr, left, kc, a, a_stride, w + p * w_stride, w_stride, c + off, c_stride, r,
+                      res_stride, act);
+    }
+}
+
 /* Shorter tiles for fewer rows (small N, remainders, stream mode). */
 static void f32_gemm_ukernel__avx2_6x16(size_t mr, size_t nc, size_t kc, const float *a,
                                         size_t a_stride, const float *w, float *c, size_t c_stride,
@@ -113,4 +190,5 @@ static void f32_gemm_ukernel__avx2_6x16(size_t mr, size_t nc, size_t kc, const f
 }
 
 const himae_ukernel himae_ukernel_avx2 = {"f32_gemm_ukernel__avx2_6x16", HIMAE_ISA_AVX2, MR, NR,
-                                          f32_gemm_ukernel__avx2_6x16};
+                                          f32_gemm_ukernel__avx2_6x16, f32_gemm_wide__avx2_2x64, 2,
+                                          4 * NR};

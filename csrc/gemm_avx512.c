@@ -42,6 +42,21 @@ static inline __m512 gelu(__m512 x) {
                          _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
+/* Row epilogue: + residual, GELU, store the first nc (> 0) columns of 32. */
+static inline __attribute__((always_inline)) void store_row(float *c, const float *res,
+                                                            const __m512 acc[2], size_t nc, int act) {
+    const __mmask16 m0 = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
+    const __mmask16 m1 = nc >= 32 ? 0xFFFF : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
+    for (int v = 0; v < 2; v++) {
+        const __mmask16 m = v ? m1 : m0;
+        if (!m) continue;
+        __m512 y = acc[v];
+        if (res) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, res + 16 * v));
+        if (act) y = gelu(y);
+        _mm512_mask_storeu_ps(c + 16 * v, m, y);
+    }
+}
+
 /* One register tile: R rows (R <= 12) by 32 columns. R is a constant at
  * every call, so the loops unroll and the accumulators live in registers. Rows past mr alias the last real row: computed, never
  * stored. */
@@ -70,20 +85,59 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr,
             acc[i][1] = _mm512_fmadd_ps(x, w1, acc[i][1]);
         }
     }
-    const __mmask16 m0 = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
-    const __mmask16 m1 = nc >= 32 ? 0xFFFF : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
 #pragma GCC unroll 12
     for (int i = 0; i < R; i++) {
         if ((size_t)i >= mr) break;
-        for (int v = 0; v < 2; v++) {
-            const __mmask16 m = v ? m1 : m0;
-            if (!m) continue;
-            __m512 y = acc[i][v];
-            if (res) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, res + i * res_stride + 16 * v));
-            if (act) y = gelu(y);
-            _mm512_mask_storeu_ps(c + i * c_stride + 16 * v, m, y);
+        store_row(c + i * c_stride, res ? res + i * res_stride : NULL, acc[i], nc, act);
+    }
+}
+
+/* R rows (R <= 3) by P panels (P <= 4) of 32 columns, columns [0, nc): up to
+ * 24 independent accumulators where a tile of R rows has 2 R, and each
+ * broadcast serves all P panels. Same arithmetic per output as tile(). */
+static inline __attribute__((always_inline)) void wide_tile(const int R, const int P, size_t mr,
+                                                            size_t nc, size_t kc, const float *a,
+                                                            size_t a_stride, const float *w,
+                                                            size_t w_stride, float *c,
+                                                            size_t c_stride, const float *res,
+                                                            size_t res_stride, int act) {
+    const float *ap[3];
+    ap[0] = a;
+    for (int i = 1; i < R; i++) ap[i] = (size_t)i < mr ? ap[i - 1] + a_stride : ap[i - 1];
+    const float *wp[4];
+    __m512 acc[3][4][2];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++) {
+        wp[p] = w + p * w_stride;
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) {
+            acc[i][p][0] = _mm512_loadu_ps(wp[p]);
+            acc[i][p][1] = _mm512_loadu_ps(wp[p] + 16);
+        }
+        wp[p] += 32;
+    }
+    for (size_t j = 0; j < kc; j++) {
+        __m512 x[3];
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) x[i] = _mm512_set1_ps(ap[i][j]);
+#pragma GCC unroll 4
+        for (int p = 0; p < P; p++) {
+            const __m512 w0 = _mm512_loadu_ps(wp[p] + 32 * j), w1 = _mm512_loadu_ps(wp[p] + 32 * j + 16);
+#pragma GCC unroll 3
+            for (int i = 0; i < R; i++) {
+                acc[i][p][0] = _mm512_fmadd_ps(x[i], w0, acc[i][p][0]);
+                acc[i][p][1] = _mm512_fmadd_ps(x[i], w1, acc[i][p][1]);
+            }
         }
     }
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) {
+            if ((size_t)i >= mr) break;
+            store_row(c + i * c_stride + 32 * p, res ? res + i * res_stride + 32 * p : NULL, acc[i][p],
+                      nc - 32 * p, act);
+        }
 }
 
 /* Fewer rows than the tile height (small N, remainders, stream mode's few
@@ -112,5 +166,29 @@ static void f32_gemm_ukernel__avx512f_12x32(size_t mr, size_t nc, size_t kc, con
 #undef TILE
 }
 
+static void f32_gemm_wide__avx512f_3x128(size_t mr, size_t nc, size_t kc, const float *a,
+                                         size_t a_stride, const float *w, size_t w_stride, float *c,
+                                         size_t c_stride, const float *res, size_t res_stride,
+                                         int act) {
+#define WIDE(R, P) wide_tile(R, P, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act)
+    const size_t panels = (nc + 31) / 32;
+    switch (mr * 4 + panels) {
+    case 5: WIDE(1, 1); break;
+    case 6: WIDE(1, 2); break;
+    case 7: WIDE(1, 3); break;
+    case 8: WIDE(1, 4); break;
+    case 9: WIDE(2, 1); break;
+    case 10: WIDE(2, 2); break;
+    case 11: WIDE(2, 3); break;
+    case 12: WIDE(2, 4); break;
+    case 13: WIDE(3, 1); break;
+    case 14: WIDE(3, 2); break;
+    case 15: WIDE(3, 3); break;
+    default: WIDE(3, 4); break;
+    }
+#undef WIDE
+}
+
 const himae_ukernel himae_ukernel_avx512 = {"f32_gemm_ukernel__avx512f_12x32", HIMAE_ISA_AVX512,
-                                            12, 32, f32_gemm_ukernel__avx512f_12x32};
+                                            12, 32, f32_gemm_ukernel__avx512f_12x32,
+                                            f32_gemm_wide__avx512f_3x128, 3, 128};

@@ -88,6 +88,77 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr, s
     }
 }
 
+/* R rows (R <= 3) by P panels (P <= 4) of 8 columns, columns [0, nc): up to
+ * 24 independent accumulators where a tile of R rows has 2 R, and each
+ * input value serves all P panels. Same arithmetic per output as tile(). */
+static inline __attribute__((always_inline)) void wide_tile(const int R, const int P, size_t mr,
+                                                            size_t nc, size_t kc, const float *a,
+                                                            size_t a_stride, const float *w,
+                                                            size_t w_stride, float *c,
+                                                            size_t c_stride, const float *res,
+                                                            size_t res_stride, int act) {
+    const float *ap[3];
+    ap[0] = a;
+    for (int i = 1; i < R; i++) ap[i] = (size_t)i < mr ? ap[i - 1] + a_stride : ap[i - 1];
+    const float *wp[4];
+    float32x4_t acc[3][4][2];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++) {
+        wp[p] = w + p * w_stride;
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) {
+            acc[i][p][0] = vld1q_f32(wp[p]);
+            acc[i][p][1] = vld1q_f32(wp[p] + 4);
+        }
+        wp[p] += NR;
+    }
+    for (size_t j = 0; j < kc; j++) {
+        float x[3];
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) x[i] = ap[i][j];
+#pragma GCC unroll 4
+        for (int p = 0; p < P; p++) {
+            const float32x4_t w0 = vld1q_f32(wp[p] + NR * j), w1 = vld1q_f32(wp[p] + NR * j + 4);
+#pragma GCC unroll 3
+            for (int i = 0; i < R; i++) {
+                acc[i][p][0] = vfmaq_n_f32(acc[i][p][0], w0, x[i]);
+                acc[i][p][1] = vfmaq_n_f32(acc[i][p][1], w1, x[i]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++) {
+        const size_t left = nc - NR * p < NR ? nc - NR * p : NR;
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) {
+            if ((size_t)i >= mr) break;
+            store_row(c + i * c_stride + NR * p, res ? res + i * res_stride + NR * p : NULL,
+                      acc[i][p][0], acc[i][p][1], left, act);
+        }
+    }
+}
+
+static void f32_gemm_wide__neon_3x32(size_t mr, size_t nc, size_t kc, const float *a,
+                                     size_t a_stride, const float *w, size_t w_stride, float *c,
+                                     size_t c_stride, const float *res, size_t res_stride, int act) {
+#define WIDE(R, P) wide_tile(R, P, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act)
+    switch (mr * 4 + (nc + NR - 1) / NR) {
+    case 5: WIDE(1, 1); break;
+    case 6: WIDE(1, 2); break;
+    case 7: WIDE(1, 3); break;
+    case 8: WIDE(1, 4); break;
+    case 9: WIDE(2, 1); break;
+    case 10: WIDE(2, 2); break;
+    case 11: WIDE(2, 3); break;
+    case 12: WIDE(2, 4); break;
+    case 13: WIDE(3, 1); break;
+    case 14: WIDE(3, 2); break;
+    case 15: WIDE(3, 3); break;
+    default: WIDE(3, 4); break;
+    }
+#undef WIDE
+}
+
 /* Shorter tiles for fewer rows (small N, remainders, stream mode). */
 static void f32_gemm_ukernel__neon_8x8(size_t mr, size_t nc, size_t kc, const float *a,
                                        size_t a_stride, const float *w, float *c, size_t c_stride,
@@ -103,4 +174,5 @@ static void f32_gemm_ukernel__neon_8x8(size_t mr, size_t nc, size_t kc, const fl
 }
 
 const himae_ukernel himae_ukernel_neon = {"f32_gemm_ukernel__neon_8x8", HIMAE_ISA_NEON, MR, NR,
-                                          f32_gemm_ukernel__neon_8x8};
+                                          f32_gemm_ukernel__neon_8x8, f32_gemm_wide__neon_3x32, 3,
+                                          4 * NR};

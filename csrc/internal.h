@@ -15,11 +15,24 @@ typedef void (*himae_gemm_fn)(size_t mr, size_t nc, size_t kc, const float *a, s
                               const float *w, float *c, size_t c_stride, const float *res,
                               size_t res_stride, int gelu);
 
+/* The same for mr <= wide_mr rows across several consecutive panels (one
+ * every w_stride floats): columns [0, nc), nc <= wide_nc. A tile of one to
+ * three rows has too few accumulators to hide the FMA latency, so these
+ * rows take several panels in one pass instead. Every output keeps the
+ * summation order of himae_gemm_fn (bias, then j = 0 .. kc-1), so results
+ * do not depend on which of the two computed a row. */
+typedef void (*himae_gemm_wide_fn)(size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
+                                   const float *w, size_t w_stride, float *c, size_t c_stride,
+                                   const float *res, size_t res_stride, int gelu);
+
 typedef struct himae_ukernel {
     const char *name; /* f32_gemm_ukernel__<isa>_<MR>x<NR> */
     enum himae_isa isa;
     size_t mr, nr;
     himae_gemm_fn fn;
+    /* NULL where one panel at a time is as fast (the scalar kernel). */
+    himae_gemm_wide_fn wide;
+    size_t wide_mr, wide_nc;
 } himae_ukernel;
 
 /* The micro-kernel for an ISA, or NULL when it is not built in. */
