@@ -8,40 +8,36 @@
 #define MR 6
 #define NR 16
 
-/* exp(y) for y <= 0: y = n ln2 + r, |r| <= ln2/2, degree-7 Taylor in r. */
+/* exp(y) for y <= 0: y = n ln2 + r, |r| <= ln2/2, degree-5 polynomial in r. */
 static inline __m256 exp_neg(__m256 y) {
     y = _mm256_max_ps(y, _mm256_set1_ps(HIMAE_EXP_MIN));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(HIMAE_EXP_LOG2E)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(HIMAE_EXP_LN2_HI), y);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(HIMAE_EXP_LN2_LO), r);
-    __m256 p = _mm256_set1_ps(1.0f / 5040);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(HIMAE_EXP_C5), r, _mm256_set1_ps(HIMAE_EXP_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(HIMAE_EXP_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(HIMAE_EXP_C2));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+/* h = erfc(|z|) / 2 = Phi(-|x|) by Abramowitz & Stegun (the polynomial's
+ * coefficients halved), then GELU = x (1 - h) for x >= 0 and x h below: the
+ * small term h carries the error, so it stays small relative to x. */
 static inline __m256 gelu(__m256 x) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(HIMAE_SQRT1_2));
-    __m256 a = _mm256_andnot_ps(sign, z);
-    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f),
-                             _mm256_fmadd_ps(_mm256_set1_ps(HIMAE_GELU_P), a, _mm256_set1_ps(1.0f)));
-    __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(HIMAE_GELU_A5), t, _mm256_set1_ps(HIMAE_GELU_A4));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(HIMAE_GELU_A3));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(HIMAE_GELU_A2));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(HIMAE_GELU_A1));
-    __m256 e = _mm256_mul_ps(exp_neg(_mm256_xor_ps(sign, _mm256_mul_ps(z, z))), t);
-    e = _mm256_fnmadd_ps(e, r, _mm256_set1_ps(1.0f));
-    e = _mm256_xor_ps(e, _mm256_and_ps(sign, z));
-    return _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.5f)),
-                         _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_mul_ps(x, _mm256_set1_ps(HIMAE_SQRT1_2)));
+    const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f),
+                                   _mm256_fmadd_ps(_mm256_set1_ps(HIMAE_GELU_P), a, _mm256_set1_ps(1.0f)));
+    __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(0.5f * HIMAE_GELU_A5), t, _mm256_set1_ps(0.5f * HIMAE_GELU_A4));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.5f * HIMAE_GELU_A3));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.5f * HIMAE_GELU_A2));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.5f * HIMAE_GELU_A1));
+    const __m256 h = _mm256_mul_ps(_mm256_mul_ps(exp_neg(_mm256_fnmadd_ps(a, a, _mm256_setzero_ps())), t), r);
+    /* blendv takes h where x's sign bit is set */
+    return _mm256_mul_ps(x, _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), h), h, x));
 }
 
 static inline __m256i lane_mask(size_t valid) {

@@ -5,41 +5,35 @@
 
 #include "internal.h"
 
-/* exp(y) for y <= 0: y = n ln2 + r, |r| <= ln2/2, degree-7 Taylor in r. */
+/* exp(y) for y <= 0: y = n ln2 + r, |r| <= ln2/2, degree-5 polynomial in r. */
 static inline __m512 exp_neg(__m512 y) {
     y = _mm512_max_ps(y, _mm512_set1_ps(HIMAE_EXP_MIN));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(HIMAE_EXP_LOG2E)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(HIMAE_EXP_LN2_HI), y);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(HIMAE_EXP_LN2_LO), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(HIMAE_EXP_C5), r, _mm512_set1_ps(HIMAE_EXP_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(HIMAE_EXP_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(HIMAE_EXP_C2));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
 }
 
+/* h = erfc(|z|) / 2 = Phi(-|x|) by Abramowitz & Stegun (the polynomial's
+ * coefficients halved), then GELU = x (1 - h) for x >= 0 and x h below: the
+ * small term h carries the error, so it stays small relative to x. */
 static inline __m512 gelu(__m512 x) {
-    /* AVX-512F has no float logic ops: sign handling on the integer view. */
-    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
-    __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(HIMAE_SQRT1_2));
-    __m512 a = _mm512_abs_ps(z);
-    __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f),
-                             _mm512_fmadd_ps(_mm512_set1_ps(HIMAE_GELU_P), a, _mm512_set1_ps(1.0f)));
-    __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(HIMAE_GELU_A5), t, _mm512_set1_ps(HIMAE_GELU_A4));
-    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(HIMAE_GELU_A3));
-    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(HIMAE_GELU_A2));
-    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(HIMAE_GELU_A1));
-    __m512 e = _mm512_mul_ps(exp_neg(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(z, z))), t);
-    e = _mm512_fnmadd_ps(e, r, _mm512_set1_ps(1.0f));
-    e = _mm512_castsi512_ps(_mm512_xor_si512(
-        _mm512_castps_si512(e), _mm512_and_si512(sign, _mm512_castps_si512(z))));
-    return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)),
-                         _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    const __m512 a = _mm512_abs_ps(_mm512_mul_ps(x, _mm512_set1_ps(HIMAE_SQRT1_2)));
+    const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f),
+                                   _mm512_fmadd_ps(_mm512_set1_ps(HIMAE_GELU_P), a, _mm512_set1_ps(1.0f)));
+    __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(0.5f * HIMAE_GELU_A5), t, _mm512_set1_ps(0.5f * HIMAE_GELU_A4));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.5f * HIMAE_GELU_A3));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.5f * HIMAE_GELU_A2));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.5f * HIMAE_GELU_A1));
+    const __m512 h = _mm512_mul_ps(_mm512_mul_ps(exp_neg(_mm512_fnmadd_ps(a, a, _mm512_setzero_ps())), t), r);
+    const __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+    return _mm512_mul_ps(x, _mm512_mask_mov_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), h), negative, h));
 }
 
 /* Row epilogue: + residual, GELU, store the first nc (> 0) columns of 32. */

@@ -7,37 +7,34 @@
 #define MR 8
 #define NR 8
 
-/* exp(y) for y <= 0: y = n ln2 + r, |r| <= ln2/2, degree-7 Taylor in r. */
+/* exp(y) for y <= 0: y = n ln2 + r, |r| <= ln2/2, degree-5 polynomial in r. */
 static inline float32x4_t exp_neg(float32x4_t y) {
     y = vmaxq_f32(y, vdupq_n_f32(HIMAE_EXP_MIN));
     float32x4_t n = vrndnq_f32(vmulq_f32(y, vdupq_n_f32(HIMAE_EXP_LOG2E)));
     float32x4_t r = vfmsq_f32(y, n, vdupq_n_f32(HIMAE_EXP_LN2_HI));
     r = vfmsq_f32(r, n, vdupq_n_f32(HIMAE_EXP_LN2_LO));
-    float32x4_t p = vdupq_n_f32(1.0f / 5040);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 720), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 120), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 24), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 6), p, r);
-    p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
+    float32x4_t p = vfmaq_f32(vdupq_n_f32(HIMAE_EXP_C4), vdupq_n_f32(HIMAE_EXP_C5), r);
+    p = vfmaq_f32(vdupq_n_f32(HIMAE_EXP_C3), p, r);
+    p = vfmaq_f32(vdupq_n_f32(HIMAE_EXP_C2), p, r);
     p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
     p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
     int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
     return vmulq_f32(p, vreinterpretq_f32_s32(e));
 }
 
+/* h = erfc(|z|) / 2 = Phi(-|x|) by Abramowitz & Stegun (the polynomial's
+ * coefficients halved), then GELU = x (1 - h) for x >= 0 and x h below: the
+ * small term h carries the error, so it stays small relative to x. */
 static inline float32x4_t gelu(float32x4_t x) {
-    float32x4_t z = vmulq_f32(x, vdupq_n_f32(HIMAE_SQRT1_2));
-    float32x4_t t = vdivq_f32(vdupq_n_f32(1.0f),
-                              vfmaq_f32(vdupq_n_f32(1.0f), vdupq_n_f32(HIMAE_GELU_P), vabsq_f32(z)));
-    float32x4_t r = vfmaq_f32(vdupq_n_f32(HIMAE_GELU_A4), vdupq_n_f32(HIMAE_GELU_A5), t);
-    r = vfmaq_f32(vdupq_n_f32(HIMAE_GELU_A3), r, t);
-    r = vfmaq_f32(vdupq_n_f32(HIMAE_GELU_A2), r, t);
-    r = vfmaq_f32(vdupq_n_f32(HIMAE_GELU_A1), r, t);
-    float32x4_t e = vmulq_f32(exp_neg(vnegq_f32(vmulq_f32(z, z))), t);
-    e = vfmsq_f32(vdupq_n_f32(1.0f), e, r);
-    uint32x4_t sign = vandq_u32(vreinterpretq_u32_f32(z), vdupq_n_u32(0x80000000u));
-    e = vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(e), sign));
-    return vmulq_f32(vmulq_f32(x, vdupq_n_f32(0.5f)), vaddq_f32(vdupq_n_f32(1.0f), e));
+    const float32x4_t a = vabsq_f32(vmulq_f32(x, vdupq_n_f32(HIMAE_SQRT1_2)));
+    const float32x4_t t = vdivq_f32(vdupq_n_f32(1.0f),
+                                    vfmaq_f32(vdupq_n_f32(1.0f), vdupq_n_f32(HIMAE_GELU_P), a));
+    float32x4_t r = vfmaq_f32(vdupq_n_f32(0.5f * HIMAE_GELU_A4), vdupq_n_f32(0.5f * HIMAE_GELU_A5), t);
+    r = vfmaq_f32(vdupq_n_f32(0.5f * HIMAE_GELU_A3), r, t);
+    r = vfmaq_f32(vdupq_n_f32(0.5f * HIMAE_GELU_A2), r, t);
+    r = vfmaq_f32(vdupq_n_f32(0.5f * HIMAE_GELU_A1), r, t);
+    const float32x4_t h = vmulq_f32(vmulq_f32(exp_neg(vnegq_f32(vmulq_f32(a, a))), t), r);
+    return vmulq_f32(x, vbslq_f32(vcltzq_f32(x), h, vsubq_f32(vdupq_n_f32(1.0f), h)));
 }
 
 static inline void store_row(float *c, const float *res, float32x4_t v0, float32x4_t v1,
