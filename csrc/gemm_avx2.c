@@ -8,20 +8,24 @@
 #define MR 6
 #define NR 16
 
-/* exp(y) for y <= 0: y = n ln2 + r, |r| <= ln2/2, degree-5 polynomial in r. */
+/* exp(y) for y in [HIMAE_EXP_MIN, 0]: y = n ln2 + r, |r| <= ln2/2, degree-5
+ * polynomial in r. n is rounded by adding a power-of-two magic number (the
+ * sum's low mantissa bits then hold n), and 2^n scales the polynomial through
+ * the exponent field with integer adds. p >= 1/sqrt 2 and n >= -126 keep
+ * that exponent field from going below zero. */
 static inline __m256 exp_neg(__m256 y) {
+    const __m256 magic = _mm256_set1_ps(HIMAE_EXP_MAGIC);
     y = _mm256_max_ps(y, _mm256_set1_ps(HIMAE_EXP_MIN));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(HIMAE_EXP_LOG2E)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(HIMAE_EXP_LN2_HI), y);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(HIMAE_EXP_LN2_LO), r);
+    const __m256 big = _mm256_fmadd_ps(y, _mm256_set1_ps(HIMAE_EXP_LOG2E), magic);
+    const __m256 n = _mm256_sub_ps(big, magic);
+    const __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(HIMAE_EXP_LN2), y);
     __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(HIMAE_EXP_C5), r, _mm256_set1_ps(HIMAE_EXP_C4));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(HIMAE_EXP_C3));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(HIMAE_EXP_C2));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p),
+                                                _mm256_slli_epi32(_mm256_castps_si256(big), 23)));
 }
 
 /* h = erfc(|z|) / 2 = Phi(-|x|) by Abramowitz & Stegun (the polynomial's

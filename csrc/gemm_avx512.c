@@ -5,19 +5,25 @@
 
 #include "internal.h"
 
-/* exp(y) for y <= 0: y = n ln2 + r, |r| <= ln2/2, degree-5 polynomial in r. */
+/* exp(y) for y in [HIMAE_EXP_MIN, 0]: y = n ln2 + r, |r| <= ln2/2, degree-5
+ * polynomial in r. n is rounded by adding a power-of-two magic number (the
+ * sum's low mantissa bits then hold n), and 2^n scales the polynomial through
+ * the exponent field: integer work, off the FMA pipes the GEMM keeps busy.
+ * One ln2 term is enough: |n| <= 126 keeps its error under 3e-7 in r where
+ * exp is at most 2^-60 of the result. */
 static inline __m512 exp_neg(__m512 y) {
+    const __m512 magic = _mm512_set1_ps(HIMAE_EXP_MAGIC);
     y = _mm512_max_ps(y, _mm512_set1_ps(HIMAE_EXP_MIN));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(HIMAE_EXP_LOG2E)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(HIMAE_EXP_LN2_HI), y);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(HIMAE_EXP_LN2_LO), r);
+    const __m512 big = _mm512_fmadd_ps(y, _mm512_set1_ps(HIMAE_EXP_LOG2E), magic);
+    const __m512 n = _mm512_sub_ps(big, magic);
+    const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(HIMAE_EXP_LN2), y);
     __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(HIMAE_EXP_C5), r, _mm512_set1_ps(HIMAE_EXP_C4));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(HIMAE_EXP_C3));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(HIMAE_EXP_C2));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p),
+                                                _mm512_slli_epi32(_mm512_castps_si512(big), 23)));
 }
 
 /* h = erfc(|z|) / 2 = Phi(-|x|) by Abramowitz & Stegun (the polynomial's

@@ -7,19 +7,24 @@
 #define MR 8
 #define NR 8
 
-/* exp(y) for y <= 0: y = n ln2 + r, |r| <= ln2/2, degree-5 polynomial in r. */
+/* exp(y) for y in [HIMAE_EXP_MIN, 0]: y = n ln2 + r, |r| <= ln2/2, degree-5
+ * polynomial in r. n is rounded by adding a power-of-two magic number (the
+ * sum's low mantissa bits then hold n), and 2^n scales the polynomial through
+ * the exponent field with integer adds. p >= 1/sqrt 2 and n >= -126 keep
+ * that exponent field from going below zero. */
 static inline float32x4_t exp_neg(float32x4_t y) {
+    const float32x4_t magic = vdupq_n_f32(HIMAE_EXP_MAGIC);
     y = vmaxq_f32(y, vdupq_n_f32(HIMAE_EXP_MIN));
-    float32x4_t n = vrndnq_f32(vmulq_f32(y, vdupq_n_f32(HIMAE_EXP_LOG2E)));
-    float32x4_t r = vfmsq_f32(y, n, vdupq_n_f32(HIMAE_EXP_LN2_HI));
-    r = vfmsq_f32(r, n, vdupq_n_f32(HIMAE_EXP_LN2_LO));
+    const float32x4_t big = vfmaq_f32(magic, y, vdupq_n_f32(HIMAE_EXP_LOG2E));
+    const float32x4_t n = vsubq_f32(big, magic);
+    const float32x4_t r = vfmsq_f32(y, n, vdupq_n_f32(HIMAE_EXP_LN2));
     float32x4_t p = vfmaq_f32(vdupq_n_f32(HIMAE_EXP_C4), vdupq_n_f32(HIMAE_EXP_C5), r);
     p = vfmaq_f32(vdupq_n_f32(HIMAE_EXP_C3), p, r);
     p = vfmaq_f32(vdupq_n_f32(HIMAE_EXP_C2), p, r);
     p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
     p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
-    int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
-    return vmulq_f32(p, vreinterpretq_f32_s32(e));
+    return vreinterpretq_f32_s32(vaddq_s32(vreinterpretq_s32_f32(p),
+                                           vshlq_n_s32(vreinterpretq_s32_f32(big), 23)));
 }
 
 /* h = erfc(|z|) / 2 = Phi(-|x|) by Abramowitz & Stegun (the polynomial's
