@@ -102,12 +102,12 @@ void himae_free_mem(void *p);
 #define HIMAE_GELU_A5 1.061405429f
 #define HIMAE_SQRT1_2 0.70710678118654752f
 
-/* exp(y) on y <= 0 as 2^n * poly(r), r = y - n ln2 in [-ln2/2, ln2/2]
- * (ln2 in float is off by 1.9e-9, so r by n 1.9e-9: only where exp(y) is
- * already below 1e-9 does that reach 1e-7):
- * shared constants for the SIMD versions. poly = 1 + r + C2 r^2 + ... + C5 r^5,
- * fitted for least maximum relative error (1.1e-7) on that interval. The
- * GELU multiplies exp by erfc, at most 0.17 x / 2, so this adds < 2e-8. */
+/* exp(y) on y <= 0 as 2^n * poly(r), r = y - n ln2 in [-ln2/2, ln2/2]:
+ * shared constants for the SIMD versions. One float ln2 suffices: its error
+ * moves r by 1.9e-9 n, past 1e-7 only for n < -52, where exp(y) < 1e-15.
+ * poly = 1 + r + C2 r^2 + ... + C5 r^5, fitted for least maximum relative
+ * error (1.1e-7) on that interval. A relative error e of exp moves the GELU
+ * by at most 0.17 e (the peak of x erfc(x / sqrt 2) / 2), under 2e-8. */
 #define HIMAE_EXP_LOG2E 1.44269504088896341f
 #define HIMAE_EXP_LN2 0.693147180559945309f
 #define HIMAE_EXP_MAGIC 12582912.0f /* 1.5 * 2^23: y log2e + this rounds to an integer */

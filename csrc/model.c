@@ -257,8 +257,8 @@ static void encode_one(himae_model *m, const float *x) {
 }
 
 /* dst (cols, rows) = src (rows, cols)^T. 4 x 4 blocks through a local
- * array, with constant trip counts, which compilers turn into vector loads,
- * shuffles and stores; the ragged edges element by element. */
+ * array, with constant trip counts, which compilers can turn into vector
+ * loads, shuffles and stores; the ragged edges element by element. */
 static void transpose(float *restrict dst, const float *restrict src, size_t rows, size_t cols) {
     const size_t rows4 = rows & ~(size_t)3, cols4 = cols & ~(size_t)3;
     for (size_t c0 = 0; c0 < cols4; c0 += 4) {
