@@ -69,14 +69,26 @@ void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float
     }
     const size_t kc = conv->kc, cout = conv->cout;
     const size_t a_stride = conv->stride * cin, panel_size = nr * (1 + kc);
+    /* A last few rows (all of them in stream mode's short pushes) that fit
+     * the wide kernel go through it, several panels per pass. */
+    const size_t rest = n_out % mr, tiled = uk->wide && rest <= uk->wide_mr ? n_out - rest : n_out;
     for (size_t n0 = 0; n0 < cout; n0 += nr) {
         const float *panel = conv->packed + (n0 / nr) * panel_size;
         size_t nc = cout - n0 < nr ? cout - n0 : nr;
-        for (size_t p = 0; p < n_out; p += mr) {
-            size_t m = n_out - p < mr ? n_out - p : mr;
+        for (size_t p = 0; p < tiled; p += mr) {
+            size_t m = tiled - p < mr ? tiled - p : mr;
             uk->fn(m, nc, kc, a0 + p * a_stride, a_stride, panel, out + p * cout + n0, cout,
                    residual ? residual + p * cout + n0 : NULL, cout, gelu);
         }
+    }
+    if (tiled == n_out) return;
+    const float *a = a0 + tiled * a_stride;
+    float *c = out + tiled * cout;
+    const float *res = residual ? residual + tiled * cout : NULL;
+    for (size_t n0 = 0; n0 < cout; n0 += uk->wide_nc) {
+        size_t nc = cout - n0 < uk->wide_nc ? cout - n0 : uk->wide_nc;
+        uk->wide(rest, nc, kc, a, a_stride, conv->packed + (n0 / nr) * panel_size, panel_size, c + n0,
+                 cout, res ? res + n0 : NULL, cout, gelu);
     }
 }
 

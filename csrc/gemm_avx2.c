@@ -8,40 +8,40 @@
 #define MR 6
 #define NR 16
 
-/* exp(y) for y <= 0: y = n ln2 + r, |r| <= ln2/2, degree-7 Taylor in r. */
+/* exp(y) for y in [HIMAE_EXP_MIN, 0]: y = n ln2 + r, |r| <= ln2/2, degree-5
+ * polynomial in r. n is rounded by adding a power-of-two magic number (the
+ * sum's low mantissa bits then hold n), and 2^n scales the polynomial through
+ * the exponent field with integer adds. p >= 1/sqrt 2 and n >= -126 keep
+ * that exponent field from going below zero. */
 static inline __m256 exp_neg(__m256 y) {
+    const __m256 magic = _mm256_set1_ps(HIMAE_EXP_MAGIC);
     y = _mm256_max_ps(y, _mm256_set1_ps(HIMAE_EXP_MIN));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(HIMAE_EXP_LOG2E)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(HIMAE_EXP_LN2_HI), y);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(HIMAE_EXP_LN2_LO), r);
-    __m256 p = _mm256_set1_ps(1.0f / 5040);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    const __m256 big = _mm256_fmadd_ps(y, _mm256_set1_ps(HIMAE_EXP_LOG2E), magic);
+    const __m256 n = _mm256_sub_ps(big, magic);
+    const __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(HIMAE_EXP_LN2), y);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(HIMAE_EXP_C5), r, _mm256_set1_ps(HIMAE_EXP_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(HIMAE_EXP_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(HIMAE_EXP_C2));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p),
+                                                _mm256_slli_epi32(_mm256_castps_si256(big), 23)));
 }
 
+/* h = erfc(|z|) / 2 = Phi(-|x|) by Abramowitz & Stegun (the polynomial's
+ * coefficients halved), then GELU = x (1 - h) for x >= 0 and x h below: the
+ * small term h carries the error, so it stays small relative to x. */
 static inline __m256 gelu(__m256 x) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(HIMAE_SQRT1_2));
-    __m256 a = _mm256_andnot_ps(sign, z);
-    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f),
-                             _mm256_fmadd_ps(_mm256_set1_ps(HIMAE_GELU_P), a, _mm256_set1_ps(1.0f)));
-    __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(HIMAE_GELU_A5), t, _mm256_set1_ps(HIMAE_GELU_A4));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(HIMAE_GELU_A3));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(HIMAE_GELU_A2));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(HIMAE_GELU_A1));
-    __m256 e = _mm256_mul_ps(exp_neg(_mm256_xor_ps(sign, _mm256_mul_ps(z, z))), t);
-    e = _mm256_fnmadd_ps(e, r, _mm256_set1_ps(1.0f));
-    e = _mm256_xor_ps(e, _mm256_and_ps(sign, z));
-    return _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.5f)),
-                         _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_mul_ps(x, _mm256_set1_ps(HIMAE_SQRT1_2)));
+    const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f),
+                                   _mm256_fmadd_ps(_mm256_set1_ps(HIMAE_GELU_P), a, _mm256_set1_ps(1.0f)));
+    __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(0.5f * HIMAE_GELU_A5), t, _mm256_set1_ps(0.5f * HIMAE_GELU_A4));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.5f * HIMAE_GELU_A3));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.5f * HIMAE_GELU_A2));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.5f * HIMAE_GELU_A1));
+    const __m256 h = _mm256_mul_ps(_mm256_mul_ps(exp_neg(_mm256_fnmadd_ps(a, a, _mm256_setzero_ps())), t), r);
+    /* blendv takes h where x's sign bit is set */
+    return _mm256_mul_ps(x, _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), h), h, x));
 }
 
 static inline __m256i lane_mask(size_t valid) {
@@ -98,6 +98,83 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr, s
     }
 }
 
+/* R rows (R <= 2) by P panels of 16 columns, columns [0, nc), with R P <= 4:
+ * 8 independent accumulators where a tile of R rows has 2 R (ymm FMAs
+ * need 8 in flight), and each broadcast serves all P panels. Same
+ * arithmetic per output as tile(). */
+static inline __attribute__((always_inline)) void wide_tile(const int R, const int P, size_t mr,
+                                                            size_t nc, size_t kc, const float *a,
+                                                            size_t a_stride, const float *w,
+                                                            size_t w_stride, float *c,
+                                                            size_t c_stride, const float *res,
+                                                            size_t res_stride, int act) {
+    const float *ap[2] = {a, mr > 1 ? a + a_stride : a};
+    const float *wp[4];
+    __m256 acc[2][4][2];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++) {
+        wp[p] = w + p * w_stride;
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++) {
+            acc[i][p][0] = _mm256_loadu_ps(wp[p]);
+            acc[i][p][1] = _mm256_loadu_ps(wp[p] + 8);
+        }
+        wp[p] += NR;
+    }
+    for (size_t j = 0; j < kc; j++) {
+        __m256 x[2];
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++) x[i] = _mm256_broadcast_ss(ap[i] + j);
+#pragma GCC unroll 4
+        for (int p = 0; p < P; p++) {
+            const __m256 w0 = _mm256_loadu_ps(wp[p] + NR * j), w1 = _mm256_loadu_ps(wp[p] + NR * j + 8);
+#pragma GCC unroll 2
+            for (int i = 0; i < R; i++) {
+                acc[i][p][0] = _mm256_fmadd_ps(x[i], w0, acc[i][p][0]);
+                acc[i][p][1] = _mm256_fmadd_ps(x[i], w1, acc[i][p][1]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++) {
+        const size_t left = nc - NR * p;
+        const __m256i m0 = lane_mask(left), m1 = lane_mask(left > 8 ? left - 8 : 0);
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++) {
+            if ((size_t)i >= mr) break;
+            store_row(c + i * c_stride + NR * p, res ? res + i * res_stride + NR * p : NULL,
+                      acc[i][p][0], acc[i][p][1], m0, m1, act);
+        }
+    }
+}
+
+/* Up to 2 rows by up to 4 panels: one row takes all 4 panels in one pass,
+ * two rows take 2 panels per pass. */
+static void f32_gemm_wide__avx2_2x64(size_t mr, size_t nc, size_t kc, const float *a,
+                                     size_t a_stride, const float *w, size_t w_stride, float *c,
+                                     size_t c_stride, const float *res, size_t res_stride, int act) {
+    const size_t panels = (nc + NR - 1) / NR;
+    if (mr == 1) {
+        switch (panels) {
+        case 1: wide_tile(1, 1, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act); break;
+        case 2: wide_tile(1, 2, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act); break;
+        case 3: wide_tile(1, 3, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act); break;
+        default: wide_tile(1, 4, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act); break;
+        }
+        return;
+    }
+    for (size_t p = 0; p < panels; p += 2) {
+        const size_t left = nc - NR * p, off = NR * p;
+        const float *r = res ? res + off : NULL;
+        if (left > NR)
+            wide_tile(2, 2, mr, left, kc, a, a_stride, w + p * w_stride, w_stride, c + off, c_stride, r,
+                      res_stride, act);
+        else
+            wide_tile(2, 1, mr, left, kc, a, a_stride, w + p * w_stride, w_stride, c + off, c_stride, r,
+                      res_stride, act);
+    }
+}
+
 /* Shorter tiles for fewer rows (small N, remainders, stream mode). */
 static void f32_gemm_ukernel__avx2_6x16(size_t mr, size_t nc, size_t kc, const float *a,
                                         size_t a_stride, const float *w, float *c, size_t c_stride,
@@ -113,4 +190,5 @@ static void f32_gemm_ukernel__avx2_6x16(size_t mr, size_t nc, size_t kc, const f
 }
 
 const himae_ukernel himae_ukernel_avx2 = {"f32_gemm_ukernel__avx2_6x16", HIMAE_ISA_AVX2, MR, NR,
-                                          f32_gemm_ukernel__avx2_6x16};
+                                          f32_gemm_ukernel__avx2_6x16, f32_gemm_wide__avx2_2x64, 2,
+                                          4 * NR};

@@ -5,41 +5,56 @@
 
 #include "internal.h"
 
-/* exp(y) for y <= 0: y = n ln2 + r, |r| <= ln2/2, degree-7 Taylor in r. */
+/* exp(y) for y in [HIMAE_EXP_MIN, 0]: y = n ln2 + r, |r| <= ln2/2, degree-5
+ * polynomial in r. n is rounded by adding a power-of-two magic number (the
+ * sum's low mantissa bits then hold n), and 2^n scales the polynomial through
+ * the exponent field: integer work, off the FMA pipes the GEMM keeps busy.
+ * One ln2 term is enough: |n| <= 126 keeps its error under 3e-7 in r where
+ * exp is at most 2^-60 of the result. */
 static inline __m512 exp_neg(__m512 y) {
+    const __m512 magic = _mm512_set1_ps(HIMAE_EXP_MAGIC);
     y = _mm512_max_ps(y, _mm512_set1_ps(HIMAE_EXP_MIN));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(HIMAE_EXP_LOG2E)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(HIMAE_EXP_LN2_HI), y);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(HIMAE_EXP_LN2_LO), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    const __m512 big = _mm512_fmadd_ps(y, _mm512_set1_ps(HIMAE_EXP_LOG2E), magic);
+    const __m512 n = _mm512_sub_ps(big, magic);
+    const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(HIMAE_EXP_LN2), y);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(HIMAE_EXP_C5), r, _mm512_set1_ps(HIMAE_EXP_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(HIMAE_EXP_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(HIMAE_EXP_C2));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p),
+                                                _mm512_slli_epi32(_mm512_castps_si512(big), 23)));
 }
 
+/* h = erfc(|z|) / 2 = Phi(-|x|) by Abramowitz & Stegun (the polynomial's
+ * coefficients halved), then GELU = x (1 - h) for x >= 0 and x h below: the
+ * small term h carries the error, so it stays small relative to x. */
 static inline __m512 gelu(__m512 x) {
-    /* AVX-512F has no float logic ops: sign handling on the integer view. */
-    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
-    __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(HIMAE_SQRT1_2));
-    __m512 a = _mm512_abs_ps(z);
-    __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f),
-                             _mm512_fmadd_ps(_mm512_set1_ps(HIMAE_GELU_P), a, _mm512_set1_ps(1.0f)));
-    __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(HIMAE_GELU_A5), t, _mm512_set1_ps(HIMAE_GELU_A4));
-    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(HIMAE_GELU_A3));
-    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(HIMAE_GELU_A2));
-    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(HIMAE_GELU_A1));
-    __m512 e = _mm512_mul_ps(exp_neg(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(z, z))), t);
-    e = _mm512_fnmadd_ps(e, r, _mm512_set1_ps(1.0f));
-    e = _mm512_castsi512_ps(_mm512_xor_si512(
-        _mm512_castps_si512(e), _mm512_and_si512(sign, _mm512_castps_si512(z))));
-    return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)),
-                         _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    const __m512 a = _mm512_abs_ps(_mm512_mul_ps(x, _mm512_set1_ps(HIMAE_SQRT1_2)));
+    const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f),
+                                   _mm512_fmadd_ps(_mm512_set1_ps(HIMAE_GELU_P), a, _mm512_set1_ps(1.0f)));
+    __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(0.5f * HIMAE_GELU_A5), t, _mm512_set1_ps(0.5f * HIMAE_GELU_A4));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.5f * HIMAE_GELU_A3));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.5f * HIMAE_GELU_A2));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.5f * HIMAE_GELU_A1));
+    const __m512 h = _mm512_mul_ps(_mm512_mul_ps(exp_neg(_mm512_fnmadd_ps(a, a, _mm512_setzero_ps())), t), r);
+    const __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+    return _mm512_mul_ps(x, _mm512_mask_mov_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), h), negative, h));
+}
+
+/* Row epilogue: + residual, GELU, store the first nc (> 0) columns of 32. */
+static inline __attribute__((always_inline)) void store_row(float *c, const float *res,
+                                                            const __m512 acc[2], size_t nc, int act) {
+    const __mmask16 m0 = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
+    const __mmask16 m1 = nc >= 32 ? 0xFFFF : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
+    for (int v = 0; v < 2; v++) {
+        const __mmask16 m = v ? m1 : m0;
+        if (!m) continue;
+        __m512 y = acc[v];
+        if (res) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, res + 16 * v));
+        if (act) y = gelu(y);
+        _mm512_mask_storeu_ps(c + 16 * v, m, y);
+    }
 }
 
 /* One register tile: R rows (R <= 12) by 32 columns. R is a constant at
@@ -70,20 +85,59 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr,
             acc[i][1] = _mm512_fmadd_ps(x, w1, acc[i][1]);
         }
     }
-    const __mmask16 m0 = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
-    const __mmask16 m1 = nc >= 32 ? 0xFFFF : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
 #pragma GCC unroll 12
     for (int i = 0; i < R; i++) {
         if ((size_t)i >= mr) break;
-        for (int v = 0; v < 2; v++) {
-            const __mmask16 m = v ? m1 : m0;
-            if (!m) continue;
-            __m512 y = acc[i][v];
-            if (res) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, res + i * res_stride + 16 * v));
-            if (act) y = gelu(y);
-            _mm512_mask_storeu_ps(c + i * c_stride + 16 * v, m, y);
+        store_row(c + i * c_stride, res ? res + i * res_stride : NULL, acc[i], nc, act);
+    }
+}
+
+/* R rows (R <= 3) by P panels (P <= 4) of 32 columns, columns [0, nc): up to
+ * 24 independent accumulators where a tile of R rows has 2 R, and each
+ * broadcast serves all P panels. Same arithmetic per output as tile(). */
+static inline __attribute__((always_inline)) void wide_tile(const int R, const int P, size_t mr,
+                                                            size_t nc, size_t kc, const float *a,
+                                                            size_t a_stride, const float *w,
+                                                            size_t w_stride, float *c,
+                                                            size_t c_stride, const float *res,
+                                                            size_t res_stride, int act) {
+    const float *ap[3];
+    ap[0] = a;
+    for (int i = 1; i < R; i++) ap[i] = (size_t)i < mr ? ap[i - 1] + a_stride : ap[i - 1];
+    const float *wp[4];
+    __m512 acc[3][4][2];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++) {
+        wp[p] = w + p * w_stride;
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) {
+            acc[i][p][0] = _mm512_loadu_ps(wp[p]);
+            acc[i][p][1] = _mm512_loadu_ps(wp[p] + 16);
+        }
+        wp[p] += 32;
+    }
+    for (size_t j = 0; j < kc; j++) {
+        __m512 x[3];
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) x[i] = _mm512_set1_ps(ap[i][j]);
+#pragma GCC unroll 4
+        for (int p = 0; p < P; p++) {
+            const __m512 w0 = _mm512_loadu_ps(wp[p] + 32 * j), w1 = _mm512_loadu_ps(wp[p] + 32 * j + 16);
+#pragma GCC unroll 3
+            for (int i = 0; i < R; i++) {
+                acc[i][p][0] = _mm512_fmadd_ps(x[i], w0, acc[i][p][0]);
+                acc[i][p][1] = _mm512_fmadd_ps(x[i], w1, acc[i][p][1]);
+            }
         }
     }
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) {
+            if ((size_t)i >= mr) break;
+            store_row(c + i * c_stride + 32 * p, res ? res + i * res_stride + 32 * p : NULL, acc[i][p],
+                      nc - 32 * p, act);
+        }
 }
 
 /* Fewer rows than the tile height (small N, remainders, stream mode's few
@@ -112,5 +166,29 @@ static void f32_gemm_ukernel__avx512f_12x32(size_t mr, size_t nc, size_t kc, con
 #undef TILE
 }
 
+static void f32_gemm_wide__avx512f_3x128(size_t mr, size_t nc, size_t kc, const float *a,
+                                         size_t a_stride, const float *w, size_t w_stride, float *c,
+                                         size_t c_stride, const float *res, size_t res_stride,
+                                         int act) {
+#define WIDE(R, P) wide_tile(R, P, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act)
+    const size_t panels = (nc + 31) / 32;
+    switch (mr * 4 + panels) {
+    case 5: WIDE(1, 1); break;
+    case 6: WIDE(1, 2); break;
+    case 7: WIDE(1, 3); break;
+    case 8: WIDE(1, 4); break;
+    case 9: WIDE(2, 1); break;
+    case 10: WIDE(2, 2); break;
+    case 11: WIDE(2, 3); break;
+    case 12: WIDE(2, 4); break;
+    case 13: WIDE(3, 1); break;
+    case 14: WIDE(3, 2); break;
+    case 15: WIDE(3, 3); break;
+    default: WIDE(3, 4); break;
+    }
+#undef WIDE
+}
+
 const himae_ukernel himae_ukernel_avx512 = {"f32_gemm_ukernel__avx512f_12x32", HIMAE_ISA_AVX512,
-                                            12, 32, f32_gemm_ukernel__avx512f_12x32};
+                                            12, 32, f32_gemm_ukernel__avx512f_12x32,
+                                            f32_gemm_wide__avx512f_3x128, 3, 128};

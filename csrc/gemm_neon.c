@@ -7,37 +7,39 @@
 #define MR 8
 #define NR 8
 
-/* exp(y) for y <= 0: y = n ln2 + r, |r| <= ln2/2, degree-7 Taylor in r. */
+/* exp(y) for y in [HIMAE_EXP_MIN, 0]: y = n ln2 + r, |r| <= ln2/2, degree-5
+ * polynomial in r. n is rounded by adding a power-of-two magic number (the
+ * sum's low mantissa bits then hold n), and 2^n scales the polynomial through
+ * the exponent field with integer adds. p >= 1/sqrt 2 and n >= -126 keep
+ * that exponent field from going below zero. */
 static inline float32x4_t exp_neg(float32x4_t y) {
+    const float32x4_t magic = vdupq_n_f32(HIMAE_EXP_MAGIC);
     y = vmaxq_f32(y, vdupq_n_f32(HIMAE_EXP_MIN));
-    float32x4_t n = vrndnq_f32(vmulq_f32(y, vdupq_n_f32(HIMAE_EXP_LOG2E)));
-    float32x4_t r = vfmsq_f32(y, n, vdupq_n_f32(HIMAE_EXP_LN2_HI));
-    r = vfmsq_f32(r, n, vdupq_n_f32(HIMAE_EXP_LN2_LO));
-    float32x4_t p = vdupq_n_f32(1.0f / 5040);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 720), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 120), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 24), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 6), p, r);
-    p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
+    const float32x4_t big = vfmaq_f32(magic, y, vdupq_n_f32(HIMAE_EXP_LOG2E));
+    const float32x4_t n = vsubq_f32(big, magic);
+    const float32x4_t r = vfmsq_f32(y, n, vdupq_n_f32(HIMAE_EXP_LN2));
+    float32x4_t p = vfmaq_f32(vdupq_n_f32(HIMAE_EXP_C4), vdupq_n_f32(HIMAE_EXP_C5), r);
+    p = vfmaq_f32(vdupq_n_f32(HIMAE_EXP_C3), p, r);
+    p = vfmaq_f32(vdupq_n_f32(HIMAE_EXP_C2), p, r);
     p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
     p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
-    int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
-    return vmulq_f32(p, vreinterpretq_f32_s32(e));
+    return vreinterpretq_f32_s32(vaddq_s32(vreinterpretq_s32_f32(p),
+                                           vshlq_n_s32(vreinterpretq_s32_f32(big), 23)));
 }
 
+/* h = erfc(|z|) / 2 = Phi(-|x|) by Abramowitz & Stegun (the polynomial's
+ * coefficients halved), then GELU = x (1 - h) for x >= 0 and x h below: the
+ * small term h carries the error, so it stays small relative to x. */
 static inline float32x4_t gelu(float32x4_t x) {
-    float32x4_t z = vmulq_f32(x, vdupq_n_f32(HIMAE_SQRT1_2));
-    float32x4_t t = vdivq_f32(vdupq_n_f32(1.0f),
-                              vfmaq_f32(vdupq_n_f32(1.0f), vdupq_n_f32(HIMAE_GELU_P), vabsq_f32(z)));
-    float32x4_t r = vfmaq_f32(vdupq_n_f32(HIMAE_GELU_A4), vdupq_n_f32(HIMAE_GELU_A5), t);
-    r = vfmaq_f32(vdupq_n_f32(HIMAE_GELU_A3), r, t);
-    r = vfmaq_f32(vdupq_n_f32(HIMAE_GELU_A2), r, t);
-    r = vfmaq_f32(vdupq_n_f32(HIMAE_GELU_A1), r, t);
-    float32x4_t e = vmulq_f32(exp_neg(vnegq_f32(vmulq_f32(z, z))), t);
-    e = vfmsq_f32(vdupq_n_f32(1.0f), e, r);
-    uint32x4_t sign = vandq_u32(vreinterpretq_u32_f32(z), vdupq_n_u32(0x80000000u));
-    e = vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(e), sign));
-    return vmulq_f32(vmulq_f32(x, vdupq_n_f32(0.5f)), vaddq_f32(vdupq_n_f32(1.0f), e));
+    const float32x4_t a = vabsq_f32(vmulq_f32(x, vdupq_n_f32(HIMAE_SQRT1_2)));
+    const float32x4_t t = vdivq_f32(vdupq_n_f32(1.0f),
+                                    vfmaq_f32(vdupq_n_f32(1.0f), vdupq_n_f32(HIMAE_GELU_P), a));
+    float32x4_t r = vfmaq_f32(vdupq_n_f32(0.5f * HIMAE_GELU_A4), vdupq_n_f32(0.5f * HIMAE_GELU_A5), t);
+    r = vfmaq_f32(vdupq_n_f32(0.5f * HIMAE_GELU_A3), r, t);
+    r = vfmaq_f32(vdupq_n_f32(0.5f * HIMAE_GELU_A2), r, t);
+    r = vfmaq_f32(vdupq_n_f32(0.5f * HIMAE_GELU_A1), r, t);
+    const float32x4_t h = vmulq_f32(vmulq_f32(exp_neg(vnegq_f32(vmulq_f32(a, a))), t), r);
+    return vmulq_f32(x, vbslq_f32(vcltzq_f32(x), h, vsubq_f32(vdupq_n_f32(1.0f), h)));
 }
 
 static inline void store_row(float *c, const float *res, float32x4_t v0, float32x4_t v1,
@@ -88,6 +90,77 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr, s
     }
 }
 
+/* R rows (R <= 3) by P panels (P <= 4) of 8 columns, columns [0, nc): up to
+ * 24 independent accumulators where a tile of R rows has 2 R, and each
+ * input value serves all P panels. Same arithmetic per output as tile(). */
+static inline __attribute__((always_inline)) void wide_tile(const int R, const int P, size_t mr,
+                                                            size_t nc, size_t kc, const float *a,
+                                                            size_t a_stride, const float *w,
+                                                            size_t w_stride, float *c,
+                                                            size_t c_stride, const float *res,
+                                                            size_t res_stride, int act) {
+    const float *ap[3];
+    ap[0] = a;
+    for (int i = 1; i < R; i++) ap[i] = (size_t)i < mr ? ap[i - 1] + a_stride : ap[i - 1];
+    const float *wp[4];
+    float32x4_t acc[3][4][2];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++) {
+        wp[p] = w + p * w_stride;
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) {
+            acc[i][p][0] = vld1q_f32(wp[p]);
+            acc[i][p][1] = vld1q_f32(wp[p] + 4);
+        }
+        wp[p] += NR;
+    }
+    for (size_t j = 0; j < kc; j++) {
+        float x[3];
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) x[i] = ap[i][j];
+#pragma GCC unroll 4
+        for (int p = 0; p < P; p++) {
+            const float32x4_t w0 = vld1q_f32(wp[p] + NR * j), w1 = vld1q_f32(wp[p] + NR * j + 4);
+#pragma GCC unroll 3
+            for (int i = 0; i < R; i++) {
+                acc[i][p][0] = vfmaq_n_f32(acc[i][p][0], w0, x[i]);
+                acc[i][p][1] = vfmaq_n_f32(acc[i][p][1], w1, x[i]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++) {
+        const size_t left = nc - NR * p < NR ? nc - NR * p : NR;
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) {
+            if ((size_t)i >= mr) break;
+            store_row(c + i * c_stride + NR * p, res ? res + i * res_stride + NR * p : NULL,
+                      acc[i][p][0], acc[i][p][1], left, act);
+        }
+    }
+}
+
+static void f32_gemm_wide__neon_3x32(size_t mr, size_t nc, size_t kc, const float *a,
+                                     size_t a_stride, const float *w, size_t w_stride, float *c,
+                                     size_t c_stride, const float *res, size_t res_stride, int act) {
+#define WIDE(R, P) wide_tile(R, P, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act)
+    switch (mr * 4 + (nc + NR - 1) / NR) {
+    case 5: WIDE(1, 1); break;
+    case 6: WIDE(1, 2); break;
+    case 7: WIDE(1, 3); break;
+    case 8: WIDE(1, 4); break;
+    case 9: WIDE(2, 1); break;
+    case 10: WIDE(2, 2); break;
+    case 11: WIDE(2, 3); break;
+    case 12: WIDE(2, 4); break;
+    case 13: WIDE(3, 1); break;
+    case 14: WIDE(3, 2); break;
+    case 15: WIDE(3, 3); break;
+    default: WIDE(3, 4); break;
+    }
+#undef WIDE
+}
+
 /* Shorter tiles for fewer rows (small N, remainders, stream mode). */
 static void f32_gemm_ukernel__neon_8x8(size_t mr, size_t nc, size_t kc, const float *a,
                                        size_t a_stride, const float *w, float *c, size_t c_stride,
@@ -103,4 +176,5 @@ static void f32_gemm_ukernel__neon_8x8(size_t mr, size_t nc, size_t kc, const fl
 }
 
 const himae_ukernel himae_ukernel_neon = {"f32_gemm_ukernel__neon_8x8", HIMAE_ISA_NEON, MR, NR,
-                                          f32_gemm_ukernel__neon_8x8};
+                                          f32_gemm_ukernel__neon_8x8, f32_gemm_wide__neon_3x32, 3,
+                                          4 * NR};

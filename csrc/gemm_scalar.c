@@ -36,4 +36,4 @@ static void f32_gemm_ukernel__scalar_4x8(size_t mr, size_t nc, size_t kc, const 
 }
 
 const himae_ukernel himae_ukernel_scalar = {"f32_gemm_ukernel__scalar_4x8", HIMAE_ISA_SCALAR, MR,
-                                            NR, f32_gemm_ukernel__scalar_4x8};
+                                            NR, f32_gemm_ukernel__scalar_4x8, NULL, 0, 0};

@@ -15,11 +15,24 @@ typedef void (*himae_gemm_fn)(size_t mr, size_t nc, size_t kc, const float *a, s
                               const float *w, float *c, size_t c_stride, const float *res,
                               size_t res_stride, int gelu);
 
+/* The same for mr <= wide_mr rows across several consecutive panels (one
+ * every w_stride floats): columns [0, nc), nc <= wide_nc. A tile of one to
+ * three rows has too few accumulators to hide the FMA latency, so these
+ * rows take several panels in one pass instead. Every output keeps the
+ * summation order of himae_gemm_fn (bias, then j = 0 .. kc-1), so results
+ * do not depend on which of the two computed a row. */
+typedef void (*himae_gemm_wide_fn)(size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
+                                   const float *w, size_t w_stride, float *c, size_t c_stride,
+                                   const float *res, size_t res_stride, int gelu);
+
 typedef struct himae_ukernel {
     const char *name; /* f32_gemm_ukernel__<isa>_<MR>x<NR> */
     enum himae_isa isa;
     size_t mr, nr;
     himae_gemm_fn fn;
+    /* NULL where one panel at a time is as fast (the scalar kernel). */
+    himae_gemm_wide_fn wide;
+    size_t wide_mr, wide_nc;
 } himae_ukernel;
 
 /* The micro-kernel for an ISA, or NULL when it is not built in. */
@@ -89,10 +102,19 @@ void himae_free_mem(void *p);
 #define HIMAE_GELU_A5 1.061405429f
 #define HIMAE_SQRT1_2 0.70710678118654752f
 
-/* exp(y) on y <= 0 as 2^n * poly(r): shared constants for the SIMD versions. */
+/* exp(y) on y <= 0 as 2^n * poly(r), r = y - n ln2 in [-ln2/2, ln2/2]:
+ * shared constants for the SIMD versions. One float ln2 suffices: its error
+ * moves r by 1.9e-9 n, past 1e-7 only for n < -52, where exp(y) < 1e-15.
+ * poly = 1 + r + C2 r^2 + ... + C5 r^5, fitted for least maximum relative
+ * error (1.1e-7) on that interval. A relative error e of exp moves the GELU
+ * by at most 0.17 e (the peak of x erfc(x / sqrt 2) / 2), under 2e-8. */
 #define HIMAE_EXP_LOG2E 1.44269504088896341f
-#define HIMAE_EXP_LN2_HI 0.693359375f
-#define HIMAE_EXP_LN2_LO (-2.12194440e-4f)
+#define HIMAE_EXP_LN2 0.693147180559945309f
+#define HIMAE_EXP_MAGIC 12582912.0f /* 1.5 * 2^23: y log2e + this rounds to an integer */
 #define HIMAE_EXP_MIN (-87.0f)
+#define HIMAE_EXP_C2 4.999923184e-01f
+#define HIMAE_EXP_C3 1.666711455e-01f
+#define HIMAE_EXP_C4 4.189010662e-02f
+#define HIMAE_EXP_C5 8.312512480e-03f
 
 #endif

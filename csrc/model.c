@@ -256,15 +256,24 @@ static void encode_one(himae_model *m, const float *x) {
     }
 }
 
-/* dst (cols, rows) = src (rows, cols)^T, in 8 x 8 blocks so that both
- * sides touch whole cache lines. */
-static void transpose(float *dst, const float *src, size_t rows, size_t cols) {
-    for (size_t r0 = 0; r0 < rows; r0 += 8)
-        for (size_t c0 = 0; c0 < cols; c0 += 8) {
-            size_t r1 = r0 + 8 < rows ? r0 + 8 : rows, c1 = c0 + 8 < cols ? c0 + 8 : cols;
-            for (size_t c = c0; c < c1; c++)
-                for (size_t r = r0; r < r1; r++) dst[c * rows + r] = src[r * cols + c];
+/* dst (cols, rows) = src (rows, cols)^T. 4 x 4 blocks through a local
+ * array, with constant trip counts, which compilers can turn into vector
+ * loads, shuffles and stores; the ragged edges element by element. */
+static void transpose(float *restrict dst, const float *restrict src, size_t rows, size_t cols) {
+    const size_t rows4 = rows & ~(size_t)3, cols4 = cols & ~(size_t)3;
+    for (size_t c0 = 0; c0 < cols4; c0 += 4) {
+        for (size_t r0 = 0; r0 < rows4; r0 += 4) {
+            float block[4][4];
+            for (size_t r = 0; r < 4; r++)
+                for (size_t c = 0; c < 4; c++) block[c][r] = src[(r0 + r) * cols + c0 + c];
+            for (size_t c = 0; c < 4; c++)
+                for (size_t r = 0; r < 4; r++) dst[(c0 + c) * rows + r0 + r] = block[c][r];
         }
+        for (size_t c = c0; c < c0 + 4; c++)
+            for (size_t r = rows4; r < rows; r++) dst[c * rows + r] = src[r * cols + c];
+    }
+    for (size_t c = cols4; c < cols; c++)
+        for (size_t r = 0; r < rows; r++) dst[c * rows + r] = src[r * cols + c];
 }
 
 int himae_encode(himae_model *m, const float *x, size_t batch, float *const *levels,

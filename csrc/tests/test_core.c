@@ -4,7 +4,8 @@
  * MANIFEST lines are "path<TAB>expected message prefix" (empty: valid file).
  * Checks: every corpus file loads or fails with its message; mutated copies
  * of valid files never crash the loader; every conv shape on every ISA this
- * CPU has matches the naive reference; every valid model's encoder matches a
+ * CPU has matches the naive reference, and rows give the same bits however
+ * they are grouped into kernel calls; every valid model's encoder matches a
  * naive channels-first encoder on random windows, without allocating; stream
  * mode, fed in random chunks (state saved and restored midway), matches the
  * naive encoder over the whole signal, without allocating. */
@@ -161,6 +162,44 @@ static void test_conv(void) {
         }
     }
     printf("conv: %d cases\n", cases);
+}
+
+/* Rows computed one at a time (the wide kernel, several panels per pass)
+ * equal, bit for bit, the same rows computed in full tiles: results must
+ * not depend on how rows are grouped. */
+static void test_wide_rows(void) {
+    int cases = 0;
+    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
+        const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa);
+        if (!uk || !uk->wide || !himae_isa_supported((enum himae_isa)isa)) continue;
+        for (int t = 0; t < 12; t++) {
+            size_t cin = 1 + rng() % 48, cout = 1 + rng() % (5 * uk->wide_nc / 2), k = 1 + 2 * (rng() % 3);
+            size_t n_out = uk->mr + 1 + rng() % uk->wide_mr; /* full tiles, then a wide remainder */
+            int gelu = (int)(rng() % 2), with_res = (int)(rng() % 2);
+            float *w = malloc(cout * cin * k * sizeof(float)), *b = malloc(cout * sizeof(float));
+            for (size_t i = 0; i < cout * cin * k; i++) w[i] = frand();
+            for (size_t i = 0; i < cout; i++) b[i] = frand();
+            float *packed = malloc(himae_packed_size(cin, cout, k, uk->nr) * sizeof(float));
+            himae_pack_conv(packed, w, b, cin, cout, k, uk->nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
+            himae_conv conv = {cin, cout, k, 1, k / 2, k * cin, packed, 0};
+            size_t rows = n_out + k;
+            float *xin = calloc(rows * cin, sizeof(float)), *res = malloc(n_out * cout * sizeof(float));
+            for (size_t i = k / 2 * cin; i < (k / 2 + n_out) * cin; i++) xin[i] = 2 * frand();
+            for (size_t i = 0; i < n_out * cout; i++) res[i] = frand();
+            float *all = malloc(n_out * cout * sizeof(float)), *one = malloc(n_out * cout * sizeof(float));
+            const float *x0 = xin + k / 2 * cin;
+            himae_conv1d_forward(&conv, uk, all, x0, n_out, with_res ? res : NULL, gelu);
+            for (size_t p = 0; p < n_out; p++)
+                himae_conv1d_forward(&conv, uk, one + p * cout, x0 + p * cin, 1,
+                                     with_res ? res + p * cout : NULL, gelu);
+            CHECK(memcmp(all, one, n_out * cout * sizeof(float)) == 0,
+                  "%s wide rows differ from tiled rows: cin=%zu cout=%zu k=%zu n=%zu", uk->name, cin,
+                  cout, k, n_out);
+            free(w), free(b), free(packed), free(xin), free(res), free(all), free(one);
+            cases++;
+        }
+    }
+    printf("wide rows: %d cases\n", cases);
 }
 
 /* GELU of every ISA's epilogue against exact erf GELU on [-10, 10]. */
@@ -416,6 +455,7 @@ int main(int argc, char **argv) {
     printf("isa: best %s\n", himae_isa_name(himae_isa_best()));
     test_corpus(argv[1]);
     test_conv();
+    test_wide_rows();
     test_gelu();
     for (int i = 2; i < argc; i++) test_model(argv[i]), test_stream(argv[i]);
     printf("%s (%d failures)\n", failures ? "FAILED" : "OK", failures);
