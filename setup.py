@@ -17,6 +17,7 @@ PORTABLE = [
     "csrc/json_check.c",
     "csrc/modelfile.c",
     "csrc/conv.c",
+    "csrc/winograd.c",
     "csrc/dispatch.c",
     "csrc/model.c",
     "csrc/decoder.c",

@@ -10,7 +10,9 @@
  *   c[p][n] = act(bias[n] + sum_j a[p][j] * w[j][n] (+ res[p][n]))
  * for p < mr <= MR rows and n < nc <= NR columns, where row p of a starts at
  * a + p * a_stride (kc floats) and w is one packed panel: NR biases, then
- * kc rows of NR weights (zero beyond the real columns). res may alias c. */
+ * kc rows of NR weights (zero beyond the real columns). res may alias c.
+ * With kc = 0 it is the epilogue alone, act(bias[n] + res[p][n]): only the
+ * panel's biases are read. */
 typedef void (*himae_gemm_fn)(size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
                               const float *w, float *c, size_t c_stride, const float *res,
                               size_t res_stride, int gelu);
@@ -70,6 +72,30 @@ void himae_pack_conv_pairs(float *dst, const float *w, const float *bias, size_t
 /* out (n_out rows of cout) = act(conv(in) + bias (+ residual)). */
 void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float *out,
                           const float *in, size_t n_out, const float *residual, int gelu);
+
+/* Winograd F(2,5) (winograd.c): a stride-1, kernel-5, padding-2 conv with
+ * cin = cout as six GEMMs of kernel 1 over transformed tiles of 6 input rows,
+ * each giving 2 output rows: 6 multiplications where the direct conv has 10.
+ * packed: 6 matrices G_t as kernel-1 panels (zero bias), then the bias
+ * alone as panels of nr (himae_wino_packed_size floats in all). */
+typedef struct himae_wino {
+    size_t cin, cout;
+    const float *packed;
+    const float *bias;
+} himae_wino;
+
+size_t himae_wino_packed_size(size_t cin, size_t cout, size_t nr);
+/* Work floats himae_wino_forward needs for n_out output rows. */
+size_t himae_wino_work_floats(size_t cin, size_t cout, size_t n_out);
+/* Transform and pack Conv1d weights (cout, cin, 5) and bias into dst. */
+void himae_wino_pack(himae_wino *wino, float *dst, const float *w, const float *bias, size_t cin,
+                     size_t cout, size_t nr);
+/* out (n_out rows of cout) = act(conv(in) + bias (+ residual)), as
+ * himae_conv1d_forward, for in with 2 zero rows before it and 2 after, plus
+ * one more when n_out is odd (the last tile's unused second output reads
+ * it). out may alias residual, not in. */
+void himae_wino_forward(const himae_wino *wino, const himae_ukernel *uk, float *out, const float *in,
+                        size_t n_out, const float *residual, int gelu, float *work);
 
 /* Naive reference: channels-first in (cin, n_in), PyTorch weights
  * (cout, cin, k), zero padding; out (cout, n_out). Double accumulation,

@@ -27,6 +27,10 @@ uint64_t himae_alloc_count(void) { return atomic_load(&alloc_count); }
 
 typedef struct himae_level {
     himae_conv conv1, conv2, skip;
+    /* conv2 again, for Winograd F(2,5) in window mode (see use_winograd);
+     * the stream engine's few rows per call keep the direct conv2. */
+    int winograd;
+    himae_wino conv2_wino;
     float *act; /* (len + 2 pad + SLACK) x channels, channels-last; level output */
 } himae_level;
 
@@ -39,6 +43,7 @@ struct himae_model {
     char *metadata;      /* NUL-terminated JSON */
     float *input;        /* (window + 2 pad + SLACK) x in_channels */
     float *hidden;       /* conv1 output, largest level */
+    float *wino_work;    /* himae_wino_forward's work, largest Winograd level */
     himae_level level[HIMAE_MAX_LEVELS];
     himae_stage stage[HIMAE_MAX_LEVELS - 1]; /* decoder, when flags bit 0 */
     himae_tconv head;
@@ -118,6 +123,17 @@ static void set_transposed(bump *b, himae_tconv *tc, const himae_ukernel *uk, co
     }
 }
 
+/* Winograd F(2,5) for a level's conv2 (window mode) where it pays: the
+ * kernel is 5 and the level has at least 128 channels and 32 rows. The
+ * GEMMs then do 6/10 of the direct conv's multiplications, while the input
+ * and output transforms and the extra bias/GELU pass cost time in proportion
+ * to rows x channels only, amortised over K = cin multiply-adds per GEMM
+ * output. Narrow or short levels (all of a 250-sample window's) would gain
+ * less than the transforms and the six GEMMs' per-call costs take. */
+static int use_winograd(size_t k, size_t channels, size_t rows) {
+    return k == 5 && channels >= 128 && rows >= 32;
+}
+
 /* Lay the model out in the arena (or, with base == NULL, just measure it). */
 static size_t layout(himae_model *m, uint8_t *base, const himae_file *f) {
     bump b = {base, 0};
@@ -131,7 +147,7 @@ static size_t layout(himae_model *m, uint8_t *base, const himae_file *f) {
         m->metadata = meta;
     }
     m->input = take(&b, (c->window + 2 * pad + SLACK) * c->in_channels * sizeof(float));
-    size_t hidden = 0;
+    size_t hidden = 0, wino_work = 0;
     for (uint32_t l = 0; l < c->n_levels; l++) {
         himae_level *lv = &m->level[l];
         size_t cin = l ? c->channels[l - 1] : c->in_channels, co = c->channels[l];
@@ -139,10 +155,24 @@ static size_t layout(himae_model *m, uint8_t *base, const himae_file *f) {
         set_encoder_conv(&b, &lv->conv1, m->uk, f, l, "conv1", cin, co, k, 2);
         set_encoder_conv(&b, &lv->conv2, m->uk, f, l, "conv2", co, co, k, 1);
         set_encoder_conv(&b, &lv->skip, m->uk, f, l, "skip", cin, co, 1, 2);
+        lv->winograd = use_winograd(k, co, c->level_len[l]);
+        if (lv->winograd) {
+            float *dst = take(&b, himae_wino_packed_size(co, co, m->uk->nr) * sizeof(float));
+            if (dst) {
+                char wn[64], bn[64];
+                snprintf(wn, sizeof wn, "encoder.%u.conv2.weight", l);
+                snprintf(bn, sizeof bn, "encoder.%u.conv2.bias", l);
+                himae_wino_pack(&lv->conv2_wino, dst, himae_file_tensor(f, wn)->data,
+                                himae_file_tensor(f, bn)->data, co, co, m->uk->nr);
+            }
+            size_t work = himae_wino_work_floats(co, co, c->level_len[l]);
+            if (work > wino_work) wino_work = work;
+        }
         lv->act = take(&b, rows * co * sizeof(float));
         if (rows * co > hidden) hidden = rows * co;
     }
     m->hidden = take(&b, hidden * sizeof(float));
+    m->wino_work = take(&b, wino_work * sizeof(float));
     if (c->flags & 1) {
         for (uint32_t t = 0; t + 1 < c->n_levels; t++) {
             himae_stage *s = &m->stage[t];
@@ -251,7 +281,10 @@ static void encode_one(himae_model *m, const float *x) {
          * the rows around this level's that conv2 reads as zero padding. */
         memset(m->hidden, 0, pad * co * sizeof(float));
         memset(hid + n * co, 0, (pad + SLACK) * co * sizeof(float));
-        himae_conv1d_forward(&lv->conv2, m->uk, act, hid, n, act, 1);
+        if (lv->winograd)
+            himae_wino_forward(&lv->conv2_wino, m->uk, act, hid, n, act, 1, m->wino_work);
+        else
+            himae_conv1d_forward(&lv->conv2, m->uk, act, hid, n, act, 1);
         prev = act;
     }
 }
