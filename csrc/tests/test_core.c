@@ -5,7 +5,8 @@
  * Checks: every corpus file loads or fails with its message; mutated copies
  * of valid files never crash the loader; every conv shape on every ISA this
  * CPU has matches the naive reference, and rows give the same bits however
- * they are grouped into kernel calls; every valid model's encoder matches a
+ * they are grouped into kernel calls; Winograd F(2,5) matches the reference
+ * on every ISA; every valid model's encoder matches a
  * naive channels-first encoder on random windows, without allocating; stream
  * mode, fed in random chunks (state saved and restored midway), matches the
  * naive encoder over the whole signal, without allocating. */
@@ -200,6 +201,53 @@ static void test_wide_rows(void) {
         }
     }
     printf("wide rows: %d cases\n", cases);
+}
+
+/* Winograd F(2,5) vs the naive reference, every ISA: random widths and
+ * lengths (odd ones end on a half tile), and himae-100's two Winograd
+ * levels. Same tolerances as the direct conv. */
+static void test_winograd(void) {
+    int cases = 0;
+    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
+        const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa);
+        if (!uk || !himae_isa_supported((enum himae_isa)isa)) continue;
+        for (int t = 0; t < 22; t++) {
+            size_t ch = t == 0 ? 128 : t == 1 ? 256 : 1 + rng() % 70;
+            size_t n = t == 0 ? 63 : t == 1 ? 32 : 1 + rng() % 60;
+            int gelu = t < 2 || rng() % 2, with_res = t < 2 || rng() % 2;
+            float *w = malloc(ch * ch * 5 * sizeof(float)), *b = malloc(ch * sizeof(float));
+            float *x = malloc(ch * n * sizeof(float)), *res = malloc(ch * n * sizeof(float));
+            for (size_t i = 0; i < ch * ch * 5; i++) w[i] = frand() / sqrtf((float)ch);
+            for (size_t i = 0; i < ch; i++) b[i] = frand();
+            for (size_t i = 0; i < ch * n; i++) x[i] = 2 * frand();
+            for (size_t i = 0; i < ch * n; i++) res[i] = frand();
+            float *want = malloc(ch * n * sizeof(float));
+            himae_conv1d_reference(want, x, w, b, ch, n, ch, 5, 1, 2, n, with_res ? res : NULL, gelu);
+            float *packed = malloc(himae_wino_packed_size(ch, ch, uk->nr) * sizeof(float));
+            himae_wino wino;
+            himae_wino_pack(&wino, packed, w, b, ch, ch, uk->nr);
+            /* channels-last input: 2 zero rows before, 3 after (an odd n's
+             * last tile reads one past the padding) */
+            float *xin = calloc((n + 5) * ch, sizeof(float));
+            for (size_t c = 0; c < ch; c++)
+                for (size_t i = 0; i < n; i++) xin[(2 + i) * ch + c] = x[c * n + i];
+            float *work = malloc(himae_wino_work_floats(ch, ch, n) * sizeof(float));
+            float *out = malloc(n * ch * sizeof(float)), *got = malloc(ch * n * sizeof(float));
+            for (size_t c = 0; c < ch; c++)
+                for (size_t p = 0; p < n; p++) out[p * ch + c] = res[c * n + p];
+            himae_wino_forward(&wino, uk, out, xin + 2 * ch, n, with_res ? out : NULL, gelu, work);
+            for (size_t c = 0; c < ch; c++)
+                for (size_t p = 0; p < n; p++) got[c * n + p] = out[p * ch + c];
+            char what[160];
+            snprintf(what, sizeof what, "%s winograd channels=%zu n=%zu gelu=%d res=%d", uk->name, ch,
+                     n, gelu, with_res);
+            compare(what, got, want, ch * n, 1e-5, 1e-4);
+            free(w), free(b), free(x), free(res), free(want), free(packed), free(xin), free(work);
+            free(out), free(got);
+            cases++;
+        }
+    }
+    printf("winograd: %d cases\n", cases);
 }
 
 /* GELU of every ISA's epilogue against exact erf GELU on [-10, 10]. */
@@ -456,6 +504,7 @@ int main(int argc, char **argv) {
     test_corpus(argv[1]);
     test_conv();
     test_wide_rows();
+    test_winograd();
     test_gelu();
     for (int i = 2; i < argc; i++) test_model(argv[i]), test_stream(argv[i]);
     printf("%s (%d failures)\n", failures ? "FAILED" : "OK", failures);
