@@ -90,12 +90,12 @@ size_t himae_wino_work_floats(size_t cin, size_t cout, size_t n_out);
 /* Transform and pack Conv1d weights (cout, cin, 5) and bias into dst. */
 void himae_wino_pack(himae_wino *wino, float *dst, const float *w, const float *bias, size_t cin,
                      size_t cout, size_t nr);
-/* out (n_out rows of cout) = act(conv(in) + bias (+ residual)), as
- * himae_conv1d_forward, for in with 2 zero rows before it and 2 after, plus
- * one more when n_out is odd (the last tile's unused second output reads
- * it). out may alias residual, not in. */
+/* out (n_out rows of cout) = act(conv(in) + bias (+ out's rows when
+ * residual: the encoder's skip branch, added in place)), for in with 2 zero
+ * rows before it and 2 after, plus one more when n_out is odd (the last
+ * tile's unused second output reads it). work: himae_wino_work_floats. */
 void himae_wino_forward(const himae_wino *wino, const himae_ukernel *uk, float *out, const float *in,
-                        size_t n_out, const float *residual, int gelu, float *work);
+                        size_t n_out, int residual, int gelu, float *work);
 
 /* Naive reference: channels-first in (cin, n_in), PyTorch weights
  * (cout, cin, k), zero padding; out (cout, n_out). Double accumulation,

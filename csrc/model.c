@@ -282,7 +282,7 @@ static void encode_one(himae_model *m, const float *x) {
         memset(m->hidden, 0, pad * co * sizeof(float));
         memset(hid + n * co, 0, (pad + SLACK) * co * sizeof(float));
         if (lv->winograd)
-            himae_wino_forward(&lv->conv2_wino, m->uk, act, hid, n, act, 1, m->wino_work);
+            himae_wino_forward(&lv->conv2_wino, m->uk, act, hid, n, 1, 1, m->wino_work);
         else
             himae_conv1d_forward(&lv->conv2, m->uk, act, hid, n, act, 1);
         prev = act;

@@ -67,50 +67,63 @@ void himae_wino_pack(himae_wino *wino, float *dst, const float *w, const float *
     himae_pack_conv(dst + POINTS * mat, NULL, bias, 0, cout, 1, nr, 0, 0, 0, 0);
 }
 
-/* v[t] row p = (B^T d)_t for the tile d_j = in row 2p - 2 + j, every channel. */
-static void input_transform(float *restrict v, const float *restrict in, size_t tiles, size_t cin) {
-    const size_t plane = tiles * cin;
-    for (size_t p = 0; p < tiles; p++) {
-        const float *d0 = in + 2 * p * cin - 2 * cin, *d1 = d0 + cin, *d2 = d1 + cin, *d3 = d2 + cin,
-                    *d4 = d3 + cin, *d5 = d4 + cin;
-        float *v0 = v + p * cin;
-        for (size_t c = 0; c < cin; c++) {
-            const float s12 = d1[c] + d2[c], s34 = d3[c] + d4[c];
-            const float e21 = d2[c] - d1[c], e34 = d3[c] - d4[c];
-            const float e31 = d3[c] - d1[c], e42 = d4[c] - d2[c];
-            v0[c] = 4 * d0[c] - 5 * d2[c] + d4[c];
-            v0[plane + c] = 4 * s12 - s34;
-            v0[2 * plane + c] = 4 * e21 + e34;
-            v0[3 * plane + c] = 2 * e31 + e42;
-            v0[4 * plane + c] = e42 - 2 * e31;
-            v0[5 * plane + c] = 4 * d1[c] - 5 * d3[c] + d5[c];
-        }
+/* One tile's input transform, every channel: v_t = (B^T d)_t. A pointer
+ * per row and per plane, all restrict, so that the loop vectorises. */
+static void input_tile(float *restrict v0, float *restrict v1, float *restrict v2,
+                       float *restrict v3, float *restrict v4, float *restrict v5,
+                       const float *restrict d0, const float *restrict d1, const float *restrict d2,
+                       const float *restrict d3, const float *restrict d4, const float *restrict d5,
+                       size_t cin) {
+    for (size_t c = 0; c < cin; c++) {
+        const float e31 = d3[c] - d1[c], e42 = d4[c] - d2[c];
+        v0[c] = 4 * d0[c] - 5 * d2[c] + d4[c];
+        v1[c] = 4 * (d1[c] + d2[c]) - (d3[c] + d4[c]);
+        v2[c] = 4 * (d2[c] - d1[c]) + (d3[c] - d4[c]);
+        v3[c] = 2 * e31 + e42;
+        v4[c] = e42 - 2 * e31;
+        v5[c] = 4 * d1[c] - 5 * d3[c] + d5[c];
     }
 }
 
-/* out rows 2p, 2p + 1 (< n_out) = A^T m (+ residual): the conv without its
- * bias. out may alias residual. */
-static void output_transform(float *out, const float *m, size_t tiles, size_t cout, size_t n_out,
-                             const float *residual) {
-    const size_t plane = tiles * cout;
+/* Plane t of v, row p = (B^T d)_t for the tile d_j = in row 2p - 2 + j. */
+static void input_transform(float *v, const float *in, size_t tiles, size_t cin) {
+    const size_t plane = tiles * cin;
     for (size_t p = 0; p < tiles; p++) {
-        const float *m0 = m + p * cout, *m1 = m0 + plane, *m2 = m1 + plane, *m3 = m2 + plane,
-                    *m4 = m3 + plane, *m5 = m4 + plane;
-        float *y0 = out + 2 * p * cout, *y1 = y0 + cout;
-        const float *r0 = residual ? residual + 2 * p * cout : NULL, *r1 = r0 ? r0 + cout : NULL;
-        const int second = 2 * p + 1 < n_out;
-        for (size_t c = 0; c < cout; c++) {
-            const float s12 = m1[c] + m2[c], s34 = m3[c] + m4[c];
-            const float e12 = m1[c] - m2[c], e34 = m3[c] - m4[c];
-            const float a = m0[c] + s12 + s34, b = e12 + 2 * e34 + m5[c];
-            y0[c] = r0 ? r0[c] + a : a;
-            if (second) y1[c] = r1 ? r1[c] + b : b;
-        }
+        const float *d = in + 2 * p * cin - 2 * cin;
+        float *vp = v + p * cin;
+        input_tile(vp, vp + plane, vp + 2 * plane, vp + 3 * plane, vp + 4 * plane, vp + 5 * plane, d,
+                   d + cin, d + 2 * cin, d + 3 * cin, d + 4 * cin, d + 5 * cin, cin);
+    }
+}
+
+/* Output row y (+)= row i of A^T m, every channel (i = 0: m0 + m1 + m2 + m3
+ * + m4; i = 1: m1 - m2 + 2 (m3 - m4) + m5). */
+static void output_row(float *restrict y, int i, int add, const float *restrict m0,
+                       const float *restrict m1, const float *restrict m2, const float *restrict m3,
+                       const float *restrict m4, const float *restrict m5, size_t cout) {
+    if (i == 0 && add)
+        for (size_t c = 0; c < cout; c++) y[c] += m0[c] + (m1[c] + m2[c]) + (m3[c] + m4[c]);
+    else if (i == 0)
+        for (size_t c = 0; c < cout; c++) y[c] = m0[c] + (m1[c] + m2[c]) + (m3[c] + m4[c]);
+    else if (add)
+        for (size_t c = 0; c < cout; c++) y[c] += (m1[c] - m2[c]) + 2 * (m3[c] - m4[c]) + m5[c];
+    else
+        for (size_t c = 0; c < cout; c++) y[c] = (m1[c] - m2[c]) + 2 * (m3[c] - m4[c]) + m5[c];
+}
+
+/* out rows 2p, 2p + 1 (< n_out) (+)= A^T m: the conv without its bias. */
+static void output_transform(float *out, const float *m, size_t tiles, size_t cout, size_t n_out,
+                             int add) {
+    const size_t plane = tiles * cout;
+    for (size_t r = 0; r < n_out; r++) {
+        const float *mp = m + r / 2 * cout;
+        output_row(out + r * cout, (int)(r % 2), add, mp, mp + plane, mp + 2 * plane, mp + 3 * plane,
+                   mp + 4 * plane, mp + 5 * plane, cout);
     }
 }
 
 void himae_wino_forward(const himae_wino *wino, const himae_ukernel *uk, float *out, const float *in,
-                        size_t n_out, const float *residual, int gelu, float *work) {
+                        size_t n_out, int residual, int gelu, float *work) {
     const size_t cin = wino->cin, cout = wino->cout, nr = uk->nr, tiles = (n_out + 1) / 2;
     const size_t mat = himae_packed_size(cin, cout, 1, nr);
     float *v = work, *m = work + POINTS * tiles * cin;
@@ -121,7 +134,8 @@ void himae_wino_forward(const himae_wino *wino, const himae_ukernel *uk, float *
     }
     output_transform(out, m, tiles, cout, n_out, residual);
     /* Bias and GELU by the micro-kernel's own epilogue: a call with kc = 0
-     * computes act(bias + res) with the very GELU of the GEMM path. */
+     * computes act(bias + res), here res = the conv (+ residual) in out,
+     * with the very GELU of the GEMM path. */
     for (size_t n0 = 0; n0 < cout; n0 += nr) {
         const size_t nc = cout - n0 < nr ? cout - n0 : nr;
         for (size_t p = 0; p < n_out; p += uk->mr) {

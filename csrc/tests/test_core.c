@@ -235,7 +235,7 @@ static void test_winograd(void) {
             float *out = malloc(n * ch * sizeof(float)), *got = malloc(ch * n * sizeof(float));
             for (size_t c = 0; c < ch; c++)
                 for (size_t p = 0; p < n; p++) out[p * ch + c] = res[c * n + p];
-            himae_wino_forward(&wino, uk, out, xin + 2 * ch, n, with_res ? out : NULL, gelu, work);
+            himae_wino_forward(&wino, uk, out, xin + 2 * ch, n, with_res, gelu, work);
             for (size_t c = 0; c < ch; c++)
                 for (size_t p = 0; p < n; p++) got[c * n + p] = out[p * ch + c];
             char what[160];
