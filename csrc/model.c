@@ -123,13 +123,17 @@ static void set_transposed(bump *b, himae_tconv *tc, const himae_ukernel *uk, co
     }
 }
 
-/* Winograd F(2,5) for a level's conv2 (window mode) where it pays: the
- * kernel is 5 and the level has at least 128 channels and 32 rows. The
- * GEMMs then do 6/10 of the direct conv's multiplications, while the input
- * and output transforms and the extra bias/GELU pass cost time in proportion
- * to rows x channels only, amortised over K = cin multiply-adds per GEMM
- * output. Narrow or short levels (all of a 250-sample window's) would gain
- * less than the transforms and the six GEMMs' per-call costs take. */
+/* Winograd F(2,5) for a level's conv2 in window mode: kernel 5, at least
+ * 128 channels and at least 32 rows. Per pair of outputs the GEMMs do 6 cin
+ * multiply-adds where the direct conv does 10 cin, while the input and
+ * output transforms and the separate bias/GELU pass cost a fixed few
+ * operations per row and channel: the gain grows with the channels.
+ * Measured on one Zen 4 core (himae-100, window 1000): its 64-channel level
+ * (125 rows) gains nothing measurable, its 128- and 256-channel levels
+ * (63 and 32 rows) about 80 us of 600 together. The 32 rows keep short
+ * windows on the direct conv: himae-25's 128-channel level (16 rows) would
+ * gain about 7 us of 78, but that window's encode time is the yardstick of
+ * its stream mode (a 1-s push must stay within a sixth of it). */
 static int use_winograd(size_t k, size_t channels, size_t rows) {
     return k == 5 && channels >= 128 && rows >= 32;
 }
