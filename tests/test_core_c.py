@@ -18,14 +18,17 @@ QEMU = "qemu-aarch64"
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """The corpus manifest and a himae-25 model file with random weights."""
+    """The corpus manifest and himae-25 and himae-100 model files with random weights (himae-100's deep
+    levels take the Winograd path in window mode)."""
     tmp = tmp_path_factory.mktemp("ctest")
     expected = json.loads((CORPUS / "expected.json").read_text())
     manifest = tmp / "manifest.tsv"
     manifest.write_text("".join(f"{CORPUS / name}\t{v['error'] or ''}\n" for name, v in expected.items()))
-    model_path = tmp / "himae-25.himae"
-    export_model(HiMAE(get_config("himae-25")).eval(), model_path)
-    return tmp, [str(manifest), str(CORPUS / "valid.himae"), str(CORPUS / "valid_encoder_only.himae"), str(model_path)]
+    models = []
+    for name in ("himae-25", "himae-100"):
+        models.append(tmp / f"{name}.himae")
+        export_model(HiMAE(get_config(name)).eval(), models[-1])
+    return tmp, [str(manifest), str(CORPUS / "valid.himae"), str(CORPUS / "valid_encoder_only.himae"), *map(str, models)]
 
 
 def _build(out: Path, *make_args: str) -> None:
@@ -39,7 +42,7 @@ def _assert_clean(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, output[-4000:]
     assert "OK (0 failures)" in result.stdout
     assert "corpus: " in result.stdout and "conv: " in result.stdout
-    assert result.stdout.count("chunked runs checked") == 3  # stream mode on every model given
+    assert result.stdout.count("chunked runs checked") == 4  # stream mode on every model given
 
 
 def test_c_program_under_address_and_undefined_sanitizers(inputs):
