@@ -114,9 +114,31 @@ void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *
     }
 }
 
+/* Hand out n new output rows y of level v (time-major): out gets them
+ * channel-major (leading dimension ldo), the channels' running totals take
+ * them in position order, and with sums, row j of sums (leading dimension
+ * lds) gets the totals through row j. Row by row, every inner loop runs
+ * over all channels (a level emits a few rows per push, often one): the
+ * totals and sums loop vectorises, the transposing one has no short trips. */
+static void emit(level *v, const float *y, int64_t n, float *out, int64_t ldo, double *sums, int64_t lds) {
+    const int c = v->c_out;
+    double *restrict total = v->total;
+    for (int64_t j = 0; j < n; j++) {
+        const float *restrict yj = y + j * c;
+        if (sums) {
+            double *restrict row_sums = sums + j * lds;
+            for (int o = 0; o < c; o++) row_sums[o] = total[o] += yj[o];
+        } else {
+            for (int o = 0; o < c; o++) total[o] += yj[o];
+        }
+        float *restrict column = out + j;
+        for (int o = 0; o < c; o++) column[o * ldo] = yj[o];
+    }
+}
+
 /* Compute everything level l can given its input; outputs go to the next
- * level's x buffer (or the tail), to out and sums (channel-major, leading
- * dimensions ldo and lds). */
+ * level's x buffer (or the tail), to out (channel-major, leading dimension
+ * ldo) and to sums (position-major, leading dimension lds). */
 static void run_level(himae_stream *s, int l, int done, float *out, double *sums, int64_t ldo, int64_t lds,
                       int64_t *n_out) {
     level *v = &s->lv[l];
@@ -138,16 +160,7 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
         float *y = append(next, n2);
         zero_slack(&v->h);
         himae_conv1d_forward(v->conv2, s->uk, y, row(&v->h, q2), (size_t)n2, row(&v->s, q2), 1);
-        for (int o = 0; o < c; o++) { /* channel by channel: contiguous writes, one running sum */
-            float *dst = out + o * ldo + *n_out;
-            double *sum = sums ? sums + o * lds + *n_out : NULL, total = v->total[o];
-            for (int64_t j = 0; j < n2; j++) {
-                dst[j] = y[j * c + o];
-                total += dst[j];
-                if (sum) sum[j] = total;
-            }
-            v->total[o] = total;
-        }
+        emit(v, y, n2, out + *n_out, ldo, sums ? sums + *n_out * lds : NULL, lds);
         v->emitted += n2;
         *n_out += n2;
         if (l + 1 < s->n_levels) s->lv[l + 1].n_in += n2;
@@ -167,9 +180,12 @@ int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, i
     int64_t expect[HIMAE_STREAM_MAX_LEVELS];
     himae_stream_pending(s, n, flush, expect);
     for (int l = 0; l < s->n_levels; l++) {
-        if (ld_out[l] < expect[l] || (sums && ld_sums[l] < expect[l]))
+        if (ld_out[l] < expect[l])
             return fail(err, errlen, "output buffer of level %d holds %lld positions, needs %lld", l,
-                        (long long)min64(ld_out[l], sums ? ld_sums[l] : ld_out[l]), (long long)expect[l]);
+                        (long long)ld_out[l], (long long)expect[l]);
+        if (sums && ld_sums[l] < s->lv[l].c_out)
+            return fail(err, errlen, "running sums of level %d have rows of %lld, needs %d channels", l,
+                        (long long)ld_sums[l], s->lv[l].c_out);
         n_out[l] = 0;
     }
     int64_t i = 0;

@@ -123,7 +123,7 @@ cdef class StreamEngine:
             if running is not None:
                 sums = running[l]
                 sum_ptrs[l] = sums.reserve(counts[l])
-                ld_sums[l] = sums._v.shape[1]
+                ld_sums[l] = sums.channels
                 sp = sum_ptrs
         with nogil:
             rc = himae_stream_push(self._s, x, n, n, flush, ptrs, sp, counts, ld_sums, n_out, err, sizeof(err))
@@ -156,13 +156,13 @@ cdef class StreamEngine:
 cdef class RunningSums:
     """Running float64 sums of one level from position `base` on, for the mean over any span.
 
-    Column off + i of buf holds, per channel, the sum of every position
-    before base + i (positions arrive in order); dropping the front only
-    moves `off`. When a push finds no room after the last column, the held
-    columns move to the front (or into a buffer twice their size when they
-    fill half of it), so the buffer stays a few times what the windows
-    need: the rows a push writes and its windows read stay close together
-    in cache.
+    Row off + i of buf holds the sum of every position before base + i, all
+    channels side by side (positions arrive in order): a push appends a few
+    contiguous rows and a window's mean reads two, so both touch a few cache
+    lines per level however many channels it has. Dropping the front only
+    moves `off`. When a push finds no room after the last row, the held rows
+    move to the front (or into a buffer twice their size when they fill half
+    of it), so the buffer stays a few times what the windows need.
     """
 
     cdef readonly int channels
@@ -181,35 +181,34 @@ cdef class RunningSums:
         """Start over with the running sums before positions base, base + 1, ... ((channels, m), m >= 1)."""
         sums = np.asarray(sums, dtype=np.float64)
         self.base, self.off, self.n = base, 0, sums.shape[1] - 1
-        self.buf = np.zeros((self.channels, max(16, 2 * sums.shape[1])))
-        self.buf[:, : sums.shape[1]] = sums
+        self.buf = np.zeros((max(16, 2 * sums.shape[1]), self.channels))
+        self.buf[: sums.shape[1]] = sums.T
         self._v = self.buf
 
     cdef double *reserve(self, int64_t k) except NULL:
-        """Room for k more columns after the last: where they go (leading dimension: _v.shape[1])."""
-        cdef int64_t held = self.n + 1, capacity = self._v.shape[1], c
+        """Room for k more rows after the last: where they go (leading dimension: channels)."""
+        cdef int64_t held = self.n + 1, capacity = self._v.shape[0]
         cdef double[:, ::1] old = self._v
         if self.off + held + k > capacity:
             if 2 * (held + k) > capacity:
-                self.buf = np.empty((self.channels, 2 * (held + k)))
+                self.buf = np.empty((2 * (held + k), self.channels))
                 self._v = self.buf
-            for c in range(self.channels):
-                memmove(&self._v[c, 0], &old[c, self.off], held * sizeof(double))
+            memmove(&self._v[0, 0], &old[self.off, 0], held * self.channels * sizeof(double))
             self.off = 0
-        return &self._v[0, self.off + held]
+        return &self._v[self.off + held, 0]
 
     @property
     def sums(self):
-        """Running sums before positions base .. base + n."""
-        return self.buf[:, self.off : self.off + self.n + 1]
+        """Running sums before positions base .. base + n, (channels, n + 1)."""
+        return self.buf[self.off : self.off + self.n + 1].T
 
     cdef appended(self, int64_t first, int64_t k):
-        """Take the k reserved columns: running sums through positions first, first + 1, ..."""
+        """Take the k reserved rows: running sums through positions first, first + 1, ..."""
         cdef int64_t skip = self.base - first, end = self.off + self.n + 1
         if skip > 0:  # positions before `base` are not kept (nothing is held then): only the sum before base
-            self.buf[:, self.off] = self.buf[:, end + min(skip, k) - 1]
+            self.buf[self.off] = self.buf[end + min(skip, k) - 1]
             if k > skip:
-                self.buf[:, end : end + k - skip] = self.buf[:, end + skip : end + k]
+                self.buf[end : end + k - skip] = self.buf[end + skip : end + k]
             k = max(0, k - skip)
         self.n += k
 
@@ -223,10 +222,10 @@ cdef class RunningSums:
         self.base = position
 
     cdef const double *before(self, int64_t position) except NULL:
-        """The running sums before `position` (channel c at [c·_v.shape[1]]); ValueError if not held."""
+        """The running sums before `position`, one per channel, contiguous; ValueError if not held."""
         if not self.base <= position <= self.base + self.n:
             raise ValueError(f"position {position} is not held by the running sums")
-        return &self._v[0, self.off + position - self.base]
+        return &self._v[self.off + position - self.base, 0]
 
 
 cdef class Window:
@@ -431,7 +430,7 @@ cdef class StreamCore:
             return []
         cdef list windows = []
         cdef int levels = len(self.sums), l
-        cdef int64_t i, c, start, stride, a, b, ld
+        cdef int64_t i, c, start, stride, a, b
         cdef const double *lo
         cdef const double *hi
         cdef double inv
@@ -448,12 +447,12 @@ cdef class StreamCore:
                 sums = self.sums[l]
                 stride = self.strides[l]
                 a, b = (start + stride - 1) // stride, (start + self.window + stride - 1) // stride
-                lo, hi, ld, inv = sums.before(a), sums.before(b), sums._v.shape[1], 1.0 / (b - a)
+                lo, hi, inv = sums.before(a), sums.before(b), 1.0 / (b - a)
                 size = sums.channels
                 mean = cnp.PyArray_EMPTY(1, &size, cnp.NPY_FLOAT32, 0)
                 o = <float *>cnp.PyArray_DATA(mean)
                 for c in range(size):
-                    o[c] = <float>((hi[c * ld] - lo[c * ld]) * inv)
+                    o[c] = <float>((hi[c] - lo[c]) * inv)
                 embeddings.append(mean)
             w = Window.__new__(Window)
             w.start, w.end, w.embeddings = start, start + self.window, embeddings
