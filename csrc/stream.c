@@ -114,33 +114,27 @@ void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *
     }
 }
 
-/* Hand out n new output rows y of level v (time-major): out gets them
- * channel-major (leading dimension ldo), the channels' running totals take
- * them in position order, and with sums, row j of sums (leading dimension
- * lds) gets the totals through row j. Row by row, every inner loop runs
- * over all channels (a level emits a few rows per push, often one): the
- * totals and sums loop vectorises, the transposing one has no short trips. */
-static void emit(level *v, const float *y, int64_t n, float *out, int64_t ldo, double *sums, int64_t lds) {
+/* Hand out n new output rows y of level v: to out, to the channels' running
+ * totals in position order and, with sums, the totals through row j to row
+ * j of sums. */
+static void emit(level *v, const float *y, int64_t n, float *out, double *sums) {
     const int c = v->c_out;
     double *restrict total = v->total;
+    memcpy(out, y, (size_t)(n * c) * sizeof(float));
     for (int64_t j = 0; j < n; j++) {
         const float *restrict yj = y + j * c;
         if (sums) {
-            double *restrict row_sums = sums + j * lds;
+            double *restrict row_sums = sums + j * c;
             for (int o = 0; o < c; o++) row_sums[o] = total[o] += yj[o];
         } else {
             for (int o = 0; o < c; o++) total[o] += yj[o];
         }
-        float *restrict column = out + j;
-        for (int o = 0; o < c; o++) column[o * ldo] = yj[o];
     }
 }
 
 /* Compute everything level l can given its input; outputs go to the next
- * level's x buffer (or the tail), to out (channel-major, leading dimension
- * ldo) and to sums (position-major, leading dimension lds). */
-static void run_level(himae_stream *s, int l, int done, float *out, double *sums, int64_t ldo, int64_t lds,
-                      int64_t *n_out) {
+ * level's x buffer (or the tail), and rows to out and sums. */
+static void run_level(himae_stream *s, int l, int done, float *out, double *sums, int64_t *n_out) {
     level *v = &s->lv[l];
     const int p = s->p, c = v->c_out;
     if (done) memset(append(&v->x, p), 0, (size_t)p * v->c_in * sizeof(float));
@@ -160,7 +154,7 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
         float *y = append(next, n2);
         zero_slack(&v->h);
         himae_conv1d_forward(v->conv2, s->uk, y, row(&v->h, q2), (size_t)n2, row(&v->s, q2), 1);
-        emit(v, y, n2, out + *n_out, ldo, sums ? sums + *n_out * lds : NULL, lds);
+        emit(v, y, n2, out + *n_out * c, sums ? sums + *n_out * c : NULL);
         v->emitted += n2;
         *n_out += n2;
         if (l + 1 < s->n_levels) s->lv[l + 1].n_in += n2;
@@ -171,23 +165,12 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
     s->tail.base = s->tail.end = 0;
 }
 
-int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush,
-                      float *const *out, double *const *sums, const int64_t *ld_out, const int64_t *ld_sums,
-                      int64_t *n_out, char *err, size_t errlen) {
+int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float *const *out,
+                      double *const *sums, int64_t *n_out, char *err, size_t errlen) {
     if (n < 0) return fail(err, errlen, "negative sample count %lld", (long long)n);
     if (s->flushed && (n > 0 || flush))
         return fail(err, errlen, "stream already flushed; reset it to start a new one");
-    int64_t expect[HIMAE_STREAM_MAX_LEVELS];
-    himae_stream_pending(s, n, flush, expect);
-    for (int l = 0; l < s->n_levels; l++) {
-        if (ld_out[l] < expect[l])
-            return fail(err, errlen, "output buffer of level %d holds %lld positions, needs %lld", l,
-                        (long long)ld_out[l], (long long)expect[l]);
-        if (sums && ld_sums[l] < s->lv[l].c_out)
-            return fail(err, errlen, "running sums of level %d have rows of %lld, needs %d channels", l,
-                        (long long)ld_sums[l], s->lv[l].c_out);
-        n_out[l] = 0;
-    }
+    for (int l = 0; l < s->n_levels; l++) n_out[l] = 0;
     int64_t i = 0;
     do {
         int64_t m = min64(n - i, BLOCK);
@@ -199,7 +182,7 @@ int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, i
         v0->n_in += m;
         s->pushed += m;
         for (int l = 0; l < s->n_levels; l++)
-            run_level(s, l, done, out[l], sums ? sums[l] : NULL, ld_out[l], sums ? ld_sums[l] : 0, &n_out[l]);
+            run_level(s, l, done, out[l], sums ? sums[l] : NULL, &n_out[l]);
         i += m;
     } while (i < n);
     if (flush) s->flushed = 1;
