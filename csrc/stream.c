@@ -83,9 +83,12 @@ static void trim(rows *r, int64_t keep) {
     r->base = keep;
 }
 
-/* Zero the SLACK rows after the last one held (read with zero weights by
- * pair-packed convs; stale bytes there could be NaN). */
-static void zero_slack(rows *r) { memset(row(r, r->end), 0, (size_t)(SLACK * r->width) * sizeof(float)); }
+/* Zero the SLACK rows after the last one held when a pair-packed conv reads
+ * them next (with zero weights; stale bytes there could be NaN). Other convs
+ * never read past their input. */
+static void zero_slack(rows *r, int pair_packed) {
+    if (pair_packed) memset(row(r, r->end), 0, (size_t)(SLACK * r->width) * sizeof(float));
+}
 
 static float *append(rows *r, int64_t n) {
     float *dst = row(r, r->end);
@@ -116,20 +119,24 @@ void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *
 
 /* Hand out n new output rows y of level v: to out, to the channels' running
  * totals in position order and, with sums, the totals through row j to row
- * j of sums. */
+ * j of sums (each row the one before plus y's row: one store per value). */
 static void emit(level *v, const float *y, int64_t n, float *out, double *sums) {
     const int c = v->c_out;
-    double *restrict total = v->total;
     memcpy(out, y, (size_t)(n * c) * sizeof(float));
+    if (!sums) {
+        double *restrict total = v->total;
+        for (int64_t j = 0; j < n; j++)
+            for (int o = 0; o < c; o++) total[o] += y[j * c + o];
+        return;
+    }
+    const double *before = v->total;
     for (int64_t j = 0; j < n; j++) {
         const float *restrict yj = y + j * c;
-        if (sums) {
-            double *restrict row_sums = sums + j * c;
-            for (int o = 0; o < c; o++) row_sums[o] = total[o] += yj[o];
-        } else {
-            for (int o = 0; o < c; o++) total[o] += yj[o];
-        }
+        double *restrict row_sums = sums + j * c;
+        for (int o = 0; o < c; o++) row_sums[o] = before[o] + yj[o];
+        before = row_sums;
     }
+    if (n > 0) memcpy(v->total, before, (size_t)c * sizeof(double));
 }
 
 /* Compute everything level l can given its input; outputs go to the next
@@ -142,7 +149,7 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
     int64_t q1_end = conv1_done(v->n_in, p, done);
     if (q1_end > q1) {
         int64_t n1 = q1_end - q1;
-        zero_slack(&v->x);
+        zero_slack(&v->x, v->conv1->pair || v->skip->pair);
         himae_conv1d_forward(v->conv1, s->uk, append(&v->h, n1), row(&v->x, 2 * q1), (size_t)n1, NULL, 1);
         himae_conv1d_forward(v->skip, s->uk, append(&v->s, n1), row(&v->x, 2 * q1), (size_t)n1, NULL, 0);
     }
@@ -152,7 +159,7 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
     if (n2 > 0) {
         rows *next = l + 1 < s->n_levels ? &s->lv[l + 1].x : &s->tail;
         float *y = append(next, n2);
-        zero_slack(&v->h);
+        zero_slack(&v->h, (int)v->conv2->pair);
         himae_conv1d_forward(v->conv2, s->uk, y, row(&v->h, q2), (size_t)n2, row(&v->s, q2), 1);
         emit(v, y, n2, out + *n_out * c, sums ? sums + *n_out * c : NULL);
         v->emitted += n2;

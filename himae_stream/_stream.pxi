@@ -161,8 +161,9 @@ cdef class RunningSums:
     contiguous rows and a window's mean reads two, so both touch a few cache
     lines per level however many channels it has. Dropping the front only
     moves `off`. When a push finds no room after the last row, the held rows
-    move to the front (or into a buffer twice their size when they fill half
-    of it), so the buffer stays a few times what the windows need.
+    move to the front (or into a buffer four times their size when they fill
+    a quarter of it): a push moves a third of a row per row it adds, at most,
+    and the buffer stays a few times what the windows need.
     """
 
     cdef readonly int channels
@@ -193,8 +194,8 @@ cdef class RunningSums:
         cdef int64_t held = self.n + 1
         cdef cnp.ndarray old = self.buf
         if self.off + held + k > self._capacity:
-            if 2 * (held + k) > self._capacity:
-                self._take(np.empty((2 * (held + k), self.channels)))
+            if 4 * (held + k) > self._capacity:
+                self._take(np.empty((4 * (held + k), self.channels)))
             memmove(self._rows, <double *>cnp.PyArray_DATA(old) + self.off * self.channels,
                     held * self.channels * sizeof(double))
             self.off = 0
