@@ -83,9 +83,12 @@ static void trim(rows *r, int64_t keep) {
     r->base = keep;
 }
 
-/* Zero the SLACK rows after the last one held (read with zero weights by
- * pair-packed convs; stale bytes there could be NaN). */
-static void zero_slack(rows *r) { memset(row(r, r->end), 0, (size_t)(SLACK * r->width) * sizeof(float)); }
+/* Zero the SLACK rows after the last one held when a pair-packed conv reads
+ * them next (with zero weights; stale bytes there could be NaN). Other convs
+ * never read past their input. */
+static void zero_slack(rows *r, int pair_packed) {
+    if (pair_packed) memset(row(r, r->end), 0, (size_t)(SLACK * r->width) * sizeof(float));
+}
 
 static float *append(rows *r, int64_t n) {
     float *dst = row(r, r->end);
@@ -114,11 +117,31 @@ void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *
     }
 }
 
+/* Hand out n new output rows y of level v: to out, to the channels' running
+ * totals in position order and, with sums, the totals through row j to row
+ * j of sums (each row the one before plus y's row: one store per value). */
+static void emit(level *v, const float *y, int64_t n, float *out, double *sums) {
+    const int c = v->c_out;
+    memcpy(out, y, (size_t)(n * c) * sizeof(float));
+    if (!sums) {
+        double *restrict total = v->total;
+        for (int64_t j = 0; j < n; j++)
+            for (int o = 0; o < c; o++) total[o] += y[j * c + o];
+        return;
+    }
+    const double *before = v->total;
+    for (int64_t j = 0; j < n; j++) {
+        const float *restrict yj = y + j * c;
+        double *restrict row_sums = sums + j * c;
+        for (int o = 0; o < c; o++) row_sums[o] = before[o] + yj[o];
+        before = row_sums;
+    }
+    if (n > 0) memcpy(v->total, before, (size_t)c * sizeof(double));
+}
+
 /* Compute everything level l can given its input; outputs go to the next
- * level's x buffer (or the tail), to out and sums (channel-major, leading
- * dimensions ldo and lds). */
-static void run_level(himae_stream *s, int l, int done, float *out, double *sums, int64_t ldo, int64_t lds,
-                      int64_t *n_out) {
+ * level's x buffer (or the tail), and rows to out and sums. */
+static void run_level(himae_stream *s, int l, int done, float *out, double *sums, int64_t *n_out) {
     level *v = &s->lv[l];
     const int p = s->p, c = v->c_out;
     if (done) memset(append(&v->x, p), 0, (size_t)p * v->c_in * sizeof(float));
@@ -126,7 +149,7 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
     int64_t q1_end = conv1_done(v->n_in, p, done);
     if (q1_end > q1) {
         int64_t n1 = q1_end - q1;
-        zero_slack(&v->x);
+        zero_slack(&v->x, v->conv1->pair || v->skip->pair);
         himae_conv1d_forward(v->conv1, s->uk, append(&v->h, n1), row(&v->x, 2 * q1), (size_t)n1, NULL, 1);
         himae_conv1d_forward(v->skip, s->uk, append(&v->s, n1), row(&v->x, 2 * q1), (size_t)n1, NULL, 0);
     }
@@ -136,18 +159,9 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
     if (n2 > 0) {
         rows *next = l + 1 < s->n_levels ? &s->lv[l + 1].x : &s->tail;
         float *y = append(next, n2);
-        zero_slack(&v->h);
+        zero_slack(&v->h, (int)v->conv2->pair);
         himae_conv1d_forward(v->conv2, s->uk, y, row(&v->h, q2), (size_t)n2, row(&v->s, q2), 1);
-        for (int o = 0; o < c; o++) { /* channel by channel: contiguous writes, one running sum */
-            float *dst = out + o * ldo + *n_out;
-            double *sum = sums ? sums + o * lds + *n_out : NULL, total = v->total[o];
-            for (int64_t j = 0; j < n2; j++) {
-                dst[j] = y[j * c + o];
-                total += dst[j];
-                if (sum) sum[j] = total;
-            }
-            v->total[o] = total;
-        }
+        emit(v, y, n2, out + *n_out * c, sums ? sums + *n_out * c : NULL);
         v->emitted += n2;
         *n_out += n2;
         if (l + 1 < s->n_levels) s->lv[l + 1].n_in += n2;
@@ -158,20 +172,12 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
     s->tail.base = s->tail.end = 0;
 }
 
-int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush,
-                      float *const *out, double *const *sums, const int64_t *ld_out, const int64_t *ld_sums,
-                      int64_t *n_out, char *err, size_t errlen) {
+int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float *const *out,
+                      double *const *sums, int64_t *n_out, char *err, size_t errlen) {
     if (n < 0) return fail(err, errlen, "negative sample count %lld", (long long)n);
     if (s->flushed && (n > 0 || flush))
         return fail(err, errlen, "stream already flushed; reset it to start a new one");
-    int64_t expect[HIMAE_STREAM_MAX_LEVELS];
-    himae_stream_pending(s, n, flush, expect);
-    for (int l = 0; l < s->n_levels; l++) {
-        if (ld_out[l] < expect[l] || (sums && ld_sums[l] < expect[l]))
-            return fail(err, errlen, "output buffer of level %d holds %lld positions, needs %lld", l,
-                        (long long)min64(ld_out[l], sums ? ld_sums[l] : ld_out[l]), (long long)expect[l]);
-        n_out[l] = 0;
-    }
+    for (int l = 0; l < s->n_levels; l++) n_out[l] = 0;
     int64_t i = 0;
     do {
         int64_t m = min64(n - i, BLOCK);
@@ -183,7 +189,7 @@ int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, i
         v0->n_in += m;
         s->pushed += m;
         for (int l = 0; l < s->n_levels; l++)
-            run_level(s, l, done, out[l], sums ? sums[l] : NULL, ld_out[l], sums ? ld_sums[l] : 0, &n_out[l]);
+            run_level(s, l, done, out[l], sums ? sums[l] : NULL, &n_out[l]);
         i += m;
     } while (i < n);
     if (flush) s->flushed = 1;

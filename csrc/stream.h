@@ -47,16 +47,18 @@ int64_t himae_stream_complete(const himae_stream *s);
 void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *counts);
 
 /* Push `n` samples x[c·ldx + i] (normalised, masked samples already zero),
- * then end the stream with its zero padding when `flush` is set. The new
- * positions of level l go to out[l][c·ld_out[l] + j], j < counts from
- * himae_stream_pending (ld_out[l] must be at least that count); their
- * number is stored in n_out[l]. When `sums` is not NULL, sums[l][c·ld_sums[l]
- * + j] (float64) receives after each position the running sum of its
- * channel over every position emitted since the start, so that any span's
- * mean is one subtraction. Returns 0 or -1 with a message in err. */
-int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush,
-                      float *const *out, double *const *sums, const int64_t *ld_out, const int64_t *ld_sums,
-                      int64_t *n_out, char *err, size_t errlen);
+ * then end the stream with its zero padding when `flush` is set. Level l's
+ * new positions, as many as himae_stream_pending counts, are stored in
+ * n_out[l] and go out as rows of the level's C_l channels: the j-th new
+ * position's channel c at out[l][j·C_l + c]. When `sums` is not NULL, row j
+ * of sums[l] (float64, sums[l][j·C_l + c]) receives the running sums of
+ * every channel over every position emitted since the start, through the
+ * j-th new position, so that any span's mean is one subtraction of two
+ * rows. Rows are the engine's own layout: copying them out is one memcpy,
+ * and a push writes, and a window reads, a few cache lines per level
+ * instead of one or two per channel. Returns 0 or -1 with a message in err. */
+int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float *const *out,
+                      double *const *sums, int64_t *n_out, char *err, size_t errlen);
 
 /* The engine's whole state as bytes, for resuming a stream later. */
 size_t himae_stream_state_size(const himae_stream *s);

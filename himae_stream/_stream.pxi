@@ -22,9 +22,8 @@ cdef extern from "stream.h":
     int himae_stream_flushed(const himae_stream *s)
     int64_t himae_stream_complete(const himae_stream *s)
     void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *counts)
-    int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush,
-                          float **out, double **sums, const int64_t *ld_out, const int64_t *ld_sums,
-                          int64_t *n_out, char *err, size_t errlen) nogil
+    int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float **out,
+                          double **sums, int64_t *n_out, char *err, size_t errlen) nogil
     size_t himae_stream_state_size(const himae_stream *s)
     void himae_stream_save(const himae_stream *s, void *buf)
     int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, size_t errlen)
@@ -84,7 +83,8 @@ cdef class StreamEngine:
         """Push float32 samples (in_channels, n); flush ends the stream.
 
         Returns per level (positions int64[n], activations float32[C_l, n])
-        of the new positions.
+        of the new positions; the activations are in Fortran order (each
+        position's channels contiguous), the engine's own.
         """
         cdef cnp.ndarray xa = np.ascontiguousarray(x, dtype=np.float32)
         if xa.ndim != 2 or xa.shape[0] != self.in_channels:
@@ -97,7 +97,6 @@ cdef class StreamEngine:
         cdef int64_t counts[HIMAE_STREAM_MAX_LEVELS]
         cdef int64_t n_out[HIMAE_STREAM_MAX_LEVELS]
         cdef int64_t first[HIMAE_STREAM_MAX_LEVELS]
-        cdef int64_t ld_sums[HIMAE_STREAM_MAX_LEVELS]
         cdef float *ptrs[HIMAE_STREAM_MAX_LEVELS]
         cdef double *sum_ptrs[HIMAE_STREAM_MAX_LEVELS]
         cdef char err[HIMAE_ERR_LEN]
@@ -113,7 +112,9 @@ cdef class StreamEngine:
         for l in range(self.levels):  # the C-API constructors: this runs every hop
             first[l] = himae_stream_emitted(self._s, l)
             dims[0], dims[1] = himae_stream_channels(self._s, l), counts[l]
-            acts = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
+            # Fortran order: each position's channels are contiguous, as the engine's rows are,
+            # so the engine copies each level's new positions out in one memcpy.
+            acts = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 1)
             ptrs[l] = <float *>cnp.PyArray_DATA(acts)
             positions = cnp.PyArray_EMPTY(1, &dims[1], cnp.NPY_INT64, 0)
             pos = <int64_t *>cnp.PyArray_DATA(positions)
@@ -123,10 +124,9 @@ cdef class StreamEngine:
             if running is not None:
                 sums = running[l]
                 sum_ptrs[l] = sums.reserve(counts[l])
-                ld_sums[l] = sums._v.shape[1]
                 sp = sum_ptrs
         with nogil:
-            rc = himae_stream_push(self._s, x, n, n, flush, ptrs, sp, counts, ld_sums, n_out, err, sizeof(err))
+            rc = himae_stream_push(self._s, x, n, n, flush, ptrs, sp, n_out, err, sizeof(err))
         if rc != 0:
             raise ValueError(err.decode("utf-8", "replace"))
         if running is not None:
@@ -156,19 +156,21 @@ cdef class StreamEngine:
 cdef class RunningSums:
     """Running float64 sums of one level from position `base` on, for the mean over any span.
 
-    Column off + i of buf holds, per channel, the sum of every position
-    before base + i (positions arrive in order); dropping the front only
-    moves `off`. When a push finds no room after the last column, the held
-    columns move to the front (or into a buffer twice their size when they
-    fill half of it), so the buffer stays a few times what the windows
-    need: the rows a push writes and its windows read stay close together
-    in cache.
+    Row off + i of buf holds the sum of every position before base + i, all
+    channels side by side (positions arrive in order): a push appends a few
+    contiguous rows and a window's mean reads two, so both touch a few cache
+    lines per level however many channels it has. Dropping the front only
+    moves `off`. When a push finds no room after the last row, the held rows
+    move to the front (or into a buffer four times their size when they fill
+    a quarter of it): a push moves a third of a row per row it adds, at most,
+    and the buffer stays a few times what the windows need.
     """
 
     cdef readonly int channels
     cdef readonly int64_t base, off, n
-    cdef readonly object buf
-    cdef double[:, ::1] _v
+    cdef readonly cnp.ndarray buf
+    cdef double *_rows  # buf's data: a push takes no buffer views
+    cdef int64_t _capacity  # rows of buf
 
     def __init__(self, int channels):
         self.channels = channels
@@ -181,35 +183,36 @@ cdef class RunningSums:
         """Start over with the running sums before positions base, base + 1, ... ((channels, m), m >= 1)."""
         sums = np.asarray(sums, dtype=np.float64)
         self.base, self.off, self.n = base, 0, sums.shape[1] - 1
-        self.buf = np.zeros((self.channels, max(16, 2 * sums.shape[1])))
-        self.buf[:, : sums.shape[1]] = sums
-        self._v = self.buf
+        self._take(np.zeros((max(16, 2 * sums.shape[1]), self.channels)))
+        self.buf[: sums.shape[1]] = sums.T
+
+    cdef _take(self, cnp.ndarray buf):
+        self.buf, self._rows, self._capacity = buf, <double *>cnp.PyArray_DATA(buf), buf.shape[0]
 
     cdef double *reserve(self, int64_t k) except NULL:
-        """Room for k more columns after the last: where they go (leading dimension: _v.shape[1])."""
-        cdef int64_t held = self.n + 1, capacity = self._v.shape[1], c
-        cdef double[:, ::1] old = self._v
-        if self.off + held + k > capacity:
-            if 2 * (held + k) > capacity:
-                self.buf = np.empty((self.channels, 2 * (held + k)))
-                self._v = self.buf
-            for c in range(self.channels):
-                memmove(&self._v[c, 0], &old[c, self.off], held * sizeof(double))
+        """Room for k more rows after the last: where they go (leading dimension: channels)."""
+        cdef int64_t held = self.n + 1
+        cdef cnp.ndarray old = self.buf
+        if self.off + held + k > self._capacity:
+            if 4 * (held + k) > self._capacity:
+                self._take(np.empty((4 * (held + k), self.channels)))
+            memmove(self._rows, <double *>cnp.PyArray_DATA(old) + self.off * self.channels,
+                    held * self.channels * sizeof(double))
             self.off = 0
-        return &self._v[0, self.off + held]
+        return self._rows + (self.off + held) * self.channels
 
     @property
     def sums(self):
-        """Running sums before positions base .. base + n."""
-        return self.buf[:, self.off : self.off + self.n + 1]
+        """Running sums before positions base .. base + n, (channels, n + 1)."""
+        return self.buf[self.off : self.off + self.n + 1].T
 
     cdef appended(self, int64_t first, int64_t k):
-        """Take the k reserved columns: running sums through positions first, first + 1, ..."""
+        """Take the k reserved rows: running sums through positions first, first + 1, ..."""
         cdef int64_t skip = self.base - first, end = self.off + self.n + 1
         if skip > 0:  # positions before `base` are not kept (nothing is held then): only the sum before base
-            self.buf[:, self.off] = self.buf[:, end + min(skip, k) - 1]
+            self.buf[self.off] = self.buf[end + min(skip, k) - 1]
             if k > skip:
-                self.buf[:, end : end + k - skip] = self.buf[:, end + skip : end + k]
+                self.buf[end : end + k - skip] = self.buf[end + skip : end + k]
             k = max(0, k - skip)
         self.n += k
 
@@ -223,10 +226,10 @@ cdef class RunningSums:
         self.base = position
 
     cdef const double *before(self, int64_t position) except NULL:
-        """The running sums before `position` (channel c at [c·_v.shape[1]]); ValueError if not held."""
+        """The running sums before `position`, one per channel, contiguous; ValueError if not held."""
         if not self.base <= position <= self.base + self.n:
             raise ValueError(f"position {position} is not held by the running sums")
-        return &self._v[0, self.off + position - self.base]
+        return self._rows + (self.off + position - self.base) * self.channels
 
 
 cdef class Window:
@@ -256,6 +259,10 @@ cdef class StreamOutput:
     def __repr__(self):
         counts = [positions.shape[0] for positions, _ in self.levels]
         return f"StreamOutput(positions per level={counts}, windows={len(self.windows)})"
+
+
+# Elements of each scratch array a Stream keeps between pushes (see StreamCore._scratch).
+cdef cnp.npy_intp SCRATCH = 1 << 16
 
 
 ctypedef void (*normalize_fn)(const double *x, const cnp.npy_bool *lost, int64_t lost_rows, const double *sos,
@@ -297,6 +304,7 @@ cdef class StreamCore:
     cdef normalize_fn _normalize
     cdef cnp.ndarray _sos
     cdef double _alpha, _k, _clip
+    cdef cnp.ndarray _x64, _x32  # kept between pushes: the samples as float64, then as the engine takes them
 
     def __init__(self, StreamEngine engine, normalizer, int64_t window, int64_t hop):
         self.engine, self.normalizer, self.window, self.hop = engine, normalizer, window, hop
@@ -333,10 +341,8 @@ cdef class StreamCore:
         cdef cnp.ndarray held = self._samples(samples, &x, &n)  # keeps x alive
         cdef cnp.ndarray lost = self._lost_rows(mask, n, &rows)
         cdef const cnp.npy_bool *m = NULL if lost is None else <const cnp.npy_bool *>cnp.PyArray_DATA(lost)
-        cdef cnp.npy_intp dims[2]
-        dims[0], dims[1] = self.channels, n
-        cdef cnp.ndarray normalized = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
-        cdef float *out = <float *>cnp.PyArray_DATA(normalized)
+        cdef cnp.ndarray engine_in = self._scratch(1, self.channels * n)  # keeps out alive
+        cdef float *out = <float *>cnp.PyArray_DATA(engine_in)
         cdef double *counts = self.lost.reserve(n)
         self._count_lost(x, n, m, rows, counts, out if self.normalizer is None else NULL)
         if self.normalizer is not None:
@@ -347,6 +353,21 @@ cdef class StreamCore:
         cdef StreamOutput result = StreamOutput.__new__(StreamOutput)
         result.levels, result.windows = levels, self._windows()
         return result
+
+    cdef cnp.ndarray _scratch(self, int single, cnp.npy_intp size):
+        """An array of at least `size` float64 (float32 when `single`) for this push only: the
+        one kept for that kind when it is large enough, else a new one, kept for later pushes
+        up to SCRATCH elements (a live push is a few dozen samples; one huge push is not held)."""
+        cdef cnp.ndarray held = self._x32 if single else self._x64
+        if held is not None and cnp.PyArray_SIZE(held) >= size:
+            return held
+        held = cnp.PyArray_EMPTY(1, &size, cnp.NPY_FLOAT32 if single else cnp.NPY_FLOAT64, 0)
+        if size <= SCRATCH:
+            if single:
+                self._x32 = held
+            else:
+                self._x64 = held
+        return held
 
     cdef cnp.ndarray _samples(self, samples, const double **x, int64_t *n):
         """samples as C-contiguous float64 (channels, n) at *x: the input's own data when it is that already."""
@@ -365,9 +386,7 @@ cdef class StreamCore:
         if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64 and cnp.PyArray_IS_C_CONTIGUOUS(a):
             x[0] = <const double *>cnp.PyArray_DATA(a)
             return a
-        cdef cnp.npy_intp dims[2]
-        dims[0], dims[1] = self.channels, n[0]
-        cdef cnp.ndarray copy = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT64, 0)
+        cdef cnp.ndarray copy = self._scratch(0, self.channels * n[0])
         cdef double *dst = <double *>cnp.PyArray_DATA(copy)
         cdef const char *src = <const char *>cnp.PyArray_DATA(a)
         cdef bint single = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
@@ -419,9 +438,9 @@ cdef class StreamCore:
         cdef double *scale = <double *>_state(self.normalizer, "scale", cnp.NPY_FLOAT64, channels)
         cdef double *count = <double *>_state(self.normalizer, "count", cnp.NPY_FLOAT64, channels)
         cdef const double *sos = <const double *>cnp.PyArray_DATA(self._sos)
-        with nogil:
-            self._normalize(x, m, rows, sos, sections, z, started, scale, count, self._alpha, self._k, self._clip,
-                            out, channels, n)
+        # with the GIL: releasing it would cost more than filtering a live push's few dozen samples
+        self._normalize(x, m, rows, sos, sections, z, started, scale, count, self._alpha, self._k, self._clip,
+                        out, channels, n)
         return 0
 
     cdef list _windows(self):
@@ -431,7 +450,7 @@ cdef class StreamCore:
             return []
         cdef list windows = []
         cdef int levels = len(self.sums), l
-        cdef int64_t i, c, start, stride, a, b, ld
+        cdef int64_t i, c, start, stride, a, b
         cdef const double *lo
         cdef const double *hi
         cdef double inv
@@ -448,12 +467,12 @@ cdef class StreamCore:
                 sums = self.sums[l]
                 stride = self.strides[l]
                 a, b = (start + stride - 1) // stride, (start + self.window + stride - 1) // stride
-                lo, hi, ld, inv = sums.before(a), sums.before(b), sums._v.shape[1], 1.0 / (b - a)
+                lo, hi, inv = sums.before(a), sums.before(b), 1.0 / (b - a)
                 size = sums.channels
                 mean = cnp.PyArray_EMPTY(1, &size, cnp.NPY_FLOAT32, 0)
                 o = <float *>cnp.PyArray_DATA(mean)
                 for c in range(size):
-                    o[c] = <float>((hi[c * ld] - lo[c * ld]) * inv)
+                    o[c] = <float>((hi[c] - lo[c]) * inv)
                 embeddings.append(mean)
             w = Window.__new__(Window)
             w.start, w.end, w.embeddings = start, start + self.window, embeddings

@@ -369,7 +369,8 @@ static void test_model(const char *path) {
 
 /* Push x (in_channels, n) in random chunks (one over two engine blocks),
  * saving the state midway and continuing on a second engine restored from
- * it; then flush. Appends the outputs to got[l] (channels-major, ld[l]). */
+ * it; then flush. The engine hands out rows (position-major); got[l] gets
+ * them channels-major (leading dimension ld[l]). */
 static void stream_run(const himae_model *m, const float *x, size_t n, float **got, const int64_t *ld,
                        const char *what) {
     const himae_config *c = himae_model_config(m);
@@ -381,11 +382,15 @@ static void stream_run(const himae_model *m, const float *x, size_t n, float **g
         himae_stream_free(s);
         return;
     }
-    int64_t emitted[HIMAE_STREAM_MAX_LEVELS] = {0}, ld_out[HIMAE_STREAM_MAX_LEVELS], n_out[HIMAE_STREAM_MAX_LEVELS];
+    int64_t emitted[HIMAE_STREAM_MAX_LEVELS] = {0}, n_out[HIMAE_STREAM_MAX_LEVELS];
     int64_t pending[HIMAE_STREAM_MAX_LEVELS];
     float *out[HIMAE_STREAM_MAX_LEVELS];
+    float *row_buf[HIMAE_STREAM_MAX_LEVELS];
     double *sums[HIMAE_STREAM_MAX_LEVELS], *sum_buf[HIMAE_STREAM_MAX_LEVELS];
-    for (uint32_t l = 0; l < c->n_levels; l++) sum_buf[l] = malloc((size_t)ld[l] * c->channels[l] * sizeof(double));
+    for (uint32_t l = 0; l < c->n_levels; l++) {
+        row_buf[l] = malloc((size_t)ld[l] * c->channels[l] * sizeof(float));
+        sum_buf[l] = malloc((size_t)ld[l] * c->channels[l] * sizeof(double));
+    }
     size_t at = 0, saved_at = n / 3;
     int chunks = 0;
     while (at < n || !himae_stream_flushed(s)) {
@@ -395,13 +400,11 @@ static void stream_run(const himae_model *m, const float *x, size_t n, float **g
         if (at + len == n && len == 0) flush = 1;
         himae_stream_pending(s, (int64_t)len, flush, pending);
         for (uint32_t l = 0; l < c->n_levels; l++) {
-            out[l] = got[l] + emitted[l];
-            sums[l] = sum_buf[l] + emitted[l];
-            ld_out[l] = ld[l];
+            out[l] = row_buf[l] + emitted[l] * c->channels[l];
+            sums[l] = sum_buf[l] + emitted[l] * c->channels[l];
         }
         uint64_t before = himae_alloc_count();
-        rc = himae_stream_push(s, x + at, (int64_t)n, (int64_t)len, flush, out, sums, ld_out, ld_out, n_out, err,
-                               sizeof err);
+        rc = himae_stream_push(s, x + at, (int64_t)n, (int64_t)len, flush, out, sums, n_out, err, sizeof err);
         CHECK(himae_alloc_count() == before, "%s: push allocated", what);
         CHECK(rc == 0, "%s: push: %s", what, err);
         if (rc) break;
@@ -431,17 +434,26 @@ static void stream_run(const himae_model *m, const float *x, size_t n, float **g
     }
     CHECK(himae_stream_complete(s) == (int64_t)n, "%s: flushed stream complete at %lld of %zu", what,
           (long long)himae_stream_complete(s), n);
-    /* The running sums end at each channel's total over every position. */
+    for (uint32_t l = 0; l < c->n_levels; l++)
+        for (int64_t j = 0; j < emitted[l] && j < ld[l]; j++)
+            for (uint32_t ch = 0; ch < c->channels[l]; ch++)
+                got[l][ch * ld[l] + j] = row_buf[l][j * c->channels[l] + ch];
+    /* Row j of the running sums holds each channel's sum through position j,
+     * added in position order (across the restore too): the same bits. */
     for (uint32_t l = 0; l < c->n_levels; l++)
         for (uint32_t ch = 0; ch < c->channels[l] && emitted[l] == ld[l]; ch++) {
             double total = 0;
-            for (int64_t j = 0; j < ld[l]; j++) total += got[l][ch * ld[l] + j];
-            CHECK(fabs(sum_buf[l][ch * ld[l] + ld[l] - 1] - total) <= 1e-6 * (1 + fabs(total)),
-                  "%s: level %u running sum", what, l);
+            int64_t wrong = 0;
+            for (int64_t j = 0; j < ld[l]; j++) {
+                total += got[l][ch * ld[l] + j];
+                wrong += sum_buf[l][j * c->channels[l] + ch] != total;
+            }
+            CHECK(wrong == 0, "%s: level %u channel %u: %lld running sums differ", what, l, ch, (long long)wrong);
         }
     for (uint32_t l = 0; l < c->n_levels; l++) {
         CHECK(emitted[l] == ld[l], "%s: level %u emitted %lld of %lld", what, l, (long long)emitted[l],
               (long long)ld[l]);
+        free(row_buf[l]);
         free(sum_buf[l]);
     }
     himae_stream_free(s);
