@@ -52,8 +52,17 @@ def setup(device: str = "auto") -> Context:
     return Context(rank=rank, world=world, device=dev)
 
 
-def teardown() -> None:
+def teardown(finished: bool) -> None:
+    """Leave the process group; after a finished run, only once every rank has finished.
+
+    Without the barrier a rank that is done first destroys its side of the
+    gloo group while a peer may still be using the connection, which can
+    abort the process at exit. After a failure there is no barrier: the
+    other ranks may never reach it.
+    """
     if dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

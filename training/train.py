@@ -137,10 +137,13 @@ class Progress:
 def train(opts: TrainOptions) -> dict:
     """Run (or resume) pretraining; returns a summary. Checkpoints go to `opts.out`."""
     ctx = distributed.setup(opts.device)
+    finished = False
     try:
-        return _train(opts, ctx)
+        summary = _train(opts, ctx)
+        finished = True
+        return summary
     finally:
-        distributed.teardown()
+        distributed.teardown(finished)
 
 
 def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
