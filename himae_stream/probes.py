@@ -100,9 +100,6 @@ class Heads:
     def __iter__(self):
         return iter(self.heads)
 
-    def __len__(self) -> int:
-        return len(self.heads)
-
     def apply(self, level_embeddings) -> dict:
         """Every head's prediction for one window, given its per-level mean embeddings.
 
