@@ -47,6 +47,47 @@ void himae_pack_conv_pairs(float *dst, const float *w, const float *bias, size_t
         }
 }
 
+void himae_pack_conv_tail(float *dst, const float *w, size_t cin, size_t cout, size_t k, size_t nr) {
+    for (size_t n0 = 0; n0 < cout; n0 += nr) {
+        float *panel = dst + (n0 / nr) * nr * (1 + cin);
+        memset(panel, 0, nr * (1 + cin) * sizeof(float));
+        for (size_t n = n0; n < cout && n < n0 + nr; n++)
+            for (size_t ci = 0; ci < cin; ci++) panel[nr + ci * nr + (n - n0)] = w[(n * cin + ci) * k + k - 1];
+    }
+}
+
+/* m <= wide_mr rows (rows of a kc floats apart by a_stride) across all of a
+ * conv's panels, several panels per pass where the kernel has a wide form. */
+static void gemm_few_rows(const himae_ukernel *uk, size_t m, size_t cout, size_t kc, const float *a,
+                          size_t a_stride, const float *packed, size_t panel_size, float *c,
+                          const float *res, int gelu) {
+    const size_t nr = uk->nr, step = uk->wide ? uk->wide_nc : nr;
+    for (size_t n0 = 0; n0 < cout; n0 += step) {
+        size_t nc = cout - n0 < step ? cout - n0 : step;
+        const float *w = packed + (n0 / nr) * panel_size;
+        if (uk->wide)
+            uk->wide(m, nc, kc, a, a_stride, w, panel_size, c + n0, cout, res ? res + n0 : NULL, cout, gelu);
+        else
+            uk->fn(m, nc, kc, a, a_stride, w, c + n0, cout, res ? res + n0 : NULL, cout, gelu);
+    }
+}
+
+void himae_conv_row_head(const himae_conv *conv, const himae_ukernel *uk, float *partial,
+                         const float *window, const float *residual) {
+    /* the row's im2col row is its input rows back to back; the panels' first
+     * (k - 1) cin weight rows are taps 0 .. k-2 */
+    const size_t kc = (conv->k - 1) * conv->cin;
+    gemm_few_rows(uk, 1, conv->cout, kc, window, kc, conv->packed, uk->nr * (1 + conv->kc), partial,
+                  residual, 0);
+}
+
+void himae_conv_row_tail(const himae_conv *conv, const himae_ukernel *uk, float *out,
+                         const float *window, const float *partial, int gelu) {
+    const size_t cin = conv->cin;
+    gemm_few_rows(uk, 1, conv->cout, cin, window + (conv->k - 1) * cin, cin, conv->tail, uk->nr * (1 + cin),
+                  out, partial, gelu);
+}
+
 /* Outer loop over weight panels so that one panel stays in cache while all
  * output rows stream past it; the input rows are views, never copied. */
 void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float *out,
@@ -81,15 +122,9 @@ void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float
                    residual ? residual + p * cout + n0 : NULL, cout, gelu);
         }
     }
-    if (tiled == n_out) return;
-    const float *a = a0 + tiled * a_stride;
-    float *c = out + tiled * cout;
-    const float *res = residual ? residual + tiled * cout : NULL;
-    for (size_t n0 = 0; n0 < cout; n0 += uk->wide_nc) {
-        size_t nc = cout - n0 < uk->wide_nc ? cout - n0 : uk->wide_nc;
-        uk->wide(rest, nc, kc, a, a_stride, conv->packed + (n0 / nr) * panel_size, panel_size, c + n0,
-                 cout, res ? res + n0 : NULL, cout, gelu);
-    }
+    if (tiled < n_out)
+        gemm_few_rows(uk, rest, cout, kc, a0 + tiled * a_stride, a_stride, conv->packed, panel_size,
+                      out + tiled * cout, residual ? residual + tiled * cout : NULL, gelu);
 }
 
 float himae_gelu_exact(float x) { return (float)(0.5 * x * (1.0 + erf(x * 0.70710678118654752))); }

@@ -51,6 +51,10 @@ typedef struct himae_conv {
      * output rows are computed two at a time so no panel column is wasted.
      * Its input must hold `stride` more zero rows after the usual padding. */
     size_t pair;
+    /* The last tap alone, panels of (NR zero biases + cin * NR) floats, for
+     * splitting one output row in two (himae_conv_row_head / _tail); NULL
+     * where the conv is never split (see stream.c). */
+    const float *tail;
 } himae_conv;
 
 /* Floats the packed weights of a conv take for a kernel with NR columns. */
@@ -72,6 +76,19 @@ void himae_pack_conv_pairs(float *dst, const float *w, const float *bias, size_t
 /* out (n_out rows of cout) = act(conv(in) + bias (+ residual)). */
 void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float *out,
                           const float *in, size_t n_out, const float *residual, int gelu);
+
+/* Pack the last tap of Conv1d weights (cout, cin, k) with zero biases:
+ * himae_packed_size(cin, cout, 1, nr) floats. */
+void himae_pack_conv_tail(float *dst, const float *w, size_t cin, size_t cout, size_t k, size_t nr);
+/* One output row of a conv with a tail (not pair-packed) in two steps, for a
+ * live stream whose newest input row completes it: head, while that row is
+ * still to come, partial = bias + taps 0 .. k-2 (+ residual), no activation;
+ * tail, once it has come, out = act(last tap + partial). window points at
+ * the row's first input row (its k input rows are consecutive). */
+void himae_conv_row_head(const himae_conv *conv, const himae_ukernel *uk, float *partial,
+                         const float *window, const float *residual);
+void himae_conv_row_tail(const himae_conv *conv, const himae_ukernel *uk, float *out,
+                         const float *window, const float *partial, int gelu);
 
 /* Winograd F(2,5) (winograd.c): a stride-1, kernel-5, padding-2 conv with
  * cin = cout as six GEMMs of kernel 1 over transformed tiles of 6 input rows,

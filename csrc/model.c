@@ -68,7 +68,7 @@ static void *take(bump *b, size_t bytes) {
 static void set_conv(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_tensor *w,
                      const himae_tensor *bias, size_t cin, size_t cout, size_t k, size_t stride,
                      size_t pad, ptrdiff_t s_out, ptrdiff_t s_in, ptrdiff_t k0, ptrdiff_t s_k) {
-    *conv = (himae_conv){cin, cout, k, stride, pad, k * cin, NULL, 0};
+    *conv = (himae_conv){cin, cout, k, stride, pad, k * cin, NULL, 0, NULL};
     float *dst = take(b, himae_packed_size(cin, cout, k, uk->nr) * sizeof(float));
     if (dst) himae_pack_conv(dst, w->data, bias->data, cin, cout, k, uk->nr, s_out, s_in, k0, s_k);
     conv->packed = dst;
@@ -85,9 +85,14 @@ static void set_encoder_conv(bump *b, himae_conv *conv, const himae_ukernel *uk,
     const himae_tensor *w = himae_file_tensor(f, wn), *bias = himae_file_tensor(f, bn);
     if (2 * cout > uk->nr) {
         set_conv(b, conv, uk, w, bias, cin, cout, k, stride, k / 2, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
+        if (k > 1) { /* the stream engine splits these convs' rows (stream.c) */
+            float *tail = take(b, himae_packed_size(cin, cout, 1, uk->nr) * sizeof(float));
+            if (tail) himae_pack_conv_tail(tail, w->data, cin, cout, k, uk->nr);
+            conv->tail = tail;
+        }
         return;
     }
-    *conv = (himae_conv){cin, cout, k, stride, k / 2, k * cin, NULL, 1};
+    *conv = (himae_conv){cin, cout, k, stride, k / 2, k * cin, NULL, 1, NULL};
     float *dst = take(b, himae_packed_size(cin, 2 * cout, k + stride, uk->nr) * sizeof(float));
     if (dst) himae_pack_conv_pairs(dst, w->data, bias->data, cin, cout, k, stride, uk->nr);
     conv->packed = dst;

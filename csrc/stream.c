@@ -17,6 +17,14 @@
  * each call. After every block each level has
  * computed all it can, so the whole state follows from the number of samples
  * pushed and whether the stream is flushed (see set_counters).
+ *
+ * Live, one position of a deep level completes when its conv's newest input
+ * row arrives; himae_stream_prepare, called between pushes, sums each level's
+ * next conv1 and conv2 rows over every tap but that last one (and computes
+ * the skip row), so the push that completes them only adds the last tap: it
+ * reads a k-th of the big convs' weights, and those reads are what a core
+ * that idled between packets pays for most. Prepared sums are derived
+ * state: not saved, and dropped by reset and load.
  */
 #include "stream.h"
 
@@ -47,6 +55,10 @@ typedef struct {
     int64_t n_in;    /* input rows received (the length of x_{l-1} once flushed) */
     int64_t emitted; /* outputs produced (q2); q1 is h.end less any flush padding */
     double *total;   /* per channel, the sum of every output so far */
+    /* conv1 row pre1 (with its skip row, already in place in s) and conv2
+     * row pre2 summed over all taps but the last (-1: none prepared) */
+    int64_t pre1, pre2;
+    float *part1, *part2;
 } level;
 
 struct himae_stream {
@@ -148,10 +160,17 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
     int64_t q1 = v->h.end;
     int64_t q1_end = conv1_done(v->n_in, p, done);
     if (q1_end > q1) {
-        int64_t n1 = q1_end - q1;
-        zero_slack(&v->x, v->conv1->pair || v->skip->pair);
-        himae_conv1d_forward(v->conv1, s->uk, append(&v->h, n1), row(&v->x, 2 * q1), (size_t)n1, NULL, 1);
-        himae_conv1d_forward(v->skip, s->uk, append(&v->s, n1), row(&v->x, 2 * q1), (size_t)n1, NULL, 0);
+        int64_t n1 = q1_end - q1, first = v->pre1 == q1;
+        float *h_new = append(&v->h, n1), *s_new = append(&v->s, n1);
+        if (first) himae_conv_row_tail(v->conv1, s->uk, h_new, row(&v->x, 2 * q1 - p), v->part1, 1);
+        if (n1 > first) {
+            zero_slack(&v->x, v->conv1->pair || v->skip->pair);
+            himae_conv1d_forward(v->conv1, s->uk, h_new + first * c, row(&v->x, 2 * (q1 + first)),
+                                 (size_t)(n1 - first), NULL, 1);
+            himae_conv1d_forward(v->skip, s->uk, s_new + first * c, row(&v->x, 2 * (q1 + first)),
+                                 (size_t)(n1 - first), NULL, 0);
+        }
+        v->pre1 = -1;
     }
     if (done) memset(append(&v->h, p), 0, (size_t)p * c * sizeof(float));
     int64_t q2 = v->emitted;
@@ -159,8 +178,14 @@ static void run_level(himae_stream *s, int l, int done, float *out, double *sums
     if (n2 > 0) {
         rows *next = l + 1 < s->n_levels ? &s->lv[l + 1].x : &s->tail;
         float *y = append(next, n2);
-        zero_slack(&v->h, (int)v->conv2->pair);
-        himae_conv1d_forward(v->conv2, s->uk, y, row(&v->h, q2), (size_t)n2, row(&v->s, q2), 1);
+        int64_t first = v->pre2 == q2;
+        if (first) himae_conv_row_tail(v->conv2, s->uk, y, row(&v->h, q2 - p), v->part2, 1);
+        if (n2 > first) {
+            zero_slack(&v->h, (int)v->conv2->pair);
+            himae_conv1d_forward(v->conv2, s->uk, y + first * c, row(&v->h, q2 + first), (size_t)(n2 - first),
+                                 row(&v->s, q2 + first), 1);
+        }
+        v->pre2 = -1;
         emit(v, y, n2, out + *n_out * c, sums ? sums + *n_out * c : NULL);
         v->emitted += n2;
         *n_out += n2;
@@ -196,6 +221,27 @@ int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, i
     return 0;
 }
 
+void himae_stream_prepare(himae_stream *s) {
+    if (s->flushed) return;
+    const int p = s->p;
+    for (int l = 0; l < s->n_levels; l++) {
+        level *v = &s->lv[l];
+        if (!v->conv1->tail || !v->conv2->tail) continue; /* narrow, pair-packed: cheap anyway */
+        int64_t q1 = v->h.end, q2 = v->emitted;
+        /* conv1 row q1 reads x rows 2 q1 - p .. 2 q1 + p, its skip row x row 2 q1 */
+        if (v->pre1 != q1 && v->n_in >= 2 * q1 + p) {
+            himae_conv_row_head(v->conv1, s->uk, v->part1, row(&v->x, 2 * q1 - p), NULL);
+            himae_conv1d_forward(v->skip, s->uk, row(&v->s, q1), row(&v->x, 2 * q1), 1, NULL, 0);
+            v->pre1 = q1;
+        }
+        /* conv2 row q2 reads h rows q2 - p .. q2 + p and skip row q2 */
+        if (v->pre2 != q2 && v->h.end >= q2 + p) {
+            himae_conv_row_head(v->conv2, s->uk, v->part2, row(&v->h, q2 - p), row(&v->s, q2));
+            v->pre2 = q2;
+        }
+    }
+}
+
 /* Put every counter and buffer bound where a stream that was pushed `pushed`
  * samples (and flushed when `flushed`) has them; buffer contents untouched. */
 static void set_counters(himae_stream *s, int64_t pushed, int flushed) {
@@ -214,6 +260,7 @@ static void set_counters(himae_stream *s, int64_t pushed, int flushed) {
         v->h.base = max64(-p, min64(v->emitted - p, v->h.end));
         v->s.end = q1;
         v->s.base = min64(v->emitted, q1);
+        v->pre1 = v->pre2 = -1;
         n_in = v->emitted;
     }
     s->tail.base = s->tail.end = 0;
@@ -394,6 +441,8 @@ static size_t layout(himae_stream *s, float *base, const himae_model *model) {
         rows_init(&v->h, ch, h_cap(l, p) + SLACK, &b);
         rows_init(&v->s, ch, h_cap(l, p) + SLACK, &b);
         v->total = (double *)take(&b, 2 * (size_t)ch);
+        v->part1 = take(&b, (size_t)ch);
+        v->part2 = take(&b, (size_t)ch);
     }
     rows_init(&s->tail, (int)c->channels[nl - 1], block_rows(nl, p), &b);
     return b.used;

@@ -129,7 +129,7 @@ void himae_wino_forward(const himae_wino *wino, const himae_ukernel *uk, float *
     float *v = work, *m = work + POINTS * tiles * cin;
     input_transform(v, in, tiles, cin);
     for (size_t t = 0; t < POINTS; t++) {
-        const himae_conv gemm = {cin, cout, 1, 1, 0, cin, wino->packed + t * mat, 0};
+        const himae_conv gemm = {cin, cout, 1, 1, 0, cin, wino->packed + t * mat, 0, NULL};
         himae_conv1d_forward(&gemm, uk, m + t * tiles * cout, v + t * tiles * cin, tiles, NULL, 0);
     }
     output_transform(out, m, tiles, cout, n_out, residual);

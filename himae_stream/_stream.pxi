@@ -24,6 +24,7 @@ cdef extern from "stream.h":
     void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *counts)
     int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float **out,
                           double **sums, int64_t *n_out, char *err, size_t errlen) nogil
+    void himae_stream_prepare(himae_stream *s) nogil
     size_t himae_stream_state_size(const himae_stream *s)
     void himae_stream_save(const himae_stream *s, void *buf)
     int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, size_t errlen)
@@ -78,6 +79,12 @@ cdef class StreamEngine:
 
     def reset(self):
         himae_stream_reset(self._s)
+
+    def prepare(self):
+        """Between pushes: the work the samples so far allow ahead of the next positions
+        (see Stream.prepare)."""
+        with nogil:
+            himae_stream_prepare(self._s)
 
     def push(self, x, bint flush=False) -> list:
         """Push float32 samples (in_channels, n); flush ends the stream.

@@ -124,6 +124,11 @@ class Pipeline:
         out = self.stream.push(samples, mask=lost)
         return [self._record(w, arrival) for w in out.windows]
 
+    def prepare(self) -> None:
+        """Between chunks, once their records are handed on: the stream engine's work ahead
+        (`Stream.prepare`), so the next chunk that completes windows waits on less."""
+        self.stream.prepare()
+
     def finish(self) -> list[dict]:
         """End of stream: the end padding completes the last windows."""
         arrival = time.monotonic()
@@ -222,6 +227,7 @@ async def run(source, model=None, window=None, hop="1s", *, channels=None, imput
         seen += len(chunk)
         for record in core.feed(chunk):
             yield record
+        core.prepare()
         if limit is not None and seen >= limit:
             break
     for record in core.finish():

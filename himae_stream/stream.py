@@ -98,6 +98,19 @@ class Stream:
         """
         return self._core.push(samples, mask)
 
+    def prepare(self) -> None:
+        """Do now, between pushes, what the next positions need of the samples already pushed.
+
+        Each level's next convolution rows are summed over all their input
+        rows but the newest, which they still wait for, so the push that
+        brings it adds only that last tap: for a live source the push that
+        completes a window then reads a fifth of the deep levels' weights.
+        Call it after handing a push's outputs on; outputs agree with those
+        of a stream never prepared to float rounding (well inside the stream
+        contract). Cheap when there is nothing new to prepare.
+        """
+        self._engine.prepare()
+
     def flush(self) -> StreamOutput:
         """End the stream: the zero padding of the end gives the last positions and windows."""
         return self._core.push(np.zeros((self.in_channels, 0)), None, True)

@@ -184,6 +184,49 @@ def test_snapshot_restore_continues_exactly(models, ppg, tmp_path):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_prepared_live_pushes_match_whole_recording(models, ppg):
+    """A live pipeline calls prepare() between packets: the pushes that complete positions then add
+    only each conv's last tap. Outputs stay within the contract, nothing is allocated, and a snapshot
+    taken after prepare() resumes on a fresh stream with the same activations, bit for bit: prepared
+    sums are not part of the state, and prepare() recomputes them from it."""
+    ref, model = models
+    fs = model.config["fs"]
+    x = ppg.resampled(fs).signals[:, : int(60 * fs)]
+    want = reference(ref, model.normalize(x))
+    live, packet = model.stream(hop="1s"), 4
+    outs, counts = [], []
+    for i in range(0, x.shape[1], packet):
+        if i == x.shape[1] // (2 * packet) * packet:
+            resumed = load_model(model.path).stream_from(pickle.loads(pickle.dumps(live.snapshot())))
+            tail = []
+            for j in range(i, x.shape[1], packet):
+                resumed.prepare()
+                tail.append(resumed.push(x[:, j : j + packet]))
+            resumed.prepare()
+            tail.append(resumed.flush())
+        before = alloc_count()
+        outs.append(live.push(x[:, i : i + packet]))
+        live.prepare()
+        live.prepare()  # idempotent
+        counts.append(alloc_count() - before)
+    outs.append(live.flush())
+    live.prepare()  # a no-op once flushed
+    assert set(counts) == {0}
+    levels = [np.concatenate([o.levels[l][1] for o in outs], axis=1) for l in range(len(want))]
+    for acts, ref_acts in zip(levels, want):
+        assert acts.shape == ref_acts.shape and rel_err(acts, ref_acts) <= TOL
+    windows = [w for o in outs for w in o.windows]
+    check_windows(windows, want, x.shape[1], model.config["window"], live.hop)
+    for level, acts in enumerate(levels):
+        resumed_acts = np.concatenate([o.levels[level][1] for o in tail], axis=1)
+        np.testing.assert_array_equal(resumed_acts, acts[:, acts.shape[1] - resumed_acts.shape[1] :])
+    resumed_windows = [w for o in tail for w in o.windows]
+    assert [w.start for w in resumed_windows] == [w.start for w in windows[-len(resumed_windows) :]]
+    for w, v in zip(resumed_windows, windows[-len(resumed_windows) :]):
+        for a, b in zip(w.embeddings, v.embeddings):  # means of restored running sums, as above
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_snapshot_of_another_model_is_refused(models, tmp_path):
     _, model = models
     other_name = "himae-25" if model.config["name"] == "himae-100" else "himae-100"

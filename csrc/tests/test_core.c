@@ -142,7 +142,7 @@ static void test_conv(void) {
                 packed = malloc(himae_packed_size(cin, cout, k, uk->nr) * sizeof(float));
                 himae_pack_conv(packed, w, b, cin, cout, k, uk->nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
             }
-            himae_conv conv = {cin, cout, k, stride, pad, k * cin, packed, pair};
+            himae_conv conv = {cin, cout, k, stride, pad, k * cin, packed, pair, NULL};
             /* channels-last input with pad zero rows before and enough after */
             size_t rows = n_in + 2 * k + stride;
             float *xin = calloc(rows * cin, sizeof(float));
@@ -182,7 +182,7 @@ static void test_wide_rows(void) {
             for (size_t i = 0; i < cout; i++) b[i] = frand();
             float *packed = malloc(himae_packed_size(cin, cout, k, uk->nr) * sizeof(float));
             himae_pack_conv(packed, w, b, cin, cout, k, uk->nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
-            himae_conv conv = {cin, cout, k, 1, k / 2, k * cin, packed, 0};
+            himae_conv conv = {cin, cout, k, 1, k / 2, k * cin, packed, 0, NULL};
             size_t rows = n_out + k;
             float *xin = calloc(rows * cin, sizeof(float)), *res = malloc(n_out * cout * sizeof(float));
             for (size_t i = k / 2 * cin; i < (k / 2 + n_out) * cin; i++) xin[i] = 2 * frand();
@@ -368,6 +368,7 @@ static void test_model(const char *path) {
 }
 
 /* Push x (in_channels, n) in random chunks (one over two engine blocks),
+ * preparing between most of them as a live pipeline does (sometimes twice),
  * saving the state midway and continuing on a second engine restored from
  * it; then flush. The engine hands out rows (position-major); got[l] gets
  * them channels-major (leading dimension ld[l]). */
@@ -416,6 +417,11 @@ static void stream_run(const himae_model *m, const float *x, size_t n, float **g
         }
         at += len;
         chunks++;
+        for (uint32_t r = rng() % 4; r && r < 3; r--) {
+            before = himae_alloc_count();
+            himae_stream_prepare(s);
+            CHECK(himae_alloc_count() == before, "%s: prepare allocated", what);
+        }
         if (at >= saved_at && saved_at) { /* continue on a second engine from the saved state */
             size_t size = himae_stream_state_size(s);
             uint8_t *state = malloc(size);
