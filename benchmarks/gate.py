@@ -4,7 +4,8 @@ Wall-clock timings on a shared 2-core machine are noise; instruction counts
 are not: the same code on the same input executes the same instructions,
 run after run. `python -m benchmarks.gate` counts each workload of
 benchmarks/workload.py (one window encode per configuration, 10 s of
-stream-mode pushes, one reconstruct) for every ISA variant this CPU has and
+stream-mode pushes, the prepared live push that completes a deepest-level
+position, one reconstruct) for every ISA variant this CPU has and
 valgrind can execute, compares with benchmarks/gate_baseline.json, and fails
 if any count grew by more than 3 %. `--update` rewrites the baseline on
 purpose, so the change shows in review.

@@ -64,6 +64,31 @@ def alloc_count() -> int:
     return himae_alloc_count()
 
 
+ctypedef fused real:
+    float
+    double
+
+
+def affine(const double[:, ::1] w, const real[::1] x, const double[::1] b) -> list:
+    """w @ x + b for w (outputs, dim) and one vector x (dim,), as Python floats (float64 sums).
+
+    The probe heads read each live window's embeddings with it: for arrays
+    this small a typed loop costs less than numpy's dispatch, and on a core
+    that idled between packets far less.
+    """
+    cdef Py_ssize_t i, j, outputs = w.shape[0], dim = w.shape[1]
+    if x.shape[0] != dim or b.shape[0] != outputs:
+        raise ValueError(f"affine: w ({outputs}, {dim}), x ({x.shape[0]},), b ({b.shape[0]},) do not fit")
+    cdef double acc
+    cdef list out = []
+    for j in range(outputs):
+        acc = b[j]
+        for i in range(dim):
+            acc += w[j, i] * x[i]
+        out.append(acc)
+    return out
+
+
 cdef _raise(int rc, char *err):
     msg = err.decode("utf-8", "replace")
     if rc == HIMAE_EFORMAT:

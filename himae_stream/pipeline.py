@@ -121,8 +121,7 @@ class Pipeline:
         if self.resampler is not None:
             samples, lost, times = self.resampler.push(samples, lost, times)
         self.history.add(samples, lost, times)
-        out = self.stream.push(samples, mask=lost)
-        return [self._record(w, arrival) for w in out.windows]
+        return self._records(self.stream.push(samples, mask=lost).windows, arrival)
 
     def prepare(self) -> None:
         """Between chunks, once their records are handed on: the stream engine's work ahead
@@ -131,10 +130,13 @@ class Pipeline:
 
     def finish(self) -> list[dict]:
         """End of stream: the end padding completes the last windows."""
-        arrival = time.monotonic()
-        return [self._record(w, arrival) for w in self.stream.flush().windows]
+        return self._records(self.stream.flush().windows, time.monotonic())
 
-    def _record(self, window, arrival: float) -> dict:
+    def _records(self, windows, arrival: float) -> list[dict]:
+        predictions = self.heads.apply([w.embeddings for w in windows])  # all of a push's windows at once
+        return [self._record(w, p, arrival) for w, p in zip(windows, predictions)]
+
+    def _record(self, window, predictions: dict, arrival: float) -> dict:
         raw, lost, times = self.history.span(window.start, window.end)
         record = {
             "window": self.windows,
@@ -143,7 +145,7 @@ class Pipeline:
             "t_start": round(float(times[0]) + self._to_unix, 6) if times.size else None,
             "t_end": round(float(times[-1]) + self._to_unix, 6) if times.size else None,
             "lost_fraction": round(window.masked_fraction, 6),
-            "predictions": self.heads.apply(window.embeddings),
+            "predictions": predictions,
             "embeddings": list(window.embeddings),  # float32 arrays; sinks serialise them
             "imputed": 0,
         }

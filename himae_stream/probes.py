@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from himae_stream._core import affine
+
 KINDS = ("ridge", "logistic")
 
 
@@ -60,9 +62,12 @@ def scores(head: dict, embeddings) -> np.ndarray:
     return np.atleast_2d(np.asarray(embeddings, dtype=np.float64)) @ w + b
 
 
-def _softmax(s: np.ndarray) -> np.ndarray:
-    e = np.exp(s - s.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def _softmax(s: list[float]) -> list[float]:
+    """Softmax of one window's class scores (a handful: plain floats beat numpy calls)."""
+    top = max(s)
+    e = [math.exp(v - top) for v in s]
+    total = sum(e)
+    return [v / total for v in e]
 
 
 def predict(head: dict, embeddings) -> np.ndarray:
@@ -75,14 +80,14 @@ def predict(head: dict, embeddings) -> np.ndarray:
 
 def probabilities(head: dict, embeddings) -> np.ndarray:
     """Class probabilities `(n, classes)` of a logistic head."""
-    return _softmax(scores(head, embeddings))
+    return np.array([_softmax(row) for row in scores(head, embeddings).tolist()])
 
 
 class Heads:
     """A model's probe heads, prepared once for applying them window after window.
 
-    Per level, the folded maps of every head reading it sit side by side in
-    one matrix, so a window costs one small product per level used.
+    Per level, the folded maps of every head reading it sit stacked in one
+    matrix, so a window costs one small product per level used.
     """
 
     def __init__(self, heads: list[dict]):
@@ -90,33 +95,35 @@ class Heads:
         by_level: dict[int, list[dict]] = {}
         for head in self.heads:
             by_level.setdefault(head["level"], []).append(head)
-        self._levels = []  # (level, weights (dim, outputs), bias, [(head, first column, end column)])
+        self._levels = []  # (level, weights (outputs, dim), bias, [(head, first row, end row)])
         for level, group in by_level.items():
             maps = [fold(head) for head in group]
             ends = np.cumsum([b.size for _, b in maps]).tolist()
             spans = list(zip(group, [0, *ends[:-1]], ends))
-            self._levels.append((level, np.hstack([w for w, _ in maps]), np.concatenate([b for _, b in maps]), spans))
+            weights = np.ascontiguousarray(np.hstack([w for w, _ in maps]).T)
+            self._levels.append((level, weights, np.concatenate([b for _, b in maps]), spans))
 
     def __iter__(self):
         return iter(self.heads)
 
-    def apply(self, level_embeddings) -> dict:
-        """Every head's prediction for one window, given its per-level mean embeddings.
+    def apply(self, windows) -> list[dict]:
+        """Every head's prediction for each window, given each one's per-level mean embeddings.
 
-        Returns `{name: value}` (float) for ridge heads and `{name: class}` plus
-        `{name + "_p": {class: probability}}` for logistic heads, ready for a sink.
+        A window gives `{name: value}` (float) for ridge heads and `{name: class}`
+        plus `{name + "_p": {class: probability}}` for logistic heads, ready for
+        a sink.
         """
-        out: dict = {}
+        outs: list[dict] = [{} for _ in windows]
         for level, w, b, spans in self._levels:
-            s = np.asarray(level_embeddings[level], dtype=np.float64) @ w + b
-            for head, first, end in spans:
-                if head["kind"] == "ridge":
-                    value = float(s[first])
-                    out[head["name"]] = value if math.isfinite(value) else None
-                    continue
-                p = _softmax(s[first:end]).tolist()
-                classes = head["classes"]
-                out[head["name"]] = classes[max(range(len(p)), key=p.__getitem__)]
-                out[head["name"] + "_p"] = dict(zip(classes, p))
-        return out
-
+            for out, window in zip(outs, windows):
+                s = affine(w, window[level], b)
+                for head, first, end in spans:
+                    if head["kind"] == "ridge":
+                        value = s[first]
+                        out[head["name"]] = value if math.isfinite(value) else None
+                        continue
+                    p = _softmax(s[first:end])
+                    classes = head["classes"]
+                    out[head["name"]] = classes[max(range(len(p)), key=p.__getitem__)]
+                    out[head["name"] + "_p"] = dict(zip(classes, p))
+        return outs
