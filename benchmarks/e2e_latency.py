@@ -51,6 +51,7 @@ async def measure(model, url: str, duration: float, hop: str) -> list[float]:
 def main() -> None:
     from benchmarks.peers import cpu_model
     from himae_stream.pipeline import load
+    from himae_stream.stream import to_samples
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="himae-100")
@@ -61,6 +62,10 @@ def main() -> None:
     args = p.parse_args()
     model = load(args.model)
     fs = model.config["fs"]
+    try:
+        to_samples(args.hop, fs, "hop")
+    except ValueError as exc:
+        p.error(str(exc))
     sim, url = start_device(fs, args.duration + 5)
     cpus = sorted(os.sched_getaffinity(0))
     placement = "OS-placed"

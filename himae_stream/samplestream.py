@@ -138,11 +138,18 @@ class ClockMap:
         self._slope = float(slope)
         self._intercept = float(np.median((off - self._slope * d)[keep]))
 
-    def to_host(self, device_s: np.ndarray) -> np.ndarray:
-        """Host times of device times (seconds)."""
+    @property
+    def rate(self) -> float:
+        """Host seconds per device second."""
+        return 1.0 + self._slope
+
+    def to_host(self, device_s: np.ndarray | float) -> np.ndarray | float:
+        """Host times of device times (seconds); a float for a float, in plain float arithmetic."""
+        if not isinstance(device_s, float):
+            device_s = np.asarray(device_s, np.float64)
         if self._origin is None:
-            return np.asarray(device_s, np.float64)
-        d = np.asarray(device_s, np.float64) - self._origin
+            return device_s
+        d = device_s - self._origin
         return self._origin + d + self._intercept + self._slope * d
 
 
@@ -341,8 +348,9 @@ class SampleStream:
             return []
         if len(pieces) == 1 and isinstance(pieces[0][2], Packet):  # the usual case, in fewer numpy calls
             index, n, packet = pieces[0]
-            device_times = packet.t_us * 1e-6 + (1.0 / packet.fs) * np.arange(n)
-            return [Chunk(self.clock.to_host(device_times), packet.physical(), np.zeros(n, bool), index, arrival)]
+            # evenly spaced on the device clock, so on the host clock too: the first time, then steps
+            times = self.clock.to_host(packet.t_us * 1e-6) + (self.clock.rate / packet.fs) * np.arange(n)
+            return [Chunk(times, packet.physical(), np.zeros(n, bool), index, arrival)]
         sizes, base, step, codes, scales = [], [], [], [], []
         for _, n, item in pieces:
             sizes.append(n)
