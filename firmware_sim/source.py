@@ -112,7 +112,9 @@ class SimSource(Source):
         async def stop() -> None:
             await asyncio.get_running_loop().run_in_executor(None, device.close)
 
-        return SerialSource(device.path, o.baud, idle_timeout_s=None), lambda: device.wait(0), stop
+        # the simulated device keeps its pty for the whole replay: nothing to reopen
+        source = SerialSource(device.path, o.baud, idle_timeout_s=None, reconnect_timeout_s=None)
+        return source, lambda: device.wait(0), stop
 
     async def _start_ble(self):
         from bumble.link import LocalLink

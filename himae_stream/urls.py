@@ -104,11 +104,12 @@ def open_source(url: str | ParsedUrl):
 def open_serial(url: ParsedUrl):
     from himae_stream.sources.serial import SerialSource
 
-    url.check_params({"baud", "idle_timeout", "record"})
-    idle = url.number("idle_timeout", 5.0)
+    url.check_params({"baud", "idle_timeout", "reconnect", "record"})
+    idle, reconnect = url.number("idle_timeout", 5.0), url.number("reconnect", 10.0)
     return SerialSource(
         url.path, int(url.number("baud", 115200, int)),
-        idle_timeout_s=idle if idle > 0 else None, record=url.get("record"),
+        idle_timeout_s=idle if idle > 0 else None, reconnect_timeout_s=reconnect if reconnect > 0 else None,
+        record=url.get("record"),
     )
 
 

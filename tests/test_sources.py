@@ -266,6 +266,9 @@ def test_source_urls():
     ble = open_source("ble://name=Polar*?service=hr")
     assert type(ble).__name__ == "HeartRateSource" and ble.name == "Polar*" and ble.address is None
     assert open_source("serial://COM3?baud=9600").baudrate == 9600
+    assert open_source("serial://COM3").reconnect_timeout_s == 10.0
+    assert open_source("serial://COM3?reconnect=2.5").reconnect_timeout_s == 2.5
+    assert open_source("serial://COM3?reconnect=0").reconnect_timeout_s is None
     for bad, message in [
         ("/dev/ttyUSB0", "not a URL"),
         ("ftp://x", "unknown source scheme"),
@@ -330,13 +333,14 @@ def test_ble_slow_consumer_gets_bigger_chunks_not_losses():
 
 
 def test_serial_device_hanging_up_is_one_clear_error_after_its_data(pty_pair):
-    """The device end of the pseudo-terminal closes mid-stream: every sample sent before is
-    delivered, then the stream fails with one line naming the port."""
+    """The device end of the pseudo-terminal closes mid-stream and does not come back: every sample
+    sent before is delivered, then, once the reconnect time is up, the stream fails with one line
+    naming the port."""
     master, path = pty_pair
     sent = packets(10, 10)
 
     async def main():
-        source = SerialSource(path, idle_timeout_s=5.0)
+        source = SerialSource(path, idle_timeout_s=5.0, reconnect_timeout_s=0.3)
         stream = SampleStream(source)
         await source.open()
         for p in sent:
@@ -353,3 +357,55 @@ def test_serial_device_hanging_up_is_one_clear_error_after_its_data(pty_pair):
     chunks, message = asyncio.run(main())
     check_delivery(chunks, sent)
     assert path in message and "failed" in message and "\n" not in message
+    assert "did not come back within 0.3 s" in message
+
+
+def test_serial_port_unplugged_and_plugged_back_goes_on_with_a_counted_gap(tmp_path):
+    """The wearable's port vanishes mid-stream (its pseudo-terminal closes, as a USB adapter's node
+    does) and comes back under the same name (a symlink, as /dev/serial/by-id/... is): the reader
+    reopens it, counts one reconnect, and the stream goes on; what was sent while nobody had the
+    port open is a gap, marked lost and counted."""
+    link = tmp_path / "wearable"
+
+    def plug():
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        name = os.ttyname(slave)
+        os.close(slave)  # the reader opens its own
+        os.symlink(name, tmp_path / "next")
+        os.replace(tmp_path / "next", link)
+        return master
+
+    sent = packets(40, 10)
+    masters = [plug()]
+
+    async def main():
+        source = SerialSource(str(link), idle_timeout_s=5.0, reconnect_timeout_s=5.0)
+        stream = SampleStream(source)
+        await source.open()
+        for p in sent[:10]:
+            os.write(masters[0], encode_frame(encode_packet(p)))
+        chunks, writer = [], None
+        async with asyncio.timeout(10):
+            async for chunk in stream:
+                chunks.append(chunk)
+                if writer is None and chunk.start + len(chunk) == 100:
+                    os.close(masters[0])  # unplugged
+                    masters.append(plug())  # and back, sending on at once
+                    writer = write_frames(masters[1], [encode_frame(encode_packet(p)) for p in sent[10:]], 0.02)
+                if chunk.start + len(chunk) == 400:
+                    break
+        await source.close()
+        return chunks, stream.counters
+
+    try:
+        chunks, counters = asyncio.run(main())
+    finally:
+        for fd in masters[1:]:
+            os.close(fd)
+    mask = np.concatenate([c.lost_mask for c in chunks])
+    lost = {k for k in range(len(sent)) if mask[10 * k : 10 * k + 10].all()}
+    assert lost <= set(range(10, 39))  # only while it was away; the last packets came through
+    check_delivery(chunks, sent, lost)
+    assert counters["reconnects"] == 1
+    assert counters["lost_samples"] == 10 * len(lost) and counters["gaps"] == (1 if lost else 0)

@@ -6,6 +6,13 @@ becomes readable (no thread hand-over between the bytes arriving and the
 pipeline seeing them); other ports are read in a worker thread with a short
 timeout, so the event loop never blocks and `close()` takes effect within one
 read timeout. A port silent for `idle_timeout_s` is an error rather than a hang.
+
+A port that fails (the device hung up, a USB adapter was unplugged) is
+reopened under the same name, as a USB-serial wearable that resets or is
+plugged back in comes back, with backoff, for up to `reconnect_timeout_s`;
+each time data flows again counts one `reconnects`. The frame cut by the
+failure is counted like any broken frame, and the samples missed meanwhile
+show as a gap in the stream, never bridged.
 """
 
 from __future__ import annotations
@@ -23,6 +30,12 @@ from himae_stream.samplestream import Received
 from himae_stream.sources.base import FramedReader, Source, SourceError
 
 READ_SIZE = 1 << 16
+#: Waits between tries to reopen a lost port: doubling from the first to the last.
+REOPEN_BACKOFF_S = (0.05, 1.0)
+
+
+class PortLost(SourceError):
+    """The port itself failed (not just silence): worth reopening."""
 
 
 def _hung_up(fd: int) -> bool:
@@ -42,6 +55,7 @@ class SerialSource(Source):
         *,
         read_timeout_s: float = 0.05,
         idle_timeout_s: float | None = 5.0,
+        reconnect_timeout_s: float | None = 10.0,
         record: str | Path | None = None,
     ):
         super().__init__()
@@ -49,10 +63,13 @@ class SerialSource(Source):
         self.baudrate = baudrate
         self.read_timeout_s = read_timeout_s
         self.idle_timeout_s = idle_timeout_s
+        self.reconnect_timeout_s = reconnect_timeout_s  # None or 0: a lost port is an error at once
         self.record = Path(record) if record else None
         self._reader = FramedReader(self.counters)
+        self.counters["reconnects"] = 0
         self._port: serial.SerialBase | None = None
         self._closed = False
+        self._lost_since: float | None = None  # monotonic time the port was lost, until data flows again
 
     async def open(self) -> None:
         """Open the port now (iteration opens it otherwise); bytes that arrived before are discarded."""
@@ -77,7 +94,7 @@ class SerialSource(Source):
         except (serial.SerialException, OSError, TypeError) as exc:
             if self._closed:
                 return b"", time.monotonic()
-            raise SourceError(f"serial port {self.url!r} failed: {exc}") from exc
+            raise PortLost(f"serial port {self.url!r} failed: {exc}") from exc
 
     async def _reads_in_thread(self) -> AsyncIterator[tuple[bytes, float]]:
         loop = asyncio.get_running_loop()
@@ -113,14 +130,30 @@ class SerialSource(Source):
         except OSError as exc:
             if self._closed:
                 return b"", time.monotonic()
-            raise SourceError(f"serial port {self.url!r} failed: {exc.strerror or exc}") from exc
+            raise PortLost(f"serial port {self.url!r} failed: {exc.strerror or exc}") from exc
         if not data and not self._closed and _hung_up(fd):  # not just a stale readiness event
-            raise SourceError(f"serial port {self.url!r} failed: the device hung up")
+            raise PortLost(f"serial port {self.url!r} failed: the device hung up")
         return data, time.monotonic()
 
     async def __aiter__(self) -> AsyncIterator[Received]:
         await self.open()
         log = self.record.open("ab") if self.record else None
+        try:
+            while True:
+                try:
+                    async for received in self._received(log):
+                        yield received
+                    return
+                except PortLost as lost:
+                    await self._reopen(lost)
+                    if self._closed:
+                        return
+        finally:
+            if log:
+                log.close()
+
+    async def _received(self, log) -> AsyncIterator[Received]:
+        """Packets from the port as it is open now; PortLost when it fails."""
         last_data = time.monotonic()
         posix = getattr(serial, "serialposix", None)  # ttys and ptys on POSIX systems
         ready = posix is not None and isinstance(self._port, posix.Serial)
@@ -132,6 +165,9 @@ class SerialSource(Source):
                         raise SourceError(f"no data from {self.url!r} for {self.idle_timeout_s:g} s")
                     continue
                 last_data = now
+                if self._lost_since is not None:  # data flows again after a reopen
+                    self._lost_since = None
+                    self.counters["reconnects"] += 1
                 if log:
                     log.write(data)
                 packets = self._reader.feed(data)
@@ -140,8 +176,35 @@ class SerialSource(Source):
                     yield Received(now, packets)
         finally:
             await reads.aclose()
-            if log:
-                log.close()
+
+    async def _reopen(self, lost: PortLost) -> None:
+        """Reopen the port under its name with backoff, or raise `lost` once reconnect_timeout_s has
+        passed since it was lost without data flowing again."""
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        if self._lost_since is None:
+            self._lost_since = now
+        if not self.reconnect_timeout_s:
+            raise lost
+        port, self._port = self._port, None
+        if port is not None:
+            await loop.run_in_executor(None, port.close)
+        wait = REOPEN_BACKOFF_S[0]
+        while not self._closed:
+            left = self._lost_since + self.reconnect_timeout_s - time.monotonic()
+            if left <= 0:
+                raise SourceError(f"{lost}; it did not come back within {self.reconnect_timeout_s:g} s") from lost
+            await asyncio.sleep(min(wait, left))
+            wait = min(2 * wait, REOPEN_BACKOFF_S[1])
+            try:
+                port = await loop.run_in_executor(None, self._open)
+            except SourceError:
+                continue
+            if self._closed:  # closed while it was opening
+                await loop.run_in_executor(None, port.close)
+            else:
+                self._port = port
+            return
 
     async def close(self) -> None:
         self._closed = True
