@@ -256,4 +256,5 @@ cdef class Model:
 
 
 include "_decoder.pxi"
+include "_framing.pxi"
 include "_stream.pxi"
