@@ -133,7 +133,7 @@ class Pipeline:
         return self._records(self.stream.flush().windows, time.monotonic())
 
     def _records(self, windows, arrival: float) -> list[dict]:
-        predictions = self.heads.apply([w.embeddings for w in windows])  # all of a push's windows at once
+        predictions = self.heads.apply([w.embeddings for w in windows])
         return [self._record(w, p, arrival) for w, p in zip(windows, predictions)]
 
     def _record(self, window, predictions: dict, arrival: float) -> dict:
