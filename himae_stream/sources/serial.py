@@ -18,6 +18,7 @@ show as a gap in the stream, never bridged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import time
@@ -188,7 +189,8 @@ class SerialSource(Source):
             raise lost
         port, self._port = self._port, None
         if port is not None:
-            await loop.run_in_executor(None, port.close)
+            with contextlib.suppress(OSError, serial.SerialException):  # it is gone already
+                await loop.run_in_executor(None, port.close)
         wait = REOPEN_BACKOFF_S[0]
         while not self._closed:
             left = self._lost_since + self.reconnect_timeout_s - time.monotonic()
