@@ -23,6 +23,10 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from himae_stream.numba_cache import use_user_cache
+
+use_user_cache()  # before the cache=True functions below are decorated
+
 STREAM_DEFAULTS = {
     "kind": "stream",
     "highpass_hz": 0.5,

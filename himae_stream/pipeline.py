@@ -101,8 +101,7 @@ class Pipeline:
     def select(self, names: tuple[str, ...] | list[str], fs: float) -> None:
         """Choose the device channels the model reads (by pattern or the model's channel names) at rate `fs`."""
         need = self.model.config["in_channels"]
-        want = self.channel_patterns or self.model.config.get("channel_names") or []
-        picks = match_channels(list(names), want, need, exact_count_ok=not self.channel_patterns)
+        picks = match_channels(list(names), self.channel_patterns, need, self.model.config.get("channel_names"))
         self._picks = picks
         self.device_fs = fs
         # a device at another rate is resampled on the fly to the model's rate

@@ -359,8 +359,13 @@ class NotificationPacker:
     """
 
     def __init__(self, info: StreamInfo, payload_size: int = DEFAULT_ATT_PAYLOAD, sync_interval: int = 16):
-        if samples_per_notification(payload_size, info, sync=False) < 1:
-            raise ProtocolError(f"ATT payload of {payload_size} bytes cannot carry a sample")
+        # Every stream starts with a sync notification, so a payload must carry at
+        # least one sample behind the (longer) sync header, or packing never ends.
+        if samples_per_notification(payload_size, info, sync=True) < 1:
+            raise ProtocolError(
+                f"ATT payload of {payload_size} bytes cannot carry a sample of {info.channels} x {info.fmt.name} "
+                f"behind the {_NOTE_SYNC.size}-byte sync header"
+            )
         self.info = info
         self.payload_size = payload_size
         self.sync_interval = max(1, sync_interval)

@@ -3,7 +3,8 @@
 One reader for the whole project (training, simulator, `himae embed`), so a
 channel is named and scaled the same way everywhere. Every loader returns a
 `Recording` with float64 signals `(channels, samples)`, the sampling rate and
-channel names; channels are picked by name or glob (`PPG*`).
+channel names; channels are picked by name or glob (`PPG*`), and one rule
+(`model_patterns`) says which channel a model reads when the user names none.
 """
 
 from __future__ import annotations
@@ -21,6 +22,15 @@ from himae_stream.errors import HimaeError
 TROIKA_FS = 125.0
 TROIKA_TRAIN_CHANNELS = ["ECG", "PPG1", "PPG2", "ACC_X", "ACC_Y", "ACC_Z"]
 TROIKA_TEST_CHANNELS = ["PPG1", "PPG2", "ACC_X", "ACC_Y", "ACC_Z"]
+#: Names devices and databases give a PPG channel: TROIKA's PPG1/PPG2, PhysioNet's PLETH,
+#: Empatica's BVP, pulse oximeters' PULSE. A model channel named PPG reads any of them.
+PPG_PATTERNS = ("PPG*", "PLETH*", "BVP*", "PULSE*")
+#: The record the package bundles (PhysioNet a103l: finger PPG as PLETH, beside two ECG leads):
+#: the default `himae run` replays it, and examples can rely on it being there.
+DEMO = Path(__file__).parent / "data" / "a103l.hea"
+#: Largest recording file read whole (memory is bounded by the input, and a
+#: recording larger than this is not one a wearable produces in a session).
+MAX_RECORDING_BYTES = 2 << 30
 
 
 class RecordingError(HimaeError):
@@ -59,25 +69,52 @@ class Recording:
         return replace(self, fs=float(fs), signals=resample(self.signals, self.fs, fs))
 
 
-def match_channels(names, patterns, need: int, exact_count_ok: bool = False) -> list[int]:
+def model_patterns(model_names) -> list[str]:
+    """The channel patterns a model reads when the user names none: its own
+    channel names, and for a PPG channel every usual name of one (`PPG_PATTERNS`).
+
+    Every command and API picks channels through this rule, so a recording
+    that `himae run` reads is read the same way by `embed`, `plot`, `sim://`
+    and training.
+    """
+    patterns = []
+    for name in model_names or []:
+        patterns.append(name)
+        if fnmatch.fnmatch(name.upper(), "PPG*"):
+            patterns += PPG_PATTERNS
+    return list(dict.fromkeys(patterns))
+
+
+def match_channels(names, patterns, need: int, model_names=None) -> list[int]:
     """Indices of the first `need` channels matching any of `patterns` (names or globs, in order).
 
     Patterns that match nothing are alternatives, not errors ("PPG1,PLETH"
     reads TROIKA and PhysioNet alike); too few matches is a RecordingError.
-    With `exact_count_ok` (the patterns are only the model's own channel
-    names), a source with exactly `need` channels and no match is read as is.
+    Without `patterns` the model's rule applies (`model_patterns(model_names)`),
+    and a source with exactly `need` channels, none of them named like the
+    model's, is read as is (a bare array or an unnamed device channel).
     """
     if isinstance(patterns, str):
         patterns = [p for p in patterns.split(",") if p]
+    by_model = not patterns
+    if by_model:
+        patterns = model_patterns(model_names) or ["*"]
     hits = [i for p in patterns for i, n in enumerate(names) if fnmatch.fnmatch(n.upper(), p.upper())]
     hits = list(dict.fromkeys(hits))[:need]
-    if not hits and exact_count_ok and len(names) == need:
+    if not hits and by_model and len(names) == need:
         return list(range(need))
     if len(hits) < need:
+        hint = "" if not by_model else "; name the channel with --channels (or channels= in a URL)"
         raise RecordingError(
-            f"need {need} channel(s) matching {', '.join(patterns)}; found {len(hits)} among {', '.join(names)}"
+            f"need {need} channel(s) matching {', '.join(patterns)}; found {len(hits)} among {', '.join(names)}{hint}"
         )
     return hits
+
+
+def pick_for_model(rec: "Recording", channels, model_config: dict) -> "Recording":
+    """The channels of `rec` a model reads: `channels` (names/globs) if given, else the model's rule."""
+    picks = match_channels(rec.channel_names, channels, model_config["in_channels"], model_config.get("channel_names"))
+    return rec.pick([rec.channel_names[i] for i in picks])
 
 
 def resample(x: np.ndarray, fs_from: float, fs_to: float) -> np.ndarray:
@@ -91,12 +128,25 @@ def resample(x: np.ndarray, fs_from: float, fs_to: float) -> np.ndarray:
 
 
 def load(path, channels=None, fs: float | None = None) -> Recording:
-    """Read any supported recording; `channels` picks by name/glob; `fs` is needed for bare NPY."""
+    """Read any supported recording; `channels` picks by name/glob; `fs` is needed for bare NPY.
+
+    Every failure is a RecordingError that names the file: a file that is not
+    what its suffix says is refused, never passed on as a library's traceback.
+    """
     path = Path(path)
     if path.suffix == "" and path.with_suffix(".hea").exists():
         path = path.with_suffix(".hea")
     if not path.exists():
         raise RecordingError(f"recording not found: {path}")
+    if not path.is_file():
+        raise RecordingError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise RecordingError(f"{path}: the file is empty")
+    if path.stat().st_size > MAX_RECORDING_BYTES:
+        raise RecordingError(f"{path}: {path.stat().st_size} bytes, more than a recording may hold "
+                             f"({MAX_RECORDING_BYTES >> 30} GiB)")
+    if fs is not None and not (np.isfinite(fs) and fs > 0):
+        raise RecordingError(f"{path}: the sampling rate must be a number > 0, got {fs}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".hea" or (suffix in (".dat", ".mat") and path.with_suffix(".hea").exists()):
@@ -111,16 +161,22 @@ def load(path, channels=None, fs: float | None = None) -> Recording:
             raise RecordingError(f"{path}: unsupported recording type {suffix!r} (use WFDB, .mat, .csv, .npy or .npz)")
     except RecordingError:
         raise
-    except (OSError, ValueError, KeyError, IndexError) as exc:
-        raise RecordingError(f"cannot read recording {path}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - wfdb, scipy.io and numpy raise many types for a bad file
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecordingError(f"cannot read recording {path}: {reason}") from exc
     if rec.signals.ndim != 2 or rec.signals.shape[1] == 0:
         raise RecordingError(f"{path}: recording holds no samples")
+    if not (np.isfinite(rec.fs) and rec.fs > 0):
+        raise RecordingError(f"{path}: sampling rate {rec.fs} is not a number > 0")
     return rec.pick(channels) if channels else rec
 
 
 def _load_wfdb(path: Path) -> Recording:
     import wfdb
 
+    header = path.with_suffix(".hea")
+    if not header.read_text(errors="replace").strip():
+        raise RecordingError(f"{header}: the WFDB header is empty")
     record = wfdb.rdrecord(str(path.with_suffix("")))
     return Recording(
         name=record.record_name,
@@ -172,24 +228,53 @@ def _load_csv(path: Path, fs: float | None) -> Recording:
         fs = fs or float(1.0 / np.median(np.diff(data[:, 0])))
         header, data = header[1:], data[:, 1:]
     if not fs:
-        raise RecordingError(f"{path}: no time column; give the sampling rate (fs=...)")
+        raise RecordingError(f"{path}: no time column; give the sampling rate (--fs, or fs= in a sim:// URL)")
     return Recording(path.stem, path.stem, float(fs), [h.strip() for h in header], data.T.copy(), str(path))
 
 
 def _load_numpy(path: Path, fs: float | None) -> Recording:
-    """NPZ with `signals` (C, N), `fs` and optional `channel_names`; or bare NPY (C, N) / (N,) plus fs."""
+    """NPZ with `signals` (C, N), `fs` and optional `channel_names`, or a wearable NPZ with
+    `ppg` and `fs_ppg` (`_load_wearable_npz`); or bare NPY (C, N) / (N,) plus fs."""
     names = None
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
+            if "ppg" in z and "signals" not in z:
+                return _load_wearable_npz(path, z)
+            if "signals" not in z:
+                raise RecordingError(f"{path}: no 'signals' array (nor 'ppg' and 'fs_ppg'); has {', '.join(z.files)}")
             signals = z["signals"]
+            if not fs and "fs" not in z:
+                raise RecordingError(f"{path}: no 'fs' array; give the sampling rate (--fs, or fs= in a sim:// URL)")
             fs = fs or float(z["fs"])
             names = [str(n) for n in z["channel_names"]] if "channel_names" in z else None
     else:
         signals = np.load(path, allow_pickle=False)
         if not fs:
-            raise RecordingError(f"{path}: a .npy file carries no sampling rate; give fs=...")
+            raise RecordingError(f"{path}: a .npy file carries no sampling rate; give it (--fs, or fs= in a sim:// URL)")
     signals = np.atleast_2d(np.asarray(signals, dtype=np.float64))
     names = names or [f"ch{i}" for i in range(signals.shape[0])]
     if len(names) != signals.shape[0]:
         raise RecordingError(f"{path}: {len(names)} channel names for {signals.shape[0]} channels")
     return Recording(path.stem, path.stem, float(fs), names, signals, str(path))
+
+
+def _load_wearable_npz(path: Path, z) -> Recording:
+    """One recording of a wearable data set: `ppg` at `fs_ppg` (1-D, or windows x samples that
+    tile the session, read end to end), with `ecg` and 3-axis `acc` as channels ECG and
+    ACC_X/Y/Z where they share the PPG's rate and length (other rates are left out: a
+    Recording has one rate, and the models read PPG). The subject id carries the data set's
+    name, so subject-held-out splits never mix two data sets' "s1".
+    """
+    ppg = np.asarray(z["ppg"], dtype=np.float64).reshape(-1)
+    names, rows = ["PPG"], [ppg]
+    fs = round(float(z["fs_ppg"]), 6)  # stored as float32: 29.9, not 29.899999618
+    if "ecg" in z and float(z.get("fs_ecg", 0)) == fs and z["ecg"].shape == ppg.shape:
+        names.append("ECG")
+        rows.append(np.asarray(z["ecg"], dtype=np.float64))
+    acc = z["acc"] if "acc" in z else None
+    if acc is not None and float(z.get("fs_acc", 0)) == fs and acc.shape == (3, ppg.size):
+        names += ["ACC_X", "ACC_Y", "ACC_Z"]
+        rows += list(np.asarray(acc, dtype=np.float64))
+    subject = str(z["subject"]) if "subject" in z else path.stem
+    dataset = str(z["dataset"]) if "dataset" in z else path.parent.name
+    return Recording(path.stem, f"{dataset}:{subject}", fs, names, np.stack(rows), str(path))

@@ -1,4 +1,11 @@
-"""Shared fixtures: where the real recordings are, and helpers to find them."""
+"""Shared fixtures: the real recordings the tests read, and helpers to find them.
+
+Most tests read small cuts of openly licensed recordings shipped in
+tests/data (see its ATTRIBUTION.md) and the record bundled with the
+package, so the suite runs on a clone with nothing beside it. A few need
+the whole corpus (TROIKA's labels, reproducing the shipped reports): they
+ask for `data_dir`, which skips them with one line where the corpus is absent.
+"""
 
 import os
 import subprocess
@@ -9,13 +16,32 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HIMAE_DATA", REPO.parent / "shared" / "data"))
+FIXTURES = REPO / "tests" / "data"
+#: finger PPG (PLETH) with ECG, 250 Hz, 330 s: the record the package bundles for its demo
+BUNDLED = REPO / "himae_stream" / "data" / "a103l.hea"
+#: finger PPG (PLETH) with missing samples, ECG, respiration: 250 Hz, 300 s
+V102S = FIXTURES / "v102s.hea"
+#: two ECG leads and no PPG, 360 Hz, 60 s
+ECG_ONLY = FIXTURES / "100.hea"
+#: wrist PPG during exercise with chest ECG and wrist accelerometer, 256 Hz, 120 s each
+WRIST_RUN = FIXTURES / "wrist_s3_run.npz"
+WRIST_WALK = FIXTURES / "wrist_s6_walk.npz"
+WRIST_BIKE = FIXTURES / "wrist_s5_low_resistance_bike.npz"
+
+
+def pytest_collection_modifyitems(items):
+    """Property tests get a deadline of their own: a generated input that makes code
+    loop for ever fails its test in two minutes instead of stalling the run."""
+    for item in items:
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False) and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(120))
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The shared real recordings (../shared/data), read in place."""
+    """The whole corpus of real recordings (../shared/data or $HIMAE_DATA), read in place."""
     if not (DATA / "MANIFEST.md").exists():
-        pytest.fail(f"real recordings not found at {DATA}; set HIMAE_DATA")
+        pytest.skip(f"needs the full recordings corpus: none at {DATA} (put it at ../shared/data or set HIMAE_DATA)")
     return DATA
 
 

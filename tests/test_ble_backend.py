@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import BUNDLED
 from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakError, BleakGATTProtocolError, BleakGATTProtocolErrorCode
 from bumble.link import LocalLink
@@ -21,8 +22,8 @@ CCCD = "00002902-0000-1000-8000-00805f9b34fb"
 
 
 @pytest.fixture(scope="module")
-def model(data_dir):
-    rec = load(data_dir / "physionet" / "a103l", channels="PLETH")
+def model():
+    rec = load(BUNDLED, channels="PLETH")
     return DeviceModel(dataclasses.replace(rec, signals=rec.signals[:, : 250 * 20]))
 
 

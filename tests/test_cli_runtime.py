@@ -3,8 +3,7 @@
 
 import numpy as np
 import pytest
-
-TROIKA_TEST = "troika/TestData/TEST_S01_T01.mat"
+from conftest import BUNDLED, WRIST_RUN
 
 
 @pytest.fixture(scope="module")
@@ -12,15 +11,16 @@ def model_file(random_model_file):
     return random_model_file("himae-25")
 
 
-def test_embed_stream_mode_equals_the_stream_api(tmp_path, data_dir, model_file, himae):
+def test_embed_stream_mode_equals_the_stream_api(tmp_path, model_file, himae):
+    """Without --channels the model's PPG rule finds the wrist PPG and PhysioNet's PLETH beside ECG."""
     from himae_stream import load_model, recordings
 
     out = tmp_path / "emb.npz"
-    files = [str(data_dir / TROIKA_TEST), str(data_dir / "physionet/a103l")]
-    result = himae("embed", *files, "-o", str(out), "--model", model_file, "--channels", "PPG1,PLETH", "--hop", "2s")
+    files = [str(WRIST_RUN), str(BUNDLED)]
+    result = himae("embed", *files, "-o", str(out), "--model", model_file, "--hop", "2s")
     assert result.returncode == 0, result.stderr
     z = np.load(out)
-    assert list(z["names"]) == ["TEST_S01_T01", "a103l"]
+    assert list(z["names"]) == ["wrist_s3_run", "a103l"]
     model = load_model(model_file)
     rec = recordings.load(files[1], channels=["PLETH"]).resampled(25)
     stream = model.stream(hop="2s")
@@ -30,10 +30,10 @@ def test_embed_stream_mode_equals_the_stream_api(tmp_path, data_dir, model_file,
     assert np.array_equal(mine, np.stack([w.embeddings[3] for w in windows]))
 
 
-def test_embed_window_mode_keeps_only_asked_levels(tmp_path, data_dir, model_file, himae):
+def test_embed_window_mode_keeps_only_asked_levels(tmp_path, model_file, himae):
     out = tmp_path / "emb.npz"
-    result = himae("embed", str(data_dir / TROIKA_TEST), "-o", str(out), "--model", model_file,
-                   "--channels", "PPG1", "--mode", "window", "--levels", "0,2")
+    result = himae("embed", str(WRIST_RUN), "-o", str(out), "--model", model_file,
+                   "--channels", "PPG", "--mode", "window", "--levels", "0,2")
     assert result.returncode == 0, result.stderr
     z = np.load(out)
     assert "level0" in z and "level2" in z and "level1" not in z
@@ -50,9 +50,9 @@ def test_embed_bad_level_and_short_recording(tmp_path, model_file, himae):
     assert result.returncode == 2 and "--levels" in result.stderr
 
 
-def test_plot_writes_a_png(tmp_path, data_dir, model_file, himae):
+def test_plot_writes_a_png(tmp_path, model_file, himae):
     out = tmp_path / "plot.png"
-    result = himae("plot", str(data_dir / TROIKA_TEST), "--channels", "PPG1", "--model", model_file,
+    result = himae("plot", str(BUNDLED), "--model", model_file,
                    "--start", "60s", "--length", "20s", "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "filled" in result.stdout

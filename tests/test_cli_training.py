@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FIXTURES, WRIST_RUN
 
 from himae_stream import modelfile
 from training import get_config
@@ -29,9 +30,9 @@ def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None
         assert fragment in lines[0], lines[0]
 
 
-def test_train_export_info_on_troika(data_dir, tmp_path):
+def test_train_export_info_on_real_recordings(tmp_path):
     """The README's 20-step run: trains on CPU, its checkpoint exports and reads back."""
-    run = himae("train", "--config", "himae-25", "--data", data_dir / "troika", "--epochs", "1",
+    run = himae("train", "--config", "himae-25", "--data", FIXTURES, "--epochs", "2", "--window-stride", "10",
                 "--max-steps", "20", "--device", "cpu", "--out", tmp_path / "run")
     assert run.returncode == 0, run.stderr
     assert "trained 20 steps" in run.stdout
@@ -61,13 +62,12 @@ def test_unreadable_recording(tmp_path):
                    "cannot read recording", "broken.mat")
 
 
-def test_wrong_channel_name(data_dir, tmp_path):
-    rec = data_dir / "troika" / "Training_data" / "DATA_01_TYPE01.mat"
-    one_line_error(himae("train", "--config", "himae-25", "--data", rec, "--channels", "PLETH",
-                         "--out", tmp_path), "no channel matches 'PLETH'", "PPG1")
+def test_wrong_channel_name(tmp_path):
+    one_line_error(himae("train", "--config", "himae-25", "--data", WRIST_RUN, "--channels", "PLETH",
+                         "--out", tmp_path), "no channel matches 'PLETH'", "PPG")
 
 
-def test_window_longer_than_recording(data_dir, tmp_path):
+def test_window_longer_than_recording(tmp_path):
     short = tmp_path / "short.npz"
     np.savez(short, signals=np.random.default_rng(0).standard_normal((1, 900)), fs=100.0,
              channel_names=np.array(["PPG"]))

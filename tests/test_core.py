@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import WRIST_RUN
 
 from himae_stream import ModelFileError, load_model, modelfile
 from himae_stream.model import supported_isas
@@ -32,10 +33,10 @@ def _random_model(name: str, seed: int) -> HiMAE:
     return randomize_batchnorm(HiMAE(config), seed + 1).eval()
 
 
-def _real_windows(data_dir: Path, fs: float, window: int, count: int) -> np.ndarray:
-    """`count` consecutive stream-normalised PPG windows (count, 1, window) from a TROIKA recording."""
-    rec = load(data_dir / "troika" / "Training_data" / "DATA_01_TYPE01.mat")
-    ppg = resample(rec.signals[1:2], rec.fs, fs)
+def _real_windows(fs: float, window: int, count: int) -> np.ndarray:
+    """`count` consecutive stream-normalised PPG windows (count, 1, window) from a wrist recording."""
+    rec = load(WRIST_RUN, channels="PPG")
+    ppg = resample(rec.signals, rec.fs, fs)
     x = normalize(ppg, {"kind": "stream"}, fs)[:, : count * window]
     return np.ascontiguousarray(x.reshape(1, count, window).transpose(1, 0, 2), dtype=np.float32)
 
@@ -55,7 +56,7 @@ def exported(request, tmp_path_factory):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_encoder_matches_pytorch_on_random_and_real_windows(exported, isa, data_dir):
+def test_encoder_matches_pytorch_on_random_and_real_windows(exported, isa):
     model, path = exported
     config = model.config
     engine = load_model(path, isa=isa)
@@ -64,7 +65,7 @@ def test_encoder_matches_pytorch_on_random_and_real_windows(exported, isa, data_
     random_x = rng.standard_normal((3, config["in_channels"], config["window"])).astype(np.float32)
     cases = [("random", random_x)]
     if config["in_channels"] == 1:
-        cases.append(("real", _real_windows(data_dir, config["fs"], config["window"], 4)))
+        cases.append(("real", _real_windows(config["fs"], config["window"], 4)))
     for label, x in cases:
         with torch.no_grad():
             want = [h.double().numpy() for h in model.encode(torch.from_numpy(x))]

@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import WRIST_BIKE
 
 from himae_stream import ImputationWarning, impute
 from himae_stream.model import load_model
@@ -31,9 +32,9 @@ def minmax_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ppg(data_dir):
-    """Two minutes of held-out wrist PPG at 25 Hz, in its recorded units."""
-    rec = load(data_dir / "troika" / "TestData" / "TEST_S03_T02.mat", channels="PPG1").resampled(25.0)
+def ppg():
+    """Two minutes of wrist PPG during exercise at 25 Hz, in its recorded units."""
+    rec = load(WRIST_BIKE, channels="PPG").resampled(25.0)
     return rec.signals[0, : 120 * 25]
 
 
@@ -88,7 +89,8 @@ def test_minmax_inverse_is_exact(minmax_model, ppg):
     z = minmax(x[None], mask[None])
     recon = minmax_model.reconstruct(z, mask)[0]
     lo, hi = x[~mask].min(), x[~mask].max()
-    np.testing.assert_allclose(filled[mask], lo + (recon[mask] + 1.0) / 2.0 * (hi - lo), rtol=1e-9, atol=1e-6)
+    # exact up to the float64 solve: within a float32 rounding of the raw value (this wrist PPG sits near 1090)
+    np.testing.assert_allclose(filled[mask], lo + (recon[mask] + 1.0) / 2.0 * (hi - lo), rtol=5e-8, atol=1e-6)
 
 
 def test_long_gap_is_filled_part_by_part_and_says_so(model, ppg):

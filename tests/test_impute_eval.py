@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from conftest import FIXTURES
 
 from benchmarks import imputation as ev
 from training import HiMAE, export_model, get_config
@@ -38,14 +39,14 @@ def test_previous_beat_template_repeats_the_cycle():
     np.testing.assert_allclose(filled, x, atol=1e-9)
 
 
-def test_script_writes_table_and_figure(tmp_path, data_dir):
+def test_script_writes_table_and_figure(tmp_path):
     torch.manual_seed(0)
     model_file = tmp_path / "h25.himae"
     export_model(HiMAE(get_config("himae-25")).eval(), model_file)
     out = tmp_path / "out"
     rc = ev.main([
-        "--model", str(model_file), "--data", str(data_dir), "--recordings", "troika/TestData/TEST_S01_T01.mat",
-        "--channels", "PPG1", "--gaps", "3", "--patch-windows", "2", "--out", str(out),
+        "--model", str(model_file), "--data", str(FIXTURES), "--recordings", "wrist_s5_low_resistance_bike.npz",
+        "--channels", "PPG", "--gaps", "3", "--patch-windows", "2", "--out", str(out),
     ])
     assert rc == 0
     table = (out / "imputation.md").read_text()

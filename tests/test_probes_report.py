@@ -3,7 +3,9 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import FIXTURES, WRIST_BIKE, WRIST_RUN, WRIST_WALK
 
 from himae_stream.cli import main
 
@@ -47,31 +49,30 @@ def test_report_states_plainly_whether_pretraining_helps():
             assert ("pretraining helps" if helps else "pretraining does NOT help") in line, line
 
 
-def test_probe_cli_bad_input_is_one_line(data_dir, tmp_path, capsys):
+def test_probe_cli_bad_input_is_one_line(tmp_path, capsys):
     assert main(["probe", "himae-25"]) == 2
     assert "--data" in capsys.readouterr().err
-    assert main(["probe", "himae-25", "--data", str(data_dir), "--tasks", "sleep"]) == 2
+    assert main(["probe", "himae-25", "--data", str(FIXTURES), "--tasks", "sleep"]) == 2
     assert "unknown task" in capsys.readouterr().err
-    assert main(["probe", "himae-25", "--data", str(data_dir), "--levels", "7"]) == 2
+    assert main(["probe", "himae-25", "--data", str(FIXTURES), "--levels", "7"]) == 2
     assert "levels 0" in capsys.readouterr().err
     labels = tmp_path / "labels.csv"
     labels.write_text("recording,start,end,label\nnot_there,0,8,1\n")
-    rec = data_dir / "troika" / "TestData" / "TEST_S01_T01.mat"
+    rec = WRIST_RUN
     assert main(["probe", "himae-25", "--recordings", str(rec), "--labels", str(labels)]) == 2
     assert "no labels for recording" in capsys.readouterr().err
 
 
-def test_probe_cli_fits_csv_labels_and_saves_heads(data_dir, tmp_path, capsys):
+def test_probe_cli_fits_csv_labels_and_saves_heads(tmp_path, capsys):
     """Your own recordings and a label CSV: heads land in a copy of the model that both loaders accept."""
     import himae_stream
     from himae_stream import modelfile, probes
-    from training.labels import troika_hr
 
-    recs = [data_dir / "troika" / "Training_data" / f"DATA_0{i}_TYPE02.mat" for i in (2, 3, 4)]
+    recs = [WRIST_RUN, WRIST_WALK, WRIST_BIKE]
     rows = ["recording,start,end,label"]
-    for rec in recs:
-        hr = troika_hr(rec)
-        rows += [f"{rec.name},{s},{e},{v}" for s, e, v in zip(hr.start_s, hr.end_s, hr.values)]
+    for rec in recs:  # the ECG heart rate of each 8-s window, 2 s apart
+        z = np.load(rec)
+        rows += [f"{rec.name},{s},{s + 8},{v}" for s, v in zip(z["hr_ref_t_start_s"], z["hr_ref"])]
     labels = tmp_path / "pulse.csv"
     labels.write_text("\n".join(rows) + "\n")
     out = tmp_path / "mine.himae"

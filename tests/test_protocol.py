@@ -147,7 +147,12 @@ def test_notifications_rebuild_packets(data):
     c = data.draw(st.integers(1, 3))
     payload = data.draw(st.sampled_from([20, 27, 64, 244]))
     info = _info(fmt, c)
-    packer = P.NotificationPacker(info, payload, sync_interval=data.draw(st.integers(1, 8)))
+    sync_interval = data.draw(st.integers(1, 8))
+    if P.samples_per_notification(payload, info, sync=True) < 1:
+        with pytest.raises(P.ProtocolError, match="sync header"):
+            P.NotificationPacker(info, payload, sync_interval=sync_interval)
+        return
+    packer = P.NotificationPacker(info, payload, sync_interval=sync_interval)
     decoder = P.NotificationDecoder(info)
     seq = data.draw(st.integers(0, 2**32 - 1))
     t_us = data.draw(st.integers(0, 2**40))
@@ -172,6 +177,18 @@ def test_notifications_rebuild_packets(data):
             assert g.t_us == sent[0].t_us + (index - sent[0].seq) * 10_000
             index += g.n
     assert decoder.counters["malformed"] == decoder.counters["unsynced"] == 0
+
+
+@pytest.mark.parametrize("fmt,channels", [(P.SampleFormat.FLOAT32, 2), (P.SampleFormat.FLOAT32, 3),
+                                          (P.SampleFormat.INT24, 3)])
+@pytest.mark.parametrize("sync_interval", [1, 16])
+def test_packer_refuses_a_payload_whose_sync_notification_holds_no_sample(fmt, channels, sync_interval):
+    # 20 bytes carry such a sample behind the short header but not behind the sync header:
+    # packing used to loop for ever on the first (sync) notification.
+    info = _info(fmt, channels)
+    assert P.samples_per_notification(20, info, sync=False) >= 1
+    with pytest.raises(P.ProtocolError, match="20 bytes cannot carry a sample"):
+        P.NotificationPacker(info, 20, sync_interval=sync_interval)
 
 
 def test_notifications_before_a_sync_are_counted_and_short_seq_wraps():

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import BUNDLED
 from bumble.link import LocalLink
 
 from firmware_sim.ble_device import BleDevice
@@ -27,8 +28,8 @@ from test_sim_serial import check_delivery
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def recording(data_dir, seconds):
-    rec = load(data_dir / "physionet" / "a103l", channels="PLETH")
+def recording(seconds):
+    rec = load(BUNDLED, channels="PLETH")
     return dataclasses.replace(rec, signals=rec.signals[:, : int(seconds * rec.fs)])
 
 
@@ -70,8 +71,8 @@ async def simulate(model, body, **device_args):
 
 
 @pytest.mark.parametrize("mtu", [23, 247])
-def test_ble_one_process_delivers_every_sample(data_dir, mtu):
-    model = DeviceModel(recording(data_dir, 30))
+def test_ble_one_process_delivers_every_sample(mtu):
+    model = DeviceModel(recording(30))
 
     async def body(device):
         source = BleSource(name="himae-sim", backend=BumbleBackend)
@@ -90,8 +91,8 @@ def test_ble_one_process_delivers_every_sample(data_dir, mtu):
     assert counters["notifications"] <= 1.2 * model.length / per_note + 16
 
 
-def test_ble_disconnect_reconnects_and_reports_exact_gap(data_dir):
-    model = DeviceModel(recording(data_dir, 20))
+def test_ble_disconnect_reconnects_and_reports_exact_gap():
+    model = DeviceModel(recording(20))
     faults = Faults(FaultConfig(disconnect_after=6.0, disconnect_for=5.0))
 
     async def body(device):
@@ -146,8 +147,8 @@ def test_heart_rate_service_readings_match_trace(data_dir):
 
 
 @pytest.mark.parametrize("mtu", [23, 247])
-def test_ble_two_processes_over_hci_tcp(data_dir, tmp_path, monkeypatch, mtu):
-    path = data_dir / "physionet" / "a103l"
+def test_ble_two_processes_over_hci_tcp(tmp_path, monkeypatch, mtu):
+    path = BUNDLED
     log_path = tmp_path / "drops.json"
     command = [
         sys.executable, "-m", "himae_stream", "sim", "--transport", "ble", "--recording", str(path),

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import BUNDLED
 
 from firmware_sim.device import DeviceConfig, DeviceModel
 from firmware_sim.faults import FaultConfig, Faults
@@ -17,8 +18,8 @@ from himae_stream.sources.base import Source
 from himae_stream.sources.serial import SerialSource
 
 
-def first_seconds(data_dir, seconds, channels="PLETH"):
-    rec = load(data_dir / "physionet" / "a103l", channels=channels)
+def first_seconds(seconds, channels="PLETH"):
+    rec = load(BUNDLED, channels=channels)
     return dataclasses.replace(rec, signals=rec.signals[:, : int(seconds * rec.fs)])
 
 
@@ -76,8 +77,8 @@ async def replay(device: SerialDevice, idle_timeout_s: float = 1.0):
     return stream, tap, chunks
 
 
-def test_serial_replay_delivers_exactly_what_was_not_dropped(data_dir):
-    model = DeviceModel(first_seconds(data_dir, 60), DeviceConfig(jitter_us=300, drift_ppm=120, seed=4))
+def test_serial_replay_delivers_exactly_what_was_not_dropped():
+    model = DeviceModel(first_seconds(60), DeviceConfig(jitter_us=300, drift_ppm=120, seed=4))
     faults = Faults(FaultConfig(loss=0.02, burst=0.01, burst_len=4, duplicate=0.02, reorder=0.02, corrupt=0.02,
                                 disconnect_after=20, disconnect_for=5, seed=7))
     with SerialDevice(model, faults, speed=40.0) as device:
@@ -112,8 +113,8 @@ def test_serial_replay_delivers_exactly_what_was_not_dropped(data_dir):
     assert slope == pytest.approx(1 / 40.0 / (1 + 120e-6), rel=0.02)
 
 
-def test_serial_formats_round_trip(data_dir):
-    rec = first_seconds(data_dir, 4, channels="II,V,PLETH")
+def test_serial_formats_round_trip():
+    rec = first_seconds(4, channels="II,V,PLETH")
     for fmt in (SampleFormat.INT24, SampleFormat.FLOAT32):
         model = DeviceModel(rec, DeviceConfig(fmt=fmt))
         with SerialDevice(model, speed=None) as device:

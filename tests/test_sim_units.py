@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import BUNDLED
 
 from firmware_sim.device import DeviceConfig, DeviceModel, DropLog, Pacer
 from firmware_sim.faults import Fate, FaultConfig, Faults
@@ -18,8 +19,8 @@ from himae_stream.urls import open_source
 
 
 @pytest.fixture(scope="module")
-def pleth(data_dir):
-    rec = load(data_dir / "physionet" / "a103l", channels="PLETH")
+def pleth():
+    rec = load(BUNDLED, channels="PLETH")
     return dataclasses.replace(rec, signals=rec.signals[:, : 250 * 20])
 
 
@@ -98,8 +99,8 @@ def test_heart_rate_traces(data_dir):
 
 
 @pytest.mark.parametrize("transport", ["serial", "ble"])
-def test_sim_url_source_runs_device_and_reader(data_dir, transport):
-    url = (f"sim://{data_dir / 'physionet' / 'a103l'}?channels=PLETH&duration=10&speed=max"
+def test_sim_url_source_runs_device_and_reader(transport):
+    url = (f"sim://{BUNDLED}?channels=PLETH&duration=10&speed=max"
            f"&transport={transport}&loss=0.02&seed=2&format=int24")
 
     async def main():
@@ -116,8 +117,8 @@ def test_sim_url_source_runs_device_and_reader(data_dir, transport):
     assert np.array_equal(np.flatnonzero(lost) + chunks[0].start, dropped[dropped < chunks[0].start + lost.size])
 
 
-def test_cli_rejects_bad_arguments(data_dir, capsys):
-    path = str(data_dir / "physionet" / "a103l")
+def test_cli_rejects_bad_arguments(capsys):
+    path = str(BUNDLED)
     assert himae(["sim", "--recording", path, "--speed", "-2"]) == 2
     assert "speed must be positive" in capsys.readouterr().err
     assert himae(["sim", "--recording", path, "--channels", "NOPE"]) == 2

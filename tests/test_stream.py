@@ -1,7 +1,7 @@
 """Stream mode against the PyTorch encoder run once over the whole recording.
 
 Models have random weights and BatchNorm statistics (exactness does not
-depend on training); the signals are real TROIKA wrist PPG and random noise.
+depend on training); the signals are real wrist PPG and random noise.
 """
 
 import pickle
@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import WRIST_RUN
 
 from himae_stream.model import alloc_count, load_model
 from himae_stream.recordings import load
@@ -35,9 +36,9 @@ def models(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ppg(data_dir):
-    """Wrist PPG of one TROIKA recording (125 Hz), about 5 minutes."""
-    return load(data_dir / "troika" / "Training_data" / "DATA_01_TYPE01.mat").pick("PPG1")
+def ppg():
+    """Wrist PPG during a treadmill run (256 Hz), 2 minutes."""
+    return load(WRIST_RUN).pick("PPG")
 
 
 def reference(ref: HiMAE, xn: np.ndarray) -> list[np.ndarray]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import WRIST_RUN, WRIST_WALK
 import torch
 
 from training import HiMAE, get_config
@@ -64,20 +65,18 @@ def test_learning_rate_warms_up_then_decays():
     assert lr_factor(100, 10, 100, 0.01) == pytest.approx(0.01)
 
 
-def _options(data_dir, out, **kw) -> TrainOptions:
-    base = dict(config=get_config("himae-25"), warmup_steps=1,
-                data=[str(data_dir / "troika" / "Training_data" / name) for name in
-                      ("DATA_01_TYPE01.mat", "DATA_02_TYPE02.mat")],
-                out=str(out), stride=500, batch_size=8, max_steps=4, epochs=5, val_fraction=0.5,
+def _options(out, **kw) -> TrainOptions:
+    base = dict(config=get_config("himae-25"), warmup_steps=1, data=[str(WRIST_RUN), str(WRIST_WALK)],
+                out=str(out), stride=250, batch_size=8, max_steps=4, epochs=5, val_fraction=0.5,
                 eval_every=2, device="cpu", progress=False, seed=3)
     base.update(kw)
     return TrainOptions(**base)
 
 
-def test_resume_continues_exactly(data_dir, tmp_path):
-    straight = train(_options(data_dir, tmp_path / "a"))
-    train(_options(data_dir, tmp_path / "b", max_steps=2))
-    resumed = train(_options(data_dir, tmp_path / "b", resume=True))
+def test_resume_continues_exactly(tmp_path):
+    straight = train(_options(tmp_path / "a"))
+    train(_options(tmp_path / "b", max_steps=2))
+    resumed = train(_options(tmp_path / "b", resume=True))
     assert straight["steps"] == resumed["steps"] == 4
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
@@ -88,8 +87,8 @@ def test_resume_continues_exactly(data_dir, tmp_path):
     assert a["provenance"]["val_subjects"] and a["provenance"]["windows"]["train"] > 0
 
 
-def test_early_stopping_follows_validation(data_dir, tmp_path):
-    summary = train(_options(data_dir, tmp_path, lr=0.3, max_steps=40, eval_every=1, patience=2))
+def test_early_stopping_follows_validation(tmp_path):
+    summary = train(_options(tmp_path, lr=0.3, max_steps=40, eval_every=1, patience=2))
     vals = [v for _, v in torch.load(tmp_path / "last.pt", weights_only=True)["state"]["val_history"]]
     best, bad, stop_at = float("inf"), 0, None
     for i, v in enumerate(vals):
@@ -102,10 +101,9 @@ def test_early_stopping_follows_validation(data_dir, tmp_path):
     assert summary["best_val_loss"] == pytest.approx(best)
 
 
-def test_torchrun_two_processes_follow_the_single_process_loss_curve(data_dir, tmp_path):
-    folder = data_dir / "troika" / "Training_data"
-    args = ["train", "--config", "himae-25", "--data", folder / "DATA_01_TYPE01.mat",
-            "--data", folder / "DATA_02_TYPE02.mat", "--val-fraction", "0.5", "--window-stride", "500",
+def test_torchrun_two_processes_follow_the_single_process_loss_curve(tmp_path):
+    args = ["train", "--config", "himae-25", "--data", WRIST_RUN, "--data", WRIST_WALK,
+            "--val-fraction", "0.5", "--window-stride", "250",
             "--max-steps", "6", "--eval-every", "3", "--batch-size", "8", "--warmup-steps", "2",
             "--device", "cpu", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

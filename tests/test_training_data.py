@@ -1,7 +1,10 @@
 """Pretraining windows from the real recordings: channels, resampling, normalisation, quality, splits."""
 
+import dataclasses
+
 import numpy as np
 import pytest
+from conftest import BUNDLED, ECG_ONLY, V102S, WRIST_RUN
 
 from himae_stream.normalize import default_spec, normalize
 from himae_stream.recordings import RecordingError, load, troika_subject
@@ -29,8 +32,9 @@ def test_troika_split_keeps_every_subject_on_one_side(data_dir):
     assert set(other.subjects) != set(val.subjects), "the split follows the seed"
 
 
-def test_one_channel_model_trains_on_each_ppg_channel(data_dir):
-    rec = load(data_dir / "troika" / "Training_data" / "DATA_01_TYPE01.mat")
+def test_one_channel_model_trains_on_each_ppg_channel():
+    # two wrist PPG channels beside the accelerometer, as TROIKA's sensor has
+    rec = dataclasses.replace(load(WRIST_RUN), channel_names=["PPG1", "PPG2", "ACC_X", "ACC_Y", "ACC_Z"])
     seqs = select_channels(rec, "PPG*,PLETH", 1)
     assert [s.channel_names for s in seqs] == [["PPG1"], ["PPG2"]]
     (both,) = select_channels(rec, "PPG1,PPG2", 2)
@@ -41,10 +45,10 @@ def test_one_channel_model_trains_on_each_ppg_channel(data_dir):
         select_channels(rec, "PPG*", 3)
 
 
-def test_stream_windows_are_slices_of_the_whole_recording_normalised(data_dir):
+def test_stream_windows_are_slices_of_the_whole_recording_normalised():
     """Stream normalisation runs over the whole resampled recording before windowing."""
     config = get_config("himae-25")
-    rec = load(data_dir / "troika" / "Training_data" / "DATA_03_TYPE02.mat").pick(["PPG1"])
+    rec = load(WRIST_RUN).pick(["PPG"])
     x, skipped = recording_windows(rec, config, stride=100, quality=Quality())
     whole = normalize(rec.resampled(25.0).signals, config["normalizer"], 25.0)
     n = whole.shape[1]
@@ -53,20 +57,20 @@ def test_stream_windows_are_slices_of_the_whole_recording_normalised(data_dir):
     np.testing.assert_array_equal(x[7], whole[:, 700:950])
 
 
-def test_minmax_windows_span_minus_one_to_one(data_dir):
+def test_minmax_windows_span_minus_one_to_one():
     config = get_config("himae-100", normalizer=default_spec("minmax"))
-    rec = load(data_dir / "physionet" / "v102s").pick(["PLETH"])
+    rec = load(V102S).pick(["PLETH"])
     x, skipped = recording_windows(rec, config, stride=1000, quality=Quality())
     assert len(x) + skipped["nan"] == 30 and len(x) > 10  # 300 s; this PLETH has scattered NaNs
     np.testing.assert_allclose(x.min(axis=-1), -1.0)
     np.testing.assert_allclose(x.max(axis=-1), 1.0)
 
 
-def test_quality_filter_skips_and_counts_bad_windows(data_dir):
+def test_quality_filter_skips_and_counts_bad_windows():
     """NaN, flat-line and clipped stretches put into a real PPG recording are found where they are."""
     config = get_config("himae-25")
-    rec = load(data_dir / "troika" / "Training_data" / "DATA_05_TYPE02.mat").pick(["PPG1"])
-    fs = rec.fs  # 125 Hz raw; windows are 10 s at 25 Hz, stride 10 s
+    rec = load(WRIST_RUN).pick(["PPG"])
+    fs = rec.fs  # 256 Hz raw; windows are 10 s at 25 Hz, stride 10 s
     clean, skipped = recording_windows(rec, config, stride=250, quality=Quality())
     assert not skipped
     sig = rec.signals.copy()
@@ -84,21 +88,24 @@ def test_quality_filter_skips_and_counts_bad_windows(data_dir):
     assert np.isfinite(x).all()
 
 
-def test_real_nan_stretches_are_counted(data_dir):
-    train, val = load_datasets(data_dir / "physionet" / "v102s.hea", get_config("himae-100"), val_fraction=0)
+def test_real_nan_stretches_are_counted():
+    train, val = load_datasets(V102S, get_config("himae-100"), val_fraction=0)
     assert train.skipped["nan"] > 0 and len(train) > 0 and len(val) == 0
     assert np.isfinite(train.x).all()
 
 
-def test_window_longer_than_recording_is_an_error(data_dir, tmp_path):
+def test_window_longer_than_recording_is_an_error(tmp_path):
     path = tmp_path / "short.npz"
     np.savez(path, signals=np.sin(np.arange(200) / 5.0)[None], fs=25.0, channel_names=np.array(["PPG"]))
     with pytest.raises(RecordingError, match="longer than the recording"):
         load_datasets(path, get_config("himae-25"))
 
 
-def test_folder_skips_recordings_without_the_channel_but_a_lone_file_fails(data_dir):
-    train, _ = load_datasets(data_dir / "physionet", get_config("himae-100"), val_fraction=0)
+def test_folder_skips_recordings_without_the_channel_but_a_lone_file_fails(tmp_path):
+    for header in (BUNDLED, V102S, ECG_ONLY):  # a folder of WFDB records, as PhysioNet's
+        for part in header.parent.glob(header.stem + ".*"):
+            (tmp_path / part.name).symlink_to(part)
+    train, _ = load_datasets(tmp_path, get_config("himae-100"), val_fraction=0)
     assert set(train.subjects) == {"a103l", "v102s"}  # record 100 has only ECG
     with pytest.raises(RecordingError, match="no channel matches"):
-        load_datasets(data_dir / "physionet" / "100.hea", get_config("himae-100"))
+        load_datasets(ECG_ONLY, get_config("himae-100"))

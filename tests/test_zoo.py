@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import WRIST_RUN
 
 import himae_stream
 from himae_stream import modelfile, probes, zoo
@@ -41,7 +42,7 @@ def test_resolve_names_and_paths(tmp_path):
         zoo.resolve("himae-7")
 
 
-def test_himae_run_predictions_match_the_probe_code(data_dir, tmp_path):
+def test_himae_run_predictions_match_the_probe_code(tmp_path):
     """`himae run` (simulated device, C stream mode, 8-s windows every 2 s, heads applied by
     himae_stream.probes) gives the predictions `himae probe` computes (PyTorch over the whole
     recording) for the same windows."""
@@ -50,7 +51,7 @@ def test_himae_run_predictions_match_the_probe_code(data_dir, tmp_path):
     from training.resolution import encode
 
     fs = 25.0
-    rec = load(data_dir / "troika" / "TestData" / "TEST_S01_T01.mat").pick(["PPG1"]).resampled(fs)
+    rec = load(WRIST_RUN).pick(["PPG"]).resampled(fs)
     npz = tmp_path / "s01.npz"
     np.savez(npz, signals=rec.signals.astype(np.float32), fs=fs, channel_names=np.array(["PPG"]))
     out = tmp_path / "out.jsonl"
@@ -58,7 +59,7 @@ def test_himae_run_predictions_match_the_probe_code(data_dir, tmp_path):
                  "--window", "8s", "--hop", "2s", "--no-impute", "--sink", f"jsonl://{out}"])
     assert code == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(records) == 142  # the TROIKA BPM0 windows of this recording
+    assert len(records) == 57  # 8-s windows every 2 s over 120 s
     start = np.array([r["start"] for r in records]) / fs
     assert np.allclose(np.diff(start), 2.0) and start[0] == 0.0
 

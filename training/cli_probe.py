@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", metavar="CSV", help="CSV with columns recording, start, end, label (seconds)")
     p.add_argument("--task", default=None, help="name of the CSV task (default: the CSV's file name)")
     p.add_argument("--tasks", default=",".join(TROIKA_TASKS), help="TROIKA tasks, comma-separated")
-    p.add_argument("--channels", default="PPG1,PLETH", help="channel to embed: first match of these names/globs")
+    p.add_argument("--channels", default=None,
+                   help="channel to embed: first match of these names/globs (default: the model's PPG rule)")
     p.add_argument("--levels", default=None, help="levels to probe, comma-separated (default all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init encoder and quality masks")
     p.add_argument("--report", metavar="FILE.md", help="write the report (markdown, .png heatmap, .json)")
@@ -50,7 +51,7 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--recordings " + " ".join(args.recordings))
     if not args.labels and args.tasks != ",".join(TROIKA_TASKS):
         parts.append(f"--tasks {args.tasks}")
-    if args.channels != "PPG1,PLETH":
+    if args.channels:
         parts.append(f"--channels {args.channels}")
     if args.seed:
         parts.append(f"--seed {args.seed}")
@@ -67,7 +68,19 @@ def run(args: argparse.Namespace) -> int:
     from training.frozen import load_model_file
     from training.probes import save_with_heads
 
-    channels = tuple(c for c in args.channels.split(",") if c)
+    channels = tuple(c for c in args.channels.split(",") if c) if args.channels else None
+    if args.save and len(args.models) != 1:
+        raise CliError("--save takes exactly one model")
+    # options first, so a typo fails before minutes of reading and encoding
+    levels = _int_list(args.levels)
+    models = []
+    for item in args.models:
+        path = zoo.resolve(item)
+        model = load_model_file(path)
+        n_levels = len(model.config["channels"])
+        if levels and not all(0 <= l < n_levels for l in levels):
+            raise CliError(f"{path.name} has levels 0 … {n_levels - 1}, asked for {levels}")
+        models.append((path, model))
     if args.labels or args.recordings:
         if not (args.labels and args.recordings):
             raise CliError("--recordings and --labels go together")
@@ -75,27 +88,19 @@ def run(args: argparse.Namespace) -> int:
         sources = resolution.csv_sources([Path(r) for r in args.recordings], Path(args.labels), name, channels)
         tasks = [resolution.csv_task([s.labels[name] for s in sources], name)]
     elif args.data:
-        if not Path(args.data).is_dir():
-            raise CliError(f"data folder not found: {args.data}")
-        sources = resolution.troika_sources(Path(args.data), channels)
         names = [t for t in args.tasks.split(",") if t]
         unknown = set(names) - set(resolution.TASKS)
         if unknown:
             raise CliError(f"unknown task(s) {', '.join(sorted(unknown))} (known: {', '.join(resolution.TASKS)})")
+        if not Path(args.data).is_dir():
+            raise CliError(f"data folder not found: {args.data}")
+        sources = resolution.troika_sources(Path(args.data), channels)
         tasks = [resolution.TASKS[t] for t in names]
     else:
         raise CliError("give --data DIR (TROIKA layout) or --recordings FILE... with --labels CSV")
-    if args.save and len(args.models) != 1:
-        raise CliError("--save takes exactly one model")
 
-    levels = _int_list(args.levels)
     report = {"command": command_line(args), "date": datetime.now(timezone.utc).date().isoformat(), "models": {}}
-    for item in args.models:
-        path = zoo.resolve(item)
-        model = load_model_file(path)
-        n_levels = len(model.config["channels"])
-        if levels and not all(0 <= l < n_levels for l in levels):
-            raise CliError(f"{path.name} has levels 0 … {n_levels - 1}, asked for {levels}")
+    for path, model in models:
         entry, fitted = resolution.model_report(model, sources, tasks, levels, args.seed)
         entry["file"] = path.name
         report["models"][model.config["name"]] = entry

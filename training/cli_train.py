@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="recording file or folder (WFDB, .mat, .csv, .npy/.npz); repeatable")
     p.add_argument("--out", default=None, metavar="DIR", help="checkpoint folder (default runs/CONFIG)")
     p.add_argument("--channels", default=None,
-                   help="channel names or globs to train on, comma-separated (default PPG*,PLETH)")
+                   help="channel names or globs to train on, comma-separated (default: every PPG channel, PPG*, PLETH*, BVP*, PULSE*)")
     p.add_argument("--normalizer", choices=["stream", "minmax"], default=None,
                    help="input normaliser (default: the configuration's)")
     p.add_argument("--window-stride", type=int, default=None, metavar="N",

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from himae_stream.normalize import normalize, validate_spec
-from himae_stream.recordings import Recording, RecordingError, load
+from himae_stream.recordings import PPG_PATTERNS, Recording, RecordingError, load
 
 RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz")
-DEFAULT_CHANNELS = "PPG*,PLETH"
+DEFAULT_CHANNELS = ",".join(PPG_PATTERNS)  # every PPG channel, each its own sequence
 QUALITY_KINDS = ("nan", "flat", "clipped")
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from himae_stream import probes as heads
-from himae_stream.recordings import Recording, RecordingError, load
+from himae_stream.recordings import Recording, RecordingError, load, match_channels
 from training import labels as lab
 from training.model import HiMAE
 from training.probes import Task, cross_validate, fit, fit_head, prepare, raw_features, score, select
@@ -31,7 +31,6 @@ TASKS = {
     "quality": Task("quality", "ridge", "r2", unit="log10 masked-reconstruction MSE"),
 }
 METRIC_NAMES = {"mae": "MAE", "r2": "R²", "balanced_accuracy": "balanced accuracy"}
-DEFAULT_CHANNELS = ("PPG1", "PLETH")
 
 
 @dataclass
@@ -43,17 +42,13 @@ class Source:
     labels: dict[str, lab.WindowLabels] = field(default_factory=dict)
 
 
-def pick_channel(rec: Recording, patterns=DEFAULT_CHANNELS) -> Recording:
-    """The first channel matching one of `patterns`, in pattern order."""
-    for pattern in patterns:
-        try:
-            return rec.pick([pattern])
-        except RecordingError:
-            continue
-    raise RecordingError(f"{rec.name}: no channel matches {', '.join(patterns)} (has {', '.join(rec.channel_names)})")
+def pick_channel(rec: Recording, patterns=None) -> Recording:
+    """The one channel a 1-channel PPG model reads: the first match of `patterns`, or the runtime's rule."""
+    index = match_channels(rec.channel_names, patterns, 1, ["PPG"])[0]
+    return rec.pick([rec.channel_names[index]])
 
 
-def troika_sources(data_dir: Path, channels=DEFAULT_CHANNELS) -> list[Source]:
+def troika_sources(data_dir: Path, channels=None) -> list[Source]:
     """The shared recordings: TROIKA training + extra (probe), TROIKA test (test), PhysioNet PLETH (probe)."""
     data_dir = Path(data_dir)
     troika = data_dir / "troika"
@@ -75,7 +70,7 @@ def troika_sources(data_dir: Path, channels=DEFAULT_CHANNELS) -> list[Source]:
     return out
 
 
-def csv_sources(recordings: list[Path], labels_csv: Path, task: str, channels=DEFAULT_CHANNELS) -> list[Source]:
+def csv_sources(recordings: list[Path], labels_csv: Path, task: str, channels=None) -> list[Source]:
     """User recordings labelled by a CSV (recording, start, end, label), all for probing."""
     by_name = lab.read_csv(labels_csv)
     out = []

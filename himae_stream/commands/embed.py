@@ -58,17 +58,13 @@ def run(args: argparse.Namespace) -> int:
     keep = list(range(n_levels)) if not args.levels else [int(l) for l in args.levels.split(",")]
     if any(not 0 <= l < n_levels for l in keep):
         raise CliError(f"--levels must be within 0 … {n_levels - 1}")
-    channels = args.channels or ",".join(model.config.get("channel_names") or ["*"])
     out: dict[str, list] = {"recording": [], "start": [], **{f"level{l}": [] for l in keep}}
     names = []
     with Progress(transient=True) as progress:
         task = progress.add_task("embedding", total=len(args.files))
         for i, path in enumerate(args.files):
             rec = recordings.load(path, fs=args.fs)
-            picks = recordings.match_channels(rec.channel_names, channels, model.config["in_channels"],
-                                              exact_count_ok=not args.channels)
-            rec = rec.pick([rec.channel_names[j] for j in picks])
-            rec = rec.resampled(fs)
+            rec = recordings.pick_for_model(rec, args.channels, model.config).resampled(fs)
             if rec.signals.shape[1] < window:
                 raise CliError(f"{path}: {rec.duration_s:.1f} s is shorter than one {window / fs:g} s window")
             starts, levels = embed_recording(model, rec.signals, args.mode, window, hop)

@@ -41,10 +41,7 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model)
     fs = float(model.config["fs"])
     rec = recordings.load(args.recording, fs=args.fs)
-    patterns = args.channels or ",".join(model.config.get("channel_names") or ["*"])
-    picks = recordings.match_channels(rec.channel_names, patterns, model.config["in_channels"],
-                                      exact_count_ok=not args.channels)
-    rec = rec.pick([rec.channel_names[i] for i in picks]).resampled(fs)
+    rec = recordings.pick_for_model(rec, args.channels, model.config).resampled(fs)
     start = 0 if args.start.strip() in ("0", "0s") else to_samples(args.start, fs, "start")
     length, gap = to_samples(args.length, fs, "length"), to_samples(args.gap, fs, "gap")
     x = rec.signals[:, start:start + length]

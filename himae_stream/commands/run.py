@@ -11,14 +11,14 @@ import argparse
 import asyncio
 import sys
 import time
-from importlib import resources
 
 from himae_stream.stream import to_samples
 
 
 def default_source(speed: str) -> str:
-    record = resources.files("himae_stream") / "data" / "a103l.hea"
-    return f"sim://{record}?channels=PLETH&transport=serial&speed={speed}&baud=921600"
+    from himae_stream.recordings import DEMO
+
+    return f"sim://{DEMO}?channels=PLETH&transport=serial&speed={speed}&baud=921600"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

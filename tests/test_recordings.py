@@ -1,0 +1,130 @@
+"""Reading recordings: one channel rule for every command, the wearable NPZ layout, one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import BUNDLED, ECG_ONLY, V102S, WRIST_RUN
+
+from himae_stream.cli import main
+from himae_stream.recordings import DEMO, PPG_PATTERNS, RecordingError, load, match_channels, model_patterns
+
+PPG_MODEL = ["PPG"]
+
+
+@pytest.mark.parametrize("names,picked", [
+    (["II", "V", "PLETH"], "PLETH"),  # PhysioNet finger PPG beside ECG
+    (["ECG", "PPG1", "PPG2", "ACC_X", "ACC_Y", "ACC_Z"], "PPG1"),  # TROIKA: the first wrist PPG
+    (["BVP", "EDA", "TEMP"], "BVP"),  # Empatica
+    (["ACC_X", "ppg_green"], "ppg_green"),  # names are matched case-insensitively
+    (["Pulse", "SpO2"], "Pulse"),
+    (["PPG", "ECG"], "PPG"),
+])
+def test_a_ppg_model_finds_the_ppg_channel_by_its_usual_names(names, picked):
+    assert [names[i] for i in match_channels(names, None, 1, PPG_MODEL)] == [picked]
+
+
+def test_channels_named_by_the_user_come_first_and_an_unnamed_single_channel_is_read_as_is():
+    assert match_channels(["II", "V", "PLETH"], "V", 1, PPG_MODEL) == [1]
+    assert match_channels(["II", "V", "PLETH"], ["X*", "PLETH"], 1, PPG_MODEL) == [2]  # alternatives
+    assert match_channels(["ch0"], None, 1, PPG_MODEL) == [0]  # a bare array or an unnamed device channel
+    with pytest.raises(RecordingError, match="found 0 among ch0"):
+        match_channels(["ch0"], "PLETH", 1, PPG_MODEL)  # but never against the user's own choice
+    assert model_patterns(["PPG"]) == ["PPG", *PPG_PATTERNS]
+    assert model_patterns(["ACC_X"]) == ["ACC_X"]  # aliases only for PPG
+
+
+def test_an_ecg_only_recording_is_refused_with_a_hint():
+    rec = load(ECG_ONLY)
+    with pytest.raises(RecordingError, match=r"found 0 among MLII, V5; name the channel with --channels"):
+        match_channels(rec.channel_names, None, 1, PPG_MODEL)
+
+
+def test_wearable_npz_layout_reads_ppg_ecg_and_accelerometer():
+    rec = load(WRIST_RUN)
+    z = np.load(WRIST_RUN)
+    assert rec.channel_names == ["PPG", "ECG", "ACC_X", "ACC_Y", "ACC_Z"] and rec.fs == 256.0
+    np.testing.assert_array_equal(rec.signals[0], z["ppg"])
+    np.testing.assert_array_equal(rec.signals[2:], z["acc"])
+    assert rec.subject.endswith(":s3") and "Wrist PPG" in rec.subject  # subject ids carry their data set
+
+
+def test_wearable_npz_of_windows_at_a_float32_rate(tmp_path):
+    path = tmp_path / "cam.npz"
+    np.savez(path, ppg=np.ones((3, 250), np.float32), fs_ppg=np.float32(29.9), subject="7",
+             acc=np.zeros((3, 10), np.float32), fs_acc=np.float32(32))
+    rec = load(path)
+    assert rec.fs == 29.9 and rec.channel_names == ["PPG"] and rec.signals.shape == (1, 750)
+
+
+def test_the_demo_record_is_the_one_the_package_bundles():
+    assert DEMO.samefile(BUNDLED) and load(DEMO).channel_names == ["II", "V", "PLETH"]
+
+
+def _garbage(tmp_path, name: str, content: bytes):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("text.mat", b"just some text\n" * 20, "cannot read recording"),
+    ("empty.mat", b"", "the file is empty"),
+    ("empty.npy", b"", "the file is empty"),
+    ("short.npy", b"\x93NUMPY", "cannot read recording"),
+    ("empty.hea", b"", "the file is empty"),
+    ("blank.hea", b"\n \n", "the WFDB header is empty"),
+    ("bad.hea", b"rec 1 250 100\nrec.dat 16 200 0 0 0 0 0 X\n", "cannot read recording"),
+    ("bad.npz", b"PK\x03\x04 not a zip", "cannot read recording"),
+    ("odd.csv", b"time,PPG\n0,1\n0.01,2,3\n", "cannot read recording"),
+    ("other.npz", None, "no 'signals' array"),
+])
+def test_a_bad_recording_is_one_error_naming_the_file(tmp_path, name, content, message):
+    if content is None:
+        path = tmp_path / name
+        np.savez(path, x=np.zeros(3))
+    else:
+        path = _garbage(tmp_path, name, content)
+    with pytest.raises(RecordingError, match=message) as err:
+        load(path)
+    assert name in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_folder_is_not_a_recording(tmp_path):
+    folder = tmp_path / "rec.csv"
+    folder.mkdir()
+    with pytest.raises(RecordingError, match="not a regular file"):
+        load(folder)
+
+
+def test_rate_messages_name_the_flag(tmp_path):
+    csv = _garbage(tmp_path, "x.csv", b"PPG\n1\n2\n3\n")
+    with pytest.raises(RecordingError, match=r"x.csv: no time column; give the sampling rate \(--fs"):
+        load(csv)
+    np.save(tmp_path / "y.npy", np.zeros(3))
+    with pytest.raises(RecordingError, match=r"y.npy: a .npy file carries no sampling rate; give it \(--fs"):
+        load(tmp_path / "y.npy")
+    with pytest.raises(RecordingError, match="must be a number > 0"):
+        load(csv, fs=0.0)
+
+
+@pytest.mark.parametrize("name,content", [("text.mat", b"hello\n"), ("empty.npy", b""), ("empty.hea", b"")])
+def test_cli_reads_bad_files_as_one_line_and_exit_2(tmp_path, capsys, name, content):
+    path = _garbage(tmp_path, name, content)
+    assert main(["embed", str(path), "-o", str(tmp_path / "e.npz"), "--fs", "100"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and name in err and "Traceback" not in err
+
+
+def test_every_command_reads_the_bundled_record_without_channels(tmp_path, random_model_file):
+    """`himae embed`, the Python run API and `sim://` all take PLETH by the rule, as `himae run` does."""
+    import himae_stream
+
+    model = random_model_file("himae-25")
+    assert main(["embed", str(BUNDLED), "-o", str(tmp_path / "e.npz"), "--model", model]) == 0
+    records = list(himae_stream.run_blocking(f"sim://{BUNDLED}?speed=max&duration=12", model=model))
+    assert records and all(r["lost_fraction"] == 0.0 for r in records)
+    out = tmp_path / "r.jsonl"
+    assert main(["run", "--source", f"sim://{V102S}?speed=max&duration=12", "--model", model,
+                 "--sink", f"jsonl://{out}"]) == 0
+    assert [json.loads(line)["window"] for line in out.read_text().splitlines()] == list(range(len(records)))
