@@ -12,7 +12,6 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -118,13 +117,25 @@ def pick_for_model(rec: "Recording", channels, model_config: dict) -> "Recording
 
 
 def resample(x: np.ndarray, fs_from: float, fs_to: float) -> np.ndarray:
-    """Polyphase resampling along the last axis (anti-aliased FIR, zero phase)."""
-    from scipy.signal import resample_poly
+    """A whole recording `(channels, n)` through the runtime's streaming resampler.
 
+    The same causal FIR that `himae run` applies live (`StreamResampler`), one
+    channel at a time, so a window's input, and so its embedding, is the
+    same offline (training, probes, `himae embed`) as live. A non-finite
+    sample makes the outputs under its filter taps NaN: lost, as live.
+    """
+    from himae_stream.resample import StreamResampler
+
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
     if fs_from == fs_to:
-        return np.asarray(x, dtype=np.float64)
-    ratio = Fraction(fs_to / fs_from).limit_denominator(1000)
-    return resample_poly(np.asarray(x, dtype=np.float64), ratio.numerator, ratio.denominator, axis=-1)
+        return x
+    times = np.arange(x.shape[1]) / fs_from
+    rows = []
+    for row in x:
+        lost = ~np.isfinite(row)
+        out, out_lost, _ = StreamResampler(fs_from, fs_to, 1).push(np.where(lost, 0.0, row)[None], lost, times)
+        rows.append(np.where(out_lost, np.nan, out[0].astype(np.float64)))
+    return np.stack(rows)
 
 
 def load(path, channels=None, fs: float | None = None) -> Recording:

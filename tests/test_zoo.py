@@ -42,28 +42,30 @@ def test_resolve_names_and_paths(tmp_path):
         zoo.resolve("himae-7")
 
 
-def test_himae_run_predictions_match_the_probe_code(tmp_path):
+@pytest.mark.parametrize("name,device_fs", [("himae-25", 25.0), ("himae-100", 125.0)])
+def test_himae_run_predictions_match_the_probe_code(tmp_path, name, device_fs):
     """`himae run` (simulated device, C stream mode, 8-s windows every 2 s, heads applied by
     himae_stream.probes) gives the predictions `himae probe` computes (PyTorch over the whole
-    recording) for the same windows."""
+    recording) for the same windows, also when the device's rate is not the model's: the
+    pipeline resamples live with the resampler the offline code uses."""
     from training.frozen import load_model_file
     from training.probes import prepare, window_embeddings
     from training.resolution import encode
 
-    fs = 25.0
-    rec = load(WRIST_RUN).pick(["PPG"]).resampled(fs)
-    npz = tmp_path / "s01.npz"
-    np.savez(npz, signals=rec.signals.astype(np.float32), fs=fs, channel_names=np.array(["PPG"]))
+    rec = load(WRIST_RUN).pick(["PPG"]).resampled(device_fs)
+    npz = tmp_path / "device.npz"
+    np.savez(npz, signals=rec.signals.astype(np.float32), fs=device_fs, channel_names=np.array(["PPG"]))
     out = tmp_path / "out.jsonl"
-    code = main(["run", "--source", f"sim://{npz}?speed=max&format=float32", "--model", "himae-25",
+    code = main(["run", "--source", f"sim://{npz}?speed=max&format=float32", "--model", name,
                  "--window", "8s", "--hop", "2s", "--no-impute", "--sink", f"jsonl://{out}"])
     assert code == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 57  # 8-s windows every 2 s over 120 s
+    model = load_model_file(zoo.resolve(name))
+    fs = model.config["fs"]
     start = np.array([r["start"] for r in records]) / fs
     assert np.allclose(np.diff(start), 2.0) and start[0] == 0.0
 
-    model = load_model_file(zoo.resolve("himae-25"))
     acts = encode(model, prepare(load(npz), "PPG", fs, model.config["normalizer"]))
     reference = window_embeddings(acts, start, start + 8.0, fs)
     for head in model.meta["probes"]:
