@@ -27,14 +27,12 @@ class FaultConfig:
     seed: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("loss", "burst", "duplicate", "reorder", "corrupt"):
-            p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
-        if self.burst_len < 1:
-            raise ValueError(f"burst_len must be >= 1, got {self.burst_len}")
-        if self.disconnect_for < 0:
-            raise ValueError("disconnect_for must be >= 0")
+        from firmware_sim.options import NUMBERS
+
+        for name in ("loss", "burst", "burst_len", "duplicate", "reorder", "corrupt", "disconnect_for"):
+            NUMBERS[name].check(getattr(self, name), name)
+        if self.disconnect_after is not None:
+            NUMBERS["disconnect_after"].check(self.disconnect_after, "disconnect_after")
 
 
 class Fate(enum.Enum):
