@@ -12,7 +12,9 @@ run that went well, renames it over the target in one step, so a reader
 sees the old file or the new one, never half of one. `abort()`, when the run
 failed, leaves the target as it was and keeps what was written in the
 partial file (removed if empty). `?mode=append` (jsonl, csv) appends to the
-target instead, record by record. `jsonl://-` streams to stdout.
+target instead, record by record. jsonl and csv flush every record, npz
+writes a part file every `?part=` windows, so a crash keeps what was done.
+`jsonl://-` streams to stdout.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from importlib import import_module
 from urllib.parse import parse_qsl
 
 from himae_stream.errors import HimaeError
-from himae_stream.numbers import ANY, COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER, Number
+from himae_stream.numbers import ANY, COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER, Number, OptionError
 
 
 class SourceUrlError(HimaeError, ValueError):
@@ -36,10 +36,15 @@ class ParsedUrl:
         return self.params.get(key, default)
 
     def number(self, key: str, default, accepts: Number = ANY):
-        """A numeric query parameter, or `default` when absent; an `OptionError` naming the URL,
+        """A numeric query parameter, or `default` when absent; a `SourceUrlError` naming the URL,
         the parameter and what it `accepts` when it is not such a number."""
         value = self.params.get(key)
-        return default if value is None else accepts.parse(value, f"{self.text}: parameter {key}")
+        if value is None:
+            return default
+        try:
+            return accepts.parse(value, f"{self.text}: parameter {key}")
+        except OptionError as exc:
+            raise SourceUrlError(str(exc)) from None
 
     def check_params(self, allowed: set[str]) -> None:
         unknown = sorted(set(self.params) - allowed)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from importlib import resources
 
 from himae_stream.numbers import SPEED
@@ -56,16 +57,16 @@ def run(args: argparse.Namespace) -> int:
     fs = model.config["fs"]
     window = to_samples(args.window or default_window(model), fs, "--window")
     hop = to_samples(args.hop, fs, "--hop")
-    duration = None if args.duration is None else to_samples(args.duration, fs, "--duration")
-    if duration is not None and duration < window:
-        raise CliError(f"--duration {duration / fs:g} s is shorter than the {window / fs:g} s window "
+    duration = None if args.duration is None else to_samples(args.duration, fs, "--duration") / fs
+    if duration is not None and duration * fs < window:
+        raise CliError(f"--duration {duration:g} s is shorter than the {window / fs:g} s window "
                        f"({_window_origin(args)}): no window could complete")
     live = sys.stdout.isatty() and not args.sink
     # checked now, created with the first record: a source that fails leaves every file as it was
     sinks = [open_sink(u) for u in (args.sink or ([] if live else ["jsonl://-"]))]
     state: list = []
     try:
-        asyncio.run(_drive(source, url, model, window, hop, duration and duration / fs, args, sinks, state, live))
+        asyncio.run(_drive(source, url, model, window, hop, duration, args, sinks, state, live))
         interrupted = False
     except KeyboardInterrupt:
         interrupted = True  # a clean stop: what was written is kept, the summary printed below
@@ -76,8 +77,11 @@ def run(args: argparse.Namespace) -> int:
     if not windows and not interrupted:
         _abort(sinks)
         raise CliError(_why_no_window(url, state, window / fs, args))
-    for sink in sinks:
-        sink.close() if windows else sink.abort()
+    for sink in sinks:  # an interrupted run without windows has nothing to put in place of the user's files
+        if windows:
+            sink.close()
+        else:
+            sink.abort()
     print(_summary(*state) if state else "himae run: no windows", file=sys.stderr)
     return 130 if interrupted else 0
 
@@ -134,7 +138,7 @@ def _summary(pipeline, samples) -> str:
     counters = samples.counters
     if pipeline.windows:
         p50, p99 = pipeline.latency_percentiles()
-        windows = f"{pipeline.windows} windows"
+        windows = f"{pipeline.windows} window{'s' if pipeline.windows > 1 else ''}"
         latency = f", latency p50 {p50:.3f} ms p99 {p99:.3f} ms"
     else:
         windows, latency = "no windows", ""
@@ -162,8 +166,6 @@ class LiveView:
         self.live.stop()
 
     def update(self, record: dict) -> None:
-        import time
-
         from himae_stream.view import Status, table
 
         pipeline, samples = self.state
