@@ -112,6 +112,55 @@ def test_ctrl_c_prints_the_summary_exits_130_and_keeps_the_records(tmp_path):
         r["window"] for r in records], "a stop by Ctrl-C keeps every record written"
 
 
+def test_a_reader_that_stops_reading_ends_the_run_cleanly(tmp_path):
+    """`himae run ... | head -1`: the records written so far replace the file, exit 0."""
+    out = tmp_path / "out.csv"
+    out.write_text("earlier results\n")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "himae_stream.cli", "run", "--speed", "10", "--sink", f"csv://{out}", "--sink", "jsonl://-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first_line(run.stdout, 120)
+        run.stdout.close()  # like `head -1` exiting
+        stderr = run.communicate(timeout=60)[1]
+    finally:
+        run.kill()
+    assert run.returncode == 0 and stderr == ""
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("window,start,end") and len(rows) >= 2
+
+
+def test_a_device_lost_mid_run_keeps_the_users_file_and_the_windows_written(tmp_path):
+    """A simulated device in its own process, read over its pseudo-terminal, dies after the first window."""
+    out = tmp_path / "out.csv"
+    out.write_text("earlier results\n")
+    sim = subprocess.Popen([sys.executable, "-m", "himae_stream.cli", "sim", "--recording", BUNDLED, "--channels",
+                            "PLETH", "--speed", "10"], stdout=subprocess.PIPE, text=True)
+    run = None
+    try:
+        port = next(line for line in iter(lambda: first_line(sim.stdout, 60), "") if line.startswith("source: "))
+        run = subprocess.Popen(
+            [sys.executable, "-m", "himae_stream.cli", "run", "--source", port.split()[1] + "&reconnect=0",
+             "--sink", f"csv://{out}", "--sink", "jsonl://-"],  # csv first: a record on stdout is in the csv too
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        first = first_line(run.stdout, 120)
+        sim.kill()  # the device is gone for good
+        rest, stderr = run.communicate(timeout=60)
+    finally:
+        for process in (sim, run):
+            if process is not None:
+                process.kill()
+                process.wait()
+    assert run.returncode == 2 and "Traceback" not in stderr, stderr
+    assert out.read_text() == "earlier results\n"
+    kept = tmp_path / "out.partial.csv"
+    assert f"in {kept}" in stderr
+    written = [json.loads(line)["window"] for line in (first + rest).splitlines()]
+    assert [int(row.split(",")[0]) for row in kept.read_text().splitlines()[1:]] == written
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--speed", "fast"], "--speed: expected a number > 0 or 'max', got 'fast'"),
     (["run", "--source", f"sim://{BUNDLED}?speed=fast"], "parameter speed: expected a number > 0 or 'max', got 'fast'"),

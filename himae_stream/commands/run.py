@@ -65,25 +65,27 @@ def run(args: argparse.Namespace) -> int:
     # checked now, created with the first record: a source that fails leaves every file as it was
     sinks = [open_sink(u) for u in (args.sink or ([] if live else ["jsonl://-"]))]
     state: list = []
+    stopped: BaseException | None = None
     try:
         asyncio.run(_drive(source, url, model, window, hop, duration, args, sinks, state, live))
-        interrupted = False
-    except KeyboardInterrupt:
-        interrupted = True  # a clean stop: what was written is kept, the summary printed below
+    except (KeyboardInterrupt, BrokenPipeError) as exc:
+        stopped = exc  # Ctrl-C, or the reader of stdout left (`| head`): clean stops, what was written is kept
     except BaseException:
         _abort(sinks)
         raise
     windows = state[0].windows if state else 0
-    if not windows and not interrupted:
+    if not windows and stopped is None:
         _abort(sinks)
         raise CliError(_why_no_window(url, state, window / fs, args))
-    for sink in sinks:  # an interrupted run without windows has nothing to put in place of the user's files
+    for sink in sinks:  # a stopped run without windows has nothing to put in place of the user's files
         if windows:
             sink.close()
         else:
             sink.abort()
+    if isinstance(stopped, BrokenPipeError):
+        raise stopped  # the command line ends it quietly
     print(_summary(*state) if state else "himae run: no windows", file=sys.stderr)
-    return 130 if interrupted else 0
+    return 130 if stopped else 0
 
 
 async def _drive(source, url, model, window, hop, duration, args, sinks, state, live) -> None:
