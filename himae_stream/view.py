@@ -63,7 +63,7 @@ def table(source: str, record: dict, status: Status):
                          f"model {status.model_fs:g} Hz, {clock(status.drift_ppm)}")
     view.add_row("counters", ", ".join(f"{k} {v}" for k, v in status.counters.items() if v) or "all zero")
     latency = status.latency_ms
-    view.add_row("latency", "no windows yet" if latency is None else f"p50 {latency[0]:.3f} ms, p99 {latency[1]:.3f} ms")
+    view.add_row("latency", f"p50 {latency[0]:.3f} ms, p99 {latency[1]:.3f} ms" if latency else "no windows yet")
     view.add_row("windows", f"{status.windows} (lost {record['lost_fraction']:.1%} in the last)")
     predictions = record["predictions"]
     for name in predictions:

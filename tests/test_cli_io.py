@@ -95,7 +95,8 @@ def test_ctrl_c_prints_the_summary_exits_130_and_keeps_the_records(tmp_path):
     out = tmp_path / "out.csv"
     out.write_text("earlier results\n")
     run = subprocess.Popen(
-        [sys.executable, "-m", "himae_stream.cli", "run", "--speed", "10", "--sink", "jsonl://-", "--sink", f"csv://{out}"],
+        [sys.executable, "-m", "himae_stream.cli", "run", "--speed", "10",
+         "--sink", "jsonl://-", "--sink", f"csv://{out}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -117,7 +118,8 @@ def test_a_reader_that_stops_reading_ends_the_run_cleanly(tmp_path):
     out = tmp_path / "out.csv"
     out.write_text("earlier results\n")
     run = subprocess.Popen(
-        [sys.executable, "-m", "himae_stream.cli", "run", "--speed", "10", "--sink", f"csv://{out}", "--sink", "jsonl://-"],
+        [sys.executable, "-m", "himae_stream.cli", "run", "--speed", "10",
+         "--sink", f"csv://{out}", "--sink", "jsonl://-"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
