@@ -13,6 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from himae_stream.numbers import NON_NEGATIVE, PROBABILITY, Number
+
+#: What each fault setting accepts; `himae sim` flags and `sim://` parameters of the same names read it.
+NUMBERS: dict[str, Number] = {
+    "loss": PROBABILITY, "burst": PROBABILITY, "burst_len": Number(low=1), "duplicate": PROBABILITY,
+    "reorder": PROBABILITY, "corrupt": PROBABILITY, "disconnect_after": NON_NEGATIVE, "disconnect_for": NON_NEGATIVE,
+}
+
 
 @dataclass
 class FaultConfig:
@@ -27,12 +35,9 @@ class FaultConfig:
     seed: int = 1
 
     def __post_init__(self) -> None:
-        from firmware_sim.options import NUMBERS
-
-        for name in ("loss", "burst", "burst_len", "duplicate", "reorder", "corrupt", "disconnect_for"):
-            NUMBERS[name].check(getattr(self, name), name)
-        if self.disconnect_after is not None:
-            NUMBERS["disconnect_after"].check(self.disconnect_after, "disconnect_after")
+        for name, accepts in NUMBERS.items():
+            if getattr(self, name) is not None:
+                accepts.check(getattr(self, name), name)
 
 
 class Fate(enum.Enum):

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from firmware_sim.faults import FaultConfig, Faults
+from firmware_sim.faults import NUMBERS as FAULT_NUMBERS, FaultConfig, Faults
 from firmware_sim.options import NUMBERS, SimOptions, build_model, heart_rate
 from himae_stream.samplestream import Received
 from himae_stream.sources.base import Source
@@ -23,15 +23,13 @@ if TYPE_CHECKING:
 #: seconds of silence after the replay ends before the source stops
 END_GRACE_S = 0.7
 
-_FAULT_PARAMS = ("loss", "burst", "burst_len", "duplicate", "reorder", "corrupt", "disconnect_after",
-                 "disconnect_for")
 _SETTINGS = ("fs", "duration", "drift_ppm", "jitter_us", "frame_ms", "interval_ms", "baud", "mtu")
 _TEXT_PARAMS = {"channels", "format", "name"}
 
 
 def open_url(url: ParsedUrl) -> SimSource:
     """The source a `sim://` URL names (registered for the `sim` scheme)."""
-    url.check_params({*_FAULT_PARAMS, *_SETTINGS, *_TEXT_PARAMS, "seed", "speed", "transport", "loop"})
+    url.check_params({*FAULT_NUMBERS, *_SETTINGS, *_TEXT_PARAMS, "seed", "speed", "transport", "loop"})
     transport = url.get("transport", "serial")
     if transport not in ("serial", "ble"):
         raise ValueError(f"{url.text}: transport must be serial or ble, got {transport!r}")
@@ -45,7 +43,7 @@ def open_url(url: ParsedUrl) -> SimSource:
         speed=url.number("speed", 1.0, NUMBERS["speed"]),
         loop=url.get("loop", "0").lower() in ("1", "true", "yes"),
         seed=seed,
-        faults=FaultConfig(seed=seed, **given(_FAULT_PARAMS)),
+        faults=FaultConfig(seed=seed, **given(FAULT_NUMBERS)),
         fmt=url.get("format", "int16"),
         **given(_SETTINGS),
         **{k: url.get(k) for k in ("channels", "name") if url.get(k) is not None},
