@@ -8,41 +8,48 @@ import sys
 import time
 
 from firmware_sim.faults import FaultConfig
-from firmware_sim.options import SimOptions, parse_speed
+from firmware_sim.options import NUMBERS, SimOptions
+from himae_stream.numbers import NON_NEGATIVE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recording", required=True, help="WFDB, TROIKA .mat, CSV or NPY recording")
     parser.add_argument("--channels", help="channel names or globs, comma-separated (e.g. PLETH)")
-    parser.add_argument("--fs", type=float, help="device sample rate (Hz); default the recording's")
-    parser.add_argument("--duration", type=float, help="replay only the first seconds")
+    parser.add_argument("--fs", type=NUMBERS["fs"], help="device sample rate (Hz); default the recording's")
+    parser.add_argument("--duration", type=NUMBERS["duration"], help="replay only the first seconds")
     parser.add_argument("--loop", action="store_true", help="start over at the end of the recording")
     parser.add_argument("--transport", choices=("serial", "ble"), default="serial")
-    parser.add_argument("--speed", default="1", help="replay speed factor, or 'max' (default 1)")
+    parser.add_argument("--speed", type=NUMBERS["speed"], default=1.0, help="replay speed factor, or 'max' (default 1)")
     parser.add_argument("--format", default="int16", choices=("int16", "int24", "float32"), help="ADC sample format")
-    parser.add_argument("--drift-ppm", type=float, default=0.0, help="device clock error (ppm)")
-    parser.add_argument("--jitter-us", type=float, default=0.0, help="sampling jitter, standard deviation (µs)")
+    parser.add_argument("--drift-ppm", type=NUMBERS["drift_ppm"], default=0.0, help="device clock error (ppm)")
+    parser.add_argument("--jitter-us", type=NUMBERS["jitter_us"], default=0.0,
+                        help="sampling jitter, standard deviation (µs)")
     faults = parser.add_argument_group("faults (seeded)")
-    faults.add_argument("--loss", type=float, default=0.0, help="probability a frame/notification is lost")
-    faults.add_argument("--burst", type=float, default=0.0, help="probability a loss burst starts")
-    faults.add_argument("--burst-len", type=float, default=5.0, help="mean frames per loss burst")
-    faults.add_argument("--duplicate", type=float, default=0.0, help="probability a frame is sent twice (serial)")
-    faults.add_argument("--reorder", type=float, default=0.0, help="probability a frame swaps with the next (serial)")
-    faults.add_argument("--corrupt", type=float, default=0.0, help="probability a frame has a byte changed (serial)")
-    faults.add_argument("--disconnect-after", type=float, help="device seconds before the link drops")
-    faults.add_argument("--disconnect-for", type=float, default=5.0, help="device seconds the link stays down")
-    faults.add_argument("--seed", type=int, default=1)
+    faults.add_argument("--loss", type=NUMBERS["loss"], default=0.0, help="probability a frame/notification is lost")
+    faults.add_argument("--burst", type=NUMBERS["burst"], default=0.0, help="probability a loss burst starts")
+    faults.add_argument("--burst-len", type=NUMBERS["burst_len"], default=5.0, help="mean frames per loss burst")
+    faults.add_argument("--duplicate", type=NUMBERS["duplicate"], default=0.0,
+                        help="probability a frame is sent twice (serial)")
+    faults.add_argument("--reorder", type=NUMBERS["reorder"], default=0.0,
+                        help="probability a frame swaps with the next (serial)")
+    faults.add_argument("--corrupt", type=NUMBERS["corrupt"], default=0.0,
+                        help="probability a frame has a byte changed (serial)")
+    faults.add_argument("--disconnect-after", type=NUMBERS["disconnect_after"],
+                        help="device seconds before the link drops")
+    faults.add_argument("--disconnect-for", type=NUMBERS["disconnect_for"], default=5.0,
+                        help="device seconds the link stays down")
+    faults.add_argument("--seed", type=NUMBERS["seed"], default=1)
     serial = parser.add_argument_group("serial")
-    serial.add_argument("--baud", type=int, default=921_600)
-    serial.add_argument("--frame-ms", type=float, default=40.0, help="samples per frame, in ms")
+    serial.add_argument("--baud", type=NUMBERS["baud"], default=921_600)
+    serial.add_argument("--frame-ms", type=NUMBERS["frame_ms"], default=40.0, help="samples per frame, in ms")
     ble = parser.add_argument_group("BLE")
     ble.add_argument("--name", default="himae-sim", help="advertised device name")
-    ble.add_argument("--mtu", type=int, default=247, help="largest ATT MTU the device accepts (23 … 247)")
-    ble.add_argument("--interval-ms", type=float, default=15.0, help="connection interval (ms)")
+    ble.add_argument("--mtu", type=NUMBERS["mtu"], default=247, help="largest ATT MTU the device accepts (23 … 517)")
+    ble.add_argument("--interval-ms", type=NUMBERS["interval_ms"], default=15.0, help="connection interval (ms)")
     ble.add_argument("--hci", default="127.0.0.1:0", help="HOST:PORT to serve the virtual radio's HCI on")
     ble.add_argument("--hr-trace", help="BPM trace file for the Heart Rate Service (default: from the recording)")
     parser.add_argument("--log", help="write the drop log (JSON) here when the replay ends")
-    parser.add_argument("--linger", type=float, default=2.0, help="seconds to stay up after the last sample")
+    parser.add_argument("--linger", type=NON_NEGATIVE, default=2.0, help="seconds to stay up after the last sample")
 
 
 def options_from_args(args: argparse.Namespace) -> SimOptions:
@@ -52,7 +59,7 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
         fs=args.fs,
         duration=args.duration,
         loop=args.loop,
-        speed=parse_speed(args.speed),
+        speed=args.speed,
         fmt=args.format,
         drift_ppm=args.drift_ppm,
         jitter_us=args.jitter_us,

@@ -13,6 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from himae_stream.numbers import NON_NEGATIVE, PROBABILITY, Number
+
+#: What each fault setting accepts; `himae sim` flags and `sim://` parameters of the same names read it.
+NUMBERS: dict[str, Number] = {
+    "loss": PROBABILITY, "burst": PROBABILITY, "burst_len": Number(low=1), "duplicate": PROBABILITY,
+    "reorder": PROBABILITY, "corrupt": PROBABILITY, "disconnect_after": NON_NEGATIVE, "disconnect_for": NON_NEGATIVE,
+}
+
 
 @dataclass
 class FaultConfig:
@@ -27,14 +35,9 @@ class FaultConfig:
     seed: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("loss", "burst", "duplicate", "reorder", "corrupt"):
-            p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
-        if self.burst_len < 1:
-            raise ValueError(f"burst_len must be >= 1, got {self.burst_len}")
-        if self.disconnect_for < 0:
-            raise ValueError("disconnect_for must be >= 0")
+        for name, accepts in NUMBERS.items():
+            if getattr(self, name) is not None:
+                accepts.check(getattr(self, name), name)
 
 
 class Fate(enum.Enum):

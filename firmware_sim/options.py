@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware_sim.device import DeviceConfig, DeviceModel, DropLog
-from firmware_sim.faults import FaultConfig
+from firmware_sim.faults import NUMBERS as FAULT_NUMBERS, FaultConfig
 from firmware_sim.heart_rate import HeartRateTrace, load_trace, trace_for
+from himae_stream.numbers import ANY, COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER, SPEED, Number
 from himae_stream.protocol import SampleFormat
 from himae_stream.recordings import load
 
@@ -37,14 +38,13 @@ class SimOptions:
     hr_trace: str | None = None
 
 
-def parse_speed(text: str | float | None) -> float | None:
-    """`max` or 0 mean as fast as possible; otherwise a positive factor."""
-    if text is None or str(text).lower() in ("max", "0", "0.0", "inf"):
-        return None
-    speed = float(text)
-    if not speed > 0:
-        raise ValueError(f"speed must be positive or 'max', got {text}")
-    return speed
+#: What each numeric setting accepts, by its `sim://` parameter name (the `himae sim` flag is the
+#: same name with dashes): the one table both read, so they accept and refuse the same numbers.
+NUMBERS: dict[str, Number] = {
+    **FAULT_NUMBERS, "fs": POSITIVE, "duration": POSITIVE, "speed": SPEED, "drift_ppm": ANY,
+    "jitter_us": NON_NEGATIVE, "seed": COUNT, "baud": POSITIVE_INTEGER, "frame_ms": POSITIVE,
+    "mtu": Number(integer=True, low=23, high=517), "interval_ms": POSITIVE,
+}
 
 
 def parse_format(text: str) -> SampleFormat:
@@ -58,8 +58,7 @@ def build_model(options: SimOptions) -> DeviceModel:
     """The device model of a run: the recording, its channels and length, and the device config."""
     recording = load(options.recording, channels=options.channels)
     if options.duration is not None:
-        if not options.duration > 0:
-            raise ValueError(f"duration must be positive, got {options.duration}")
+        NUMBERS["duration"].check(options.duration, "duration")
         n = max(1, int(round(options.duration * recording.fs)))
         recording = dataclasses.replace(recording, signals=recording.signals[:, :n])
     config = DeviceConfig(

@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from firmware_sim.faults import FaultConfig, Faults
-from firmware_sim.options import SimOptions, build_model, heart_rate, parse_speed
+from firmware_sim.faults import NUMBERS as FAULT_NUMBERS, FaultConfig, Faults
+from firmware_sim.options import NUMBERS, SimOptions, build_model, heart_rate
 from himae_stream.samplestream import Received
 from himae_stream.sources.base import Source
 
@@ -23,36 +23,29 @@ if TYPE_CHECKING:
 #: seconds of silence after the replay ends before the source stops
 END_GRACE_S = 0.7
 
-_FAULT_PARAMS = {
-    "loss": "loss", "burst": "burst", "burst_len": "burst_len", "duplicate": "duplicate",
-    "reorder": "reorder", "corrupt": "corrupt", "disconnect_after": "disconnect_after",
-    "disconnect_for": "disconnect_for",
-}
-_FLOAT_PARAMS = {"fs", "duration", "drift_ppm", "jitter_us", "frame_ms", "interval_ms"}
-_INT_PARAMS = {"seed", "baud", "mtu"}
+_SETTINGS = ("fs", "duration", "drift_ppm", "jitter_us", "frame_ms", "interval_ms", "baud", "mtu")
 _TEXT_PARAMS = {"channels", "format", "name"}
 
 
 def open_url(url: ParsedUrl) -> SimSource:
     """The source a `sim://` URL names (registered for the `sim` scheme)."""
-    url.check_params(set(_FAULT_PARAMS) | _FLOAT_PARAMS | _INT_PARAMS | _TEXT_PARAMS | {"speed", "transport", "loop"})
+    url.check_params({*FAULT_NUMBERS, *_SETTINGS, *_TEXT_PARAMS, "seed", "speed", "transport", "loop"})
     transport = url.get("transport", "serial")
     if transport not in ("serial", "ble"):
         raise ValueError(f"{url.text}: transport must be serial or ble, got {transport!r}")
-    seed = int(url.number("seed", 1, int))
-    faults = FaultConfig(seed=seed, **{
-        field: url.number(key, getattr(FaultConfig, field)) for key, field in _FAULT_PARAMS.items()
-        if url.get(key) is not None
-    })
+
+    def given(names) -> dict:
+        return {k: url.number(k, None, NUMBERS[k]) for k in names if url.get(k) is not None}
+
+    seed = url.number("seed", 1, NUMBERS["seed"])
     options = SimOptions(
         recording=url.path,
-        speed=parse_speed(url.get("speed", "1")),
+        speed=url.number("speed", 1.0, NUMBERS["speed"]),
         loop=url.get("loop", "0").lower() in ("1", "true", "yes"),
         seed=seed,
-        faults=faults,
+        faults=FaultConfig(seed=seed, **given(FAULT_NUMBERS)),
         fmt=url.get("format", "int16"),
-        **{k: url.number(k, 0.0) for k in _FLOAT_PARAMS if url.get(k) is not None},
-        **{k: int(url.number(k, 0, int)) for k in ("baud", "mtu") if url.get(k) is not None},
+        **given(_SETTINGS),
         **{k: url.get(k) for k in ("channels", "name") if url.get(k) is not None},
     )
     return SimSource(options, transport)

@@ -34,6 +34,14 @@ class CliError(HimaeError):
     """A user-facing command failure: printed as one line, exit code 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line like every other failure (`himae run: error: --speed:
+    expected a number > 0 or 'max', got 'fast'`), exit code 2; `--help` shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message.removeprefix('argument ')}\n")
+
+
 def _available_commands() -> dict[str, object]:
     modules = {}
     for name, (module_name, _help) in COMMANDS.items():
@@ -48,9 +56,7 @@ def _available_commands() -> dict[str, object]:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    parser = argparse.ArgumentParser(
-        prog="himae", description="HiMAE streaming runtime for wearable signals."
-    )
+    parser = Parser(prog="himae", description="HiMAE streaming runtime for wearable signals.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = _available_commands()
@@ -68,9 +74,12 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser, modules = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["run"])
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            args = parser.parse_args(["run"])
+    except SystemExit as exc:  # --help, --version or a bad argument: its exit code
+        return exc.code
     try:
         return int(modules[args.command].run(args) or 0)
     except KeyboardInterrupt:

@@ -80,11 +80,7 @@ class Pipeline:
         self.model = model
         self.fs = float(model.config["fs"])
         self.heads = probes.Heads(model.metadata.get("probes") or [])
-        if window is None:
-            # predictions are right on the window length the probe heads were fitted on
-            fitted = {h.get("window_s") for h in self.heads} - {None}
-            window = float(fitted.pop()) if len(fitted) == 1 else None
-        self.stream = model.stream(window=window, hop=hop)
+        self.stream = model.stream(window=default_window(model) if window is None else window, hop=hop)
         self.window, self.hop = self.stream.window, self.stream.hop
         self.channel_patterns = channels
         self.impute = impute
@@ -183,6 +179,13 @@ class Pipeline:
             return float("nan"), float("nan")
         p50, p99 = np.percentile(np.fromiter(self.latencies, float), [50, 99])
         return float(p50), float(p99)
+
+
+def default_window(model) -> float:
+    """Seconds: the window the model's probe heads were fitted on (their predictions hold on it),
+    else the model's own."""
+    fitted = {h.get("window_s") for h in model.metadata.get("probes") or []} - {None}
+    return float(fitted.pop()) if len(fitted) == 1 else model.config["window"] / model.config["fs"]
 
 
 def load(model):

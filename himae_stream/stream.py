@@ -17,6 +17,7 @@ import numpy as np
 
 from himae_stream._core import StreamCore, StreamEngine, StreamOutput, Window
 from himae_stream.normalize import StreamNormalizer, normalize as normalize_recording
+from himae_stream.numbers import OptionError
 
 __all__ = ["Stream", "StreamOutput", "Window", "normalize_for", "to_samples"]
 
@@ -30,23 +31,23 @@ def to_samples(value: int | float | str, fs: float, what: str) -> int:
     if isinstance(value, str):
         m = _DURATION.match(value)
         if not m:
-            raise ValueError(f"{what} {value!r} is not a duration such as '10s', '250ms' or '100' (samples)")
+            raise OptionError(f"{what}: expected a duration such as '10s', '250ms' or '100' (samples), got {value!r}")
         number, unit = float(m.group(1)), m.group(2) or "samples"
         if unit.startswith("sample"):
             if not number.is_integer():
-                raise ValueError(f"{what} {m.group(1)} samples is not a whole number")
+                raise OptionError(f"{what}: {m.group(1)} samples is not a whole number")
             value = int(number)
         else:
             value = number * {"ms": 1e-3, "s": 1.0, "min": 60.0}[unit]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{what} must be samples (int), seconds (float) or a string, got {value!r}")
+        raise OptionError(f"{what}: expected samples (int), seconds (float) or a string, got {value!r}")
     if isinstance(value, (float, np.floating)):
         samples = value * fs
         if not np.isfinite(samples) or abs(samples - round(samples)) > 1e-6 * max(1.0, abs(samples)):
-            raise ValueError(f"{what} {value} s is not a whole number of samples at {fs:g} Hz")
+            raise OptionError(f"{what}: {value:g} s is not a whole number of samples at {fs:g} Hz")
         value = round(samples)
     if value < 1:
-        raise ValueError(f"{what} must be at least one sample, got {value}")
+        raise OptionError(f"{what}: expected at least one sample, got {value}")
     return int(value)
 
 

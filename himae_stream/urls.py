@@ -16,6 +16,7 @@ from importlib import import_module
 from urllib.parse import parse_qsl
 
 from himae_stream.errors import HimaeError
+from himae_stream.numbers import ANY, COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER, Number, OptionError
 
 
 class SourceUrlError(HimaeError, ValueError):
@@ -34,15 +35,16 @@ class ParsedUrl:
     def get(self, key: str, default: str | None = None) -> str | None:
         return self.params.get(key, default)
 
-    def number(self, key: str, default: float, kind: type = float) -> float:
-        """A numeric query parameter, with a clear error when it is not a number."""
+    def number(self, key: str, default, accepts: Number = ANY):
+        """A numeric query parameter, or `default` when absent; a `SourceUrlError` naming the URL,
+        the parameter and what it `accepts` when it is not such a number."""
         value = self.params.get(key)
         if value is None:
             return default
         try:
-            return kind(value)
-        except ValueError:
-            raise SourceUrlError(f"{self.text}: {key}={value!r} is not a {kind.__name__}") from None
+            return accepts.parse(value, f"{self.text}: parameter {key}")
+        except OptionError as exc:
+            raise SourceUrlError(str(exc)) from None
 
     def check_params(self, allowed: set[str]) -> None:
         unknown = sorted(set(self.params) - allowed)
@@ -105,9 +107,9 @@ def open_serial(url: ParsedUrl):
     from himae_stream.sources.serial import SerialSource
 
     url.check_params({"baud", "idle_timeout", "reconnect", "record"})
-    idle, reconnect = url.number("idle_timeout", 5.0), url.number("reconnect", 10.0)
+    idle, reconnect = url.number("idle_timeout", 5.0, NON_NEGATIVE), url.number("reconnect", 10.0, NON_NEGATIVE)
     return SerialSource(
-        url.path, int(url.number("baud", 115200, int)),
+        url.path, url.number("baud", 115200, POSITIVE_INTEGER),
         idle_timeout_s=idle if idle > 0 else None, reconnect_timeout_s=reconnect if reconnect > 0 else None,
         record=url.get("record"),
     )
@@ -123,8 +125,8 @@ def open_ble(url: ParsedUrl):
     address = None if name is not None else url.path
     service = url.get("service")
     kwargs = dict(
-        max_reconnects=int(url.number("reconnects", 5, int)),
-        scan_timeout_s=url.number("scan_timeout", 10.0),
+        max_reconnects=url.number("reconnects", 5, COUNT),
+        scan_timeout_s=url.number("scan_timeout", 10.0, POSITIVE),
         backend=_ble_backend(url.get("hci")),
     )
     if service in ("hr", "heart_rate", "180d", HEART_RATE_SERVICE_UUID):

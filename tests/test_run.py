@@ -90,7 +90,7 @@ def test_run_fills_gaps_from_a_lossy_device(tmp_path, model_file, himae):
     ],
 )
 def test_bad_input_is_one_line_exit_2(model_file, args, message, himae):
-    result = himae("run", "--model", model_file, "--duration", "2s", *args, timeout=60)
+    result = himae("run", "--model", model_file, "--duration", "20s", *args, timeout=60)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
@@ -163,14 +163,14 @@ def test_run_from_a_ble_device_in_another_process(tmp_path, model_file, ble_devi
 
 def test_ble_device_not_found_is_one_line(model_file, ble_device, himae):
     result = himae("run", "--model", model_file, "--source",
-                   f"ble://name=no-such-wearable?hci={ble_device}&scan_timeout=2", "--duration", "2s", timeout=60)
+                   f"ble://name=no-such-wearable?hci={ble_device}&scan_timeout=2", "--duration", "20s", timeout=60)
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "no-such-wearable" in result.stderr
 
 
 def test_heart_rate_sensor_is_refused_with_a_reason(model_file, ble_device, himae):
     result = himae("run", "--model", model_file, "--source", f"ble://name=himae-test-*?hci={ble_device}&service=hr",
-                   "--duration", "2s", timeout=60)
+                   "--duration", "20s", timeout=60)
     assert result.returncode == 2 and "not a waveform" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -120,10 +120,10 @@ def test_sim_url_source_runs_device_and_reader(transport):
 def test_cli_rejects_bad_arguments(capsys):
     path = str(BUNDLED)
     assert himae(["sim", "--recording", path, "--speed", "-2"]) == 2
-    assert "speed must be positive" in capsys.readouterr().err
+    assert "--speed: expected a number > 0 or 'max', got '-2'" in capsys.readouterr().err
     assert himae(["sim", "--recording", path, "--channels", "NOPE"]) == 2
     assert "no channel matches 'NOPE'" in capsys.readouterr().err
     assert himae(["sim", "--recording", path, "--loss", "2"]) == 2
-    assert "loss must be a probability" in capsys.readouterr().err
+    assert "--loss: expected a number from 0 to 1, got '2'" in capsys.readouterr().err
     assert himae(["sim", "--recording", path, "--transport", "ble", "--hci", "nowhere"]) == 2
     assert "--hci must be HOST:PORT" in capsys.readouterr().err

@@ -275,7 +275,7 @@ def test_source_urls():
         ("serial://", "names no"),
         ("jsonl://-", "unknown source scheme"),
         ("serial:///dev/x?bud=1", "unknown parameter"),
-        ("serial:///dev/x?baud=fast", "not a int"),
+        ("serial:///dev/x?baud=fast", "parameter baud: expected an integer >= 1, got 'fast'"),
     ]:
         with pytest.raises(SourceUrlError, match=message):
             open_source(bad)

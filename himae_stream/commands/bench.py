@@ -13,11 +13,13 @@ import time
 
 import numpy as np
 
+from himae_stream.numbers import POSITIVE
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", help="model file or shipped name (repeatable; default both shipped)")
     p.add_argument("--isa", action="append", help="ISA to time (repeatable; default every one this CPU has)")
-    p.add_argument("--seconds", type=float, default=1.0, help="time budget per measurement (default 1)")
+    p.add_argument("--seconds", type=POSITIVE, default=1.0, help="time budget per measurement (default 1)")
 
 
 def timings(fn, seconds: float, min_calls: int = 20) -> np.ndarray:

@@ -10,6 +10,8 @@ import argparse
 
 import numpy as np
 
+from himae_stream.numbers import COUNT, POSITIVE
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="recordings (WFDB, .mat, .csv, .npy, .npz)")
@@ -20,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", help="window length (default: the model's)")
     p.add_argument("--hop", default="1s", help="hop between windows (default 1s)")
     p.add_argument("--channels", help="recording channel(s) to read, by name or glob (default: the model's)")
-    p.add_argument("--fs", type=float, help="sampling rate of bare .npy files")
+    p.add_argument("--fs", type=POSITIVE, help="sampling rate of bare .npy files")
 
 
 def embed_recording(model, signals: np.ndarray, mode: str, window: int, hop: int) -> tuple[np.ndarray, list]:
@@ -52,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     fs = float(model.config["fs"])
-    window = to_samples(args.window or model.config["window"], fs, "window")
-    hop = to_samples(args.hop, fs, "hop")
+    window = to_samples(args.window or model.config["window"], fs, "--window")
+    hop = to_samples(args.hop, fs, "--hop")
     n_levels = len(model.config["channels"])
-    keep = list(range(n_levels)) if not args.levels else [int(l) for l in args.levels.split(",")]
+    keep = list(range(n_levels)) if not args.levels else [COUNT.parse(l, "--levels") for l in args.levels.split(",")]
     if any(not 0 <= l < n_levels for l in keep):
         raise CliError(f"--levels must be within 0 … {n_levels - 1}")
     out: dict[str, list] = {"recording": [], "start": [], **{f"level{l}": [] for l in keep}}

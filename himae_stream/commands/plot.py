@@ -1,14 +1,22 @@
 """`himae plot`: a PNG of a stretch of a recording with gaps, their imputation, and predictions.
 
-Gaps are cut at seeded random places (or where `--gaps-at` says), filled by
+Gaps are cut at seeded random places, filled by
 the model, and drawn over the true signal, so the fill can be judged by eye.
+Below it, each probe head has its own axis, labelled with its unit (heart
+rate in bpm; a class head shows its class per window), so no two quantities
+share a scale. `figure()` builds the plot without drawing it, for tests and
+notebooks.
 """
 
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 import numpy as np
+
+from himae_stream.numbers import COUNT, POSITIVE
+from himae_stream.view import UNITS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,70 +27,94 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", default="0s", help="start of the stretch (default 0s)")
     p.add_argument("--length", default="30s", help="length of the stretch (default 30s)")
     p.add_argument("--gap", default="1s", help="length of each cut gap (default 1s)")
-    p.add_argument("--gaps", type=int, default=3, help="number of gaps to cut (default 3)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fs", type=float, help="sampling rate of bare .npy files")
+    p.add_argument("--gaps", type=COUNT, default=3, help="number of gaps to cut (default 3)")
+    p.add_argument("--seed", type=COUNT, default=0)
+    p.add_argument("--fs", type=POSITIVE, help="sampling rate of bare .npy files")
 
 
 def run(args: argparse.Namespace) -> int:
-    from himae_stream import probes, recordings
     from himae_stream.cli import CliError
 
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401  (only to say what is missing)
     except ImportError:
         raise CliError("himae plot needs matplotlib: pip install 'himae-stream[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig, gaps, samples = figure(args.recording, model=args.model, channels=args.channels, start=args.start,
+                                length=args.length, gap=args.gap, gaps=args.gaps, seed=args.seed, fs=args.fs)
+    fig.savefig(args.output, dpi=110)
+    print(f"himae plot: {samples} samples in {gaps} gaps filled → {args.output}")
+    return 0
+
+
+def figure(recording: str, model="himae-100", channels: str | None = None, start: str = "0s", length: str = "30s",
+           gap: str = "1s", gaps: int = 3, seed: int = 0, fs: float | None = None):
+    """The plot of `himae plot` as a matplotlib Figure, with the number of gaps and of samples filled."""
+    from matplotlib.figure import Figure
+
+    from himae_stream import recordings
+    from himae_stream.cli import CliError
     from himae_stream.impute import impute
-    from himae_stream.pipeline import load
+    from himae_stream.pipeline import default_window, load
     from himae_stream.stream import to_samples
 
-    model = load(args.model)
-    fs = float(model.config["fs"])
-    rec = recordings.load(args.recording, fs=args.fs)
-    rec = recordings.pick_for_model(rec, args.channels, model.config).resampled(fs)
-    start = 0 if args.start.strip() in ("0", "0s") else to_samples(args.start, fs, "start")
-    length, gap = to_samples(args.length, fs, "length"), to_samples(args.gap, fs, "gap")
-    x = rec.signals[:, start:start + length]
-    if x.shape[1] < length:
-        raise CliError(f"{args.recording}: the stretch ends after the recording ({rec.duration_s:.1f} s)")
-    rng = np.random.default_rng(args.seed)
-    mask = np.zeros(length, bool)
-    for s in rng.choice(np.arange(gap, length - 2 * gap, 3 * gap), size=min(args.gaps, max(length // (3 * gap) - 1, 0)),
+    model = load(model)
+    rate = float(model.config["fs"])
+    rec = recordings.load(recording, fs=fs)
+    rec = recordings.pick_for_model(rec, channels, model.config).resampled(rate)
+    first = 0 if start.strip() in ("0", "0s") else to_samples(start, rate, "--start")
+    n, cut = to_samples(length, rate, "--length"), to_samples(gap, rate, "--gap")
+    x = rec.signals[:, first:first + n]
+    if x.shape[1] < n:
+        raise CliError(f"{recording}: the stretch ends after the recording ({rec.duration_s:.1f} s)")
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(n, bool)
+    for s in rng.choice(np.arange(cut, n - 2 * cut, 3 * cut), size=min(gaps, max(n // (3 * cut) - 1, 0)),
                         replace=False):
-        mask[s:s + gap] = True
+        mask[s:s + cut] = True
     filled, imputed = impute(x, mask, model)
-    stream = model.stream(hop="1s")
+    stream = model.stream(window=default_window(model), hop="1s")  # the window the heads were fitted on
     windows = stream.push(np.where(mask, np.nan, x)).windows + stream.flush().windows
 
-    t = (start + np.arange(length)) / fs
     heads = model.metadata.get("probes") or []
-    fig, axes = plt.subplots(1 + bool(heads), 1, figsize=(12, 4 + 2 * bool(heads)), sharex=True, squeeze=False)
-    ax = axes[0, 0]
+    fig = Figure(figsize=(12, 4 + 1.6 * len(heads)))
+    axes = fig.subplots(1 + len(heads), 1, sharex=True, squeeze=False,
+                        gridspec_kw={"height_ratios": [2.5] + [1] * len(heads)})[:, 0]
+    t = (first + np.arange(n)) / rate
+    ax = axes[0]
     ax.plot(t, x[0], color="0.6", lw=0.8, label="recording")
     shown = np.where(imputed[0] if imputed.ndim == 2 else imputed, filled[0], np.nan)
     ax.plot(t, shown, color="tab:red", lw=1.2, label="HiMAE fill")
-    for s, e in _runs(mask):
+    runs = _runs(mask)
+    for s, e in runs:
         ax.axvspan(t[s], t[e - 1], color="tab:red", alpha=0.08)
-    ax.set_title(f"{rec.name} · {rec.channel_names[0]} · gaps of {gap / fs:g} s filled by {model.config.get('name', 'model')}")
+    ax.set_ylabel(f"{rec.channel_names[0]} (recording units)")
+    ax.set_title(f"{rec.name} · {rec.channel_names[0]} · gaps of {cut / rate:g} s filled by "
+                 f"{model.config.get('name', 'model')}")
     ax.legend(loc="upper right")
-    if heads:
-        pax = axes[1, 0]
-        centres = np.array([start / fs + (w.start + w.end) / 2 / fs for w in windows])
-        for head in heads:
-            values = [probes.predict(head, w.embeddings[head["level"]])[0] for w in windows]
-            if head["kind"] == "ridge":
-                pax.plot(centres, values, marker="o", ms=3, label=head["name"])
-            else:
-                for c, v in zip(centres, values):
-                    pax.annotate(str(v), (c, 0), fontsize=7, rotation=90)
-        pax.set_xlabel("time (s)")
-        pax.legend(loc="upper right")
+    centres = np.array([(first + (w.start + w.end) / 2) / rate for w in windows])
+    for head, hax in zip(heads, axes[1:]):
+        _plot_head(hax, head, centres, [w.embeddings[head["level"]] for w in windows])
+    axes[-1].set_xlabel("time (s)")
     fig.tight_layout()
-    fig.savefig(args.output, dpi=110)
-    print(f"himae plot: {int(mask.sum())} samples in {len(_runs(mask))} gaps filled → {args.output}")
-    return 0
+    return fig, len(runs), int(mask.sum())
+
+
+def _plot_head(ax, head: dict, centres: np.ndarray, embeddings: list) -> None:
+    """One head's prediction per window centre on its own axis: a value with its unit, or a class."""
+    from himae_stream import probes
+
+    name = head["name"].replace("_", " ")
+    values = [probes.predict(head, e)[0] for e in embeddings]
+    if head["kind"] == "ridge":
+        unit = UNITS.get(head.get("unit"), (head.get("unit"), 0))[0]
+        ax.plot(centres, values, marker="o", ms=3, color="tab:blue")
+        ax.set_ylabel(f"{name}\n({textwrap.fill(unit, 20)})" if unit else name)
+    else:
+        classes = list(head["classes"])
+        ax.plot(centres, [classes.index(v) for v in values], "o", ms=4, color="tab:green")
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_ylim(-0.5, len(classes) - 0.5)
+        ax.set_ylabel(name)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

@@ -3,6 +3,10 @@
 With no arguments it replays the bundled PhysioNet record (finger PPG) through
 the device simulator over a pseudo-terminal serial port, in real time, into
 the shipped default model.
+
+Exit codes: 0 when the run produced windows and ended (source over or
+`--duration` reached), 130 after Ctrl-C (the summary printed, the sinks
+written), 2 on an error, including a run that could not produce a window.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ import asyncio
 import sys
 import time
 
+from himae_stream.numbers import SPEED
 from himae_stream.stream import to_samples
 
 
-def default_source(speed: str) -> str:
+def default_source(speed: float | None) -> str:
     from himae_stream.recordings import DEMO
 
-    return f"sim://{DEMO}?channels=PLETH&transport=serial&speed={speed}&baud=921600"
+    return f"sim://{DEMO}?channels=PLETH&transport=serial&speed={'max' if speed is None else speed}&baud=921600"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,49 +31,71 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: the bundled recording through the simulator)")
     p.add_argument("--model", default="himae-100", help="model file or shipped model name (default himae-100)")
     p.add_argument("--sink", action="append", default=[],
-                   help="jsonl://-, jsonl://FILE, csv://FILE, npz://FILE, lsl://NAME (repeatable; "
-                        "default jsonl://- when stdout is not a terminal)")
+                   help="jsonl://-, jsonl://FILE, csv://FILE, npz://FILE, lsl://NAME; ?mode=append for jsonl and "
+                        "csv files (repeatable; default jsonl://- when stdout is not a terminal)")
     p.add_argument("--window", help="window length, e.g. 10s (default: the one the model's probe heads were "
                                     "fitted on, else the model's)")
     p.add_argument("--hop", default="1s", help="hop between windows (default 1s)")
     p.add_argument("--duration", help="stop after this much signal, e.g. 60s (default: until the source ends)")
-    p.add_argument("--speed", default="1", help="replay speed of the default simulator source (default 1, 'max')")
+    p.add_argument("--speed", type=SPEED, help="replay speed of the default simulator source (default 1, 'max')")
     p.add_argument("--channels", help="device channel(s) the model reads, by name or glob")
     p.add_argument("--no-impute", action="store_true", help="do not fill gaps")
 
 
 def run(args: argparse.Namespace) -> int:
-    from himae_stream.pipeline import load
+    from himae_stream.cli import CliError
+    from himae_stream.pipeline import default_window, load
     from himae_stream.sinks import open_sink
-    from himae_stream.urls import parse_source_url
+    from himae_stream.urls import open_source
 
-    source = args.source or default_source(args.speed)
-    parse_source_url(source)  # a bad URL fails before anything starts
+    if args.source and args.speed is not None:
+        raise CliError("--speed sets the default source's replay speed; give another source's in its URL "
+                       "(sim://...?speed=10)")
+    url = args.source or default_source(1.0 if args.speed is None else args.speed)
+    source = open_source(url)  # a bad URL or recording fails before anything starts
     model = load(args.model)
-    duration = None if args.duration is None else to_samples(args.duration, model.config["fs"], "duration") / model.config["fs"]
+    fs = model.config["fs"]
+    window = to_samples(args.window or default_window(model), fs, "--window")
+    hop = to_samples(args.hop, fs, "--hop")
+    duration = None if args.duration is None else to_samples(args.duration, fs, "--duration") / fs
+    if duration is not None and duration * fs < window:
+        raise CliError(f"--duration {duration:g} s is shorter than the {window / fs:g} s window "
+                       f"({_window_origin(args)}): no window could complete")
     live = sys.stdout.isatty() and not args.sink
-    sinks = [open_sink(url) for url in (args.sink or ([] if live else ["jsonl://-"]))]
+    # checked now, created with the first record: a source that fails leaves every file as it was
+    sinks = [open_sink(u) for u in (args.sink or ([] if live else ["jsonl://-"]))]
     state: list = []
+    stopped: BaseException | None = None
     try:
-        asyncio.run(_drive(source, model, args, duration, sinks, state, live))
-    except KeyboardInterrupt:
-        pass  # a clean stop: sinks are flushed and the summary printed below
-    finally:
-        for sink in sinks:
+        asyncio.run(_drive(source, url, model, window, hop, duration, args, sinks, state, live))
+    except (KeyboardInterrupt, BrokenPipeError) as exc:
+        stopped = exc  # Ctrl-C, or the reader of stdout left (`| head`): clean stops, what was written is kept
+    except BaseException:
+        _abort(sinks)
+        raise
+    windows = state[0].windows if state else 0
+    if not windows and stopped is None:
+        _abort(sinks)
+        raise CliError(_why_no_window(url, state, window / fs, args))
+    for sink in sinks:  # a stopped run without windows has nothing to put in place of the user's files
+        if windows:
             sink.close()
-    if state:
-        print(_summary(state[0], state[1]), file=sys.stderr)
-    return 0
+        else:
+            sink.abort()
+    if isinstance(stopped, BrokenPipeError):
+        raise stopped  # the command line ends it quietly
+    print(_summary(*state) if state else "himae run: no windows", file=sys.stderr)
+    return 130 if stopped else 0
 
 
-async def _drive(source, model, args, duration, sinks, state, live) -> None:
+async def _drive(source, url, model, window, hop, duration, args, sinks, state, live) -> None:
     from himae_stream.pipeline import run as run_pipeline
 
-    view = LiveView(source, state) if live else None
+    view = LiveView(url, state) if live else None
     try:
         if view:
             view.start()
-        async for record in run_pipeline(source, model, args.window, args.hop, channels=args.channels,
+        async for record in run_pipeline(source, model, window, hop, channels=args.channels,
                                          impute=not args.no_impute, duration=duration, pipeline=state):
             for sink in sinks:
                 sink.write(record)
@@ -79,14 +106,48 @@ async def _drive(source, model, args, duration, sinks, state, live) -> None:
             view.stop()
 
 
+def _abort(sinks) -> None:
+    """A failed run: every target stays as it was; say where the windows written so far are kept."""
+    for sink in sinks:
+        kept = sink.abort()
+        if kept is not None:
+            print(f"himae run: the windows written before the failure are in {kept}", file=sys.stderr)
+
+
+def _window_origin(args) -> str:
+    return "--window" if args.window else "the default; set --window"
+
+
+def _why_no_window(url: str, state: list, window_s: float, args) -> str:
+    """Why a run that ended by itself produced no window: the source's signal, or its options."""
+    pipeline, samples = state or (None, None)
+    if pipeline is None or pipeline.stream.pushed == 0:
+        return f"{url}: {_nothing_decoded(samples.counters if samples else {})}"
+    return (f"the source ended after {pipeline.stream.pushed / pipeline.fs:g} s of signal, shorter than the "
+            f"{window_s:g} s window ({_window_origin(args)}): no window could complete")
+
+
+def _nothing_decoded(counters: dict) -> str:
+    """What a source that gave no samples delivered: bytes read, frames decoded and dropped, by reason."""
+    read = f" from {counters['bytes']} bytes read" if "bytes" in counters else ""
+    dropped = {k: counters.get(k, 0) for k in ("crc_errors", "decode_errors", "oversize", "malformed")}
+    reasons = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in dropped.items() if v)
+    return (f"no samples decoded{read}: {counters.get('frames', 0)} frames, {sum(dropped.values())} dropped"
+            + (f" ({reasons})" if reasons else ""))
+
+
 def _summary(pipeline, samples) -> str:
-    p50, p99 = pipeline.latency_percentiles()
     counters = samples.counters
-    lost = counters.get("lost_samples", 0)
+    if pipeline.windows:
+        p50, p99 = pipeline.latency_percentiles()
+        windows = f"{pipeline.windows} window{'s' if pipeline.windows > 1 else ''}"
+        latency = f", latency p50 {p50:.3f} ms p99 {p99:.3f} ms"
+    else:
+        windows, latency = "no windows", ""
     return (
-        f"himae run: {pipeline.windows} windows, {pipeline.stream.pushed} samples, "
-        f"lost {lost}, imputed {pipeline.imputed}, crc errors {counters.get('crc_errors', 0)}, "
-        f"reconnects {counters.get('reconnects', 0)}, latency p50 {p50:.3f} ms p99 {p99:.3f} ms"
+        f"himae run: {windows}, {pipeline.stream.pushed} samples, lost {counters.get('lost_samples', 0)}, "
+        f"imputed {pipeline.imputed}, crc errors {counters.get('crc_errors', 0)}, "
+        f"reconnects {counters.get('reconnects', 0)}{latency}"
     )
 
 
@@ -99,7 +160,6 @@ class LiveView:
         self.source, self.state = source, state
         self.live = Live(refresh_per_second=4, transient=False)
         self.first: tuple[float, int] | None = None  # (time, device samples) at the first record
-        self.last: dict | None = None
 
     def start(self) -> None:
         self.live.start()
@@ -108,30 +168,17 @@ class LiveView:
         self.live.stop()
 
     def update(self, record: dict) -> None:
-        self.last = record
-        self.live.update(self._table())
-
-    def _table(self):
-        import numpy as np
-        from rich.table import Table
+        from himae_stream.view import Status, table
 
         pipeline, samples = self.state
         counters = samples.counters
         now, received = time.monotonic(), counters.get("samples", 0)
         self.first = self.first or (now, received)
-        rate = (received - self.first[1]) / max(now - self.first[0], 1e-9)
-        p50, p99 = pipeline.latency_percentiles()
-        table = Table(title="himae run", show_header=False, expand=False)
-        table.add_column(style="bold")
-        table.add_column()
-        table.add_row("source", self.source)
-        table.add_row("rate", f"device {pipeline.device_fs or 0:g} Hz, received {rate:.1f} samples/s, "
-                              f"model {pipeline.fs:g} Hz, clock drift {samples.drift_ppm:+.0f} ppm")
-        table.add_row("counters", ", ".join(f"{k} {v}" for k, v in counters.items() if v) or "all zero")
-        table.add_row("latency", f"p50 {p50:.3f} ms, p99 {p99:.3f} ms")
-        table.add_row("windows", f"{pipeline.windows} (lost {self.last['lost_fraction']:.1%} in the last)")
-        for name, value in self.last["predictions"].items():
-            table.add_row(name, str(value))
-        norms = [float(np.linalg.norm(e)) for e in self.last["embeddings"]]
-        table.add_row("level norms", "  ".join(f"L{l} {n:.2f}" for l, n in enumerate(norms)))
-        return table
+        status = Status(
+            windows=pipeline.windows, latency_ms=pipeline.latency_percentiles() if pipeline.windows else None,
+            device_fs=pipeline.device_fs, model_fs=pipeline.fs,
+            received_per_s=(received - self.first[1]) / max(now - self.first[0], 1e-9),
+            drift_ppm=samples.drift_ppm, counters=counters,
+            units={h["name"]: h.get("unit") for h in pipeline.heads},
+        )
+        self.live.update(table(self.source, record, status))

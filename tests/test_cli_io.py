@@ -1,0 +1,183 @@
+"""`himae` at its edges, as a user runs it: a failing source leaves the user's files alone, a run
+that cannot produce a window says why (exit 2), Ctrl-C exits 130 after the summary, and every
+bad number is one line naming the option and what it accepts."""
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+BUNDLED = "himae_stream/data/a103l.hea"
+
+
+def one_line_error(result, code: int = 2) -> str:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def user_files(folder):
+    """Earlier results a run must not touch: a 131 kB csv, a jsonl and an npz."""
+    rng = np.random.default_rng(0)
+    files = {folder / "out.csv": rng.bytes(131_000), folder / "out.jsonl": b'{"window":0}\n'}
+    for path, data in files.items():
+        path.write_bytes(data)
+    np.savez(folder / "out.npz", start=np.arange(5))
+    files[folder / "out.npz"] = (folder / "out.npz").read_bytes()
+    return files
+
+
+@pytest.mark.parametrize("source", ["serial:///dev/does-not-exist", "sim://missing.hea?channels=PLETH",
+                                    "file://{dir}/missing.bin"])
+def test_a_failing_source_leaves_the_users_files_as_they_were(tmp_path, himae, source):
+    files = user_files(tmp_path)
+    sinks = [f"--sink={path.suffix[1:]}://{path}" for path in files]
+    result = himae("run", "--source", source.format(dir=tmp_path), "--duration", "10s", *sinks, timeout=120)
+    assert "missing" in one_line_error(result) or "does-not-exist" in result.stderr
+    assert {path: path.read_bytes() for path in files} == files
+    assert sorted(tmp_path.iterdir()) == sorted(files), "no partial file left behind"
+
+
+def test_an_unwritable_sink_folder_is_refused_before_the_run(tmp_path, himae):
+    from test_sinks import unwritable_folder
+
+    folder = unwritable_folder(tmp_path)
+    result = himae("run", "--duration", "10s", "--sink", f"npz://{folder}/out.npz", timeout=120)
+    assert f"cannot write in {folder}" in one_line_error(result)
+
+
+def test_a_window_longer_than_the_duration_is_exit_2(himae):
+    line = one_line_error(himae("run", "--window", "100s", "--duration", "30s", timeout=120))
+    assert "--duration 30 s is shorter than the 100 s window (--window)" in line
+
+
+def test_a_source_shorter_than_a_window_is_exit_2(himae):
+    source = f"sim://{BUNDLED}?channels=PLETH&speed=max&duration=5"
+    line = one_line_error(himae("run", "--source", source, "--window", "8s", timeout=120))
+    assert "ended after 5 s of signal, shorter than the 8 s window (--window)" in line
+
+
+def test_a_source_of_nothing_decodable_says_what_it_read(tmp_path, himae):
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(np.random.default_rng(1).bytes(3000))
+    line = one_line_error(himae("run", "--source", f"file://{garbage}", timeout=120))
+    assert "no samples decoded from 3000 bytes read: 0 frames" in line and "dropped" in line
+
+
+def test_the_summary_of_a_run_without_windows_says_so():
+    from himae_stream import load_model
+    from himae_stream.commands.run import _summary
+    from himae_stream.pipeline import Pipeline
+    from himae_stream.samplestream import SampleStream
+
+    summary = _summary(Pipeline(load_model("himae-100")), SampleStream())
+    assert summary.startswith("himae run: no windows, 0 samples") and "nan" not in summary
+
+
+def first_line(stream, timeout_s: float) -> str:
+    """The first line `stream` gives, or a test failure once `timeout_s` has passed without one."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout_s)
+    except queue.Empty:
+        pytest.fail(f"no output within {timeout_s} s")
+
+
+def test_ctrl_c_prints_the_summary_exits_130_and_keeps_the_records(tmp_path):
+    out = tmp_path / "out.csv"
+    out.write_text("earlier results\n")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "himae_stream.cli", "run", "--speed", "10",
+         "--sink", "jsonl://-", "--sink", f"csv://{out}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = first_line(run.stdout, 120)
+        run.send_signal(signal.SIGINT)
+        rest, stderr = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 130, stderr
+    records = [json.loads(line) for line in (first + rest).splitlines()]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith(f"himae run: {len(records)} window")
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("window,start,end") and [int(r.split(",")[0]) for r in rows[1:]] == [
+        r["window"] for r in records], "a stop by Ctrl-C keeps every record written"
+
+
+def test_a_reader_that_stops_reading_ends_the_run_cleanly(tmp_path):
+    """`himae run ... | head -1`: the records written so far replace the file, exit 0."""
+    out = tmp_path / "out.csv"
+    out.write_text("earlier results\n")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "himae_stream.cli", "run", "--speed", "10",
+         "--sink", f"csv://{out}", "--sink", "jsonl://-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first_line(run.stdout, 120)
+        run.stdout.close()  # like `head -1` exiting
+        stderr = run.communicate(timeout=60)[1]
+    finally:
+        run.kill()
+    assert run.returncode == 0 and stderr == ""
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("window,start,end") and len(rows) >= 2
+
+
+def test_a_device_lost_mid_run_keeps_the_users_file_and_the_windows_written(tmp_path):
+    """A simulated device in its own process, read over its pseudo-terminal, dies after the first window."""
+    out = tmp_path / "out.csv"
+    out.write_text("earlier results\n")
+    sim = subprocess.Popen([sys.executable, "-m", "himae_stream.cli", "sim", "--recording", BUNDLED, "--channels",
+                            "PLETH", "--speed", "10"], stdout=subprocess.PIPE, text=True)
+    run = None
+    try:
+        port = next(line for line in iter(lambda: first_line(sim.stdout, 60), "") if line.startswith("source: "))
+        run = subprocess.Popen(
+            [sys.executable, "-m", "himae_stream.cli", "run", "--source", port.split()[1] + "&reconnect=0",
+             "--sink", f"csv://{out}", "--sink", "jsonl://-"],  # csv first: a record on stdout is in the csv too
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        first = first_line(run.stdout, 120)
+        sim.kill()  # the device is gone for good
+        rest, stderr = run.communicate(timeout=60)
+    finally:
+        for process in (sim, run):
+            if process is not None:
+                process.kill()
+                process.wait()
+    assert run.returncode == 2 and "Traceback" not in stderr, stderr
+    assert out.read_text() == "earlier results\n"
+    kept = tmp_path / "out.partial.csv"
+    assert f"in {kept}" in stderr
+    written = [json.loads(line)["window"] for line in (first + rest).splitlines()]
+    assert [int(row.split(",")[0]) for row in kept.read_text().splitlines()[1:]] == written
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--speed", "fast"], "--speed: expected a number > 0 or 'max', got 'fast'"),
+    (["run", "--source", f"sim://{BUNDLED}?speed=fast"], "parameter speed: expected a number > 0 or 'max', got 'fast'"),
+    (["run", "--source", f"sim://{BUNDLED}?loss=2"], "parameter loss: expected a number from 0 to 1, got '2'"),
+    (["run", "--source", "serial:///dev/ttyUSB0?baud=fast"], "parameter baud: expected an integer >= 1, got 'fast'"),
+    (["run", "--hop", "fast"], "--hop: expected a duration such as '10s'"),
+    (["run", "--duration=-3s"], "--duration: expected a duration such as '10s'"),
+    (["run", "--source", "file://x.bin", "--speed", "3"], "--speed sets the default source's replay speed"),
+    (["sim", "--recording", BUNDLED, "--speed", "0"], "--speed: expected a number > 0 or 'max', got '0'"),
+    (["sim", "--recording", BUNDLED, "--mtu", "big"], "--mtu: expected an integer from 23 to 517, got 'big'"),
+    (["sim", "--recording", BUNDLED, "--drift-ppm", "x"], "--drift-ppm: expected a number, got 'x'"),
+    (["embed", BUNDLED, "-o", "x.npz", "--levels", "0,a"], "--levels: expected an integer >= 0, got 'a'"),
+    (["plot", BUNDLED, "--gaps", "many"], "--gaps: expected an integer >= 0, got 'many'"),
+    (["bench", "--seconds", "0"], "--seconds: expected a number > 0, got '0'"),
+])
+def test_a_bad_number_is_one_line_naming_the_option(himae, args, message):
+    line = one_line_error(himae(*args, timeout=120))
+    assert line.startswith(f"himae {args[0]}: error: ") and message in line

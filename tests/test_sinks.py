@@ -1,0 +1,167 @@
+"""File sinks never destroy data: the target is replaced only by a run that ended well, a failed run
+keeps what it wrote beside it, npz parts survive a crash, and every npz array loads without pickle."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from himae_stream.errors import HimaeError
+from himae_stream.sinks import SinkError, merge_parts, open_sink
+
+CLASSES = ["rest", "moderate", "fast"]
+
+
+def record(i: int) -> dict:
+    """A window record shaped like the pipeline's (README's example), embeddings as float32 arrays."""
+    rng = np.random.default_rng(i)
+    p = rng.dirichlet(np.ones(3))
+    return {
+        "window": i, "start": 100 * i, "end": 100 * i + 800, "t_start": 1.7e9 + i, "t_end": 1.7e9 + i + 7.99,
+        "lost_fraction": 0.0,
+        "predictions": {"heart_rate": 60.0 + i, "activity": CLASSES[int(np.argmax(p))],
+                        "activity_p": dict(zip(CLASSES, p.tolist())), "quality": -1.4},
+        "embeddings": [rng.standard_normal(c).astype(np.float32) for c in (16, 32, 64, 128, 256)],
+        "imputed": i % 2, "latency_ms": 0.5,
+    }
+
+
+def write(url: str, count: int, first: int = 0):
+    sink = open_sink(url)
+    for i in range(first, first + count):
+        sink.write(record(i))
+    return sink
+
+
+def windows_in(path) -> list[int]:
+    """The window indices a jsonl, csv or npz file holds."""
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return z["window"].tolist()
+    if path.suffix == ".csv":
+        return [int(line.split(",")[0]) for line in path.read_text().splitlines()[1:]]
+    return [json.loads(line)["window"] for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "npz"])
+def test_target_is_replaced_only_when_the_run_ends_well(tmp_path, kind):
+    target = tmp_path / f"out.{kind}"
+    target.write_bytes(b"the user's earlier results")
+    sink = write(f"{kind}://{target}", 3)
+    assert target.read_bytes() == b"the user's earlier results", "nothing touches the target during the run"
+    sink.close()
+    assert windows_in(target) == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name], "no partial file or parts left behind"
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "npz"])
+def test_a_failed_run_keeps_the_target_and_what_it_wrote(tmp_path, kind):
+    target = tmp_path / f"out.{kind}"
+    target.write_bytes(b"the user's earlier results")
+    kept = write(f"{kind}://{target}", 3).abort()
+    assert target.read_bytes() == b"the user's earlier results"
+    assert kept == tmp_path / f"out.partial.{kind}" and windows_in(kept) == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, kept.name])
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "npz"])
+def test_a_run_without_records_creates_nothing(tmp_path, kind):
+    assert write(f"{kind}://{tmp_path / f'out.{kind}'}", 0).abort() is None
+    write(f"{kind}://{tmp_path / f'out.{kind}'}", 0).close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_partial_files_never_overwrite_each_other(tmp_path):
+    earlier = tmp_path / "out.partial.csv"
+    earlier.write_text("windows an earlier crashed run kept\n")
+    kept = write(f"csv://{tmp_path / 'out.csv'}", 2).abort()
+    assert kept.name == "out.partial-2.csv" and windows_in(kept) == [0, 1]
+    assert earlier.read_text() == "windows an earlier crashed run kept\n"
+
+
+def test_append_mode_adds_to_the_file(tmp_path):
+    jsonl, csv_path = tmp_path / "out.jsonl", tmp_path / "out.csv"
+    for path in (jsonl, csv_path):
+        write(f"{path.suffix[1:]}://{path}", 2).close()
+    with open(jsonl, "a") as f:
+        f.write('{"window": 99, "cut sh')  # a line a crash cut short
+    for path in (jsonl, csv_path):
+        write(f"{path.suffix[1:]}://{path}?mode=append", 2, first=2).close()
+    assert windows_in(csv_path) == [0, 1, 2, 3], "one header, rows appended"
+    lines = jsonl.read_text().splitlines()
+    assert lines[2] == '{"window": 99, "cut sh' and [json.loads(line)["window"] for line in lines[3:]] == [2, 3]
+
+
+def test_append_refuses_a_csv_of_other_columns(tmp_path):
+    path = tmp_path / "out.csv"
+    path.write_text("window,start,something_else\n0,0,1\n")
+    sink = open_sink(f"csv://{path}?mode=append")
+    with pytest.raises(SinkError, match="columns differ"):
+        sink.write(record(0))
+    assert path.read_text() == "window,start,something_else\n0,0,1\n"
+
+
+def test_npz_parts_written_during_the_run_survive_a_crash(tmp_path):
+    target = tmp_path / "out.npz"
+    sink = write(f"npz://{target}?part=2", 5)
+    # the process dies here: no close(), no abort()
+    parts = sorted((tmp_path / "out.npz.parts").glob("part-*.npz"))
+    assert [p.name for p in parts] == ["part-000000.npz", "part-000001.npz"]
+    assert [w for p in parts for w in windows_in(p)] == [0, 1, 2, 3], "only the windows after the last part are lost"
+    recovered = merge_parts(parts)
+    assert recovered["window"].tolist() == [0, 1, 2, 3] and recovered["level4"].shape == (4, 256)
+    sink.close()
+    assert windows_in(target) == [0, 1, 2, 3, 4] and not (tmp_path / "out.npz.parts").exists()
+
+
+def test_npz_arrays_load_without_pickle_with_integer_indices(tmp_path):
+    target = tmp_path / "out.npz"
+    write(f"npz://{target}?part=2", 3).close()  # merged from parts: the same arrays as one part
+    with np.load(target, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for name in ("window", "start", "end", "imputed"):
+        assert arrays[name].dtype == np.int64, name
+    assert arrays["start"].tolist() == [0, 100, 200] and arrays["imputed"].tolist() == [0, 1, 0]
+    assert arrays["t_start"].dtype == arrays["latency_ms"].dtype == np.float64
+    assert arrays["pred_activity_p"].dtype == np.float64 and arrays["pred_activity_p"].shape == (3, 3)
+    assert arrays["pred_activity_classes"].dtype.kind == "U" and arrays["pred_activity_classes"].tolist() == CLASSES
+    assert arrays["pred_activity"].dtype.kind == "U"
+    for i in range(3):
+        p = record(i)["predictions"]["activity_p"]
+        assert arrays["pred_activity_p"][i].tolist() == [p[c] for c in CLASSES]
+        assert arrays["pred_activity"][i] == record(i)["predictions"]["activity"]
+    assert arrays["level0"].dtype == np.float32 and arrays["level0"].shape == (3, 16)
+
+
+def unwritable_folder(tmp_path):
+    """A folder this process cannot create files in: a read-only one, or, for root (whom file
+    permissions do not bind), sysfs."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder if os.geteuid() != 0 else "/sys"
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "npz"])
+def test_a_target_that_cannot_be_written_is_refused_when_opened(tmp_path, kind):
+    for url, message in [
+        (f"{kind}://{unwritable_folder(tmp_path)}/out.{kind}", "cannot write in"),
+        (f"{kind}://{tmp_path}/missing/out.{kind}", "does not exist"),
+        (f"{kind}://{tmp_path}", "is a folder"),
+    ]:
+        with pytest.raises(SinkError, match=message):
+            open_sink(url)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["read-only"]
+
+
+@pytest.mark.parametrize("url, message", [
+    ("csv://{dir}/out.csv?mode=overwrite", "mode must be replace or append"),
+    ("npz://{dir}/out.npz?mode=append", "unknown parameter"),
+    ("npz://{dir}/out.npz?part=0", "part: expected an integer >= 1, got '0'"),
+    ("jsonl://-?mode=append", "needs a file"),
+])
+def test_bad_sink_parameters_are_refused(tmp_path, url, message):
+    with pytest.raises(HimaeError, match=message):
+        open_sink(url.format(dir=tmp_path))
+    assert list(tmp_path.iterdir()) == []
