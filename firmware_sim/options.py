@@ -10,7 +10,7 @@ from pathlib import Path
 from firmware_sim.device import DeviceConfig, DeviceModel, DropLog
 from firmware_sim.faults import NUMBERS as FAULT_NUMBERS, FaultConfig
 from firmware_sim.heart_rate import HeartRateTrace, load_trace, trace_for
-from himae_stream.numbers import ANY, COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER, SPEED, Number
+from himae_stream.numbers import ANY, COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER, SAMPLE_RATE, SPEED, Number
 from himae_stream.protocol import SampleFormat
 from himae_stream.recordings import load
 
@@ -41,7 +41,7 @@ class SimOptions:
 #: What each numeric setting accepts, by its `sim://` parameter name (the `himae sim` flag is the
 #: same name with dashes): the one table both read, so they accept and refuse the same numbers.
 NUMBERS: dict[str, Number] = {
-    **FAULT_NUMBERS, "fs": POSITIVE, "duration": POSITIVE, "speed": SPEED, "drift_ppm": ANY,
+    **FAULT_NUMBERS, "fs": SAMPLE_RATE, "duration": POSITIVE, "speed": SPEED, "drift_ppm": ANY,
     "jitter_us": NON_NEGATIVE, "seed": COUNT, "baud": POSITIVE_INTEGER, "frame_ms": POSITIVE,
     "mtu": Number(integer=True, low=23, high=517), "interval_ms": POSITIVE,
 }

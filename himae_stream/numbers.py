@@ -34,7 +34,7 @@ class Number:
     def __str__(self) -> str:
         kind = "an integer" if self.integer else "a number"
         if self.low is not None and self.high is not None:
-            kind += f" from {self.low:g} to {self.high:g}"
+            kind += f" > {self.low:g} and <= {self.high:g}" if self.above else f" from {self.low:g} to {self.high:g}"
         elif self.low is not None:
             kind += f" {'>' if self.above else '>='} {self.low:g}"
         elif self.high is not None:
@@ -82,4 +82,7 @@ NON_NEGATIVE = Number(low=0)
 PROBABILITY = Number(low=0, high=1)
 COUNT = Number(integer=True, low=0)
 POSITIVE_INTEGER = Number(integer=True, low=1)
+#: A sample rate in Hz: wearable signals are sampled far below 10 kHz, and a recording
+#: resampled to a higher rate only wastes memory (an absurd rate used to run out of it).
+SAMPLE_RATE = Number(low=0, above=True, high=10_000)
 SPEED = Number(low=0, above=True, words=(("max", None),))  # None: as fast as the transport takes

@@ -26,6 +26,11 @@ SNAPSHOT_VERSION = 1
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|min|samples?)?\s*$")
 
 
+#: Longest window, hop or duration in samples: what the engine's 32-bit counters hold (about
+#: 248 days at 100 Hz); anything longer is a typo, refused before it reaches the engine.
+MAX_SAMPLES = 2**31 - 1
+
+
 def to_samples(value: int | float | str, fs: float, what: str) -> int:
     """A length in samples from samples (int), seconds (float) or a string like "1s", "250ms", "100"."""
     if isinstance(value, str):
@@ -48,6 +53,8 @@ def to_samples(value: int | float | str, fs: float, what: str) -> int:
         value = round(samples)
     if value < 1:
         raise OptionError(f"{what}: expected at least one sample, got {value}")
+    if value > MAX_SAMPLES:
+        raise OptionError(f"{what}: {value:g} samples is more than a length may be ({MAX_SAMPLES} samples)")
     return int(value)
 
 

@@ -3,6 +3,7 @@ that cannot produce a window says why (exit 2), Ctrl-C exits 130 after the summa
 bad number is one line naming the option and what it accepts."""
 
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -177,7 +178,24 @@ def test_a_device_lost_mid_run_keeps_the_users_file_and_the_windows_written(tmp_
     (["embed", BUNDLED, "-o", "x.npz", "--levels", "0,a"], "--levels: expected an integer >= 0, got 'a'"),
     (["plot", BUNDLED, "--gaps", "many"], "--gaps: expected an integer >= 0, got 'many'"),
     (["bench", "--seconds", "0"], "--seconds: expected a number > 0, got '0'"),
+    (["run", "--hop", "1e30s"], "--hop: 1e+32 samples is more than a length may be"),
+    (["run", "--source", f"sim://{BUNDLED}?fs=1e9"], "parameter fs: expected a number > 0 and <= 10000, got '1e9'"),
+    (["run", "--source", f"sim://{BUNDLED}?fs=0"], "parameter fs: expected a number > 0 and <= 10000, got '0'"),
+    (["embed", BUNDLED, "-o", "x.npz", "--fs", "nan"], "--fs: expected a number > 0 and <= 10000, got 'nan'"),
 ])
 def test_a_bad_number_is_one_line_naming_the_option(himae, args, message):
     line = one_line_error(himae(*args, timeout=120))
     assert line.startswith(f"himae {args[0]}: error: ") and message in line
+
+
+@pytest.mark.parametrize("args", [["run", "--source", "file://{fifo}", "--duration", "20s"],
+                                  ["run", "--source", "file:///dev/zero", "--duration", "20s"],
+                                  ["run", "--source", "sim://{fifo}.hea", "--duration", "20s"],
+                                  ["embed", "{fifo}.hea", "-o", "{dir}/e.npz"]])
+def test_a_fifo_or_device_is_refused_not_read_for_ever(tmp_path, himae, args):
+    """Opening a FIFO blocks until a writer comes, and /dev/zero never ends: neither is a recording."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    os.mkfifo(f"{fifo}.hea")
+    line = one_line_error(himae(*(a.format(fifo=fifo, dir=tmp_path) for a in args), timeout=120))
+    assert "not a regular file" in line

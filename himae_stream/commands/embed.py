@@ -10,7 +10,7 @@ import argparse
 
 import numpy as np
 
-from himae_stream.numbers import COUNT, POSITIVE
+from himae_stream.numbers import COUNT, SAMPLE_RATE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", help="window length (default: the model's)")
     p.add_argument("--hop", default="1s", help="hop between windows (default 1s)")
     p.add_argument("--channels", help="recording channel(s) to read, by name or glob (default: the model's)")
-    p.add_argument("--fs", type=POSITIVE, help="sampling rate of bare .npy files")
+    p.add_argument("--fs", type=SAMPLE_RATE, help="sampling rate of bare .npy files")
 
 
 def embed_recording(model, signals: np.ndarray, mode: str, window: int, hop: int) -> tuple[np.ndarray, list]:

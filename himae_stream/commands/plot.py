@@ -15,7 +15,7 @@ import textwrap
 
 import numpy as np
 
-from himae_stream.numbers import COUNT, POSITIVE
+from himae_stream.numbers import COUNT, SAMPLE_RATE
 from himae_stream.view import UNITS
 
 
@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gap", default="1s", help="length of each cut gap (default 1s)")
     p.add_argument("--gaps", type=COUNT, default=3, help="number of gaps to cut (default 3)")
     p.add_argument("--seed", type=COUNT, default=0)
-    p.add_argument("--fs", type=POSITIVE, help="sampling rate of bare .npy files")
+    p.add_argument("--fs", type=SAMPLE_RATE, help="sampling rate of bare .npy files")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,6 +30,9 @@ class FileSource(Source):
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[Received]:
+        # A FIFO or a device would block the open or never end: a log is a regular file.
+        if self.path.exists() and not self.path.is_file():
+            raise SourceError(f"cannot read packet log {self.path}: not a regular file")
         try:
             handle = self.path.open("rb")
         except OSError as exc:
