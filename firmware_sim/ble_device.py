@@ -306,14 +306,18 @@ class BleDevice:
             return
         assert self._packer is not None
         k = start
-        for note in self._packer.pack(self.model.packet(start, stop)):
-            sync = bool(struct.unpack_from("<H", note)[0] & protocol.SYNC_FLAG)
-            n = protocol.samples_per_notification(len(note), self.model.info, sync)
-            if self.faults.fate(BLE_FATES) is Fate.LOSE:
-                self.log.drop(k, k + n, "lost")
-            else:
-                await self.device.notify_subscriber(connection, self.samples_char, note)
-            k += n
+        for a, b in self.model.valid_spans(start, stop):
+            self.log.drop(k, a, "no_value")
+            k = a
+            for note in self._packer.pack(self.model.packet(a, b)):
+                sync = bool(struct.unpack_from("<H", note)[0] & protocol.SYNC_FLAG)
+                n = protocol.samples_per_notification(len(note), self.model.info, sync)
+                if self.faults.fate(BLE_FATES) is Fate.LOSE:
+                    self.log.drop(k, k + n, "lost")
+                else:
+                    await self.device.notify_subscriber(connection, self.samples_char, note)
+                k += n
+        self.log.drop(k, stop, "no_value")
 
     async def _notify_heart_rate(self, device_s: float) -> None:
         connection = self._connection

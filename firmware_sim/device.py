@@ -49,6 +49,11 @@ class DeviceModel:
         self.fs = float(recording.fs)
         self.fmt = SampleFormat(config.fmt)
         signals = recording.signals
+        # A sample the recording has no value for (NaN) is one the sensor never produced:
+        # the device sends around it, and the receiver sees it as lost (`valid_spans`).
+        has_value = np.isfinite(signals).all(axis=0)
+        self._no_value = None if has_value.all() else ~has_value
+        signals = np.where(has_value, signals, 0.0)
         self.scale = config.scale or _fit_scale(signals, self.fmt)
         if len(self.scale) != signals.shape[0]:
             raise ValueError(f"{len(self.scale)} scales given for {signals.shape[0]} channels")
@@ -79,6 +84,13 @@ class DeviceModel:
         if stop > n and not self.config.loop:
             raise IndexError(f"samples {start}..{stop} past the end of the recording ({n})")
         return np.arange(start, stop) % n
+
+    def valid_spans(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """The runs of [start, stop) whose samples have a value, in order: what the device sends."""
+        if self._no_value is None:
+            return [(start, stop)] if stop > start else []
+        edges = np.flatnonzero(np.diff(np.r_[0, ~self._no_value[self._span(start, stop)], 0].astype(np.int8)))
+        return [(start + int(a), start + int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
     def codes(self, start: int, stop: int) -> np.ndarray:
         """ADC codes of stream indices [start, stop), (channels, n)."""

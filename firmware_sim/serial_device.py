@@ -117,7 +117,14 @@ class SerialDevice:
                 self.log.drop(k, stop_k, "disconnected")
                 self.produced = k = stop_k
                 continue
-            frame = encode_frame(encode_packet(self.model.packet(k, stop_k)))
+            spans = self.model.valid_spans(k, stop_k)
+            for (_, gap_start), (gap_stop, _) in zip([(k, k), *spans], [*spans, (stop_k, stop_k)]):
+                self.log.drop(gap_start, gap_stop, "no_value")
+            if not spans:
+                self.produced = k = stop_k
+                continue
+            # one transport unit: the frames of the packet's valid runs, back to back
+            frame = b"".join(encode_frame(encode_packet(self.model.packet(a, b))) for a, b in spans)
             with_info = ready >= next_info
             send_at = max(ready, link_free)
             link_free = send_at + (len(frame) + len(info) * with_info) * 10 / self.baud
@@ -126,30 +133,30 @@ class SerialDevice:
             self.produced = stop_k
             if not self._reader_present():
                 if self.pacer.speed is not None:
-                    self.log.drop(k, stop_k, "no_reader")
+                    self._drop(spans, "no_reader")
                     self._resync = True
                     k = stop_k
                     continue
                 if not self._wait_for_reader():
                     break
             if with_info:
-                self._write(info, k, k)
+                self._write(info, [])
                 next_info = ready + self.info_every_s
             fate = self.faults.fate(SERIAL_FATES)
             if fate is Fate.LOSE:
-                self.log.drop(k, stop_k, "lost")
+                self._drop(spans, "lost")
             elif fate is Fate.CORRUPT:
-                self.log.drop(k, stop_k, "corrupted")
-                self._write(self.faults.corrupt(frame[:-1]) + frame[-1:], k, k)
+                self._drop(spans, "corrupted")
+                self._write(self.faults.corrupt(frame[:-1]) + frame[-1:], [])
             elif fate is Fate.DUPLICATE:
                 self.log.count("duplicated")
-                self._write(frame, k, stop_k)
-                self._write(frame, k, k)
+                self._write(frame, spans)
+                self._write(frame, [])
             elif fate is Fate.REORDER and held is None:
                 self.log.count("reordered")
-                held = (frame, k, stop_k)
+                held = (frame, spans)
             else:
-                self._write(frame, k, stop_k)
+                self._write(frame, spans)
                 if held is not None:
                     self._write(*held)
                     held = None
@@ -173,8 +180,12 @@ class SerialDevice:
         delay = self.pacer.wall(device_s) - time.monotonic()
         return not self._stop.wait(delay) if delay > 0 else not self._stop.is_set()
 
-    def _write(self, data: bytes, start: int, stop: int) -> None:
-        """Write one frame whole; at a finite speed drop what the port cannot take."""
+    def _drop(self, spans: list[tuple[int, int]], reason: str) -> None:
+        for start, stop in spans:
+            self.log.drop(start, stop, reason)
+
+    def _write(self, data: bytes, spans: list[tuple[int, int]]) -> None:
+        """Write one unit whole (its samples: `spans`); at a finite speed drop what the port cannot take."""
         if self._resync:
             data = b"\x00" + data
             self._resync = False
@@ -194,7 +205,7 @@ class SerialDevice:
                 return
             if self.pacer.speed is not None:
                 self._resync = True
-                self.log.drop(start, stop, "overflow")
+                self._drop(spans, "overflow")
                 return
             select.select([], [self._master], [], 0.1)
             if self._stop.is_set():

@@ -159,7 +159,7 @@ class StreamError(HimaeError):
 
 COUNTERS = (
     "packets", "duplicates", "reordered", "late", "gaps", "lost_samples", "samples",
-    "restarts", "overflow_drops", "overflow_samples",
+    "restarts", "overflow_drops", "overflow_samples", "nonfinite",
 )
 
 
@@ -350,7 +350,7 @@ class SampleStream:
             index, n, packet = pieces[0]
             # evenly spaced on the device clock, so on the host clock too: the first time, then steps
             times = self.clock.to_host(packet.t_us * 1e-6) + (self.clock.rate / packet.fs) * np.arange(n)
-            return [Chunk(times, packet.physical(), np.zeros(n, bool), index, arrival)]
+            return [self._finite(Chunk(times, packet.physical(), np.zeros(n, bool), index, arrival))]
         sizes, base, step, codes, scales = [], [], [], [], []
         for _, n, item in pieces:
             sizes.append(n)
@@ -378,7 +378,17 @@ class SampleStream:
                 [c.astype(np.float32) * np.asarray(s or 1.0, np.float32).reshape(-1, 1) for c, s in zip(codes, scales)],
                 axis=1,
             )
-        return [Chunk(self.clock.to_host(device_times), samples, lost, pieces[0][0], arrival)]
+        return [self._finite(Chunk(self.clock.to_host(device_times), samples, lost, pieces[0][0], arrival))]
+
+    def _finite(self, chunk: Chunk) -> Chunk:
+        """A float32 device can send NaN or Inf for a sample it has no value for: such a
+        sample is lost like a missing one (zero, mask set), and counted in `nonfinite`."""
+        bad = ~np.isfinite(chunk.samples).all(axis=0)
+        if bad.any():
+            chunk.samples[:, bad] = 0.0
+            chunk.lost_mask[bad] = True
+            self._counts["nonfinite"] += int(bad.sum())
+        return chunk
 
     # ------------------------------------------------------------- asyncio
     async def __aiter__(self) -> AsyncIterator[Chunk]:

@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from himae_stream.protocol import SEQ_MODULUS, Packet
+from himae_stream.protocol import SEQ_MODULUS, Packet, SampleFormat
 from himae_stream.samplestream import ClockMap, Received, SampleStream
 from himae_stream.sources.base import Source
 from himae_stream.sources.file import FileSource, write_log
@@ -86,6 +86,19 @@ def test_reordered_packets_are_counted():
     assert stream.counters["reordered"] == 3
     assert stream.counters["lost_samples"] == 0
     assert sum(len(c) for c in chunks) == 30
+
+
+def test_nan_and_inf_from_a_float32_device_are_lost_samples():
+    samples = np.array([[1.0, np.nan, 2.0, np.inf, 3.0], [1.0, 1.0, 1.0, 1.0, -np.inf]], np.float32)
+    packets = [Packet(0, 0, FS, samples, (1.0, 1.0), SampleFormat.FLOAT32),
+               Packet(5, 50_000, FS, samples[:, ::-1].copy(), (1.0, 1.0), SampleFormat.FLOAT32)]
+    stream = SampleStream()
+    chunks = collect(stream, [packets[0], packets[1]])
+    lost = np.concatenate([c.lost_mask for c in chunks])
+    values = np.concatenate([c.samples for c in chunks], axis=1)
+    assert np.array_equal(np.flatnonzero(lost), [1, 3, 4, 5, 6, 8])
+    assert np.isfinite(values).all() and np.all(values[:, lost] == 0)
+    assert stream.counters["nonfinite"] == 6 and stream.counters["samples"] == 10
 
 
 def test_late_packet_beyond_window_is_not_delivered_twice():

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import BUNDLED
+from conftest import BUNDLED, V102S
 from bumble.link import LocalLink
 
 from firmware_sim.ble_device import BleDevice
@@ -89,6 +89,21 @@ def test_ble_one_process_delivers_every_sample(mtu):
     per_note = (mtu - 3 - 2) // 2
     assert counters["notifications"] >= model.length / per_note
     assert counters["notifications"] <= 1.2 * model.length / per_note + 16
+
+
+def test_ble_samples_a_recording_has_no_value_for_arrive_lost_and_logged():
+    rec = load(V102S, channels="PLETH")
+    model = DeviceModel(dataclasses.replace(rec, signals=rec.signals[:, : int(120 * rec.fs)]))
+    nan = np.flatnonzero(~np.isfinite(model.recording.signals[0]))
+
+    async def body(device):
+        stream, chunks = await collect(BleSource(name="himae-sim", backend=BumbleBackend), device.finished.is_set)
+        return stream, chunks, device.log
+
+    stream, chunks, log = asyncio.run(simulate(model, body, speed=None, mtu=247))
+    lost = check_delivery(chunks, model, log.indices())
+    assert nan.size > 0 and np.array_equal(np.flatnonzero(lost), nan)
+    assert log.counters["dropped_no_value"] == nan.size == stream.counters["lost_samples"]
 
 
 def test_ble_disconnect_reconnects_and_reports_exact_gap():

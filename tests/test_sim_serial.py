@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import BUNDLED
+from conftest import BUNDLED, V102S
 
 from firmware_sim.device import DeviceConfig, DeviceModel
 from firmware_sim.faults import FaultConfig, Faults
@@ -127,3 +127,18 @@ def test_serial_formats_round_trip():
         float32_rounding = 2.0**-23 * np.abs(rec.signals).max(axis=1)
         half_code = 0.0 if fmt == SampleFormat.FLOAT32 else np.asarray(model.scale) / 2
         assert np.all(error <= half_code + float32_rounding)
+
+
+def test_samples_a_recording_has_no_value_for_arrive_lost_and_logged():
+    """v102s's PLETH has NaN samples: the device sends around them, the receiver gets them as
+    lost, and the drop log says why; none becomes a 0.0 that looks like signal."""
+    rec = load(V102S, channels="PLETH")
+    rec = dataclasses.replace(rec, signals=rec.signals[:, : int(120 * rec.fs)])
+    nan = np.flatnonzero(~np.isfinite(rec.signals[0]))
+    assert nan.size > 0
+    model = DeviceModel(rec)
+    with SerialDevice(model, Faults(), speed=None) as device:
+        stream, _, chunks = asyncio.run(replay(device))
+    lost = check_delivery(chunks, model, device.log.indices())
+    assert np.array_equal(np.flatnonzero(lost), nan)
+    assert device.log.counters["dropped_no_value"] == nan.size == stream.counters["lost_samples"]
