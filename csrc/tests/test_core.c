@@ -600,8 +600,13 @@ static void test_fpmode(const char *path) {
     float *x_tiny = malloc(n_stream * sizeof(float)), *x_big = malloc(n_stream * sizeof(float));
     for (size_t i = 0; i < n_stream; i++) {
         x_tiny[i] = 1e-36f * frand(), x_big[i] = 100.0f * frand();
-        x_sub[i] = x_zero[i] = frand();
-        if (i % 5 == 0) x_sub[i] = x_tiny[i] * 1e-5f, x_zero[i] = copysignf(0.0f, x_sub[i]);
+        /* beside values this small a subnormal would still change the sums */
+        x_sub[i] = x_zero[i] = x_tiny[i];
+        if (i % 5 == 0) {
+            uint32_t bits = (rng() & 0x80000000u) | (1u + rng() % 0x7FFFFFu);
+            memcpy(&x_sub[i], &bits, sizeof bits);
+            x_zero[i] = copysignf(0.0f, x_sub[i]);
+        }
     }
     size_t per_window = 0;
     for (uint32_t l = 0; l < c->n_levels; l++) per_window += (size_t)c->channels[l] * c->level_len[l];
