@@ -1,6 +1,6 @@
 """Window mode: isolated windows through the encoder, batch 1 (latency) and 64 (throughput)."""
 
-from benchmarks.workload import CONFIG_NAMES, ISAS, load, model_path, p99_us, signal
+from benchmarks.workload import CONFIG_NAMES, ISAS, STDS, WEIGHTS, load, model_path, p99_us, signal, weights_path
 
 
 class WindowEncode:
@@ -33,3 +33,28 @@ class WindowLatency:
 
     def track_p99_encode(self, name: str, isa: str) -> float:
         return p99_us(lambda: self.model.encode(self.x))
+
+
+class ShippedWeights:
+    """One window, batch 1, shipped vs random weights at input std 0.3, 1 and 3.
+
+    The two cost the same unless the data slows some operations down: the
+    shipped models once ran 15-70x slower than random weights on an Intel
+    core because their activations underflowed into subnormals (csrc/fpmode.h).
+    """
+
+    params = (list(CONFIG_NAMES), list(WEIGHTS), list(STDS), list(ISAS))
+    param_names = ["model", "weights", "std", "isa"]
+
+    def setup(self, name: str, weights: str, std: float, isa: str) -> None:
+        self.model = load(weights_path(name, weights), isa)
+        cfg = self.model.config
+        self.x = signal(cfg["window"], cfg["fs"], cfg["in_channels"], std=std)
+
+    def time_encode(self, name: str, weights: str, std: float, isa: str) -> None:
+        self.model.encode(self.x)
+
+    def track_p99_encode(self, name: str, weights: str, std: float, isa: str) -> float:
+        return p99_us(lambda: self.model.encode(self.x))
+
+    track_p99_encode.unit = "µs"

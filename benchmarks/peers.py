@@ -1,16 +1,21 @@
 """Peer comparison: this engine vs PyTorch eager, TorchScript, ONNX Runtime, OpenVINO.
 
-Same model and weights everywhere (seeded random weights, randomised
-BatchNorm statistics, BatchNorm folded only where each runtime folds it),
-single thread everywhere, window-mode encoder producing every level. Prints
-a markdown table (the README embeds it): batch-1 median and p99 latency,
+Same model and weights everywhere, single thread everywhere, window-mode
+encoder producing every level, for the shipped weights and for seeded random
+weights (randomised BatchNorm statistics, BatchNorm folded only where each
+runtime folds it), each on Gaussian inputs of standard deviation 0.3, 1 and
+3. Prints a markdown table per model, weights and input std (the README
+embeds the one of random weights at std 1): batch-1 median and p99 latency,
 batch-64 windows/s, this engine's ratio to each peer, and its achieved
-GFLOP/s against this CPU's single-core sgemm measured in the same run;
-then stream mode's table (benchmarks.stream_bench): the cost of pushing 1 s
-into a running stream against those window latencies, measured in the same
-rounds.
+GFLOP/s against this CPU's single-core sgemm measured in the same run; then
+every runtime's shipped and random latencies side by side (trained weights
+once made this engine's activations subnormal and 15-70x slower on an Intel
+core; see csrc/fpmode.h); then stream mode's table (benchmarks.stream_bench):
+the cost of pushing 1 s into a running stream (a PPG-like signal of the
+same std) against those window latencies, measured in the same rounds.
 
-    python -m benchmarks.peers [--models himae-100,himae-25] [--seconds 2] [--rounds 3] [--no-stream]
+    python -m benchmarks.peers [--models himae-100,himae-25] [--weights shipped,random] [--stds 0.3,1,3]
+                               [--seconds 2] [--rounds 3] [--no-stream]
 
 A script, not a test: timings are noisy and nothing here fails a build.
 Needs the `bench` extra (onnx, onnxruntime, openvino) and `train` (torch).
@@ -97,20 +102,29 @@ def _bind(fn: Callable, arg) -> Callable[[], object]:
     return lambda: fn(arg)
 
 
-def build_runners(name: str, tmp: Path, peers: list[str]) -> tuple[dict, dict[str, dict[int, Callable]]]:
-    """The config and, per runtime, a callable per batch size running the encoder."""
+def build_runners(name: str, tmp: Path, peers: list[str], weights: str = "random",
+                  std: float = 1.0) -> tuple[dict, dict[str, dict[int, Callable]], Path]:
+    """The config, per runtime a callable per batch size running the encoder on inputs of
+    standard deviation `std`, and this engine's model file: the shipped model `name`, or
+    its configuration with seeded random weights."""
     import torch
 
-    from himae_stream import load_model
+    from himae_stream import load_model, zoo
     from training import HiMAE, export_model, get_config
+    from training.frozen import load_model_file
     from training.model import randomize_batchnorm
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    config = get_config(name)
-    model = randomize_batchnorm(HiMAE(config), 1).eval()
-    path = tmp / f"{name}.himae"
-    export_model(model, path)
+    if weights == "shipped":
+        path = zoo.resolve(name)
+        model = load_model_file(path)
+        config = model.config
+    else:
+        config = get_config(name)
+        model = randomize_batchnorm(HiMAE(config), 1).eval()
+        path = tmp / f"{name}.himae"
+        export_model(model, path)
 
     class Encoder(torch.nn.Module):
         def __init__(self, himae):
@@ -125,7 +139,7 @@ def build_runners(name: str, tmp: Path, peers: list[str]) -> tuple[dict, dict[st
             return tuple(levels)
 
     encoder = Encoder(model).eval()
-    inputs = {b: np.random.default_rng(b).standard_normal((b, 1, config["window"])).astype(np.float32)
+    inputs = {b: (np.random.default_rng(b).standard_normal((b, 1, config["window"])) * std).astype(np.float32)
               for b in (1, BATCH)}
     runners: dict[str, dict[int, Callable]] = {}
 
@@ -182,13 +196,57 @@ def build_runners(name: str, tmp: Path, peers: list[str]) -> tuple[dict, dict[st
         worst = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
         if worst > 1e-3:
             raise SystemExit(f"{label} disagrees with this engine on {name}: max abs {worst:.3g}")
-    return config, runners
+    return config, runners, path
+
+
+def timed_rounds(runners: dict[str, dict[int, Callable]], seconds: float, rounds: int,
+                 between: Callable[[], None] | None = None) -> dict[str, dict]:
+    """Per runtime: best round's batch-1 median and its p99 (s), best batch-64 windows/s.
+
+    Rounds are interleaved, so every runtime sees the same machine noise;
+    `between` runs at the start of every round (the stream-mode timing).
+    """
+    stats: dict[str, dict] = {}
+    for _ in range(rounds):
+        if between:
+            between()
+        for label, runs in runners.items():
+            t1 = measure(runs[1], seconds)
+            tb = measure(runs[BATCH], seconds, min_calls=5)
+            cur = {"median": np.median(t1), "p99": np.percentile(t1, 99), "wps": BATCH / np.median(tb)}
+            best = stats.setdefault(label, cur)
+            if cur["median"] < best["median"]:
+                best["median"], best["p99"] = cur["median"], cur["p99"]
+            best["wps"] = max(best["wps"], cur["wps"])
+    return stats
+
+
+def print_table(title: str, config: dict, stats: dict[str, dict], peak: float) -> tuple[str, float, float]:
+    """One condition's table; (this engine's label, its GFLOP/s at batch 1, at batch 64)."""
+    ours_label = next(iter(stats))
+    ours = stats[ours_label]
+    flops = encoder_flops(config)
+    print(f"### {title} (window {config['window']}, channels {config['channels']}, "
+          f"{flops / 1e6:.1f} MFLOP per window)\n")
+    print("| runtime | batch-1 median (µs) | batch-1 p99 (µs) | batch-64 windows/s | "
+          "this engine's latency ÷ peer | this engine's throughput ÷ peer |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, s in stats.items():
+        lat = "—" if label == ours_label else f"{ours['median'] / s['median']:.2f}"
+        thr = "—" if label == ours_label else f"{ours['wps'] / s['wps']:.2f}"
+        print(f"| {label} | {s['median'] * 1e6:.0f} | {s['p99'] * 1e6:.0f} | {s['wps']:.0f} | {lat} | {thr} |")
+    g1, g64 = flops / ours["median"] / 1e9, flops * ours["wps"] / 1e9
+    print(f"\nThis engine: {g1:.1f} GFLOP/s at batch 1 ({100 * g1 / peak:.0f} % of sgemm), "
+          f"{g64:.1f} GFLOP/s at batch 64 ({100 * g64 / peak:.0f} % of sgemm).\n")
+    return ours_label, g1, g64
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="himae-100,himae-25")
     parser.add_argument("--peers", default="eager,torchscript,onnxruntime,openvino")
+    parser.add_argument("--weights", default="shipped,random", help="shipped and/or random (comma-separated)")
+    parser.add_argument("--stds", default="0.3,1,3", help="standard deviations of the Gaussian inputs")
     parser.add_argument("--seconds", type=float, default=1.5, help="timing per runtime, batch and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each runtime's best round is kept")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
@@ -199,65 +257,64 @@ def main() -> int:
     global clock
     clock = CLOCKS[args.clock]
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    weight_kinds = [w.strip() for w in args.weights.split(",") if w.strip()]
+    stds = [float(s) for s in args.stds.split(",") if s.strip()]
 
     peak = sgemm_gflops()
     print(f"## Peer comparison, {datetime.date.today().isoformat()}\n")
     print(f"CPU: {cpu_model()}; threads: 1 everywhere; single-core sgemm (numpy float32 1024^3): "
           f"{peak:.1f} GFLOP/s; {args.clock} clock; best of {args.rounds} rounds of ~{args.seconds:g} s "
           "per runtime.\n")
-    summary, stream_rows = [], []
+    summary, side_by_side, stream_rows = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-            config, runners = build_runners(name, Path(tmp), peers)
-            stats: dict[str, dict] = {}
-            if args.stream:
-                from benchmarks import stream_bench
-                from himae_stream import load_model
+            medians: dict[tuple[str, float], dict[str, float]] = {}
+            for weights in weight_kinds:
+                for std in stds:
+                    config, runners, path = build_runners(name, Path(tmp), peers, weights, std)
+                    between = None
+                    if args.stream:
+                        from benchmarks import stream_bench
+                        from himae_stream import load_model
 
-                model, push = load_model(Path(tmp) / f"{name}.himae"), []
-            for _ in range(args.rounds):  # interleaved rounds share the machine's noise fairly
-                if args.stream:
-                    push.append(stream_bench.push_costs(model, args.seconds))
-                for label, runs in runners.items():
-                    t1 = measure(runs[1], args.seconds)
-                    tb = measure(runs[BATCH], args.seconds, min_calls=5)
-                    cur = {"median": np.median(t1), "p99": np.percentile(t1, 99), "wps": BATCH / np.median(tb)}
-                    best = stats.setdefault(label, cur)
-                    if cur["median"] < best["median"]:
-                        best["median"], best["p99"] = cur["median"], cur["p99"]
-                    best["wps"] = max(best["wps"], cur["wps"])
-            ours_label = next(iter(runners))
-            ours = stats[ours_label]
-            flops = encoder_flops(config)
-            print(f"### {name} (window {config['window']}, channels {config['channels']}, "
-                  f"{flops / 1e6:.1f} MFLOP per window)\n")
-            print("| runtime | batch-1 median (µs) | batch-1 p99 (µs) | batch-64 windows/s | "
-                  "this engine's latency ÷ peer | this engine's throughput ÷ peer |")
-            print("|---|---:|---:|---:|---:|---:|")
-            for label, s in stats.items():
-                lat = "—" if label == ours_label else f"{ours['median'] / s['median']:.2f}"
-                thr = "—" if label == ours_label else f"{ours['wps'] / s['wps']:.2f}"
-                print(f"| {label} | {s['median'] * 1e6:.0f} | {s['p99'] * 1e6:.0f} | {s['wps']:.0f} | {lat} | {thr} |")
-            g1, g64 = flops / ours["median"] / 1e9, flops * ours["wps"] / 1e9
-            print(f"\nThis engine: {g1:.1f} GFLOP/s at batch 1 ({100 * g1 / peak:.0f} % of sgemm), "
-                  f"{g64:.1f} GFLOP/s at batch 64 ({100 * g64 / peak:.0f} % of sgemm).\n")
-            peers_only = {k: v for k, v in stats.items() if k != ours_label}
-            if peers_only:
-                fastest = min(peers_only, key=lambda k: peers_only[k]["median"])
-                best_wps = max(peers_only, key=lambda k: peers_only[k]["wps"])
-                summary.append((name, fastest, ours["median"] / peers_only[fastest]["median"],
-                                best_wps, ours["wps"] / peers_only[best_wps]["wps"], g1 / peak))
-            if args.stream:
-                fastest = min(peers_only, key=lambda k: peers_only[k]["median"], default=None)
-                peer_us = peers_only[fastest]["median"] * 1e6 if fastest else float("nan")
-                stream_rows.append(stream_bench.row(name, push, ours["median"] * 1e6, peer_us, fastest,
-                                                    stream_bench.realtime_factor(model)))
+                        model, push = load_model(path), []
+                        between = lambda: push.append(stream_bench.push_costs(model, args.seconds, std))  # noqa: E731
+                    stats = timed_rounds(runners, args.seconds, args.rounds, between)
+                    ours_label, g1, _ = print_table(f"{name}, {weights} weights, input std {std:g}", config, stats, peak)
+                    medians[(weights, std)] = {label: s["median"] for label, s in stats.items()}
+                    ours = stats[ours_label]
+                    peers_only = {k: v for k, v in stats.items() if k != ours_label}
+                    fastest = min(peers_only, key=lambda k: peers_only[k]["median"], default=None)
+                    if fastest:
+                        best_wps = max(peers_only, key=lambda k: peers_only[k]["wps"])
+                        summary.append((f"{name}, {weights}, std {std:g}", fastest,
+                                        ours["median"] / peers_only[fastest]["median"], best_wps,
+                                        ours["wps"] / peers_only[best_wps]["wps"], g1 / peak))
+                    if between:
+                        peer_us = peers_only[fastest]["median"] * 1e6 if fastest else float("nan")
+                        stream_rows.append(stream_bench.row(f"{name}, {weights}, std {std:g}", push,
+                                                            ours["median"] * 1e6, peer_us, fastest,
+                                                            stream_bench.realtime_factor(model, std)))
+            if {"shipped", "random"} <= set(weight_kinds):
+                for label in medians[("random", stds[0])]:
+                    if label not in medians[("shipped", stds[0])]:
+                        continue
+                    cells = [f"{medians[('shipped', std)][label] * 1e6:.0f} / {medians[('random', std)][label] * 1e6:.0f}"
+                             for std in stds]
+                    worst = max(medians[("shipped", std)][label] / medians[("random", std)][label] for std in stds)
+                    side_by_side.append(f"| {name} | {label} | {' | '.join(cells)} | {worst:.2f} |")
     if summary:
         print("### Summary\n")
-        print("| model | fastest peer (batch 1) | latency ratio | best peer (batch 64) | throughput ratio | share of sgemm |")
+        print("| model, weights, input std | fastest peer (batch 1) | latency ratio | best peer (batch 64) "
+              "| throughput ratio | share of sgemm |")
         print("|---|---|---:|---|---:|---:|")
         for name, fastest, lat, best_wps, thr, share in summary:
             print(f"| {name} | {fastest} | {lat:.2f} | {best_wps} | {thr:.2f} | {100 * share:.0f} % |")
+    if side_by_side:
+        print("\n### Shipped vs random weights: batch-1 median (µs), shipped / random\n")
+        print("| model | runtime | " + " | ".join(f"input std {std:g}" for std in stds) + " | shipped ÷ random, worst |")
+        print("|---|---|" + "---:|" * (len(stds) + 1))
+        print("\n".join(side_by_side))
     if stream_rows:
         print("\n### Stream mode: one new second of signal\n")
         print(stream_bench.HEADER)

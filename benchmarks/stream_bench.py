@@ -8,9 +8,13 @@ signal (fs samples) into a running stream, both into the engine alone
 this engine's window-mode latency (one window, batch 1) and the fastest
 peer's full-window latency, which is what recomputing the window at every
 hop costs; then the real-time factor of `Stream` over one hour of signal on
-one core. Prints a markdown table.
+one core. Each for the shipped weights and seeded random weights, on a
+PPG-like signal scaled to standard deviation 0.3, 1 and 3 (trained weights
+once made activations subnormal and every cost 15-70x higher on an Intel
+core; see csrc/fpmode.h). Prints a markdown table.
 
-    python -m benchmarks.stream_bench [--models himae-100,himae-25] [--clock cpu]
+    python -m benchmarks.stream_bench [--models himae-100,himae-25] [--weights shipped,random]
+                                      [--stds 0.3,1,3] [--clock cpu]
 
 Targets: 1-s push <= 1/6 of window-mode latency and <= 1/8 of the fastest
 peer; >= 10,000x real time. A script, not a test: nothing here fails a build.
@@ -29,11 +33,12 @@ from benchmarks import peers
 from benchmarks.workload import signal
 
 
-def push_costs(model, seconds: float) -> tuple[float, float]:
-    """Median µs of one 1-s push into the engine and into a Stream, both running for two windows."""
+def push_costs(model, seconds: float, std: float | None = None) -> tuple[float, float]:
+    """Median µs of one 1-s push into the engine and into a Stream, both running for two windows,
+    of the PPG-like signal (scaled to `std`, see workload.signal)."""
     cfg = model.config
-    warm = signal(2 * cfg["window"], cfg["fs"], cfg["in_channels"])
-    second = signal(round(cfg["fs"]), cfg["fs"], cfg["in_channels"], seed=1)
+    warm = signal(2 * cfg["window"], cfg["fs"], cfg["in_channels"], std=std)
+    second = signal(round(cfg["fs"]), cfg["fs"], cfg["in_channels"], seed=1, std=std)
     stream = model.stream(hop="1s")
     stream.push(warm)
     engine = model.stream(normalize=False)._engine
@@ -42,11 +47,12 @@ def push_costs(model, seconds: float) -> tuple[float, float]:
                  for call in (lambda: engine.push(second), lambda: stream.push(second)))
 
 
-def realtime_factor(model, hours: float = 1.0, chunk_s: float = 60.0) -> float:
-    """Signal seconds per second of compute: `hours` of signal pushed in `chunk_s` chunks, then flushed."""
+def realtime_factor(model, std: float | None = None, hours: float = 1.0, chunk_s: float = 60.0) -> float:
+    """Signal seconds per second of compute: `hours` of signal (scaled to `std`) pushed in `chunk_s`
+    chunks, then flushed."""
     cfg = model.config
     fs = cfg["fs"]
-    x = signal(round(hours * 3600 * fs), fs, cfg["in_channels"])
+    x = signal(round(hours * 3600 * fs), fs, cfg["in_channels"], std=std)
     step = round(chunk_s * fs)
     stream = model.stream(hop="1s")
     start = peers.clock()
@@ -75,6 +81,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="himae-100,himae-25")
     parser.add_argument("--peers", default="eager,torchscript,onnxruntime,openvino")
+    parser.add_argument("--weights", default="shipped,random", help="shipped and/or random (comma-separated)")
+    parser.add_argument("--stds", default="0.3,1,3", help="standard deviations of the input signal")
     parser.add_argument("--seconds", type=float, default=1.0, help="timing per measurement and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each measurement's best round is kept")
     parser.add_argument("--clock", choices=sorted(peers.CLOCKS), default="wall",
@@ -89,20 +97,24 @@ def main() -> int:
           f"{args.rounds} rounds of ~{args.seconds:g} s.\n")
     print(HEADER)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-            _, runners = peers.build_runners(name, Path(tmp), wanted)
-            model = load_model(Path(tmp) / f"{name}.himae")
+        conditions = [(name, weights, float(std)) for name in args.models.split(",") if name.strip()
+                      for weights in args.weights.split(",") if weights.strip()
+                      for std in args.stds.split(",") if std.strip()]
+        for name, weights, std in conditions:
+            _, runners, path = peers.build_runners(name.strip(), Path(tmp), wanted, weights.strip(), std)
+            model = load_model(path)
             window = {label: [] for label in runners}
             push = []
             for _ in range(args.rounds):  # interleaved, so every number sees the same machine
-                push.append(push_costs(model, args.seconds))
+                push.append(push_costs(model, args.seconds, std))
                 for label, runs in runners.items():
                     window[label].append(np.median(peers.measure(runs[1], args.seconds)) * 1e6)
             best = {label: min(times) for label, times in window.items()}
             ours_label = next(iter(runners))
             fastest = min((label for label in best if label != ours_label), key=best.get, default=None)
             peer = best[fastest] if fastest else float("nan")
-            print(row(name, push, best[ours_label], peer, fastest, realtime_factor(model)))
+            print(row(f"{name.strip()}, {weights.strip()}, std {std:g}", push, best[ours_label], peer, fastest,
+                      realtime_factor(model, std)))
     return 0
 
 

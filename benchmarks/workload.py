@@ -2,9 +2,11 @@
 
 The asv suite (bench_*.py) and the instruction-count gate (gate.py) share the
 same models and inputs from here, so a number in one can be traced in the other.
-Models carry seeded random weights: timing and instruction counts do not depend
-on what the weights learned, and a retrained shipped model must not move the
-gate's baseline.
+The gate's models carry seeded random weights, so that a retrained shipped
+model cannot move its baseline. Timing can depend on what the weights learned
+(trained weights once made activations subnormal, which an Intel core
+computes with microcode assists), so the asv suite also times the shipped
+models, on inputs of several standard deviations (`WEIGHTS`, `STDS`).
 
 Run as `python -m benchmarks.workload --models DIR --isa ISA` under callgrind
 (gate.py does that): every model is loaded and every workload warmed up outside
@@ -31,6 +33,8 @@ CONFIG_NAMES = ("himae-100", "himae-25")
 ISAS = ("scalar", "avx2", "avx512", "neon")
 CACHE = Path(os.environ.get("HIMAE_BENCH_CACHE", Path(tempfile.gettempdir()) / "himae-bench"))
 SEED = 0
+WEIGHTS = ("random", "shipped")
+STDS = (0.3, 1.0, 3.0)
 
 
 def model_path(name: str, cache: Path = CACHE) -> Path:
@@ -39,14 +43,11 @@ def model_path(name: str, cache: Path = CACHE) -> Path:
     if path.exists():
         return path
     from himae_stream import modelfile
+    from himae_stream.commands.bench import random_tensors
     from training.configs import get_config  # imports torch with the training package
 
     config = get_config(name)
-    rng = np.random.default_rng(SEED)
-    tensors = {}
-    for tensor, shape in modelfile.expected_tensors(config).items():
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        tensors[tensor] = rng.normal(0.0, fan_in**-0.5, shape).astype(np.float32)
+    tensors = random_tensors(config, SEED)
     cache.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     modelfile.write(partial, config, tensors, {"provenance": {"weights": f"random, seed {SEED}"}})
@@ -54,13 +55,28 @@ def model_path(name: str, cache: Path = CACHE) -> Path:
     return path
 
 
-def signal(n: int, fs: float, channels: int = 1, seed: int = SEED) -> np.ndarray:
-    """A PPG-like float32 signal (C, n) in [-1, 1]: a 72 bpm pulse with harmonics and noise."""
+def weights_path(name: str, weights: str, cache: Path = CACHE) -> Path:
+    """The model file of configuration `name` with "random" (model_path) or "shipped" weights."""
+    if weights == "shipped":
+        from himae_stream import zoo
+
+        return zoo.resolve(name)
+    return model_path(name, cache)
+
+
+def signal(n: int, fs: float, channels: int = 1, seed: int = SEED, std: float | None = None) -> np.ndarray:
+    """A PPG-like float32 signal (C, n) in [-1, 1]: a 72 bpm pulse with harmonics and noise.
+
+    With `std`: the same z-scored, then scaled to that standard deviation
+    (what a user passes to Model.encode has std 1).
+    """
     rng = np.random.default_rng(seed)
     t = np.arange(n) / fs
     pulse = sum(np.sin(2 * np.pi * 1.2 * h * t + h) / h for h in (1, 2, 3))
-    x = 0.6 * pulse + 0.05 * rng.standard_normal((channels, n))
-    return np.clip(x, -1.0, 1.0).astype(np.float32)
+    x = np.clip(0.6 * pulse + 0.05 * rng.standard_normal((channels, n)), -1.0, 1.0)
+    if std is not None:
+        x = (x - x.mean()) / x.std() * std
+    return x.astype(np.float32)
 
 
 def patch_mask(length: int, patch: int, ratio: float, seed: int = SEED) -> np.ndarray:

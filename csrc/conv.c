@@ -3,7 +3,16 @@
 #include <math.h>
 #include <string.h>
 
+#include "fpmode.h"
 #include "internal.h"
+
+/* A weight as packed: read without assuming alignment (w points into the
+ * model file), subnormals flushed to zero (fpmode.h). */
+static float weight(const float *w) {
+    float x;
+    memcpy(&x, w, sizeof x);
+    return himae_flush_subnormal(x);
+}
 
 size_t himae_packed_size(size_t cin, size_t cout, size_t k, size_t nr) {
     size_t panels = (cout + nr - 1) / nr;
@@ -22,12 +31,11 @@ void himae_pack_conv(float *dst, const float *w, const float *bias, size_t cin, 
         float *panel = dst + (n0 / nr) * nr * (1 + kc);
         memset(panel, 0, nr * (1 + kc) * sizeof(float));
         for (size_t n = n0; n < cout && n < n0 + nr; n++) {
-            memcpy(&panel[n - n0], &bias[n], sizeof(float));
+            panel[n - n0] = weight(&bias[n]);
             for (size_t ci = 0; ci < cin; ci++)
                 for (size_t kk = 0; kk < k; kk++)
-                    memcpy(&panel[nr + (kk * cin + ci) * nr + (n - n0)],
-                           &w[(ptrdiff_t)n * s_out + (ptrdiff_t)ci * s_in + k0 + (ptrdiff_t)kk * s_k],
-                           sizeof(float));
+                    panel[nr + (kk * cin + ci) * nr + (n - n0)] =
+                        weight(&w[(ptrdiff_t)n * s_out + (ptrdiff_t)ci * s_in + k0 + (ptrdiff_t)kk * s_k]);
         }
     }
 }
@@ -39,11 +47,10 @@ void himae_pack_conv_pairs(float *dst, const float *w, const float *bias, size_t
     for (size_t half = 0; half < 2; half++)
         for (size_t n = 0; n < cout; n++) {
             const size_t col = half * cout + n;
-            memcpy(&dst[col], &bias[n], sizeof(float));
+            dst[col] = weight(&bias[n]);
             for (size_t ci = 0; ci < cin; ci++)
                 for (size_t kk = 0; kk < k; kk++)
-                    memcpy(&dst[nr + ((kk + half * stride) * cin + ci) * nr + col],
-                           &w[(n * cin + ci) * k + kk], sizeof(float));
+                    dst[nr + ((kk + half * stride) * cin + ci) * nr + col] = weight(&w[(n * cin + ci) * k + kk]);
         }
 }
 
@@ -52,7 +59,7 @@ void himae_pack_conv_tail(float *dst, const float *w, size_t cin, size_t cout, s
         float *panel = dst + (n0 / nr) * nr * (1 + cin);
         memset(panel, 0, nr * (1 + cin) * sizeof(float));
         for (size_t n = n0; n < cout && n < n0 + nr; n++)
-            for (size_t ci = 0; ci < cin; ci++) panel[nr + ci * nr + (n - n0)] = w[(n * cin + ci) * k + k - 1];
+            for (size_t ci = 0; ci < cin; ci++) panel[nr + ci * nr + (n - n0)] = weight(&w[(n * cin + ci) * k + k - 1]);
     }
 }
 

@@ -57,6 +57,9 @@ typedef struct himae_conv {
     const float *tail;
 } himae_conv;
 
+/* Every packer below stores subnormal weights as zero (himae_flush_subnormal,
+ * fpmode.h): the one place where a model's weights are materialised. */
+
 /* Floats the packed weights of a conv take for a kernel with NR columns. */
 size_t himae_packed_size(size_t cin, size_t cout, size_t k, size_t nr);
 /* Pack weights and bias (cout) into dst; weight (n, ci, kk) is

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "decoder.h"
+#include "fpmode.h"
 #include "internal.h"
 #include "modelfile.h"
 
@@ -318,10 +319,9 @@ static void transpose(float *restrict dst, const float *restrict src, size_t row
         for (size_t r = 0; r < rows; r++) dst[c * rows + r] = src[r * cols + c];
 }
 
-int himae_encode(himae_model *m, const float *x, size_t batch, float *const *levels,
-                 float *const *means, char *err, size_t err_len) {
+static void encode(himae_model *m, const float *x, size_t batch, float *const *levels,
+                   float *const *means) {
     const himae_config *c = &m->config;
-    (void)err, (void)err_len;
     for (size_t b = 0; b < batch; b++) {
         encode_one(m, x + b * c->in_channels * c->window);
         for (uint32_t l = 0; l < c->n_levels; l++) {
@@ -342,6 +342,14 @@ int himae_encode(himae_model *m, const float *x, size_t batch, float *const *lev
             }
         }
     }
+}
+
+int himae_encode(himae_model *m, const float *x, size_t batch, float *const *levels,
+                 float *const *means, char *err, size_t err_len) {
+    (void)err, (void)err_len;
+    himae_fpmode saved = himae_fpmode_flush();
+    encode(m, x, batch, levels, means);
+    himae_fpmode_set(saved);
     return HIMAE_OK;
 }
 
@@ -355,10 +363,12 @@ int himae_reconstruct(himae_model *m, const float *x, size_t batch, float *out, 
     const float *levels[HIMAE_MAX_LEVELS];
     for (uint32_t l = 0; l < c->n_levels; l++) levels[l] = m->level[l].act + m->pad * c->channels[l];
     const size_t n = (size_t)c->in_channels * c->window;
+    himae_fpmode saved = himae_fpmode_flush();
     for (size_t b = 0; b < batch; b++) {
         encode_one(m, x + b * n);
         himae_decoder_forward(c, m->uk, m->pad, m->stage, &m->head, levels, m->decoder_work,
                               out + b * n);
     }
+    himae_fpmode_set(saved);
     return HIMAE_OK;
 }

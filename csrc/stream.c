@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fpmode.h"
 #include "internal.h"
 
 #define BLOCK 2048
@@ -203,6 +204,7 @@ int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, i
     if (s->flushed && (n > 0 || flush))
         return fail(err, errlen, "stream already flushed; reset it to start a new one");
     for (int l = 0; l < s->n_levels; l++) n_out[l] = 0;
+    himae_fpmode saved = himae_fpmode_flush();
     int64_t i = 0;
     do {
         int64_t m = min64(n - i, BLOCK);
@@ -218,12 +220,14 @@ int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, i
         i += m;
     } while (i < n);
     if (flush) s->flushed = 1;
+    himae_fpmode_set(saved);
     return 0;
 }
 
 void himae_stream_prepare(himae_stream *s) {
     if (s->flushed) return;
     const int p = s->p;
+    himae_fpmode saved = himae_fpmode_flush();
     for (int l = 0; l < s->n_levels; l++) {
         level *v = &s->lv[l];
         if (!v->conv1->tail || !v->conv2->tail) continue; /* narrow, pair-packed: cheap anyway */
@@ -240,6 +244,7 @@ void himae_stream_prepare(himae_stream *s) {
             v->pre2 = q2;
         }
     }
+    himae_fpmode_set(saved);
 }
 
 /* Put every counter and buffer bound where a stream that was pushed `pushed`

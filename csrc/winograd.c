@@ -26,6 +26,7 @@
  * terms) and the fractions sit in the weights, rounded once at load. */
 #include <string.h>
 
+#include "fpmode.h"
 #include "internal.h"
 
 #define TAPS 5
@@ -60,8 +61,8 @@ void himae_wino_pack(himae_wino *wino, float *dst, const float *w, const float *
             float *col = dst + t * mat + (n / nr) * nr * (1 + cin) + nr + n % nr;
             for (size_t ci = 0; ci < cin; ci++) {
                 double s = 0;
-                for (size_t k = 0; k < TAPS; k++) s += g[t][k] * w[(n * cin + ci) * TAPS + k];
-                col[ci * nr] = (float)s;
+                for (size_t k = 0; k < TAPS; k++) s += g[t][k] * himae_flush_subnormal(w[(n * cin + ci) * TAPS + k]);
+                col[ci * nr] = himae_flush_subnormal((float)s);
             }
         }
     himae_pack_conv(dst + POINTS * mat, NULL, bias, 0, cout, 1, nr, 0, 0, 0, 0);

@@ -14,6 +14,7 @@ cimport numpy as cnp
 from libc.stdint cimport uint32_t, uint64_t
 
 from himae_stream.errors import ModelFileError
+from himae_stream.modelfile import in_file
 from himae_stream.normalize import validate_spec
 
 cnp.import_array()
@@ -52,6 +53,10 @@ cdef extern from "himae.h":
     int himae_isa_supported(himae_isa isa)
     uint64_t himae_alloc_count()
 
+cdef extern from "fpmode.h":
+    enum: HIMAE_FPMODE_FLAGS
+    uint64_t himae_fpmode_get()
+
 
 def supported_isas() -> list:
     """Names of the micro-kernel ISAs this CPU and OS can run, best last."""
@@ -62,6 +67,15 @@ def supported_isas() -> list:
 def alloc_count() -> int:
     """Heap allocations the C core has made in this process."""
     return himae_alloc_count()
+
+
+def fp_mode() -> int:
+    """This thread's floating-point control register, exception flags left out (x86 MXCSR, AArch64 FPCR; 0 elsewhere).
+
+    Every call into the core flushes subnormals to zero for its own work and
+    puts the caller's mode back (csrc/fpmode.h); tests compare this before and after.
+    """
+    return himae_fpmode_get() & ~<uint64_t>HIMAE_FPMODE_FLAGS
 
 
 ctypedef fused real:
@@ -127,6 +141,8 @@ cdef class Model:
         cdef bytes bisa = (isa or "").encode()
         err[0] = 0
         rc = himae_load(bpath, bisa, &self._m, err, sizeof(err))
+        if rc == HIMAE_EFORMAT:
+            raise ModelFileError(in_file(err.decode("utf-8", "replace"), path))
         if rc != HIMAE_OK:
             _raise(rc, err)
         self.path = os.fsdecode(path)

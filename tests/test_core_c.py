@@ -43,6 +43,7 @@ def _assert_clean(result: subprocess.CompletedProcess) -> None:
     assert "OK (0 failures)" in result.stdout
     assert "corpus: " in result.stdout and "conv: " in result.stdout
     assert result.stdout.count("chunked runs checked") == 4  # stream mode on every model given
+    assert result.stdout.count("ISAs checked") == 4  # flush to zero and the caller's mode on every model given
 
 
 def test_c_program_under_address_and_undefined_sanitizers(inputs):

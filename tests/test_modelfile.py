@@ -160,3 +160,20 @@ def test_metadata_nested_too_deeply_is_refused_cleanly():
             + b"[" * 100_000 + b"]" * 100_000 + b"}")
     with pytest.raises(ModelFileError, match="metadata is not a JSON object"):
         modelfile._parse_meta(meta, 1)
+
+
+@pytest.mark.parametrize("name", ["bad_magic.himae", "meta_not_object.himae", "truncated_in_data.himae"])
+def test_refusals_name_the_file(name, capsys):
+    """load_model, modelfile.read and `himae info` name the file after the reason (one line)."""
+    from himae_stream import load_model
+    from himae_stream.cli import main
+
+    path = CORPUS / name
+    reason = EXPECTED[name]["error"]
+    for load in (load_model, modelfile.read):
+        with pytest.raises(ModelFileError) as info:
+            load(path)
+        message = str(info.value)
+        assert message.startswith(reason) and f"(in {path})" in message and "\n" not in message, message
+    assert main(["info", str(path)]) == 2
+    assert capsys.readouterr().err == f"himae info: error: {message}\n"

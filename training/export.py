@@ -2,7 +2,9 @@
 
 Folding uses the eval-mode running statistics: for a bias-free conv W followed
 by BN(γ, β, μ, σ², ε), the folded conv is W·s and bias β − μ·s with
-s = γ / sqrt(σ² + ε), computed in float64 and stored as float32.
+s = γ / sqrt(σ² + ε), computed in float64 and stored as float32, with
+subnormal values stored as zero (`modelfile.flush_subnormals`, as the
+loaders read them).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def _plain(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def folded_tensors(model: HiMAE) -> dict[str, np.ndarray]:
-    """The model file's tensors (docs/model-format.md) from a model's current weights."""
+    """The model file's tensors (docs/model-format.md) from a model's current weights, subnormals flushed."""
     pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for level, block in enumerate(model.encoder):
         pairs[f"encoder.{level}.conv1"] = fold_bn(block.conv1, block.bn1)
@@ -45,8 +47,8 @@ def folded_tensors(model: HiMAE) -> dict[str, np.ndarray]:
         pairs["head"] = _plain(model.head)
     tensors = {}
     for prefix, (weight, bias) in pairs.items():
-        tensors[f"{prefix}.weight"] = weight.to(torch.float32).numpy().copy()
-        tensors[f"{prefix}.bias"] = bias.to(torch.float32).numpy().copy()
+        tensors[f"{prefix}.weight"] = modelfile.flush_subnormals(weight.to(torch.float32).numpy())
+        tensors[f"{prefix}.bias"] = modelfile.flush_subnormals(bias.to(torch.float32).numpy())
     return tensors
 
 

@@ -9,12 +9,15 @@
  * on every ISA; every valid model's encoder matches a
  * naive channels-first encoder on random windows, without allocating; stream
  * mode, fed in random chunks (state saved and restored midway), matches the
- * naive encoder over the whole signal, without allocating. */
+ * naive encoder over the whole signal, without allocating; subnormal weights
+ * load as zeros, subnormal inputs read as zeros, no output is subnormal and
+ * every call leaves the caller's floating-point mode as it was. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../fpmode.h"
 #include "../internal.h"
 #include "../modelfile.h"
 #include "../stream.h"
@@ -513,6 +516,208 @@ static void test_stream(const char *path) {
     free(x), free(buf);
 }
 
+static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static void wr32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static int subnormal(float x) { return x != 0 && fabsf(x) < 1.17549435e-38f; }
+static size_t count_subnormal(const float *x, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += (size_t)subnormal(x[i]);
+    return k;
+}
+
+/* Copies of a valid model file with a subnormal planted in every 7th value
+ * of every tensor (planted) or that value's signed zero (zeroed), checksums
+ * made valid again. */
+static void plant_subnormals(const uint8_t *buf, size_t size, uint8_t *planted, uint8_t *zeroed) {
+    uint8_t *files[2] = {planted, zeroed};
+    memcpy(planted, buf, size), memcpy(zeroed, buf, size);
+    const uint32_t count = rd32(buf + 56);
+    const size_t table = (size_t)rd32(buf + 40);
+    for (uint32_t t = 0; t < count; t++) {
+        const uint8_t *e = buf + table + 96 * (size_t)t;
+        const size_t offset = rd32(e + 72), nbytes = rd32(e + 80);
+        for (size_t j = 0; j < nbytes / 4; j += 7) {
+            uint32_t sign = rng() & 0x80000000u, bits = 1u + rng() % 0x7FFFFFu;
+            wr32(planted + offset + 4 * j, sign | bits);
+            wr32(zeroed + offset + 4 * j, sign);
+        }
+        for (int i = 0; i < 2; i++) wr32(files[i] + table + 96 * (size_t)t + 88, himae_crc32(0, files[i] + offset, nbytes));
+    }
+    for (int i = 0; i < 2; i++) {
+        uint8_t *f = files[i];
+        wr32(f + 60, himae_crc32(0, f + table, 96 * (size_t)count));
+        wr32(f + 252, himae_crc32(0, f, 252));
+        wr32(f + size - 8, himae_crc32(0, f, size - 8));
+    }
+}
+
+/* The packed floats of an encoder conv and, when it has one, its tail. */
+static size_t packed_floats(const himae_conv *conv, size_t nr) {
+    return conv->pair ? himae_packed_size(conv->cin, 2 * conv->cout, conv->k + conv->stride, nr)
+                      : himae_packed_size(conv->cin, conv->cout, conv->k, nr);
+}
+
+/* Every level's output of a whole-signal stream push then flush, as rows
+ * (rows[l]: n_out[l] rows of C_l floats, malloc'd). */
+static void stream_rows(const himae_model *m, const float *x, size_t n, float **rows, int64_t *n_out) {
+    const himae_config *c = himae_model_config(m);
+    char err[HIMAE_ERR_LEN];
+    himae_stream *s = NULL;
+    int64_t pending[HIMAE_STREAM_MAX_LEVELS];
+    int rc = himae_stream_create(m, &s, err, sizeof err);
+    CHECK(rc == 0, "stream create: %s", err);
+    if (rc) return;
+    himae_stream_pending(s, (int64_t)n, 1, pending);
+    for (uint32_t l = 0; l < c->n_levels; l++) rows[l] = malloc(((size_t)pending[l] + 1) * c->channels[l] * sizeof(float));
+    rc = himae_stream_push(s, x, (int64_t)n, (int64_t)n, 1, rows, NULL, n_out, err, sizeof err);
+    CHECK(rc == 0, "stream push: %s", err);
+    himae_stream_free(s);
+}
+
+/* Flush to zero (fpmode.h), every ISA: the loader packs subnormal weights
+ * as zeros (a file with planted subnormals packs to the same bits as one
+ * with zeros there); encode, reconstruct and stream push read subnormal
+ * inputs as zero (the same bits as zeros there) and write no subnormal
+ * (inputs scaled to 1e-36, where every activation underflows, and to 100,
+ * where GELU's tail does); and every call leaves the caller's mode as it
+ * found it, whatever that mode is. */
+static void test_fpmode(const char *path) {
+    size_t size = 0;
+    uint8_t *buf = read_file(path, &size);
+    himae_file f;
+    char err[HIMAE_ERR_LEN];
+    if (!buf || himae_parse(buf, size, &f, err, sizeof err) != HIMAE_OK) {
+        free(buf); /* test_model reports it */
+        return;
+    }
+    const himae_config *c = &f.config;
+    uint8_t *planted = malloc(size), *zeroed = malloc(size);
+    plant_subnormals(buf, size, planted, zeroed);
+    const size_t n_x = (size_t)c->in_channels * c->window, n_stream = 3 * n_x;
+    float *x_sub = malloc(n_stream * sizeof(float)), *x_zero = malloc(n_stream * sizeof(float));
+    float *x_tiny = malloc(n_stream * sizeof(float)), *x_big = malloc(n_stream * sizeof(float));
+    for (size_t i = 0; i < n_stream; i++) {
+        x_tiny[i] = 1e-36f * frand(), x_big[i] = 100.0f * frand();
+        /* beside values this small a subnormal would still change the sums */
+        x_sub[i] = x_zero[i] = x_tiny[i];
+        if (i % 5 == 0) {
+            uint32_t bits = (rng() & 0x80000000u) | (1u + rng() % 0x7FFFFFu);
+            memcpy(&x_sub[i], &bits, sizeof bits);
+            x_zero[i] = copysignf(0.0f, x_sub[i]);
+        }
+    }
+    size_t per_window = 0;
+    for (uint32_t l = 0; l < c->n_levels; l++) per_window += (size_t)c->channels[l] * c->level_len[l];
+    float *got = malloc(per_window * sizeof(float)), *want = malloc(per_window * sizeof(float));
+    float *rec = malloc(n_x * sizeof(float)), *rec_want = malloc(n_x * sizeof(float));
+#if defined(HIMAE_FPMODE_X86)
+    const himae_fpmode modes[] = {0x1F80, 0x1F80 | 0x8000, 0x1F80 | 0x0040, 0x1F80 | 0x8040, 0x1F80 | 0x6000};
+#elif defined(HIMAE_FPMODE_ARM64)
+    const himae_fpmode modes[] = {0, 1u << 24, 3u << 22};
+#else
+    const himae_fpmode modes[] = {0};
+#endif
+    const himae_fpmode original = himae_fpmode_get();
+    int runs = 0;
+    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
+        if (!himae_ukernel_for((enum himae_isa)isa) || !himae_isa_supported((enum himae_isa)isa)) continue;
+        const char *name = himae_isa_name((enum himae_isa)isa);
+        himae_model *mp = NULL, *mz = NULL;
+        int rc = himae_load_buffer(planted, size, name, &mp, err, sizeof err);
+        CHECK(rc == HIMAE_OK, "%s %s: planted subnormals refused: %s", path, name, err);
+        rc = rc ? rc : himae_load_buffer(zeroed, size, name, &mz, err, sizeof err);
+        if (rc) {
+            himae_free(mp);
+            continue;
+        }
+        const size_t nr = himae_model_ukernel(mp)->nr;
+        for (uint32_t l = 0; l < c->n_levels; l++)
+            for (int part = HIMAE_CONV1; part <= HIMAE_SKIP; part++) {
+                const himae_conv *a = himae_model_encoder_conv(mp, (int)l, (enum himae_encoder_part)part);
+                const himae_conv *b = himae_model_encoder_conv(mz, (int)l, (enum himae_encoder_part)part);
+                size_t n = packed_floats(a, nr), tail = himae_packed_size(a->cin, a->cout, 1, nr);
+                CHECK(memcmp(a->packed, b->packed, n * sizeof(float)) == 0 && count_subnormal(a->packed, n) == 0,
+                      "%s %s level %u part %d: subnormal weights not packed as zeros", path, name, l, part);
+                CHECK(!a->tail || memcmp(a->tail, b->tail, tail * sizeof(float)) == 0,
+                      "%s %s level %u part %d: subnormal weights not packed as zeros (tail)", path, name, l, part);
+            }
+        /* DAZ: subnormal inputs read as zeros; FTZ: no subnormal written. */
+        float *levels[HIMAE_MAX_LEVELS], *rows_a[HIMAE_MAX_LEVELS], *rows_b[HIMAE_MAX_LEVELS];
+        int64_t n_a[HIMAE_MAX_LEVELS], n_b[HIMAE_MAX_LEVELS];
+        for (uint32_t l = 0, at = 0; l < c->n_levels; at += c->channels[l] * c->level_len[l], l++) levels[l] = got + at;
+        himae_encode(mp, x_sub, 1, levels, NULL, err, sizeof err);
+        memcpy(want, got, per_window * sizeof(float));
+        himae_encode(mp, x_zero, 1, levels, NULL, err, sizeof err);
+        CHECK(memcmp(want, got, per_window * sizeof(float)) == 0, "%s %s: subnormal inputs change encode", path, name);
+        if (c->flags & 1) {
+            himae_reconstruct(mp, x_sub, 1, rec_want, err, sizeof err);
+            himae_reconstruct(mp, x_zero, 1, rec, err, sizeof err);
+            CHECK(memcmp(rec, rec_want, n_x * sizeof(float)) == 0, "%s %s: subnormal inputs change reconstruct", path, name);
+        }
+        stream_rows(mp, x_sub, n_stream / c->in_channels, rows_a, n_a);
+        stream_rows(mp, x_zero, n_stream / c->in_channels, rows_b, n_b);
+        for (uint32_t l = 0; l < c->n_levels; l++) {
+            CHECK(n_a[l] == n_b[l] && memcmp(rows_a[l], rows_b[l], (size_t)n_a[l] * c->channels[l] * sizeof(float)) == 0,
+                  "%s %s level %u: subnormal inputs change stream mode", path, name, l);
+            free(rows_a[l]), free(rows_b[l]);
+        }
+        for (const float *x = x_tiny; x; x = x == x_tiny ? x_big : NULL) {
+            size_t found = 0;
+            himae_encode(mp, x, 1, levels, NULL, err, sizeof err);
+            found += count_subnormal(got, per_window);
+            if (c->flags & 1) {
+                himae_reconstruct(mp, x, 1, rec, err, sizeof err);
+                found += count_subnormal(rec, n_x);
+            }
+            stream_rows(mp, x, n_stream / c->in_channels, rows_a, n_a);
+            for (uint32_t l = 0; l < c->n_levels; l++) {
+                found += count_subnormal(rows_a[l], (size_t)n_a[l] * c->channels[l]);
+                free(rows_a[l]);
+            }
+            CHECK(found == 0, "%s %s: %zu subnormal outputs at input scale %g", path, name, found, x == x_tiny ? 1e-36 : 100.0);
+        }
+        /* The caller's mode, flags included, is what it was after every call. */
+        himae_stream *s = NULL;
+        rc = himae_stream_create(mp, &s, err, sizeof err);
+        CHECK(rc == 0, "%s %s: stream create: %s", path, name, err);
+        int64_t n_out[HIMAE_STREAM_MAX_LEVELS];
+        float *push_out[HIMAE_STREAM_MAX_LEVELS];
+        for (uint32_t l = 0; l < c->n_levels; l++) push_out[l] = malloc((c->window + 1) * c->channels[l] * sizeof(float));
+        for (size_t i = 0; s && i < sizeof modes / sizeof modes[0]; i++) {
+            himae_fpmode_set(modes[i]);
+            himae_encode(mp, x_big, 1, levels, NULL, err, sizeof err);
+            himae_fpmode after_encode = himae_fpmode_get();
+            himae_fpmode_set(modes[i]);
+            himae_reconstruct(mp, x_big, 1, rec, err, sizeof err); /* also without a decoder: the error path */
+            himae_fpmode after_reconstruct = himae_fpmode_get();
+            himae_fpmode_set(modes[i]);
+            himae_stream_push(s, x_big, (int64_t)(n_stream / c->in_channels), c->window, 0, push_out, NULL, n_out, err,
+                              sizeof err);
+            himae_fpmode after_push = himae_fpmode_get();
+            himae_fpmode_set(modes[i]);
+            himae_stream_prepare(s);
+            himae_fpmode after_prepare = himae_fpmode_get();
+            himae_fpmode_set(original);
+            CHECK(after_encode == modes[i] && after_reconstruct == modes[i] && after_push == modes[i] &&
+                      after_prepare == modes[i],
+                  "%s %s: caller's mode %#llx left as %#llx (encode), %#llx (reconstruct), %#llx (push), "
+                  "%#llx (prepare)", path, name, (unsigned long long)modes[i], (unsigned long long)after_encode,
+                  (unsigned long long)after_reconstruct, (unsigned long long)after_push,
+                  (unsigned long long)after_prepare);
+            himae_stream_reset(s);
+        }
+        for (uint32_t l = 0; l < c->n_levels; l++) free(push_out[l]);
+        himae_stream_free(s);
+        himae_free(mp), himae_free(mz);
+        runs++;
+    }
+    printf("fpmode %s: %d ISAs checked\n", path, runs);
+    free(planted), free(zeroed), free(x_sub), free(x_zero), free(x_tiny), free(x_big);
+    free(got), free(want), free(rec), free(rec_want), free(buf);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s MANIFEST [MODEL...]\n", argv[0]);
@@ -524,7 +729,7 @@ int main(int argc, char **argv) {
     test_wide_rows();
     test_winograd();
     test_gelu();
-    for (int i = 2; i < argc; i++) test_model(argv[i]), test_stream(argv[i]);
+    for (int i = 2; i < argc; i++) test_model(argv[i]), test_stream(argv[i]), test_fpmode(argv[i]);
     printf("%s (%d failures)\n", failures ? "FAILED" : "OK", failures);
     return failures ? 1 : 0;
 }

@@ -1,7 +1,13 @@
 """`himae bench`: this engine's own speed on this machine, per model and ISA.
 
-Window-mode batch-1 latency (median, p99), batch-64 throughput and the cost
-of a 1-s stream push. For the side-by-side table against PyTorch, ONNX
+Window-mode batch-1 latency (median, p99) on inputs of standard deviation
+0.3, 1 and 3, batch-64 throughput and the cost of a 1-s stream push, each
+for the shipped weights and for seeded random weights of the same
+architecture side by side. The two cost the same unless the data makes some
+operations slow: trained weights once made GELU underflow into subnormal
+floats, which an Intel core handles with a microcode assist, and the shipped
+models ran 15-70x slower than random weights until the core flushed them to
+zero (csrc/fpmode.h). For the side-by-side table against PyTorch, ONNX
 Runtime and OpenVINO use `python -m benchmarks.peers`.
 """
 
@@ -9,11 +15,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from himae_stream.numbers import POSITIVE
+
+STDS = (0.3, 1.0, 3.0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,29 +43,62 @@ def timings(fn, seconds: float, min_calls: int = 20) -> np.ndarray:
     return np.array(out) * 1e6
 
 
+def random_tensors(config: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random weights for `config`: normal, standard deviation fan_in^-1/2, biases included.
+
+    The yardstick for timing trained weights (and the asv suite's and the
+    instruction-count gate's model, benchmarks/workload.py).
+    """
+    from himae_stream import modelfile
+
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for name, shape in modelfile.expected_tensors(config, config.get("decoder", True)).items():
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        tensors[name] = rng.normal(0.0, fan_in**-0.5, shape).astype(np.float32)
+    return tensors
+
+
+def measure(model, seconds: float) -> dict:
+    """Batch-1 (median, p99) µs per input std, batch-64 windows/s and the median 1-s push µs (std 1)."""
+    c, length = model.config["in_channels"], model.config["window"]
+    rng = np.random.default_rng(0)
+    single = {}
+    for std in STDS:
+        one = (rng.standard_normal((c, length)) * std).astype(np.float32)
+        single[std] = np.percentile(timings(lambda: model.encode(one), seconds), [50, 99])
+    batch = rng.standard_normal((64, c, length)).astype(np.float32)
+    many = timings(lambda: model.encode(batch), seconds, min_calls=3)
+    hop = int(model.config["fs"])
+    stream = model.stream(hop=hop)
+    signal = rng.standard_normal((c, 600 * hop)).astype(np.float32)
+    chunks = itertools.cycle(np.split(signal, 600, axis=1))  # 600 s of signal, repeated as needed
+    stream.push(next(chunks))
+    push = timings(lambda: stream.push(next(chunks)), seconds / 4, min_calls=20)
+    return {"single": single, "wps": 64e6 / np.median(many), "push": np.median(push)}
+
+
 def run(args: argparse.Namespace) -> int:
+    from himae_stream import modelfile, zoo
     from himae_stream.model import load_model, supported_isas
 
     rows = []
-    for name in args.model or ["himae-100", "himae-25"]:
-        for isa in args.isa or supported_isas():
-            model = load_model(name, isa=isa)
-            c, length = model.config["in_channels"], model.config["window"]
-            rng = np.random.default_rng(0)
-            one = rng.standard_normal((c, length)).astype(np.float32)
-            batch = rng.standard_normal((64, c, length)).astype(np.float32)
-            single = timings(lambda: model.encode(one), args.seconds)
-            many = timings(lambda: model.encode(batch), args.seconds, min_calls=3)
-            hop = int(model.config["fs"])
-            stream = model.stream(hop=hop)
-            signal = rng.standard_normal((c, 600 * hop)).astype(np.float32)
-            chunks = itertools.cycle(np.split(signal, 600, axis=1))  # 600 s of signal, repeated as needed
-            stream.push(next(chunks))
-            push = timings(lambda: stream.push(next(chunks)), args.seconds / 4, min_calls=20)
-            rows.append((model.config.get("name", name), isa, *np.percentile(single, [50, 99]),
-                         64e6 / np.median(many), np.median(push)))
-    print("| model | ISA | batch-1 median µs | batch-1 p99 µs | batch-64 windows/s | 1-s stream push µs |")
-    print("|---|---|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.0f} | {r[3]:.0f} | {r[4]:.0f} | {r[5]:.0f} |")
+    with tempfile.TemporaryDirectory(prefix="himae-bench-") as tmp:
+        for name in args.model or ["himae-100", "himae-25"]:
+            shipped = zoo.resolve(name)
+            f = modelfile.read(shipped)
+            random = Path(tmp) / f"{shipped.stem}-random.himae"
+            modelfile.write(random, f.config, random_tensors(f.config), {"provenance": {"weights": "random, seed 0"}})
+            for isa in args.isa or supported_isas():
+                s, r = (measure(load_model(p, isa=isa), args.seconds) for p in (shipped, random))
+                cells = [f"{s['single'][std][0]:.0f} ({s['single'][std][1]:.0f}) / "
+                         f"{r['single'][std][0]:.0f} ({r['single'][std][1]:.0f})" for std in STDS]
+                worst = max(s["single"][std][0] / r["single"][std][0] for std in STDS)
+                rows.append(f"| {f.config['name']} | {isa} | {' | '.join(cells)} | {worst:.2f} | "
+                            f"{s['wps']:.0f} / {r['wps']:.0f} | {s['push']:.0f} / {r['push']:.0f} |")
+    stds = " | ".join(f"batch 1, input std {std:g}: µs median (p99), shipped / random" for std in STDS)
+    print(f"| model | ISA | {stds} | shipped ÷ random, worst median | batch-64 windows/s, shipped / random "
+          "| 1-s stream push µs, shipped / random |")
+    print("|---|---|" + "---:|" * (len(STDS) + 3))
+    print("\n".join(rows))
     return 0
