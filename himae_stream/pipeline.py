@@ -238,22 +238,34 @@ async def run(source, model=None, window=None, hop="1s", *, channels=None, imput
         yield record
 
 
+#: How long closing a `run_blocking` generator waits for the pipeline to close its source.
+CLOSE_TIMEOUT_S = 30.0
+
+
 def run_blocking(source, model=None, window=None, hop="1s", **kwargs) -> Iterator[dict]:
-    """`run` for code without asyncio: the pipeline runs in a background thread."""
+    """`run` for code without asyncio: the pipeline runs in a background thread.
+
+    Closing the generator early (a `break`, `close()`, an exception in the
+    caller) cancels the pipeline at once, closes its source and ends the
+    thread before `close()` returns; records not taken are dropped.
+    """
     records: queue.Queue = queue.Queue(maxsize=1024)
-    stop = threading.Event()
+    started = threading.Event()
+    running: dict = {}
 
     async def pump():
+        running["loop"], running["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        started.set()
         try:
             async for record in run(source, model, window, hop, **kwargs):
-                if stop.is_set():
-                    break
                 records.put(record)
             records.put(None)
+        except asyncio.CancelledError:
+            pass  # the consumer closed the generator: nothing more to hand over
         except BaseException as exc:  # handed to the consumer
             records.put(exc)
 
-    thread = threading.Thread(target=asyncio.run, args=(pump(),), daemon=True)
+    thread = threading.Thread(target=asyncio.run, args=(pump(),), name="himae-run-blocking", daemon=True)
     thread.start()
     try:
         while (item := records.get()) is not None:
@@ -261,5 +273,14 @@ def run_blocking(source, model=None, window=None, hop="1s", **kwargs) -> Iterato
                 raise item
             yield item
     finally:
-        stop.set()
-        thread.join(timeout=5)
+        started.wait()
+        try:
+            running["loop"].call_soon_threadsafe(running["task"].cancel)
+        except RuntimeError:
+            pass  # the loop has already finished
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        while thread.is_alive() and time.monotonic() < deadline:
+            try:  # a pump blocked on a full queue gets room, then sees the cancellation
+                records.get(timeout=0.05)
+            except queue.Empty:
+                pass

@@ -133,6 +133,27 @@ def test_run_blocking_python_api(model_file):
     assert [r["start"] for r in records] == [0, 200, 400]
 
 
+@pytest.mark.parametrize("speed", ["5", "max"])
+def test_closing_run_blocking_early_ends_the_pipeline_and_its_source(model_file, speed):
+    """A caller that stops after one record: close() cancels the pipeline, the simulated device
+    and its reader stop, and no thread is left behind (it used to wait for the next record and
+    leave the pump blocked on a full queue)."""
+    import threading
+
+    import himae_stream
+
+    before = set(threading.enumerate())
+    records = himae_stream.run_blocking(f"sim://{BUNDLED}?speed={speed}", model=model_file, hop="0.1s")
+    first = next(records)
+    assert first["window"] == 0
+    if speed == "max":  # let the pump fill the queue: it must not stay blocked on it
+        for _ in range(1100):
+            next(records)
+    records.close()
+    left = [t for t in threading.enumerate() if t not in before]
+    assert not left, f"threads still running after close(): {left}"
+
+
 @pytest.fixture
 def ble_device():
     """`himae sim --transport ble` in its own process, serving its controller on loopback TCP."""
