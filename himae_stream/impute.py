@@ -52,6 +52,12 @@ BATCH = 32
 #: time constant, so a fill meets the recorded signal without a step (chosen
 #: on validation subjects of the training data, docs/imputation.md).
 EDGE_TAU_S = 0.05
+#: The baseline (what the normaliser's high-pass removed) is fitted around each gap as a
+#: polynomial of this degree over the context and the gap, jointly with the FIR.
+BASELINE_DEGREE = 3
+#: HiMAE's fill error, as a fraction of the local variance of the signal's band (raw minus
+#: baseline), for the inverse-variance blend with linear interpolation near the gap's edges.
+MODEL_ERROR = 0.7
 
 
 class ImputationWarning(UserWarning):
@@ -108,6 +114,8 @@ def impute(signal, mask, model, *, fs: float | None = None) -> tuple[np.ndarray,
         for part in _parts(s, e, window, padded):
             runner.fill(raw, known, [part])
 
+    if spec["kind"] == "stream":
+        _blend_with_linear(raw[:, :n], lost, window // 4)
     values = raw[:, :n][lost]
     if filled.ndim == 1:
         filled[lost[0]] = values
@@ -178,6 +186,68 @@ def _parts(s: int, e: int, window: int, n: int) -> list[tuple[int, int, int]]:
     return [(a, b, min(max(a - quarter, 0), n - window)) for a, b in bounds]
 
 
+def _blend_with_linear(raw: np.ndarray, lost: np.ndarray, reach: int) -> None:
+    """Blend each filled gap, in place, with linear interpolation across it, by inverse variance.
+
+    Linear interpolation is exact at a gap's edges and its error grows inside;
+    the model's error is about the same everywhere. Each filled sample becomes
+    w·linear + (1 - w)·model with w = e_model / (e_model + e_linear(j)), where
+    e_linear(j) is the expected squared error of the chord at the j-th sample
+    of a gap of this length, computed from the autocovariance C of the band
+    (raw minus a cubic baseline) of the recorded samples within `reach` of
+    the gap, and e_model = MODEL_ERROR · C(0). A gap with recorded samples on
+    one side only is left as the model filled it.
+    """
+    n = raw.shape[1]
+    for c in range(raw.shape[0]):
+        have = ~lost[c]
+        for s, e in _runs(lost[c]):
+            if s == 0 or e == n:
+                continue
+            g = e - s
+            a, b = max(s - reach, 0), min(e + reach, n)
+            idx = np.flatnonzero(have[a:b]) + a
+            if len(idx) < 8:
+                continue
+            base = _baseline_basis(idx, idx)
+            coef, *_ = np.linalg.lstsq(base, raw[c, idx], rcond=None)
+            band = np.zeros(b - a)
+            band[idx - a] = raw[c, idx] - base @ coef
+            cov = _autocovariance(band, have[a:b], g + 1)
+            if cov[0] <= 0:
+                continue
+            j = np.arange(1, g + 1)
+            q = j / (g + 1)
+            p = 1.0 - q
+            e_lin = cov[0] * (1 + p * p + q * q) - 2 * p * cov[j] - 2 * q * cov[g + 1 - j] + 2 * p * q * cov[g + 1]
+            e_model = MODEL_ERROR * cov[0]
+            w = e_model / (e_model + np.maximum(e_lin, 0.0))
+            line = raw[c, s - 1] + (raw[c, e] - raw[c, s - 1]) * q
+            raw[c, s:e] = w * line + (1.0 - w) * raw[c, s:e]
+
+
+def _baseline_basis(idx: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+    """Legendre polynomials of degree 0..BASELINE_DEGREE at `idx`, on the span of the recorded
+    samples `ctx`, held constant beyond it (a polynomial must not extrapolate)."""
+    if len(ctx) == 0:
+        return np.ones((len(idx), BASELINE_DEGREE + 1))
+    a, b = ctx[0], ctx[-1]
+    t = (2.0 * np.clip(idx, a, b) - (a + b)) / max(b - a, 1)
+    return np.polynomial.legendre.legvander(t, BASELINE_DEGREE)
+
+
+def _autocovariance(x: np.ndarray, have: np.ndarray, max_lag: int) -> np.ndarray:
+    """Autocovariance of x at lags 0..max_lag over the pairs of recorded samples (0 where none)."""
+    m = 1 << int(np.ceil(np.log2(2 * len(x))))
+    fx, fh = np.fft.rfft(x * have, m), np.fft.rfft(have.astype(np.float64), m)
+    num = np.fft.irfft(fx * np.conj(fx), m)[: max_lag + 1]
+    pairs = np.fft.irfft(fh * np.conj(fh), m)[: max_lag + 1]
+    out = np.zeros(max_lag + 1)
+    ok = pairs > 0.5
+    out[ok] = num[ok] / np.round(pairs[ok])
+    return out
+
+
 class _Runner:
     """Normalise windows, reconstruct them, map the fills back to raw units."""
 
@@ -233,27 +303,29 @@ class _Runner:
         return np.stack([minmax(raw[:, w : w + L], ~known[:, w : w + L]) for w in starts])
 
     def _to_raw(self, raw_w: np.ndarray, known_w: np.ndarray, u: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        """Raw-unit values for window positions [lo, hi): per-channel fit of raw on FIR(u) + offset + trend."""
+        """Raw-unit values for window positions [lo, hi): per-channel fit of raw on FIR(u) + baseline."""
         L = self.window
         quarter = L // 4
         out = np.empty((raw_w.shape[0], hi - lo))
         n_fir = len(self.lags)
         for c in range(raw_w.shape[0]):
-            ctx = np.flatnonzero(known_w[c, max(lo - quarter, 0) : min(hi + quarter, L)]) + max(lo - quarter, 0)
-            if len(ctx) < 4 * (n_fir + 2):
+            a = max(lo - quarter, 0)
+            ctx = np.flatnonzero(known_w[c, a : min(hi + quarter, L)]) + a
+            if len(ctx) < 4 * (n_fir + BASELINE_DEGREE + 1):
                 ctx = np.flatnonzero(known_w[c])
-            design = self._design(u[c], ctx, lo)
+            # few recorded samples (a dense mask): the scale alone, no FIR taps to overfit
+            lags = self.lags if len(ctx) >= 4 * (n_fir + BASELINE_DEGREE + 1) else self.lags[self.lags == 0]
+            design = self._design(u[c], ctx, ctx, lags)
+            n_taps, n_base = len(lags), design.shape[1] - len(lags)
             if len(ctx):
-                # ridge on the FIR taps; normal equations, as a least-squares SVD of this
-                # small system costs ~1000x more under a multi-threaded BLAS
                 gram = design.T @ design
-                gram[np.arange(n_fir), np.arange(n_fir)] += self.ridge * len(ctx)
-                gram += 1e-12 * np.trace(gram) * np.eye(n_fir + 2)  # offset/trend stay solvable
+                gram[np.arange(n_taps), np.arange(n_taps)] += self.ridge * len(ctx)
+                gram += 1e-12 * np.trace(gram) * np.eye(n_taps + n_base)
                 coef = np.linalg.solve(gram, design.T @ raw_w[c, ctx])
-            else:  # this channel is lost across the whole window: nothing to fit, fill its zero level
-                coef = np.zeros(n_fir + 2)
+            else:
+                coef = np.zeros(n_taps + n_base)
             span = np.arange(lo, hi)
-            out[c] = self._design(u[c], span, lo) @ coef
+            out[c] = self._design(u[c], span, ctx, lags) @ coef
             if len(ctx) and EDGE_TAU_S:
                 residual = raw_w[c, ctx] - design @ coef
                 out[c] += self._edge_correction(span, ctx, residual)
@@ -269,6 +341,8 @@ class _Runner:
             out += residual[side] * np.exp(-np.abs(span - ctx[side]) / tau)
         return out
 
-    def _design(self, u: np.ndarray, idx: np.ndarray, lo: int) -> np.ndarray:
-        taps = np.clip(idx[:, None] + self.lags[None, :], 0, len(u) - 1)
-        return np.column_stack([u[taps], np.ones(len(idx)), (idx - lo) / self.window])
+    def _design(self, u: np.ndarray, idx: np.ndarray, ctx: np.ndarray, lags: np.ndarray) -> np.ndarray:
+        """Columns: u at each lag (the inverse FIR), then the baseline's Legendre polynomials over the
+        recorded context; beyond its outermost samples the baseline holds their value (no extrapolation)."""
+        taps = np.clip(idx[:, None] + lags[None, :], 0, len(u) - 1)
+        return np.column_stack([u[taps], _baseline_basis(idx, ctx)])
