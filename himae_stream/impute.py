@@ -18,18 +18,22 @@ How a recording is covered (docs/imputation.md has the reasoning):
   and all its gaps are filled from that one window.
 
 Normalising: the `stream` normaliser runs over the recording with the lost
-samples bridged by linear interpolation, and the model sees them zeroed, as
-in pretraining (which normalised whole recordings, then masked).
+samples bridged by linear interpolation and its slow baseline (a zero-phase
+1-s moving mean, applied twice) taken out, so what leaks through the
+normaliser's 0.5 Hz high-pass from a wandering baseline does not reach the
+model; the model sees the lost samples zeroed, as in pretraining.
 
-Undoing the normalisation: the model works on normalised samples. For the
-`minmax` normaliser the inverse is exact (affine per window). The `stream`
-normaliser is causal and nonlinear (band-pass, running scale, clip), so its
-inverse is estimated per cluster and channel: a least-squares fit of the raw
-samples on a short non-causal FIR of the normalised signal (which undoes the
-causal band-pass's gain and phase shift) plus an offset and a linear trend
-(the baseline the high-pass removed), on the unmasked samples within a quarter
-window of the gap. The fit is applied to the model's fill, plus its residuals
-at the samples bordering the gap, fading into it within about 0.05 s.
+Undoing the normalisation: for the `minmax` normaliser the inverse is exact
+(affine per window). The `stream` normaliser has no inverse (band-pass,
+running scale, clip), so per cluster and channel a least-squares fit of the
+raw samples within a quarter window of the gap on a short non-causal FIR of
+the normalised signal (its own sub-1-Hz part removed) gives the band and the
+local scale, and a piecewise-linear baseline (knots every 0.5 s, a curvature
+penalty) fitted jointly gives what the high-pass removed, carried smoothly
+across the gap. The fit is applied to the model's fill, plus its residuals
+at the samples bordering the gap fading into it within about 0.05 s. Last,
+each gap is blended with linear interpolation by inverse variance: near its
+edges, where a straight line is nearly exact, the line weighs more.
 """
 
 from __future__ import annotations
@@ -52,6 +56,17 @@ BATCH = 32
 #: time constant, so a fill meets the recorded signal without a step (chosen
 #: on validation subjects of the training data, docs/imputation.md).
 EDGE_TAU_S = 0.05
+#: The baseline (what the normaliser's high-pass removed) is fitted around each gap jointly
+#: with the FIR: piecewise linear with a knot every KNOT_S seconds and a curvature penalty
+#: SMOOTH (per sample), which bridges the gap smoothly.
+KNOT_S = 0.5
+SMOOTH = 0.01
+#: Before normalising, the recording less its zero-phase moving mean over this many seconds
+#: (applied twice): the baseline wander the normaliser's high-pass lets through stays out.
+DETREND_S = 1.0
+#: HiMAE's fill error, as a fraction of the local variance of the signal's band (raw minus
+#: baseline), for the inverse-variance blend with linear interpolation near the gap's edges.
+MODEL_ERROR = 0.5
 
 
 class ImputationWarning(UserWarning):
@@ -108,6 +123,8 @@ def impute(signal, mask, model, *, fs: float | None = None) -> tuple[np.ndarray,
         for part in _parts(s, e, window, padded):
             runner.fill(raw, known, [part])
 
+    if spec["kind"] == "stream":
+        _blend_with_linear(raw[:, :n], lost, window // 4, float(config["fs"]))
     values = raw[:, :n][lost]
     if filled.ndim == 1:
         filled[lost[0]] = values
@@ -178,6 +195,109 @@ def _parts(s: int, e: int, window: int, n: int) -> list[tuple[int, int, int]]:
     return [(a, b, min(max(a - quarter, 0), n - window)) for a, b in bounds]
 
 
+def _blend_with_linear(raw: np.ndarray, lost: np.ndarray, reach: int, fs: float) -> None:
+    """Blend each filled gap, in place, with linear interpolation across it, by inverse variance.
+
+    Linear interpolation is exact at a gap's edges and its error grows inside;
+    the model's error is about the same everywhere. Each filled sample becomes
+    w·linear + (1 - w)·model with w = e_model / (e_model + e_linear(j)), where
+    e_linear(j) is the expected squared error of the chord at the j-th sample
+    of a gap of this length, computed from the autocovariance C of the band
+    (raw minus the piecewise-linear baseline) of the recorded samples within `reach` of
+    the gap, and e_model = MODEL_ERROR · C(0). A gap with recorded samples on
+    one side only is left as the model filled it.
+    """
+    n = raw.shape[1]
+    for c in range(raw.shape[0]):
+        have = ~lost[c]
+        for s, e in _runs(lost[c]):
+            if s == 0 or e == n:
+                continue
+            g = e - s
+            a, b = max(s - reach, 0), min(e + reach, n)
+            idx = np.flatnonzero(have[a:b]) + a
+            if len(idx) < 8:
+                continue
+            base = _baseline_basis(idx, idx, fs)
+            coef = _solve(base, raw[c, idx], 0, 0.0)
+            band = np.zeros(b - a)
+            band[idx - a] = raw[c, idx] - base @ coef
+            cov = _autocovariance(band, have[a:b], g + 1)
+            if cov[0] <= 0:
+                continue
+            j = np.arange(1, g + 1)
+            q = j / (g + 1)
+            p = 1.0 - q
+            e_lin = cov[0] * (1 + p * p + q * q) - 2 * p * cov[j] - 2 * q * cov[g + 1 - j] + 2 * p * q * cov[g + 1]
+            e_model = MODEL_ERROR * cov[0]
+            w = e_model / (e_model + np.maximum(e_lin, 0.0))
+            line = raw[c, s - 1] + (raw[c, e] - raw[c, s - 1]) * q
+            raw[c, s:e] = w * line + (1.0 - w) * raw[c, s:e]
+
+
+def _baseline_basis(idx: np.ndarray, ctx: np.ndarray, fs: float) -> np.ndarray:
+    """Piecewise-linear baseline: hat functions with knots every KNOT_S seconds over the span of
+    the recorded samples `ctx`, held constant beyond it (a baseline must not extrapolate)."""
+    if len(ctx) == 0:
+        return np.ones((len(idx), 1))
+    a, b = ctx[0], ctx[-1]
+    k = max(1, int(np.ceil((b - a) / (KNOT_S * fs))))
+    pos = (np.clip(idx, a, b) - a) / max(b - a, 1) * k
+    i = np.minimum(pos.astype(np.int64), k - 1)
+    f = pos - i
+    out = np.zeros((len(idx), k + 1))
+    out[np.arange(len(idx)), i] = 1.0 - f
+    out[np.arange(len(idx)), i + 1] = f
+    return out
+
+
+
+
+def _lowpass(x: np.ndarray, fs: float, seconds: float = 1.0) -> np.ndarray:
+    """Zero-phase moving mean over `seconds`, applied twice (a triangular kernel)."""
+    w = max(1, round(seconds * fs))
+    for _ in range(2):
+        pad = np.pad(x, (w // 2, w - 1 - w // 2), mode="reflect")
+        c = np.r_[0.0, np.cumsum(pad)]
+        x = (c[w:] - c[:-w]) / w
+    return x
+
+
+def _highpass(u: np.ndarray, fs: float) -> np.ndarray:
+    """u less its moving mean over one second (zero phase): what leaked through the normaliser's
+    high-pass from a baseline below it, which the baseline columns fit instead."""
+    w = max(1, round(fs))
+    pad = np.pad(u, (w // 2, w - 1 - w // 2), mode="reflect")
+    c = np.r_[0.0, np.cumsum(pad)]
+    return u - (c[w:] - c[:-w]) / w
+
+
+def _solve(design: np.ndarray, y: np.ndarray, n_taps: int, ridge: float) -> np.ndarray:
+    """Least squares with a ridge on the first n_taps columns and a curvature penalty on the rest
+    (second differences of the baseline's knot values), so the baseline bridges a gap smoothly."""
+    n = len(y)
+    gram = design.T @ design
+    gram[np.arange(n_taps), np.arange(n_taps)] += ridge * n
+    k = design.shape[1] - n_taps
+    if k >= 3:
+        d2 = np.diff(np.eye(k), 2, axis=0)
+        gram[n_taps:, n_taps:] += SMOOTH * n * (d2.T @ d2)
+    gram += 1e-12 * np.trace(gram) * np.eye(len(gram))
+    return np.linalg.solve(gram, design.T @ y)
+
+
+def _autocovariance(x: np.ndarray, have: np.ndarray, max_lag: int) -> np.ndarray:
+    """Autocovariance of x at lags 0..max_lag over the pairs of recorded samples (0 where none)."""
+    m = 1 << int(np.ceil(np.log2(2 * len(x))))
+    fx, fh = np.fft.rfft(x * have, m), np.fft.rfft(have.astype(np.float64), m)
+    num = np.fft.irfft(fx * np.conj(fx), m)[: max_lag + 1]
+    pairs = np.fft.irfft(fh * np.conj(fh), m)[: max_lag + 1]
+    out = np.zeros(max_lag + 1)
+    ok = pairs > 0.5
+    out[ok] = num[ok] / np.round(pairs[ok])
+    return out
+
+
 class _Runner:
     """Normalise windows, reconstruct them, map the fills back to raw units."""
 
@@ -228,32 +348,32 @@ class _Runner:
                 have = known[c, :end]
                 if not have.all():
                     bridged[c, ~have] = np.interp(idx[~have], idx[have], bridged[c, have])
+            if DETREND_S:
+                # the baseline below the high-pass leaks through it (a 2nd-order filter passes a fifth
+                # of a 0.23 Hz wander): take it out first, so the model sees the pulse, not the drift
+                bridged -= np.stack([_lowpass(row, self.fs, DETREND_S) for row in bridged])
             z = normalize(bridged, self.spec, self.fs)
             return np.stack([z[:, w : w + L] for w in starts])
         return np.stack([minmax(raw[:, w : w + L], ~known[:, w : w + L]) for w in starts])
 
     def _to_raw(self, raw_w: np.ndarray, known_w: np.ndarray, u: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        """Raw-unit values for window positions [lo, hi): per-channel fit of raw on FIR(u) + offset + trend."""
+        """Raw-unit values for window positions [lo, hi): per-channel fit of raw on FIR(u) + baseline."""
         L = self.window
         quarter = L // 4
         out = np.empty((raw_w.shape[0], hi - lo))
         n_fir = len(self.lags)
         for c in range(raw_w.shape[0]):
-            ctx = np.flatnonzero(known_w[c, max(lo - quarter, 0) : min(hi + quarter, L)]) + max(lo - quarter, 0)
-            if len(ctx) < 4 * (n_fir + 2):
+            a = max(lo - quarter, 0)
+            ctx = np.flatnonzero(known_w[c, a : min(hi + quarter, L)]) + a
+            if len(ctx) < 4 * (n_fir + 4):
                 ctx = np.flatnonzero(known_w[c])
-            design = self._design(u[c], ctx, lo)
-            if len(ctx):
-                # ridge on the FIR taps; normal equations, as a least-squares SVD of this
-                # small system costs ~1000x more under a multi-threaded BLAS
-                gram = design.T @ design
-                gram[np.arange(n_fir), np.arange(n_fir)] += self.ridge * len(ctx)
-                gram += 1e-12 * np.trace(gram) * np.eye(n_fir + 2)  # offset/trend stay solvable
-                coef = np.linalg.solve(gram, design.T @ raw_w[c, ctx])
-            else:  # this channel is lost across the whole window: nothing to fit, fill its zero level
-                coef = np.zeros(n_fir + 2)
+            # few recorded samples (a dense mask): the scale alone, no FIR taps to overfit
+            lags = self.lags if len(ctx) >= 4 * (n_fir + 4) else self.lags[self.lags == 0]
+            uc = _highpass(u[c], self.fs) if self.spec["kind"] == "stream" else u[c]
+            design = self._design(uc, ctx, ctx, lags)
+            coef = _solve(design, raw_w[c, ctx], len(lags), self.ridge) if len(ctx) else np.zeros(design.shape[1])
             span = np.arange(lo, hi)
-            out[c] = self._design(u[c], span, lo) @ coef
+            out[c] = self._design(uc, span, ctx, lags) @ coef
             if len(ctx) and EDGE_TAU_S:
                 residual = raw_w[c, ctx] - design @ coef
                 out[c] += self._edge_correction(span, ctx, residual)
@@ -269,6 +389,8 @@ class _Runner:
             out += residual[side] * np.exp(-np.abs(span - ctx[side]) / tau)
         return out
 
-    def _design(self, u: np.ndarray, idx: np.ndarray, lo: int) -> np.ndarray:
-        taps = np.clip(idx[:, None] + self.lags[None, :], 0, len(u) - 1)
-        return np.column_stack([u[taps], np.ones(len(idx)), (idx - lo) / self.window])
+    def _design(self, u: np.ndarray, idx: np.ndarray, ctx: np.ndarray, lags: np.ndarray) -> np.ndarray:
+        """Columns: u at each lag (the inverse FIR), then the baseline's Legendre polynomials over the
+        recorded context; beyond its outermost samples the baseline holds their value (no extrapolation)."""
+        taps = np.clip(idx[:, None] + lags[None, :], 0, len(u) - 1)
+        return np.column_stack([u[taps], _baseline_basis(idx, ctx, self.fs)])

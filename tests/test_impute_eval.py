@@ -43,16 +43,30 @@ def test_script_writes_table_and_figure(tmp_path):
     torch.manual_seed(0)
     model_file = tmp_path / "h25.himae"
     export_model(HiMAE(get_config("himae-25")).eval(), model_file)
-    out = tmp_path / "out"
+    out, doc = tmp_path / "out", tmp_path / "doc.md"
+    doc.write_text(f"# Title\n\n{ev.BEGIN}\nold numbers\n{ev.END}\n\nafter\n")
     rc = ev.main([
         "--model", str(model_file), "--data", str(FIXTURES), "--recordings", "wrist_s5_low_resistance_bike.npz",
-        "--channels", "PPG", "--gaps", "3", "--patch-windows", "2", "--out", str(out),
+        "--channels", "PPG", "--gaps", "3", "--patch-windows", "2", "--out", str(out), "--cache", "",
+        "--doc", str(doc),
     ])
     assert rc == 0
-    table = (out / "imputation.md").read_text()
+    table = (out / "h25" / "imputation.md").read_text()
     for condition in ("0.1 s gap", "0.5 s gap", "1 s gap", "2 s gap", "80 % patch mask"):
         row = next(line for line in table.splitlines() if line.startswith(f"| {condition} |"))
         cells = row.strip("|").split("|")
         assert int(cells[1]) > 0
         assert all(np.isfinite(float(c.split()[0])) for c in cells[2:-1:2]), row
-    assert (out / "imputation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "h25" / "imputation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = doc.read_text()  # the generated section is replaced, the rest of the document kept
+    assert text.startswith("# Title\n") and text.endswith("after\n") and "old numbers" not in text
+    assert "| recordings | 1 (1) |" in text
+
+
+def test_device_groups_are_drawn_reproducibly(data_dir):
+    for group in ev.GROUPS:
+        first, again = ev.draw(data_dir, group, 0), ev.draw(data_dir, group, 0)
+        assert first == again and first, group.name
+        if group.per_pattern:
+            assert len(first) == group.per_pattern * len(group.patterns)
+    assert ev.draw(data_dir, ev.GROUPS[2], 1) != ev.draw(data_dir, ev.GROUPS[2], 0)

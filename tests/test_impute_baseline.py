@@ -1,0 +1,121 @@
+"""Gap fill keeps what the normaliser removed (baseline, scale) and beats linear interpolation
+on real PPG, with the shipped models and fixed seeds."""
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import V102S, WRIST_BIKE, WRIST_RUN, WRIST_WALK
+
+from himae_stream import ImputationWarning, impute
+from himae_stream.model import load_model
+from himae_stream.recordings import load
+
+FS = 100.0
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("himae-100")
+
+
+
+def gaps(n: int, length_s: float, count: int, seed: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """`count` gaps at seeded positions, 12 s apart, after 20 s."""
+    g = round(length_s * FS)
+    rng = np.random.default_rng([seed, g])
+    slots = np.arange(round(20 * FS), n - round(12 * FS), round(12 * FS))
+    starts = np.sort(rng.choice(slots, size=min(count, len(slots)), replace=False) + rng.integers(0, 200))
+    mask = np.zeros(n, bool)
+    for s in starts:
+        mask[s : s + g] = True
+    return mask, [(int(s), int(s) + g) for s in starts]
+
+
+def fill(x, mask, model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ImputationWarning)
+        return impute(x, mask, model, fs=FS)[0]
+
+
+def linear(x, mask):
+    idx = np.arange(len(x))
+    out = x.copy()
+    out[mask] = np.interp(idx[mask], idx[~mask], x[~mask])
+    return out
+
+
+@pytest.fixture(scope="module")
+def finger():
+    """Five minutes of clean finger PPG (v102s PLETH) at the model's rate, its few missing samples bridged."""
+    x = load(V102S, channels="PLETH").resampled(FS).signals[0]
+    bad = ~np.isfinite(x)
+    x[bad] = np.interp(np.flatnonzero(bad), np.flatnonzero(~bad), x[~bad])
+    return x
+
+
+def drift(n: int, amplitude: float) -> np.ndarray:
+    """A baseline that wanders below the normaliser's 0.5 Hz high-pass: slow sines and a ramp."""
+    t = np.arange(n) / FS
+    return amplitude * (np.sin(2 * np.pi * 0.07 * t) + 0.6 * np.sin(2 * np.pi * 0.23 * t + 1.0) + t / t[-1])
+
+
+TWO_S_DRIFT = pytest.mark.xfail(strict=True, reason="known shortfall: across a 2-s gap the drifted fill's error "
+                                 "is about 9x the clean one (docs/imputation.md)")
+
+
+@pytest.mark.parametrize("length_s", [1.0, pytest.param(2.0, marks=TWO_S_DRIFT)])
+def test_fill_is_as_good_with_a_strong_baseline_drift(model, finger, length_s):
+    """A drift ten times the pulse's size, added to the recording, adds little to the fill's error:
+    the baseline is continued across the gap, not dropped with the normaliser's high-pass."""
+    x = finger
+    mask, _ = gaps(len(x), length_s, 12, seed=1)
+    b = drift(len(x), 10 * np.std(x))
+    clean = np.mean((fill(x, mask, model) - x)[mask] ** 2)
+    drifted = np.mean((fill(x + b, mask, model) - (x + b))[mask] ** 2)
+    assert drifted <= 2.5 * clean, (drifted, clean)
+    line = np.mean((linear(x + b, mask) - (x + b))[mask] ** 2)
+    assert drifted <= 0.8 * line, (drifted, line)
+    # and the drift alone would be many times that error
+    assert np.var(b) > 30 * clean
+
+
+def test_baseline_is_continued_across_the_gap(model, finger):
+    """The mean of each filled gap follows the drifted baseline there, as closely as a straight line
+    between the gap's edges does, not the mean of the context (which is off by several pulse sizes)."""
+    x = finger
+    mask, spans = gaps(len(x), 1.0, 12, seed=2)
+    y = x + drift(len(x), 10 * np.std(x))
+    filled, line = fill(y, mask, model), linear(y, mask)
+    offsets = np.array([np.mean(filled[s:e] - y[s:e]) for s, e in spans])
+    line_offsets = np.array([np.mean(line[s:e] - y[s:e]) for s, e in spans])
+    context = np.array([np.mean(y[s - 250 : s]) + np.mean(y[e : e + 250]) - 2 * np.mean(y[s:e]) for s, e in spans]) / 2
+    assert np.sqrt(np.mean(offsets**2)) <= 1.2 * np.sqrt(np.mean(line_offsets**2)), (offsets, line_offsets)
+    assert np.sqrt(np.mean(offsets**2)) < 0.5 * np.sqrt(np.mean(context**2)), (offsets, context)
+
+
+WALK = pytest.mark.xfail(strict=True, reason="known shortfall: on this walking cut the fill is not better than a "
+                         "line at these seeded gaps (docs/imputation.md)")
+
+
+@pytest.mark.parametrize("path", [WRIST_RUN, pytest.param(WRIST_WALK, marks=WALK), WRIST_BIKE], ids=lambda p: p.stem)
+@pytest.mark.parametrize("length_s", [1.0, 2.0])
+def test_fill_beats_linear_interpolation_on_wrist_ppg(model, path, length_s):
+    x = load(path, channels="PPG").resampled(FS).signals[0]
+    mask, _ = gaps(len(x), length_s, 8, seed=0)
+    himae = np.mean((fill(x, mask, model) - x)[mask] ** 2)
+    line = np.mean((linear(x, mask) - x)[mask] ** 2)
+    assert himae <= 0.85 * line, (himae / line)
+
+
+def test_scale_follows_the_signal(model, finger):
+    """A recording whose amplitude doubles halfway is filled at the local amplitude on each side."""
+    x = finger.copy()
+    half = len(x) // 2
+    x[half:] = 2.0 * (x[half:] - x[half:].mean()) + x[half:].mean()
+    mask, spans = gaps(len(x), 1.0, 16, seed=3)
+    filled = fill(x, mask, model)
+    for s, e in spans:
+        if abs(s - half) < 12 * FS:
+            continue
+        assert 0.4 < np.std(filled[s:e]) / np.std(x[s:e]) < 1.6, (s, np.std(filled[s:e]) / np.std(x[s:e]))
