@@ -207,6 +207,7 @@ class SampleStream:
         self._pending: dict[int, tuple[Packet, int, float | None]] = {}  # index -> (packet, n, arrival)
         self._delivered: deque[int] = deque()  # starts of packets delivered in the last max_late_s
         self._last_time = 0.0  # device seconds of the last emitted sample
+        self._last_host = -np.inf  # host time given to the last emitted sample
         self._fs = 0.0
         self._channels = 0
 
@@ -350,7 +351,7 @@ class SampleStream:
             index, n, packet = pieces[0]
             # evenly spaced on the device clock, so on the host clock too: the first time, then steps
             times = self.clock.to_host(packet.t_us * 1e-6) + (self.clock.rate / packet.fs) * np.arange(n)
-            return [self._finite(Chunk(times, packet.physical(), np.zeros(n, bool), index, arrival))]
+            return [self._emit(Chunk(times, packet.physical(), np.zeros(n, bool), index, arrival))]
         sizes, base, step, codes, scales = [], [], [], [], []
         for _, n, item in pieces:
             sizes.append(n)
@@ -378,16 +379,28 @@ class SampleStream:
                 [c.astype(np.float32) * np.asarray(s or 1.0, np.float32).reshape(-1, 1) for c, s in zip(codes, scales)],
                 axis=1,
             )
-        return [self._finite(Chunk(self.clock.to_host(device_times), samples, lost, pieces[0][0], arrival))]
+        return [self._emit(Chunk(self.clock.to_host(device_times), samples, lost, pieces[0][0], arrival))]
 
-    def _finite(self, chunk: Chunk) -> Chunk:
-        """A float32 device can send NaN or Inf for a sample it has no value for: such a
-        sample is lost like a missing one (zero, mask set), and counted in `nonfinite`."""
+    def _emit(self, chunk: Chunk) -> Chunk:
+        """The last checks of a chunk before it leaves.
+
+        A float32 device can send NaN or Inf for a sample it has no value for: such a
+        sample is lost like a missing one (zero, mask set), and counted in `nonfinite`.
+        Host times never go back: when a less-delayed arrival moves the clock map
+        earlier, samples that would land before the last one handed out are held at
+        it plus a microsecond each (the map settles within the next packets).
+        """
         bad = ~np.isfinite(chunk.samples).all(axis=0)
         if bad.any():
             chunk.samples[:, bad] = 0.0
             chunk.lost_mask[bad] = True
             self._counts["nonfinite"] += int(bad.sum())
+        times = chunk.timestamps
+        if len(times) and times[0] <= self._last_host:
+            floor = self._last_host + 1e-6 * np.arange(1, len(times) + 1)
+            np.maximum(times, floor, out=times)
+        if len(times):
+            self._last_host = float(times[-1])
         return chunk
 
     # ------------------------------------------------------------- asyncio

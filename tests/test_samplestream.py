@@ -4,6 +4,7 @@ import asyncio
 import time
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -99,6 +100,20 @@ def test_nan_and_inf_from_a_float32_device_are_lost_samples():
     assert np.array_equal(np.flatnonzero(lost), [1, 3, 4, 5, 6, 8])
     assert np.isfinite(values).all() and np.all(values[:, lost] == 0)
     assert stream.counters["nonfinite"] == 6 and stream.counters["samples"] == 10
+
+
+def test_host_times_never_go_back_when_a_faster_arrival_moves_the_clock_map():
+    """The first packet arrived 80 ms late, the next at once: mapping the second by the
+    smaller delay would put its samples before the first packet's."""
+    rng = np.random.default_rng(5)
+    (_, first), (_, second), (_, third) = make_packets(0, [10, 10, 10], rng)
+    stream = SampleStream()
+    chunks = stream.push(first, host_time=100.0 + 0.09 + 0.08)  # sample 9 taken at 0.09 s
+    chunks += stream.push(second, host_time=100.0 + 0.19)
+    chunks += stream.push(third, host_time=100.0 + 0.29)
+    times = np.concatenate([c.timestamps for c in chunks])
+    assert len(times) == 30 and np.all(np.diff(times) > 0)
+    assert times[-1] == pytest.approx(100.29)  # later samples keep their true times
 
 
 def test_late_packet_beyond_window_is_not_delivered_twice():
