@@ -72,9 +72,13 @@ class SimSource(Source):
             inner, finish, all_read, stop = await self._start_ble()
         self._inner = inner
         self.counters = inner.counters
+        # A serial reader hands on what it reads at once; a BLE reader queues notifications, so it
+        # is closed instead and drained: what it has queued still comes, then its iteration ends.
+        drains = self.transport == "ble"
         iterator = aiter(inner)
         pending: asyncio.Future | None = None
         finished = asyncio.ensure_future(finish)
+        closing = False
         try:
             while True:
                 if pending is None:
@@ -82,6 +86,8 @@ class SimSource(Source):
                 waiting = {pending} if finished.done() else {pending, finished}
                 timeout = END_GRACE_S if finished.done() else None
                 done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:  # the replay is over and nothing came for END_GRACE_S
+                    break
                 if pending in done:
                     try:
                         item = pending.result()
@@ -90,10 +96,13 @@ class SimSource(Source):
                     pending = None
                     self.info = inner.info
                     yield item
-                if finished.done():
+                if finished.done() and not closing:
                     finished.result()  # a failure of the device is raised here
-                    if all_read() or not done:
-                        break
+                    if all_read():
+                        if not drains:
+                            break
+                        closing = True
+                        await inner.close()
         finally:
             for future in (pending, finished):
                 if future is not None and not future.done():
