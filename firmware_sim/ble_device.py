@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import socket
 import struct
+from collections.abc import Callable
 
 from bumble.att import ATT_Error, ErrorCode
 from bumble.controller import Controller
@@ -78,6 +79,9 @@ class BleDevice:
         self.produced = 0
         self.streaming = True  # the control characteristic's START / STOP
         self.finished = asyncio.Event()
+        #: called with the device after each connection event, a rate change and at the end, so a
+        #: monitor or a test can follow the replay (produced, log, model) without polling it
+        self.watchers: list[Callable[[BleDevice], object]] = []
         self._connection: Connection | None = None
         self._subscribed: set[int] = set()
         self._subscribed_event = asyncio.Event()  # set while a central is subscribed to anything
@@ -259,6 +263,7 @@ class BleDevice:
                 target = int((self._event_s - self._origin_s) * self.model.fs + 1e-9)
             if self._new_rate is not None:
                 self._set_rate(self._new_rate)
+                self._notify_watchers()
                 continue
             if self.model.length is not None:
                 target = min(target, self.model.length)
@@ -269,11 +274,17 @@ class BleDevice:
             while self.heart_rate is not None and self._event_s >= next_hr:
                 await self._notify_heart_rate(next_hr)
                 next_hr += 1.0
+            self._notify_watchers()
             if self.pacer.speed is None:
                 if self._connection is not None:
                     await self._connection.drain()
                 await asyncio.sleep(0)
         self.finished.set()
+        self._notify_watchers()
+
+    def _notify_watchers(self) -> None:
+        for watcher in self.watchers:
+            watcher(self)
 
     def _payload(self) -> int:
         return (self._connection.att_mtu if self._connection is not None else 23) - 3
@@ -316,6 +327,7 @@ class BleDevice:
                     self.log.drop(k, k + n, "lost")
                 else:
                     await self.device.notify_subscriber(connection, self.samples_char, note)
+                    self.log.count("notifications")  # sent: a reader has them all once it counts as many
                 k += n
         self.log.drop(k, stop, "no_value")
 

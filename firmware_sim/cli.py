@@ -104,7 +104,8 @@ def run_serial(options: SimOptions, log_path: str | None, linger: float) -> int:
         device.start()
         try:
             device.wait()
-            announce(f"done: {device.produced} samples produced")
+            # what a reader must have read to have everything: it can stop waiting then
+            announce(f"done: {device.produced} samples produced, {device.written} bytes written")
             time.sleep(linger)
         finally:
             if log_path:
@@ -132,7 +133,8 @@ async def run_ble(options: SimOptions, host: str, port: int, log_path: str | Non
     announce(f"{HCI_ENV}={spec}")
     try:
         await device.finished.wait()
-        announce(f"done: {device.produced} samples produced")
+        sent = device.log.counters.get("notifications", 0)
+        announce(f"done: {device.produced} samples produced, {sent} notifications sent")
         await asyncio.sleep(linger)
     finally:
         if log_path:

@@ -47,6 +47,7 @@ class SerialDevice:
         self.info_every_s = info_every_s
         self.log = DropLog()
         self.produced = 0  # samples produced so far (stream indices < produced)
+        self.written = 0  # bytes put on the port so far: a reader has everything once it has read as many
         self._master, slave = os.openpty()
         tty.setraw(slave)  # no line discipline between the device and the reader
         self.path = os.ttyname(slave)
@@ -200,6 +201,7 @@ class SerialDevice:
                     written = 0
                 else:
                     raise
+            self.written += written
             view = view[written:]
             if not view:
                 return

@@ -3,7 +3,8 @@
 `sim://RECORDING?transport=serial|ble&speed=10&loss=0.02&...` starts the
 simulator in this process and reads it through the real transport
 (`SerialSource` on a pty, or `BleSource` over bumble), so a pipeline runs
-end to end without hardware. The source ends once the replay is over.
+end to end without hardware. The source ends once the replay is over and
+its reader has everything the device sent.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from himae_stream.sources.base import Source
 if TYPE_CHECKING:
     from himae_stream.urls import ParsedUrl
 
-#: seconds of silence after the replay ends before the source stops
-END_GRACE_S = 0.7
+#: The source ends once the device has sent everything and the reader has counted as much
+#: (bytes, notifications) as the device sent; failing that, after this many seconds of
+#: silence once the replay has ended.
+END_GRACE_S = 2.0
 
 _SETTINGS = ("fs", "duration", "drift_ppm", "jitter_us", "frame_ms", "interval_ms", "baud", "mtu")
 _TEXT_PARAMS = {"channels", "format", "name"}
@@ -64,18 +67,27 @@ class SimSource(Source):
 
     async def __aiter__(self) -> AsyncIterator[Received]:
         if self.transport == "serial":
-            inner, finished, stop = self._start_serial()
+            inner, finish, all_read, stop = self._start_serial()
         else:
-            inner, finished, stop = await self._start_ble()
+            inner, finish, all_read, stop = await self._start_ble()
         self._inner = inner
         self.counters = inner.counters
+        # A serial reader hands on what it reads at once; a BLE reader queues notifications, so it
+        # is closed instead and drained: what it has queued still comes, then its iteration ends.
+        drains = self.transport == "ble"
         iterator = aiter(inner)
         pending: asyncio.Future | None = None
+        finished = asyncio.ensure_future(finish)
+        closing = False
         try:
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(anext(iterator))
-                done, _ = await asyncio.wait({pending}, timeout=END_GRACE_S)
+                waiting = {pending} if finished.done() else {pending, finished}
+                timeout = END_GRACE_S if finished.done() else None
+                done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:  # the replay is over and nothing came for END_GRACE_S
+                    break
                 if pending in done:
                     try:
                         item = pending.result()
@@ -84,12 +96,18 @@ class SimSource(Source):
                     pending = None
                     self.info = inner.info
                     yield item
-                elif finished():
-                    break
+                if finished.done() and not closing:
+                    finished.result()  # a failure of the device is raised here
+                    if all_read():
+                        if not drains:
+                            break
+                        closing = True
+                        await inner.close()
         finally:
-            if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
+            for future in (pending, finished):
+                if future is not None and not future.done():
+                    future.cancel()
+                    await asyncio.gather(future, return_exceptions=True)
             await inner.close()
             await stop()
 
@@ -107,7 +125,8 @@ class SimSource(Source):
 
         # the simulated device keeps its pty for the whole replay: nothing to reopen
         source = SerialSource(device.path, o.baud, idle_timeout_s=None, reconnect_timeout_s=None)
-        return source, lambda: device.wait(0), stop
+        finish = asyncio.get_running_loop().run_in_executor(None, device.wait)
+        return source, finish, lambda: source.counters.get("bytes", 0) >= device.written, stop
 
     async def _start_ble(self):
         from bumble.link import LocalLink
@@ -125,7 +144,13 @@ class SimSource(Source):
         # Device, radio and reader share this event loop and nothing throttles an unpaced
         # device, so the reader may queue the whole replay rather than overflow.
         queue = 1 << 17 if o.speed is None else 4096
-        return BleSource(name=o.name, backend=backend, queue_size=queue), device.finished.is_set, device.stop
+        source = BleSource(name=o.name, backend=backend, queue_size=queue)
+
+        def all_read() -> bool:
+            received = source.counters["notifications"] + source.counters["stale_notifications"]
+            return received >= device.log.counters.get("notifications", 0)
+
+        return source, device.finished.wait(), all_read, device.stop
 
     async def close(self) -> None:
         if self._inner is not None:

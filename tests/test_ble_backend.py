@@ -17,6 +17,7 @@ from firmware_sim.device import DeviceModel
 from himae_stream import protocol
 from himae_stream.bumble_backend import BumbleAdapter, BumbleClient, BumbleScanner
 from himae_stream.recordings import load
+from waiting import Changes
 
 CCCD = "00002902-0000-1000-8000-00805f9b34fb"
 
@@ -94,19 +95,27 @@ def test_connect_exchanges_mtu_and_discovers_services(model, mtu):
 
 def test_notify_control_and_gatt_errors(model):
     async def body(device, adapter):
+        changes = Changes()
+        device.watchers.append(changes.changed)
         # Connect by address string: the backend scans for it itself.
         async with BleakClient(device.address, backend=BumbleClient, bumble=adapter, timeout=5) as client:
             notes = []
-            await client.start_notify(protocol.SAMPLES_CHAR_UUID, lambda c, data: notes.append(bytes(data)))
-            while len(notes) < 5:
-                await asyncio.sleep(0.01)
+
+            def on_note(_, data):
+                notes.append(bytes(data))
+                changes.changed()
+
+            await client.start_notify(protocol.SAMPLES_CHAR_UUID, on_note)
+            await changes.until(lambda: len(notes) >= 5, 10, "5 notifications")
             await client.stop_notify(protocol.SAMPLES_CHAR_UUID)
-            await asyncio.sleep(0.05)
             stopped_at = len(notes)
-            await asyncio.sleep(0.2)
-            after_stop = len(notes) - stopped_at
+            # the device samples on for a device second without sending; then a round trip to
+            # it (the write below) comes back after anything it might still have sent
+            await changes.until(lambda: device.log.counters.get("dropped_not_subscribed", 0) >= model.fs, 10,
+                                "the device to sample on, unsubscribed")
             await client.write_gatt_char(protocol.CONTROL_CHAR_UUID, protocol.encode_control(
                 protocol.ControlCommand(protocol.ControlOp.STOP)), response=True)
+            after_stop = len(notes) - stopped_at
             streaming = device.streaming
             with pytest.raises(BleakGATTProtocolError) as read_only:
                 await client.write_gatt_char(protocol.INFO_CHAR_UUID, b"\x01", response=True)
@@ -127,16 +136,15 @@ def test_notify_control_and_gatt_errors(model):
 def test_disconnect_callback_only_for_unsolicited_disconnects(model):
     async def body(device, adapter):
         calls = []
-        client = BleakClient(device.address, lambda c: calls.append(c), backend=BumbleClient, bumble=adapter, timeout=5)
+        changes = Changes()
+        client = BleakClient(device.address, lambda c: (calls.append(c), changes.changed()), backend=BumbleClient,
+                             bumble=adapter, timeout=5)
         await client.connect()
         await client.disconnect()
         own = list(calls)
         await client.connect()
         await device._disconnect()  # the peripheral drops the link
-        for _ in range(100):
-            if calls:
-                break
-            await asyncio.sleep(0.01)
+        await changes.until(lambda: calls, 10, "the disconnected callback")
         with pytest.raises(BleakError):
             await client.read_gatt_char(protocol.INFO_CHAR_UUID)
         return own, calls, client
@@ -146,28 +154,42 @@ def test_disconnect_callback_only_for_unsolicited_disconnects(model):
     assert calls == [client] and not client.is_connected
 
 
+def opens_stream(note: bytes) -> bool:
+    """A sync notification at stream index 0: the first of a (re)started stream."""
+    return bool(note[1] & 0x80) and struct.unpack_from("<I", note, 2)[0] == 0
+
+
 def test_set_rate_restarts_the_stream_at_the_new_rate(model):
     async def body(device, adapter):
+        changes = Changes()
         async with BleakClient(device.address, backend=BumbleClient, bumble=adapter, timeout=5) as client:
             before = protocol.decode_info(await client.read_gatt_char(protocol.INFO_CHAR_UUID))
             notes = []
-            await client.start_notify(protocol.SAMPLES_CHAR_UUID, lambda c, data: notes.append(bytes(data)))
-            while len(notes) < 3:
-                await asyncio.sleep(0.01)
+
+            def on_note(_, data):
+                notes.append(bytes(data))
+                changes.changed()
+
+            await client.start_notify(protocol.SAMPLES_CHAR_UUID, on_note)
+            await changes.until(lambda: len(notes) >= 3, 10, "3 notifications")
             switched = len(notes)  # notifications so far are all from the first stream
             await client.write_gatt_char(protocol.CONTROL_CHAR_UUID, protocol.encode_control(
                 protocol.ControlCommand(protocol.ControlOp.SET_RATE, 125.0)), response=True)
+
+            # the device applies the rate at its next connection event: the notification opening
+            # the new stream says it has (older ones may still be in flight before it)
+            def opened() -> int | None:
+                return next((i for i in range(switched, len(notes)) if opens_stream(notes[i])), None)
+
+            await changes.until(lambda: opened() is not None, 10, "the new stream's first notification")
             after = protocol.decode_info(await client.read_gatt_char(protocol.INFO_CHAR_UUID))
-            while len(notes) < switched + 10:
-                await asyncio.sleep(0.01)
+            await changes.until(lambda: len(notes) >= opened() + 10, 10,
+                                "10 notifications of the new stream")
             return before, after, notes[switched:], device.model
 
     before, after, notes, resampled = run_with_device(model, body)
     assert (before.fs, after.fs) == (250.0, 125.0)
     # the new stream opens with a sync notification at index 0 (older ones may still be in flight)
-    def opens_stream(note: bytes) -> bool:
-        return bool(note[1] & 0x80) and struct.unpack_from("<I", note, 2)[0] == 0
-
     start = next(i for i, note in enumerate(notes) if opens_stream(note))
     decoder = protocol.NotificationDecoder(after)
     packets = [decoder.feed(n) for n in notes[start:]]

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from himae_stream.samplestream import SampleStream
 from himae_stream.sources.ble import BleSource
 from himae_stream.sources.heartrate import HeartRateSource
 from test_sim_serial import check_delivery
+from waiting import Changes, Tap, happened, within
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,28 +35,35 @@ def recording(seconds):
     return dataclasses.replace(rec, signals=rec.signals[:, : int(seconds * rec.fs)])
 
 
-async def collect(source, finished, settle_s=0.7, timeout_s=60.0):
-    """Chunks from `source` until `finished()` and then nothing new for `settle_s`
-    (longer than SampleStream holds a packet waiting for a hole to fill)."""
-    stream = SampleStream(source)
+async def collect(source, sent, *done, timeout_s=60.0):
+    """Chunks from the BLE `source` until it has received every notification the device sent:
+    `sent()` is their number, known once each of `done` (events or futures) is. Then the source
+    is closed, and the stream, its source ended, releases all it still holds."""
+    changes = Changes()
+    changes.follow(*done)
+    tap = Tap(source, changes)
+    stream = SampleStream(tap)
     chunks = []
 
     async def consume():
         async for chunk in stream:
             chunks.append(chunk)
 
+    def received() -> int:
+        return source.counters["notifications"] + source.counters["stale_notifications"]
+
     task = asyncio.create_task(consume())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    seen = -1
-    while not (finished() and len(chunks) == seen):
-        assert loop.time() < deadline, f"stream stalled: {stream.counters}"
-        assert not task.done(), task.exception()
-        seen = len(chunks) if finished() else -1
-        await asyncio.sleep(settle_s)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    task.add_done_callback(changes.changed)
+    await changes.until(lambda: task.done() or all(map(happened, done)) and received() >= sent(),
+                        timeout_s, lambda: f"every notification sent to arrive: {stream.counters}")
+    assert not task.done(), task.exception()  # the stream must not end before the source is closed
+    await source.close()
+    await within(task, timeout_s, "the stream to end once its source is closed")
     return stream, chunks
+
+
+def sent_by(device) -> Callable[[], int]:
+    return lambda: device.log.counters.get("notifications", 0)
 
 
 async def simulate(model, body, **device_args):
@@ -76,7 +85,7 @@ def test_ble_one_process_delivers_every_sample(mtu):
 
     async def body(device):
         source = BleSource(name="himae-sim", backend=BumbleBackend)
-        stream, chunks = await collect(source, device.finished.is_set)
+        stream, chunks = await collect(source, sent_by(device), device.finished)
         return stream, chunks, source
 
     stream, chunks, source = asyncio.run(simulate(model, body, speed=None, mtu=mtu))
@@ -97,7 +106,8 @@ def test_ble_samples_a_recording_has_no_value_for_arrive_lost_and_logged():
     nan = np.flatnonzero(~np.isfinite(model.recording.signals[0]))
 
     async def body(device):
-        stream, chunks = await collect(BleSource(name="himae-sim", backend=BumbleBackend), device.finished.is_set)
+        stream, chunks = await collect(BleSource(name="himae-sim", backend=BumbleBackend), sent_by(device),
+                                       device.finished)
         return stream, chunks, device.log
 
     stream, chunks, log = asyncio.run(simulate(model, body, speed=None, mtu=247))
@@ -112,7 +122,7 @@ def test_ble_disconnect_reconnects_and_reports_exact_gap():
 
     async def body(device):
         source = BleSource(name="himae-sim", backend=BumbleBackend, backoff_s=0.05)
-        stream, chunks = await collect(source, device.finished.is_set)
+        stream, chunks = await collect(source, sent_by(device), device.finished)
         return stream, chunks, device.log
 
     stream, chunks, log = asyncio.run(simulate(model, body, faults=faults, speed=10.0))
@@ -142,13 +152,16 @@ def test_heart_rate_service_readings_match_trace(data_dir):
         async def read():
             async for reading in source:
                 readings.append(reading.measurement)
+                changes.changed()
 
+        changes = Changes()
+        changes.follow(device.finished)
         task = asyncio.create_task(read())
-        await asyncio.wait_for(device.finished.wait(), 30)
-        for _ in range(100):  # the last notifications may still be on their way
-            if len(readings) >= len(device.hr_log):
-                break
-            await asyncio.sleep(0.05)
+        task.add_done_callback(changes.changed)
+        # the device has sent them all, and every one it sent has arrived
+        await changes.until(lambda: task.done() or device.finished.is_set() and len(readings) >= len(device.hr_log),
+                            30, lambda: f"{len(device.hr_log)} readings, got {len(readings)}")
+        assert not task.done(), task.exception()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return readings, device.hr_log
@@ -159,6 +172,12 @@ def test_heart_rate_service_readings_match_trace(data_dir):
     assert [bpm for t, bpm in sent] == [trace.at(t) for t, _ in sent]
     assert all(r.contact and r.rr_s == pytest.approx((60.0 / r.bpm,), abs=1 / 1024) for r in readings)
     assert len({r.bpm for r in readings}) > 3  # the trace moves during exercise
+
+
+def notifications_sent(done_line: str) -> int:
+    """From the simulator's `done: N samples produced, M notifications sent`."""
+    assert done_line.startswith("done: "), done_line
+    return int(done_line.split(", ")[1].split()[0])
 
 
 @pytest.mark.parametrize("mtu", [23, 247])
@@ -182,9 +201,10 @@ def test_ble_two_processes_over_hci_tcp(tmp_path, monkeypatch, mtu):
         async def main():
             done = asyncio.get_running_loop().run_in_executor(None, sim.stdout.readline)
             source = BleSource(name="himae-sim", backend=BumbleBackend)
-            return await collect(source, done.done)
+            return await collect(source, lambda: notifications_sent(done.result()), done)
 
         stream, chunks = asyncio.run(main())
+        assert sim.wait(60) == 0  # it writes its log on the way out
     finally:
         sim.kill()
         sim.wait()

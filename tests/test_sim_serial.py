@@ -14,8 +14,8 @@ from firmware_sim.serial_device import SerialDevice
 from himae_stream.protocol import SampleFormat
 from himae_stream.recordings import load
 from himae_stream.samplestream import SampleStream
-from himae_stream.sources.base import Source
 from himae_stream.sources.serial import SerialSource
+from waiting import Changes, Tap, in_thread, within
 
 
 def first_seconds(seconds, channels="PLETH"):
@@ -39,27 +39,12 @@ def check_delivery(chunks, model, dropped: np.ndarray, first: int = 0) -> np.nda
     return lost
 
 
-class Tap(Source):
-    """Passes a source's packets through unchanged, keeping a copy."""
-
-    def __init__(self, inner: Source):
-        super().__init__()
-        self.inner = inner
-        self.counters = inner.counters
-        self.packets = []
-
-    async def __aiter__(self):
-        async for received in self.inner:
-            self.packets.extend(received.packets)
-            yield received
-
-    async def close(self):
-        await self.inner.close()
-
-
-async def replay(device: SerialDevice, idle_timeout_s: float = 1.0):
-    """Read the device until it has sent everything and fallen silent."""
-    tap = Tap(SerialSource(device.path, idle_timeout_s=None))
+async def replay(device: SerialDevice, timeout_s: float = 60.0):
+    """Read the device until it has sent everything and the reader has read every byte it wrote;
+    then close the source, and the stream, its source ended, releases all it still holds."""
+    changes = Changes()
+    source = SerialSource(device.path, idle_timeout_s=None)
+    tap = Tap(source, changes)
     stream = SampleStream(tap)
     chunks = []
     device.start()
@@ -69,11 +54,15 @@ async def replay(device: SerialDevice, idle_timeout_s: float = 1.0):
             chunks.append(chunk)
 
     task = asyncio.create_task(consume())
-    while not device.wait(0):
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(idle_timeout_s)
+    task.add_done_callback(changes.changed)
+    sent = in_thread(device.wait, timeout_s, "the device to send the whole recording")
+    changes.follow(sent)
+    await changes.until(lambda: task.done() or sent.done() and source.counters["bytes"] >= device.written,
+                        timeout_s, lambda: f"every byte written ({device.written}) to be read: {stream.counters}")
+    sent.result()  # a failure of the device is raised here
+    assert not task.done(), task.exception()  # the stream must not end before the source is closed
     await tap.close()
-    await task
+    await within(task, timeout_s, "the stream to end once its source is closed")
     return stream, tap, chunks
 
 
@@ -118,7 +107,7 @@ def test_serial_formats_round_trip():
     for fmt in (SampleFormat.INT24, SampleFormat.FLOAT32):
         model = DeviceModel(rec, DeviceConfig(fmt=fmt))
         with SerialDevice(model, speed=None) as device:
-            stream, tap, chunks = asyncio.run(replay(device, idle_timeout_s=0.3))
+            stream, tap, chunks = asyncio.run(replay(device))
         values = np.concatenate([c.samples for c in chunks], axis=1)
         assert values.shape == (3, model.length) and not any(c.lost_mask.any() for c in chunks)
         assert np.array_equal(values, model.values(0, model.length))

@@ -26,6 +26,7 @@ from himae_stream.protocol import (
 from himae_stream.samplestream import SampleStream, StreamError
 from himae_stream.sources import FileSource, SerialSource
 from himae_stream.urls import SourceUrlError, open_source, parse_source_url
+from waiting import wait_event
 
 FS = 100.0
 INFO = StreamInfo(FS, ("ppg", "acc"), (0.01, 0.001), SampleFormat.INT24, ("au", "g"), 0, "test")
@@ -50,12 +51,18 @@ def pty_pair():
             os.close(fd)
 
 
-def write_frames(fd, frames, period_s):
+def write_frames(fd, frames, period_s, written_at=None):
+    """Write `frames` from a thread, one every `period_s` on a fixed schedule (a device's clock,
+    which does not slip when a write is late); `written_at` gets each write's start time."""
+
     def run():
-        for frame in frames:
+        start = time.monotonic()
+        for k, frame in enumerate(frames):
+            if written_at is not None:
+                written_at.append(time.monotonic())
             os.write(fd, frame)
             if period_s:
-                time.sleep(period_s)
+                time.sleep(max(0.0, start + (k + 1) * period_s - time.monotonic()))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -90,19 +97,23 @@ def test_serial_pty_real_time(pty_pair):
     master, path = pty_pair
     sent = packets(20, 10)
     frames = [b"\x00" + encode_frame(encode_info(INFO))] + [encode_frame(encode_packet(p)) for p in sent]
+    written_at = []
 
     async def main():
         source = SerialSource(path, idle_timeout_s=2.0)
         stream = SampleStream(source)
         await source.open()
-        started = time.monotonic()
-        write_frames(master, frames, 0.1)
+        write_frames(master, frames, 0.1, written_at)
         chunks = await read_samples(stream, 200, 10)
-        return stream, source, chunks, time.monotonic() - started
+        return stream, source, chunks
 
-    stream, source, chunks, elapsed = asyncio.run(main())
+    stream, source, chunks = asyncio.run(main())
     times = check_delivery(chunks, sent)
-    assert 1.8 < elapsed < 5
+    # read as written, not before: each chunk arrived after the frame of its last sample was
+    # written (frame k + 1 carries samples 10k ... 10k + 9), and so the last after 1.9 s of writing
+    for chunk in chunks:
+        assert chunk.arrival >= written_at[(chunk.start + len(chunk) - 1) // 10 + 1]
+    assert written_at[-1] - written_at[0] >= 1.9
     assert source.info == INFO
     # device time maps to host time: 2 s of samples span ~2 s of host clock
     assert abs((times[-1] - times[0]) - 1.99) < 0.05
@@ -165,21 +176,29 @@ def test_serial_over_socket_url():
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
 
+    opened, read = threading.Event(), threading.Event()
+
     def serve():
         conn, _ = server.accept()
         with conn:
-            time.sleep(0.3)  # pyserial discards what arrives while it opens the socket
+            wait_event(opened, 10, "the reader to open the socket")  # pyserial discards what arrives meanwhile
             conn.sendall(b"".join(encode_frame(encode_packet(p)) for p in sent))
-            time.sleep(1)
+            wait_event(read, 30, "the reader to read it all")  # the device stays connected till then
 
-    threading.Thread(target=serve, daemon=True).start()
-    stream = SampleStream(open_source(f"serial://socket://127.0.0.1:{port}?idle_timeout=2"))
+    server_thread = threading.Thread(target=serve, daemon=True)
+    server_thread.start()
+    source = open_source(f"serial://socket://127.0.0.1:{port}?idle_timeout=2")
+    asyncio.run(source.open())
+    opened.set()
+    stream = SampleStream(source)
     chunks, seen = [], 0
     for chunk in stream:
         chunks.append(chunk)
         seen += len(chunk)
         if seen >= 1000:
             break
+    read.set()
+    server_thread.join(10)
     server.close()
     check_delivery(chunks, sent)
 
@@ -378,9 +397,22 @@ def test_serial_port_unplugged_and_plugged_back_goes_on_with_a_counted_gap(tmp_p
 
     sent = packets(40, 10)
     masters = [plug()]
+    source = SerialSource(str(link), idle_timeout_s=5.0, reconnect_timeout_s=5.0)
+
+    def plugged_back(master):
+        """The device back: it sends on at once at its pace, lost while nobody has the port open;
+        before its last packet it sends status (INFO) frames at that pace until the reader gets data
+        again, so that the last packet comes through however late the reader reopens."""
+        write_frames(master, [encode_frame(encode_packet(p)) for p in sent[10:39]], 0.02).join()
+        status = encode_frame(encode_info(INFO))
+        deadline = time.monotonic() + 10
+        while not source.counters["reconnects"]:
+            assert time.monotonic() < deadline, "the reader did not reopen the port"
+            os.write(master, status)
+            time.sleep(0.02)
+        os.write(master, encode_frame(encode_packet(sent[39])))
 
     async def main():
-        source = SerialSource(str(link), idle_timeout_s=5.0, reconnect_timeout_s=5.0)
         stream = SampleStream(source)
         await source.open()
         for p in sent[:10]:
@@ -392,7 +424,8 @@ def test_serial_port_unplugged_and_plugged_back_goes_on_with_a_counted_gap(tmp_p
                 if writer is None and chunk.start + len(chunk) == 100:
                     os.close(masters[0])  # unplugged
                     masters.append(plug())  # and back, sending on at once
-                    writer = write_frames(masters[1], [encode_frame(encode_packet(p)) for p in sent[10:]], 0.02)
+                    writer = threading.Thread(target=plugged_back, args=(masters[1],), daemon=True)
+                    writer.start()
                 if chunk.start + len(chunk) == 400:
                     break
         await source.close()

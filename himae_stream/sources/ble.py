@@ -8,7 +8,8 @@ jitter, up to `max_reconnects` tries in a row; each reconnect is counted and
 the samples missed meanwhile surface as an exact gap in the sequence
 numbers, never bridged. Every connection gets a fresh client and callback,
 and notifications from an older connection are ignored, so callbacks are
-never doubled.
+never doubled. `close()`, from any task, ends the iteration at once after
+what had already arrived.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from himae_stream.samplestream import Received
 from himae_stream.sources.base import Source, SourceError
 
 _DISCONNECTED = object()
+_CLOSED = object()  # queued by close(): what arrived before it is still delivered, then iteration ends
 
 
 class BleConnection(Source):
@@ -191,14 +193,16 @@ class BleConnection(Source):
                     except asyncio.TimeoutError:
                         batch = [_DISCONNECTED]  # a silent link is treated as a lost one
                         self.counters["idle_timeouts"] += 1
-                    while batch[-1] is not _DISCONNECTED and not self._queue.empty():
+                    while batch[-1] is not _DISCONNECTED and batch[-1] is not _CLOSED and not self._queue.empty():
                         batch.append(self._queue.get_nowait())
-                    link_lost = batch[-1] is _DISCONNECTED
-                    if link_lost:
+                    end = batch[-1]
+                    if end is _DISCONNECTED or end is _CLOSED:
                         batch.pop()
                     if batch:
                         yield batch
-                    if link_lost:
+                    if end is _CLOSED:
+                        return
+                    if end is _DISCONNECTED:
                         self.counters["disconnects"] += 1
                         await self._disconnect()
                         break
@@ -206,7 +210,9 @@ class BleConnection(Source):
             await self.close()
 
     async def close(self) -> None:
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            self._queue.put_nowait(_CLOSED)  # wakes an iteration waiting for the next notification
         await self._disconnect()
 
 

@@ -173,8 +173,9 @@ class SerialSource(Source):
                     log.write(data)
                 packets = self._reader.feed(data)
                 self.info = self._reader.info
-                if packets:
-                    yield Received(now, packets)
+                # every read that brought bytes is an arrival, with or without a whole packet in it
+                # (a partial frame, an INFO frame, garbage): whoever waits on the source sees it move
+                yield Received(now, packets)
         finally:
             await reads.aclose()
 
