@@ -324,17 +324,21 @@ def clean_starts(rec: Recording, config: dict, stride_s: float, quality: Quality
 
 def build_rawset(sequences: list[tuple[Recording, str]], config: dict, stride: int, quality: Quality) -> RawSet:
     """Training windows of many recordings, kept raw; recordings shorter than a window are counted."""
-    seqs, index, skipped = [], [], {}
+    seqs, index, skipped, short = [], [], {}, []
     for rec, dataset in sequences:
         counter = skipped.setdefault(dataset, Counter())
         starts, rec_skipped = clean_starts(rec, config, stride / config["fs"], quality)
         if rec.duration_s < config["window"] / config["fs"]:
             counter["short"] += 1
+            short.append(f"{rec.name}: window of {config['window']} samples ({config['window'] / config['fs']:g} s) "
+                         f"is longer than the recording ({rec.duration_s:g} s)")
             continue
         counter.update(rec_skipped)
         seq = Sequence(rec.name, rec.subject, dataset, rec.fs, _bridge_gaps(rec.signals).astype(np.float32), starts)
         index += [(len(seqs), int(s)) for s in starts]
         seqs.append(seq)
+    if sequences and len(short) == len(sequences):
+        raise RecordingError(short[0])
     index = np.array(index, dtype=np.int64).reshape(-1, 2)
     return RawSet(seqs, index, skipped)
 
