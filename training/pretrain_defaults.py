@@ -27,13 +27,14 @@ CHANNELS = "PPG*,PLETH*,BVP*,PULSE*"
 #: the record bundled for the demo (himae_stream/data/a103l) stays out, so the demo runs on unseen data
 EXCLUDE_RECORDINGS = ("a103l",)
 SEED = 0
-# Sized for about an hour on one core of a shared 2-core CPU (see docs/models.md); windows 2.5 s apart,
+# Sized for about 70 minutes each, two runs side by side at nice 10 on a busy shared 2-core CPU
+# (about 100 himae-100 or 400 himae-25 windows per CPU-second; see docs/models.md); windows 2.5 s apart,
 # validation windows 10 s (himae-25) or 20 s (himae-100) apart on held-out subjects, data sets balanced as n**0.5.
 RECIPES = {
-    "himae-25": {"max_steps": 3600, "stride": 62, "val_stride": 250, "lr": 2e-3, "batch_size": 128,
-                 "eval_every": 200, "patience": 6},
-    "himae-100": {"max_steps": 2000, "stride": 250, "val_stride": 2000, "lr": 2e-3, "batch_size": 64,
-                  "eval_every": 125, "patience": 6},
+    "himae-25": {"max_steps": 2200, "stride": 62, "val_stride": 250, "lr": 2e-3, "batch_size": 128,
+                 "eval_every": 150, "patience": 6},
+    "himae-100": {"max_steps": 1200, "stride": 250, "val_stride": 2000, "lr": 2e-3, "batch_size": 64,
+                  "eval_every": 100, "patience": 6},
 }
 BALANCE = 0.5
 AUGMENT = "device"
