@@ -188,3 +188,18 @@ def test_torchrun_two_processes_follow_the_single_process_loss_curve(tmp_path):
     assert curve_a[-1] < curve_a[0], "the model learns"
     val_a, val_b = np.array(a["state"]["val_history"]), np.array(b["state"]["val_history"])
     assert val_a.shape == val_b.shape == (2, 2) and np.abs(val_a - val_b).max() <= 1e-4
+
+
+def test_reconstruction_scores_per_data_set_on_the_run_s_validation_subjects(tmp_path):
+    from training.export import export_model, load_checkpoint
+    from training.pretrain_eval import main as evaluate
+
+    train(_options(tmp_path / "run", max_steps=2))
+    export_model(load_checkpoint(tmp_path / "run" / "best.pt"), tmp_path / "m.himae")
+    assert evaluate([str(tmp_path / "run" / "best.pt"), str(tmp_path / "m.himae"),
+                     "--json", str(tmp_path / "s.json")]) == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    per = scores["models"][str(tmp_path / "m.himae")]
+    assert set(per) == {"data", "all"} and per["all"]["windows"] == per["data"]["windows"] > 0
+    assert per["all"]["himae"] > 0 and per["all"]["linear"] > 0
+    assert scores["val_subjects"] == torch.load(tmp_path / "run" / "best.pt", weights_only=True)["provenance"]["val_subjects"]
