@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="leave a recording (file stem or glob, e.g. a103l) out; repeatable")
     p.add_argument("--val-stride", type=int, default=None, metavar="N",
                    help="samples between validation window starts (default: the window stride)")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0,
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="MIN",
                    help="save DIR/last.pt at least this often (besides every evaluation)")
 
 
