@@ -1,5 +1,6 @@
 """Masked pretraining: exact masking, masked-only loss, schedule, resume, early stop, DDP parity."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from conftest import WRIST_RUN, WRIST_WALK
 import torch
 
 from training import HiMAE, get_config
-from training.train import TrainOptions, batch_masks, lr_factor, masked_mse, train
+import training.train as train_module
+from training.data import load_datasets
+from training.train import TrainOptions, batch_masks, batch_windows, lr_factor, masked_mse, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,6 +90,65 @@ def test_resume_continues_exactly(tmp_path):
     assert a["provenance"]["val_subjects"] and a["provenance"]["windows"]["train"] > 0
 
 
+def test_a_crash_resumes_exactly_from_the_timed_checkpoint(tmp_path, monkeypatch):
+    """last.pt is written between evaluations too (every step here); a run killed mid-interval resumes
+    from it and ends where an uninterrupted run ends."""
+    kw = dict(max_steps=6, epochs=10, eval_every=4, checkpoint_minutes=0)
+    straight = train(_options(tmp_path / "a", **kw))
+    calls = {"n": 0}
+    real = train_module.masked_mse
+
+    def crash_at_fourth_step(*args):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt("killed")
+        return real(*args)
+
+    monkeypatch.setattr(train_module, "masked_mse", crash_at_fourth_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(_options(tmp_path / "b", **kw))
+    saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert saved["state"]["step"] == 3, "checkpointed after step 3, not only at the step-4 evaluation"
+    monkeypatch.setattr(train_module, "masked_mse", real)
+    resumed = train(_options(tmp_path / "b", resume=True, **kw))
+    assert straight["steps"] == resumed["steps"] == 6
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert a["state"]["history"] == b["state"]["history"]
+    assert a["state"]["val_history"] == b["state"]["val_history"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    strip = lambda curve: [{k: v for k, v in row.items() if k != "wall_s"} for row in curve]  # noqa: E731
+    assert strip(a["state"]["curve"]) == strip(b["state"]["curve"])
+
+
+def test_learning_curve_is_saved(tmp_path):
+    summary = train(_options(tmp_path, max_steps=4, eval_every=2))
+    rows = (tmp_path / "curve.csv").read_text().splitlines()
+    assert rows[0] == "step,epoch,train_loss,val_loss,lr,wall_s"
+    table = np.array([[float(v) for v in r.split(",")] for r in rows[1:]])
+    assert table[:, 0].tolist() == [2, 4]
+    assert np.all(table[:, 2:] > 0) and table[1, 5] >= table[0, 5]
+    curve = json.loads((tmp_path / "curve.json").read_text())
+    assert min(r["val_loss"] for r in curve) == pytest.approx(summary["best_val_loss"])
+    assert set(curve[0]["val_by_dataset"]) == {"data"}  # the fixtures' folder is their data set
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary["train_wall_s"] > 0 and summary["windows_by_dataset"]["train"]["data"] == summary["train"]
+
+
+def test_augmented_batches_do_not_depend_on_the_process_split():
+    opts = _options("unused")
+    config = opts.config
+    train_set, _ = load_datasets(opts.data, config, stride=250, val_fraction=0)
+    positions = np.arange(8) % len(train_set)
+    whole = batch_windows(train_set, positions, 0, config, opts, step=5)
+    halves = np.concatenate([batch_windows(train_set, positions[:4], 0, config, opts, step=5),
+                             batch_windows(train_set, positions[4:], 4, config, opts, step=5)])
+    np.testing.assert_array_equal(whole, halves)
+    assert not np.array_equal(whole, batch_windows(train_set, positions, 0, config, opts, step=6))
+    assert whole.shape == (8, 1, 250) and np.isfinite(whole).all()
+
+
 def test_early_stopping_follows_validation(tmp_path):
     summary = train(_options(tmp_path, lr=0.3, max_steps=40, eval_every=1, patience=2))
     vals = [v for _, v in torch.load(tmp_path / "last.pt", weights_only=True)["state"]["val_history"]]
@@ -126,3 +188,18 @@ def test_torchrun_two_processes_follow_the_single_process_loss_curve(tmp_path):
     assert curve_a[-1] < curve_a[0], "the model learns"
     val_a, val_b = np.array(a["state"]["val_history"]), np.array(b["state"]["val_history"])
     assert val_a.shape == val_b.shape == (2, 2) and np.abs(val_a - val_b).max() <= 1e-4
+
+
+def test_reconstruction_scores_per_data_set_on_the_run_s_validation_subjects(tmp_path):
+    from training.export import export_model, load_checkpoint
+    from training.pretrain_eval import main as evaluate
+
+    train(_options(tmp_path / "run", max_steps=2))
+    export_model(load_checkpoint(tmp_path / "run" / "best.pt"), tmp_path / "m.himae")
+    assert evaluate([str(tmp_path / "run" / "best.pt"), str(tmp_path / "m.himae"),
+                     "--json", str(tmp_path / "s.json")]) == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    per = scores["models"][str(tmp_path / "m.himae")]
+    assert set(per) == {"data", "all"} and per["all"]["windows"] == per["data"]["windows"] > 0
+    assert per["all"]["himae"] > 0 and per["all"]["linear"] > 0
+    assert scores["val_subjects"] == torch.load(tmp_path / "run" / "best.pt", weights_only=True)["provenance"]["val_subjects"]

@@ -47,6 +47,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
+    p.add_argument("--augment", choices=["device", "none"], default="device",
+                   help="device-like augmentation of each raw training window (default device)")
+    p.add_argument("--balance", type=float, default=1.0, metavar="P",
+                   help="a data set with n windows gets a share of batches proportional to n**P "
+                        "(1: every window alike; 0: every data set alike)")
+    p.add_argument("--exclude-dataset", action="append", default=[], metavar="NAME",
+                   help="leave a data set (folder name or glob) out of training and validation; repeatable")
+    p.add_argument("--exclude-recording", action="append", default=[], metavar="NAME",
+                   help="leave a recording (file stem or glob, e.g. a103l) out; repeatable")
+    p.add_argument("--val-stride", type=int, default=None, metavar="N",
+                   help="samples between validation window starts (default: the window stride)")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="MIN",
+                   help="save DIR/last.pt at least this often (besides every evaluation)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         resume=args.resume,
         progress=not args.no_progress,
+        augment=args.augment,
+        balance=args.balance,
+        exclude_recordings=tuple(args.exclude_recording),
+        exclude_datasets=tuple(args.exclude_dataset),
+        val_stride=args.val_stride,
+        checkpoint_minutes=args.checkpoint_minutes,
     )
     summary = train(opts)
     if int(os.environ.get("RANK", 0)) != 0:

@@ -1,12 +1,18 @@
 """Pretraining windows from real recordings.
 
 Recordings are read with `himae_stream.recordings` (WFDB, TROIKA .mat, CSV,
-NPY), reduced to the channels asked for, resampled to the model rate and
-normalised with the model's own normaliser: the stream kind over each whole
-recording (exactly what the runtime sees), minmax per window. Windows that
-contain NaN, flat-line or clipped stretches of the raw signal are skipped and
-counted. Train and validation are split by subject, so no person is on both
-sides.
+NPY/NPZ) and reduced to the channels asked for. Windows that contain NaN,
+flat-line or clipped stretches of the raw signal are skipped and counted,
+per data set. Train and validation are split by subject within each data
+set, so no person is on both sides.
+
+Validation windows are fixed: each recording resampled to the model rate and
+normalised whole with the model's normaliser, exactly what the runtime sees.
+Training keeps the raw recordings (float32, their own rate) and cuts each
+window on the fly (`training_window`): a raw segment with a lead-in, an
+optional device-like augmentation (`training.augment`), the runtime's
+resampler, the normaliser run from the segment's start, and the window cut
+from its end, so training inputs are distributed like the runtime's.
 """
 
 from __future__ import annotations
@@ -21,9 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from himae_stream.normalize import normalize, validate_spec
-from himae_stream.recordings import PPG_PATTERNS, Recording, RecordingError, load
+from himae_stream.recordings import PPG_PATTERNS, Recording, RecordingError, load, resample
+from training.augment import Policy, augment
 
 RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz")
+#: per-folder tables of contents beside the wearable NPZ recordings, not recordings
+INDEX_FILES = ("index.csv",)
+#: seconds of signal the normaliser runs over before a training window starts
+LEAD_S = 20.0
 DEFAULT_CHANNELS = ",".join(PPG_PATTERNS)  # every PPG channel, each its own sequence
 QUALITY_KINDS = ("nan", "flat", "clipped")
 
@@ -43,9 +54,55 @@ class Windows:
     x: np.ndarray
     subjects: list[str]
     skipped: Counter = field(default_factory=Counter)
+    datasets: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.x)
+
+
+@dataclass
+class Sequence:
+    """One recording's model channels, raw (float32, NaNs bridged), and where its clean windows start."""
+
+    name: str
+    subject: str
+    dataset: str
+    fs: float
+    signal: np.ndarray  # (C, n) at fs
+    starts: np.ndarray  # raw sample index of each clean window
+
+
+@dataclass
+class RawSet:
+    """Training windows as (sequence, start) pairs over raw recordings kept in memory."""
+
+    sequences: list[Sequence]
+    index: np.ndarray  # (N, 2) int64: sequence, raw start
+    skipped: dict[str, Counter]  # per data set
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def subjects(self) -> list[str]:
+        return [self.sequences[i].subject for i in self.index[:, 0]]
+
+    def dataset_of(self) -> np.ndarray:
+        """Each window's data set name."""
+        names = np.array([s.dataset for s in self.sequences], dtype=object)
+        return names[self.index[:, 0]] if len(self.index) else np.array([], dtype=object)
+
+    def counts(self) -> dict[str, int]:
+        """Clean windows per data set."""
+        return dict(sorted(Counter(self.dataset_of()).items()))
+
+    def weights(self, balance: float) -> np.ndarray:
+        """Sampling probability per window: a data set with n windows gets a share ∝ n**balance
+        (1: every window alike, 0: every data set alike)."""
+        names = self.dataset_of()
+        counts = Counter(names)
+        w = np.array([counts[n] ** (balance - 1.0) for n in names], dtype=np.float64)
+        return w / w.sum()
 
 
 def find_recordings(path) -> list[Path]:
@@ -57,7 +114,7 @@ def find_recordings(path) -> list[Path]:
         return [path]
     found = []
     for p in sorted(path.rglob("*")):
-        if not p.is_file() or p.suffix.lower() not in RECORDING_SUFFIXES:
+        if not p.is_file() or p.suffix.lower() not in RECORDING_SUFFIXES or p.name.lower() in INDEX_FILES:
             continue
         if p.suffix.lower() == ".mat" and (p.with_suffix(".hea").exists() or _is_label_file(p)):
             continue
@@ -168,11 +225,13 @@ def _bridge_gaps(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def build_windows(recordings: list[Recording], config: dict, stride: int, quality: Quality) -> Windows:
+def build_windows(recordings: list[Recording], config: dict, stride: int, quality: Quality,
+                  datasets: list[str] | None = None) -> Windows:
     """Windows of many recordings; a recording shorter than one window is skipped and counted."""
-    parts, subjects, skipped = [], [], Counter()
+    parts, subjects, skipped, names = [], [], Counter(), []
     errors = []
-    for rec in recordings:
+    datasets = datasets or [""] * len(recordings)
+    for rec, dataset in zip(recordings, datasets):
         try:
             x, rec_skipped = recording_windows(rec, config, stride, quality)
         except RecordingError as exc:
@@ -182,19 +241,139 @@ def build_windows(recordings: list[Recording], config: dict, stride: int, qualit
         skipped += rec_skipped
         parts.append(x)
         subjects += [rec.subject] * len(x)
+        names += [dataset] * len(x)
     if recordings and skipped["short"] == len(recordings):
         raise RecordingError(errors[0])
     length, channels = int(config["window"]), int(config["in_channels"])
     x = np.concatenate(parts) if parts else np.zeros((0, channels, length), np.float32)
-    return Windows(x, subjects, skipped)
+    return Windows(x, subjects, skipped, names)
 
 
-def split_subjects(subjects: list[str], val_fraction: float, seed: int) -> tuple[set[str], set[str]]:
-    """Disjoint train and validation subject sets; validation gets round(fraction · n), at least 1 of ≥ 2."""
-    unique = sorted(set(subjects))
-    random.Random(seed).shuffle(unique)
-    n_val = 0 if len(unique) < 2 or val_fraction <= 0 else min(len(unique) - 1, max(1, round(val_fraction * len(unique))))
-    return set(unique[n_val:]), set(unique[:n_val])
+def split_subjects(subjects: list[str], val_fraction: float, seed: int,
+                   groups: dict[str, str] | None = None) -> tuple[set[str], set[str]]:
+    """Disjoint train and validation subject sets; within each group (data set), validation gets
+    round(fraction · n) subjects, at least 1 of a group of ≥ 2."""
+    by_group: dict[str, list[str]] = {}
+    for subject in sorted(set(subjects)):
+        by_group.setdefault((groups or {}).get(subject, ""), []).append(subject)
+    rng = random.Random(seed)
+    train, val = set(), set()
+    for group in sorted(by_group):
+        unique = by_group[group]
+        rng.shuffle(unique)
+        n_val = 0 if len(unique) < 2 or val_fraction <= 0 else min(len(unique) - 1, max(1, round(val_fraction * len(unique))))
+        train.update(unique[n_val:])
+        val.update(unique[:n_val])
+    return train, val
+
+
+def dataset_name(rec: Recording) -> str:
+    """The data set a recording belongs to: its folder (TROIKA's recordings span three folders)."""
+    if rec.subject.startswith("troika-"):
+        return "troika"
+    return Path(rec.path).parent.name if rec.path else rec.name
+
+
+def _matches(name: str, patterns) -> bool:
+    return any(fnmatch.fnmatch(name.lower(), p.lower()) for p in patterns)
+
+
+def load_sequences(data, config: dict, channels: str = DEFAULT_CHANNELS, exclude_recordings=(),
+                   exclude_datasets=()) -> list[tuple[Recording, str]]:
+    """The model-channel sequences of every recording under `data`, each with its data set name.
+
+    Recordings whose name (file stem) or data set matches an exclusion glob are left out.
+    """
+    paths = [p for item in ([data] if isinstance(data, (str, Path)) else data) for p in find_recordings(item)]
+    paths = [p for p in paths if not _matches(p.stem, exclude_recordings)]
+    sequences, errors = [], []
+    for path in paths:
+        try:
+            rec = load(path)
+            dataset = dataset_name(rec)
+            if _matches(dataset, exclude_datasets):
+                continue
+            sequences += [(s, dataset) for s in select_channels(rec, channels, int(config["in_channels"]))]
+        except RecordingError as exc:
+            # In a folder, recordings without the wanted channels are left out; alone, they are an error.
+            if len(paths) == 1:
+                raise
+            errors.append(str(exc))
+    if not sequences:
+        raise RecordingError(errors[0] if errors else f"no recordings left in {data} after the exclusions")
+    return sequences
+
+
+def clean_starts(rec: Recording, config: dict, stride_s: float, quality: Quality) -> tuple[np.ndarray, Counter]:
+    """Raw sample index of every window (one model window long, `stride_s` apart) without a bad sample."""
+    fs = rec.fs
+    n_win = math.ceil(config["window"] / config["fs"] * fs)
+    n = rec.signals.shape[1]
+    bad = bad_samples(rec.signals, fs, quality)
+    cum = {kind: np.r_[0, np.cumsum(mask)] for kind, mask in bad.items()}
+    starts = np.unique(np.round(np.arange(0, max(0, n - n_win) + 1e-9, stride_s * fs)).astype(np.int64))
+    starts = starts[starts + n_win <= n]
+    ok = np.ones(len(starts), dtype=bool)
+    skipped = Counter()
+    for kind in QUALITY_KINDS:
+        hit = ok & (cum[kind][starts + n_win] > cum[kind][starts])
+        skipped[kind] += int(hit.sum())
+        ok &= ~hit
+    return starts[ok], skipped
+
+
+def build_rawset(sequences: list[tuple[Recording, str]], config: dict, stride: int, quality: Quality) -> RawSet:
+    """Training windows of many recordings, kept raw; recordings shorter than a window are counted."""
+    seqs, index, skipped, short = [], [], {}, []
+    for rec, dataset in sequences:
+        counter = skipped.setdefault(dataset, Counter())
+        starts, rec_skipped = clean_starts(rec, config, stride / config["fs"], quality)
+        if rec.duration_s < config["window"] / config["fs"]:
+            counter["short"] += 1
+            short.append(f"{rec.name}: window of {config['window']} samples ({config['window'] / config['fs']:g} s) "
+                         f"is longer than the recording ({rec.duration_s:g} s)")
+            continue
+        counter.update(rec_skipped)
+        seq = Sequence(rec.name, rec.subject, dataset, rec.fs, _bridge_gaps(rec.signals).astype(np.float32), starts)
+        index += [(len(seqs), int(s)) for s in starts]
+        seqs.append(seq)
+    if sequences and len(short) == len(sequences):
+        raise RecordingError(short[0])
+    index = np.array(index, dtype=np.int64).reshape(-1, 2)
+    return RawSet(seqs, index, skipped)
+
+
+def training_window(seq: Sequence, start: int, config: dict, rng: np.random.Generator | None = None,
+                    policy: Policy | None = None, lead_s: float = LEAD_S) -> np.ndarray:
+    """One normalised model window `(C, L)` float32 starting at raw sample `start` of `seq`.
+
+    The raw segment begins up to `lead_s` before the window, so the stream
+    normaliser has settled by the window as it has in the runtime; with a
+    policy, the segment is first augmented (every channel alike: one device).
+    """
+    fs, length = float(config["fs"]), int(config["window"])
+    n_win = math.ceil(length / fs * seq.fs)
+    lead = min(start, int(round(lead_s * seq.fs)))
+    segment = seq.signal[:, start - lead : start + n_win].astype(np.float64)
+    child = int(rng.integers(2**63)) if policy is not None else 0
+    rows = []
+    for row in segment:
+        rate = seq.fs
+        if policy is not None:
+            row, rate = augment(row, seq.fs, np.random.default_rng(child), policy, region=(lead, lead + n_win))
+        rows.append(resample(row[None], rate, fs)[0] if rate != fs else row)
+    x = np.stack(rows)
+    spec = validate_spec(config["normalizer"])
+    if spec["kind"] == "stream":
+        x = normalize(x, spec, fs)
+    k = int(round(lead / seq.fs * fs))
+    k = max(0, min(k, x.shape[1] - length))
+    window = x[:, k : k + length]
+    if window.shape[1] < length:  # a recording exactly one window long can lose a sample to rounding
+        window = np.pad(window, ((0, 0), (0, length - window.shape[1])), mode="edge")
+    if spec["kind"] == "minmax":
+        window = normalize(window, spec, fs)
+    return np.asarray(window, dtype=np.float32)
 
 
 def load_datasets(
@@ -205,27 +384,23 @@ def load_datasets(
     val_fraction: float = 0.2,
     seed: int = 0,
     quality: Quality | None = None,
-) -> tuple[Windows, Windows]:
-    """Train and validation windows from one or more data paths (files or folders)."""
-    paths = [p for item in ([data] if isinstance(data, (str, Path)) else data) for p in find_recordings(item)]
+    exclude_recordings=(),
+    exclude_datasets=(),
+    val_stride: int | None = None,
+) -> tuple[RawSet, Windows]:
+    """Training windows (raw, cut on the fly) and fixed validation windows, split by subject per data set."""
     stride = int(stride or config["window"] // 2)
     if stride < 1:
         raise ValueError(f"window stride must be at least 1 sample, got {stride}")
-    sequences, errors = [], []
-    for path in paths:
-        try:
-            sequences += select_channels(load(path), channels, int(config["in_channels"]))
-        except RecordingError as exc:
-            # In a folder, recordings without the wanted channels are left out; alone, they are an error.
-            if len(paths) == 1:
-                raise
-            errors.append(str(exc))
-    if not sequences:
-        raise RecordingError(errors[0])
-    train_subjects, val_subjects = split_subjects([s.subject for s in sequences], val_fraction, seed)
+    sequences = load_sequences(data, config, channels, exclude_recordings, exclude_datasets)
+    groups = {rec.subject: dataset for rec, dataset in sequences}
+    train_subjects, val_subjects = split_subjects(list(groups), val_fraction, seed, groups)
     quality = quality or Quality()
-    train = build_windows([s for s in sequences if s.subject in train_subjects], config, stride, quality)
-    val = build_windows([s for s in sequences if s.subject in val_subjects], config, stride, quality)
+    train = build_rawset([(r, d) for r, d in sequences if r.subject in train_subjects], config, stride, quality)
+    val_recs = [(r, d) for r, d in sequences if r.subject in val_subjects]
+    val = build_windows([r for r, _ in val_recs], config, int(val_stride or stride), quality,
+                        datasets=[d for _, d in val_recs])
     if len(train) == 0:
-        raise RecordingError(f"no usable training windows in {data} (skipped: {dict(train.skipped)})")
+        skipped = {d: dict(c) for d, c in train.skipped.items()}
+        raise RecordingError(f"no usable training windows in {data} (skipped: {skipped})")
     return train, val

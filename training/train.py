@@ -2,10 +2,12 @@
 
 Each window hides exactly round(mask_ratio · patches) whole patches (zeroed
 input); the loss is the MSE over the hidden samples only. AdamW with linear
-warm-up then cosine decay, validation loss with early stopping, checkpoints
-that resume exactly. Batch order and masks are functions of (seed, step), not
-of the process layout, so N processes sharing a global batch follow the same
-loss curve as one process.
+warm-up then cosine decay, subject-held-out validation loss with early
+stopping, checkpoints every few minutes and at every evaluation that resume
+exactly, and a learning curve (curve.csv, curve.json, curve.png). Batch
+order, device augmentations and masks are functions of (seed, step, place in
+the global batch), not of the process layout, so N processes sharing a
+global batch follow the same loss curve as one process.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from himae_stream import __version__
 from training import distributed
-from training.data import DEFAULT_CHANNELS, Windows, load_datasets
+from training.augment import POLICIES
+from training.data import DEFAULT_CHANNELS, LEAD_S, RawSet, Windows, load_datasets, training_window
 from training.model import HiMAE
 from training.quality import patch_mask
 
@@ -50,6 +54,12 @@ class TrainOptions:
     device: str = "auto"
     resume: bool = False
     progress: bool = True
+    augment: str = "device"  # a name in training.augment.POLICIES; "none" keeps windows as recorded
+    balance: float = 1.0  # data set n gets a share of the batches ∝ n**balance (1: every window alike)
+    exclude_recordings: tuple = ()  # recording names (globs) kept out of training and validation
+    exclude_datasets: tuple = ()  # data set names (globs), e.g. for leave-one-dataset-out
+    val_stride: int | None = None  # samples between validation window starts (default: the stride)
+    checkpoint_minutes: float = 5.0  # last.pt at least this often, besides every evaluation
     command: str = field(default_factory=lambda: " ".join(sys.argv))
 
 
@@ -87,22 +97,76 @@ def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
 
 
 def _evaluate(model: torch.nn.Module, val: Windows, masks: np.ndarray, ctx: distributed.Context,
-              batch_size: int = 256) -> float | None:
-    """Validation masked MSE over every validation window (fixed masks), shared by all processes."""
+              batch_size: int = 256) -> tuple[float | None, dict[str, float]]:
+    """Validation masked MSE over every validation window (fixed masks), overall and per data set,
+    shared by all processes."""
     if len(val) == 0:
-        return None
+        return None, {}
+    names = sorted(set(val.datasets))
+    group = np.array([names.index(d) for d in val.datasets])
     model.eval()
-    sums = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    sums = torch.zeros(len(names), 2, dtype=torch.float64, device=ctx.device)
     with torch.no_grad():
         mine = np.arange(ctx.rank, len(val), ctx.world)
         for start in range(0, len(mine), batch_size):
             idx = mine[start : start + batch_size]
             x = torch.from_numpy(val.x[idx]).to(ctx.device)
-            total, count = masked_sq_error(model, x, torch.from_numpy(masks[idx]).to(ctx.device))
-            sums += torch.stack([total.double(), count.double()])
+            recon = model(x.masked_fill(torch.from_numpy(masks[idx])[:, None, :].to(ctx.device), 0.0))
+            hidden = torch.from_numpy(masks[idx])[:, None, :].to(ctx.device).expand_as(x)
+            sq = ((recon - x) ** 2 * hidden).double().sum(dim=(1, 2))
+            g = torch.from_numpy(group[idx]).to(ctx.device)
+            sums[:, 0].index_add_(0, g, sq)
+            sums[:, 1].index_add_(0, g, hidden.double().sum(dim=(1, 2)))
     model.train()
-    total, count = distributed.sum_all(sums).tolist()
-    return total / count
+    sums = distributed.sum_all(sums).cpu().numpy()
+    total = sums.sum(axis=0)
+    return float(total[0] / total[1]), {n: float(a / b) for n, (a, b) in zip(names, sums) if b > 0}
+
+
+def batch_windows(train_set: RawSet, positions: np.ndarray, first: int, config: dict, opts: "TrainOptions",
+                  step: int) -> np.ndarray:
+    """Normalised (and augmented) windows for the global-batch places first, first + 1, …
+
+    Each window's augmentation is seeded by (seed, step, place in the global
+    batch): the same whatever the number of processes, and after a resume.
+    """
+    policy = POLICIES[opts.augment]
+    out = []
+    for j, i in enumerate(positions):
+        seq, start = train_set.index[i]
+        rng = np.random.default_rng([opts.seed, 3, step, first + j])
+        out.append(training_window(train_set.sequences[seq], int(start), config, rng, policy, LEAD_S))
+    return np.stack(out)
+
+
+def write_curve(out: Path, curve: list[dict]) -> None:
+    """The learning curve as CSV, JSON and a PNG (train and validation loss against step)."""
+    if not curve:
+        return
+    (out / "curve.json").write_text(json.dumps(curve, indent=1) + "\n")
+    keys = ["step", "epoch", "train_loss", "val_loss", "lr", "wall_s"]
+    lines = [",".join(keys)] + [",".join("" if r.get(k) is None else f"{r[k]:.6g}" for k in keys) for r in curve]
+    (out / "curve.csv").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r["step"] for r in curve]
+    ax.plot(steps, [r["train_loss"] for r in curve], label="train (augmented)")
+    if any(r.get("val_loss") is not None for r in curve):
+        ax.plot(steps, [r.get("val_loss") for r in curve], label="validation (held-out subjects)", lw=2)
+        for name in sorted({k for r in curve for k in r.get("val_by_dataset", {})}):
+            ax.plot(steps, [r.get("val_by_dataset", {}).get(name) for r in curve], lw=0.8, ls="--", label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("masked MSE")
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=100)
+    plt.close(fig)
 
 
 class Progress:
@@ -150,7 +214,11 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
     config, out = dict(opts.config), Path(opts.out)
     if opts.batch_size % ctx.world:
         raise ValueError(f"batch size {opts.batch_size} is not a multiple of the {ctx.world} processes")
-    train_set, val_set = load_datasets(opts.data, config, opts.channels, opts.stride, opts.val_fraction, opts.seed)
+    if opts.augment not in POLICIES:
+        raise ValueError(f"unknown augmentation policy {opts.augment!r} (known: {', '.join(POLICIES)})")
+    train_set, val_set = load_datasets(opts.data, config, opts.channels, opts.stride, opts.val_fraction, opts.seed,
+                                       exclude_recordings=tuple(opts.exclude_recordings),
+                                       exclude_datasets=tuple(opts.exclude_datasets), val_stride=opts.val_stride)
     steps_per_epoch = len(train_set) // opts.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"only {len(train_set)} training windows, fewer than one batch of {opts.batch_size}")
@@ -171,12 +239,13 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
         net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
                                       forward_sync_buffers=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    state = {"step": 0, "best_val": None, "bad_evals": 0, "history": [], "val_history": []}
+    state = {"step": 0, "best_val": None, "bad_evals": 0, "history": [], "val_history": [], "curve": [],
+             "wall_s": 0.0}
     if opts.resume and (out / "last.pt").exists():
         ckpt = torch.load(out / "last.pt", map_location=ctx.device, weights_only=True)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
+        state = {"curve": [], "wall_s": 0.0, **ckpt["state"]}
     val_masks = batch_masks(len(val_set), config, _rng(opts.seed, 2, 0))
     provenance = {
         "data": [str(d) for d in opts.data],
@@ -187,7 +256,12 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
         "batch_size": opts.batch_size,
         "processes": ctx.world,
         "windows": {"train": len(train_set), "val": len(val_set),
-                    "skipped": dict(train_set.skipped + val_set.skipped)},
+                    "skipped": dict(sum(train_set.skipped.values(), Counter()) + val_set.skipped)},
+        "windows_by_dataset": {"train": train_set.counts(), "val": dict(sorted(Counter(val_set.datasets).items())),
+                               "skipped_train": {d: dict(c) for d, c in sorted(train_set.skipped.items())}},
+        "augment": opts.augment,
+        "balance": opts.balance,
+        "excluded": {"recordings": list(opts.exclude_recordings), "datasets": list(opts.exclude_datasets)},
         "val_subjects": sorted(set(val_set.subjects)),
         "versions": {"himae_stream": __version__, "torch": str(torch.__version__), "numpy": np.__version__},
     }
@@ -200,21 +274,26 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
                               steps=state["step"], best_val_loss=state["best_val"])
             torch.save({"config": config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "state": state, "provenance": provenance,
-                        "options": {k: v for k, v in asdict(opts).items() if k != "config"}}, out / name)
+                        "options": {k: v for k, v in asdict(opts).items() if k != "config"}}, out / f"{name}.tmp")
+            (out / f"{name}.tmp").replace(out / name)  # a run killed while saving keeps the previous file
 
     progress = Progress(total, state["step"], opts.progress and ctx.main)
     order, order_epoch = None, -1
+    weights = None if opts.balance == 1.0 else train_set.weights(opts.balance)
     tick, tick_samples = time.perf_counter(), 0
+    last_save = clock = time.perf_counter()
     stop = state["step"] >= total
     while not stop:
         step = state["step"]
         epoch, i = divmod(step, steps_per_epoch)
         if epoch != order_epoch:
-            order, order_epoch = _rng(opts.seed, 0, epoch).permutation(len(train_set)), epoch
+            rng = _rng(opts.seed, 0, epoch)
+            order = rng.permutation(len(train_set)) if weights is None else rng.choice(len(train_set), len(train_set), p=weights)
+            order_epoch = epoch
         batch = order[i * opts.batch_size : (i + 1) * opts.batch_size]
         masks = batch_masks(opts.batch_size, config, _rng(opts.seed, 1, step))
         mine = slice(ctx.rank * local_batch, (ctx.rank + 1) * local_batch)
-        x = torch.from_numpy(train_set.x[batch[mine]]).to(ctx.device)
+        x = torch.from_numpy(batch_windows(train_set, batch[mine], ctx.rank * local_batch, config, opts, step)).to(ctx.device)
         loss = masked_mse(net, x, torch.from_numpy(masks[mine]).to(ctx.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -227,32 +306,50 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
             raise FloatingPointError(f"training loss became {mean_loss} at step {step + 1}")
         state["step"] = step + 1
         state["history"].append(mean_loss)
+        now = time.perf_counter()
+        state["wall_s"] += now - clock
+        clock = now
         tick_samples += opts.batch_size
-        sps = tick_samples / max(1e-9, time.perf_counter() - tick)
+        sps = tick_samples / max(1e-9, now - tick)
         progress.update(state["step"], mean_loss, sps)
 
         if state["step"] % eval_every == 0 or state["step"] == total:
-            val_loss = _evaluate(model, val_set, val_masks, ctx)
+            val_loss, val_by_dataset = _evaluate(model, val_set, val_masks, ctx)
             improved = val_loss is None or state["best_val"] is None or val_loss < state["best_val"]
             if val_loss is not None:
                 state["val_history"].append([state["step"], val_loss])
                 state["bad_evals"] = 0 if improved else state["bad_evals"] + 1
                 if improved:
                     state["best_val"] = val_loss
+            since = state["curve"][-1]["step"] if state["curve"] else 0
+            state["wall_s"] += time.perf_counter() - clock
+            clock = time.perf_counter()
+            state["curve"].append({"step": state["step"], "epoch": round(state["step"] / steps_per_epoch, 4),
+                                   "train_loss": float(np.mean(state["history"][since:])), "val_loss": val_loss,
+                                   "val_by_dataset": val_by_dataset,
+                                   "lr": opts.lr * lr_factor(step, warmup, total, opts.min_lr_ratio),
+                                   "wall_s": round(state["wall_s"], 2)})
             save("last.pt")
+            last_save = time.perf_counter()
             if improved:
                 save("best.pt")
+            if ctx.main:
+                write_curve(out, state["curve"])
             val_text = f"  val {val_loss:.4f}" if val_loss is not None else ""
             progress.log(f"step {state['step']}/{total}  loss {mean_loss:.4f}{val_text}  {sps:.0f} samples/s")
             tick, tick_samples = time.perf_counter(), 0
             stop = distributed.broadcast_flag(state["bad_evals"] >= opts.patience, ctx)
             if stop:
                 progress.log(f"early stop: no validation improvement in {opts.patience} evaluations")
+        elif time.perf_counter() - last_save >= opts.checkpoint_minutes * 60:
+            save("last.pt")  # a crash loses minutes, not an evaluation interval
+            last_save = time.perf_counter()
         stop = stop or state["step"] >= total
     progress.close()
     summary = {"steps": state["step"], "total_steps": total, "best_val_loss": state["best_val"],
                "final_loss": state["history"][-1] if state["history"] else None,
-               "checkpoint": str(out / "best.pt"), "last": str(out / "last.pt"), **provenance["windows"]}
+               "checkpoint": str(out / "best.pt"), "last": str(out / "last.pt"), "train_wall_s": state["wall_s"],
+               **provenance["windows"], "windows_by_dataset": provenance["windows_by_dataset"]}
     if ctx.main:
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
