@@ -22,12 +22,14 @@ def test_shipped_model_is_valid_small_and_documented(name, capsys):
     assert path == zoo.MODELS_DIR / f"{name}.himae" and path.stat().st_size <= 6 * 1024 * 1024
     mf = modelfile.read(path)  # the Python reader's checks
     engine = himae_stream.load_model(name)  # the C loader's checks, by name
+    card = mf.meta["card"]
     assert engine.config["name"] == mf.config["name"] == name
     assert {h["name"] for h in mf.meta["probes"]} == TASKS
     for head in mf.meta["probes"]:
         probes.validate(head, mf.config["channels"])
         assert head["window_s"] == 8.0
-    card = mf.meta["card"]
+        if not probes.is_default(head):  # the card says why it is out of default records
+            assert head["name"] in card["heads"] and "NOT in default records" in card["heads"][head["name"]]
     assert card["date"] and card["data"] and card["metrics"]["heart_rate"]["metric"] == "mae"
     assert main(["info", name]) == 0
     out = capsys.readouterr().out
@@ -67,11 +69,18 @@ def test_himae_run_predictions_match_the_probe_code(tmp_path, name, device_fs):
     assert np.allclose(np.diff(start), 2.0) and start[0] == 0.0
 
     acts = encode(model, prepare(load(npz), "PPG", fs, model.config["normalizer"]))
-    reference = window_embeddings(acts, start, start + 8.0, fs)
+    span = int(round(8.0 * fs))
+    windows = [[a[:, probes.positions(l, int(round(s * fs)), int(round(s * fs)) + span, a.shape[1])]
+                for l, a in enumerate(acts)] for s in start]
+    shown = [h for h in model.meta["probes"] if probes.is_default(h)]
+    assert shown, "a shipped model shows at least one head by default"
     for head in model.meta["probes"]:
-        runtime = np.array([r["predictions"][head["name"]] for r in records])
-        offline = probes.predict(head, reference[head["level"]])
-        if head["kind"] == "ridge":  # records round to 4 decimals
-            np.testing.assert_allclose(runtime.astype(float), offline.astype(float), rtol=0, atol=2e-4)
-        else:
-            assert np.mean(runtime == offline) > 0.99
+        if not probes.is_default(head):  # left out of records unless asked for (`--all-heads`)
+            assert all(head["name"] not in r["predictions"] for r in records)
+            continue
+        runtime = [r["predictions"][head["name"]] for r in records]
+        offline = [probes.apply_one(head, w, fs, span)[head["name"]] for w in windows]
+        if head["kind"] == "logistic":
+            assert np.mean(np.array(runtime) == np.array(offline)) > 0.99
+        else:  # records round to 4 decimals
+            np.testing.assert_allclose(np.array(runtime, float), np.array(offline, float), rtol=0, atol=2e-4)

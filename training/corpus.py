@@ -19,6 +19,7 @@ TROIKA's test recordings are `split="test"`: scored, never fitted.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,8 @@ def but(data_dir: Path) -> list[Item]:
     for path in sorted((Path(data_dir) / "BUT_PPG_subset").glob("*.npz")):
         rec = load(path)
         with np.load(path) as z:
-            start = np.array([max(rec.duration_s - WINDOW_S, 0.0)])  # the last 8 s: the normaliser has settled
+            # the last whole 8 s (to 0.1 s): the normaliser has settled
+            start = np.array([max(math.floor((rec.duration_s - WINDOW_S) * 10) / 10, 0.0)])
             motion = str(z["motion"]) if "motion" in z else ""
             out.append(_item("BUT_PPG", rec, "fit", start, [float(z["hr_ref"][0])],
                              ["rest"] if motion == "rest" else None, [float(z["quality_label"])]))

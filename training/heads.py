@@ -151,6 +151,8 @@ def extract(model, items: list[C.Item], seed: int = 0) -> dict:
         start = np.round(item.start_s * fs).astype(int)
         end = np.round(item.end_s * fs).astype(int)
         keep = end <= len(x)
+        if not keep.any():
+            continue
         start, end = start[keep], end[keep]
         for name, f in (("pretrained", enc), ("random", enc_random)):
             rows[name].append(window_features(f(x), start, end, fs))
@@ -184,15 +186,22 @@ def clean_flags(items: list[C.Item], model_fs: float, normalizer: dict) -> list[
     return out
 
 
-def features(model, path: Path, data_dir: Path, cache_dir: Path | None, seed: int = 0, items=None) -> dict:
+def cache_path(path: Path, cache_dir: Path, seed: int = 0, datasets=C.DATASETS) -> Path:
+    """Where `features` keeps one model file's features (by content, data sets, seed and code version)."""
+    digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+    which = hashlib.sha1(",".join(datasets).encode()).hexdigest()[:6]
+    return Path(cache_dir) / f"heads-{Path(path).stem}-{digest}-{which}-s{seed}-v{CACHE_VERSION}.npz"
+
+
+def features(model, path: Path, data_dir: Path, cache_dir: Path | None, seed: int = 0, items=None,
+             datasets=C.DATASETS) -> dict:
     """`extract` over the corpus and its corruptions, cached by model file and corpus."""
     key = None
     if cache_dir is not None:
-        digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
-        key = Path(cache_dir) / f"heads-{Path(path).stem}-{digest}-s{seed}-v{CACHE_VERSION}.npz"
+        key = cache_path(path, cache_dir, seed, datasets)
         if key.exists():
             return _load(key)
-    items = C.corpus(data_dir) if items is None else items
+    items = C.corpus(data_dir, datasets) if items is None else items
     cfg = model.config
     items = items + synthetic(items, clean_flags(items, float(cfg["fs"]), cfg["normalizer"]), seed)
     out = extract(model, items, seed)
@@ -519,3 +528,34 @@ def why(task: str, r: dict) -> str:
 def summary_json(result: dict) -> str:
     return json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "head"} if isinstance(v, dict) else v
                        for k, v in result.items()}, indent=1)
+
+
+def card(old: dict | None, result: dict, model_name: str) -> dict:
+    """The model card with the heads' leave-one-dataset-out numbers and the ship decision of each."""
+    old = dict(old or {})
+    first = [p for p in (old.get("summary") or "").split("; ")
+             if p and not p.startswith(("HR MAE", "activity", "heads", "quality"))]
+    first = first or [f"{model_name}"]
+    hr, q, a = result["heart_rate"], result["quality"], result["activity"]
+    t = hr["datasets"].get("TROIKA test")
+    hr_text = (f"HR MAE {hr['overall']['head']:.1f} BPM on held-out data sets (spectral peak "
+               f"{hr['overall']['spectral_peak']:.1f})" + (f", TROIKA test {t['head']:.1f} (spectral peak "
+                                                             f"{t['spectral_peak']:.1f})" if t else ""))
+    shipped = [k for k in ("heart_rate", "quality", "activity") if result[k]["ship"]]
+    parts = [*first, hr_text, f"quality AUC {q['overall']['head']:.2f} (purity {q['overall']['purity']:.2f})",
+             f"activity bal. acc. {a['overall']['head']:.2f} (classical {a['overall']['baseline']:.2f})",
+             f"heads in default records: {', '.join(shipped) or 'none'} (leave-one-dataset-out over "
+             f"{len(result['datasets'])} data sets)"]
+    metrics = {k: v for k, v in (old.get("metrics") or {}).items() if k == "masked_reconstruction_mse"}
+    for task in ("heart_rate", "quality", "activity"):
+        r = result[task]
+        base = r["overall"].get("spectral_peak", r["overall"].get("purity", r["overall"].get("baseline")))
+        metrics[task] = {"metric": r["metric"], "lodo": r["overall"]["head"], "baseline": base,
+                         "baseline_name": r["baseline"], "default": bool(r["ship"])}
+        if task == "heart_rate" and t:
+            metrics[task]["troika_test"] = t["head"]
+            metrics[task]["troika_test_baseline"] = t["spectral_peak"]
+    old.update(summary="; ".join(parts), metrics=metrics,
+               heads={task: why(task, result[task]) for task in ("heart_rate", "quality", "activity")},
+               evaluation="leave-one-dataset-out; docs/resolution-report.md")
+    return old

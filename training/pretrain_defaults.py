@@ -3,8 +3,10 @@
     python -m training.pretrain_defaults --data ../shared/data
 
 For each recipe: masked pretraining (`training.train`, resumable), export,
-probes on the exported file (`himae probe`'s code path), model card in the
-metadata, then docs/resolution-report.{md,png,json}. Runs on CPU; see
+heads fitted and scored leave-one-dataset-out on the exported file
+(`himae probe --data`'s code path, `training.heads`), model card in the
+metadata, then docs/resolution-report.{md,png,json}. Refitting the heads of
+given model files alone is `PROBE_COMMAND`. Runs on CPU; see
 docs/models.md for the measured wall time.
 """
 
@@ -29,7 +31,8 @@ RECIPES = {
     "himae-100": {"epochs": 8, "stride": 250, "lr": 2e-3, "batch_size": 32, "patience": 4},
 }
 REPORT = REPO / "docs" / "resolution-report.md"
-PROBE_COMMAND = "himae probe himae-100 himae-25 --data ../shared/data --report docs/resolution-report.md"
+PROBE_COMMAND = ("himae probe himae-100 himae-25 --data ../shared/data --cache runs/cache "
+                 "--save-dir himae_stream/models --report docs/resolution-report.md")
 
 
 def pretrain(name: str, data_dir: Path, out: Path) -> tuple[Path, float]:
@@ -49,24 +52,16 @@ def pretrain(name: str, data_dir: Path, out: Path) -> tuple[Path, float]:
     return Path(summary["checkpoint"]), time.perf_counter() - start
 
 
-def card(name: str, prov: dict, entry: dict, wall_s: float | None, threads: int) -> dict:
-    """The card summary stored in the model file (`himae info` prints `summary`)."""
+def card(name: str, prov: dict, rec: dict | None, wall_s: float | None, threads: int) -> dict:
+    """The pretraining part of the card stored in the model file (`himae info` prints `summary`);
+    `training.heads.card` adds the heads' numbers."""
     import torch
 
-    tasks = entry["tasks"]
-    metrics = {t: {"metric": r["metric"], "level": r["pretrained_best_level"],
-                   "cv": r["pretrained"][r["levels"].index(r["pretrained_best_level"])],
-                   "test": r["pretrained_test"]} for t, r in tasks.items()}
-    rec = entry.get("reconstruction")
+    metrics = {}
     if rec:
         metrics["masked_reconstruction_mse"] = {k: rec[k] for k in ("himae", "linear", "zero")}
-    hr = metrics.get("heart_rate")
     parts = [f"{name} pretrained on TROIKA training+extra (PPG1, PPG2) and PhysioNet a103l/v102s PLETH",
              f"{prov.get('steps')} steps, seed {prov.get('seed')}, {prov.get('date', '')[:10]}"]
-    if hr:
-        parts.append(f"HR MAE {hr['cv']:.1f} BPM (level {hr['level']}, CV), {hr['test']:.1f} BPM on TROIKA test")
-    if "activity" in metrics:
-        parts.append(f"activity balanced acc. {metrics['activity']['cv']:.2f} (level {metrics['activity']['level']})")
     if rec:
         parts.append(f"masked MSE {rec['himae']:.3f} vs linear {rec['linear']:.3f}")
     return {"summary": "; ".join(parts), "date": prov.get("date"), "data": prov.get("data"),
@@ -89,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from training import heads
     from training import report as rendering
     from training import resolution
     from training.export import export_model, load_checkpoint
@@ -96,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     from training.probes import save_with_heads
 
     sources = resolution.troika_sources(args.data)
-    tasks = list(resolution.TASKS.values())
     for name in [m for m in args.models.split(",") if m]:
         ckpt, wall_s = pretrain(name, args.data, args.out)
         timing = args.out / f"{name}.wall.json"
@@ -106,18 +101,22 @@ def main(argv: list[str] | None = None) -> int:
         plain = args.out / f"{name}.plain.himae"
         export_model(load_checkpoint(ckpt), plain)
         model = load_model_file(plain)
-        entry, fitted = resolution.model_report(model, sources, tasks)
-        entry["file"] = f"{name}.himae"
         prov = model.meta.get("provenance", {})
+        rec = resolution.reconstruction(model, sources, set(prov.get("val_subjects") or []))
+        base = card(name, prov, rec, wall, torch.get_num_threads())
+        # the heads: fitted and scored leave-one-dataset-out (what `himae probe --data` does)
+        result = heads.evaluate(heads.features(model, plain, args.data, args.out / "cache"), model.config)
         shipped = zoo.MODELS_DIR / f"{name}.himae"
-        save_with_heads(plain, shipped, fitted, card(name, prov, entry, wall, torch.get_num_threads()))
-        (args.out / f"{name}.entry.json").write_text(json.dumps(entry))
+        save_with_heads(plain, shipped, heads.shipped_heads(result), heads.card(base, result, name))
+        entry = {"file": f"{name}.himae", "result": result,
+                 "why": {t: heads.why(t, result[t]) for t in ("heart_rate", "quality", "activity")}}
+        (args.out / f"{name}.entry.json").write_text(json.dumps(entry, default=rendering._plain))
         print(f"shipped {shipped}")
     # The report covers every recipe finished in this checkpoint folder, so recipes can run apart.
     entries = {n: json.loads((args.out / f"{n}.entry.json").read_text())
                for n in ("himae-100", "himae-25") if (args.out / f"{n}.entry.json").exists()}
     report = {"command": PROBE_COMMAND, "date": time.strftime("%Y-%m-%d", time.gmtime()), "models": entries}
-    for path in rendering.write(report, REPORT):
+    for path in rendering.write_lodo(report, REPORT):
         print(f"wrote {path}")
     return 0
 
