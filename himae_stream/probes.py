@@ -6,8 +6,9 @@ activations of a window: per level l, the positions p whose input sample
 Kinds:
 
 - `spectral` (heart rate): per level, the power spectrum of each channel's
-  activations over the window's positions, summed over channels and scaled to
-  unit power in the band; the levels' spectra are summed with `weights`, and
+  activations over the window's positions (or of their projections on the
+  level's leading principal directions, `basis`), summed and scaled to unit
+  power in the band; the levels' spectra are summed with `weights`, and
   the strongest peak in `band_hz`, refined by a parabola through its bins, is
   the rate (BPM). A frequency read-out of the time axis: nothing is regressed.
 - `ridge` (a value), `logistic` (classes, softmax) and `probability` (one
@@ -50,13 +51,15 @@ def positions(level: int, start: int, end: int, length: int) -> slice:
 # ------------------------------------------------------------------ spectra
 
 
-def level_power(acts: np.ndarray, level: int, fs: float, span: int, pad: int = PAD) -> tuple[np.ndarray, float]:
+def level_power(acts: np.ndarray, level: int, fs: float, span: int, pad: int = PAD,
+                basis: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Power spectrum of one level's activations `(C, n)` over a window of `span` input samples,
-    summed over channels: `(power over bins 0 … , bin width Hz)`.
+    summed over channels (or over the rows of `basis @ acts`): `(power over bins 0 … , bin width Hz)`.
 
     Each channel's mean is removed and a Hann taper applied; the transform is
     zero-padded to `pad` times the window's positions, so every level of one
-    window shares the bin width fs / (pad · span).
+    window shares the bin width fs / (pad · span). A `basis` `(m, C)` (the
+    level's leading principal directions) makes a window cost m transforms, not C.
     """
     a = np.asarray(acts, dtype=np.float64)
     n = a.shape[1]
@@ -64,8 +67,10 @@ def level_power(acts: np.ndarray, level: int, fs: float, span: int, pad: int = P
     size = max(n, int(round(pad * span / stride)))
     if n < 2:
         return np.zeros(size // 2 + 1), fs / stride / size
-    x = (a - a.mean(axis=1, keepdims=True)) * _hann(n)
-    spec = np.fft.rfft(x, size, axis=1)
+    x = a - a.mean(axis=1, keepdims=True)
+    if basis is not None:
+        x = basis @ x
+    spec = np.fft.rfft(x * _hann(n), size, axis=1)
     return (spec.real**2 + spec.imag**2).sum(axis=0), fs / stride / size
 
 
@@ -115,13 +120,20 @@ def purity(power: np.ndarray, df: float, band=HR_BAND_HZ) -> float:
     return float(s[max(k - w, 0) : k + w + 1].sum())
 
 
-def spectral_rate(head: dict, acts: list, fs: float, span: int) -> float:
+def bases(head: dict) -> list:
+    """Per level of a head, its projection `(m, C_l)` as an array, or None (every channel)."""
+    given = head.get("basis") or [None] * len(feature_levels(head))
+    return [None if b is None else np.asarray(b, dtype=np.float64) for b in given]
+
+
+def spectral_rate(head: dict, acts: list, fs: float, span: int, basis: list | None = None) -> float:
     """A spectral head's rate (BPM) for one window's per-level activations (`acts[l]`: `(C_l, n_l)`)."""
     band = head.get("band_hz", HR_BAND_HZ)
     pad = int(head.get("pad", PAD))
+    basis = bases(head) if basis is None else basis
     total, df = None, None
-    for level, weight in zip(head["levels"], head["weights"]):
-        power, step = level_power(acts[level], level, fs, span, pad)
+    for level, weight, b in zip(head["levels"], head["weights"], basis):
+        power, step = level_power(acts[level], level, fs, span, pad, b)
         if df is None:
             df = step
             total = weight * band_spectrum(power, df, band)
@@ -147,10 +159,12 @@ def feature_size(head: dict, channels: list[int]) -> int:
     return sum(per[0] + per[1] * channels[l] for l in feature_levels(head))
 
 
-def features(head: dict, acts: list, fs: float, span: int) -> np.ndarray:
-    """A linear head's feature vector for one window: per level of `levels`, the pools in order."""
+def features(head: dict, acts: list, fs: float, span: int, basis: list | None = None) -> np.ndarray:
+    """A linear head's feature vector for one window: per level of `levels`, the pools in order
+    (`purity` from the power of the level's `basis` rows, if the head has one)."""
+    basis = bases(head) if basis is None else basis
     parts = []
-    for level in feature_levels(head):
+    for level, b in zip(feature_levels(head), basis):
         a = np.asarray(acts[level], dtype=np.float64)
         for pool in feature_pool(head):
             if pool == "mean":
@@ -158,7 +172,7 @@ def features(head: dict, acts: list, fs: float, span: int) -> np.ndarray:
             elif pool == "std":
                 parts.append(a.std(axis=1))
             else:
-                power, df = level_power(a, level, fs, span)
+                power, df = level_power(a, level, fs, span, PAD, b)
                 parts.append(np.array([purity(power, df)]))
     return np.concatenate(parts)
 
@@ -178,6 +192,19 @@ def validate(head: dict, channels: list[int]) -> dict:
     if not isinstance(levels, list) or not levels or not all(
             isinstance(l, int) and 0 <= l < len(channels) for l in levels):
         raise ValueError(f"probe {name!r}: level(s) {levels!r} not levels of this model (0 … {len(channels) - 1})")
+    if head.get("basis") is not None:
+        basis = head["basis"]
+        if not isinstance(basis, list) or len(basis) != len(levels):
+            raise ValueError(f"probe {name!r}: basis needs one matrix (or null) per level")
+        for level, b in zip(levels, basis):
+            if b is None:
+                continue
+            b = np.asarray(b, dtype=np.float64)
+            if b.ndim != 2 or b.shape[1] != channels[level] or not 1 <= b.shape[0] <= channels[level]:
+                raise ValueError(f"probe {name!r}: basis of level {level} has shape {list(b.shape)}, "
+                                 f"needs [m, {channels[level]}]")
+            if not np.isfinite(b).all():
+                raise ValueError(f"probe {name!r}: basis contains NaN or Inf")
     if kind == "spectral":
         weights = np.asarray(head.get("weights", []), dtype=np.float64)
         band = np.asarray(head.get("band_hz", HR_BAND_HZ), dtype=np.float64)
@@ -279,6 +306,7 @@ class Heads:
         self.heads = [h for h in heads if everything or is_default(h)]
         self.fs = float(fs)
         self._folded = {id(h): fold(h) for h in self.heads if h["kind"] != "spectral"}
+        self._bases = {id(h): bases(h) for h in self.heads}
 
     def __iter__(self):
         return iter(self.heads)
@@ -299,11 +327,13 @@ class Heads:
     def _one(self, acts, span) -> dict:
         out: dict = {}
         for head in self.heads:
+            basis = self._bases[id(head)]
             if head["kind"] == "spectral":
-                out.update(apply_one(head, acts, self.fs, span))
+                value = spectral_rate(head, acts, self.fs, span, basis)
+                out[head["name"]] = value if math.isfinite(value) else None
                 continue
             w, b = self._folded[id(head)]
-            s = (features(head, acts, self.fs, span) @ w + b).tolist()
+            s = (features(head, acts, self.fs, span, basis) @ w + b).tolist()
             name = head["name"]
             if head["kind"] == "ridge":
                 out[name] = s[0] if math.isfinite(s[0]) else None

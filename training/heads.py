@@ -36,7 +36,8 @@ CORRUPTIONS = ("flat", "clip", "noise", "motion")
 CLEAN_PER_RECORDING = 2
 LAMBDA = 1e-2
 POOL = ["mean", "std", "purity"]
-CACHE_VERSION = 3
+CACHE_VERSION = 4
+BASIS_RANK = 8  # principal directions per level that spectra and purity read
 
 
 # ------------------------------------------------------------- corruptions
@@ -106,16 +107,17 @@ def signal_readouts(w: np.ndarray, fs: float) -> tuple[float, float, float]:
     return 60.0 * P.peak_rate(s, df, BAND), peak_interval_hr(w, fs), P.purity(power, df)
 
 
-def window_features(acts: list, start, end, fs: float) -> dict:
-    """Per level: band spectra `(n, bins)`, mean and std `(n, C)`, purity `(n,)`, for windows [start, end) (samples)."""
+def window_features(acts: list, start, end, fs: float, basis: list) -> dict:
+    """Per level: band spectra `(n, bins)` and purity `(n,)` of the activations projected on the
+    level's `basis`, mean and std `(n, C)` over positions, for windows [start, end) (samples)."""
     out = {"spectrum": [], "mean": [], "std": [], "purity": []}
-    for level, a in enumerate(acts):
+    for level, (a, b) in enumerate(zip(acts, basis)):
         spec, mean, std, pur = [], [], [], []
         bins = None
         for s, e in zip(start, end):
             sl = P.positions(level, s, e, a.shape[1])
             w = a[:, sl]
-            power, df = P.level_power(w, level, fs, e - s)
+            power, df = P.level_power(w, level, fs, e - s, P.PAD, b)
             if bins is None:  # the bins of level 0 of this window length: what a spectral head uses
                 df0 = P.level_power(np.zeros((1, 2)), 0, fs, e - s)[1]
                 bins = int(math.floor(BAND[1] / df0 + 1e-9)) - int(math.ceil(BAND[0] / df0 - 1e-9)) + 1
@@ -130,6 +132,31 @@ def window_features(acts: list, start, end, fs: float) -> dict:
     return out
 
 
+def principal_bases(encode, items: list[C.Item], fs: float, normalizer: dict, rank: int = BASIS_RANK) -> list:
+    """Per level, the `rank` leading principal directions `(rank, C_l)` of the window-centred
+    activations of `items` (unlabelled: the encoder's own pretraining recordings)."""
+    cov = None
+    for item in items:
+        x = prepare(item.rec, item.rec.channel_names[0], fs, normalizer)
+        acts = encode(x)
+        if cov is None:
+            cov = [np.zeros((a.shape[0], a.shape[0])) for a in acts]
+        for s in np.round(item.start_s * fs).astype(int):
+            e = s + int(round(C.WINDOW_S * fs))
+            if e > len(x):
+                continue
+            for level, a in enumerate(acts):
+                w = a[:, P.positions(level, s, e, a.shape[1])]
+                w = w - w.mean(axis=1, keepdims=True)
+                cov[level] += w @ w.T
+    out = []
+    for c in cov:
+        values, vectors = np.linalg.eigh(c)
+        top = vectors[:, ::-1][:, : min(rank, c.shape[0])].T
+        out.append(top * np.sign(top[:, :1] + 1e-30))  # a fixed sign, so files are reproducible
+    return out
+
+
 # ---------------------------------------------------------------- features
 
 
@@ -140,11 +167,20 @@ def _encoders(model, seed: int):
     return lambda x: encode(model, x), lambda x: encode(random, x)
 
 
+def basis_items(items: list[C.Item]) -> list[C.Item]:
+    """The recordings the principal directions come from: TROIKA's training recordings (the
+    pretraining data), else every fitted recording given."""
+    troika = [i for i in items if i.dataset == "TROIKA" and i.split == "fit" and i.rec.name.startswith("DATA_")]
+    return troika or [i for i in items if i.split == "fit" and getattr(i, "corruption", "") == ""]
+
+
 def extract(model, items: list[C.Item], seed: int = 0) -> dict:
     """Stacked features of every window of `items`, for the pretrained and the random encoder."""
     cfg = model.config
     fs = float(cfg["fs"])
     enc, enc_random = _encoders(model, seed)
+    basis = {"pretrained": principal_bases(enc, basis_items(items), fs, cfg["normalizer"]),
+             "random": principal_bases(enc_random, basis_items(items), fs, cfg["normalizer"])}
     rows: dict = {"pretrained": [], "random": [], "signal": [], "meta": []}
     for k, item in enumerate(items):
         x = prepare(item.rec, item.rec.channel_names[0], fs, cfg["normalizer"])
@@ -155,7 +191,7 @@ def extract(model, items: list[C.Item], seed: int = 0) -> dict:
             continue
         start, end = start[keep], end[keep]
         for name, f in (("pretrained", enc), ("random", enc_random)):
-            rows[name].append(window_features(f(x), start, end, fs))
+            rows[name].append(window_features(f(x), start, end, fs, basis[name]))
         rows["signal"].append(np.array([signal_readouts(x[s:e], fs) for s, e in zip(start, end)]).reshape(-1, 3))
         rows["meta"].append({"dataset": np.full(keep.sum(), item.dataset, object),
                              "recording": np.full(keep.sum(), item.rec.name, object),
@@ -167,6 +203,7 @@ def extract(model, items: list[C.Item], seed: int = 0) -> dict:
     for enc_name in ("pretrained", "random"):
         out[enc_name] = {key: [np.concatenate([r[key][l] for r in rows[enc_name]]) for l in range(levels)]
                          for key in ("spectrum", "mean", "std", "purity")}
+        out[enc_name]["basis"] = basis[enc_name]
     out["signal"] = np.concatenate(rows["signal"])
     out.update({key: np.concatenate([m[key] for m in rows["meta"]]) for key in rows["meta"][0]})
     return out
@@ -216,7 +253,7 @@ def _save(path: Path, f: dict) -> None:
     for enc in ("pretrained", "random"):
         for key, per in f[enc].items():
             for l, a in enumerate(per):
-                flat[f"{enc}.{key}.{l}"] = a
+                flat[f"{enc}.{key}.{l}"] = a  # basis included
     for key, value in f.items():
         if key not in ("pretrained", "random"):
             flat[key] = value.astype(str) if value.dtype == object else value
@@ -329,7 +366,8 @@ def fit_heart_rate(f: dict, fs: float, span: int, enc: str = "pretrained") -> di
         oof[held_rows] = rates[tuple(c)][held_rows]
     levels = choose(fit_rows)
     head = {"name": "heart_rate", "kind": "spectral", "levels": levels, "weights": [1.0] * len(levels),
-            "band_hz": list(BAND), "pad": P.PAD, "unit": "BPM", "window_s": C.WINDOW_S}
+            "basis": [f[enc]["basis"][l].tolist() for l in levels], "band_hz": list(BAND), "pad": P.PAD,
+            "unit": "BPM", "window_s": C.WINDOW_S}
     return {"head": head, "oof": oof, "fold_levels": chosen,
             "per_level": [spectral_hr(f[enc]["spectrum"], [l], fs, span) for l in range(n_levels)]}
 
@@ -445,7 +483,9 @@ def evaluate(f: dict, model_cfg: dict) -> dict:
             drops[kind] = float(np.nanmean(oof[m])) if m.any() else None
         clean_oof = oof[rows & (q == 1) & ~corrupted]
         drops["clean"] = float(np.nanmean(clean_oof)) if clean_oof.size else None
+        every_basis = [b.tolist() for b in f["pretrained"]["basis"]]
         qhead = {"name": "quality", **fit_binary(X[rows], q[rows]), "levels": list(range(n_levels)), "pool": POOL,
+                 "basis": every_basis,
                  "unit": "probability (1 = clean)", "window_s": C.WINDOW_S}
         holds = all(drops[k] is not None and drops["clean"] - drops[k] >= 0.2 for k in ("flat", "noise"))
         result["quality"] = {"metric": "auc", "higher_is_better": True, "datasets": qtable, "overall": qoverall,
@@ -476,6 +516,7 @@ def evaluate(f: dict, model_cfg: dict) -> dict:
                     "baseline": balanced_accuracy(oof_b[rows], a[rows], classes),
                     "per_level": per_level[:n_levels], "per_level_random": per_level[n_levels:]}
         ahead = {"name": "activity", **fit_act(X[rows], a[rows]), "levels": list(range(n_levels)), "pool": POOL,
+                 "basis": every_basis,
                  "window_s": C.WINDOW_S}
         result["activity"] = {"metric": "balanced_accuracy", "higher_is_better": True, "datasets": atable,
                               "overall": aoverall, "ship": bool(aoverall["head"] > aoverall["baseline"]),

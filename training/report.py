@@ -291,7 +291,12 @@ def write_lodo(report: dict, md_path: Path) -> list[Path]:
     png, js = md_path.with_suffix(".png"), md_path.with_suffix(".json")
     lodo_heatmap(report, png)
     md_path.write_text(lodo_markdown(report) + f"\n![per-level scores on held-out data sets]({png.name})\n")
-    js.write_text(json.dumps(report, indent=1, default=_plain) + "\n")
+    slim = {**report, "models": {name: {**m, "result": {task: ({**r, "head": {k: v for k, v in r["head"].items()
+                                                                           if k != "basis"}}
+                                                              if isinstance(r, dict) and "head" in r else r)
+                                                       for task, r in m["result"].items()}}
+                                    for name, m in report["models"].items()}}
+    js.write_text(json.dumps(slim, indent=1, default=_plain) + "\n")  # the bases live in the model files
     return [md_path, png, js]
 
 
