@@ -13,9 +13,9 @@ Kinds:
   the rate (BPM). A frequency read-out of the time axis: nothing is regressed.
 - `ridge` (a value), `logistic` (classes, softmax) and `probability` (one
   sigmoid output in [0, 1]): a linear map of standardised features pooled over
-  the positions of `levels`: `pool` names the pooling per level, `mean` and
-  `std` over positions (one value per channel) and `purity` (the share of the
-  level's band power within 0.15 Hz of its peak, one value). A head written
+  the positions of `levels` (`pool`: `mean` and/or `std` over positions, one
+  value per channel), then the spectral purity of each of `purity_levels` (the
+  share of the level's band power within 0.15 Hz of its peak). A head written
   with one `level` and no `pool` reads the mean of that level.
 
 A head with `"default": false` is kept in the file but left out of records
@@ -33,10 +33,10 @@ import math
 import numpy as np
 
 KINDS = ("ridge", "logistic", "probability", "spectral")
-POOLS = ("mean", "std", "purity")
+POOLS = ("mean", "std")
 HR_BAND_HZ = (0.7, 3.5)
 #: zero padding of the spectra: bins of 1/(PAD · window length) Hz, refined by the parabola
-PAD = 4
+PAD = 2
 PURITY_HALF_WIDTH_HZ = 0.15
 
 
@@ -121,19 +121,26 @@ def purity(power: np.ndarray, df: float, band=HR_BAND_HZ) -> float:
 
 
 def bases(head: dict) -> list:
-    """Per level of a head, its projection `(m, C_l)` as an array, or None (every channel)."""
-    given = head.get("basis") or [None] * len(feature_levels(head))
+    """Per spectral level of a head (`levels` of a spectral head, `purity_levels` of a linear one),
+    its projection `(m, C_l)` as an array, or None (every channel)."""
+    given = head.get("basis") or [None] * len(spectral_levels(head))
     return [None if b is None else np.asarray(b, dtype=np.float64) for b in given]
 
 
-def spectral_rate(head: dict, acts: list, fs: float, span: int, basis: list | None = None) -> float:
+def spectral_levels(head: dict) -> list[int]:
+    return list(head["levels"]) if head.get("kind") == "spectral" else list(head.get("purity_levels") or [])
+
+
+def spectral_rate(head: dict, acts: list, fs: float, span: int, basis: list | None = None,
+                  shared: dict | None = None) -> float:
     """A spectral head's rate (BPM) for one window's per-level activations (`acts[l]`: `(C_l, n_l)`)."""
     band = head.get("band_hz", HR_BAND_HZ)
     pad = int(head.get("pad", PAD))
     basis = bases(head) if basis is None else basis
+    shared = {} if shared is None else shared
     total, df = None, None
     for level, weight, b in zip(head["levels"], head["weights"], basis):
-        power, step = level_power(acts[level], level, fs, span, pad, b)
+        power, step = _power(shared, acts, level, fs, span, pad, b)
         if df is None:
             df = step
             total = weight * band_spectrum(power, df, band)
@@ -153,28 +160,48 @@ def feature_pool(head: dict) -> list[str]:
     return list(head.get("pool") or ["mean"])
 
 
+def purity_levels(head: dict) -> list[int]:
+    return list(head.get("purity_levels") or [])
+
+
 def feature_size(head: dict, channels: list[int]) -> int:
     pools = feature_pool(head)
-    per = sum(1 if p == "purity" else 0 for p in pools), sum(1 for p in pools if p != "purity")
-    return sum(per[0] + per[1] * channels[l] for l in feature_levels(head))
+    return sum(len(pools) * channels[l] for l in feature_levels(head)) + len(purity_levels(head))
 
 
-def features(head: dict, acts: list, fs: float, span: int, basis: list | None = None) -> np.ndarray:
+def pooled(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation over positions of one level's activations `(C, n)`."""
+    a = np.asarray(a, dtype=np.float64)
+    n = max(a.shape[1], 1)
+    mean = a.sum(axis=1) / n
+    var = np.einsum("ij,ij->i", a, a) / n - mean * mean
+    return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def features(head: dict, acts: list, fs: float, span: int, basis: list | None = None,
+             shared: dict | None = None) -> np.ndarray:
     """A linear head's feature vector for one window: per level of `levels`, the pools in order
-    (`purity` from the power of the level's `basis` rows, if the head has one)."""
+    (`mean`, `std`), then the spectral purity of each of `purity_levels` (the power of the level's
+    `basis` rows). `shared` keeps what several heads of one window read, so it is computed once."""
     basis = bases(head) if basis is None else basis
+    shared = {} if shared is None else shared
     parts = []
-    for level, b in zip(feature_levels(head), basis):
-        a = np.asarray(acts[level], dtype=np.float64)
-        for pool in feature_pool(head):
-            if pool == "mean":
-                parts.append(a.mean(axis=1))
-            elif pool == "std":
-                parts.append(a.std(axis=1))
-            else:
-                power, df = level_power(a, level, fs, span, PAD, b)
-                parts.append(np.array([purity(power, df)]))
+    for level in feature_levels(head):
+        if ("pooled", level) not in shared:
+            shared[("pooled", level)] = pooled(acts[level])
+        mean, std = shared[("pooled", level)]
+        parts += [mean if pool == "mean" else std for pool in feature_pool(head)]
+    for level, b in zip(purity_levels(head), basis):
+        power, df = _power(shared, acts, level, fs, span, PAD, b)
+        parts.append(np.array([purity(power, df)]))
     return np.concatenate(parts)
+
+
+def _power(shared: dict, acts, level, fs, span, pad, b):
+    key = ("power", level, pad, id(b))
+    if key not in shared:
+        shared[key] = level_power(acts[level], level, fs, span, pad, b)
+    return shared[key]
 
 
 # ------------------------------------------------------------------ checks
@@ -192,11 +219,14 @@ def validate(head: dict, channels: list[int]) -> dict:
     if not isinstance(levels, list) or not levels or not all(
             isinstance(l, int) and 0 <= l < len(channels) for l in levels):
         raise ValueError(f"probe {name!r}: level(s) {levels!r} not levels of this model (0 … {len(channels) - 1})")
+    spectral = spectral_levels(head)
+    if not all(isinstance(l, int) and 0 <= l < len(channels) for l in spectral):
+        raise ValueError(f"probe {name!r}: purity_levels {spectral!r} not levels of this model")
     if head.get("basis") is not None:
         basis = head["basis"]
-        if not isinstance(basis, list) or len(basis) != len(levels):
-            raise ValueError(f"probe {name!r}: basis needs one matrix (or null) per level")
-        for level, b in zip(levels, basis):
+        if not isinstance(basis, list) or len(basis) != len(spectral):
+            raise ValueError(f"probe {name!r}: basis needs one matrix (or null) per spectral level")
+        for level, b in zip(spectral, basis):
             if b is None:
                 continue
             b = np.asarray(b, dtype=np.float64)
@@ -306,7 +336,12 @@ class Heads:
         self.heads = [h for h in heads if everything or is_default(h)]
         self.fs = float(fs)
         self._folded = {id(h): fold(h) for h in self.heads if h["kind"] != "spectral"}
-        self._bases = {id(h): bases(h) for h in self.heads}
+        # heads carrying equal bases share one array, so a window's spectra are computed once
+        known: dict = {}
+        self._bases = {}
+        for h in self.heads:
+            self._bases[id(h)] = [None if b is None else known.setdefault((b.shape, b.tobytes()), b)
+                                  for b in bases(h)]
 
     def __iter__(self):
         return iter(self.heads)
@@ -326,14 +361,15 @@ class Heads:
 
     def _one(self, acts, span) -> dict:
         out: dict = {}
+        shared: dict = {}
         for head in self.heads:
             basis = self._bases[id(head)]
             if head["kind"] == "spectral":
-                value = spectral_rate(head, acts, self.fs, span, basis)
+                value = spectral_rate(head, acts, self.fs, span, basis, shared)
                 out[head["name"]] = value if math.isfinite(value) else None
                 continue
             w, b = self._folded[id(head)]
-            s = (features(head, acts, self.fs, span, basis) @ w + b).tolist()
+            s = (features(head, acts, self.fs, span, basis, shared) @ w + b).tolist()
             name = head["name"]
             if head["kind"] == "ridge":
                 out[name] = s[0] if math.isfinite(s[0]) else None

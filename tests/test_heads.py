@@ -53,13 +53,18 @@ def test_heads_not_default_stay_out_of_records_unless_asked():
 def test_probability_head_on_pooled_features_is_in_0_1():
     rng = np.random.default_rng(0)
     acts = _acts(1.3, channels=(4, 8), noise=0.3)
-    head = {"name": "quality", "kind": "probability", "levels": [0, 1], "pool": ["mean", "std", "purity"]}
+    head = {"name": "quality", "kind": "probability", "levels": [0, 1], "pool": ["mean", "std"],
+            "purity_levels": [1], "basis": [np.eye(8)[:3].tolist()]}
     dim = P.feature_size(head, [4, 8])
-    assert dim == 2 * 4 + 1 + 2 * 8 + 1
+    assert dim == 2 * 4 + 2 * 8 + 1
     head.update(mean=[0.0] * dim, std=[1.0] * dim, weights=[rng.normal(size=dim).tolist()], bias=[0.3])
     P.validate(head, [4, 8])
     x = P.features(head, acts, 100.0, 800)
-    assert x.shape == (dim,) and 0 < x[8] <= 1  # purity of level 0: a pure tone keeps most power at its peak
+    assert x.shape == (dim,) and 0.5 < x[-1] <= 1  # purity: a pure tone keeps most power at its peak
+    np.testing.assert_allclose(x[:4], acts[0].mean(axis=1))
+    np.testing.assert_allclose(x[4:8], acts[0].std(axis=1), rtol=1e-6)
+    with pytest.raises(ValueError, match="basis of level 1"):
+        P.validate({**head, "basis": [np.eye(4).tolist()]}, [4, 8])
     (out,) = P.Heads([head], 100.0).apply([acts], [800])
     assert 0.0 <= out["quality"] <= 1.0
     assert out["quality"] == pytest.approx(P.predict(head, x[None])[0])

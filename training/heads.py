@@ -35,7 +35,8 @@ AGREE_BPM = 10.0  # a window "supports a correct heart rate" when its PPG's spec
 CORRUPTIONS = ("flat", "clip", "noise", "motion")
 CLEAN_PER_RECORDING = 2
 LAMBDA = 1e-2
-POOL = ["mean", "std", "purity"]
+TIE_BPM = 0.1  # level sets this close to the best count as equal; the cheapest is taken
+POOL = ["mean", "std"]
 CACHE_VERSION = 4
 BASIS_RANK = 8  # principal directions per level that spectra and purity read
 
@@ -355,7 +356,10 @@ def fit_heart_rate(f: dict, fs: float, span: int, enc: str = "pretrained") -> di
     rates = {tuple(c): spectral_hr(f[enc]["spectrum"], c, fs, span) for c in candidates}
 
     def choose(mask):
-        return list(min(candidates, key=lambda c: dataset_mae(rates[tuple(c)], y, ds, mask)))
+        """The best level set; within 0.1 BPM of it, the one with fewest levels (cheapest to run)."""
+        score = {tuple(c): dataset_mae(rates[tuple(c)], y, ds, mask) for c in candidates}
+        best = min(score.values())
+        return list(min((c for c in score if score[c] <= best + TIE_BPM), key=lambda c: (len(c), score[c])))
 
     oof = np.full(len(y), np.nan)
     chosen = {}
@@ -375,12 +379,10 @@ def fit_heart_rate(f: dict, fs: float, span: int, enc: str = "pretrained") -> di
 # ------------------------------------------------------------ linear heads
 
 
-def design(f: dict, enc: str, levels: list[int], pool=POOL) -> np.ndarray:
-    parts = []
-    for l in levels:
-        for p in pool:
-            a = f[enc][p][l]
-            parts.append(a[:, None] if a.ndim == 1 else a)
+def design(f: dict, enc: str, levels: list[int], purity_levels: list[int] = (), pool=POOL) -> np.ndarray:
+    """Features in the order `himae_stream.probes.features` builds them."""
+    parts = [f[enc][p][l] for l in levels for p in pool]
+    parts += [f[enc]["purity"][l][:, None] for l in purity_levels]
     return np.hstack(parts).astype(np.float64)
 
 
@@ -463,7 +465,8 @@ def evaluate(f: dict, model_cfg: dict) -> dict:
         # quality
         q = quality_labels(sp_hr, y, f["good"], corrupted)
         rows = np.isfinite(q)
-        X = design(f, "pretrained", list(range(n_levels)))
+        spectral = hr["head"]["levels"]  # purity where the heart-rate head already has the spectra
+        X = design(f, "pretrained", list(range(n_levels)), spectral)
         oof = lodo_linear(X, q, ds, fit_binary, rows).astype(float)
         qtable = {}
         for name in sorted(set(ds[rows].tolist())):
@@ -471,7 +474,7 @@ def evaluate(f: dict, model_cfg: dict) -> dict:
             qtable[name] = {"windows": int(m.sum()), "clean_share": float(q[m].mean()), "head": auc(oof[m], q[m]),
                             "purity": auc(sig_purity[m], q[m]),
                             "brier": float(np.nanmean((oof[m] - q[m]) ** 2))}
-        per_level = [auc(lodo_linear(design(f, enc, [l]), q, ds, fit_binary, rows).astype(float), q)
+        per_level = [auc(lodo_linear(design(f, enc, [l], [l]), q, ds, fit_binary, rows).astype(float), q)
                      for enc in ("pretrained", "random") for l in range(n_levels)]
         qoverall = {"head": auc(oof, q), "purity": auc(sig_purity, q),
                     "per_level": per_level[:n_levels], "per_level_random": per_level[n_levels:],
@@ -483,9 +486,9 @@ def evaluate(f: dict, model_cfg: dict) -> dict:
             drops[kind] = float(np.nanmean(oof[m])) if m.any() else None
         clean_oof = oof[rows & (q == 1) & ~corrupted]
         drops["clean"] = float(np.nanmean(clean_oof)) if clean_oof.size else None
-        every_basis = [b.tolist() for b in f["pretrained"]["basis"]]
+        spectral_basis = [f["pretrained"]["basis"][l].tolist() for l in spectral]
         qhead = {"name": "quality", **fit_binary(X[rows], q[rows]), "levels": list(range(n_levels)), "pool": POOL,
-                 "basis": every_basis,
+                 "purity_levels": spectral, "basis": spectral_basis,
                  "unit": "probability (1 = clean)", "window_s": C.WINDOW_S}
         holds = all(drops[k] is not None and drops["clean"] - drops[k] >= 0.2 for k in ("flat", "noise"))
         result["quality"] = {"metric": "auc", "higher_is_better": True, "datasets": qtable, "overall": qoverall,
@@ -510,13 +513,14 @@ def evaluate(f: dict, model_cfg: dict) -> dict:
             atable[name] = {"windows": int(m.sum()), "classes": sorted(set(a[m].tolist())),
                             "head": balanced_accuracy(oof[m], a[m], classes),
                             "baseline": balanced_accuracy(oof_b[m], a[m], classes)}
-        per_level = [balanced_accuracy(lodo_linear(design(f, enc, [l]), a, ds, fit_act, rows)[rows], a[rows], classes)
+        per_level = [balanced_accuracy(lodo_linear(design(f, enc, [l], [l]), a, ds, fit_act, rows)[rows], a[rows],
+                                       classes)
                      for enc in ("pretrained", "random") for l in range(n_levels)]
         aoverall = {"head": balanced_accuracy(oof[rows], a[rows], classes),
                     "baseline": balanced_accuracy(oof_b[rows], a[rows], classes),
                     "per_level": per_level[:n_levels], "per_level_random": per_level[n_levels:]}
         ahead = {"name": "activity", **fit_act(X[rows], a[rows]), "levels": list(range(n_levels)), "pool": POOL,
-                 "basis": every_basis,
+                 "purity_levels": spectral, "basis": spectral_basis,
                  "window_s": C.WINDOW_S}
         result["activity"] = {"metric": "balanced_accuracy", "higher_is_better": True, "datasets": atable,
                               "overall": aoverall, "ship": bool(aoverall["head"] > aoverall["baseline"]),
