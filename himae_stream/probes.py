@@ -61,27 +61,75 @@ def level_power(acts: np.ndarray, level: int, fs: float, span: int, pad: int = P
     window shares the bin width fs / (pad · span). A `basis` `(m, C)` (the
     level's leading principal directions) makes a window cost m transforms, not C.
     """
-    a = np.asarray(acts, dtype=np.float64)
+    a = np.asarray(acts)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
     n = a.shape[1]
     stride = 2 ** (level + 1)
     size = max(n, int(round(pad * span / stride)))
     if n < 2:
         return np.zeros(size // 2 + 1), fs / stride / size
-    x = a - a.mean(axis=1, keepdims=True)
-    if basis is not None:
-        x = basis @ x
-    spec = np.fft.rfft(x * _hann(n), size, axis=1)
-    return (spec.real**2 + spec.imag**2).sum(axis=0), fs / stride / size
+    x = a if basis is None else basis.astype(a.dtype, copy=False) @ a  # project first: fewer rows to work on
+    x = x - x.mean(axis=1, keepdims=True)  # the projection of the centred channels
+    spec = np.fft.rfft(x * _hann(n, x.dtype), size, axis=1)
+    return (spec.real**2 + spec.imag**2).sum(axis=0, dtype=np.float64), fs / stride / size
 
 
-_HANN: dict[int, np.ndarray] = {}
+_HANN: dict = {}
 
 
-def _hann(n: int) -> np.ndarray:
-    w = _HANN.get(n)
+def _hann(n: int, dtype=np.float64) -> np.ndarray:
+    w = _HANN.get((n, dtype))
     if w is None:
-        w = _HANN[n] = np.hanning(n)
+        w = _HANN[(n, dtype)] = np.hanning(n).astype(dtype)
     return w
+
+
+_DFT: dict = {}
+
+
+def _band_dft(n: int, size: int, lo: int, bins: int, dtype) -> np.ndarray:
+    """`(n, 2·bins)`: centring, Hann taper and the real and imaginary parts of a `size`-point DFT at
+    bins lo … lo + bins − 1, as one matrix (bins past the Nyquist rate are zero columns)."""
+    key = (n, size, lo, bins, np.dtype(dtype).str)
+    m = _DFT.get(key)
+    if m is None:
+        k = lo + np.arange(bins)
+        angle = 2 * np.pi * np.outer(np.arange(n), k) / size
+        m = np.hanning(n)[:, None] * np.hstack([np.cos(angle), np.sin(angle)])
+        m -= m.mean(axis=0)  # (I − 11ᵀ/n)·diag(hann)·F: the window's mean removed first
+        m[:, np.concatenate([k, k]) > size // 2] = 0.0
+        m = _DFT[key] = np.ascontiguousarray(m, dtype=dtype)
+    return m
+
+
+def band_power(acts: np.ndarray, level: int, fs: float, span: int, pad: int = PAD, basis: np.ndarray | None = None,
+               band=HR_BAND_HZ) -> tuple[np.ndarray, float]:
+    """`level_power` over the bins of `band` only (from its first bin up): the same numbers, as two
+    small matrix products, which is what a window costs live. Returns `(power, bin width Hz)`."""
+    a = np.asarray(acts)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    n = a.shape[1]
+    stride = 2 ** (level + 1)
+    size = max(n, int(round(pad * span / stride)))
+    df = fs / stride / size
+    lo = int(math.ceil(band[0] / df - 1e-9))
+    bins = int(math.floor(band[1] / df + 1e-9)) - lo + 1
+    if n < 2:
+        return np.zeros(bins), df
+    x = a if basis is None else basis.astype(a.dtype, copy=False) @ a
+    y = x @ _band_dft(n, size, lo, bins, a.dtype)
+    p = np.einsum("ij,ij->j", y, y, dtype=np.float64)
+    return p[:bins] + p[bins:], df
+
+
+def normalised(p: np.ndarray, bins: int | None = None) -> np.ndarray:
+    """A band power spectrum cut or zero-padded to `bins` and scaled to unit sum (zeros stay zeros)."""
+    if bins is not None and p.size != bins:
+        p = np.concatenate([p[:bins], np.zeros(max(bins - p.size, 0))])
+    total = p.sum()
+    return p / total if total > 0 else p
 
 
 def band_spectrum(power: np.ndarray, df: float, band, bins: int | None = None) -> np.ndarray:
@@ -113,9 +161,14 @@ def peak_rate(spectrum: np.ndarray, df: float, band) -> float:
 
 def purity(power: np.ndarray, df: float, band=HR_BAND_HZ) -> float:
     """Share of a spectrum's power in `band` that lies within 0.15 Hz of its strongest bin there."""
-    s = band_spectrum(power, df, band)
+    return band_purity(band_spectrum(power, df, band), df)
+
+
+def band_purity(s: np.ndarray, df: float) -> float:
+    """`purity` of a band spectrum (bins of the band only)."""
     if not s.any():
         return 0.0
+    s = s / s.sum()
     k, w = int(np.argmax(s)), max(1, int(round(PURITY_HALF_WIDTH_HZ / df)))
     return float(s[max(k - w, 0) : k + w + 1].sum())
 
@@ -140,12 +193,12 @@ def spectral_rate(head: dict, acts: list, fs: float, span: int, basis: list | No
     shared = {} if shared is None else shared
     total, df = None, None
     for level, weight, b in zip(head["levels"], head["weights"], basis):
-        power, step = _power(shared, acts, level, fs, span, pad, b)
+        power, step = _power(shared, acts, level, fs, span, pad, b, band)
         if df is None:
             df = step
-            total = weight * band_spectrum(power, df, band)
+            total = weight * normalised(power)
         else:
-            total += weight * band_spectrum(power, df, band, total.size)
+            total += weight * normalised(power, total.size)
     return 60.0 * peak_rate(total, df, band)
 
 
@@ -171,11 +224,11 @@ def feature_size(head: dict, channels: list[int]) -> int:
 
 def pooled(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation over positions of one level's activations `(C, n)`."""
-    a = np.asarray(a, dtype=np.float64)
+    a = np.asarray(a)
     n = max(a.shape[1], 1)
-    mean = a.sum(axis=1) / n
-    var = np.einsum("ij,ij->i", a, a) / n - mean * mean
-    return mean, np.sqrt(np.maximum(var, 0.0))
+    mean = a.sum(axis=1, dtype=np.float64) / n
+    centred = a - mean.astype(a.dtype)[:, None]
+    return mean, np.sqrt(np.einsum("ij,ij->i", centred, centred, dtype=np.float64) / n)
 
 
 def features(head: dict, acts: list, fs: float, span: int, basis: list | None = None,
@@ -192,15 +245,18 @@ def features(head: dict, acts: list, fs: float, span: int, basis: list | None = 
         mean, std = shared[("pooled", level)]
         parts += [mean if pool == "mean" else std for pool in feature_pool(head)]
     for level, b in zip(purity_levels(head), basis):
-        power, df = _power(shared, acts, level, fs, span, PAD, b)
-        parts.append(np.array([purity(power, df)]))
+        key = ("purity", level, id(b))
+        if key not in shared:
+            power, df = _power(shared, acts, level, fs, span, PAD, b, HR_BAND_HZ)
+            shared[key] = np.array([band_purity(power, df)])
+        parts.append(shared[key])
     return np.concatenate(parts)
 
 
-def _power(shared: dict, acts, level, fs, span, pad, b):
-    key = ("power", level, pad, id(b))
+def _power(shared: dict, acts, level, fs, span, pad, b, band):
+    key = ("power", level, pad, id(b), tuple(band))
     if key not in shared:
-        shared[key] = level_power(acts[level], level, fs, span, pad, b)
+        shared[key] = band_power(acts[level], level, fs, span, pad, b, band)
     return shared[key]
 
 
@@ -340,7 +396,7 @@ class Heads:
         known: dict = {}
         self._bases = {}
         for h in self.heads:
-            self._bases[id(h)] = [None if b is None else known.setdefault((b.shape, b.tobytes()), b)
+            self._bases[id(h)] = [None if b is None else known.setdefault((b.shape, b.tobytes()), b.astype(np.float32))
                                   for b in bases(h)]
 
     def __iter__(self):

@@ -84,3 +84,44 @@ def test_himae_run_predictions_match_the_probe_code(tmp_path, name, device_fs):
             assert np.mean(np.array(runtime) == np.array(offline)) > 0.99
         else:  # records round to 4 decimals
             np.testing.assert_allclose(np.array(runtime, float), np.array(offline, float), rtol=0, atol=2e-4)
+
+
+def _live_predictions(name: str, signal: np.ndarray, fs: float) -> list[dict]:
+    """Records of the live pipeline (all heads) for one PPG signal at `fs`: 8-s windows every 2 s."""
+    from himae_stream.pipeline import Pipeline
+    from himae_stream.samplestream import Chunk
+
+    core = Pipeline(himae_stream.load_model(name), window="8s", hop="2s", impute=False, all_heads=True)
+    core.select(["PPG"], fs)
+    n = signal.size
+    chunk = Chunk(np.arange(n) / fs, signal[None].astype(np.float32), np.zeros(n, bool), 0, None)
+    return core.feed(chunk) + core.finish()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_quality_drops_on_contact_loss_and_heavy_noise(name):
+    """The bundled finger PPG, clean; then the same with the contact lost (a flat line) or buried in
+    noise from 30 s on: quality is at least 0.2 lower on the spoiled windows."""
+    from conftest import BUNDLED
+
+    heads = {h["name"]: h for h in modelfile.read(zoo.resolve(name)).meta["probes"]}
+    if heads.get("quality", {}).get("kind") != "probability":
+        pytest.skip("this model's quality head is not a probability")
+    rec = load(BUNDLED).pick(["PLETH"])
+    fs = rec.fs
+    clean = rec.signals[0, : int(90 * fs)]
+    flat, noisy = clean.copy(), clean.copy()
+    flat[int(30 * fs):] = flat[int(30 * fs)]
+    noisy[int(30 * fs):] += 3 * np.std(clean) * np.random.default_rng(0).normal(size=noisy.size - int(30 * fs))
+
+    rate = himae_stream.load_model(name).config["fs"]
+
+    def quality(signal):  # windows from 10 s after the change to the end of the signal
+        records = _live_predictions(name, signal, fs)
+        q = [r["predictions"]["quality"] for r in records if r["start"] >= 40 * rate and r["end"] <= 88 * rate]
+        assert len(q) >= 20
+        return np.mean([0.0 if v is None else v for v in q])
+
+    base = quality(clean)
+    assert base - quality(flat) >= 0.2
+    assert base - quality(noisy) >= 0.2
