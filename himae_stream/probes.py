@@ -15,8 +15,10 @@ Kinds:
   sigmoid output in [0, 1]): a linear map of standardised features pooled over
   the positions of `levels` (`pool`: `mean` and/or `std` over positions, one
   value per channel), then the spectral purity of each of `purity_levels` (the
-  share of the level's band power within 0.15 Hz of its peak). A head written
-  with one `level` and no `pool` reads the mean of that level.
+  share of the level's band power within 0.15 Hz of its peak; with
+  `"purity_mode": "combined"`, one value: the purity of the levels' summed unit
+  spectra, as a spectral head sums them). A head written with one `level` and
+  no `pool` reads the mean of that level.
 
 A head with `"default": false` is kept in the file but left out of records
 unless asked for (`Heads(..., everything=True)`): it lost to a classical
@@ -206,7 +208,7 @@ def spectral_rate(head: dict, acts: list, fs: float, span: int, basis: list | No
 
 
 def feature_levels(head: dict) -> list[int]:
-    return list(head["levels"]) if "levels" in head else [head["level"]]
+    return list(head["levels"]) if "levels" in head else [head["level"]] if "level" in head else []
 
 
 def feature_pool(head: dict) -> list[str]:
@@ -218,8 +220,10 @@ def purity_levels(head: dict) -> list[int]:
 
 
 def feature_size(head: dict, channels: list[int]) -> int:
-    pools = feature_pool(head)
-    return sum(len(pools) * channels[l] for l in feature_levels(head)) + len(purity_levels(head))
+    pools = feature_pool(head) if "levels" in head or "level" in head else []
+    spectral = purity_levels(head)
+    return (sum(len(pools) * channels[l] for l in feature_levels(head))
+            + (min(len(spectral), 1) if head.get("purity_mode") == "combined" else len(spectral)))
 
 
 def pooled(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -244,6 +248,13 @@ def features(head: dict, acts: list, fs: float, span: int, basis: list | None = 
             shared[("pooled", level)] = pooled(acts[level])
         mean, std = shared[("pooled", level)]
         parts += [mean if pool == "mean" else std for pool in feature_pool(head)]
+    if head.get("purity_mode") == "combined" and purity_levels(head):
+        total, df = None, None
+        for level, b in zip(purity_levels(head), basis):
+            power, step = _power(shared, acts, level, fs, span, PAD, b, HR_BAND_HZ)
+            total, df = (normalised(power), step) if total is None else (total + normalised(power, total.size), df)
+        parts.append(np.array([band_purity(total, df)]))
+        return np.concatenate(parts)
     for level, b in zip(purity_levels(head), basis):
         key = ("purity", level, id(b))
         if key not in shared:
@@ -272,6 +283,8 @@ def validate(head: dict, channels: list[int]) -> dict:
     if kind not in KINDS:
         raise ValueError(f"probe {name!r}: kind must be one of {KINDS}, got {kind!r}")
     levels = head.get("levels", [head.get("level")])
+    if kind != "spectral" and levels == [] and head.get("purity_levels"):
+        levels = head["purity_levels"]
     if not isinstance(levels, list) or not levels or not all(
             isinstance(l, int) and 0 <= l < len(channels) for l in levels):
         raise ValueError(f"probe {name!r}: level(s) {levels!r} not levels of this model (0 … {len(channels) - 1})")
