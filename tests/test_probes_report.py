@@ -17,18 +17,19 @@ TASKS = ("heart_rate", "quality", "activity")
 
 def test_report_subset_reproduces_the_shipped_numbers(data_dir, tmp_path, capsys):
     """Two data sets, himae-25: the read-outs that need no fitting (classical baselines, one-level
-    spectral heads) on each data set equal the shipped report's."""
+    spectral heads on the principal directions of TROIKA's training recordings) on each data set
+    equal the shipped report's."""
     shipped = json.loads(SHIPPED.read_text())
     assert shipped["command"].startswith("himae probe himae-100 himae-25 --data")
     out = tmp_path / "report.md"
-    code = main(["probe", "himae-25", "--data", str(data_dir), "--datasets", "BUT_PPG,AIST",
+    code = main(["probe", "himae-25", "--data", str(data_dir), "--datasets", "TROIKA,BUT_PPG",
                  "--report", str(out)])
     assert code == 0
     assert "heart_rate (spectral" in capsys.readouterr().out
     assert out.with_suffix(".png").stat().st_size > 1000
     rerun = json.loads(out.with_suffix(".json").read_text())["models"]["himae-25"]["result"]["heart_rate"]
     theirs = shipped["models"]["himae-25"]["result"]["heart_rate"]["datasets"]
-    for ds in ("BUT_PPG", "AIST"):
+    for ds in ("BUT_PPG", "TROIKA", "TROIKA test"):
         ours = rerun["datasets"][ds]
         assert ours["windows"] == theirs[ds]["windows"]
         for key in ("spectral_peak", "peak_interval"):
