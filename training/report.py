@@ -201,6 +201,15 @@ def lodo_markdown(report: dict) -> str:
         o = hr["overall"]
         lines += [f"| **mean over data sets** | | | | {_f(o['head'])} | {_f(o['spectral_peak'])} | "
                   f"{_f(o['peak_interval'])} | {_f(o['random_head'])} | | | | | |", ""]
+        rest = [(ds, t) for ds, t in hr["datasets"].items() if t.get("rest")]
+        tt = hr["datasets"].get("TROIKA test")
+        lines += ["Must-hold targets: " + "; ".join(
+            f"{ds} at rest, mean over recordings of |median − reference| {_f(t['recording_median_error'])} BPM "
+            f"(spectral peak {_f(t['recording_median_error_spectral_peak'])}), "
+            f"{100 * t['recording_median_within_3']:.0f} % of recordings within 3 BPM: "
+            f"**{'holds' if t['recording_median_error'] <= 3 else 'FAILS'} (≤ 3 BPM)**" for ds, t in rest)
+            + (f"; TROIKA test {_f(tt['head'])} against the spectral peak's {_f(tt['spectral_peak'])}: "
+               f"**{'holds' if tt['head'] <= tt['spectral_peak'] else 'FAILS'}**" if tt else "") + ".", ""]
         losses = [ds for ds, t in hr["datasets"].items() if t["spectral_peak"] < t["head"]]
         lines += ["Where a classical method wins: " + (", ".join(
             f"{ds} (spectral peak {_f(hr['datasets'][ds]['spectral_peak'])} vs head {_f(hr['datasets'][ds]['head'])})"
