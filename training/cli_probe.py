@@ -36,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "models' own folder)")
     p.add_argument("--datasets", default=None,
                    help="with --data: the data sets to use, comma-separated (default all)")
-    p.add_argument("--cache", metavar="DIR", help="with --data: keep each model's window features here (reruns "
-                                                  "take seconds)")
+    p.add_argument("--cache", metavar="DIR", help="with --data: keep each model's window features here (a rerun on the "
+                                                  "same file skips reading and encoding the corpus)")
 
 
 def _int_list(text: str | None) -> list[int] | None:
