@@ -76,15 +76,19 @@ class History:
 class Pipeline:
     """Chunks of device samples in, window records out (synchronous core of `run`)."""
 
-    def __init__(self, model, window=None, hop="1s", channels=None, impute: bool = True):
+    def __init__(self, model, window=None, hop="1s", channels=None, impute: bool = True, all_heads: bool = False):
         self.model = model
         self.fs = float(model.config["fs"])
-        self.heads = probes.Heads(model.metadata.get("probes") or [])
+        # heads flagged not-default (they lost to a classical baseline on unseen data) only when asked
+        self.heads = probes.Heads(model.metadata.get("probes") or [], self.fs, everything=all_heads)
         self.stream = model.stream(window=default_window(model) if window is None else window, hop=hop)
         self.window, self.hop = self.stream.window, self.stream.hop
         self.channel_patterns = channels
         self.impute = impute
-        self.history = History(model.config["in_channels"], self.window + max(self.stream.delay) + 2 * self.hop)
+        keep = self.window + max(self.stream.delay) + 2 * self.hop
+        self.history = History(model.config["in_channels"], keep)
+        # the heads read each window's per-position activations, the positions the offline code reads
+        self.positions = probes.Positions(list(model.config["channels"]), keep) if len(self.heads) else None
         self.latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
         # sources stamp arrivals with the monotonic clock; records carry Unix time
         self._to_unix = time.time() - time.monotonic()
@@ -116,7 +120,7 @@ class Pipeline:
         if self.resampler is not None:
             samples, lost, times = self.resampler.push(samples, lost, times)
         self.history.add(samples, lost, times)
-        return self._records(self.stream.push(samples, mask=lost).windows, arrival)
+        return self._records(self.stream.push(samples, mask=lost), arrival)
 
     def prepare(self) -> None:
         """Between chunks, once their records are handed on: the stream engine's work ahead
@@ -125,10 +129,16 @@ class Pipeline:
 
     def finish(self) -> list[dict]:
         """End of stream: the end padding completes the last windows."""
-        return self._records(self.stream.flush().windows, time.monotonic())
+        return self._records(self.stream.flush(), time.monotonic())
 
-    def _records(self, windows, arrival: float) -> list[dict]:
-        predictions = self.heads.apply([w.embeddings for w in windows])
+    def _records(self, out, arrival: float) -> list[dict]:
+        windows = out.windows
+        if self.positions is None:
+            predictions = [{} for _ in windows]
+        else:
+            self.positions.add(out.levels)
+            predictions = self.heads.apply([self.positions.window(w.start, w.end) for w in windows],
+                                           [w.end - w.start for w in windows])
         return [self._record(w, p, arrival) for w, p in zip(windows, predictions)]
 
     def _record(self, window, predictions: dict, arrival: float) -> dict:
@@ -198,11 +208,13 @@ def load(model):
 
 
 async def run(source, model=None, window=None, hop="1s", *, channels=None, impute: bool = True,
-              duration: float | None = None, pipeline: list | None = None) -> AsyncIterator[dict]:
+              duration: float | None = None, pipeline: list | None = None,
+              all_heads: bool = False) -> AsyncIterator[dict]:
     """Window records from a live source (URL or Source) as they complete.
 
     `duration` stops after that many seconds of signal; `pipeline`, if given a
-    list, receives the `Pipeline` and its `SampleStream` (for counters).
+    list, receives the `Pipeline` and its `SampleStream` (for counters);
+    `all_heads` adds the heads the model file keeps out of default records.
     """
     from himae_stream.urls import open_source
 
@@ -213,7 +225,7 @@ async def run(source, model=None, window=None, hop="1s", *, channels=None, imput
     if isinstance(src, HeartRateSource):
         raise HimaeError("a Heart Rate Service device sends heart rate and RR intervals, not a waveform the model "
                          "can read; use himae_stream.sources.HeartRateSource directly")
-    core = Pipeline(model, window, hop, channels, impute)
+    core = Pipeline(model, window, hop, channels, impute, all_heads)
     samples = SampleStream(src)
     if pipeline is not None:
         pipeline[:] = [core, samples]

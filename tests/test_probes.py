@@ -118,21 +118,25 @@ def test_runtime_heads_refuse_bad_shapes_and_apply_json_heads():
     groups = np.repeat(np.array(["a", "b", "c", "d"], dtype=object), 50)
     head = json.loads(json.dumps(fit_head(HR, X, y, groups, level=1)))
     heads.validate(head, [16, 32, 64])
-    (out,) = heads.Heads([head]).apply([[np.zeros(16), X[0], np.zeros(64)]])
+
+    def window(x):  # per-level activations whose mean over positions is x at level 1
+        return [np.zeros((16, 4)), np.repeat(np.asarray(x)[:, None], 4, axis=1), np.zeros((64, 4))]
+
+    (out,) = heads.Heads([head]).apply([window(X[0])], [8])
     assert out["heart_rate"] == pytest.approx(heads.predict(head, X[:1])[0])
-    # several heads on one level share one product; each still gives its own prediction
+    # several heads on one level each give their own prediction
     labels = np.array(["lo", "hi"], dtype=object)[(X[:, 1] > 0).astype(int)]
     cls = {"name": "sign", "level": 1, **fit_logistic(X, labels, ["lo", "hi"], 1e-3)}
     both = heads.Heads([head, cls])
-    outs = both.apply([[np.zeros(16), x, np.zeros(64)] for x in X[:20]])
-    assert len(outs) == 20 and both.apply([]) == []
+    outs = both.apply([window(x) for x in X[:20]], [8] * 20)
+    assert len(outs) == 20 and both.apply([], []) == []
     for x, out in zip(X[:20], outs):
-        assert out["heart_rate"] == pytest.approx(heads.predict(head, x)[0], rel=1e-12, abs=1e-9)
+        assert out["heart_rate"] == pytest.approx(heads.predict(head, x)[0], rel=1e-9, abs=1e-9)
         assert out["sign"] == heads.predict(cls, x)[0]
-        assert list(out["sign_p"].values()) == pytest.approx(heads.probabilities(cls, x)[0].tolist(), abs=1e-12)
-    with pytest.raises(ValueError, match="level 1 needs"):
+        assert list(out["sign_p"].values()) == pytest.approx(heads.probabilities(cls, x)[0].tolist(), abs=1e-9)
+    with pytest.raises(ValueError, match="features need"):
         heads.validate(head, [16, 16, 64])
-    with pytest.raises(ValueError, match="not a level"):
+    with pytest.raises(ValueError, match="not levels"):
         heads.validate({**head, "level": 3}, [16, 32, 64])
     with pytest.raises(ValueError, match="NaN"):
         heads.validate({**head, "bias": [float("nan")]}, [16, 32, 64])

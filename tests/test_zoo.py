@@ -22,12 +22,14 @@ def test_shipped_model_is_valid_small_and_documented(name, capsys):
     assert path == zoo.MODELS_DIR / f"{name}.himae" and path.stat().st_size <= 6 * 1024 * 1024
     mf = modelfile.read(path)  # the Python reader's checks
     engine = himae_stream.load_model(name)  # the C loader's checks, by name
+    card = mf.meta["card"]
     assert engine.config["name"] == mf.config["name"] == name
     assert {h["name"] for h in mf.meta["probes"]} == TASKS
     for head in mf.meta["probes"]:
         probes.validate(head, mf.config["channels"])
         assert head["window_s"] == 8.0
-    card = mf.meta["card"]
+        if not probes.is_default(head):  # the card says why it is out of default records
+            assert head["name"] in card["heads"] and "NOT in default records" in card["heads"][head["name"]]
     assert card["date"] and card["data"] and card["metrics"]["heart_rate"]["metric"] == "mae"
     assert main(["info", name]) == 0
     out = capsys.readouterr().out
@@ -67,11 +69,59 @@ def test_himae_run_predictions_match_the_probe_code(tmp_path, name, device_fs):
     assert np.allclose(np.diff(start), 2.0) and start[0] == 0.0
 
     acts = encode(model, prepare(load(npz), "PPG", fs, model.config["normalizer"]))
-    reference = window_embeddings(acts, start, start + 8.0, fs)
+    span = int(round(8.0 * fs))
+    windows = [[a[:, probes.positions(l, int(round(s * fs)), int(round(s * fs)) + span, a.shape[1])]
+                for l, a in enumerate(acts)] for s in start]
+    shown = [h for h in model.meta["probes"] if probes.is_default(h)]
+    assert shown, "a shipped model shows at least one head by default"
     for head in model.meta["probes"]:
-        runtime = np.array([r["predictions"][head["name"]] for r in records])
-        offline = probes.predict(head, reference[head["level"]])
-        if head["kind"] == "ridge":  # records round to 4 decimals
-            np.testing.assert_allclose(runtime.astype(float), offline.astype(float), rtol=0, atol=2e-4)
-        else:
-            assert np.mean(runtime == offline) > 0.99
+        if not probes.is_default(head):  # left out of records unless asked for (`--all-heads`)
+            assert all(head["name"] not in r["predictions"] for r in records)
+            continue
+        runtime = [r["predictions"][head["name"]] for r in records]
+        offline = [probes.apply_one(head, w, fs, span)[head["name"]] for w in windows]
+        if head["kind"] == "logistic":
+            assert np.mean(np.array(runtime) == np.array(offline)) > 0.99
+        else:  # records round to 4 decimals
+            np.testing.assert_allclose(np.array(runtime, float), np.array(offline, float), rtol=0, atol=2e-4)
+
+
+def _live_predictions(name: str, signal: np.ndarray, fs: float) -> list[dict]:
+    """Records of the live pipeline (all heads) for one PPG signal at `fs`: 8-s windows every 2 s."""
+    from himae_stream.pipeline import Pipeline
+    from himae_stream.samplestream import Chunk
+
+    core = Pipeline(himae_stream.load_model(name), window="8s", hop="2s", impute=False, all_heads=True)
+    core.select(["PPG"], fs)
+    n = signal.size
+    chunk = Chunk(np.arange(n) / fs, signal[None].astype(np.float32), np.zeros(n, bool), 0, None)
+    return core.feed(chunk) + core.finish()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_quality_drops_on_contact_loss_and_heavy_noise(name):
+    """The bundled finger PPG, clean; then the same with the contact lost (a flat line) or buried in
+    noise from 30 s on: quality is at least 0.2 lower on the spoiled windows."""
+    from conftest import BUNDLED
+
+    heads = {h["name"]: h for h in modelfile.read(zoo.resolve(name)).meta["probes"]}
+    if heads.get("quality", {}).get("kind") != "probability":
+        pytest.skip("this model's quality head is not a probability")
+    rec = load(BUNDLED).pick(["PLETH"])
+    fs = rec.fs
+    clean = rec.signals[0, : int(90 * fs)]
+    flat, noisy = clean.copy(), clean.copy()
+    flat[int(30 * fs):] = flat[int(30 * fs)]
+    noisy[int(30 * fs):] += 3 * np.std(clean) * np.random.default_rng(0).normal(size=noisy.size - int(30 * fs))
+
+    rate = himae_stream.load_model(name).config["fs"]
+
+    def quality(signal):  # windows from 10 s after the change to the end of the signal
+        records = _live_predictions(name, signal, fs)
+        q = [r["predictions"]["quality"] for r in records if r["start"] >= 40 * rate and r["end"] <= 88 * rate]
+        assert len(q) >= 20
+        return np.mean([0.0 if v is None else v for v in q])
+
+    base = quality(clean)
+    assert base - quality(flat) >= 0.2
+    assert base - quality(noisy) >= 0.2

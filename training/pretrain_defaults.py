@@ -4,9 +4,11 @@
 
 For each recipe: masked pretraining (`training.train`, resumable) on the PPG
 of every data set in the folder with device-like augmentations, export,
-probes on the exported file (`himae probe`'s code path), model card in the
+heads fitted and scored leave-one-dataset-out on the exported file
+(`himae probe --data`'s code path, `training.heads`), model card in the
 metadata, then docs/resolution-report.{md,png,json}. `--pretrain-only`
-stops after the export (to the checkpoint folder, nothing shipped). Runs on
+stops after the export (to the checkpoint folder, nothing shipped);
+refitting the heads of given model files alone is `PROBE_COMMAND`. Runs on
 CPU; see docs/models.md for the measured wall time.
 """
 
@@ -41,7 +43,8 @@ AUGMENT = "device"
 AUGMENTATIONS = ["polarity inversion", "gain and offset", "baseline wander", "device rate 20-256 Hz",
                  "sensor noise", "clipping", "contact loss (flat)", "motion bursts"]
 REPORT = REPO / "docs" / "resolution-report.md"
-PROBE_COMMAND = "himae probe himae-100 himae-25 --data ../shared/data --report docs/resolution-report.md"
+PROBE_COMMAND = ("himae probe himae-100 himae-25 --data ../shared/data --cache runs/cache "
+                 "--save-dir himae_stream/models --report docs/resolution-report.md")
 
 
 def pretrain(name: str, data_dir: Path, out: Path, device: str = "cpu",
@@ -65,26 +68,18 @@ def pretrain(name: str, data_dir: Path, out: Path, device: str = "cpu",
     return Path(summary["checkpoint"]), summary["train_wall_s"]
 
 
-def card(name: str, prov: dict, entry: dict, wall_s: float | None, threads: int) -> dict:
-    """The card summary stored in the model file (`himae info` prints `summary`)."""
+def card(name: str, prov: dict, rec: dict | None, wall_s: float | None, threads: int) -> dict:
+    """The pretraining part of the card stored in the model file (`himae info` prints `summary`);
+    `training.heads.card` adds the heads' numbers."""
     import torch
 
-    tasks = entry["tasks"]
-    metrics = {t: {"metric": r["metric"], "level": r["pretrained_best_level"],
-                   "cv": r["pretrained"][r["levels"].index(r["pretrained_best_level"])],
-                   "test": r["pretrained_test"]} for t, r in tasks.items()}
-    rec = entry.get("reconstruction")
+    metrics = {}
     if rec:
         metrics["masked_reconstruction_mse"] = {k: rec[k] for k in ("himae", "linear", "zero")}
-    hr = metrics.get("heart_rate")
     datasets = ", ".join(prov.get("windows_by_dataset", {}).get("train", {}))
     parts = [f"{name} pretrained on the PPG of {datasets or 'the shared data sets'} (PhysioNet a103l held out), "
              f"with device augmentations",
              f"{prov.get('steps')} steps, seed {prov.get('seed')}, {prov.get('date', '')[:10]}"]
-    if hr:
-        parts.append(f"HR MAE {hr['cv']:.1f} BPM (level {hr['level']}, CV), {hr['test']:.1f} BPM on TROIKA test")
-    if "activity" in metrics:
-        parts.append(f"activity balanced acc. {metrics['activity']['cv']:.2f} (level {metrics['activity']['level']})")
     if rec:
         parts.append(f"masked MSE {rec['himae']:.3f} vs linear {rec['linear']:.3f}")
     return {"summary": "; ".join(parts), "date": prov.get("date"), "data": prov.get("data"),
@@ -124,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"exported {args.out / f'{name}.himae'} ({wall / 60:.1f} min of training)")
         return 0
 
+    from training import heads
     from training import report as rendering
     from training import resolution
     from training.frozen import load_model_file
@@ -137,18 +133,22 @@ def main(argv: list[str] | None = None) -> int:
         plain = args.out / f"{name}.plain.himae"
         export_model(load_checkpoint(ckpt), plain)
         model = load_model_file(plain)
-        entry, fitted = resolution.model_report(model, sources, tasks)
-        entry["file"] = f"{name}.himae"
         prov = model.meta.get("provenance", {})
+        rec = resolution.reconstruction(model, sources, set(prov.get("val_subjects") or []))
+        base = card(name, prov, rec, wall, torch.get_num_threads())
+        # the heads: fitted and scored leave-one-dataset-out (what `himae probe --data` does)
+        result = heads.evaluate(heads.features(model, plain, args.data, args.out / "cache"), model.config)
         shipped = zoo.MODELS_DIR / f"{name}.himae"
-        save_with_heads(plain, shipped, fitted, card(name, prov, entry, wall, torch.get_num_threads()))
-        (args.out / f"{name}.entry.json").write_text(json.dumps(entry))
+        save_with_heads(plain, shipped, heads.shipped_heads(result), heads.card(base, result, name))
+        entry = {"file": f"{name}.himae", "result": result,
+                 "why": {t: heads.why(t, result[t]) for t in ("heart_rate", "quality", "activity")}}
+        (args.out / f"{name}.entry.json").write_text(json.dumps(entry, default=rendering._plain))
         print(f"shipped {shipped}")
     # The report covers every recipe finished in this checkpoint folder, so recipes can run apart.
     entries = {n: json.loads((args.out / f"{n}.entry.json").read_text())
                for n in ("himae-100", "himae-25") if (args.out / f"{n}.entry.json").exists()}
     report = {"command": PROBE_COMMAND, "date": time.strftime("%Y-%m-%d", time.gmtime()), "models": entries}
-    for path in rendering.write(report, REPORT):
+    for path in rendering.write_lodo(report, REPORT):
         print(f"wrote {path}")
     return 0
 

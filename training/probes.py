@@ -18,6 +18,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from himae_stream import probes as heads
+from himae_stream.probes import positions  # one definition, the runtime's
 from himae_stream.normalize import normalize, validate_spec
 from himae_stream.recordings import Recording
 
@@ -41,14 +42,6 @@ def prepare(rec: Recording, channel: str, fs: float, normalizer: dict) -> np.nda
         raise ValueError("probes use stream-mode embeddings, which need a normaliser of kind 'stream'")
     picked = rec.pick([channel]).resampled(fs)
     return normalize(picked.signals, spec, fs)[0]
-
-
-def positions(level: int, start: int, end: int, length: int) -> slice:
-    """Level-`level` positions whose input sample 2^(level+1)·p lies in [start, end)."""
-    step = 2 ** (level + 1)
-    lo = -(-start // step)
-    hi = -(-end // step)
-    return slice(min(max(lo, 0), length), min(max(hi, 0), length))
 
 
 def window_embeddings(acts: list, start_s, end_s, fs: float) -> list[np.ndarray]:

@@ -45,8 +45,12 @@ def describe(f: modelfile.ModelFile) -> list[str]:
         summary = card.get("summary", json.dumps(card)) if isinstance(card, dict) else json.dumps(card)
         lines += ["", f"card         {summary}"]
     if f.meta.get("probes"):
-        names = [p.get("name", "?") if isinstance(p, dict) else "?" for p in f.meta["probes"]]
+        heads = [p for p in f.meta["probes"] if isinstance(p, dict)]
+        names = [p.get("name", "?") + ("" if p.get("default", True) else " (not in default records)") for p in heads]
         lines += [f"probes       {len(names)}: {', '.join(names)}"]
+        card = f.meta.get("card") if isinstance(f.meta.get("card"), dict) else {}
+        for line in (card.get("heads") or {}).values():
+            lines += [f"             {line}"]
     return lines
 
 

@@ -72,10 +72,18 @@ def figure(recording: str, model="himae-100", channels: str | None = None, start
                         replace=False):
         mask[s:s + cut] = True
     filled, imputed = impute(x, mask, model)
-    stream = model.stream(window=default_window(model), hop="1s")  # the window the heads were fitted on
-    windows = stream.push(np.where(mask, np.nan, x)).windows + stream.flush().windows
+    from himae_stream import probes
 
-    heads = model.metadata.get("probes") or []
+    stream = model.stream(window=default_window(model), hop="1s")  # the window the heads were fitted on
+    held = probes.Positions(list(model.config["channels"]), n + 2 * stream.window)
+    windows, acts = [], []
+    for out in (stream.push(np.where(mask, np.nan, x)), stream.flush()):
+        held.add(out.levels)
+        windows += out.windows
+        acts += [[a.copy() for a in held.window(w.start, w.end)] for w in out.windows]
+    heads = probes.Heads(model.metadata.get("probes") or [], rate)
+    predictions = heads.apply(acts, [w.end - w.start for w in windows])
+    heads = list(heads)
     fig = Figure(figsize=(12, 4 + 1.6 * len(heads)))
     axes = fig.subplots(1 + len(heads), 1, sharex=True, squeeze=False,
                         gridspec_kw={"height_ratios": [2.5] + [1] * len(heads)})[:, 0]
@@ -93,19 +101,17 @@ def figure(recording: str, model="himae-100", channels: str | None = None, start
     ax.legend(loc="upper right")
     centres = np.array([(first + (w.start + w.end) / 2) / rate for w in windows])
     for head, hax in zip(heads, axes[1:]):
-        _plot_head(hax, head, centres, [w.embeddings[head["level"]] for w in windows])
+        _plot_head(hax, head, centres, [p[head["name"]] for p in predictions])
     axes[-1].set_xlabel("time (s)")
     fig.tight_layout()
     return fig, len(runs), int(mask.sum())
 
 
-def _plot_head(ax, head: dict, centres: np.ndarray, embeddings: list) -> None:
+def _plot_head(ax, head: dict, centres: np.ndarray, values: list) -> None:
     """One head's prediction per window centre on its own axis: a value with its unit, or a class."""
-    from himae_stream import probes
-
     name = head["name"].replace("_", " ")
-    values = [probes.predict(head, e)[0] for e in embeddings]
-    if head["kind"] == "ridge":
+    if head["kind"] != "logistic":
+        values = [np.nan if v is None else v for v in values]
         unit = UNITS.get(head.get("unit"), (head.get("unit"), 0))[0]
         ax.plot(centres, values, marker="o", ms=3, color="tab:blue")
         ax.set_ylabel(f"{name}\n({textwrap.fill(unit, 20)})" if unit else name)

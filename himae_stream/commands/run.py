@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=SPEED, help="replay speed of the default simulator source (default 1, 'max')")
     p.add_argument("--channels", help="device channel(s) the model reads, by name or glob")
     p.add_argument("--no-impute", action="store_true", help="do not fill gaps")
+    p.add_argument("--all-heads", action="store_true",
+                   help="also predict with heads kept out of default records (they lost to a classical "
+                        "baseline on data they never saw; `himae info MODEL` says why)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +99,8 @@ async def _drive(source, url, model, window, hop, duration, args, sinks, state, 
         if view:
             view.start()
         async for record in run_pipeline(source, model, window, hop, channels=args.channels,
-                                         impute=not args.no_impute, duration=duration, pipeline=state):
+                                         impute=not args.no_impute, all_heads=args.all_heads,
+                                         duration=duration, pipeline=state):
             for sink in sinks:
                 sink.write(record)
             if view:

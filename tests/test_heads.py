@@ -1,0 +1,158 @@
+"""The heads a record shows: spectral heart rate, quality labels and corruptions, ECG labels,
+leave-one-dataset-out splits, the ship rule, and the live buffer of per-position activations."""
+
+import numpy as np
+import pytest
+from conftest import WRIST_BIKE, WRIST_RUN, WRIST_WALK
+
+from himae_stream import probes as P
+from training import ecg
+from training import heads as H
+
+
+def _acts(freq_hz, fs=100.0, span=800, channels=(16, 32, 64, 128, 256), noise=0.0, seed=0):
+    """Per-level activations over one window: every channel a sinusoid at `freq_hz` (random phase)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for l, c in enumerate(channels):
+        rate = fs / 2 ** (l + 1)
+        t = np.arange(span // 2 ** (l + 1)) / rate
+        phase = rng.uniform(0, 2 * np.pi, (c, 1))
+        out.append(np.sin(2 * np.pi * freq_hz * t + phase) + noise * rng.normal(size=(c, t.size)) + 3.0)
+    return out
+
+
+def test_spectral_head_reads_78_bpm_from_a_1_3_hz_sinusoid():
+    head = {"name": "heart_rate", "kind": "spectral", "levels": [0, 1, 2, 3], "weights": [1, 1, 1, 1],
+            "band_hz": [0.7, 3.5]}
+    P.validate(head, [16, 32, 64, 128, 256])
+    assert P.spectral_rate(head, _acts(1.3), 100.0, 800) == pytest.approx(78.0, abs=0.3)
+    for bpm in (48.0, 61.5, 97.0, 143.0, 180.0):
+        got = P.spectral_rate(head, _acts(bpm / 60, noise=0.5, seed=int(bpm)), 100.0, 800)
+        assert got == pytest.approx(bpm, abs=1.0)
+    # a level whose Nyquist rate is under the band's top still adds what it resolves
+    assert P.spectral_rate({**head, "levels": [3], "weights": [1]}, _acts(1.3), 100.0, 800) == pytest.approx(78, abs=0.5)
+    # the runtime Heads give the same number
+    (out,) = P.Heads([head], 100.0).apply([_acts(1.3)], [800])
+    assert out["heart_rate"] == P.spectral_rate(head, _acts(1.3), 100.0, 800)
+    flat = [np.zeros_like(a) for a in _acts(1.3)]
+    assert P.Heads([head], 100.0).apply([flat], [800])[0]["heart_rate"] is None  # no pulse, no number
+    with pytest.raises(ValueError, match="weights"):
+        P.validate({**head, "weights": [1, 1]}, [16, 32, 64, 128, 256])
+    with pytest.raises(ValueError, match="not levels"):
+        P.validate({**head, "levels": [0, 5], "weights": [1, 1]}, [16, 32, 64, 128, 256])
+
+
+def test_heads_not_default_stay_out_of_records_unless_asked():
+    hr = {"name": "heart_rate", "kind": "spectral", "levels": [0], "weights": [1.0]}
+    act = {"name": "activity", "kind": "spectral", "levels": [1], "weights": [1.0], "default": False}
+    assert [h["name"] for h in P.Heads([hr, act])] == ["heart_rate"]
+    assert [h["name"] for h in P.Heads([hr, act], everything=True)] == ["heart_rate", "activity"]
+
+
+def test_probability_head_on_pooled_features_is_in_0_1():
+    rng = np.random.default_rng(0)
+    acts = _acts(1.3, channels=(4, 8), noise=0.3)
+    head = {"name": "quality", "kind": "probability", "levels": [0, 1], "pool": ["mean", "std"],
+            "purity_levels": [1], "basis": [np.eye(8)[:3].tolist()]}
+    dim = P.feature_size(head, [4, 8])
+    assert dim == 2 * 4 + 2 * 8 + 1
+    head.update(mean=[0.0] * dim, std=[1.0] * dim, weights=[rng.normal(size=dim).tolist()], bias=[0.3])
+    P.validate(head, [4, 8])
+    x = P.features(head, acts, 100.0, 800)
+    assert x.shape == (dim,) and 0.5 < x[-1] <= 1  # purity: a pure tone keeps most power at its peak
+    np.testing.assert_allclose(x[:4], acts[0].mean(axis=1))
+    np.testing.assert_allclose(x[4:8], acts[0].std(axis=1), rtol=1e-6)
+    with pytest.raises(ValueError, match="basis of level 1"):
+        P.validate({**head, "basis": [np.eye(4).tolist()]}, [4, 8])
+    (out,) = P.Heads([head], 100.0).apply([acts], [800])
+    assert 0.0 <= out["quality"] <= 1.0
+    assert out["quality"] == pytest.approx(P.predict(head, x[None])[0])
+
+
+def test_positions_buffer_gives_the_offline_positions():
+    """Chunks of a stream's per-push output, buffered, give each window exactly the positions
+    `positions` selects from the whole recording."""
+    rng = np.random.default_rng(1)
+    channels, n = [2, 3, 4], 5000
+    whole = [rng.normal(size=(c, -(-n // 2 ** (l + 1)))).astype(np.float32) for l, c in enumerate(channels)]
+    buf = P.Positions(channels, keep=1200)
+    emitted = [0, 0, 0]
+    for cut in np.cumsum(rng.integers(1, 300, size=100)):
+        levels = []
+        for l, a in enumerate(whole):
+            upto = min(int(cut) // 2 ** (l + 1), a.shape[1])
+            levels.append((np.arange(emitted[l], upto), a[:, emitted[l]:upto]))
+            emitted[l] = upto
+        buf.add(levels)
+        end = min(int(cut), n) // 8 * 8 - 8  # a window whose positions have all arrived
+        if end >= 800:
+            for l, a in enumerate(whole):
+                np.testing.assert_array_equal(buf.window(end - 800, end)[l],
+                                              a[:, P.positions(l, end - 800, end, a.shape[1])])
+    with pytest.raises(ValueError, match="jump"):
+        buf.add([(np.array([10**6]), np.zeros((2, 1), np.float32))] + [(np.zeros(0, int), None)] * 2)
+
+
+@pytest.mark.parametrize("path", [WRIST_RUN, WRIST_WALK, WRIST_BIKE])
+def test_ecg_r_peaks_give_the_annotated_window_heart_rate(path):
+    z = np.load(path)
+    beats = ecg.r_peaks(z["ecg"], float(z["fs_ecg"]))
+    start = z["hr_ref_t_start_s"]
+    ours = ecg.window_hr(beats, start, start + 8.0)
+    reference = ecg.window_hr(z["ecg_beats_s"], start, start + 8.0)
+    assert np.isfinite(ours).all()
+    assert np.median(np.abs(ours - reference)) <= 1.0
+    np.testing.assert_allclose(reference, z["hr_ref"], atol=0.05)  # the data set's own definition
+
+
+def test_quality_labels():
+    hr_ppg = np.array([70.0, 95.0, 70.0, np.nan, 70.0, 70.0])
+    hr_ref = np.array([72.0, 72.0, np.nan, 72.0, np.nan, 72.0])
+    good = np.array([np.nan, np.nan, np.nan, np.nan, 0.0, np.nan])
+    corrupted = np.array([False, False, False, False, False, True])
+    y = H.quality_labels(hr_ppg, hr_ref, good, corrupted)
+    np.testing.assert_array_equal(y[[0, 1, 4, 5]], [1.0, 0.0, 0.0, 0.0])
+    assert np.isnan(y[2]) and np.isnan(y[3])
+
+
+def test_corruptions_change_only_what_follows_their_start():
+    rng = np.random.default_rng(0)
+    fs = 64.0
+    x = np.sin(2 * np.pi * 1.2 * np.arange(int(28 * fs)) / fs) * 50 + 1000
+    for kind in H.CORRUPTIONS:
+        y = H.corrupt(x, kind, fs, 512, rng)
+        np.testing.assert_array_equal(y[:512], x[:512])
+        assert not np.allclose(y[512:], x[512:]), kind
+    flat = H.corrupt(x, "flat", fs, 512, rng)
+    assert np.std(flat[512:]) < 1e-3 * np.std(x) * 2
+
+
+def test_lodo_folds_never_put_a_data_set_on_both_sides():
+    ds = np.array(["A", "B", "A", "C", "B", "C", "C"], dtype=object)
+    folds = H.lodo_folds(ds)
+    assert [name for name, _ in folds] == ["A", "B", "C"]
+    covered = np.zeros(len(ds), int)
+    for name, held in folds:
+        assert set(ds[held]) == {name} and name not in set(ds[~held])
+        covered += held
+    assert (covered == 1).all()
+    # the linear LODO fit never sees the held-out data set
+    seen = []
+    X = np.arange(len(ds), dtype=float)[:, None]
+    y = np.array(["a", "b"] * 3 + ["a"], dtype=object)
+
+    def fit(Xt, yt):
+        seen.append(set(Xt[:, 0].astype(int).tolist()))
+        return {"kind": "logistic", "mean": [0.0], "std": [1.0], "weights": [[0.0], [1.0]], "bias": [0.0, 0.0],
+                "classes": ["a", "b"]}
+
+    H.lodo_linear(X, y, ds, fit, np.ones(len(ds), bool))
+    for (name, held), rows in zip(folds, seen):
+        assert not rows & set(np.flatnonzero(held).tolist())
+
+
+def test_auc_and_mae():
+    assert H.auc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0.0, 0.0, 1.0, 1.0])) == 1.0
+    assert H.auc(np.array([0.5, 0.5]), np.array([0.0, 1.0])) == 0.5
+    assert H.mae(np.array([70.0, np.nan]), np.array([72.0, 80.0])) == pytest.approx((2 + 80) / 2)
