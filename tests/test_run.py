@@ -42,9 +42,15 @@ def test_embedded_default(tmp_path, himae):
     # the shipped heads were fitted on 8 s windows: starts 0, 1, ..., 12 s within 20 s
     check_records(records, [16, 32, 64, 128, 256], 13, window=800)
     # only the heads that beat their classical baselines on data they never saw are in default records
+    from himae_stream import modelfile, probes, zoo
+
+    heads = modelfile.read(zoo.resolve("himae-100")).meta["probes"]
+    default = {h["name"] for h in heads if probes.is_default(h)}
+    assert "heart_rate" in default and len(default) < len(heads)
+    expected = default | ({"activity_p"} if "activity" in default else set())
     for r in records:
         p = r["predictions"]
-        assert set(p) == {"heart_rate"}
+        assert set(p) == expected
         assert 30 < p["heart_rate"] < 220
     # every head the file carries, when asked for
     out = tmp_path / "all.jsonl"

@@ -63,11 +63,14 @@ def test_plot_gives_each_quantity_its_own_labelled_axis(plot):
     fig, gaps, samples = plot
     axes = fig.axes
     labels = [ax.get_ylabel() for ax in axes]
-    # one axis per head in the model's default records (himae-100: heart rate; the others lost to
-    # their classical baselines on data they never saw and stay out)
-    assert labels == ["PLETH (recording units)", "heart rate\n(bpm)"]
+    # one axis per head in the model's default records (the others lost to their classical
+    # baselines on data they never saw and stay out)
+    from himae_stream import modelfile, probes, zoo
+
+    default = [h["name"] for h in modelfile.read(zoo.resolve("himae-100")).meta["probes"] if probes.is_default(h)]
+    assert labels[:2] == ["PLETH (recording units)", "heart rate\n(bpm)"] and len(labels) == 1 + len(default)
     assert axes[-1].get_xlabel() == "time (s)"
-    assert [len(ax.get_lines()) for ax in axes] == [2, 1], "one quantity per prediction axis"
+    assert [len(ax.get_lines()) for ax in axes] == [2] + [1] * len(default), "one quantity per prediction axis"
     heart_rate = axes[1].get_lines()[0].get_ydata()
     assert len(heart_rate) == 13 and np.all((30 < heart_rate) & (heart_rate < 220))
     assert gaps == 3 and samples == 300

@@ -227,8 +227,16 @@ def clean_flags(items: list[C.Item], model_fs: float, normalizer: dict) -> list[
 
 
 def cache_path(path: Path, cache_dir: Path, seed: int = 0, datasets=C.DATASETS) -> Path:
-    """Where `features` keeps one model file's features (by content, data sets, seed and code version)."""
-    digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+    """Where `features` keeps one model file's features: by its configuration and weights (not
+    the heads or card it carries, which fitting rewrites), data sets, seed and code version."""
+    from himae_stream import modelfile
+
+    mf = modelfile.read(path)
+    h = hashlib.sha1(json.dumps(mf.config, sort_keys=True).encode())
+    for name in sorted(mf.tensors):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(mf.tensors[name]).tobytes())
+    digest = h.hexdigest()[:12]
     which = hashlib.sha1(",".join(datasets).encode()).hexdigest()[:6]
     return Path(cache_dir) / f"heads-{Path(path).stem}-{digest}-{which}-s{seed}-v{CACHE_VERSION}.npz"
 

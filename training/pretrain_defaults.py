@@ -75,7 +75,7 @@ def card(name: str, prov: dict, rec: dict | None, wall_s: float | None, threads:
 
     metrics = {}
     if rec:
-        metrics["masked_reconstruction_mse"] = {k: rec[k] for k in ("himae", "linear", "zero")}
+        metrics["masked_reconstruction_mse"] = {k: rec[k] for k in ("himae", "linear", "zero") if k in rec}
     datasets = ", ".join(prov.get("windows_by_dataset", {}).get("train", {}))
     parts = [f"{name} pretrained on the PPG of {datasets or 'the shared data sets'} (PhysioNet a103l held out), "
              f"with device augmentations",
