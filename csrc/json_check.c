@@ -1,7 +1,9 @@
-/* json_check.c - strict JSON syntax check (as Python's json.loads accepts it,
- * NaN/Infinity included) and key lookup in an object, so that the C loader
- * and the Python reader accept exactly the same metadata. Nothing is built:
- * values are byte spans of the checked text. */
+/* json_check.c - strict JSON syntax check (what Python's json.loads accepts,
+ * NaN/Infinity included, within two limits: nesting at most
+ * HIMAE_JSON_MAX_DEPTH deep and numbers at most HIMAE_JSON_MAX_NUMBER
+ * characters long, so that text that passes here always loads in Python,
+ * whatever its recursion and integer-digit limits) and key lookup in an
+ * object. Nothing is built: values are byte spans of the checked text. */
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -10,12 +12,16 @@
 
 #include "json_check.h"
 
-#define MAX_DEPTH 900 /* nesting; Python's json stops near its recursion limit (1000) */
-
 typedef struct {
     const uint8_t *s;
     size_t n, i;
+    const char *why; /* the first problem found, or NULL */
 } cursor;
+
+static int bad(cursor *c, const char *why) {
+    if (!c->why) c->why = why;
+    return 0;
+}
 
 static void skip_ws(cursor *c) {
     while (c->i < c->n && (c->s[c->i] == ' ' || c->s[c->i] == '\t' || c->s[c->i] == '\n' ||
@@ -31,6 +37,8 @@ static int take(cursor *c, const char *lit) {
 }
 
 static int is_digit(uint8_t ch) { return ch >= '0' && ch <= '9'; }
+
+static int number_body(cursor *c);
 
 static int hex(uint8_t ch) {
     return is_digit(ch) || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
@@ -59,6 +67,12 @@ static int parse_string(cursor *c) {
 }
 
 static int parse_number(cursor *c) {
+    size_t begin = c->i;
+    if (!number_body(c)) return 0;
+    return c->i - begin <= HIMAE_JSON_MAX_NUMBER || bad(c, "number too long");
+}
+
+static int number_body(cursor *c) {
     if (c->i < c->n && c->s[c->i] == '-') {
         c->i++;
         if (take(c, "Infinity")) return 1;
@@ -87,7 +101,7 @@ static int parse_number(cursor *c) {
 static int parse_value(cursor *c, int depth);
 
 static int parse_container(cursor *c, int depth, uint8_t close, int is_object) {
-    if (depth > MAX_DEPTH) return 0;
+    if (depth >= HIMAE_JSON_MAX_DEPTH) return bad(c, "nested too deeply");
     c->i++;
     skip_ws(c);
     if (c->i < c->n && c->s[c->i] == close) {
@@ -162,13 +176,17 @@ static int valid_utf8(const uint8_t *s, size_t n) {
     return 1;
 }
 
-int himae_json_is_object(const uint8_t *s, size_t n) {
-    if (memchr(s, 0, n) != NULL || !valid_utf8(s, n)) return 0;
-    cursor c = {s, n, 0};
+const char *himae_json_check_object(const uint8_t *s, size_t n, size_t *at) {
+    *at = 0;
+    if (memchr(s, 0, n) != NULL) return "holds a NUL byte";
+    if (!valid_utf8(s, n)) return "not UTF-8";
+    cursor c = {s, n, 0, NULL};
     skip_ws(&c);
-    if (c.i >= c.n || c.s[c.i] != '{' || !parse_value(&c, 0)) return 0;
-    skip_ws(&c);
-    return c.i == c.n;
+    int ok = c.i < c.n && c.s[c.i] == '{' ? parse_value(&c, 0) : bad(&c, "not an object");
+    if (ok) skip_ws(&c);
+    if (ok && c.i != c.n) bad(&c, "extra data");
+    *at = c.i;
+    return ok && c.i == c.n ? NULL : c.why ? c.why : "invalid JSON";
 }
 
 /* Next code point of a JSON string body at *i (escapes decoded), or -1 at
@@ -275,12 +293,9 @@ int himae_json_number(const uint8_t *s, himae_json_span v, double *out) {
         return 1;
     }
     if (ch != '-' && !(ch >= '0' && ch <= '9')) return 0;
-    char buf[64];
+    char buf[HIMAE_JSON_MAX_NUMBER + 1];
     size_t len = v.end - v.start;
-    if (len >= sizeof buf) { /* a very long literal: let strtod read it in place */
-        *out = strtod((const char *)s + v.start, NULL);
-        return 1;
-    }
+    if (len > HIMAE_JSON_MAX_NUMBER) return 0; /* checked text has none */
     memcpy(buf, s + v.start, len);
     buf[len] = 0;
     *out = strtod(buf, NULL);
