@@ -230,7 +230,7 @@ int himae_json_string_equals(const uint8_t *s, size_t n, himae_json_span v, cons
 int himae_json_get(const uint8_t *s, size_t n, himae_json_span obj, const char *key,
                    himae_json_span *value) {
     if (obj.start >= obj.end || s[obj.start] != '{') return 0;
-    cursor c = {s, n, obj.start + 1};
+    cursor c = {s, n, obj.start + 1, NULL};
     int found = 0;
     for (;;) {
         skip_ws(&c);
@@ -261,7 +261,7 @@ int himae_json_kind(const uint8_t *s, himae_json_span v) {
 
 size_t himae_json_array_items(const uint8_t *s, size_t n, himae_json_span arr,
                               himae_json_span *items, size_t max_items) {
-    cursor c = {s, n, arr.start + 1};
+    cursor c = {s, n, arr.start + 1, NULL};
     size_t count = 0;
     for (;;) {
         skip_ws(&c);
