@@ -255,6 +255,9 @@ def test_only_regular_files_are_read(tmp_path, kind, capsys):
 def test_files_over_one_gib_are_refused_unread(tmp_path):
     from himae_stream import load_model
 
+    from himae_stream._core import MAX_FILE
+
+    assert modelfile.MAX_FILE_SIZE == MAX_FILE == 1 << 30  # the Python reader's cap is the C loader's
     path = tmp_path / "huge.himae"
     with open(path, "wb") as f:  # sparse: nothing is written
         f.truncate(modelfile.MAX_FILE_SIZE + 1)

@@ -47,7 +47,8 @@ for t in "${targets[@]}"; do
     grep -E "INITED|DONE|stat::number_of_executed_units|stat::peak_rss_mb" "build/$t.log" | tail -4
     echo "== $t: no crash ($(ls "build/corpus/$t" | wc -l) corpus inputs)"
   else
-    tail -60 "build/$t.log"
+    if grep -q "ERROR: " "build/$t.log"; then sed -n '/ERROR: /,$p' "build/$t.log" | grep -v "^  0x\|^Shadow\|^  [A-Z].*: *[0-9a-f ]*$" | head -60
+    else tail -60 "build/$t.log"; fi
     echo "== $t: CRASH; input: $(ls build/crash-"$t"-* 2>/dev/null | head -1)" >&2
     echo "   add it to csrc/fuzz/regressions/$t/ with a test (docs/fuzzing.md)" >&2
     status=1
