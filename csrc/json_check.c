@@ -144,8 +144,9 @@ static int parse_value(cursor *c, int depth) {
     }
 }
 
-/* Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
-static int valid_utf8(const uint8_t *s, size_t n) {
+/* Where s[0, n) stops being strict UTF-8 (no overlongs, surrogates or code
+ * points past U+10FFFF): n when it is all valid. */
+static size_t utf8_end(const uint8_t *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         uint8_t b = s[i];
@@ -161,25 +162,26 @@ static int valid_utf8(const uint8_t *s, size_t n) {
         } else if (b >= 0xF0 && b <= 0xF4) {
             len = 4, cp = b & 0x07;
         } else {
-            return 0;
+            return i;
         }
-        if (n - i < len) return 0;
+        if (n - i < len) return i;
         for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return 0;
+            if ((s[i + k] & 0xC0) != 0x80) return i;
             cp = (cp << 6) | (s[i + k] & 0x3F);
         }
         if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
             (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
+            return i;
         i += len;
     }
-    return 1;
+    return n;
 }
 
 const char *himae_json_check_object(const uint8_t *s, size_t n, size_t *at) {
-    *at = 0;
-    if (memchr(s, 0, n) != NULL) return "holds a NUL byte";
-    if (!valid_utf8(s, n)) return "not UTF-8";
+    const uint8_t *nul = memchr(s, 0, n);
+    *at = nul ? (size_t)(nul - s) : utf8_end(s, n);
+    if (nul) return "holds a NUL byte";
+    if (*at < n) return "not UTF-8";
     cursor c = {s, n, 0, NULL};
     skip_ws(&c);
     int ok = c.i < c.n && c.s[c.i] == '{' ? parse_value(&c, 0) : bad(&c, "not an object");

@@ -58,6 +58,7 @@ cdef extern from "himae.h":
 
 cdef extern from "modelfile.h":
     size_t HIMAE_MAX_FILE
+    enum: HIMAE_MAX_TENSORS
     ctypedef struct himae_tensor:
         char name[48]
         uint32_t ndim
@@ -69,7 +70,7 @@ cdef extern from "modelfile.h":
         const char *meta
         size_t meta_size
         size_t n_tensors
-        himae_tensor tensors[1]
+        himae_tensor tensors[HIMAE_MAX_TENSORS]
     int himae_parse(const unsigned char *buf, size_t size, himae_file *file, char *err, size_t err_len) nogil
     void himae_model_memory(const himae_file *file, himae_isa isa, size_t *weights, size_t *buffers)
 
