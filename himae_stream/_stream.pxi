@@ -182,7 +182,7 @@ cdef class StreamEngine:
             raise StreamStateError(err.decode("utf-8", "replace"))
 
 
-# Most rows a RunningSums buffer grows by beyond what a push needs (RunningSums.reserve).
+# Most rows a RunningSums buffer takes beyond what a push and the open windows need (RunningSums.reserve).
 cdef int64_t GROW_ROWS = 1 << 16
 
 
@@ -195,9 +195,11 @@ cdef class RunningSums:
     lines per level however many channels it has. Dropping the front only
     moves `off`. When a push finds no room after the last row, the held rows
     move to the front, into a new buffer when the old one cannot also take
-    as many rows again as it then holds (at most GROW_ROWS more): a buffer
-    is at most twice what a push and the open windows need, and a push moves
-    at most one row per row it adds while the held rows fit GROW_ROWS.
+    three times as many rows again as it then holds, but never more than
+    GROW_ROWS rows beyond them: while a push and the open windows need fewer
+    than GROW_ROWS / 3 rows, a buffer is four times what they need and a push
+    moves at most a third of a row per row it adds; past that, it grows by
+    what a push needs plus GROW_ROWS, whatever the push's length.
     """
 
     cdef readonly int channels
@@ -226,7 +228,7 @@ cdef class RunningSums:
     cdef double *reserve(self, int64_t k) except NULL:
         """Room for k more rows after the last: where they go (leading dimension: channels)."""
         cdef int64_t held = self.n + 1, need = self.n + 1 + k
-        cdef int64_t room = need + min(need, GROW_ROWS)
+        cdef int64_t room = need + min(3 * need, GROW_ROWS)
         cdef cnp.ndarray old = self.buf
         if self.off + need > self._capacity:
             if room > self._capacity:
