@@ -23,4 +23,6 @@ clang -std=c11 -g -O1 -fsanitize=fuzzer -fprofile-instr-generate -fcoverage-mapp
 mkdir -p "build/corpus/$t"
 LLVM_PROFILE_FILE="build/cov_$t.profraw" "./build/cov_$t" -runs=0 "build/corpus/$t" "$seeds" >/dev/null 2>&1
 llvm-profdata merge -sparse "build/cov_$t.profraw" -o "build/cov_$t.profdata"
-llvm-cov report "build/cov_$t" -instr-profile="build/cov_$t.profdata" "${files[@]}"
+report="$(llvm-cov report "build/cov_$t" -instr-profile="build/cov_$t.profdata")"
+head -2 <<<"$report"
+for f in "${files[@]}"; do grep "^$f " <<<"$report"; done
