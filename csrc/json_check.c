@@ -1,9 +1,9 @@
 /* json_check.c - strict JSON syntax check (what Python's json.loads accepts,
- * NaN/Infinity included, within two limits: nesting at most
- * HIMAE_JSON_MAX_DEPTH deep and numbers at most HIMAE_JSON_MAX_NUMBER
- * characters long, so that text that passes here always loads in Python,
- * whatever its recursion and integer-digit limits) and key lookup in an
- * object. Nothing is built: values are byte spans of the checked text. */
+ * NaN/Infinity included, within three limits: nesting at most
+ * HIMAE_JSON_MAX_DEPTH deep, numbers at most HIMAE_JSON_MAX_NUMBER
+ * characters long and no unpaired surrogate escape, so that text that passes
+ * here always loads in Python, whatever its recursion and integer-digit
+ * limits, as printable text) and key lookup in an object. Nothing is built: values are byte spans of the checked text. */
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -44,6 +44,19 @@ static int hex(uint8_t ch) {
     return is_digit(ch) || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
 }
 
+/* The code unit of the 4 hex digits at the cursor (then past them), or -1. */
+static long hex4(cursor *c) {
+    if (c->n - c->i < 4) return -1;
+    long cp = 0;
+    for (int k = 0; k < 4; k++) {
+        uint8_t h = c->s[c->i + k];
+        if (!hex(h)) return -1;
+        cp = cp * 16 + (h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+    }
+    c->i += 4;
+    return cp;
+}
+
 static int parse_string(cursor *c) {
     c->i++; /* opening quote */
     while (c->i < c->n) {
@@ -54,10 +67,15 @@ static int parse_string(cursor *c) {
             if (c->i >= c->n) return 0;
             uint8_t e = c->s[c->i++];
             if (e == 'u') {
-                if (c->n - c->i < 4) return 0;
-                for (int k = 0; k < 4; k++)
-                    if (!hex(c->s[c->i + k])) return 0;
-                c->i += 4;
+                long cp = hex4(c);
+                if (cp < 0) return 0;
+                /* Strings are Unicode text: a surrogate escape only as a high-low pair
+                 * (Python would take a lone one, and then fail to print or encode it). */
+                if (cp >= 0xDC00 && cp <= 0xDFFF) return bad(c, "unpaired surrogate");
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    long low = c->n - c->i >= 2 && c->s[c->i] == '\\' && c->s[c->i + 1] == 'u' ? (c->i += 2, hex4(c)) : -1;
+                    if (low < 0xDC00 || low > 0xDFFF) return bad(c, "unpaired surrogate");
+                }
             } else if (!strchr("\"\\/bfnrt", e) || e == 0) {
                 return 0;
             }

@@ -11,7 +11,8 @@ typedef struct himae_json_span {
 
 /* Limits of checked text: nesting depth of objects and arrays, and the
  * length of a number literal (Python's json.loads stops near its recursion
- * limit and refuses integers past its digit limit, 640 at the lowest). */
+ * limit and refuses integers past its digit limit, 640 at the lowest); and
+ * surrogate escapes come in high-low pairs. */
 #define HIMAE_JSON_MAX_DEPTH 64
 #define HIMAE_JSON_MAX_NUMBER 100
 

@@ -198,8 +198,8 @@ cdef class RunningSums:
     three times as many rows again as it then holds, but never more than
     GROW_ROWS rows beyond them: while a push and the open windows need fewer
     than GROW_ROWS / 3 rows, a buffer is four times what they need and a push
-    moves at most a third of a row per row it adds; past that, it grows by
-    what a push needs plus GROW_ROWS, whatever the push's length.
+    moves at most a third of a row per row it adds; past that, a buffer is
+    what they need plus GROW_ROWS rows.
     """
 
     cdef readonly int channels

@@ -194,6 +194,20 @@ def test_a_huge_integer_in_metadata_is_a_model_file_error(tmp_path):
     assert _both_readers(tmp_path, make_corpus.with_metadata(meta)) == (None, None)
 
 
+@pytest.mark.parametrize("text, ok", [(rb'"x\ud800"', False), (rb'"\udfff"', False), (rb'"\ud83d\u0041"', False),
+                                      (rb'"\ud83d\ude00"', True), (rb'"\u00e9"', True)])
+def test_only_paired_surrogate_escapes_are_read(tmp_path, capsys, text, ok):
+    """A lone surrogate escape loaded in Python, and then `himae info` could not print the name."""
+    from himae_stream.cli import main
+
+    meta = b'{"name": ' + text + b', "channel_names": ["PPG"], "normalizer": {"kind": "minmax"}}'
+    c, py = _both_readers(tmp_path, make_corpus.with_metadata(meta))
+    assert c == py and (c is None) == ok, c
+    if not ok:
+        assert "unpaired surrogate at byte" in c
+    assert main(["info", str(tmp_path / "m.himae")]) == (0 if ok else 2)
+
+
 STREAM_NORM = b'{"kind": "stream", "highpass_hz": %s, "lowpass_hz": %s, "scale_k": %s}'
 
 
