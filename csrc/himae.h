@@ -71,13 +71,22 @@ typedef struct himae_config {
 
 typedef struct himae_model himae_model;
 
-/* Load a model file. isa: NULL or "" = best supported (or $HIMAE_ISA if set),
- * else "scalar" | "avx2" | "avx512" | "neon". On failure returns a status,
- * writes a message (see docs/model-format.md) into err and sets *out = NULL. */
-int himae_load(const char *path, const char *isa, himae_model **out, char *err, size_t err_len);
+/* Default limit on a loaded model's activation buffers (all it allocates but
+ * its packed weights; docs/model-format.md, "Memory"). */
+#define HIMAE_DEFAULT_MAX_MEMORY ((size_t)256 << 20)
+
+/* Load a model file (a regular file of at most 1 GiB). isa: NULL or "" =
+ * best supported (or $HIMAE_ISA if set), else "scalar" | "avx2" | "avx512" |
+ * "neon". max_memory: the most bytes of activation buffers the model may
+ * need (0 = HIMAE_DEFAULT_MAX_MEMORY); a model that needs more is refused
+ * (HIMAE_EFORMAT) before anything is allocated for it. On failure returns a
+ * status, writes a message (see docs/model-format.md) into err and sets
+ * *out = NULL. */
+int himae_load(const char *path, const char *isa, size_t max_memory, himae_model **out, char *err,
+               size_t err_len);
 /* Same, from a buffer in memory (the buffer is not kept). */
-int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa, himae_model **out,
-                      char *err, size_t err_len);
+int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa, size_t max_memory,
+                      himae_model **out, char *err, size_t err_len);
 void himae_free(himae_model *model);
 
 const himae_config *himae_model_config(const himae_model *model);

@@ -1,7 +1,9 @@
-/* json_check.c - strict JSON syntax check (as Python's json.loads accepts it,
- * NaN/Infinity included) and key lookup in an object, so that the C loader
- * and the Python reader accept exactly the same metadata. Nothing is built:
- * values are byte spans of the checked text. */
+/* json_check.c - strict JSON syntax check (what Python's json.loads accepts,
+ * NaN/Infinity included, within three limits: nesting at most
+ * HIMAE_JSON_MAX_DEPTH deep, numbers at most HIMAE_JSON_MAX_NUMBER
+ * characters long and no unpaired surrogate escape, so that text that passes
+ * here always loads in Python, whatever its recursion and integer-digit
+ * limits, as printable text) and key lookup in an object. Nothing is built: values are byte spans of the checked text. */
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -10,12 +12,16 @@
 
 #include "json_check.h"
 
-#define MAX_DEPTH 900 /* nesting; Python's json stops near its recursion limit (1000) */
-
 typedef struct {
     const uint8_t *s;
     size_t n, i;
+    const char *why; /* the first problem found, or NULL */
 } cursor;
+
+static int bad(cursor *c, const char *why) {
+    if (!c->why) c->why = why;
+    return 0;
+}
 
 static void skip_ws(cursor *c) {
     while (c->i < c->n && (c->s[c->i] == ' ' || c->s[c->i] == '\t' || c->s[c->i] == '\n' ||
@@ -32,8 +38,23 @@ static int take(cursor *c, const char *lit) {
 
 static int is_digit(uint8_t ch) { return ch >= '0' && ch <= '9'; }
 
+static int number_body(cursor *c);
+
 static int hex(uint8_t ch) {
     return is_digit(ch) || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* The code unit of the 4 hex digits at the cursor (then past them), or -1. */
+static long hex4(cursor *c) {
+    if (c->n - c->i < 4) return -1;
+    long cp = 0;
+    for (int k = 0; k < 4; k++) {
+        uint8_t h = c->s[c->i + k];
+        if (!hex(h)) return -1;
+        cp = cp * 16 + (h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+    }
+    c->i += 4;
+    return cp;
 }
 
 static int parse_string(cursor *c) {
@@ -46,10 +67,15 @@ static int parse_string(cursor *c) {
             if (c->i >= c->n) return 0;
             uint8_t e = c->s[c->i++];
             if (e == 'u') {
-                if (c->n - c->i < 4) return 0;
-                for (int k = 0; k < 4; k++)
-                    if (!hex(c->s[c->i + k])) return 0;
-                c->i += 4;
+                long cp = hex4(c);
+                if (cp < 0) return 0;
+                /* Strings are Unicode text: a surrogate escape only as a high-low pair
+                 * (Python would take a lone one, and then fail to print or encode it). */
+                if (cp >= 0xDC00 && cp <= 0xDFFF) return bad(c, "unpaired surrogate");
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    long low = c->n - c->i >= 2 && c->s[c->i] == '\\' && c->s[c->i + 1] == 'u' ? (c->i += 2, hex4(c)) : -1;
+                    if (low < 0xDC00 || low > 0xDFFF) return bad(c, "unpaired surrogate");
+                }
             } else if (!strchr("\"\\/bfnrt", e) || e == 0) {
                 return 0;
             }
@@ -59,6 +85,12 @@ static int parse_string(cursor *c) {
 }
 
 static int parse_number(cursor *c) {
+    size_t begin = c->i;
+    if (!number_body(c)) return 0;
+    return c->i - begin <= HIMAE_JSON_MAX_NUMBER || bad(c, "number too long");
+}
+
+static int number_body(cursor *c) {
     if (c->i < c->n && c->s[c->i] == '-') {
         c->i++;
         if (take(c, "Infinity")) return 1;
@@ -87,7 +119,7 @@ static int parse_number(cursor *c) {
 static int parse_value(cursor *c, int depth);
 
 static int parse_container(cursor *c, int depth, uint8_t close, int is_object) {
-    if (depth > MAX_DEPTH) return 0;
+    if (depth >= HIMAE_JSON_MAX_DEPTH) return bad(c, "nested too deeply");
     c->i++;
     skip_ws(c);
     if (c->i < c->n && c->s[c->i] == close) {
@@ -130,8 +162,9 @@ static int parse_value(cursor *c, int depth) {
     }
 }
 
-/* Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
-static int valid_utf8(const uint8_t *s, size_t n) {
+/* Where s[0, n) stops being strict UTF-8 (no overlongs, surrogates or code
+ * points past U+10FFFF): n when it is all valid. */
+static size_t utf8_end(const uint8_t *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         uint8_t b = s[i];
@@ -147,28 +180,33 @@ static int valid_utf8(const uint8_t *s, size_t n) {
         } else if (b >= 0xF0 && b <= 0xF4) {
             len = 4, cp = b & 0x07;
         } else {
-            return 0;
+            return i;
         }
-        if (n - i < len) return 0;
+        if (n - i < len) return i;
         for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return 0;
+            if ((s[i + k] & 0xC0) != 0x80) return i;
             cp = (cp << 6) | (s[i + k] & 0x3F);
         }
         if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
             (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
+            return i;
         i += len;
     }
-    return 1;
+    return n;
 }
 
-int himae_json_is_object(const uint8_t *s, size_t n) {
-    if (memchr(s, 0, n) != NULL || !valid_utf8(s, n)) return 0;
-    cursor c = {s, n, 0};
+const char *himae_json_check_object(const uint8_t *s, size_t n, size_t *at) {
+    const uint8_t *nul = memchr(s, 0, n);
+    *at = nul ? (size_t)(nul - s) : utf8_end(s, n);
+    if (nul) return "holds a NUL byte";
+    if (*at < n) return "not UTF-8";
+    cursor c = {s, n, 0, NULL};
     skip_ws(&c);
-    if (c.i >= c.n || c.s[c.i] != '{' || !parse_value(&c, 0)) return 0;
-    skip_ws(&c);
-    return c.i == c.n;
+    int ok = c.i < c.n && c.s[c.i] == '{' ? parse_value(&c, 0) : bad(&c, "not an object");
+    if (ok) skip_ws(&c);
+    if (ok && c.i != c.n) bad(&c, "extra data");
+    *at = c.i;
+    return ok && c.i == c.n ? NULL : c.why ? c.why : "invalid JSON";
 }
 
 /* Next code point of a JSON string body at *i (escapes decoded), or -1 at
@@ -212,7 +250,7 @@ int himae_json_string_equals(const uint8_t *s, size_t n, himae_json_span v, cons
 int himae_json_get(const uint8_t *s, size_t n, himae_json_span obj, const char *key,
                    himae_json_span *value) {
     if (obj.start >= obj.end || s[obj.start] != '{') return 0;
-    cursor c = {s, n, obj.start + 1};
+    cursor c = {s, n, obj.start + 1, NULL};
     int found = 0;
     for (;;) {
         skip_ws(&c);
@@ -243,7 +281,7 @@ int himae_json_kind(const uint8_t *s, himae_json_span v) {
 
 size_t himae_json_array_items(const uint8_t *s, size_t n, himae_json_span arr,
                               himae_json_span *items, size_t max_items) {
-    cursor c = {s, n, arr.start + 1};
+    cursor c = {s, n, arr.start + 1, NULL};
     size_t count = 0;
     for (;;) {
         skip_ws(&c);
@@ -275,12 +313,9 @@ int himae_json_number(const uint8_t *s, himae_json_span v, double *out) {
         return 1;
     }
     if (ch != '-' && !(ch >= '0' && ch <= '9')) return 0;
-    char buf[64];
+    char buf[HIMAE_JSON_MAX_NUMBER + 1];
     size_t len = v.end - v.start;
-    if (len >= sizeof buf) { /* a very long literal: let strtod read it in place */
-        *out = strtod((const char *)s + v.start, NULL);
-        return 1;
-    }
+    if (len > HIMAE_JSON_MAX_NUMBER) return 0; /* checked text has none */
     memcpy(buf, s + v.start, len);
     buf[len] = 0;
     *out = strtod(buf, NULL);

@@ -9,9 +9,17 @@ typedef struct himae_json_span {
     size_t start, end;
 } himae_json_span;
 
-/* Is s[0, n) exactly one JSON object (UTF-8, no NUL)? Everything below
- * assumes text that passed this check. */
-int himae_json_is_object(const uint8_t *s, size_t n);
+/* Limits of checked text: nesting depth of objects and arrays, and the
+ * length of a number literal (Python's json.loads stops near its recursion
+ * limit and refuses integers past its digit limit, 640 at the lowest); and
+ * surrogate escapes come in high-low pairs. */
+#define HIMAE_JSON_MAX_DEPTH 64
+#define HIMAE_JSON_MAX_NUMBER 100
+
+/* NULL when s[0, n) is exactly one JSON object (UTF-8, no NUL, within the
+ * limits above); else what is wrong, with the byte offset where it was
+ * found in *at. Everything below assumes text that passed this check. */
+const char *himae_json_check_object(const uint8_t *s, size_t n, size_t *at);
 /* The value of `key` in object `obj` (the last one if repeated). */
 int himae_json_get(const uint8_t *s, size_t n, himae_json_span obj, const char *key,
                    himae_json_span *value);

@@ -1,11 +1,15 @@
 /* model.c - load a model into one arena (packed weights + activation
  * buffers) and run the window-mode encoder without allocating. */
+#define _POSIX_C_SOURCE 200809L /* open, fstat */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "decoder.h"
 #include "fpmode.h"
@@ -54,10 +58,11 @@ struct himae_model {
 
 static size_t round_up(size_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
 
-/* Bump allocator over the arena; a sizing pass runs it with base == NULL. */
+/* Bump allocator over the arena; a sizing pass runs it with base == NULL.
+ * `weights` counts the packed weights among the bytes used. */
 typedef struct {
     uint8_t *base;
-    size_t used;
+    size_t used, weights;
 } bump;
 
 static void *take(bump *b, size_t bytes) {
@@ -66,11 +71,16 @@ static void *take(bump *b, size_t bytes) {
     return p;
 }
 
+static float *take_weights(bump *b, size_t floats) {
+    b->weights += round_up(floats * sizeof(float));
+    return take(b, floats * sizeof(float));
+}
+
 static void set_conv(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_tensor *w,
                      const himae_tensor *bias, size_t cin, size_t cout, size_t k, size_t stride,
                      size_t pad, ptrdiff_t s_out, ptrdiff_t s_in, ptrdiff_t k0, ptrdiff_t s_k) {
     *conv = (himae_conv){cin, cout, k, stride, pad, k * cin, NULL, 0, NULL};
-    float *dst = take(b, himae_packed_size(cin, cout, k, uk->nr) * sizeof(float));
+    float *dst = take_weights(b, himae_packed_size(cin, cout, k, uk->nr));
     if (dst) himae_pack_conv(dst, w->data, bias->data, cin, cout, k, uk->nr, s_out, s_in, k0, s_k);
     conv->packed = dst;
 }
@@ -87,14 +97,14 @@ static void set_encoder_conv(bump *b, himae_conv *conv, const himae_ukernel *uk,
     if (2 * cout > uk->nr) {
         set_conv(b, conv, uk, w, bias, cin, cout, k, stride, k / 2, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
         if (k > 1) { /* the stream engine splits these convs' rows (stream.c) */
-            float *tail = take(b, himae_packed_size(cin, cout, 1, uk->nr) * sizeof(float));
+            float *tail = take_weights(b, himae_packed_size(cin, cout, 1, uk->nr));
             if (tail) himae_pack_conv_tail(tail, w->data, cin, cout, k, uk->nr);
             conv->tail = tail;
         }
         return;
     }
     *conv = (himae_conv){cin, cout, k, stride, k / 2, k * cin, NULL, 1, NULL};
-    float *dst = take(b, himae_packed_size(cin, 2 * cout, k + stride, uk->nr) * sizeof(float));
+    float *dst = take_weights(b, himae_packed_size(cin, 2 * cout, k + stride, uk->nr));
     if (dst) himae_pack_conv_pairs(dst, w->data, bias->data, cin, cout, k, stride, uk->nr);
     conv->packed = dst;
 }
@@ -144,9 +154,10 @@ static int use_winograd(size_t k, size_t channels, size_t rows) {
     return k == 5 && channels >= 128 && rows >= 32;
 }
 
-/* Lay the model out in the arena (or, with base == NULL, just measure it). */
-static size_t layout(himae_model *m, uint8_t *base, const himae_file *f) {
-    bump b = {base, 0};
+/* Lay the model out in the arena (or, with base == NULL, just measure it):
+ * bytes used, of which *weights are packed weights. */
+static size_t layout(himae_model *m, uint8_t *base, const himae_file *f, size_t *weights) {
+    bump b = {base, 0, 0};
     take(&b, sizeof(himae_model));
     const himae_config *c = &m->config;
     const size_t k = c->kernel_size, pad = m->pad;
@@ -167,7 +178,7 @@ static size_t layout(himae_model *m, uint8_t *base, const himae_file *f) {
         set_encoder_conv(&b, &lv->skip, m->uk, f, l, "skip", cin, co, 1, 2);
         lv->winograd = use_winograd(k, co, c->level_len[l]);
         if (lv->winograd) {
-            float *dst = take(&b, himae_wino_packed_size(co, co, m->uk->nr) * sizeof(float));
+            float *dst = take_weights(&b, himae_wino_packed_size(co, co, m->uk->nr));
             if (dst) {
                 char wn[64], bn[64];
                 snprintf(wn, sizeof wn, "encoder.%u.conv2.weight", l);
@@ -198,6 +209,7 @@ static size_t layout(himae_model *m, uint8_t *base, const himae_file *f) {
         set_transposed(&b, &m->head, m->uk, f, "head", c->channels[0], c->in_channels, k);
         m->decoder_work = take(&b, himae_decoder_work_floats(c, pad) * sizeof(float));
     }
+    *weights = b.weights;
     return b.used;
 }
 
@@ -209,25 +221,46 @@ static int error(char *err, size_t err_len, int code, const char *fmt, ...) {
     return code;
 }
 
-int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, himae_model **out,
-                      char *err, size_t err_len) {
-    *out = NULL;
-    enum himae_isa isa = himae_isa_best();
+static int pick_isa(const char *isa_name, enum himae_isa *isa, char *err, size_t err_len) {
+    *isa = himae_isa_best();
     if (!isa_name || !*isa_name) isa_name = getenv("HIMAE_ISA");
     if (isa_name && *isa_name) {
-        if (!himae_isa_from_name(isa_name, &isa))
+        if (!himae_isa_from_name(isa_name, isa))
             return error(err, err_len, HIMAE_EINVAL,
                          "unknown ISA '%s' (choose scalar, avx2, avx512 or neon)", isa_name);
-        if (!himae_isa_supported(isa) || !himae_ukernel_for(isa))
+        if (!himae_isa_supported(*isa) || !himae_ukernel_for(*isa))
             return error(err, err_len, HIMAE_EINVAL, "ISA '%s' is not supported on this CPU",
                          isa_name);
     }
+    return HIMAE_OK;
+}
+
+void himae_model_memory(const himae_file *f, enum himae_isa isa, size_t *weights, size_t *buffers) {
+    himae_model shape = {.config = f->config, .isa = isa, .uk = himae_ukernel_for(isa),
+                         .pad = f->config.kernel_size / 2};
+    size_t total = layout(&shape, NULL, f, weights);
+    *buffers = total - *weights;
+}
+
+int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, size_t max_memory,
+                      himae_model **out, char *err, size_t err_len) {
+    *out = NULL;
+    enum himae_isa isa;
+    int rc = pick_isa(isa_name, &isa, err, err_len);
+    if (rc) return rc;
     himae_file f;
-    int rc = himae_parse(buf, size, &f, err, err_len);
+    rc = himae_parse(buf, size, &f, err, err_len);
     if (rc) return rc;
     himae_model shape = {.config = f.config, .isa = isa, .uk = himae_ukernel_for(isa),
                          .pad = f.config.kernel_size / 2};
-    size_t bytes = layout(&shape, NULL, &f);
+    size_t weights, bytes = layout(&shape, NULL, &f, &weights);
+    /* Checked before allocating: the packed weights are bounded by the file
+     * (docs/model-format.md, "Memory"), the buffers by the caller's limit. */
+    if (!max_memory) max_memory = HIMAE_DEFAULT_MAX_MEMORY;
+    if (bytes - weights > max_memory)
+        return error(err, err_len, HIMAE_EFORMAT,
+                     "too large to load: needs %zu bytes of activation buffers, more than max_memory = %zu",
+                     bytes - weights, max_memory);
     uint8_t *raw = himae_malloc(bytes + ALIGN);
     if (!raw)
         return error(err, err_len, HIMAE_ENOMEM, "out of memory: the model needs %zu bytes", bytes);
@@ -237,23 +270,42 @@ int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, him
     *m = shape;
     m->arena = raw;
     memcpy(&m->file_crc, buf + size - 8, sizeof m->file_crc); /* footer, checked by himae_parse */
-    layout(m, base, &f);
+    layout(m, base, &f, &weights);
     *out = m;
     return HIMAE_OK;
 }
 
-int himae_load(const char *path, const char *isa, himae_model **out, char *err, size_t err_len) {
+int himae_load(const char *path, const char *isa, size_t max_memory, himae_model **out, char *err,
+               size_t err_len) {
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return error(err, err_len, HIMAE_EIO, "cannot open %s: %s", path, strerror(errno));
+    /* Non-blocking, so that opening a FIFO does not wait for a writer; only a
+     * regular file, at most HIMAE_MAX_FILE bytes, is then read. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return error(err, err_len, HIMAE_EIO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
     uint8_t *buf = NULL;
-    long size = -1;
-    if (fseek(fp, 0, SEEK_END) == 0) size = ftell(fp);
-    if (size >= 0 && fseek(fp, 0, SEEK_SET) == 0) buf = himae_malloc(size ? (size_t)size : 1);
-    int ok = buf && fread(buf, 1, (size_t)size, fp) == (size_t)size;
-    fclose(fp);
-    int rc = ok ? himae_load_buffer(buf, (size_t)size, isa, out, err, err_len)
-                : error(err, err_len, HIMAE_EIO, "cannot read %s", path);
+    size_t size = 0;
+    int rc = HIMAE_OK;
+    if (fstat(fd, &st) != 0)
+        rc = error(err, err_len, HIMAE_EIO, "cannot read %s: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        rc = error(err, err_len, HIMAE_EFORMAT, "not a regular file");
+    else if ((uint64_t)st.st_size > HIMAE_MAX_FILE)
+        rc = error(err, err_len, HIMAE_EFORMAT, "too large: file has %llu bytes, more than the %llu-byte maximum",
+                   (unsigned long long)st.st_size, (unsigned long long)HIMAE_MAX_FILE);
+    else if (!(buf = himae_malloc((size_t)st.st_size + 1)))
+        rc = error(err, err_len, HIMAE_ENOMEM, "out of memory reading %s", path);
+    while (!rc && size <= (size_t)st.st_size) { /* one byte more than stat said: a file still growing is refused */
+        ssize_t got = read(fd, buf + size, (size_t)st.st_size + 1 - size);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) rc = error(err, err_len, HIMAE_EIO, "cannot read %s: %s", path, strerror(errno));
+        if (got <= 0) break;
+        size += (size_t)got;
+    }
+    close(fd);
+    if (!rc && size != (size_t)st.st_size)
+        rc = error(err, err_len, HIMAE_EIO, "cannot read %s: it changed while being read", path);
+    if (!rc) rc = himae_load_buffer(buf, size, isa, max_memory, out, err, err_len);
     himae_free_mem(buf);
     return rc;
 }

@@ -196,29 +196,31 @@ static int check_config(const uint8_t *h, himae_config *c, uint32_t tensor_count
 /* The metadata keys the runtime relies on: a string name, in_channels
  * channel name strings, and a valid normaliser (himae_stream/normalize.py:
  * kind stream or minmax; stream fields, defaulted when absent, positive
- * finite numbers with highpass_hz < lowpass_hz). */
-static int meta_fields_ok(const uint8_t *s, size_t n, uint32_t in_channels) {
+ * finite numbers with highpass_hz < lowpass_hz, compared as doubles).
+ * NULL when they are there, else what is missing (a format taking in_channels). */
+static const char *meta_fields_problem(const uint8_t *s, size_t n, uint32_t in_channels) {
     himae_json_span root = {0, n}, v, items[64];
     while (s[root.start] != '{') root.start++;
-    if (!himae_json_get(s, n, root, "name", &v) || himae_json_kind(s, v) != '"') return 0;
-    if (!himae_json_get(s, n, root, "channel_names", &v) || himae_json_kind(s, v) != '[') return 0;
-    if (himae_json_array_items(s, n, v, items, 64) != in_channels) return 0;
-    for (uint32_t i = 0; i < in_channels; i++)
-        if (himae_json_kind(s, items[i]) != '"') return 0;
+    if (!himae_json_get(s, n, root, "name", &v) || himae_json_kind(s, v) != '"') return "no string 'name'";
+    int names = himae_json_get(s, n, root, "channel_names", &v) && himae_json_kind(s, v) == '[' &&
+                himae_json_array_items(s, n, v, items, 64) == in_channels;
+    for (uint32_t i = 0; names && i < in_channels; i++) names = himae_json_kind(s, items[i]) == '"';
+    if (!names) return "'channel_names' is not a list of %u strings";
     himae_json_span norm, kind;
-    if (!himae_json_get(s, n, root, "normalizer", &norm) || himae_json_kind(s, norm) != '{') return 0;
-    if (!himae_json_get(s, n, norm, "kind", &kind)) return 0;
-    if (himae_json_string_equals(s, n, kind, "minmax")) return 1;
-    if (!himae_json_string_equals(s, n, kind, "stream")) return 0;
+    const char *bad_norm = "'normalizer' is not a valid normaliser";
+    if (!himae_json_get(s, n, root, "normalizer", &norm) || himae_json_kind(s, norm) != '{') return bad_norm;
+    if (!himae_json_get(s, n, norm, "kind", &kind)) return bad_norm;
+    if (himae_json_string_equals(s, n, kind, "minmax")) return NULL;
+    if (!himae_json_string_equals(s, n, kind, "stream")) return bad_norm;
     static const char *const keys[] = {"highpass_hz", "lowpass_hz", "tau_s", "scale_k", "clip"};
     static const double defaults[] = {0.5, 8.0, 5.0, 3.0, 1.0};
     double value[5];
     for (int k = 0; k < 5; k++) {
         value[k] = defaults[k];
-        if (himae_json_get(s, n, norm, keys[k], &v) && !himae_json_number(s, v, &value[k])) return 0;
-        if (!isfinite(value[k]) || value[k] <= 0) return 0;
+        if (himae_json_get(s, n, norm, keys[k], &v) && !himae_json_number(s, v, &value[k])) return bad_norm;
+        if (!isfinite(value[k]) || value[k] <= 0) return bad_norm;
     }
-    return value[0] < value[1];
+    return value[0] < value[1] ? NULL : bad_norm;
 }
 
 typedef struct {
@@ -238,6 +240,9 @@ int himae_parse(const uint8_t *buf, size_t size, himae_file *f, char *err, size_
     if (size < MIN_FILE)
         return fail(err, err_len, "truncated: file has %zu bytes, less than the %u-byte minimum",
                     size, MIN_FILE);
+    if (size > HIMAE_MAX_FILE)
+        return fail(err, err_len, "too large: file has %zu bytes, more than the %llu-byte maximum", size,
+                    (unsigned long long)HIMAE_MAX_FILE);
     if (memcmp(buf, "HIMAEMDL", 8) != 0) return fail(err, err_len, "bad magic: not a HiMAE model file");
     uint32_t version = rd32(buf + 8);
     if (version != 1)
@@ -271,8 +276,15 @@ int himae_parse(const uint8_t *buf, size_t size, himae_file *f, char *err, size_
     const uint8_t *meta = buf + meta_offset, *table = buf + table_offset;
     if (himae_crc32(0, meta, meta_size) != rd32(buf + 64))
         return fail(err, err_len, "metadata checksum mismatch");
-    if (!himae_json_is_object(meta, meta_size) || !meta_fields_ok(meta, meta_size, f->config.in_channels))
-        return fail(err, err_len, "metadata is not a JSON object");
+    size_t at;
+    const char *why = himae_json_check_object(meta, meta_size, &at);
+    if (why) return fail(err, err_len, "metadata is not a JSON object: %s at byte %zu", why, at);
+    why = meta_fields_problem(meta, meta_size, f->config.in_channels);
+    if (why) {
+        char detail[96];
+        snprintf(detail, sizeof detail, why, f->config.in_channels);
+        return fail(err, err_len, "metadata is not a JSON object: %s", detail);
+    }
     if (himae_crc32(0, table, table_size) != rd32(buf + 60))
         return fail(err, err_len, "tensor table checksum mismatch");
     f->meta = (const char *)meta;

@@ -4,6 +4,9 @@
 
 #include "himae.h"
 
+/* The largest model file either reader takes (1 GiB): a file is read whole. */
+#define HIMAE_MAX_FILE ((size_t)1 << 30)
+
 #define HIMAE_MAX_TENSORS (6 * HIMAE_MAX_LEVELS + 6 * (HIMAE_MAX_LEVELS - 1) + 2)
 
 typedef struct himae_tensor {
@@ -24,6 +27,10 @@ typedef struct himae_file {
 
 /* Validate buf as a model file; on success fill *file (pointing into buf). */
 int himae_parse(const uint8_t *buf, size_t size, himae_file *file, char *err, size_t err_len);
+
+/* What loading a parsed file with `isa`'s kernels takes (model.c): packed
+ * weights and everything else (activation buffers, metadata), in bytes. */
+void himae_model_memory(const himae_file *file, enum himae_isa isa, size_t *weights, size_t *buffers);
 
 /* The tensor the spec names `name`, or NULL. */
 const himae_tensor *himae_file_tensor(const himae_file *file, const char *name);

@@ -28,6 +28,7 @@
  */
 #include "stream.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -362,6 +363,26 @@ void himae_stream_save(const himae_stream *s, void *buf) {
     memcpy(start, &h, sizeof h);
 }
 
+/* Are the totals and rows of a state (laid out as s's counters say, from src) all finite?
+ * A checksum only proves the bytes are what was written, not that a writer was sane. */
+static int state_finite(const himae_stream *s, const char *src) {
+    for (int l = 0; l < s->n_levels; l++) {
+        const rows *rs[3] = {&s->lv[l].x, &s->lv[l].h, &s->lv[l].s};
+        for (int c = 0; c < s->lv[l].c_out; c++, src += sizeof(double)) {
+            double d;
+            memcpy(&d, src, sizeof d);
+            if (!isfinite(d)) return 0;
+        }
+        for (int i = 0; i < 3; i++)
+            for (size_t j = 0; j < rows_bytes(rs[i]); j += sizeof(float), src += sizeof(float)) {
+                float f;
+                memcpy(&f, src, sizeof f);
+                if (!isfinite(f)) return 0;
+            }
+    }
+    return 1;
+}
+
 int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, size_t errlen) {
     state_header h, mine;
     if (size < sizeof h) return fail(err, errlen, "stream state truncated: %zu bytes", size);
@@ -390,6 +411,10 @@ int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, 
     if (size != himae_stream_state_size(s)) {
         *s = saved;
         return fail(err, errlen, "stream state has %zu bytes, expected %zu", size, himae_stream_state_size(s));
+    }
+    if (!state_finite(s, (const char *)buf + sizeof h)) {
+        *s = saved;
+        return fail(err, errlen, "stream state holds NaN or Inf");
     }
     const char *src = (const char *)buf + sizeof h;
     for (int l = 0; l < s->n_levels; l++) {

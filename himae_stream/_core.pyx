@@ -11,10 +11,10 @@ import os
 import numpy as np
 
 cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uint32_t, uint64_t
 
-from himae_stream.errors import ModelFileError
-from himae_stream.modelfile import in_file
+from himae_stream.errors import ModelFileError, StreamStateError, in_file
 from himae_stream.normalize import validate_spec
 
 cnp.import_array()
@@ -40,7 +40,9 @@ cdef extern from "himae.h":
         uint32_t level_len[8]
     ctypedef struct himae_model:
         pass
-    int himae_load(const char *path, const char *isa, himae_model **out, char *err, size_t err_len)
+    size_t HIMAE_DEFAULT_MAX_MEMORY
+    int himae_load(const char *path, const char *isa, size_t max_memory, himae_model **out, char *err,
+                   size_t err_len)
     void himae_free(himae_model *model)
     const himae_config *himae_model_config(const himae_model *model)
     const char *himae_model_metadata(const himae_model *model)
@@ -51,7 +53,30 @@ cdef extern from "himae.h":
                           char *err, size_t err_len) nogil
     const char *himae_isa_name(himae_isa isa)
     int himae_isa_supported(himae_isa isa)
+    himae_isa himae_isa_best()
     uint64_t himae_alloc_count()
+
+cdef extern from "modelfile.h":
+    size_t HIMAE_MAX_FILE
+    enum: HIMAE_MAX_TENSORS
+    ctypedef struct himae_tensor:
+        char name[48]
+        uint32_t ndim
+        uint32_t dims[4]
+        uint64_t offset
+        uint64_t nbytes
+    ctypedef struct himae_file:
+        himae_config config
+        const char *meta
+        size_t meta_size
+        size_t n_tensors
+        himae_tensor tensors[HIMAE_MAX_TENSORS]
+    int himae_parse(const unsigned char *buf, size_t size, himae_file *file, char *err, size_t err_len) nogil
+    void himae_model_memory(const himae_file *file, himae_isa isa, size_t *weights, size_t *buffers)
+
+#: The largest model file the readers take, and the default limit on a loaded model's activation buffers.
+MAX_FILE = HIMAE_MAX_FILE
+DEFAULT_MAX_MEMORY = HIMAE_DEFAULT_MAX_MEMORY
 
 cdef extern from "fpmode.h":
     enum: HIMAE_FPMODE_FLAGS
@@ -116,6 +141,51 @@ cdef _raise(int rc, char *err):
     raise RuntimeError(msg)
 
 
+def parse_model_file(const unsigned char[::1] buf) -> dict:
+    """The C loader's checks of docs/model-format.md on model file bytes: the one validator.
+
+    Returns the header's configuration (header_config), the metadata's byte
+    span (meta_offset, meta_size), the tensors in spec order as (name,
+    offset, nbytes, shape) and what loading takes with the best kernels
+    (memory: weights and buffers, in bytes); raises ModelFileError with the
+    loader's message for the first failure.
+    """
+    cdef char err[HIMAE_ERR_LEN]
+    cdef himae_file *f = <himae_file *>PyMem_Malloc(sizeof(himae_file))
+    cdef const himae_config *c
+    cdef himae_tensor *t
+    cdef size_t weights, buffers, i
+    cdef int rc
+    cdef const unsigned char *p = &buf[0] if buf.shape[0] else <const unsigned char *>b""
+    if f == NULL:
+        raise MemoryError()
+    err[0] = 0
+    try:
+        with nogil:
+            rc = himae_parse(p, buf.shape[0], f, err, sizeof(err))
+        if rc != HIMAE_OK:
+            raise ModelFileError(err.decode("utf-8", "replace"))
+        c = &f.config
+        himae_model_memory(f, himae_isa_best(), &weights, &buffers)
+        tensors = []
+        for i in range(f.n_tensors):
+            t = &f.tensors[i]
+            tensors.append((t.name.decode("ascii"), t.offset, t.nbytes, tuple(t.dims[d] for d in range(t.ndim))))
+        return {
+            "header_config": {
+                "fs": _f32(c.fs), "window": c.window, "in_channels": c.in_channels,
+                "channels": [c.channels[l] for l in range(c.n_levels)], "kernel_size": c.kernel_size,
+                "stride": c.stride, "patch_size": c.patch_size, "mask_ratio": _f32(c.mask_ratio),
+                "decoder": bool(c.flags & 1),
+            },
+            "meta_offset": <size_t>(f.meta - <const char *>p), "meta_size": f.meta_size,
+            "tensors": tensors,
+            "memory": {"weights": weights, "buffers": buffers},
+        }
+    finally:
+        PyMem_Free(f)
+
+
 def _f32(value) -> float:
     """The shortest decimal naming the same binary32 value (0.8, not 0.800000011920929)."""
     return float(str(np.float32(value)))
@@ -124,8 +194,11 @@ def _f32(value) -> float:
 cdef class Model:
     """A loaded model file: window-mode encoder (and decoder when present).
 
-    Model(path, isa=None): isa None picks the best kernel this CPU supports
-    (or $HIMAE_ISA); "scalar", "avx2", "avx512" or "neon" forces one.
+    Model(path, isa=None, max_memory=None): isa None picks the best kernel
+    this CPU supports (or $HIMAE_ISA); "scalar", "avx2", "avx512" or "neon"
+    forces one. max_memory (bytes, default DEFAULT_MAX_MEMORY) bounds the
+    activation buffers: a file that declares more is refused before they are
+    allocated (docs/model-format.md, "Memory").
     """
 
     cdef himae_model *_m
@@ -135,12 +208,15 @@ cdef class Model:
     cdef readonly tuple level_lengths
     cdef readonly str path
 
-    def __cinit__(self, path, isa=None):
+    def __cinit__(self, path, isa=None, max_memory=None):
         cdef char err[HIMAE_ERR_LEN]
         cdef bytes bpath = os.fsencode(path)
         cdef bytes bisa = (isa or "").encode()
+        if max_memory is not None and (not isinstance(max_memory, int) or max_memory < 1):
+            raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
+        cdef size_t limit = 0 if max_memory is None else min(max_memory, <size_t>-1)
         err[0] = 0
-        rc = himae_load(bpath, bisa, &self._m, err, sizeof(err))
+        rc = himae_load(bpath, bisa, limit, &self._m, err, sizeof(err))
         if rc == HIMAE_EFORMAT:
             raise ModelFileError(in_file(err.decode("utf-8", "replace"), path))
         if rc != HIMAE_OK:

@@ -1,75 +1,35 @@
-# Included from _core.pyx: the serial framing's byte loops (himae_stream.framing is
-# the public face and documents the format): COBS both ways, and FrameDecoder,
-# which scans what a read brought for delimiters and checks each frame's COBS
-# and CRC32 (the C core's, the same CRC-32 as zlib's) in one typed pass.
+# Included from _core.pyx: the serial framing (himae_stream.framing is the public
+# face and documents the format): COBS both ways and each frame's check are the
+# C core's (csrc/framing.c, fuzzed by csrc/fuzz/fuzz_frame.c); FrameDecoder
+# scans what a read brought for delimiters and keeps the counters.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport uint8_t
 from libc.string cimport memchr
 
-cdef extern from "himae.h":
-    uint32_t himae_crc32(uint32_t crc, const uint8_t *data, size_t n)
+cdef extern from "framing.h":
+    enum: HIMAE_FRAME_CRC_SIZE
+    enum himae_frame_status:
+        HIMAE_FRAME_OK, HIMAE_FRAME_BAD_COBS, HIMAE_FRAME_BAD_CRC
+    size_t himae_cobs_encode(const uint8_t *src, size_t n, uint8_t *out) nogil
+    ptrdiff_t himae_cobs_decode(const uint8_t *src, size_t n, uint8_t *out) nogil
+    himae_frame_status himae_frame_check(const uint8_t *frame, size_t n, uint8_t *out, size_t *body_len) nogil
 
-cdef enum:
-    FRAME_CRC = 4  # bytes of the CRC32 after each body
-
-CRC_SIZE = FRAME_CRC
+CRC_SIZE = HIMAE_FRAME_CRC_SIZE
 #: Longest body a FrameDecoder accepts by default.
 MAX_BODY = 65536
-
-cdef inline uint32_t _u32le(const uint8_t *b) noexcept nogil:
-    return b[0] | (<uint32_t>b[1] << 8) | (<uint32_t>b[2] << 16) | (<uint32_t>b[3] << 24)
 
 
 cdef const uint8_t *_bytes_at(const uint8_t[::1] view):
     return &view[0] if view.shape[0] else NULL
 
 
-cdef Py_ssize_t _cobs_encode(const uint8_t *src, Py_ssize_t n, uint8_t *out) noexcept nogil:
-    """out gets COBS(src) (at most n + n / 254 + 1 bytes); returns its length."""
-    cdef Py_ssize_t code_at = 0, o = 1, i
-    cdef uint8_t code = 1
-    for i in range(n):
-        if src[i] == 0:
-            out[code_at] = code
-            code_at, o, code = o, o + 1, 1
-        else:
-            out[o] = src[i]
-            o += 1
-            code += 1
-            if code == 0xFF:  # a full block of 254 non-zero bytes, no zero implied
-                out[code_at] = code
-                code_at, o, code = o, o + 1, 1
-    out[code_at] = code
-    return o
-
-
-cdef Py_ssize_t _cobs_decode(const uint8_t *src, Py_ssize_t n, uint8_t *out) noexcept nogil:
-    """out gets the decoding of src (at most n bytes); returns its length, or -1 if src is not COBS."""
-    cdef Py_ssize_t i = 0, o = 0, end, j
-    cdef Py_ssize_t code
-    while i < n:
-        code = src[i]
-        end = i + code
-        if code == 0 or end > n:
-            return -1
-        for j in range(i + 1, end):
-            if src[j] == 0:
-                return -1
-            out[o] = src[j]
-            o += 1
-        if code != 0xFF and end < n:
-            out[o] = 0
-            o += 1
-        i = end
-    return o
-
-
 def cobs_encode(const uint8_t[::1] data) -> bytes:
     """Consistent-overhead byte stuffing: the result holds no zero byte."""
     cdef Py_ssize_t n = data.shape[0]
     cdef bytearray out = bytearray(n + n // 254 + 2)
-    cdef Py_ssize_t size = _cobs_encode(_bytes_at(data), n, <uint8_t *><char *>out)
+    cdef Py_ssize_t size = himae_cobs_encode(_bytes_at(data), n, <uint8_t *><char *>out)
     return PyBytes_FromStringAndSize(<char *>out, size)
 
 
@@ -77,7 +37,7 @@ def cobs_decode(const uint8_t[::1] data):
     """Inverse of cobs_encode; None when `data` is not a valid encoding."""
     cdef Py_ssize_t n = data.shape[0]
     cdef bytearray out = bytearray(n + 1)
-    cdef Py_ssize_t size = _cobs_decode(_bytes_at(data), n, <uint8_t *><char *>out)
+    cdef Py_ssize_t size = himae_cobs_decode(_bytes_at(data), n, <uint8_t *><char *>out)
     return None if size < 0 else PyBytes_FromStringAndSize(<char *>out, size)
 
 
@@ -99,7 +59,7 @@ cdef class FrameDecoder:
     cdef bytearray _decoded
 
     def __init__(self, Py_ssize_t max_body=MAX_BODY):
-        self.max_frame = max_body + FRAME_CRC + max_body // 254 + 2
+        self.max_frame = max_body + HIMAE_FRAME_CRC_SIZE + max_body // 254 + 2
         self.counters = {"frames": 0, "crc_errors": 0, "decode_errors": 0, "oversize": 0, "resyncs": 0, "bytes": 0}
         self._held = b""
         self._discarding = False
@@ -122,7 +82,9 @@ cdef class FrameDecoder:
         cdef bytes buf = self._held + new if self._held else new
         cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(buf)
         cdef uint8_t *out = <uint8_t *><char *>self._decoded
-        cdef Py_ssize_t n = len(buf), begin = 0, end, size
+        cdef Py_ssize_t n = len(buf), begin = 0, end
+        cdef size_t body
+        cdef himae_frame_status status
         cdef const uint8_t *zero
         cdef list bodies = []
         while begin < n:
@@ -134,14 +96,14 @@ cdef class FrameDecoder:
                 if end - begin > self.max_frame:
                     self._bad("oversize")
                 else:
-                    size = _cobs_decode(p + begin, end - begin, out)
-                    if size <= FRAME_CRC:  # not COBS, or no body before the CRC
+                    status = himae_frame_check(p + begin, end - begin, out, &body)
+                    if status == HIMAE_FRAME_BAD_COBS:
                         self._bad("decode_errors")
-                    elif himae_crc32(0, out, size - FRAME_CRC) != _u32le(out + size - FRAME_CRC):
+                    elif status == HIMAE_FRAME_BAD_CRC:
                         self._bad("crc_errors")
                     else:
                         self.counters["frames"] += 1
-                        bodies.append(PyBytes_FromStringAndSize(<char *>out, size - FRAME_CRC))
+                        bodies.append(PyBytes_FromStringAndSize(<char *>out, body))
             begin = end + 1
         self._held = buf[begin:] if begin < n else b""
         if len(self._held) > self.max_frame:

@@ -98,9 +98,10 @@ cdef class StreamEngine:
             raise ValueError(f"expected samples of shape ({self.in_channels}, n), got {np.shape(x)}")
         return self._push(<const float *>cnp.PyArray_DATA(xa), xa.shape[1], flush, None)
 
-    cdef list _push(self, const float *x, int64_t n, bint flush, list running):
+    cdef list _push(self, const float *x, int64_t n, bint flush, list running, list into=None):
         """push() on C-contiguous samples (in_channels, n); with `running` (one RunningSums per
-        level), the levels' running sums go straight into them."""
+        level), the levels' running sums go straight into them. With `into` (what _outputs made for
+        a longer push that this one is part of), the new positions go there, after those already in."""
         cdef int64_t counts[HIMAE_STREAM_MAX_LEVELS]
         cdef int64_t n_out[HIMAE_STREAM_MAX_LEVELS]
         cdef int64_t first[HIMAE_STREAM_MAX_LEVELS]
@@ -114,20 +115,25 @@ cdef class StreamEngine:
         cdef double **sp = NULL
         cdef cnp.npy_intp dims[2]
         cdef cnp.ndarray acts, positions
-        cdef list levels = []
+        cdef list levels = [] if into is None else into
         himae_stream_pending(self._s, n, flush, counts)
         for l in range(self.levels):  # the C-API constructors: this runs every hop
             first[l] = himae_stream_emitted(self._s, l)
-            dims[0], dims[1] = himae_stream_channels(self._s, l), counts[l]
-            # Fortran order: each position's channels are contiguous, as the engine's rows are,
-            # so the engine copies each level's new positions out in one memcpy.
-            acts = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 1)
-            ptrs[l] = <float *>cnp.PyArray_DATA(acts)
-            positions = cnp.PyArray_EMPTY(1, &dims[1], cnp.NPY_INT64, 0)
-            pos = <int64_t *>cnp.PyArray_DATA(positions)
-            for j in range(counts[l]):
-                pos[j] = first[l] + j
-            levels.append((positions, acts))
+            if into is None:
+                dims[0], dims[1] = himae_stream_channels(self._s, l), counts[l]
+                # Fortran order: each position's channels are contiguous, as the engine's rows are,
+                # so the engine copies each level's new positions out in one memcpy.
+                acts = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 1)
+                ptrs[l] = <float *>cnp.PyArray_DATA(acts)
+                positions = cnp.PyArray_EMPTY(1, &dims[1], cnp.NPY_INT64, 0)
+                pos = <int64_t *>cnp.PyArray_DATA(positions)
+                for j in range(counts[l]):
+                    pos[j] = first[l] + j
+                levels.append((positions, acts))
+            else:
+                positions, acts = into[l]
+                j = (<int64_t *>cnp.PyArray_DATA(positions))[0] if cnp.PyArray_SIZE(positions) else first[l]
+                ptrs[l] = <float *>cnp.PyArray_DATA(acts) + (first[l] - j) * himae_stream_channels(self._s, l)
             if running is not None:
                 sums = running[l]
                 sum_ptrs[l] = sums.reserve(counts[l])
@@ -139,6 +145,20 @@ cdef class StreamEngine:
         if running is not None:
             for l in range(self.levels):
                 (<RunningSums>running[l]).appended(first[l], counts[l])
+        return levels
+
+    cdef list _outputs(self, int64_t n, bint flush):
+        """Per level (positions, activations), all of them, for a push of n samples done in parts
+        (each part a _push `into` these)."""
+        cdef list levels = []
+        cdef int64_t counts[HIMAE_STREAM_MAX_LEVELS]
+        cdef int l
+        cdef int64_t first
+        himae_stream_pending(self._s, n, flush, counts)
+        for l in range(self.levels):
+            first = himae_stream_emitted(self._s, l)
+            acts = np.empty((himae_stream_channels(self._s, l), counts[l]), np.float32, order="F")
+            levels.append((np.arange(first, first + counts[l], dtype=np.int64), acts))
         return levels
 
     @property
@@ -154,10 +174,16 @@ cdef class StreamEngine:
         return bytes(buf)
 
     def load_state(self, bytes state):
+        """Continue from `state()` of an engine over the same model; StreamStateError (nothing changed) if it
+        is corrupt, of another model, or holds NaN or Inf."""
         cdef char err[HIMAE_ERR_LEN]
         cdef const unsigned char *p = state
         if himae_stream_load(self._s, p, len(state), err, sizeof(err)) != 0:
-            raise ValueError(err.decode("utf-8", "replace"))
+            raise StreamStateError(err.decode("utf-8", "replace"))
+
+
+# Most rows a RunningSums buffer takes beyond what a push and the open windows need (RunningSums.reserve).
+cdef int64_t GROW_ROWS = 1 << 16
 
 
 cdef class RunningSums:
@@ -168,9 +194,12 @@ cdef class RunningSums:
     contiguous rows and a window's mean reads two, so both touch a few cache
     lines per level however many channels it has. Dropping the front only
     moves `off`. When a push finds no room after the last row, the held rows
-    move to the front (or into a buffer four times their size when they fill
-    a quarter of it): a push moves a third of a row per row it adds, at most,
-    and the buffer stays a few times what the windows need.
+    move to the front, into a new buffer when the old one cannot also take
+    three times as many rows again as it then holds, but never more than
+    GROW_ROWS rows beyond them: while a push and the open windows need fewer
+    than GROW_ROWS / 3 rows, a buffer is four times what they need and a push
+    moves at most a third of a row per row it adds; past that, a buffer is
+    what they need plus GROW_ROWS rows.
     """
 
     cdef readonly int channels
@@ -198,11 +227,12 @@ cdef class RunningSums:
 
     cdef double *reserve(self, int64_t k) except NULL:
         """Room for k more rows after the last: where they go (leading dimension: channels)."""
-        cdef int64_t held = self.n + 1
+        cdef int64_t held = self.n + 1, need = self.n + 1 + k
+        cdef int64_t room = need + min(3 * need, GROW_ROWS)
         cdef cnp.ndarray old = self.buf
-        if self.off + held + k > self._capacity:
-            if 4 * (held + k) > self._capacity:
-                self._take(np.empty((4 * (held + k), self.channels)))
+        if self.off + need > self._capacity:
+            if room > self._capacity:
+                self._take(np.empty((room, self.channels)))
             memmove(self._rows, <double *>cnp.PyArray_DATA(old) + self.off * self.channels,
                     held * self.channels * sizeof(double))
             self.off = 0
@@ -268,7 +298,8 @@ cdef class StreamOutput:
         return f"StreamOutput(positions per level={counts}, windows={len(self.windows)})"
 
 
-# Elements of each scratch array a Stream keeps between pushes (see StreamCore._scratch).
+# Elements of each scratch array a Stream keeps between pushes (see StreamCore._scratch); a
+# longer push runs as pushes of at most this many elements (StreamCore.push).
 cdef cnp.npy_intp SCRATCH = 1 << 16
 
 
@@ -342,7 +373,39 @@ cdef class StreamCore:
 
     def push(self, samples, mask=None, bint flush=False) -> StreamOutput:
         """Feed samples (C, n) (or (n,) for one channel); mask (True = lost) is (C, n) or (n,);
-        flush then ends the stream."""
+        flush then ends the stream.
+
+        A push longer than a scratch buffer runs as consecutive pushes of one scratch buffer each
+        (the engine's state is a function of the samples pushed, so the results are the same bits),
+        into one output array per level: beyond the input and the outputs, memory stays a few
+        scratch buffers and what the open windows hold, however long the push.
+        """
+        cdef cnp.ndarray a
+        if cnp.PyArray_Check(samples) and cnp.PyArray_TYPE(<cnp.ndarray>samples) in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
+            a = samples
+        else:
+            a = np.asarray(samples, dtype=np.float64)
+        cdef int64_t n = a.shape[a.ndim - 1] if a.ndim in (1, 2) else 0
+        cdef int64_t step = max(2048, SCRATCH // self.channels), start, end
+        if n <= step:
+            return self._push(a, mask, flush, None)
+        if a.ndim != 2 and not (a.ndim == 1 and self.channels == 1) or a.ndim == 2 and a.shape[0] != self.channels:
+            raise ValueError(f"expected samples of shape ({self.channels}, n), got {(<object>a).shape}")
+        if mask is not None:
+            mask = np.asarray(mask, dtype=np.bool_)
+            if mask.shape not in ((self.channels, n), (n,)):
+                raise ValueError(f"mask shape {mask.shape} does not match samples ({self.channels}, {n}) (or ({n},))")
+        cdef list levels = self.engine._outputs(n, flush), windows = []
+        for start in range(0, n, step):
+            end = min(n, start + step)
+            windows += self._push(a[..., start:end], None if mask is None else mask[..., start:end],
+                                  flush and end == n, levels).windows
+        cdef StreamOutput result = StreamOutput.__new__(StreamOutput)
+        result.levels, result.windows = levels, windows
+        return result
+
+    cdef StreamOutput _push(self, samples, mask, bint flush, list into):
+        """push() of at most a scratch buffer's worth; with `into`, outputs go there (see StreamEngine._push)."""
         cdef int64_t n, rows = 0
         cdef const double *x
         cdef cnp.ndarray held = self._samples(samples, &x, &n)  # keeps x alive
@@ -355,7 +418,7 @@ cdef class StreamCore:
         if self.normalizer is not None:
             self._run_normalizer(x, n, m, rows, out)
         cdef int64_t first = himae_stream_pushed(self.engine._s)
-        levels = self.engine._push(out, n, flush, self.sums)
+        levels = self.engine._push(out, n, flush, self.sums, into)
         self.lost.appended(first, n)
         cdef StreamOutput result = StreamOutput.__new__(StreamOutput)
         result.levels, result.windows = levels, self._windows()

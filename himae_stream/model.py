@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import os
 
-from himae_stream._core import Model, alloc_count, supported_isas
+from himae_stream._core import DEFAULT_MAX_MEMORY, Model, alloc_count, supported_isas
 
-__all__ = ["Model", "alloc_count", "load_model", "supported_isas"]
+__all__ = ["DEFAULT_MAX_MEMORY", "Model", "alloc_count", "load_model", "supported_isas"]
 
 
-def load_model(path: str | os.PathLike, isa: str | None = None) -> Model:
-    """Load and validate a model file, or a shipped model by name ("himae-100", "himae-25");
-    isa forces a micro-kernel ISA (default: best)."""
+def load_model(path: str | os.PathLike, isa: str | None = None, max_memory: int | None = None) -> Model:
+    """Load and validate a model file, or a shipped model by name ("himae-100", "himae-25").
+
+    isa forces a micro-kernel ISA (default: best). max_memory (bytes, default
+    DEFAULT_MAX_MEMORY = 256 MiB) bounds the activation buffers the model
+    needs: a file that declares more (a huge window or channel count) is
+    refused with ModelFileError before they are allocated; pass a larger
+    value to load it anyway (docs/model-format.md, "Memory").
+    """
     from himae_stream.zoo import resolve
 
-    return Model(str(resolve(path)), isa)
+    return Model(str(resolve(path)), isa, max_memory)

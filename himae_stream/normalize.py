@@ -55,12 +55,22 @@ def validate_spec(spec: dict) -> dict:
     full = {**default_spec(spec["kind"]), **spec}
     if full["kind"] == "stream":
         for key in ("highpass_hz", "lowpass_hz", "tau_s", "scale_k", "clip"):
-            value = full[key]
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"normaliser field {key} must be a positive number, got {value!r}")
+            full[key] = _positive_float(full[key], key)
         if full["highpass_hz"] >= full["lowpass_hz"]:
             raise ValueError("normaliser highpass_hz must be below lowpass_hz")
     return full
+
+
+def _positive_float(value, key: str) -> float:
+    """A stream field as the float the filters use (and the C loader checks: a JSON number read as a double)."""
+    try:
+        number = float(value) if isinstance(value, (int, float)) else math.nan
+    except OverflowError:  # an integer past the largest double
+        number = math.inf
+    if not math.isfinite(number) or number <= 0:
+        shown = repr(value) if not isinstance(value, int) or value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
+        raise ValueError(f"normaliser field {key} must be a positive number, got {shown}")
+    return number
 
 
 def butter2_sos(fs: float, highpass_hz: float, lowpass_hz: float) -> np.ndarray:

@@ -16,10 +16,11 @@ import re
 import numpy as np
 
 from himae_stream._core import StreamCore, StreamEngine, StreamOutput, Window
+from himae_stream.errors import StreamStateError
 from himae_stream.normalize import StreamNormalizer, normalize as normalize_recording
 from himae_stream.numbers import OptionError
 
-__all__ = ["Stream", "StreamOutput", "Window", "normalize_for", "to_samples"]
+__all__ = ["Stream", "StreamOutput", "StreamStateError", "Window", "normalize_for", "to_samples"]
 
 SNAPSHOT_FORMAT = "himae-stream-snapshot"
 SNAPSHOT_VERSION = 1
@@ -29,6 +30,8 @@ _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|min|s
 #: Longest window, hop or duration in samples: what the engine's 32-bit counters hold (about
 #: 248 days at 100 Hz); anything longer is a typo, refused before it reaches the engine.
 MAX_SAMPLES = 2**31 - 1
+#: Largest sample or position count a snapshot may hold (the engine's counters are int64).
+MAX_COUNT = 2**62
 
 
 def to_samples(value: int | float | str, fs: float, what: str) -> int:
@@ -144,28 +147,97 @@ class Stream:
 
     @classmethod
     def restore(cls, model, snapshot: dict) -> Stream:
-        """A stream over `model` that continues exactly where `snapshot` was taken."""
+        """A stream over `model` that continues exactly where `snapshot` was taken.
+
+        Snapshots come back from disk or the network: anything that is not a
+        snapshot of this model, in whole and with finite state, raises
+        StreamStateError (a ValueError) and restores nothing.
+        """
+        try:
+            return cls._restore(model, snapshot)
+        except StreamStateError:
+            raise
+        except (KeyError, TypeError, ValueError, OverflowError, IndexError, AttributeError) as exc:
+            # a field of the wrong kind that the checks below let through to numpy or the engine
+            raise StreamStateError(f"not a valid stream snapshot: {type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def _restore(cls, model, snapshot: dict) -> Stream:
         if not isinstance(snapshot, dict) or snapshot.get("format") != SNAPSHOT_FORMAT:
-            raise ValueError("not a stream snapshot")
+            raise StreamStateError("not a stream snapshot")
         if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported stream snapshot version {snapshot.get('version')!r}")
-        stream = cls(model, snapshot["window"], snapshot["hop"], snapshot["normalize"])
+            raise StreamStateError(f"unsupported stream snapshot version {snapshot.get('version')!r}")
+        missing = sorted(SNAPSHOT_KEYS - set(snapshot))
+        if missing:
+            raise StreamStateError(f"stream snapshot lacks {', '.join(missing)}")
+        window, hop, pushed, next_window = (_count(snapshot, key) for key in ("window", "hop", "pushed", "next_window"))
+        if not isinstance(snapshot["normalize"], bool):
+            raise StreamStateError(f"stream snapshot normalize is {snapshot['normalize']!r}, not a bool")
+        try:
+            stream = cls(model, window, hop, snapshot["normalize"])
+        except ValueError as exc:
+            raise StreamStateError(f"stream snapshot options do not fit this model: {exc}") from None
+        if not isinstance(snapshot["engine"], bytes):
+            raise StreamStateError("stream snapshot engine state is not bytes")
         stream._engine.load_state(snapshot["engine"])
-        next_start = int(snapshot["next_window"]) * stream.hop
-        if stream._engine.pushed != snapshot["pushed"] or not 0 <= next_start <= snapshot["pushed"] + stream.hop:
-            raise ValueError("stream snapshot is inconsistent (engine state and windows disagree)")
+        next_start = next_window * stream.hop
+        if stream._engine.pushed != pushed or not 0 <= next_start <= pushed + stream.hop:
+            raise StreamStateError("stream snapshot is inconsistent (engine state and windows disagree)")
         if stream._normalizer is not None:
-            stream._normalizer.set_state(snapshot["normalizer"])
-        stream._core.next_window = int(snapshot["next_window"])
+            state = snapshot["normalizer"]
+            if not isinstance(state, dict) or set(state) != set(stream._normalizer.get_state()):
+                raise StreamStateError("stream snapshot normaliser state is not the normaliser's")
+            state = {key: _finite_array(value, f"normaliser state {key}") for key, value in state.items()}
+            if (state["scale"] < 0).any() or (state["count"] < 0).any():
+                raise StreamStateError("stream snapshot normaliser state has a negative scale or count")
+            try:
+                stream._normalizer.set_state(state)
+            except ValueError as exc:
+                raise StreamStateError(f"stream snapshot {exc}") from None
         targets = stream._tracked
-        if len(snapshot["sums"]) != len(targets):
-            raise ValueError("stream snapshot has the wrong number of levels")
-        for sums, (base, values) in zip(targets, snapshot["sums"]):
-            values = np.asarray(values, dtype=np.float64)
-            if values.ndim != 2 or values.shape[0] != sums.channels or values.shape[1] < 1:
-                raise ValueError("stream snapshot running sums have the wrong shape")
-            sums.set(int(base), values)
+        sums = snapshot["sums"]
+        if not isinstance(sums, (list, tuple)) or len(sums) != len(targets):
+            raise StreamStateError("stream snapshot has the wrong number of levels")
+        restored = []
+        for level, (target, item) in enumerate(zip(targets, sums)):
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise StreamStateError(f"stream snapshot running sums {level} are not a (base, sums) pair")
+            base = _count({"base": item[0]}, "base")
+            values = _finite_array(item[1], f"running sums {level}")
+            if values.ndim != 2 or values.shape[0] != target.channels or values.shape[1] < 1:
+                raise StreamStateError("stream snapshot running sums have the wrong shape")
+            stride = stream.strides[level] if level < len(stream.strides) else 1  # the last: lost samples
+            emitted = stream._engine.emitted(level) if level < len(stream.strides) else pushed
+            held = values.shape[1] - 1  # positions [base, base + held); with none held, base may be ahead
+            if (base + held != emitted) if held else base < emitted:
+                raise StreamStateError("stream snapshot running sums do not end where the engine is")
+            if base > -(-next_start // stride):
+                raise StreamStateError("stream snapshot running sums start after the next window")
+            restored.append((base, values))
+        for target, (base, values) in zip(targets, restored):
+            target.set(base, values)
+        stream._core.next_window = next_window
         return stream
+SNAPSHOT_KEYS = {"format", "version", "window", "hop", "normalize", "pushed", "engine", "normalizer", "next_window",
+                 "sums"}
+
+
+def _count(snapshot: dict, key: str) -> int:
+    """A snapshot's whole-number field, 0 .. MAX_COUNT."""
+    value = snapshot[key]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value <= MAX_COUNT:
+        raise StreamStateError(f"stream snapshot {key} is {value!r}, not a count")
+    return int(value)
+
+
+def _finite_array(value, what: str) -> np.ndarray:
+    """value as a float64 array (bools as 0 / 1) with no NaN or Inf."""
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+        raise StreamStateError(f"stream snapshot {what} is not a numeric array")
+    a = value.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise StreamStateError(f"stream snapshot {what} holds NaN or Inf")
+    return a
 
 
 def normalize_for(model, x, mask=None) -> np.ndarray:

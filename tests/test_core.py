@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import WRIST_RUN
+from peak_rss import PEAK_RSS
 
 from himae_stream import ModelFileError, load_model, modelfile
 from himae_stream.model import supported_isas
@@ -212,38 +213,196 @@ def _fix_checksums(buf: bytearray, rng: np.random.Generator) -> None:
         struct.pack_into("<I", buf, n - 8, zlib.crc32(bytes(buf[: n - 8])))
 
 
+def _mutate_metadata(buf: bytearray, rng: np.random.Generator) -> None:
+    """Edit the metadata text where JSON parsers differ: numbers, nesting, strings, normaliser fields."""
+    import struct
+
+    if len(buf) < 264:
+        return
+    meta_off, meta_size = struct.unpack_from("<QQ", buf, 24)
+    if meta_off + meta_size > len(buf) or meta_size > 1 << 20:
+        return
+    text = bytes(buf[meta_off : meta_off + meta_size])
+    edits = [b"9" * int(rng.integers(1, 130)), b"1e400", b"-0", b"NaN", b"Infinity", b"true", b"null", b'"\\ud800"',
+             b"[" * 70, b"]", b"{", b'"kind": "stream"', b'"highpass_hz": 9007199254740992', b'"lowpass_hz": 9007199254740993',
+             b'"scale_k": ' + b"9" * 400, b"\xff", b"\xef\xbb\xbf", b"\x00", b",", b'"', b" "]
+    pos = int(rng.integers(0, len(text) + 1))
+    cut = int(rng.integers(0, 4))
+    text = text[:pos] + edits[int(rng.integers(0, len(edits)))] + text[pos + cut :]
+    text = text[:meta_size].ljust(meta_size) if rng.random() < 0.7 else text  # keep the layout, or shift it
+    buf[meta_off : meta_off + meta_size] = text[:meta_size]
+    if len(text) != meta_size and rng.random() < 0.5:
+        struct.pack_into("<Q", buf, 32, min(len(text), meta_size))
+
+
+EDGE_VALUES = [b"9007199254740992", b"9007199254740993", b"9" * 100, b"9" * 101, b"9" * 400, b"1" * 5000, b"1e400",
+               b"-1e-400", b"0", b"-0", b"5e-324", b"1.7976931348623157e308", b"1.7976931348623159e308", b"true",
+               b"false", b"null", b"NaN", b"-Infinity", b'"3"', b"[]", b"{}", b"[" * 63 + b"]" * 63,
+               b"[" * 64 + b"]" * 64, b'"\\ud800"', b'"\xc3\xa9"', b"0.5", b"8.0", b"1e-300"]
+
+
+def _rewrite_metadata(seed: bytes, rng: np.random.Generator) -> bytes:
+    """The seed with one JSON value of its metadata replaced by an edge value (as text) or two of its normaliser's
+    numbers swapped, laid out again as a well-formed file: mutants whose JSON mostly still parses."""
+    import re
+
+    import struct
+
+    parsed = modelfile.decode(seed)  # the seeds are valid
+    start, size = struct.unpack_from("<QQ", seed, 24)
+    text = seed[start : start + size]
+    values = list(re.finditer(rb'(?<=[:\[,])\s*(-?[0-9][0-9.eE+-]*|true|false|null|"[^"]*")', text))
+    if values and rng.random() < 0.85:
+        m = values[int(rng.integers(0, len(values)))]
+        text = text[: m.start(1)] + EDGE_VALUES[int(rng.integers(0, len(EDGE_VALUES)))] + text[m.end(1) :]
+    else:  # highpass above lowpass, or equal
+        text = text.replace(b'"highpass_hz"', b'"lowpass_hz_"').replace(b'"lowpass_hz"', b'"highpass_hz"')
+        text = text.replace(b'"lowpass_hz_"', b'"lowpass_hz"')
+    return modelfile.assemble(parsed.config, parsed.tensors, text)
+
+
+def mutant(seeds: list[bytes], case: int, rng: np.random.Generator) -> bytes:
+    """One mutated model file: metadata values rewritten, bit flips, extreme field values, cuts, metadata text
+    edits; checksums mostly resealed."""
+    buf = bytearray(seeds[case % len(seeds)])
+    if rng.random() < 0.3:
+        buf = bytearray(_rewrite_metadata(bytes(buf), rng))
+        if rng.random() < 0.5:
+            return bytes(buf)
+    for _ in range(int(rng.integers(1, 4))):
+        kind = rng.random() if len(buf) > 300 else 0.9
+        if kind < 0.35:  # flip bits anywhere, header-heavy
+            pos = int(rng.integers(0, 256 if rng.random() < 0.5 else len(buf)))
+            buf[pos] ^= 1 << int(rng.integers(0, 8))
+        elif kind < 0.6:  # overwrite a 4-byte field with an extreme value
+            pos = int(rng.integers(0, len(buf) - 4)) & ~3
+            buf[pos : pos + 4] = int(rng.choice([0, 1, 2, 3, 63, 64, 255, 2**20, 2**31, 2**32 - 1])).to_bytes(4, "little")
+        elif kind < 0.85:
+            _mutate_metadata(buf, rng)
+        else:  # cut or extend
+            buf = buf[: int(rng.integers(0, len(buf) + 1))] if rng.random() < 0.5 else buf + bytes(64)
+    _fix_checksums(buf, rng)
+    return bytes(buf)
+
+
+def outcomes_of(path) -> tuple[str | None, str | None]:
+    """(C loader, Python reader) on one file: None when accepted, else the message; anything but a
+    ModelFileError propagates."""
+    said = []
+    for load in (load_model, modelfile.read):
+        try:
+            load(path)
+            said.append(None)
+        except ModelFileError as exc:
+            said.append(str(exc))
+    return said[0], said[1]
+
+
 def test_loader_and_python_reader_agree_on_mutated_files(tmp_path):
-    """Differential fuzzing: the C loader and the Python reader accept and refuse the same files."""
+    """Differential fuzzing: both readers accept and refuse the same files with the same message, and refuse
+    only with ModelFileError (the Python reader reads through the C loader's checks: this guards what it
+    adds, json.loads, the normaliser's own check, the tensor arrays). HIMAE_MUTANTS=100000 runs a long one."""
+    import os
+    import re
+
     rng = np.random.default_rng(2026)
     seeds = [(CORPUS / "valid.himae").read_bytes(), (CORPUS / "valid_encoder_only.himae").read_bytes()]
+    stream = make_corpus_module().with_metadata(
+        b'{"name": "s", "channel_names": ["PPG"], "normalizer": {"kind": "stream", "highpass_hz": 0.5, '
+        b'"lowpass_hz": 8, "tau_s": 5, "scale_k": 3, "clip": 1}, "provenance": {"seed": 12345678901234567890}}')
+    seeds.append(stream)
     path = tmp_path / "m.himae"
-    outcomes = set()
-    for case in range(400):
-        buf = bytearray(seeds[case % 2])
-        for _ in range(int(rng.integers(1, 4))):
-            kind = rng.random() if len(buf) > 300 else 0.9
-            if kind < 0.5:  # flip bits anywhere, header-heavy
-                pos = int(rng.integers(0, 256 if rng.random() < 0.5 else len(buf)))
-                buf[pos] ^= 1 << int(rng.integers(0, 8))
-            elif kind < 0.8:  # overwrite a 4-byte field with an extreme value
-                pos = int(rng.integers(0, len(buf) - 4)) & ~3
-                buf[pos : pos + 4] = int(rng.choice([0, 1, 2, 3, 63, 64, 255, 2**31, 2**32 - 1])).to_bytes(4, "little")
-            else:  # cut or extend
-                buf = buf[: int(rng.integers(0, len(buf) + 1))] if rng.random() < 0.5 else buf + bytes(64)
-        _fix_checksums(buf, rng)
-        path.write_bytes(bytes(buf))
+    counts: dict = {}
+    for case in range(int(os.environ.get("HIMAE_MUTANTS", 3000))):
+        path.write_bytes(mutant(seeds, case, rng))
+        c, py = outcomes_of(path)
+        assert c == py, f"case {case}: C {c!r}, Python {py!r}"
+        outcome = "accepted" if c is None else re.sub(r"\d+", "N", c.split(":")[0].split(" '")[0].split(" (in")[0])
+        counts[outcome] = counts.get(outcome, 0) + 1
+    print(f"{case + 1} mutants, outcomes: {dict(sorted(counts.items(), key=lambda kv: -kv[1]))}")
+    assert len(counts) >= 12, counts  # the mutations reach many different checks
+
+
+def make_corpus_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_corpus", CORPUS / "make_corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _wide_model(path, window: int, channels: int) -> None:
+    """A one-level, kernel-1, encoder-only model: tiny weights, activations of window / 2 x channels."""
+    config = {"name": "wide", "fs": 100.0, "window": window, "in_channels": 1, "channel_names": ["x"],
+              "channels": [channels], "kernel_size": 1, "stride": 2, "patch_size": 1, "mask_ratio": 0.0,
+              "normalizer": {"kind": "minmax"}, "decoder": False}
+    tensors = {name: np.full(shape, 0.01, np.float32) for name, shape in modelfile.expected_tensors(config, False).items()}
+    modelfile.write(path, config, tensors)
+
+
+def test_declared_activations_past_the_limit_are_refused_before_allocating(tmp_path):
+    """A valid 4 MiB file (window 2^20, 1,024 channels, kernel 1) used to take 4.2 GB to load."""
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "wide.himae"
+    _wide_model(path, 1 << 20, 1024)
+    assert path.stat().st_size < 5 << 20
+    code = PEAK_RSS + textwrap.dedent(f"""
+        from himae_stream import ModelFileError, load_model
+        before = reset_peak()
         try:
-            modelfile.read(path)
-            py = None
+            load_model({str(path)!r})
         except ModelFileError as exc:
-            py = str(exc)
-        try:
-            load_model(path)
-            c = None
-        except ModelFileError as exc:
-            c = str(exc)
-        assert (c is None) == (py is None), f"case {case}: C {c!r}, Python {py!r}"
-        if c is not None:
-            assert py.startswith(c), f"case {case}: C {c!r}, Python {py!r}"
-            outcomes.add(c.split(":")[0].split(" '")[0])
-    assert len(outcomes) >= 8  # the mutations reach many different checks
+            print(exc)
+        print(peak() - before)
+    """)
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=120, check=True)
+    message, grew = result.stdout.strip().splitlines()
+    needs = modelfile.read(path).memory["buffers"]
+    assert needs > 4_000_000_000
+    assert message == (f"too large to load: needs {needs} bytes of activation buffers, more than max_memory = "
+                       f"{256 << 20} (in {path})")
+    assert int(grew) < 100 << 20, f"the refusal grew the peak RSS by {int(grew) >> 20} MiB"
+
+
+def test_max_memory_sets_the_limit(tmp_path):
+    path = tmp_path / "wide.himae"
+    _wide_model(path, 1 << 16, 64)
+    needs = modelfile.read(path).memory["buffers"]
+    assert 8 << 20 < needs < 32 << 20
+    with pytest.raises(ModelFileError, match=f"needs {needs} bytes of activation buffers, more than max_memory = {needs - 1} "):
+        load_model(path, max_memory=needs - 1)
+    model = load_model(path, max_memory=needs)
+    assert model.encode(np.ones((1, 1 << 16), np.float32))[0].shape == (64, 1 << 15)
+    load_model(path)  # the default, 256 MiB, is far above it
+    with pytest.raises(ValueError, match="max_memory must be a positive number of bytes"):
+        load_model(path, max_memory=0)
+
+
+@pytest.mark.parametrize("name", ["himae-100", "himae-25", "odd", "wide", "narrow", "deep"])
+def test_memory_is_the_documented_function_of_the_file(tmp_path, name):
+    """docs/model-format.md, "Memory": packed weights at most 3 x the tensor bytes plus 256 (K + 8)(C_in + 1)
+    bytes per tensor; the buffers as the loader computes them, bounded by max_memory."""
+    from himae_stream.model import DEFAULT_MAX_MEMORY
+
+    extra = {"wide": {"channels": [4096], "kernel_size": 1, "window": 64},
+             "narrow": {"channels": [1] * 8, "kernel_size": 15, "in_channels": 64, "channel_names": ["c"] * 64},
+             "deep": {"channels": [3, 300, 7], "kernel_size": 3}}.get(name)
+    if extra is None:
+        model = _random_model(name, seed=1)
+        config = model.config
+    else:
+        config = {**get_config("himae-25"), "decoder": True, **extra}
+    tensors = {n: np.zeros(shape, np.float32) for n, shape in modelfile.expected_tensors(config, config["decoder"]).items()}
+    path = tmp_path / "m.himae"
+    modelfile.write(path, config, tensors)
+    memory = modelfile.read(path).memory
+    k = config["kernel_size"]
+    bound = sum(3 * t.nbytes + 256 * (k + 8) * (t.shape[1] + 1 if t.ndim == 3 else 1) for t in tensors.values())
+    assert memory["weights"] <= bound
+    assert memory["buffers"] <= DEFAULT_MAX_MEMORY
+    load_model(path)

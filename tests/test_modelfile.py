@@ -155,11 +155,131 @@ def test_any_header_value_is_refused_cleanly(field, value):
 
 
 
-def test_metadata_nested_too_deeply_is_refused_cleanly():
-    meta = (b'{"name": "x", "channel_names": ["PPG"], "normalizer": {"kind": "minmax"}, "d": '
-            + b"[" * 100_000 + b"]" * 100_000 + b"}")
-    with pytest.raises(ModelFileError, match="metadata is not a JSON object"):
-        modelfile._parse_meta(meta, 1)
+META_HEAD = b'{"name": "x", "channel_names": ["PPG"], "normalizer": '
+
+
+def _both_readers(tmp_path, data: bytes, name: str = "m.himae") -> tuple[str | None, str | None]:
+    """What load_model (the C loader reading the file) and modelfile.read say: None (accepted) or the message."""
+    from himae_stream import load_model
+
+    path = tmp_path / name
+    path.write_bytes(data)
+    said = []
+    for load in (load_model, modelfile.read):
+        try:
+            load(path)
+            said.append(None)
+        except ModelFileError as exc:
+            said.append(str(exc))
+    return said[0], said[1]
+
+
+@pytest.mark.parametrize("depth, ok", [(63, True), (64, False), (100_000, False)])
+def test_metadata_nesting_is_limited_the_same_for_both_readers(tmp_path, depth, ok):
+    meta = META_HEAD + b'{"kind": "minmax"}, "d": ' + b"[" * depth + b"]" * depth + b"}"
+    c, py = _both_readers(tmp_path, make_corpus.with_metadata(meta))
+    assert c == py
+    assert (c is None) == ok, c
+    if not ok:
+        assert "metadata is not a JSON object" in c and "nested too deeply" in c
+
+
+def test_a_huge_integer_in_metadata_is_a_model_file_error(tmp_path):
+    """5,000 digits: the C check used to pass it and json.loads to refuse it with a bare ValueError."""
+    meta = META_HEAD + b'{"kind": "minmax"}, "seed": ' + b"7" * 5000 + b"}"
+    c, py = _both_readers(tmp_path, make_corpus.with_metadata(meta))
+    assert c == py and c.startswith("metadata is not a JSON object") and "number too long" in c
+    # 100 characters is the limit; such a number loads.
+    meta = META_HEAD + b'{"kind": "minmax"}, "seed": ' + b"7" * 100 + b"}"
+    assert _both_readers(tmp_path, make_corpus.with_metadata(meta)) == (None, None)
+
+
+@pytest.mark.parametrize("text, ok", [(rb'"x\ud800"', False), (rb'"\udfff"', False), (rb'"\ud83d\u0041"', False),
+                                      (rb'"\ud83d\ude00"', True), (rb'"\u00e9"', True)])
+def test_only_paired_surrogate_escapes_are_read(tmp_path, capsys, text, ok):
+    """A lone surrogate escape loaded in Python, and then `himae info` could not print the name."""
+    from himae_stream.cli import main
+
+    meta = b'{"name": ' + text + b', "channel_names": ["PPG"], "normalizer": {"kind": "minmax"}}'
+    c, py = _both_readers(tmp_path, make_corpus.with_metadata(meta))
+    assert c == py and (c is None) == ok, c
+    if not ok:
+        assert "unpaired surrogate at byte" in c
+    assert main(["info", str(tmp_path / "m.himae")]) == (0 if ok else 2)
+
+
+STREAM_NORM = b'{"kind": "stream", "highpass_hz": %s, "lowpass_hz": %s, "scale_k": %s}'
+
+
+@pytest.mark.parametrize("highpass, lowpass, scale_k", [
+    (b"0.5", b"8", b"9" * 99),                     # 99 digits: a large but finite double
+    (b"0.5", b"8", b"9" * 400),                    # the 400-digit scale_k that used to raise OverflowError
+    (b"%d" % 2**53, b"%d" % (2**53 + 1), b"3"),    # equal as doubles: highpass is not below lowpass
+    (b"true", b"8", b"3"),                          # true reads as 1 (as Python's bool is an int) ...
+    (b"0.5", b"8", b"false"),                       # ... and false as 0: not positive
+    (b"1e400", b"8", b"3"), (b"NaN", b"8", b"3"), (b'"1"', b"8", b"3"), (b"null", b"8", b"3"),
+])
+def test_readers_agree_on_normaliser_numbers(tmp_path, capsys, highpass, lowpass, scale_k):
+    meta = META_HEAD + STREAM_NORM % (highpass, lowpass, scale_k) + b"}"
+    c, py = _both_readers(tmp_path, make_corpus.with_metadata(meta))
+    assert c == py
+    if highpass == b"true" or len(scale_k) == 99:
+        assert c is None
+        return
+    assert c.startswith("metadata is not a JSON object"), c
+    from himae_stream.cli import main
+
+    assert main(["info", str(tmp_path / "m.himae")]) == 2  # one line, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("himae info: error: metadata is not a JSON object") and err.count("\n") == 1
+
+
+def test_validate_spec_refuses_huge_integers_with_value_error():
+    from himae_stream.normalize import validate_spec
+
+    with pytest.raises(ValueError, match="scale_k must be a positive number, got an integer of 1329 bits"):
+        validate_spec({"kind": "stream", "scale_k": 10**400})
+    assert validate_spec({"kind": "stream", "clip": 2})["clip"] == 2.0
+
+
+def test_writer_refuses_metadata_the_loader_would_refuse(tmp_path):
+    config = dict(make_corpus.CONFIG)
+    with pytest.raises(ValueError, match="would not load: metadata is not a JSON object: nested too deeply"):
+        modelfile.write(tmp_path / "x.himae", config, make_corpus.tiny_tensors(), {"deep": json.loads("[" * 70 + "]" * 70)})
+
+
+@pytest.mark.parametrize("kind", ["device", "directory", "fifo"])
+def test_only_regular_files_are_read(tmp_path, kind, capsys):
+    """`himae info /dev/zero` used to read until memory ran out; a FIFO without a writer must not hang."""
+    import os
+
+    from himae_stream import load_model
+    from himae_stream.cli import main
+
+    path = {"device": "/dev/zero", "directory": str(tmp_path)}.get(kind) or str(tmp_path / "fifo")
+    if kind == "fifo":
+        os.mkfifo(path)
+    for load in (load_model, modelfile.read):
+        with pytest.raises(ModelFileError, match=rf"^not a regular file \(in {path}\)$"):
+            load(path)
+    assert main(["info", path]) == 2
+    assert capsys.readouterr().err == f"himae info: error: not a regular file (in {path})\n"
+
+
+def test_files_over_one_gib_are_refused_unread(tmp_path):
+    from himae_stream import load_model
+
+    from himae_stream._core import MAX_FILE
+
+    assert modelfile.MAX_FILE_SIZE == MAX_FILE == 1 << 30  # the Python reader's cap is the C loader's
+    path = tmp_path / "huge.himae"
+    with open(path, "wb") as f:  # sparse: nothing is written
+        f.truncate(modelfile.MAX_FILE_SIZE + 1)
+    want = f"too large: file has {modelfile.MAX_FILE_SIZE + 1} bytes, more than the 1073741824-byte maximum (in {path})"
+    for load in (load_model, modelfile.read):
+        with pytest.raises(ModelFileError) as info:
+            load(path)
+        assert str(info.value) == want
 
 
 @pytest.mark.parametrize("name", ["bad_magic.himae", "meta_not_object.himae", "truncated_in_data.himae"])

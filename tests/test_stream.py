@@ -9,6 +9,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from conftest import WRIST_RUN
 
 from himae_stream.model import alloc_count, load_model
@@ -422,3 +424,160 @@ def test_outputs_are_read_only_records(models):
     with pytest.raises(AttributeError):
         out.windows = []
     assert "Window(start=0, end=64" in repr(w)
+
+
+def _concat(outputs) -> tuple[list, list]:
+    """Per level (positions, activations) and the windows of a list of StreamOutputs, joined."""
+    levels = [(np.concatenate([o.levels[l][0] for o in outputs]), np.concatenate([o.levels[l][1] for o in outputs], 1))
+              for l in range(len(outputs[0].levels))]
+    return levels, [w for o in outputs for w in o.windows]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_long_push_runs_in_slices_with_the_same_bits(models, tmp_path, channels):
+    """A push of more than a scratch buffer runs as pushes of one scratch buffer: the same bits as any chunking."""
+    _, model = models
+    if channels > 1:  # a 3-channel model with a stream normaliser
+        path = tmp_path / "three.himae"
+        config = {**get_config("himae-25"), "in_channels": 3, "channel_names": ["a", "b", "c"]}
+        export_model(randomize_batchnorm(HiMAE(config), 3).eval(), path)
+        model = load_model(path)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((channels, 3 * 65536 + 17)).astype(np.float32)
+    mask = rng.random(x.shape) < 0.01
+    one = model.stream(hop=100)
+    whole = [one.push(x, mask), one.flush()]
+    pieces, i, other = [], 0, model.stream(hop=100)
+    for n in (1000, 60000, 70000, 5, 3000, 100000):
+        pieces.append(other.push(x[:, i : i + n], mask[:, i : i + n]))
+        i += n
+    pieces.append(other.flush())
+    (a_levels, a_windows), (b_levels, b_windows) = _concat(whole), _concat(pieces)
+    for (pa, xa), (pb, xb) in zip(a_levels, b_levels):
+        assert np.array_equal(pa, pb) and np.array_equal(xa, xb)
+    assert len(a_windows) == len(b_windows) > 1000
+    for u, v in zip(a_windows, b_windows):
+        assert (u.start, u.masked_fraction) == (v.start, v.masked_fraction)
+        assert all(np.array_equal(p, q) for p, q in zip(u.embeddings, v.embeddings))
+    # the running sums hold a slice and the open windows, not the push
+    assert all(s.buf.shape[0] <= 65536 // 2 + 1000 + 65536 for s in one._core.sums)
+
+
+def test_a_long_push_peaks_below_twice_its_input(tmp_path):
+    """One 50-M-sample push used to ask for 11.9 GiB (running sums grew 4x past the whole push). Now memory
+    is the input, the outputs and a few scratch buffers: for a one-level, one-channel model (outputs of
+    6 bytes per sample against the input's 8) the push peaks below twice its input."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    from conftest import REPO
+    from himae_stream import modelfile
+    from peak_rss import PEAK_RSS
+
+    config = {"name": "narrow", "fs": 100.0, "window": 1000, "in_channels": 1, "channel_names": ["PPG"],
+              "channels": [1], "kernel_size": 5, "stride": 2, "patch_size": 5, "mask_ratio": 0.8,
+              "normalizer": {"kind": "stream"}, "decoder": False}
+    path = tmp_path / "narrow.himae"
+    modelfile.write(path, config, {n: np.full(s, 0.1, np.float32) for n, s in modelfile.expected_tensors(config, False).items()})
+    n = 4_000_000
+    code = PEAK_RSS + textwrap.dedent(f"""
+        import numpy as np
+        from himae_stream import load_model
+        stream = load_model({str(path)!r}).stream()
+        stream.push(np.zeros(5000))  # the first push compiles nothing and warms every buffer
+        x = np.random.default_rng(0).standard_normal({n})
+        before = reset_peak()
+        out = stream.push(x)
+        print(peak() - before, sum(p.nbytes + a.nbytes for p, a in out.levels), len(out.windows))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300, check=True)
+    grew, outputs, windows = map(int, result.stdout.split())
+    assert windows == n // 1000
+    assert outputs <= 6 * n + 1000
+    assert grew < 8 * n, f"the push grew the peak RSS by {grew >> 20} MiB, its input is {8 * n >> 20} MiB"
+    assert grew < outputs + (16 << 20)  # beyond the outputs: scratch buffers and open windows
+
+
+def _reseal(state: bytes, offset: int, raw: bytes) -> bytes:
+    """Engine state bytes with `raw` written at `offset` and the state's CRC32 (at byte 64) made right again."""
+    import struct
+    import zlib
+
+    buf = bytearray(state)
+    buf[offset : offset + len(raw)] = raw
+    struct.pack_into("<I", buf, 64, 0)
+    struct.pack_into("<I", buf, 64, zlib.crc32(bytes(buf)))
+    return bytes(buf)
+
+
+def _bad_snapshots(good: dict) -> dict[str, dict]:
+    """Corrupt snapshots by what is wrong with them: the kinds that raised OverflowError, KeyError or TypeError,
+    or were restored with NaN state."""
+    import struct
+
+    nan = np.float64(np.nan)
+    norm = good["normalizer"]
+    sums = good["sums"]
+    return {
+        "not a dict": ["himae-stream-snapshot"],
+        "missing key": {k: v for k, v in good.items() if k != "sums"},
+        "huge next_window": {**good, "next_window": 10**30},
+        "negative pushed": {**good, "pushed": -1},
+        "float window": {**good, "window": 1000.5},
+        "string hop": {**good, "hop": "1s"},
+        "normalize not a bool": {**good, "normalize": "yes"},
+        "engine not bytes": {**good, "engine": list(good["engine"])},
+        "engine NaN total": {**good, "engine": _reseal(good["engine"], 72, struct.pack("<d", nan))},
+        "engine Inf row": {**good, "engine": _reseal(good["engine"], len(good["engine"]) - 4, struct.pack("<f", np.inf))},
+        "normaliser state missing": {**good, "normalizer": None},
+        "normaliser NaN": {**good, "normalizer": {**norm, "z": np.full_like(norm["z"], nan)}},
+        "normaliser Inf scale": {**good, "normalizer": {**norm, "scale": np.full_like(norm["scale"], np.inf)}},
+        "normaliser negative count": {**good, "normalizer": {**norm, "count": -norm["count"] - 1}},
+        "normaliser strings": {**good, "normalizer": {**norm, "started": np.array(["x"])}},
+        "normaliser wrong shape": {**good, "normalizer": {**norm, "z": norm["z"][..., :1]}},
+        "sums NaN": {**good, "sums": [(sums[0][0], np.full_like(sums[0][1], nan)), *sums[1:]]},
+        "sums not pairs": {**good, "sums": [1, 2, 3, 4, 5, 6][: len(sums)]},
+        "sums huge base": {**good, "sums": [(2**70, sums[0][1]), *sums[1:]]},
+        "sums wrong length": {**good, "sums": [(sums[0][0], sums[0][1][:, :-1]), *sums[1:]]},
+        "sums of objects": {**good, "sums": [(sums[0][0], sums[0][1].astype(object)), *sums[1:]]},
+        "too few levels": {**good, "sums": sums[:-1]},
+    }
+
+
+def test_every_corrupt_snapshot_raises_stream_state_error(models):
+    from himae_stream.errors import StreamStateError
+
+    _, model = models
+    stream = model.stream(hop="1s")
+    stream.push(np.random.default_rng(3).standard_normal((1, 4321)))
+    good = stream.snapshot()
+    model.stream_from(good).push(np.zeros(100))  # the good one restores
+    for what, bad in _bad_snapshots(good).items():
+        with pytest.raises(StreamStateError):
+            model.stream_from(bad)
+        assert issubclass(StreamStateError, ValueError), what
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_mutated_snapshots_restore_exactly_or_raise_stream_state_error(data):
+    """Any field replaced by junk: a StreamStateError, or a stream that works and holds only finite state."""
+    from himae_stream.errors import StreamStateError
+
+    model = load_model("himae-25")
+    stream = model.stream(hop=50)
+    stream.push(np.sin(np.arange(777) / 7.0))
+    snapshot = stream.snapshot()
+    junk = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                     st.text(max_size=3), st.binary(max_size=80), st.lists(st.integers(0, 3), max_size=3),
+                     st.builds(lambda v, n: np.full(n, v), st.floats(allow_nan=True), st.integers(0, 4)))
+    key = data.draw(st.sampled_from(sorted(snapshot)))
+    snapshot[key] = data.draw(junk)
+    try:
+        resumed = model.stream_from(snapshot)
+    except StreamStateError:
+        return
+    out = resumed.push(np.ones(300))
+    assert all(np.isfinite(a).all() for _, a in out.levels)

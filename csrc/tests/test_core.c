@@ -87,7 +87,7 @@ static void test_corpus(const char *manifest) {
         CHECK(buf != NULL, "cannot read %s", path);
         char err[HIMAE_ERR_LEN] = "";
         himae_model *m = NULL;
-        int rc = himae_load_buffer(buf, size, "scalar", &m, err, sizeof err);
+        int rc = himae_load_buffer(buf, size, "scalar", 0, &m, err, sizeof err);
         if (*want)
             CHECK(rc == HIMAE_EFORMAT && strncmp(err, want, strlen(want)) == 0,
                   "%s: got '%s', want '%s'", path, err, want);
@@ -101,7 +101,7 @@ static void test_corpus(const char *manifest) {
                 size_t n = size - (t % 3 == 0 ? rng() % size : 0);
                 for (int k = 0; k < 1 + (int)(rng() % 4); k++) copy[rng() % n] ^= (uint8_t)(1u << (rng() % 8));
                 himae_model *mm = NULL;
-                himae_load_buffer(copy, n, "scalar", &mm, err, sizeof err);
+                himae_load_buffer(copy, n, "scalar", 0, &mm, err, sizeof err);
                 himae_free(mm);
             }
             free(copy);
@@ -336,7 +336,7 @@ static void test_model(const char *path) {
     for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
         if (!himae_ukernel_for((enum himae_isa)isa) || !himae_isa_supported((enum himae_isa)isa)) continue;
         himae_model *m = NULL;
-        rc = himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), &m, err, sizeof err);
+        rc = himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), 0, &m, err, sizeof err);
         CHECK(rc == HIMAE_OK, "%s on %s: %s", path, himae_isa_name((enum himae_isa)isa), err);
         if (rc) continue;
         uint64_t before = himae_alloc_count();
@@ -497,7 +497,7 @@ static void test_stream(const char *path) {
     for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
         if (!himae_ukernel_for((enum himae_isa)isa) || !himae_isa_supported((enum himae_isa)isa)) continue;
         himae_model *m = NULL;
-        if (himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), &m, err, sizeof err)) continue;
+        if (himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), 0, &m, err, sizeof err)) continue;
         for (int r = 0; r < 2; r++, runs++) {
             char what[160];
             snprintf(what, sizeof what, "%s stream %s run %d", path, himae_isa_name((enum himae_isa)isa), r);
@@ -625,9 +625,9 @@ static void test_fpmode(const char *path) {
         if (!himae_ukernel_for((enum himae_isa)isa) || !himae_isa_supported((enum himae_isa)isa)) continue;
         const char *name = himae_isa_name((enum himae_isa)isa);
         himae_model *mp = NULL, *mz = NULL;
-        int rc = himae_load_buffer(planted, size, name, &mp, err, sizeof err);
+        int rc = himae_load_buffer(planted, size, name, 0, &mp, err, sizeof err);
         CHECK(rc == HIMAE_OK, "%s %s: planted subnormals refused: %s", path, name, err);
-        rc = rc ? rc : himae_load_buffer(zeroed, size, name, &mz, err, sizeof err);
+        rc = rc ? rc : himae_load_buffer(zeroed, size, name, 0, &mz, err, sizeof err);
         if (rc) {
             himae_free(mp);
             continue;

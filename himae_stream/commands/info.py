@@ -31,6 +31,7 @@ def describe(f: modelfile.ModelFile) -> list[str]:
         f"normaliser   {c['normalizer']['kind']}" + (f" ({norm})" if norm else ""),
         f"parameters   {params:,} (encoder {encoder:,}), BatchNorm folded",
         "checksums    header, metadata, tensor table, every tensor and whole file: ok",
+        _memory_line(f.memory),
         "",
         f"{'tensor':34s} {'shape':>16s} {'values':>9s}",
     ]
@@ -54,10 +55,21 @@ def describe(f: modelfile.ModelFile) -> list[str]:
     return lines
 
 
+def _memory_line(memory: dict) -> str:
+    """What loading takes (docs/model-format.md, "Memory"), and whether the default limit allows it."""
+    from himae_stream.model import DEFAULT_MAX_MEMORY
+
+    mib = lambda n: f"{n / 2**20:,.1f} MiB"  # noqa: E731
+    line = f"memory       {mib(memory['weights'])} packed weights, {mib(memory['buffers'])} activation buffers"
+    if memory["buffers"] > DEFAULT_MAX_MEMORY:
+        line += f" (more than the default max_memory, {mib(DEFAULT_MAX_MEMORY)}: load with a larger one)"
+    return line
+
+
 def run(args: argparse.Namespace) -> int:
     f = modelfile.read(zoo.resolve(args.model))
     if args.json:
-        print(json.dumps({"config": f.config, "meta": f.meta,
+        print(json.dumps({"config": f.config, "meta": f.meta, "memory": f.memory,
                           "tensors": {k: list(v.shape) for k, v in f.tensors.items()}}, indent=1))
     else:
         print("\n".join(describe(f)))

@@ -100,6 +100,13 @@ def tiny_tensors(seed: int = 2026) -> dict[str, np.ndarray]:
     }
 
 
+def with_metadata(text: bytes) -> bytes:
+    """The corpus model with `text` as its whole metadata, laid out and checksummed, unchecked."""
+    tensors = tiny_tensors()
+    arrays = {name: tensors[name] for name in modelfile.expected_tensors(CONFIG)}
+    return modelfile.assemble(CONFIG, arrays, text)
+
+
 def cases(valid: bytes) -> dict[str, tuple[bytes, str | None, str]]:
     """file name -> (bytes, expected message prefix or None, what is wrong)."""
     m = lambda: Model(valid)  # noqa: E731
