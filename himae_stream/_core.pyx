@@ -271,6 +271,11 @@ cdef class Model:
 
     cdef list _run(self, x, bint want_levels):
         cdef cnp.ndarray xb = self._windows(x)
+        if not np.isfinite(xb).all():
+            # Window mode has no lost-sample mask: a NaN would spread through every level.
+            raise ValueError(f"input has {int(np.count_nonzero(~np.isfinite(xb)))} NaN or Inf sample(s): fill them "
+                             "(himae_stream.impute), mask them (reconstruct), or use stream mode, which counts "
+                             "them as lost")
         cdef const himae_config *c = himae_model_config(self._m)
         cdef size_t batch = xb.shape[0]
         cdef bint batched = cnp.PyArray_NDIM(<cnp.ndarray>x) == 3
@@ -315,6 +320,8 @@ cdef class Model:
     def encode(self, x) -> list:
         """Per-level encoder outputs: (C_l, len_l) for one window, (B, C_l, len_l) for B.
 
+        NaN or Inf input is refused (ValueError): window mode has no mask; stream mode has.
+
         The arrays are views of one new block per call (never reused by the model).
         """
         return self._run(x, True)
@@ -327,7 +334,7 @@ cdef class Model:
         """The decoder's window-mode reconstruction (tanh), same shape as x.
 
         mask: bool, shaped like x or (L,); masked samples are zeroed before
-        the encoder, exactly as in pretraining.
+        the encoder, exactly as in pretraining. NaN or Inf samples are masked too.
         """
         return _reconstruct(self, x, mask)
 

@@ -6,18 +6,20 @@ cdef cnp.ndarray _masked_windows(Model model, x, mask):
 
     Masked samples are set to 0 before the encoder, exactly as masked patches
     are in pretraining; mask is bool, shaped like x or (L,) for every channel.
+    A NaN or Inf sample is lost data: it is masked too.
     """
     cdef cnp.ndarray xb = model._windows(x)
-    if mask is None:
+    finite = np.isfinite(xb)
+    if mask is None and finite.all():
         return xb
-    m = np.asarray(mask)
+    m = np.zeros(np.shape(x), bool) if mask is None else np.asarray(mask)
     if m.dtype != np.bool_:
         raise ValueError(f"mask must be boolean (True = masked sample), got {m.dtype}")
     if m.shape != np.shape(x) and m.shape != (model.config["window"],):
         raise ValueError(
             f"mask shape {m.shape} does not match x shape {np.shape(x)} (or ({model.config['window']},))"
         )
-    return np.ascontiguousarray(np.where(m, np.float32(0), xb), dtype=np.float32)
+    return np.ascontiguousarray(np.where(m | ~finite, np.float32(0), xb), dtype=np.float32)
 
 
 cdef object _reconstruct(Model model, x, mask):

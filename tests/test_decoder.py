@@ -134,3 +134,23 @@ def test_file_without_decoder_is_refused(tmp_path):
     engine = load_model(tmp_path / "enc.himae")
     with pytest.raises(ValueError, match="no decoder"):
         engine.reconstruct(np.zeros((1, 250), np.float32))
+
+
+def test_nan_in_window_mode_is_refused_by_encode_and_masked_by_reconstruct(exported):
+    """Window mode has no lost-sample mask for the encoder: a NaN would spread through every
+    level, so encode/embed refuse it; reconstruct treats it as a masked (lost) sample."""
+    _, path = exported
+    model = load_model(path)
+    L = model.config["window"]
+    x = np.random.default_rng(3).uniform(-1, 1, (2, 1, L)).astype(np.float32)
+    bad = x.copy()
+    bad[0, 0, 10] = np.nan
+    bad[1, 0, 20:23] = np.inf
+    for call in (model.encode, model.embed):
+        with pytest.raises(ValueError, match=r"input has 4 NaN or Inf sample\(s\)"):
+            call(bad)
+    mask = np.zeros(x.shape, bool)
+    mask[0, 0, 10] = mask[1, 0, 20:23] = True
+    np.testing.assert_array_equal(model.reconstruct(bad), model.reconstruct(x, mask))
+    np.testing.assert_array_equal(model.reconstruct(bad, mask), model.reconstruct(x, mask))
+    assert np.isfinite(model.reconstruct(bad)).all()
