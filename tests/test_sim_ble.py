@@ -212,6 +212,7 @@ def test_ble_two_processes_over_hci_tcp(tmp_path, monkeypatch, mtu):
     model = build_model(SimOptions(recording=str(path), channels="PLETH", duration=20))
     dropped = np.unique(np.concatenate([np.arange(a, b) for a, b, _ in record["dropped"]] or [np.zeros(0, int)]))
     assert record["produced"] == model.length
+    assert chunks, f"no samples arrived: {stream.counters}"
     lost = check_delivery(chunks, model, dropped)
     assert 0 < lost.sum() == stream.counters["lost_samples"]
     assert {why for _, _, why in record["dropped"]} == {"lost"}

@@ -178,6 +178,8 @@ class BleConnection(Source):
                 try:
                     await self._connect()
                 except (BleakError, SourceError, ProtocolError, OSError, asyncio.TimeoutError) as exc:
+                    if self._closed:
+                        break  # closed while connecting: not a failure; what arrived is handed on below
                     attempt += 1
                     self.counters["connect_failures"] += 1
                     if attempt > self.max_reconnects:
@@ -206,6 +208,15 @@ class BleConnection(Source):
                         self.counters["disconnects"] += 1
                         await self._disconnect()
                         break
+            # A device may stream as soon as it is subscribed, before the connection is set up
+            # (START acknowledged): samples that arrived before a close are still delivered.
+            leftover = []
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is not _DISCONNECTED and item is not _CLOSED:
+                    leftover.append(item)
+            if leftover:
+                yield leftover
         finally:
             await self.close()
 
