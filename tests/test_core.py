@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import WRIST_RUN
+from readers import outcomes_of
 from peak_rss import PEAK_RSS
 
 from himae_stream import ModelFileError, load_model, modelfile
@@ -283,19 +284,6 @@ def mutant(seeds: list[bytes], case: int, rng: np.random.Generator) -> bytes:
             buf = buf[: int(rng.integers(0, len(buf) + 1))] if rng.random() < 0.5 else buf + bytes(64)
     _fix_checksums(buf, rng)
     return bytes(buf)
-
-
-def outcomes_of(path) -> tuple[str | None, str | None]:
-    """(C loader, Python reader) on one file: None when accepted, else the message; anything but a
-    ModelFileError propagates."""
-    said = []
-    for load in (load_model, modelfile.read):
-        try:
-            load(path)
-            said.append(None)
-        except ModelFileError as exc:
-            said.append(str(exc))
-    return said[0], said[1]
 
 
 def test_loader_and_python_reader_agree_on_mutated_files(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from readers import outcomes_of
 
 from himae_stream import modelfile
 from himae_stream.errors import ModelFileError
@@ -160,18 +161,9 @@ META_HEAD = b'{"name": "x", "channel_names": ["PPG"], "normalizer": '
 
 def _both_readers(tmp_path, data: bytes, name: str = "m.himae") -> tuple[str | None, str | None]:
     """What load_model (the C loader reading the file) and modelfile.read say: None (accepted) or the message."""
-    from himae_stream import load_model
-
     path = tmp_path / name
     path.write_bytes(data)
-    said = []
-    for load in (load_model, modelfile.read):
-        try:
-            load(path)
-            said.append(None)
-        except ModelFileError as exc:
-            said.append(str(exc))
-    return said[0], said[1]
+    return outcomes_of(path)
 
 
 @pytest.mark.parametrize("depth, ok", [(63, True), (64, False), (100_000, False)])

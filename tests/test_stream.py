@@ -470,7 +470,6 @@ def test_a_long_push_peaks_below_twice_its_input(tmp_path):
     import subprocess
     import sys
     import textwrap
-    from pathlib import Path
 
     from conftest import REPO
     from himae_stream import modelfile

@@ -51,7 +51,7 @@ def test_himae_run_predictions_match_the_probe_code(tmp_path, name, device_fs):
     recording) for the same windows, also when the device's rate is not the model's: the
     pipeline resamples live with the resampler the offline code uses."""
     from training.frozen import load_model_file
-    from training.probes import prepare, window_embeddings
+    from training.probes import prepare
     from training.resolution import encode
 
     rec = load(WRIST_RUN).pick(["PPG"]).resampled(device_fs)

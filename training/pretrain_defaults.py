@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     from training.probes import save_with_heads
 
     sources = resolution.troika_sources(args.data)
-    tasks = list(resolution.TASKS.values())
     for name in names:
         ckpt, wall = pretrain(name, args.data, args.out, args.device, tuple(args.exclude_dataset))
         (args.out / f"{name}.wall.json").write_text(json.dumps({"train_wall_s": wall}))
