@@ -63,12 +63,8 @@ def level_power(acts: np.ndarray, level: int, fs: float, span: int, pad: int = P
     window shares the bin width fs / (pad · span). A `basis` `(m, C)` (the
     level's leading principal directions) makes a window cost m transforms, not C.
     """
-    a = np.asarray(acts)
-    if a.dtype not in (np.float32, np.float64):
-        a = a.astype(np.float64)
+    a, stride, size = _padded(acts, level, span, pad)
     n = a.shape[1]
-    stride = 2 ** (level + 1)
-    size = max(n, int(round(pad * span / stride)))
     if n < 2:
         return np.zeros(size // 2 + 1), fs / stride / size
     x = a if basis is None else basis.astype(a.dtype, copy=False) @ a  # project first: fewer rows to work on
@@ -105,16 +101,21 @@ def _band_dft(n: int, size: int, lo: int, bins: int, dtype) -> np.ndarray:
     return m
 
 
+def _padded(acts, level: int, span: int, pad: int) -> tuple[np.ndarray, int, int]:
+    """A level's activations as float32/64, its input stride, and the zero-padded transform length."""
+    a = np.asarray(acts)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    stride = 2 ** (level + 1)
+    return a, stride, max(a.shape[1], int(round(pad * span / stride)))
+
+
 def band_power(acts: np.ndarray, level: int, fs: float, span: int, pad: int = PAD, basis: np.ndarray | None = None,
                band=HR_BAND_HZ) -> tuple[np.ndarray, float]:
     """`level_power` over the bins of `band` only (from its first bin up): the same numbers, as two
     small matrix products, which is what a window costs live. Returns `(power, bin width Hz)`."""
-    a = np.asarray(acts)
-    if a.dtype not in (np.float32, np.float64):
-        a = a.astype(np.float64)
+    a, stride, size = _padded(acts, level, span, pad)
     n = a.shape[1]
-    stride = 2 ** (level + 1)
-    size = max(n, int(round(pad * span / stride)))
     df = fs / stride / size
     lo = int(math.ceil(band[0] / df - 1e-9))
     bins = int(math.floor(band[1] / df + 1e-9)) - lo + 1

@@ -76,17 +76,23 @@ def _options(out, **kw) -> TrainOptions:
     return TrainOptions(**base)
 
 
+def same_run(first, second) -> tuple[dict, dict]:
+    """The last checkpoints of two runs, asserted to hold the same loss curves and weights."""
+    a = torch.load(first / "last.pt", weights_only=True)
+    b = torch.load(second / "last.pt", weights_only=True)
+    assert a["state"]["history"] == b["state"]["history"]
+    assert a["state"]["val_history"] == b["state"]["val_history"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    return a, b
+
+
 def test_resume_continues_exactly(tmp_path):
     straight = train(_options(tmp_path / "a"))
     train(_options(tmp_path / "b", max_steps=2))
     resumed = train(_options(tmp_path / "b", resume=True))
     assert straight["steps"] == resumed["steps"] == 4
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert a["state"]["history"] == b["state"]["history"]
-    assert a["state"]["val_history"] == b["state"]["val_history"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    a, b = same_run(tmp_path / "a", tmp_path / "b")
     assert a["provenance"]["val_subjects"] and a["provenance"]["windows"]["train"] > 0
 
 
@@ -112,12 +118,7 @@ def test_a_crash_resumes_exactly_from_the_timed_checkpoint(tmp_path, monkeypatch
     monkeypatch.setattr(train_module, "masked_mse", real)
     resumed = train(_options(tmp_path / "b", resume=True, **kw))
     assert straight["steps"] == resumed["steps"] == 6
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert a["state"]["history"] == b["state"]["history"]
-    assert a["state"]["val_history"] == b["state"]["val_history"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    a, b = same_run(tmp_path / "a", tmp_path / "b")
     strip = lambda curve: [{k: v for k, v in row.items() if k != "wall_s"} for row in curve]  # noqa: E731
     assert strip(a["state"]["curve"]) == strip(b["state"]["curve"])
 
