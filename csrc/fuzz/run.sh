@@ -44,11 +44,12 @@ for t in "${targets[@]}"; do
   if ./build/fuzz_"$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -max_len=65536 \
        -print_final_stats=1 -artifact_prefix="build/crash-$t-" "${jobs[@]}" ${FUZZ_ARGS:-} \
        "build/corpus/$t" "$seeds" >"build/$t.log" 2>&1; then
-    grep -E "INITED|DONE|stat::number_of_executed_units|stat::peak_rss_mb" "build/$t.log" | tail -4
+    grep -E "Seed: |INITED|DONE|stat::number_of_executed_units|stat::peak_rss_mb" "build/$t.log" | tail -5
     echo "== $t: no crash ($(ls "build/corpus/$t" | wc -l) corpus inputs)"
   else
     if grep -q "ERROR: " "build/$t.log"; then sed -n '/ERROR: /,$p' "build/$t.log" | grep -v "^  0x\|^Shadow\|^  [A-Z].*: *[0-9a-f ]*$" | head -60
     else tail -60 "build/$t.log"; fi
+    grep -m1 "Seed: " "build/$t.log" >&2 || true
     echo "== $t: CRASH; input: $(ls build/crash-"$t"-* 2>/dev/null | head -1)" >&2
     echo "   add it to csrc/fuzz/regressions/$t/ with a test (docs/fuzzing.md)" >&2
     status=1
