@@ -10,7 +10,10 @@ Reported per window record: the time from the serial read that delivered the
 bytes completing the window to the record being ready (p50 / p99): deframing,
 reordering, normaliser, stream engine, probe heads and imputation, next to
 the model's algorithmic delay, a property of the convolution stack reported
-separately. A script, not a test.
+separately. Where the time goes is reported per stage (`pipeline.STAGES`:
+read, wait, engine, heads, record) at the median and over the slowest 1 % of
+records, and the time a JSONL sink then takes to write each record. A script,
+not a test.
 
     python -m benchmarks.e2e_latency [--model himae-100] [--duration 60] [--hop 0.1s] [--no-pin]
 """
@@ -22,6 +25,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import resources
 
@@ -42,15 +46,36 @@ def start_device(fs: float, duration: float) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the simulator did not announce its serial port")
 
 
-async def measure(model, url: str, duration: float, hop: str) -> list[float]:
+async def measure(model, url: str, duration: float, hop: str, sink) -> tuple[list[float], list, list[float]]:
+    """Each record's latency, its stages (ms, as pipeline.STAGES) and the sink's write time (ms)."""
     from himae_stream.pipeline import run
 
-    return [rec["latency_ms"] async for rec in run(url, model, hop=hop, duration=duration)]
+    latencies, writes, core = [], [], []
+    async for record in run(url, model, hop=hop, duration=duration, pipeline=core):
+        latencies.append(record["latency_ms"])
+        started = time.perf_counter()
+        sink.write(record)
+        writes.append(1e3 * (time.perf_counter() - started))
+    return latencies, list(core[0].stages), writes
+
+
+def stage_table(latencies: list[float], stages: list, writes: list[float]) -> list[str]:
+    """Per stage, its median and its mean over the records at or above the p99 latency."""
+    from himae_stream.pipeline import STAGES
+
+    lat, st, wr = np.asarray(latencies), np.asarray(stages), np.asarray(writes)
+    tail = lat >= np.percentile(lat, 99)
+    lines = ["| stage | median (ms) | mean over the slowest 1 % (ms) |", "|---|---:|---:|"]
+    for k, name in enumerate(STAGES):
+        lines.append(f"| {name} | {np.median(st[:, k]):.3f} | {st[tail, k].mean():.3f} |")
+    lines.append(f"| (after the record) sink write, JSONL | {np.median(wr):.3f} | {wr[tail].mean():.3f} |")
+    return lines
 
 
 def main() -> None:
     from benchmarks.peers import cpu_model
     from himae_stream.pipeline import load
+    from himae_stream.sinks import open_sink
     from himae_stream.stream import to_samples
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,6 +87,8 @@ def main() -> None:
     args = p.parse_args()
     model = load(args.model)
     fs = model.config["fs"]
+    folder = tempfile.TemporaryDirectory()
+    sink = open_sink(f"jsonl://{folder.name}/records.jsonl")
     try:
         to_samples(args.hop, fs, "hop")
     except ValueError as exc:
@@ -75,17 +102,20 @@ def main() -> None:
         placement = f"pipeline on CPU {cpus[0]}, device on CPU {cpus[1]}"
     try:
         started = time.perf_counter()
-        latencies = asyncio.run(measure(model, url, args.duration, args.hop))
+        latencies, stages, writes = asyncio.run(measure(model, url, args.duration, args.hop, sink))
         wall = time.perf_counter() - started
     finally:
         sim.kill()
         sim.wait()
+        sink.close()
+        folder.cleanup()
     p50, p99 = np.percentile(latencies, [50, 99])
     print(f"# himae run end-to-end latency, {time.strftime('%Y-%m-%d')}, {cpu_model()}, 1 thread")
     print(f"model {model.config.get('name')} ({model.isa}), device process at {fs:g} Hz in real time over a "
           f"pseudo-terminal, {args.duration:g} s of signal, hop {args.hop}, {len(latencies)} windows, wall {wall:.1f} s, "
           f"{placement}")
     print(f"serial read to record: p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {max(latencies):.3f} ms")
+    print("\n".join(stage_table(latencies, stages, writes)))
     delay = model.stream().delay
     print("algorithmic delay per level: " + ", ".join(f"L{l} {d} samples ({1e3 * d / fs:.0f} ms)"
                                                      for l, d in enumerate(delay)))

@@ -29,6 +29,12 @@ from himae_stream.samplestream import Chunk, SampleStream
 #: Latencies kept for the p50 / p99 figures.
 LATENCY_HISTORY = 4096
 
+#: Where a record's latency goes, in order (ms each, `Pipeline.stages`): the reader deframing,
+#: reordering and clock-mapping the chunk that completed the window; the chunk waiting for the
+#: pipeline (queue hand-over, event loop); resampling and the stream engine; the probe heads;
+#: the record itself (gap fill, and the records before it from the same chunk).
+STAGES = ("read", "wait", "engine", "heads", "record")
+
 
 class History:
     """The most recent raw samples, lost flags and host times, by absolute sample index.
@@ -90,6 +96,8 @@ class Pipeline:
         # the heads read each window's per-position activations, the positions the offline code reads
         self.positions = probes.Positions(list(model.config["channels"]), keep) if len(self.heads) else None
         self.latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
+        self.stages: deque[tuple[float, ...]] = deque(maxlen=LATENCY_HISTORY)  # per record, ms, as STAGES
+        self._marks: tuple[float, ...] = ()  # arrival, released, fed, pushed, heads done: of the chunk in hand
         # sources stamp arrivals with the monotonic clock; records carry Unix time
         self._to_unix = time.time() - time.monotonic()
         self.windows = 0
@@ -113,14 +121,18 @@ class Pipeline:
         A record's latency runs from `chunk.arrival` (when the source read the
         bytes), or from this call for a chunk without a host arrival time.
         """
-        arrival = time.monotonic() if chunk.arrival is None else chunk.arrival
+        fed = time.monotonic()
+        arrival = fed if chunk.arrival is None else chunk.arrival
+        released = fed if chunk.released is None else chunk.released
         if self._picks is None:
             self.select([f"ch{i}" for i in range(chunk.samples.shape[0])], self.fs)
         samples, lost, times = chunk.samples[self._picks], chunk.lost_mask, chunk.timestamps
         if self.resampler is not None:
             samples, lost, times = self.resampler.push(samples, lost, times)
         self.history.add(samples, lost, times)
-        return self._records(self.stream.push(samples, mask=lost), arrival)
+        out = self.stream.push(samples, mask=lost)
+        self._marks = (arrival, released, fed, time.monotonic())
+        return self._records(out, arrival)
 
     def prepare(self) -> None:
         """Between chunks, once their records are handed on: the stream engine's work ahead
@@ -129,7 +141,10 @@ class Pipeline:
 
     def finish(self) -> list[dict]:
         """End of stream: the end padding completes the last windows."""
-        return self._records(self.stream.flush(), time.monotonic())
+        now = time.monotonic()
+        out = self.stream.flush()
+        self._marks = (now, now, now, time.monotonic())
+        return self._records(out, now)
 
     def _records(self, out, arrival: float) -> list[dict]:
         windows = out.windows
@@ -139,6 +154,7 @@ class Pipeline:
             self.positions.add(out.levels)
             predictions = self.heads.apply([self.positions.window(w.start, w.end) for w in windows],
                                            [w.end - w.start for w in windows])
+        self._marks = (*self._marks[:4], time.monotonic())
         return [self._record(w, p, arrival) for w, p in zip(windows, predictions)]
 
     def _record(self, window, predictions: dict, arrival: float) -> dict:
@@ -156,8 +172,11 @@ class Pipeline:
         }
         if self.impute and lost.any():
             record.update(self._fill(window.start, raw, lost))
-        latency = (time.monotonic() - arrival) * 1e3
+        done = time.monotonic()
+        latency = (done - arrival) * 1e3
         self.latencies.append(latency)
+        marks = (*self._marks, done)
+        self.stages.append(tuple(1e3 * (b - a) for a, b in zip(marks, marks[1:])))
         record["latency_ms"] = round(latency, 4)
         self.windows += 1
         return record
@@ -239,7 +258,7 @@ async def run(source, model=None, window=None, hop="1s", *, channels=None, imput
             limit = None if duration is None else int(round(duration * fs))  # in device samples
         if limit is not None and seen + len(chunk) >= limit:
             chunk = Chunk(chunk.timestamps[: limit - seen], chunk.samples[:, : limit - seen],
-                          chunk.lost_mask[: limit - seen], chunk.start, chunk.arrival)
+                          chunk.lost_mask[: limit - seen], chunk.start, chunk.arrival, chunk.released)
         seen += len(chunk)
         for record in core.feed(chunk):
             yield record

@@ -45,7 +45,9 @@ class Chunk:
     not the previous chunk's end follows a break (stream restart or a chunk
     dropped by a full queue), both counted. `arrival` is the host time
     (`time.monotonic()`) at which the data that released the chunk was read,
-    where end-to-end latency starts (None without a host clock, e.g. a file).
+    where end-to-end latency starts (None without a host clock, e.g. a file);
+    `released` when the chunk left the reader, deframed, reordered and on the
+    host clock (the part of a record's latency spent reading is the difference).
     """
 
     timestamps: np.ndarray
@@ -53,6 +55,7 @@ class Chunk:
     lost_mask: np.ndarray
     start: int
     arrival: float | None = None
+    released: float | None = None
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter((self.timestamps, self.samples, self.lost_mask))
@@ -351,7 +354,7 @@ class SampleStream:
             index, n, packet = pieces[0]
             # evenly spaced on the device clock, so on the host clock too: the first time, then steps
             times = self.clock.to_host(packet.t_us * 1e-6) + (self.clock.rate / packet.fs) * np.arange(n)
-            return [self._emit(Chunk(times, packet.physical(), np.zeros(n, bool), index, arrival))]
+            return [self._emit(Chunk(times, packet.physical(), np.zeros(n, bool), index, arrival, time.monotonic()))]
         sizes, base, step, codes, scales = [], [], [], [], []
         for _, n, item in pieces:
             sizes.append(n)
@@ -379,7 +382,8 @@ class SampleStream:
                 [c.astype(np.float32) * np.asarray(s or 1.0, np.float32).reshape(-1, 1) for c, s in zip(codes, scales)],
                 axis=1,
             )
-        return [self._emit(Chunk(self.clock.to_host(device_times), samples, lost, pieces[0][0], arrival))]
+        return [self._emit(Chunk(self.clock.to_host(device_times), samples, lost, pieces[0][0], arrival,
+                                  time.monotonic()))]
 
     def _emit(self, chunk: Chunk) -> Chunk:
         """The last checks of a chunk before it leaves.

@@ -148,6 +148,25 @@ def test_run_blocking_python_api(model_file):
     assert [r["start"] for r in records] == [0, 200, 400]
 
 
+def test_each_record_says_where_its_latency_went():
+    """The stages (read, wait, engine, heads, record) of every record add up to its latency."""
+    import asyncio
+
+    from himae_stream.pipeline import STAGES, run
+
+    async def records():
+        core = []
+        got = [r async for r in run(f"sim://{BUNDLED}?speed=max", "himae-100", hop="1s", duration=12.0,
+                                    pipeline=core)]
+        return got, list(core[0].stages)
+
+    got, stages = asyncio.run(records())
+    assert len(got) == len(stages) == 5 and all(len(s) == len(STAGES) for s in stages)
+    for record, parts in zip(got, stages):
+        assert min(parts) >= 0
+        assert sum(parts) == pytest.approx(record["latency_ms"], abs=2e-3)  # the record rounds to 1e-4 ms
+
+
 @pytest.mark.parametrize("speed", ["5", "max"])
 def test_closing_run_blocking_early_ends_the_pipeline_and_its_source(model_file, speed):
     """A caller that stops after one record: close() cancels the pipeline, the simulated device
