@@ -9,8 +9,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import tty
+import time
+from functools import partial
 
 import numpy as np
 import pytest
@@ -26,7 +26,7 @@ from himae_stream.sources.base import SourceError
 from himae_stream.sources.serial import SerialSource
 from himae_stream.sources.textlines import MAX_LINE, TextLineReader, estimate_rate
 from himae_stream.urls import SourceUrlError, open_source
-from waiting import Changes, Tap
+from unplug import read_across_unplug
 
 
 def read(data: bytes, step: int | None = None, **options):
@@ -210,60 +210,23 @@ def test_port_unplugged_and_plugged_back_reopens_and_marks_the_gap(tmp_path):
     """A board's port disappears mid-line and comes back (a symlink, as /dev/serial/by-id/...):
     the reader reopens it, counts one reconnect, the cut line is counted, and the 5 s the board
     was away show as exactly that many lost samples, read from its millis() column."""
-    link = tmp_path / "board"
-    masters = []
-
-    def plug():
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        name = os.ttyname(slave)
-        os.close(slave)
-        os.symlink(name, tmp_path / "next")
-        os.replace(tmp_path / "next", link)
-        masters.append(master)
-        return master
-
     def lines(start, stop):
         return "".join(f"{1000 + 10 * k},{50000 + k}\n" for k in range(start, stop)).encode()
 
-    first = plug()
-    source = SerialSource(str(link), idle_timeout_s=5.0, reconnect_timeout_s=5.0,
-                          reader=lambda counters: TextLineReader(counters, fs=100))
-    reopened = threading.Event()
+    source = SerialSource(str(tmp_path / "board"), idle_timeout_s=5.0, reconnect_timeout_s=5.0,
+                          reader=partial(TextLineReader, fs=100))
 
     def plugged_back(master):
-        """Back after 5 s of its own clock: banner lines until the reader reads again, then on."""
+        """Back after 5 s of its own clock: banner lines at its pace until the reader reads again, then on."""
+        deadline = time.monotonic() + 10
         while not source.counters["reconnects"]:
+            assert time.monotonic() < deadline, "the reader did not reopen the port"
             os.write(master, b"Initializing MAX30102...\n")
-            if reopened.wait(0.02):
-                break
+            time.sleep(0.02)
         os.write(master, b"millis,ir\n" + lines(600, 700))
 
-    async def main():
-        changes = Changes()
-        stream = SampleStream(Tap(source, changes))
-        await source.open()
-        os.write(first, b"millis,ir\n" + lines(0, 100) + b"2000,501")  # cut by the unplug
-        chunks, writer = [], None
-        async with asyncio.timeout(20):
-            async for chunk in stream:
-                chunks.append(chunk)
-                if writer is None and chunk.start + len(chunk) == 100:
-                    os.close(first)
-                    writer = threading.Thread(target=plugged_back, args=(plug(),), daemon=True)
-                    writer.start()
-                if source.counters["reconnects"]:
-                    reopened.set()
-                if chunk.start + len(chunk) == 700:
-                    break
-        await source.close()
-        return chunks, stream.counters
-
-    try:
-        chunks, counters = asyncio.run(main())
-    finally:
-        for fd in masters[1:]:
-            os.close(fd)
+    before = b"millis,ir\n" + lines(0, 100) + b"2000,501"  # the last line cut by the unplug
+    chunks, counters = read_across_unplug(source, tmp_path / "board", before, 100, 700, plugged_back)
     values = np.concatenate([c.samples for c in chunks], axis=1)[0]
     lost = np.concatenate([c.lost_mask for c in chunks])
     assert np.array_equal(np.flatnonzero(lost), np.arange(100, 600))

@@ -101,9 +101,9 @@ class TextLineReader:
     """Bytes of text lines to packets: the byte->packet step of a `SerialSource(format=text)`.
 
     `fs` is the sample rate (None: estimated from a timestamp column),
-    `time_unit` that column's unit when its name does not say, `channels`
-    the columns to keep (names or globs), a `time_unit` one of TIME_UNITS.
-    Counters go to `counters`.
+    `time_unit` (a TIME_UNITS key) that column's unit when its name does not
+    say, `channels` the columns to keep (names or globs). Counters go to
+    `counters`.
     """
 
     def __init__(self, counters: dict[str, int], fs: float | None = None, time_unit: str | None = None,
@@ -205,15 +205,13 @@ class TextLineReader:
 
     def _take(self, layout: Layout) -> None:
         """Fix the layout: names from the header (uncounting it as garbage), timestamp column, channels."""
-        header = self._header
+        header, self._header = self._header, None
         if not layout.plotter and header is not None:
             names = layout.fields(header)
             if len(names) == len(layout.names) and all(_NAME.fullmatch(n) for n in names):
-                layout.names = names
+                layout.names, self._header = names, header
                 self.counters["garbage_lines"] -= 1
                 self.counters["header_lines"] += 1
-            else:
-                self._header = None
         self.layout = layout
         times = [i for i, n in enumerate(layout.names) if n.lower() in TIME_NAMES]
         self._time = times[0] if times else None
