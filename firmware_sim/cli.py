@@ -1,4 +1,7 @@
-"""`himae sim`: replay a recording as a serial or BLE wearable and say where to connect."""
+"""`himae sim`: replay a recording as a serial or BLE wearable and say where to connect.
+
+`--device` picks what kind of device: `DEVICES` maps each name to the function that runs it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import sys
 import time
 
 from firmware_sim.faults import FaultConfig
-from firmware_sim.options import NUMBERS, SimOptions
+from firmware_sim.options import DELIMITERS as TEXT_DELIMITERS, NUMBERS, SimOptions, TextBoard
 from himae_stream.numbers import NON_NEGATIVE
 
 
@@ -18,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fs", type=NUMBERS["fs"], help="device sample rate (Hz); default the recording's")
     parser.add_argument("--duration", type=NUMBERS["duration"], help="replay only the first seconds")
     parser.add_argument("--loop", action="store_true", help="start over at the end of the recording")
+    parser.add_argument("--device", choices=tuple(DEVICES), default="framed",
+                        help="framed: the framed protocol over --transport; text-serial: a DIY board "
+                             "printing text lines on a serial port")
     parser.add_argument("--transport", choices=("serial", "ble"), default="serial")
     parser.add_argument("--speed", type=NUMBERS["speed"], default=1.0, help="replay speed factor, or 'max' (default 1)")
     parser.add_argument("--format", default="int16", choices=("int16", "int24", "float32"), help="ADC sample format")
@@ -48,6 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ble.add_argument("--interval-ms", type=NUMBERS["interval_ms"], default=15.0, help="connection interval (ms)")
     ble.add_argument("--hci", default="127.0.0.1:0", help="HOST:PORT to serve the virtual radio's HCI on")
     ble.add_argument("--hr-trace", help="BPM trace file for the Heart Rate Service (default: from the recording)")
+    text = parser.add_argument_group("text-serial board")
+    text.add_argument("--no-header", action="store_true", help="print no banner and header row")
+    text.add_argument("--delimiter", choices=tuple(TEXT_DELIMITERS), default="comma")
+    text.add_argument("--millis", action="store_true", help="print a millis() timestamp column first")
+    text.add_argument("--plotter", action="store_true", help="print Arduino Serial Plotter name:value pairs")
+    text.add_argument("--garbage", type=NUMBERS["garbage"], default=0.0,
+                      help="probability a junk line comes before a sample's line")
     parser.add_argument("--log", help="write the drop log (JSON) here when the replay ends")
     parser.add_argument("--linger", type=NON_NEGATIVE, default=2.0, help="seconds to stay up after the last sample")
 
@@ -75,6 +88,8 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
         mtu=args.mtu,
         interval_ms=args.interval_ms,
         hr_trace=args.hr_trace,
+        board=TextBoard(header=not args.no_header, delimiter=TEXT_DELIMITERS[args.delimiter], millis=args.millis,
+                        plotter=args.plotter, garbage=args.garbage),
     )
 
 
@@ -83,7 +98,10 @@ def announce(line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = options_from_args(args)
+    return DEVICES[args.device](options_from_args(args), args)
+
+
+def run_framed(options: SimOptions, args: argparse.Namespace) -> int:
     if args.transport == "serial":
         return run_serial(options, args.log, args.linger)
     host, _, port = args.hci.rpartition(":")
@@ -94,13 +112,32 @@ def run(args: argparse.Namespace) -> int:
 
 def run_serial(options: SimOptions, log_path: str | None, linger: float) -> int:
     from firmware_sim.faults import Faults
-    from firmware_sim.options import build_model, write_log
+    from firmware_sim.options import build_model
     from firmware_sim.serial_device import SerialDevice
 
     model = build_model(options)
-    with SerialDevice(model, Faults(options.faults), options.speed, options.baud, options.frame_ms) as device:
+    device = SerialDevice(model, Faults(options.faults), options.speed, options.baud, options.frame_ms)
+    return serve_serial(device, f"serial://{device.path}?baud={options.baud}", log_path, linger)
+
+
+def run_text_serial(options: SimOptions, args: argparse.Namespace) -> int:
+    from firmware_sim.faults import Faults
+    from firmware_sim.options import build_model
+    from firmware_sim.text_device import TextSerialDevice
+
+    if args.transport != "serial":
+        raise ValueError("--device text-serial prints on a serial port: leave out --transport ble")
+    device = TextSerialDevice(build_model(options), options.board, Faults(options.faults), options.speed, options.baud)
+    return serve_serial(device, device.source_url(), args.log, args.linger)
+
+
+def serve_serial(device, url: str, log_path: str | None, linger: float) -> int:
+    """Run a serial device until its replay is over; say where it is, what it sent and what it dropped."""
+    from firmware_sim.options import write_log
+
+    with device:
         announce(f"serial: {device.path}")
-        announce(f"source: serial://{device.path}?baud={options.baud}")
+        announce(f"source: {url}")
         device.start()
         try:
             device.wait()
@@ -111,6 +148,10 @@ def run_serial(options: SimOptions, log_path: str | None, linger: float) -> int:
             if log_path:
                 write_log(log_path, device.log, device.produced)
     return 0
+
+
+#: `--device` names and what runs each.
+DEVICES = {"framed": run_framed, "text-serial": run_text_serial}
 
 
 async def run_ble(options: SimOptions, host: str, port: int, log_path: str | None, linger: float) -> int:

@@ -10,11 +10,31 @@ from pathlib import Path
 from firmware_sim.device import DeviceConfig, DeviceModel, DropLog
 from firmware_sim.faults import NUMBERS as FAULT_NUMBERS, FaultConfig
 from firmware_sim.heart_rate import HeartRateTrace, load_trace, trace_for
-from himae_stream.numbers import ANY, COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER, SAMPLE_RATE, SPEED, Number
+from himae_stream.numbers import (
+    ANY, COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER, PROBABILITY, SAMPLE_RATE, SPEED, Number,
+)
 from himae_stream.protocol import SampleFormat
 from himae_stream.recordings import load
 
 FORMATS = {"int16": SampleFormat.INT16, "int24": SampleFormat.INT24, "float32": SampleFormat.FLOAT32}
+#: `--delimiter` names of the delimiters a text-serial board prints.
+DELIMITERS = {"comma": ",", "tab": "\t", "semicolon": ";", "space": " "}
+
+
+@dataclass
+class TextBoard:
+    """How the board prints: header row, delimiter, a millis() column, Serial Plotter pairs, junk."""
+
+    header: bool = True
+    delimiter: str = ","
+    millis: bool = False
+    plotter: bool = False
+    garbage: float = 0.0  # probability a junk line comes before a sample's line
+
+    def __post_init__(self) -> None:
+        if self.delimiter not in DELIMITERS.values():
+            raise ValueError(f"delimiter must be one of {', '.join(DELIMITERS)}, got {self.delimiter!r}")
+        PROBABILITY.check(self.garbage, "garbage")
 
 
 @dataclass
@@ -36,6 +56,7 @@ class SimOptions:
     mtu: int = 247
     interval_ms: float = 15.0
     hr_trace: str | None = None
+    board: TextBoard = field(default_factory=TextBoard)  # how a text-serial device prints
 
 
 #: What each numeric setting accepts, by its `sim://` parameter name (the `himae sim` flag is the
@@ -43,7 +64,7 @@ class SimOptions:
 NUMBERS: dict[str, Number] = {
     **FAULT_NUMBERS, "fs": SAMPLE_RATE, "duration": POSITIVE, "speed": SPEED, "drift_ppm": ANY,
     "jitter_us": NON_NEGATIVE, "seed": COUNT, "baud": POSITIVE_INTEGER, "frame_ms": POSITIVE,
-    "mtu": Number(integer=True, low=23, high=517), "interval_ms": POSITIVE,
+    "mtu": Number(integer=True, low=23, high=517), "interval_ms": POSITIVE, "garbage": PROBABILITY,
 }
 
 

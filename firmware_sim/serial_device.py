@@ -1,4 +1,5 @@
-"""Serial transport: COBS frames written to a pseudo-terminal at device pace.
+"""Serial transport: COBS frames written to a pseudo-terminal at device pace
+(a board printing text lines instead: `firmware_sim/text_device.py`).
 
 The runtime opens `SerialDevice.path` with pyserial like any USB-serial
 adapter. Like a USB CDC device that starts on port open, the sample clock
@@ -28,7 +29,15 @@ OPEN_SETTLE_S = 0.05
 
 
 class SerialDevice:
-    """A simulated USB-serial wearable on a pty pair; `start()` streams in a background thread."""
+    """A simulated USB-serial wearable on a pty pair; `start()` streams in a background thread.
+
+    What goes on the wire is the subclass's to say (`_unit`, `_preamble`, `_corrupt`): here COBS
+    frames and an INFO frame every `info_every_s`; pacing, faults and the drop log are shared.
+    """
+
+    FATES = SERIAL_FATES
+    #: written before the next unit after one was cut short, so the reader resynchronises at it
+    RESYNC = b"\x00"
 
     def __init__(
         self,
@@ -45,6 +54,8 @@ class SerialDevice:
         self.baud = baud
         self.per_frame = max(1, round(model.fs * frame_ms / 1000.0))
         self.info_every_s = info_every_s
+        self._info = encode_frame(encode_info(model.info))
+        self._next_info = 0.0  # device time the next INFO frame is due
         self.log = DropLog()
         self.produced = 0  # samples produced so far (stream indices < produced)
         self.written = 0  # bytes put on the port so far: a reader has everything once it has read as many
@@ -106,9 +117,7 @@ class SerialDevice:
         self._stop.wait(OPEN_SETTLE_S)  # the reader flushes its input right after opening
         self.pacer.restart()
         fs, length = self.model.fs, self.model.length
-        info = encode_frame(encode_info(self.model.info))
         held: tuple[bytes, int, int] | None = None  # a reordered frame waiting for its successor
-        next_info = 0.0
         link_free = 0.0  # device time at which the UART has sent everything so far
         k = 0
         while not self._stop.is_set() and (length is None or k < length):
@@ -124,11 +133,10 @@ class SerialDevice:
             if not spans:
                 self.produced = k = stop_k
                 continue
-            # one transport unit: the frames of the packet's valid runs, back to back
-            frame = b"".join(encode_frame(encode_packet(self.model.packet(a, b))) for a, b in spans)
-            with_info = ready >= next_info
+            frame = self._unit(spans)
+            preamble = self._preamble(ready)
             send_at = max(ready, link_free)
-            link_free = send_at + (len(frame) + len(info) * with_info) * 10 / self.baud
+            link_free = send_at + (len(frame) + len(preamble)) * 10 / self.baud
             if not self._wait(send_at):
                 break
             self.produced = stop_k
@@ -140,15 +148,14 @@ class SerialDevice:
                     continue
                 if not self._wait_for_reader():
                     break
-            if with_info:
-                self._write(info, [])
-                next_info = ready + self.info_every_s
-            fate = self.faults.fate(SERIAL_FATES)
+            if preamble:
+                self._write(preamble, [])
+                self._preamble_sent(ready)
+            fate = self.faults.fate(self.FATES)
             if fate is Fate.LOSE:
                 self._drop(spans, "lost")
             elif fate is Fate.CORRUPT:
-                self._drop(spans, "corrupted")
-                self._write(self.faults.corrupt(frame[:-1]) + frame[-1:], [])
+                self._corrupt(frame, spans)
             elif fate is Fate.DUPLICATE:
                 self.log.count("duplicated")
                 self._write(frame, spans)
@@ -165,6 +172,22 @@ class SerialDevice:
         if held is not None and not self._stop.is_set():
             self._write(*held)
         self.finished_at = time.monotonic()
+
+    def _unit(self, spans: list[tuple[int, int]]) -> bytes:
+        """One transport unit: the frames of the packet's valid runs, back to back."""
+        return b"".join(encode_frame(encode_packet(self.model.packet(a, b))) for a, b in spans)
+
+    def _preamble(self, ready: float) -> bytes:
+        """What goes before the unit that is ready at device time `ready`: the INFO frame when due."""
+        return self._info if ready >= self._next_info else b""
+
+    def _preamble_sent(self, ready: float) -> None:
+        self._next_info = ready + self.info_every_s
+
+    def _corrupt(self, unit: bytes, spans: list[tuple[int, int]]) -> None:
+        """Send `unit` with a byte changed (its CRC fails, its samples are lost)."""
+        self._drop(spans, "corrupted")
+        self._write(self.faults.corrupt(unit[:-1]) + unit[-1:], [])
 
     def _reader_present(self) -> bool:
         return not any(event & select.POLLHUP for _, event in self._poll.poll(0))
@@ -188,7 +211,7 @@ class SerialDevice:
     def _write(self, data: bytes, spans: list[tuple[int, int]]) -> None:
         """Write one unit whole (its samples: `spans`); at a finite speed drop what the port cannot take."""
         if self._resync:
-            data = b"\x00" + data
+            data = self.RESYNC + data
             self._resync = False
         view = memoryview(data)
         while view:

@@ -1,8 +1,9 @@
 """`sim://` sources: a simulated device and the runtime's own reader for it, as one source.
 
-`sim://RECORDING?transport=serial|ble&speed=10&loss=0.02&...` starts the
-simulator in this process and reads it through the real transport
-(`SerialSource` on a pty, or `BleSource` over bumble), so a pipeline runs
+`sim://RECORDING?transport=serial|ble|text-serial&speed=10&loss=0.02&...`
+starts the simulator in this process and reads it through the real
+transport (`SerialSource` on a pty, or `BleSource` over bumble), so a
+pipeline runs
 end to end without hardware. The source ends once the replay is over and
 its reader has everything the device sent.
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import TYPE_CHECKING
 
 from firmware_sim.faults import NUMBERS as FAULT_NUMBERS, FaultConfig, Faults
-from firmware_sim.options import NUMBERS, SimOptions, build_model, heart_rate
+from firmware_sim.options import DELIMITERS, NUMBERS, SimOptions, TextBoard, build_model, heart_rate
 from himae_stream.samplestream import Received
 from himae_stream.sources.base import Source
 
@@ -28,14 +30,18 @@ END_GRACE_S = 2.0
 
 _SETTINGS = ("fs", "duration", "drift_ppm", "jitter_us", "frame_ms", "interval_ms", "baud", "mtu")
 _TEXT_PARAMS = {"channels", "format", "name"}
+#: How a text-serial board prints: `header`, `millis`, `plotter` are 0/1, `delimiter` a `DELIMITERS` name.
+_BOARD_PARAMS = {"header", "delimiter", "millis", "plotter", "garbage"}
+TRANSPORTS = ("serial", "ble", "text-serial")
 
 
 def open_url(url: ParsedUrl) -> SimSource:
     """The source a `sim://` URL names (registered for the `sim` scheme)."""
-    url.check_params({*FAULT_NUMBERS, *_SETTINGS, *_TEXT_PARAMS, "seed", "speed", "transport", "loop"})
+    url.check_params({*FAULT_NUMBERS, *_SETTINGS, *_TEXT_PARAMS, *_BOARD_PARAMS, "seed", "speed", "transport",
+                      "loop"})
     transport = url.get("transport", "serial")
-    if transport not in ("serial", "ble"):
-        raise ValueError(f"{url.text}: transport must be serial or ble, got {transport!r}")
+    if transport not in TRANSPORTS:
+        raise ValueError(f"{url.text}: transport must be {', '.join(TRANSPORTS)}, got {transport!r}")
 
     def given(names) -> dict:
         return {k: url.number(k, None, NUMBERS[k]) for k in names if url.get(k) is not None}
@@ -44,14 +50,29 @@ def open_url(url: ParsedUrl) -> SimSource:
     options = SimOptions(
         recording=url.path,
         speed=url.number("speed", 1.0, NUMBERS["speed"]),
-        loop=url.get("loop", "0").lower() in ("1", "true", "yes"),
+        loop=_flag(url, "loop", False),
         seed=seed,
         faults=FaultConfig(seed=seed, **given(FAULT_NUMBERS)),
         fmt=url.get("format", "int16"),
         **given(_SETTINGS),
         **{k: url.get(k) for k in ("channels", "name") if url.get(k) is not None},
+        board=_board(url),
     )
     return SimSource(options, transport)
+
+
+def _flag(url: ParsedUrl, key: str, default: bool) -> bool:
+    value = url.get(key)
+    return default if value is None else value.lower() in ("1", "true", "yes")
+
+
+def _board(url: ParsedUrl) -> TextBoard:
+    delimiter = url.get("delimiter", "comma")
+    if delimiter not in DELIMITERS:
+        raise ValueError(f"{url.text}: delimiter must be one of {', '.join(DELIMITERS)}, got {delimiter!r}")
+    return TextBoard(header=_flag(url, "header", True), delimiter=DELIMITERS[delimiter],
+                     millis=_flag(url, "millis", False), plotter=_flag(url, "plotter", False),
+                     garbage=url.number("garbage", 0.0, NUMBERS["garbage"]))
 
 
 class SimSource(Source):
@@ -66,7 +87,7 @@ class SimSource(Source):
         self._inner: Source | None = None
 
     async def __aiter__(self) -> AsyncIterator[Received]:
-        if self.transport == "serial":
+        if self.transport in ("serial", "text-serial"):
             inner, finish, all_read, stop = self._start_serial()
         else:
             inner, finish, all_read, stop = await self._start_ble()
@@ -113,10 +134,18 @@ class SimSource(Source):
 
     def _start_serial(self):
         from firmware_sim.serial_device import SerialDevice
+        from firmware_sim.text_device import TextSerialDevice
         from himae_stream.sources.serial import SerialSource
+        from himae_stream.sources.textlines import TextLineReader
 
         o = self.options
-        device = SerialDevice(self.model, Faults(o.faults), o.speed, o.baud, o.frame_ms)
+        if self.transport == "text-serial":
+            device = TextSerialDevice(self.model, o.board, Faults(o.faults), o.speed, o.baud)
+            # a board with a timestamp column and a header tells its rate: the reader estimates it
+            fs = None if o.board.millis and (o.board.header or o.board.plotter) else self.model.fs
+            kwargs = {"reader": partial(TextLineReader, fs=fs)}
+        else:
+            device, kwargs = SerialDevice(self.model, Faults(o.faults), o.speed, o.baud, o.frame_ms), {}
         self.device = device
         device.start()
 
@@ -124,7 +153,7 @@ class SimSource(Source):
             await asyncio.get_running_loop().run_in_executor(None, device.close)
 
         # the simulated device keeps its pty for the whole replay: nothing to reopen
-        source = SerialSource(device.path, o.baud, idle_timeout_s=None, reconnect_timeout_s=None)
+        source = SerialSource(device.path, o.baud, idle_timeout_s=None, reconnect_timeout_s=None, **kwargs)
         finish = asyncio.get_running_loop().run_in_executor(None, device.wait)
         return source, finish, lambda: source.counters.get("bytes", 0) >= device.written, stop
 

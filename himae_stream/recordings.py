@@ -24,6 +24,11 @@ TROIKA_TEST_CHANNELS = ["PPG1", "PPG2", "ACC_X", "ACC_Y", "ACC_Z"]
 #: Names devices and databases give a PPG channel: TROIKA's PPG1/PPG2, PhysioNet's PLETH,
 #: Empatica's BVP, pulse oximeters' PULSE. A model channel named PPG reads any of them.
 PPG_PATTERNS = ("PPG*", "PLETH*", "BVP*", "PULSE*")
+#: What DIY boards name the LED channels of a MAX3010x-class sensor: each is a PPG. A model's PPG
+#: channel reads them after every name above, infrared first (the usual pulse signal).
+LED_PATTERNS = ("IR*", "RED*", "GREEN*")
+#: Names given to channels that came unnamed (a bare array, a text board without a header).
+UNNAMED = re.compile(r"ch\d+")
 #: The record the package bundles (PhysioNet a103l: finger PPG as PLETH, beside two ECG leads):
 #: the default `himae run` replays it, and examples can rely on it being there.
 DEMO = Path(__file__).parent / "data" / "a103l.hea"
@@ -52,25 +57,31 @@ class Recording:
 
     def pick(self, patterns) -> "Recording":
         """Keep the channels matching `patterns` (names or globs, case-insensitive), in pattern order."""
-        if isinstance(patterns, str):
-            patterns = [p for p in patterns.split(",") if p]
-        idx = []
-        for pattern in patterns:
-            hits = [i for i, n in enumerate(self.channel_names) if fnmatch.fnmatch(n.upper(), pattern.upper())]
-            if not hits:
-                raise RecordingError(
-                    f"{self.name}: no channel matches {pattern!r} (channels: {', '.join(self.channel_names)})"
-                )
-            idx += [i for i in hits if i not in idx]
+        idx = pick_names(self.channel_names, patterns, self.name)
         return replace(self, channel_names=[self.channel_names[i] for i in idx], signals=self.signals[idx])
 
     def resampled(self, fs: float) -> "Recording":
         return replace(self, fs=float(fs), signals=resample(self.signals, self.fs, fs))
 
 
+def pick_names(names, patterns, what: str) -> list[int]:
+    """Indices of the channels matching `patterns` (names or globs, case-insensitive, a list or
+    "A,B"), in pattern order; a pattern that matches nothing is a RecordingError naming `what`."""
+    if isinstance(patterns, str):
+        patterns = [p for p in patterns.split(",") if p]
+    idx: list[int] = []
+    for pattern in patterns:
+        hits = [i for i, n in enumerate(names) if fnmatch.fnmatch(n.upper(), pattern.upper())]
+        if not hits:
+            raise RecordingError(f"{what}: no channel matches {pattern!r} (channels: {', '.join(names)})")
+        idx += [i for i in hits if i not in idx]
+    return idx
+
+
 def model_patterns(model_names) -> list[str]:
     """The channel patterns a model reads when the user names none: its own
-    channel names, and for a PPG channel every usual name of one (`PPG_PATTERNS`).
+    channel names, and for a PPG channel every usual name of one (`PPG_PATTERNS`, then
+    `LED_PATTERNS`).
 
     Every command and API picks channels through this rule, so a recording
     that `himae run` reads is read the same way by `embed`, `plot`, `sim://`
@@ -80,7 +91,7 @@ def model_patterns(model_names) -> list[str]:
     for name in model_names or []:
         patterns.append(name)
         if fnmatch.fnmatch(name.upper(), "PPG*"):
-            patterns += PPG_PATTERNS
+            patterns += PPG_PATTERNS + LED_PATTERNS
     return list(dict.fromkeys(patterns))
 
 
@@ -90,8 +101,9 @@ def match_channels(names, patterns, need: int, model_names=None) -> list[int]:
     Patterns that match nothing are alternatives, not errors ("PPG1,PLETH"
     reads TROIKA and PhysioNet alike); too few matches is a RecordingError.
     Without `patterns` the model's rule applies (`model_patterns(model_names)`),
-    and a source with exactly `need` channels, none of them named like the
-    model's, is read as is (a bare array or an unnamed device channel).
+    and a source with exactly `need` unnamed channels (`ch0`: a bare array, a
+    device channel without a name) is read as is; named channels that match
+    nothing (an ECG-only device) are an error, not a guess.
     """
     if isinstance(patterns, str):
         patterns = [p for p in patterns.split(",") if p]
@@ -100,7 +112,7 @@ def match_channels(names, patterns, need: int, model_names=None) -> list[int]:
         patterns = model_patterns(model_names) or ["*"]
     hits = [i for p in patterns for i, n in enumerate(names) if fnmatch.fnmatch(n.upper(), p.upper())]
     hits = list(dict.fromkeys(hits))[:need]
-    if not hits and by_model and len(names) == need:
+    if not hits and by_model and len(names) == need and all(UNNAMED.fullmatch(n) for n in names):
         return list(range(need))
     if len(hits) < need:
         hint = "" if not by_model else "; name the channel with --channels (or channels= in a URL)"

@@ -1,6 +1,7 @@
 """URLs naming sources and sinks: one parser, and the registry of source schemes.
 
     serial:///dev/ttyUSB0?baud=115200   serial://COM3   serial://socket://host:port
+    serial:///dev/ttyACM0?format=text&fs=100   (a board printing numbers as text lines)
     ble://AA:BB:CC:DD:EE:FF             ble://name=Polar*?service=hr
     file://capture.bin                  file:///abs/capture.bin
     sim://recording.mat?speed=10&loss=0.02&transport=ble
@@ -16,7 +17,9 @@ from importlib import import_module
 from urllib.parse import parse_qsl
 
 from himae_stream.errors import HimaeError
-from himae_stream.numbers import ANY, COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER, Number, OptionError
+from himae_stream.numbers import (
+    ANY, COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER, SAMPLE_RATE, Number, OptionError,
+)
 
 
 class SourceUrlError(HimaeError, ValueError):
@@ -106,13 +109,32 @@ def open_source(url: str | ParsedUrl):
 def open_serial(url: ParsedUrl):
     from himae_stream.sources.serial import SerialSource
 
-    url.check_params({"baud", "idle_timeout", "reconnect", "record"})
+    text = {"fs", "time_unit", "channels"}
+    url.check_params({"baud", "idle_timeout", "reconnect", "record", "format", *text})
+    form = url.get("format", "framed")
+    if form not in ("framed", "text"):
+        raise SourceUrlError(f"{url.text}: format must be framed or text, got {form!r}")
+    if form == "framed" and text & set(url.params):
+        raise SourceUrlError(f"{url.text}: {', '.join(sorted(text & set(url.params)))} go with format=text")
     idle, reconnect = url.number("idle_timeout", 5.0, NON_NEGATIVE), url.number("reconnect", 10.0, NON_NEGATIVE)
     return SerialSource(
         url.path, url.number("baud", 115200, POSITIVE_INTEGER),
         idle_timeout_s=idle if idle > 0 else None, reconnect_timeout_s=reconnect if reconnect > 0 else None,
-        record=url.get("record"),
+        record=url.get("record"), **({"reader": _text_reader(url)} if form == "text" else {}),
     )
+
+
+def _text_reader(url: ParsedUrl):
+    """What makes a `TextLineReader` with the URL's `fs`, `time_unit` and `channels`."""
+    from functools import partial
+
+    from himae_stream.sources.textlines import TIME_UNITS, TextLineReader
+
+    unit = url.get("time_unit")
+    if unit is not None and unit not in TIME_UNITS:
+        raise SourceUrlError(f"{url.text}: time_unit must be one of {', '.join(TIME_UNITS)}, got {unit!r}")
+    return partial(TextLineReader, fs=url.number("fs", None, SAMPLE_RATE), time_unit=unit,
+                   channels=url.get("channels"))
 
 
 def open_ble(url: ParsedUrl):

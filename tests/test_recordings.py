@@ -7,7 +7,7 @@ import pytest
 from conftest import BUNDLED, ECG_ONLY, V102S, WRIST_RUN
 
 from himae_stream.cli import main
-from himae_stream.recordings import DEMO, PPG_PATTERNS, RecordingError, load, match_channels, model_patterns
+from himae_stream.recordings import DEMO, LED_PATTERNS, PPG_PATTERNS, RecordingError, load, match_channels, model_patterns
 
 PPG_MODEL = ["PPG"]
 
@@ -19,6 +19,8 @@ PPG_MODEL = ["PPG"]
     (["ACC_X", "ppg_green"], "ppg_green"),  # names are matched case-insensitively
     (["Pulse", "SpO2"], "Pulse"),
     (["PPG", "ECG"], "PPG"),
+    (["millis", "red", "ir"], "ir"),  # a MAX3010x board: infrared is the pulse signal
+    (["GREEN", "PLETH"], "PLETH"),  # LED names only when no usual PPG name is there
 ])
 def test_a_ppg_model_finds_the_ppg_channel_by_its_usual_names(names, picked):
     assert [names[i] for i in match_channels(names, None, 1, PPG_MODEL)] == [picked]
@@ -30,7 +32,7 @@ def test_channels_named_by_the_user_come_first_and_an_unnamed_single_channel_is_
     assert match_channels(["ch0"], None, 1, PPG_MODEL) == [0]  # a bare array or an unnamed device channel
     with pytest.raises(RecordingError, match="found 0 among ch0"):
         match_channels(["ch0"], "PLETH", 1, PPG_MODEL)  # but never against the user's own choice
-    assert model_patterns(["PPG"]) == ["PPG", *PPG_PATTERNS]
+    assert model_patterns(["PPG"]) == ["PPG", *PPG_PATTERNS, *LED_PATTERNS]
     assert model_patterns(["ACC_X"]) == ["ACC_X"]  # aliases only for PPG
 
 
@@ -38,6 +40,8 @@ def test_an_ecg_only_recording_is_refused_with_a_hint():
     rec = load(ECG_ONLY)
     with pytest.raises(RecordingError, match=r"found 0 among MLII, V5; name the channel with --channels"):
         match_channels(rec.channel_names, None, 1, PPG_MODEL)
+    with pytest.raises(RecordingError, match=r"found 0 among ecg; name the channel"):
+        match_channels(["ecg"], None, 1, PPG_MODEL)  # one channel, named as something else
 
 
 def test_wearable_npz_layout_reads_ppg_ecg_and_accelerometer():

@@ -39,11 +39,12 @@ def check_delivery(chunks, model, dropped: np.ndarray, first: int = 0) -> np.nda
     return lost
 
 
-async def replay(device: SerialDevice, timeout_s: float = 60.0):
+async def replay(device: SerialDevice, timeout_s: float = 60.0, **source_options):
     """Read the device until it has sent everything and the reader has read every byte it wrote;
-    then close the source, and the stream, its source ended, releases all it still holds."""
+    then close the source, and the stream, its source ended, releases all it still holds.
+    `source_options` go to the SerialSource (e.g. a text `reader`)."""
     changes = Changes()
-    source = SerialSource(device.path, idle_timeout_s=None)
+    source = SerialSource(device.path, idle_timeout_s=None, **source_options)
     tap = Tap(source, changes)
     stream = SampleStream(tap)
     chunks = []

@@ -26,6 +26,7 @@ from himae_stream.protocol import (
 from himae_stream.samplestream import SampleStream, StreamError
 from himae_stream.sources import FileSource, SerialSource
 from himae_stream.urls import SourceUrlError, open_source, parse_source_url
+from unplug import read_across_unplug
 from waiting import wait_event
 
 FS = 100.0
@@ -385,18 +386,7 @@ def test_serial_port_unplugged_and_plugged_back_goes_on_with_a_counted_gap(tmp_p
     reopens it, counts one reconnect, and the stream goes on; what was sent while nobody had the
     port open is a gap, marked lost and counted."""
     link = tmp_path / "wearable"
-
-    def plug():
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        name = os.ttyname(slave)
-        os.close(slave)  # the reader opens its own
-        os.symlink(name, tmp_path / "next")
-        os.replace(tmp_path / "next", link)
-        return master
-
     sent = packets(40, 10)
-    masters = [plug()]
     source = SerialSource(str(link), idle_timeout_s=5.0, reconnect_timeout_s=5.0)
 
     def plugged_back(master):
@@ -412,30 +402,8 @@ def test_serial_port_unplugged_and_plugged_back_goes_on_with_a_counted_gap(tmp_p
             time.sleep(0.02)
         os.write(master, encode_frame(encode_packet(sent[39])))
 
-    async def main():
-        stream = SampleStream(source)
-        await source.open()
-        for p in sent[:10]:
-            os.write(masters[0], encode_frame(encode_packet(p)))
-        chunks, writer = [], None
-        async with asyncio.timeout(10):
-            async for chunk in stream:
-                chunks.append(chunk)
-                if writer is None and chunk.start + len(chunk) == 100:
-                    os.close(masters[0])  # unplugged
-                    masters.append(plug())  # and back, sending on at once
-                    writer = threading.Thread(target=plugged_back, args=(masters[1],), daemon=True)
-                    writer.start()
-                if chunk.start + len(chunk) == 400:
-                    break
-        await source.close()
-        return chunks, stream.counters
-
-    try:
-        chunks, counters = asyncio.run(main())
-    finally:
-        for fd in masters[1:]:
-            os.close(fd)
+    before = b"".join(encode_frame(encode_packet(p)) for p in sent[:10])
+    chunks, counters = read_across_unplug(source, link, before, 100, 400, plugged_back)
     mask = np.concatenate([c.lost_mask for c in chunks])
     lost = {k for k in range(len(sent)) if mask[10 * k : 10 * k + 10].all()}
     assert lost <= set(range(10, 39))  # only while it was away; the last packets came through

@@ -132,11 +132,14 @@ def _why_no_window(url: str, state: list, window_s: float, args) -> str:
 
 
 def _nothing_decoded(counters: dict) -> str:
-    """What a source that gave no samples delivered: bytes read, frames decoded and dropped, by reason."""
+    """What a source that gave no samples delivered: bytes read, frames (or text lines) decoded and
+    dropped, by reason."""
     read = f" from {counters['bytes']} bytes read" if "bytes" in counters else ""
-    dropped = {k: counters.get(k, 0) for k in ("crc_errors", "decode_errors", "oversize", "malformed")}
+    unit = "lines" if "lines" in counters else "frames"
+    dropped = {k: counters.get(k, 0) for k in ("crc_errors", "decode_errors", "oversize", "malformed",
+                                                 "garbage_lines", "bad_columns", "long_lines")}
     reasons = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in dropped.items() if v)
-    return (f"no samples decoded{read}: {counters.get('frames', 0)} frames, {sum(dropped.values())} dropped"
+    return (f"no samples decoded{read}: {counters.get(unit, 0)} {unit}, {sum(dropped.values())} dropped"
             + (f" ({reasons})" if reasons else ""))
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from himae_stream.errors import HimaeError
 from himae_stream.framing import FrameDecoder
-from himae_stream.protocol import Kind, ProtocolError, StreamInfo, body_kind, decode_info, decode_packet
+from himae_stream.protocol import Kind, Packet, ProtocolError, StreamInfo, body_kind, decode_info, decode_packet
 from himae_stream.samplestream import Received
 
 
@@ -41,6 +42,16 @@ class Source(ABC):
         await self.close()
 
 
+class PacketReader(Protocol):
+    """The byte->packet step of a byte-stream source: `feed` takes bytes as they arrive (any split)
+    and returns the packets they complete; `info` describes the stream once known. Counts what it
+    drops in the counters it was made with, and raises only `SourceError`, for good."""
+
+    info: StreamInfo | None
+
+    def feed(self, data: bytes) -> list[Packet]: ...
+
+
 class FramedReader:
     """Bytes of a serial frame stream to packets: frames, then bodies.
 
@@ -54,7 +65,7 @@ class FramedReader:
         self.counters.update(self.decoder.counters, malformed=0)
         self.info: StreamInfo | None = None
 
-    def feed(self, data: bytes) -> list:
+    def feed(self, data: bytes) -> list[Packet]:
         packets = []
         for body in self.decoder.feed(data):
             try:

@@ -1,4 +1,8 @@
-"""Serial source: COBS frames from anything `serial.serial_for_url` opens.
+"""Serial source: packets from anything `serial.serial_for_url` opens.
+
+The bytes become packets through a reader: COBS frames (`FramedReader`, the
+default) or text lines (`TextLineReader`, for boards that print numbers);
+everything about the port below is the same for both.
 
 Real ttys, pseudo-terminals, `loop://` and `socket://host:port` all work.
 A tty or pseudo-terminal is read by the event loop itself when its descriptor
@@ -22,13 +26,13 @@ import contextlib
 import os
 import select
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import serial
 
 from himae_stream.samplestream import Received
-from himae_stream.sources.base import FramedReader, Source, SourceError
+from himae_stream.sources.base import FramedReader, PacketReader, Source, SourceError
 
 READ_SIZE = 1 << 16
 #: Waits between tries to reopen a lost port: doubling from the first to the last.
@@ -47,7 +51,8 @@ def _hung_up(fd: int) -> bool:
 
 
 class SerialSource(Source):
-    """Packets from a serial port; optionally records the raw bytes to `record` (a FileSource log)."""
+    """Packets from a serial port; optionally records the raw bytes to `record` (a FileSource log
+    of framed bytes, or the text itself). `reader` makes the byte->packet step from the counters."""
 
     def __init__(
         self,
@@ -58,6 +63,7 @@ class SerialSource(Source):
         idle_timeout_s: float | None = 5.0,
         reconnect_timeout_s: float | None = 10.0,
         record: str | Path | None = None,
+        reader: Callable[[dict[str, int]], PacketReader] = FramedReader,
     ):
         super().__init__()
         self.url = url
@@ -66,7 +72,7 @@ class SerialSource(Source):
         self.idle_timeout_s = idle_timeout_s
         self.reconnect_timeout_s = reconnect_timeout_s  # None or 0: a lost port is an error at once
         self.record = Path(record) if record else None
-        self._reader = FramedReader(self.counters)
+        self._reader = reader(self.counters)
         self.counters["reconnects"] = 0
         self._port: serial.SerialBase | None = None
         self._closed = False
