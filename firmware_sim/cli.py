@@ -169,11 +169,12 @@ def run_lsl(options: SimOptions, args: argparse.Namespace) -> int:
 
 
 def write_brainflow_playback(options: SimOptions, args: argparse.Namespace) -> int:
-    from firmware_sim.brainflow_playback import write_playback
+    from firmware_sim.brainflow_playback import playback_rate, write_playback
     from firmware_sim.options import build_model
 
     if not args.out:
         raise ValueError("--device brainflow-playback needs --out FILE.csv")
+    options.fs = options.fs or playback_rate()
     url = write_playback(build_model(options), args.out)
     announce(f"source: {url}")
     return 0

@@ -7,12 +7,15 @@ its transport on `close()`. `SampleStream` turns any source into chunks.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 
+import numpy as np
+
 from himae_stream.errors import HimaeError
 from himae_stream.framing import FrameDecoder
-from himae_stream.protocol import Kind, ProtocolError, StreamInfo, body_kind, decode_info, decode_packet
+from himae_stream.protocol import Kind, Packet, ProtocolError, SampleFormat, StreamInfo, body_kind, decode_info, decode_packet
 from himae_stream.samplestream import Received
 
 
@@ -66,3 +69,27 @@ class FramedReader:
                 self.counters["malformed"] += 1
         self.counters.update(self.decoder.counters)
         return packets
+
+
+def indexed_packets(index: np.ndarray, host_s: np.ndarray, values: np.ndarray, fs: float) -> list[Packet]:
+    """Samples (channels, n) of physical values, with their increasing stream indices and host times,
+    as FLOAT32 packets: a new packet wherever the index jumps, so `SampleStream` counts the hole lost.
+    For sources that deliver samples without our packets (LSL, BrainFlow)."""
+    cuts = np.flatnonzero(np.diff(index) != 1) + 1
+    return [
+        Packet.from_physical(int(index[a]), round(host_s[a] * 1e6), fs, values[:, a:b], 1.0, SampleFormat.FLOAT32)
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(index)])
+    ]
+
+
+def clock_offset(clock, tries: int = 5) -> float:
+    """`time.monotonic() - clock()` (the host clock minus another clock of this machine),
+    from the pair of reads closest together."""
+    best = None
+    for _ in range(tries):
+        before = time.monotonic()
+        other = clock()
+        after = time.monotonic()
+        if best is None or after - before < best[0]:
+            best = (after - before, (before + after) / 2 - other)
+    return best[1]

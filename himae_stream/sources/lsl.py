@@ -29,9 +29,9 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from himae_stream.lsl import load_pylsl
-from himae_stream.protocol import Packet, SampleFormat, StreamInfo
+from himae_stream.protocol import SampleFormat, StreamInfo
 from himae_stream.samplestream import Received
-from himae_stream.sources.base import Source, SourceError
+from himae_stream.sources.base import Source, SourceError, clock_offset, indexed_packets
 
 #: Longest a blocking pylsl call waits before the worker looks at `close()` again.
 WAIT_S = 0.1
@@ -124,24 +124,17 @@ class LslSource(Source):
         self.counters["samples_read"] += len(stamps)
         return Received(now, self._packets(np.asarray(values, np.float32).T, np.asarray(stamps, np.float64)))
 
-    def _packets(self, values: np.ndarray, stamps: np.ndarray) -> list[Packet]:
+    def _packets(self, values: np.ndarray, stamps: np.ndarray) -> list:
         """Samples (channels, n) with their outlet timestamps as packets, a new one after each jump."""
         fs = self.info.fs
         previous = stamps[0] - 1.0 / fs if self._last_stamp is None else self._last_stamp
         periods = np.rint(np.diff(stamps, prepend=previous) * fs)
         self.counters["early_timestamps"] += int(np.count_nonzero(periods < 1))
         steps = np.maximum(periods, 1).astype(np.int64)
-        if self._last_stamp is None:
-            steps[0] = 1
-        index = self._next - 1 + np.cumsum(steps)
-        cuts = np.flatnonzero(steps[1:] > 1) + 1
         self.counters["timestamp_jumps"] += int(np.count_nonzero(steps > 1))
-        host_us = np.rint((stamps + self._correction + self._to_monotonic) * 1e6).astype(np.int64)
+        index = self._next - 1 + np.cumsum(steps)
         self._next, self._last_stamp = int(index[-1]) + 1, float(stamps[-1])
-        return [
-            Packet.from_physical(int(index[a]), int(host_us[a]), fs, values[:, a:b], 1.0, SampleFormat.FLOAT32)
-            for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(stamps)])
-        ]
+        return indexed_packets(index, stamps + self._correction + self._to_monotonic, values, fs)
 
     async def close(self) -> None:
         self._closed = True
@@ -171,15 +164,3 @@ def stream_info(info) -> StreamInfo:
         channel = channel.next_sibling("channel")
     return StreamInfo(fs=info.nominal_srate(), channel_names=tuple(labels), scale=(1.0,) * count,
                       fmt=SampleFormat.FLOAT32, units=tuple(units), device=name)
-
-
-def clock_offset(local_clock, tries: int = 5) -> float:
-    """`time.monotonic() - local_clock()`, from the pair of reads closest together."""
-    best = None
-    for _ in range(tries):
-        before = time.monotonic()
-        lsl_now = local_clock()
-        after = time.monotonic()
-        if best is None or after - before < best[0]:
-            best = (after - before, (before + after) / 2 - lsl_now)
-    return best[1]
