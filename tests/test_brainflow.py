@@ -3,15 +3,14 @@ PLAYBACK_FILE_BOARD through BrainFlowSource, against the recording and against s
 that cannot be read are one-line errors."""
 
 import asyncio
-import json
 
 import numpy as np
 import pytest
+from test_run import assert_same_records
 from test_sim_serial import first_seconds
 
 from firmware_sim.device import DeviceModel
-from himae_stream.samplestream import SampleStream
-from waiting import Changes, Tap, within
+from waiting import read_all
 
 pytest.importorskip("brainflow", reason="needs brainflow: pip install '.[test]'")
 from firmware_sim.brainflow_playback import write_playback  # noqa: E402
@@ -25,21 +24,9 @@ def test_playback_delivers_the_recording_sample_by_sample(tmp_path):
     url = write_playback(model, tmp_path / "rec.csv")
 
     async def main():
-        changes = Changes()
         source = open_source(url)
-        tap = Tap(source, changes)
-        stream = SampleStream(tap)
-        chunks = []
-
-        async def consume():
-            async for chunk in stream:
-                chunks.append(chunk)
-
-        task = asyncio.create_task(consume())
-        await changes.until(lambda: source.counters["rows"] >= model.length, 30, "every row of the file")
-        await tap.close()
-        await within(task, 10, "the stream to end once its source is closed")
-        return stream, tap, chunks
+        return await read_all(source, [], lambda: model.length, lambda: source.counters["rows"], 30,
+                              "every row of the file")
 
     stream, tap, chunks = asyncio.run(main())
     values = np.concatenate([c.samples for c in chunks], axis=1)
@@ -50,10 +37,6 @@ def test_playback_delivers_the_recording_sample_by_sample(tmp_path):
     assert not values[1].any()
     times = np.concatenate([c.timestamps for c in chunks])
     assert np.all(np.diff(times) > 0) and 0 <= chunks[-1].arrival - times[-1] < 0.5  # host clock
-
-
-def read_records(path):
-    return [json.loads(line) for line in open(path)]
 
 
 def test_run_from_playback_writes_the_records_of_the_same_recording_over_sim(tmp_path, random_model_file, himae):
@@ -68,12 +51,7 @@ def test_run_from_playback_writes_the_records_of_the_same_recording_over_sim(tmp
     result = himae("run", "--model", model_file, "--source", f"sim://{BUNDLED}?channels=PLETH&speed=max",
                    "--duration", "10.2s", "--sink", f"jsonl://{want}")
     assert result.returncode == 0, result.stderr
-    got, expected = read_records(out), read_records(want)
-    assert len(got) == len(expected) == 1
-    for g, e in zip(got, expected):
-        assert (g["start"], g["end"], g["lost_fraction"]) == (e["start"], e["end"], 0)
-        for a, b in zip(g["embeddings"], e["embeddings"]):
-            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    assert_same_records(out, want, 1, rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("source, message", [

@@ -3,20 +3,19 @@ LslSource → SampleStream, sample by sample against the recording and the simul
 `himae run --source lsl://...` against the same recording over sim://; a vanishing stream."""
 
 import asyncio
-import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from test_run import assert_same_records
 from test_sim_serial import check_delivery, first_seconds
 
 from firmware_sim.device import DeviceConfig, DeviceModel
 from firmware_sim.faults import FaultConfig, Faults
-from himae_stream.samplestream import SampleStream
 from himae_stream.sources.base import SourceError
 from himae_stream.sources.lsl import LslSource
-from waiting import Changes, Tap, in_thread, within
+from waiting import in_thread, read_all
 
 pylsl = pytest.importorskip("pylsl", reason="needs pylsl (with its bundled liblsl): pip install '.[test]'")
 from firmware_sim.lsl_device import LslDevice  # noqa: E402
@@ -25,29 +24,12 @@ BUNDLED = "himae_stream/data/a103l.hea"
 
 
 async def replay(device: LslDevice, name: str, timeout_s: float = 60.0):
-    """Read the device's stream until every sample it pushed was read, then close the source."""
-    changes = Changes()
+    """Read the device's stream until every sample it pushed was read."""
     source = LslSource(name, timeout_s=timeout_s)
-    tap = Tap(source, changes)
-    stream = SampleStream(tap)
-    chunks = []
     device.start()
-
-    async def consume():
-        async for chunk in stream:
-            chunks.append(chunk)
-
-    task = asyncio.create_task(consume())
-    task.add_done_callback(changes.changed)
     sent = in_thread(device.wait, timeout_s, "the device to push the whole recording")
-    changes.follow(sent)
-    await changes.until(lambda: task.done() or sent.done() and source.counters["samples_read"] >= device.pushed,
-                        timeout_s, lambda: f"every sample pushed ({device.pushed}) to be read: {stream.counters}")
-    sent.result()
-    assert not task.done(), task.exception()
-    await tap.close()
-    await within(task, timeout_s, "the stream to end once its source is closed")
-    return stream, tap, chunks
+    return await read_all(source, [sent], lambda: device.pushed, lambda: source.counters["samples_read"], timeout_s,
+                          "every sample pushed")
 
 
 def device(seconds, name, speed, **faults):
@@ -112,10 +94,6 @@ def test_no_such_stream_and_irregular_streams_are_refused(himae):
     del outlet
 
 
-def read_records(path):
-    return [json.loads(line) for line in open(path)]
-
-
 def test_run_from_lsl_writes_the_records_of_the_same_recording_over_sim(tmp_path, random_model_file, himae):
     model_file = random_model_file("himae-100")
     sim = subprocess.Popen(
@@ -136,9 +114,4 @@ def test_run_from_lsl_writes_the_records_of_the_same_recording_over_sim(tmp_path
     result = himae("run", "--model", model_file, "--source", f"sim://{BUNDLED}?channels=PLETH&speed=max",
                    "--duration", "12s", "--sink", f"jsonl://{want}")
     assert result.returncode == 0, result.stderr
-    got, expected = read_records(out), read_records(want)
-    assert len(got) == len(expected) == 3
-    for g, e in zip(got, expected):
-        assert (g["start"], g["end"], g["lost_fraction"]) == (e["start"], e["end"], 0)
-        for a, b in zip(g["embeddings"], e["embeddings"]):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert_same_records(out, want, 3, rtol=1e-4, atol=1e-5)

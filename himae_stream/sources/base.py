@@ -7,6 +7,7 @@ its transport on `close()`. `SampleStream` turns any source into chunks.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -42,6 +43,27 @@ class Source(ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class BlockingSource(Source):
+    """A source whose library only has blocking calls (pylsl, BrainFlow): each runs in a worker
+    thread through `_call`, one at a time, and `_settle` waits for the one in flight, so `close()`
+    releases the library's handle only once no call is using it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._busy: asyncio.Future | None = None
+
+    async def _call(self, function):
+        self._busy = asyncio.get_running_loop().run_in_executor(None, function)
+        try:
+            return await self._busy
+        finally:
+            self._busy = None
+
+    async def _settle(self) -> None:
+        if self._busy is not None:
+            await asyncio.gather(self._busy, return_exceptions=True)
 
 
 class FramedReader:

@@ -33,7 +33,7 @@ import numpy as np
 from himae_stream.numbers import NON_NEGATIVE, POSITIVE_INTEGER
 from himae_stream.protocol import SampleFormat, StreamInfo
 from himae_stream.samplestream import Received
-from himae_stream.sources.base import Source, SourceError, clock_offset, indexed_packets
+from himae_stream.sources.base import BlockingSource, SourceError, clock_offset, indexed_packets
 
 from brainflow.board_shim import BoardIds, BoardShim, BrainFlowError, BrainFlowInputParams, BrainFlowPresets
 
@@ -99,7 +99,7 @@ def _load() -> None:
         raise SourceError(f"brainflow cannot load its library without {exc.name} (pip install 'setuptools<81')") from None
 
 
-class BrainFlowSource(Source):
+class BrainFlowSource(BlockingSource):
     """Packets of a board's PPG rows; the session is prepared on iteration and released on close."""
 
     def __init__(self, board: BoardIds, params: BrainFlowInputParams, *, idle_timeout_s: float = 10.0):
@@ -118,18 +118,9 @@ class BrainFlowSource(Source):
         self.counters.update(rows=0, repeated_numbers=0)
         self._shim: BoardShim | None = None
         self._closing = threading.Event()
-        self._busy: asyncio.Future | None = None
         self._next = 0  # stream index of the next row
         self._last_number: int | None = None  # package number of the last row
         self._to_monotonic = 0.0
-
-    async def _call(self, function):
-        """`function()` in a worker thread; `close()` waits for it before releasing the session."""
-        self._busy = asyncio.get_running_loop().run_in_executor(None, function)
-        try:
-            return await self._busy
-        finally:
-            self._busy = None
 
     async def __aiter__(self) -> AsyncIterator[Received]:
         await self._call(self._prepare)
@@ -174,8 +165,7 @@ class BrainFlowSource(Source):
     async def close(self) -> None:
         """Stop reading and release the board's session (always, also after a failed start)."""
         self._closing.set()
-        if self._busy is not None:
-            await asyncio.gather(self._busy, return_exceptions=True)
+        await self._settle()
         shim, self._shim = self._shim, None
         if shim is not None:
             await asyncio.get_running_loop().run_in_executor(None, _release, shim)

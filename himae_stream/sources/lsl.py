@@ -31,7 +31,7 @@ import numpy as np
 from himae_stream.lsl import load_pylsl
 from himae_stream.protocol import SampleFormat, StreamInfo
 from himae_stream.samplestream import Received
-from himae_stream.sources.base import Source, SourceError, clock_offset, indexed_packets
+from himae_stream.sources.base import BlockingSource, SourceError, clock_offset, indexed_packets
 
 #: Longest a blocking pylsl call waits before the worker looks at `close()` again.
 WAIT_S = 0.1
@@ -40,7 +40,7 @@ MAX_SAMPLES = 1024
 BUFFER_S = 30
 
 
-class LslSource(Source):
+class LslSource(BlockingSource):
     """Packets from the first LSL stream whose name (`None`: any) and type match."""
 
     def __init__(self, name: str | None = None, stream_type: str | None = None, *, timeout_s: float = 10.0):
@@ -56,19 +56,10 @@ class LslSource(Source):
         self._pylsl = load_pylsl(SourceError)
         self._inlet = None
         self._closed = False
-        self._busy: asyncio.Future | None = None  # the worker's call in flight
         self._next = 0  # stream index of the next sample
         self._last_stamp: float | None = None  # outlet timestamp of the last sample
         self._correction = 0.0  # outlet clock to this machine's local_clock()
         self._to_monotonic = 0.0  # this machine's local_clock() to time.monotonic()
-
-    async def _call(self, function):
-        """`function()` in a worker thread; `close()` waits for it before releasing the inlet."""
-        self._busy = asyncio.get_running_loop().run_in_executor(None, function)
-        try:
-            return await self._busy
-        finally:
-            self._busy = None
 
     async def __aiter__(self) -> AsyncIterator[Received]:
         await self._call(self._connect)
@@ -138,8 +129,7 @@ class LslSource(Source):
 
     async def close(self) -> None:
         self._closed = True
-        if self._busy is not None:
-            await asyncio.gather(self._busy, return_exceptions=True)
+        await self._settle()
         inlet, self._inlet = self._inlet, None
         if inlet is not None:
             await asyncio.get_running_loop().run_in_executor(None, inlet.close_stream)
