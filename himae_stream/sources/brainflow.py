@@ -110,8 +110,12 @@ class BrainFlowSource(BlockingSource):
             raise SourceError("brainflow://playback needs master_board= (the board that recorded the file)")
         self.preset, self.rows = ppg_rows(master)
         fs = BoardShim.get_sampling_rate(master, self.preset)
-        self._stamp_row = BoardShim.get_timestamp_channel(master, self.preset)
-        self._number_row = BoardShim.get_package_num_channel(master, self.preset)
+        try:
+            self._stamp_row = BoardShim.get_timestamp_channel(master, self.preset)
+            self._number_row = BoardShim.get_package_num_channel(master, self.preset)
+        except BrainFlowError:
+            raise SourceError(f"BrainFlow board {BoardIds(master).name} has no timestamp or package-number row "
+                              f"beside its PPG") from None
         self.info = StreamInfo(fs=fs, channel_names=tuple(f"PPG{i}" for i in range(len(self.rows))),
                                scale=(1.0,) * len(self.rows), fmt=SampleFormat.FLOAT32, device=BoardIds(master).name)
         self.idle_timeout_s = idle_timeout_s
