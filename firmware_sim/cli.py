@@ -23,8 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="start over at the end of the recording")
     parser.add_argument("--device", choices=tuple(DEVICES), default="framed",
                         help="framed: the framed protocol over --transport; text-serial: a DIY board "
-                             "printing text lines on a serial port")
+                             "printing text lines on a serial port; lsl: a Lab Streaming Layer outlet; "
+                             "brainflow-playback: a BrainFlow playback file (--out)")
     parser.add_argument("--transport", choices=("serial", "ble"), default="serial")
+    parser.add_argument("--out", help="file a --device that writes one (brainflow-playback) writes to")
     parser.add_argument("--speed", type=NUMBERS["speed"], default=1.0, help="replay speed factor, or 'max' (default 1)")
     parser.add_argument("--format", default="int16", choices=("int16", "int24", "float32"), help="ADC sample format")
     parser.add_argument("--drift-ppm", type=NUMBERS["drift_ppm"], default=0.0, help="device clock error (ppm)")
@@ -151,7 +153,6 @@ def serve_serial(device, url: str, log_path: str | None, linger: float) -> int:
 
 
 #: `--device` names and what runs each.
-DEVICES = {"framed": run_framed, "text-serial": run_text_serial}
 
 
 async def run_ble(options: SimOptions, host: str, port: int, log_path: str | None, linger: float) -> int:
@@ -183,6 +184,42 @@ async def run_ble(options: SimOptions, host: str, port: int, log_path: str | Non
         await device.stop()
         await transport.close()
     return 0
+
+
+def run_lsl(options: SimOptions, args: argparse.Namespace) -> int:
+    from firmware_sim.faults import Faults
+    from firmware_sim.lsl_device import LslDevice
+    from firmware_sim.options import build_model, write_log
+
+    with LslDevice(build_model(options), Faults(options.faults), options.speed, options.frame_ms) as device:
+        announce(f"lsl: name={device.name} type=PPG fs={device.model.fs:g}")
+        announce(f"source: lsl://{device.name}")
+        device.start()
+        try:
+            device.wait()
+            announce(f"done: {device.produced} samples produced, {device.pushed} pushed")
+            time.sleep(args.linger)
+        finally:
+            if args.log:
+                write_log(args.log, device.log, device.produced)
+    return 0
+
+
+def write_brainflow_playback(options: SimOptions, args: argparse.Namespace) -> int:
+    from firmware_sim.brainflow_playback import playback_rate, write_playback
+    from firmware_sim.options import build_model
+
+    if not args.out:
+        raise ValueError("--device brainflow-playback needs --out FILE.csv")
+    options.fs = options.fs or playback_rate()
+    url = write_playback(build_model(options), args.out)
+    announce(f"source: {url}")
+    return 0
+
+
+#: `--device NAME`: the kind of device to emulate, and the function that runs it.
+DEVICES = {"framed": run_framed, "text-serial": run_text_serial, "lsl": run_lsl,
+           "brainflow-playback": write_brainflow_playback}
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ against real time, which the `Pacer` applies when mapping to the wall clock.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -193,3 +195,93 @@ class DropLog:
 
     def total(self) -> int:
         return sum(b - a for a, b, _ in self.dropped)
+
+
+def frames(model: DeviceModel, per_frame: int, disconnected, log: DropLog) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
+    """The device's output cut into frames of `per_frame` samples: (start, stop, spans to send).
+
+    A frame whose last sample falls while `disconnected(device_s)` holds, and the
+    samples the recording has no value for, are logged as dropped here and leave
+    no spans; every transport sends the spans and logs what it loses of them.
+    """
+    length, k = model.length, 0
+    while length is None or k < length:
+        stop = k + per_frame if length is None else min(k + per_frame, length)
+        if disconnected(stop / model.fs):
+            log.drop(k, stop, "disconnected")
+            yield k, stop, []
+        else:
+            spans = model.valid_spans(k, stop)
+            for (_, gap_start), (gap_stop, _) in zip([(k, k), *spans], [*spans, (stop, stop)]):
+                log.drop(gap_start, gap_stop, "no_value")
+            yield k, stop, spans
+        k = stop
+
+
+class ThreadedDevice:
+    """A simulated device that streams from a background thread: `start()`, `wait()`, `stop()`.
+
+    Subclasses implement `run()`, pacing it with `_wait` and logging what they
+    do not deliver with `_drop`; a failure in the thread is raised by `wait()`.
+    """
+
+    def __init__(self, model: DeviceModel, faults, speed: float | None, frame_ms: float) -> None:
+        from firmware_sim.faults import Faults
+
+        self.model = model
+        self.faults = faults or Faults()
+        self.pacer = Pacer(speed, model.config.drift_ppm)
+        self.per_frame = max(1, round(model.fs * frame_ms / 1000.0))
+        self.log = DropLog()
+        self.produced = 0  # samples produced so far (stream indices < produced)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    transport = "device"  # names the thread
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run_thread, name=f"firmware-sim-{self.transport}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run_thread(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # handed to whoever waits on the device
+            self.error = exc
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the whole recording was sent; True when done. Re-raises a failure of the device thread."""
+        assert self._thread is not None
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def close(self) -> None:
+        """Stop, and release what the transport holds."""
+        self.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _wait(self, device_s: float) -> bool:
+        """Sleep until device time `device_s`; False when stopped meanwhile."""
+        delay = self.pacer.wall(device_s) - time.monotonic()
+        return not self._stop.wait(delay) if delay > 0 else not self._stop.is_set()
+
+    def _drop(self, spans: list[tuple[int, int]], reason: str) -> None:
+        for start, stop in spans:
+            self.log.drop(start, stop, reason)

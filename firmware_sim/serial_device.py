@@ -14,11 +14,10 @@ from __future__ import annotations
 import errno
 import os
 import select
-import threading
 import time
 import tty
 
-from firmware_sim.device import DeviceModel, DropLog, Pacer
+from firmware_sim.device import DeviceModel, ThreadedDevice, frames
 from firmware_sim.faults import Fate, Faults
 from himae_stream.framing import encode_frame
 from himae_stream.protocol import encode_info, encode_packet
@@ -28,13 +27,14 @@ SERIAL_FATES = frozenset(Fate)
 OPEN_SETTLE_S = 0.05
 
 
-class SerialDevice:
+class SerialDevice(ThreadedDevice):
     """A simulated USB-serial wearable on a pty pair; `start()` streams in a background thread.
 
     What goes on the wire is the subclass's to say (`_unit`, `_preamble`, `_corrupt`): here COBS
     frames and an INFO frame every `info_every_s`; pacing, faults and the drop log are shared.
     """
 
+    transport = "serial"
     FATES = SERIAL_FATES
     #: written before the next unit after one was cut short, so the reader resynchronises at it
     RESYNC = b"\x00"
@@ -48,16 +48,11 @@ class SerialDevice:
         frame_ms: float = 40.0,
         info_every_s: float = 1.0,
     ) -> None:
-        self.model = model
-        self.faults = faults or Faults()
-        self.pacer = Pacer(speed, model.config.drift_ppm)
+        super().__init__(model, faults, speed, frame_ms)
         self.baud = baud
-        self.per_frame = max(1, round(model.fs * frame_ms / 1000.0))
         self.info_every_s = info_every_s
         self._info = encode_frame(encode_info(model.info))
         self._next_info = 0.0  # device time the next INFO frame is due
-        self.log = DropLog()
-        self.produced = 0  # samples produced so far (stream indices < produced)
         self.written = 0  # bytes put on the port so far: a reader has everything once it has read as many
         self._master, slave = os.openpty()
         tty.setraw(slave)  # no line discipline between the device and the reader
@@ -67,35 +62,8 @@ class SerialDevice:
         os.set_blocking(self._master, False)
         self._poll = select.poll()
         self._poll.register(self._master, select.POLLOUT)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._resync = False  # a frame was cut short: start the next with a delimiter
-        self.error: BaseException | None = None
         self.finished_at: float | None = None  # monotonic time the last frame was written
-
-    def start(self) -> "SerialDevice":
-        self._thread = threading.Thread(target=self._run_thread, name="firmware-sim-serial", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run_thread(self) -> None:
-        try:
-            self.run()
-        except BaseException as exc:  # handed to whoever waits on the device
-            self.error = exc
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the whole recording was sent; True when done. Re-raises a failure of the device thread."""
-        assert self._thread is not None
-        self._thread.join(timeout)
-        if self.error is not None:
-            raise self.error
-        return not self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
 
     def close(self) -> None:
         self.stop()
@@ -104,34 +72,20 @@ class SerialDevice:
         except OSError:
             pass
 
-    def __enter__(self) -> "SerialDevice":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def run(self) -> None:
         """Stream frames until the recording ends (or forever when looping) or `stop()`."""
         if not self._wait_for_reader():
             return
         self._stop.wait(OPEN_SETTLE_S)  # the reader flushes its input right after opening
         self.pacer.restart()
-        fs, length = self.model.fs, self.model.length
         held: tuple[bytes, int, int] | None = None  # a reordered frame waiting for its successor
         link_free = 0.0  # device time at which the UART has sent everything so far
-        k = 0
-        while not self._stop.is_set() and (length is None or k < length):
-            stop_k = k + self.per_frame if length is None else min(k + self.per_frame, length)
-            ready = stop_k / fs
-            if self.faults.disconnected(ready):
-                self.log.drop(k, stop_k, "disconnected")
-                self.produced = k = stop_k
-                continue
-            spans = self.model.valid_spans(k, stop_k)
-            for (_, gap_start), (gap_stop, _) in zip([(k, k), *spans], [*spans, (stop_k, stop_k)]):
-                self.log.drop(gap_start, gap_stop, "no_value")
+        for _, stop_k, spans in frames(self.model, self.per_frame, self.faults.disconnected, self.log):
+            if self._stop.is_set():
+                break
+            ready = stop_k / self.model.fs
             if not spans:
-                self.produced = k = stop_k
+                self.produced = stop_k
                 continue
             frame = self._unit(spans)
             preamble = self._preamble(ready)
@@ -144,7 +98,6 @@ class SerialDevice:
                 if self.pacer.speed is not None:
                     self._drop(spans, "no_reader")
                     self._resync = True
-                    k = stop_k
                     continue
                 if not self._wait_for_reader():
                     break
@@ -168,7 +121,6 @@ class SerialDevice:
                 if held is not None:
                     self._write(*held)
                     held = None
-            k = stop_k
         if held is not None and not self._stop.is_set():
             self._write(*held)
         self.finished_at = time.monotonic()
@@ -198,15 +150,6 @@ class SerialDevice:
             if self._stop.wait(0.01):
                 return False
         return True
-
-    def _wait(self, device_s: float) -> bool:
-        """Sleep until device time `device_s`; False when stopped meanwhile."""
-        delay = self.pacer.wall(device_s) - time.monotonic()
-        return not self._stop.wait(delay) if delay > 0 else not self._stop.is_set()
-
-    def _drop(self, spans: list[tuple[int, int]], reason: str) -> None:
-        for start, stop in spans:
-            self.log.drop(start, stop, reason)
 
     def _write(self, data: bytes, spans: list[tuple[int, int]]) -> None:
         """Write one unit whole (its samples: `spans`); at a finite speed drop what the port cannot take."""

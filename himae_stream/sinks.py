@@ -327,11 +327,9 @@ class LslSink:
 
     def __init__(self, url: ParsedUrl):
         url.check_params(set())
-        try:
-            import pylsl
-        except (ImportError, RuntimeError) as exc:
-            raise SinkError(f"lsl:// needs pylsl and the liblsl library (pip install pylsl): {exc}") from None
-        self.pylsl = pylsl
+        from himae_stream.lsl import load_pylsl
+
+        self.pylsl = load_pylsl(SinkError)
         self.name = url.path or "himae"
         self.outlet = None
 

@@ -5,6 +5,8 @@
     ble://AA:BB:CC:DD:EE:FF             ble://name=Polar*?service=hr
     file://capture.bin                  file:///abs/capture.bin
     sim://recording.mat?speed=10&loss=0.02&transport=ble
+    lsl://NAME?type=PPG&timeout=10      lsl://*?type=PPG (any name)
+    brainflow://MUSE_2?serial_port=/dev/ttyUSB0   brainflow://playback?file=rec.csv&master_board=SYNTHETIC
 
 The registry maps a scheme to "module:function" taking a `ParsedUrl`, so
 modules load only when their scheme is opened; `register_scheme` adds one.
@@ -63,6 +65,8 @@ SCHEMES: dict[str, str] = {
     "ble": "himae_stream.urls:open_ble",
     "file": "himae_stream.urls:open_file",
     "sim": "firmware_sim.source:open_url",
+    "lsl": "himae_stream.urls:open_lsl",
+    "brainflow": "himae_stream.sources.brainflow:open_url",
 }
 
 
@@ -175,3 +179,11 @@ def open_file(url: ParsedUrl):
 
     url.check_params(set())
     return FileSource(url.path)
+
+
+def open_lsl(url: ParsedUrl):
+    from himae_stream.sources.lsl import LslSource
+
+    url.check_params({"type", "timeout"})
+    name = None if url.path == "*" else url.path
+    return LslSource(name, url.get("type"), timeout_s=url.number("timeout", 10.0, POSITIVE))

@@ -28,6 +28,9 @@ WRIST_RUN = FIXTURES / "wrist_s3_run.npz"
 WRIST_WALK = FIXTURES / "wrist_s6_walk.npz"
 WRIST_BIKE = FIXTURES / "wrist_s5_low_resistance_bike.npz"
 
+# Lab Streaming Layer, in this process and the commands it starts: loopback only (tests/lsl_api.cfg).
+os.environ["LSLAPICFG"] = str(REPO / "tests" / "lsl_api.cfg")
+
 
 def pytest_collection_modifyitems(items):
     """Property tests get a deadline of their own: a generated input that makes code

@@ -33,6 +33,16 @@ def check_records(records, model_channels, count, window=1000):
         assert 0 <= r["lost_fraction"] <= 1 and r["latency_ms"] >= 0
 
 
+def assert_same_records(got_path, want_path, count, rtol, atol):
+    """Two runs over the same signal wrote the same windows, none lost, embeddings within tolerance."""
+    got, expected = read_records(got_path), read_records(want_path)
+    assert len(got) == len(expected) == count
+    for g, e in zip(got, expected):
+        assert (g["start"], g["end"], g["lost_fraction"]) == (e["start"], e["end"], 0)
+        for a, b in zip(g["embeddings"], e["embeddings"]):
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
 def test_embedded_default(tmp_path, himae):
     """No source, no model: the bundled record through the simulator into the shipped himae-100."""
     out = tmp_path / "out.jsonl"

@@ -21,11 +21,10 @@ from firmware_sim.heart_rate import trace_for
 from firmware_sim.options import SimOptions, build_model
 from himae_stream.bumble_backend import HCI_ENV, BumbleBackend, set_default_adapter
 from himae_stream.recordings import load
-from himae_stream.samplestream import SampleStream
 from himae_stream.sources.ble import BleSource
 from himae_stream.sources.heartrate import HeartRateSource
 from test_sim_serial import check_delivery
-from waiting import Changes, Tap, happened, within
+from waiting import Changes, read_all
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,26 +38,11 @@ async def collect(source, sent, *done, timeout_s=60.0):
     """Chunks from the BLE `source` until it has received every notification the device sent:
     `sent()` is their number, known once each of `done` (events or futures) is. Then the source
     is closed, and the stream, its source ended, releases all it still holds."""
-    changes = Changes()
-    changes.follow(*done)
-    tap = Tap(source, changes)
-    stream = SampleStream(tap)
-    chunks = []
-
-    async def consume():
-        async for chunk in stream:
-            chunks.append(chunk)
-
-    def received() -> int:
-        return source.counters["notifications"] + source.counters["stale_notifications"]
-
-    task = asyncio.create_task(consume())
-    task.add_done_callback(changes.changed)
-    await changes.until(lambda: task.done() or all(map(happened, done)) and received() >= sent(),
-                        timeout_s, lambda: f"every notification sent to arrive: {stream.counters}")
-    assert not task.done(), task.exception()  # the stream must not end before the source is closed
-    await source.close()
-    await within(task, timeout_s, "the stream to end once its source is closed")
+    stream, _, chunks = await read_all(
+        source, list(done), sent,
+        lambda: source.counters["notifications"] + source.counters["stale_notifications"],
+        timeout_s, "every notification sent",
+    )
     return stream, chunks
 
 

@@ -13,9 +13,8 @@ from firmware_sim.faults import FaultConfig, Faults
 from firmware_sim.serial_device import SerialDevice
 from himae_stream.protocol import SampleFormat
 from himae_stream.recordings import load
-from himae_stream.samplestream import SampleStream
 from himae_stream.sources.serial import SerialSource
-from waiting import Changes, Tap, in_thread, within
+from waiting import in_thread, read_all
 
 
 def first_seconds(seconds, channels="PLETH"):
@@ -40,31 +39,13 @@ def check_delivery(chunks, model, dropped: np.ndarray, first: int = 0) -> np.nda
 
 
 async def replay(device: SerialDevice, timeout_s: float = 60.0, **source_options):
-    """Read the device until it has sent everything and the reader has read every byte it wrote;
-    then close the source, and the stream, its source ended, releases all it still holds.
+    """Read the device until it has sent everything and the reader has read every byte it wrote.
     `source_options` go to the SerialSource (e.g. a text `reader`)."""
-    changes = Changes()
     source = SerialSource(device.path, idle_timeout_s=None, **source_options)
-    tap = Tap(source, changes)
-    stream = SampleStream(tap)
-    chunks = []
     device.start()
-
-    async def consume():
-        async for chunk in stream:
-            chunks.append(chunk)
-
-    task = asyncio.create_task(consume())
-    task.add_done_callback(changes.changed)
     sent = in_thread(device.wait, timeout_s, "the device to send the whole recording")
-    changes.follow(sent)
-    await changes.until(lambda: task.done() or sent.done() and source.counters["bytes"] >= device.written,
-                        timeout_s, lambda: f"every byte written ({device.written}) to be read: {stream.counters}")
-    sent.result()  # a failure of the device is raised here
-    assert not task.done(), task.exception()  # the stream must not end before the source is closed
-    await tap.close()
-    await within(task, timeout_s, "the stream to end once its source is closed")
-    return stream, tap, chunks
+    return await read_all(source, [sent], lambda: device.written, lambda: source.counters["bytes"], timeout_s,
+                          "every byte written")
 
 
 def test_serial_replay_delivers_exactly_what_was_not_dropped():

@@ -100,3 +100,33 @@ class Tap(Source):
 
     async def close(self):
         await self.inner.close()
+
+
+async def read_all(source: Source, done: list, sent: Callable[[], int], received: Callable[[], int],
+                   timeout_s: float, what: str):
+    """Read `source` through a SampleStream until each of `done` (events or futures) happened and
+    `received()` reached `sent()`; then close the source, and the stream, its source ended, releases
+    all it still holds. Returns (stream, tap, chunks)."""
+    from himae_stream.samplestream import SampleStream
+
+    changes = Changes()
+    changes.follow(*done)
+    tap = Tap(source, changes)
+    stream = SampleStream(tap)
+    chunks = []
+
+    async def consume():
+        async for chunk in stream:
+            chunks.append(chunk)
+
+    task = asyncio.create_task(consume())
+    task.add_done_callback(changes.changed)
+    await changes.until(lambda: task.done() or all(map(happened, done)) and received() >= sent(),
+                        timeout_s, lambda: f"{what} ({sent()}) to be read: {stream.counters}")
+    for signal in done:
+        if isinstance(signal, asyncio.Future):
+            signal.result()  # a failure of the device is raised here
+    assert not task.done(), task.exception()  # the stream must not end before the source is closed
+    await tap.close()
+    await within(task, timeout_s, "the stream to end once its source is closed")
+    return stream, tap, chunks

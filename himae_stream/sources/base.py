@@ -7,13 +7,17 @@ its transport on `close()`. `SampleStream` turns any source into chunks.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+import numpy as np
+
 from himae_stream.errors import HimaeError
 from himae_stream.framing import FrameDecoder
-from himae_stream.protocol import Kind, Packet, ProtocolError, StreamInfo, body_kind, decode_info, decode_packet
+from himae_stream.protocol import Kind, Packet, ProtocolError, SampleFormat, StreamInfo, body_kind, decode_info, decode_packet
 from himae_stream.samplestream import Received
 
 
@@ -50,6 +54,25 @@ class PacketReader(Protocol):
     info: StreamInfo | None
 
     def feed(self, data: bytes) -> list[Packet]: ...
+class BlockingSource(Source):
+    """A source whose library only has blocking calls (pylsl, BrainFlow): each runs in a worker
+    thread through `_call`, one at a time, and `_settle` waits for the one in flight, so `close()`
+    releases the library's handle only once no call is using it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._busy: asyncio.Future | None = None
+
+    async def _call(self, function):
+        self._busy = asyncio.get_running_loop().run_in_executor(None, function)
+        try:
+            return await self._busy
+        finally:
+            self._busy = None
+
+    async def _settle(self) -> None:
+        if self._busy is not None:
+            await asyncio.gather(self._busy, return_exceptions=True)
 
 
 class FramedReader:
@@ -77,3 +100,27 @@ class FramedReader:
                 self.counters["malformed"] += 1
         self.counters.update(self.decoder.counters)
         return packets
+
+
+def indexed_packets(index: np.ndarray, host_s: np.ndarray, values: np.ndarray, fs: float) -> list[Packet]:
+    """Samples (channels, n) of physical values, with their increasing stream indices and host times,
+    as FLOAT32 packets: a new packet wherever the index jumps, so `SampleStream` counts the hole lost.
+    For sources that deliver samples without our packets (LSL, BrainFlow)."""
+    cuts = np.flatnonzero(np.diff(index) != 1) + 1
+    return [
+        Packet.from_physical(int(index[a]), round(host_s[a] * 1e6), fs, values[:, a:b], 1.0, SampleFormat.FLOAT32)
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(index)])
+    ]
+
+
+def clock_offset(clock, tries: int = 5) -> float:
+    """`time.monotonic() - clock()` (the host clock minus another clock of this machine),
+    from the pair of reads closest together."""
+    best = None
+    for _ in range(tries):
+        before = time.monotonic()
+        other = clock()
+        after = time.monotonic()
+        if best is None or after - before < best[0]:
+            best = (after - before, (before + after) / 2 - other)
+    return best[1]

@@ -1,0 +1,183 @@
+"""BrainFlow source: the PPG channels of any board BrainFlow drives, its synthetic board or a playback file.
+
+`brainflow://BOARD?serial_port=...&mac_address=...` names the board by its
+BrainFlow id (`MUSE_2`, `muse_2_board`, `synthetic`, `playback` for
+PLAYBACK_FILE_BOARD); the query fills BrainFlowInputParams. The PPG rows,
+their preset (Muse boards send PPG in the ANCILLARY preset) and the rate come
+from BrainFlow's board description, of the master board for a playback file.
+A board without PPG is refused with its name before anything is opened.
+
+Stream indices come from the board's package-number row (it counts rows
+modulo 256), so rows the board lost are a jump, counted lost downstream; a
+number repeated is counted (`repeated_numbers`) and taken as the next row.
+Host timestamps of BrainFlow rows jitter by more than a sample period, so
+they place the samples in time but cannot mark gaps (LSL's do).
+Timestamps are the board's timestamp row (Unix seconds, BrainFlow's clock),
+put on the host clock (`time.monotonic()`) by an offset measured at start.
+BrainFlow has no blocking read: a worker thread polls its ring buffer every
+POLL_S and reads at most MAX_SAMPLES rows at a time, so the event loop never
+blocks and `close()` (which always releases the session) is prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import warnings
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from himae_stream.numbers import NON_NEGATIVE, POSITIVE_INTEGER
+from himae_stream.protocol import SampleFormat, StreamInfo
+from himae_stream.samplestream import Received
+from himae_stream.sources.base import BlockingSource, SourceError, clock_offset, indexed_packets
+
+from brainflow.board_shim import BoardIds, BoardShim, BrainFlowError, BrainFlowInputParams, BrainFlowPresets
+
+if TYPE_CHECKING:
+    from himae_stream.urls import ParsedUrl
+
+POLL_S = 0.02
+MAX_SAMPLES = 1024
+#: rows BrainFlow's ring buffer holds per preset (bounded memory when reads fall behind)
+RING_ROWS = 45_000
+#: the package-number row counts rows modulo this
+PACKAGE_NUMBERS = 256
+ALIASES = {"playback": BoardIds.PLAYBACK_FILE_BOARD}
+TEXT_PARAMS = ("serial_port", "mac_address", "ip_address", "other_info", "serial_number", "file", "file_aux", "file_anc")
+NUMBER_PARAMS = ("ip_port", "ip_protocol", "timeout")
+
+
+def board_id(name: str) -> BoardIds:
+    """A board by BrainFlow name, case-insensitive, with or without `_BOARD`; a one-line error otherwise."""
+    key = name.strip().upper()
+    for candidate in (key, f"{key}_BOARD"):
+        if candidate.lower() in ALIASES:
+            return ALIASES[candidate.lower()]
+        if candidate in BoardIds.__members__:
+            return BoardIds[candidate]
+    raise SourceError(f"unknown BrainFlow board {name!r} (e.g. synthetic, playback, muse_2, emotibit)")
+
+
+def ppg_rows(board: int) -> tuple[BrainFlowPresets, list[int]]:
+    """The first preset of `board` with PPG rows, and those rows."""
+    for preset in BrainFlowPresets:
+        try:
+            rows = BoardShim.get_ppg_channels(board, preset)
+        except BrainFlowError:  # the board has no such preset
+            continue
+        if rows:
+            return preset, rows
+    raise SourceError(f"BrainFlow board {BoardIds(board).name} has no PPG channel: the model reads PPG")
+
+
+def open_url(url: ParsedUrl) -> BrainFlowSource:
+    """The source a `brainflow://` URL names (registered for the `brainflow` scheme)."""
+    url.check_params({*TEXT_PARAMS, *NUMBER_PARAMS, "master_board", "idle_timeout"})
+    _load()
+    params = BrainFlowInputParams()
+    for key in TEXT_PARAMS:
+        setattr(params, key, url.get(key, getattr(params, key)))
+    for key in NUMBER_PARAMS:
+        setattr(params, key, url.number(key, getattr(params, key), POSITIVE_INTEGER))
+    if url.get("master_board"):
+        params.master_board = board_id(url.get("master_board")).value
+    return BrainFlowSource(board_id(url.path), params, idle_timeout_s=url.number("idle_timeout", 10.0, NON_NEGATIVE))
+
+
+def _load() -> None:
+    """Load BrainFlow's library now, as one line when it cannot be (it looks for it through pkg_resources on
+    Python < 3.12, which setuptools 81 removed), and keep its logger quiet: errors reach the user as ours."""
+    try:
+        with warnings.catch_warnings():  # pkg_resources' deprecation notice, where brainflow loads through it
+            warnings.simplefilter("ignore")
+            BoardShim.disable_board_logger()
+    except ModuleNotFoundError as exc:
+        raise SourceError(f"brainflow cannot load its library without {exc.name} (pip install 'setuptools<81')") from None
+
+
+class BrainFlowSource(BlockingSource):
+    """Packets of a board's PPG rows; the session is prepared on iteration and released on close."""
+
+    def __init__(self, board: BoardIds, params: BrainFlowInputParams, *, idle_timeout_s: float = 10.0):
+        super().__init__()
+        self.board, self.params = board, params
+        master = params.master_board if board == BoardIds.PLAYBACK_FILE_BOARD else board.value
+        if board == BoardIds.PLAYBACK_FILE_BOARD and master == BoardIds.NO_BOARD:
+            raise SourceError("brainflow://playback needs master_board= (the board that recorded the file)")
+        self.preset, self.rows = ppg_rows(master)
+        fs = BoardShim.get_sampling_rate(master, self.preset)
+        try:
+            self._stamp_row = BoardShim.get_timestamp_channel(master, self.preset)
+            self._number_row = BoardShim.get_package_num_channel(master, self.preset)
+        except BrainFlowError:
+            raise SourceError(f"BrainFlow board {BoardIds(master).name} has no timestamp or package-number row "
+                              f"beside its PPG") from None
+        self.info = StreamInfo(fs=fs, channel_names=tuple(f"PPG{i}" for i in range(len(self.rows))),
+                               scale=(1.0,) * len(self.rows), fmt=SampleFormat.FLOAT32, device=BoardIds(master).name)
+        self.idle_timeout_s = idle_timeout_s
+        self.counters.update(rows=0, repeated_numbers=0)
+        self._shim: BoardShim | None = None
+        self._closing = threading.Event()
+        self._next = 0  # stream index of the next row
+        self._last_number: int | None = None  # package number of the last row
+        self._to_monotonic = 0.0
+
+    async def __aiter__(self) -> AsyncIterator[Received]:
+        await self._call(self._prepare)
+        while not self._closing.is_set():
+            received = await self._call(self._read)
+            if received is not None:
+                yield received
+
+    def _prepare(self) -> None:
+        shim = BoardShim(self.board.value, self.params)
+        self._shim = shim
+        try:
+            shim.prepare_session()
+            shim.start_stream(RING_ROWS)
+        except BrainFlowError as exc:
+            raise SourceError(f"cannot start BrainFlow board {self.board.name}: {exc}") from None
+        self._to_monotonic = clock_offset(time.time)
+        self._last_data = time.monotonic()
+
+    def _read(self) -> Received | None:
+        """Rows the board has buffered (waiting up to POLL_S for some); None when there were none."""
+        shim = self._shim
+        if shim is None or self._closing.wait(0 if shim.get_board_data_count(self.preset) else POLL_S):
+            return None
+        data = shim.get_board_data(MAX_SAMPLES, self.preset)
+        now = time.monotonic()
+        if not data.shape[1]:
+            if self.idle_timeout_s and now - self._last_data > self.idle_timeout_s:
+                raise SourceError(f"BrainFlow board {self.board.name} sent nothing for {self.idle_timeout_s:g} s")
+            return None
+        self._last_data = now
+        self.counters["rows"] += data.shape[1]
+        numbers = data[self._number_row].astype(np.int64)
+        previous = numbers[0] - 1 if self._last_number is None else self._last_number
+        steps = np.diff(numbers, prepend=previous) % PACKAGE_NUMBERS
+        self.counters["repeated_numbers"] += int(np.count_nonzero(steps == 0))
+        index = self._next - 1 + np.cumsum(np.maximum(steps, 1))
+        self._next, self._last_number = int(index[-1]) + 1, int(numbers[-1])
+        host = data[self._stamp_row] + self._to_monotonic
+        return Received(now, indexed_packets(index, host, data[self.rows].astype(np.float32), self.info.fs))
+
+    async def close(self) -> None:
+        """Stop reading and release the board's session (always, also after a failed start)."""
+        self._closing.set()
+        await self._settle()
+        shim, self._shim = self._shim, None
+        if shim is not None:
+            await asyncio.get_running_loop().run_in_executor(None, _release, shim)
+
+
+def _release(shim: BoardShim) -> None:
+    for step in (shim.stop_stream, shim.release_session):
+        try:
+            step()
+        except BrainFlowError:  # not streaming, or never prepared
+            pass
