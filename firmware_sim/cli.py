@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=NUMBERS["duration"], help="replay only the first seconds")
     parser.add_argument("--loop", action="store_true", help="start over at the end of the recording")
     parser.add_argument("--transport", choices=("serial", "ble"), default="serial")
+    parser.add_argument("--device", choices=("polar-verity", "polar-h10"),
+                        help="emulate a Polar sensor (PMD service over BLE) instead of the sample service")
     parser.add_argument("--speed", type=NUMBERS["speed"], default=1.0, help="replay speed factor, or 'max' (default 1)")
     parser.add_argument("--format", default="int16", choices=("int16", "int24", "float32"), help="ADC sample format")
     parser.add_argument("--drift-ppm", type=NUMBERS["drift_ppm"], default=0.0, help="device clock error (ppm)")
@@ -84,12 +86,12 @@ def announce(line: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
-    if args.transport == "serial":
+    if args.transport == "serial" and not args.device:
         return run_serial(options, args.log, args.linger)
     host, _, port = args.hci.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--hci must be HOST:PORT, got {args.hci!r}")
-    return asyncio.run(run_ble(options, host, int(port), args.log, args.linger))
+    return asyncio.run(run_ble(options, host, int(port), args.log, args.linger, args.device or "ble"))
 
 
 def run_serial(options: SimOptions, log_path: str | None, linger: float) -> int:
@@ -113,20 +115,16 @@ def run_serial(options: SimOptions, log_path: str | None, linger: float) -> int:
     return 0
 
 
-async def run_ble(options: SimOptions, host: str, port: int, log_path: str | None, linger: float) -> int:
+async def run_ble(options: SimOptions, host: str, port: int, log_path: str | None, linger: float,
+                  kind: str = "ble") -> int:
     from bumble.link import LocalLink
 
-    from firmware_sim.ble_device import BleDevice, serve_hci
-    from firmware_sim.faults import Faults
-    from firmware_sim.options import build_model, heart_rate, write_log
+    from firmware_sim.ble_device import serve_hci
+    from firmware_sim.options import build_ble_device, write_log
     from himae_stream.bumble_backend import HCI_ENV
 
-    model = build_model(options)
     link = LocalLink()
-    device = BleDevice(
-        model, link, Faults(options.faults), options.speed, options.mtu, options.interval_ms,
-        heart_rate(options, model),
-    )
+    device = build_ble_device(options, link, kind)
     transport, spec = await serve_hci(link, host, port)
     await device.start()
     announce(f"ble: name={device.name} address={device.address}")

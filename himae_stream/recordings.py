@@ -24,6 +24,9 @@ TROIKA_TEST_CHANNELS = ["PPG1", "PPG2", "ACC_X", "ACC_Y", "ACC_Z"]
 #: Names devices and databases give a PPG channel: TROIKA's PPG1/PPG2, PhysioNet's PLETH,
 #: Empatica's BVP, pulse oximeters' PULSE. A model channel named PPG reads any of them.
 PPG_PATTERNS = ("PPG*", "PLETH*", "BVP*", "PULSE*")
+#: Names that say what a channel carries: a source channel named so is never read as another
+#: signal just because it is the only one (an H10's ECG is no PPG).
+SIGNAL_PATTERNS = (*PPG_PATTERNS, "ECG*", "ACC*", "GYRO*", "MAG*", "RESP*", "EDA*", "TEMP*", "AMBIENT*")
 #: The record the package bundles (PhysioNet a103l: finger PPG as PLETH, beside two ECG leads):
 #: the default `himae run` replays it, and examples can rely on it being there.
 DEMO = Path(__file__).parent / "data" / "a103l.hea"
@@ -91,7 +94,8 @@ def match_channels(names, patterns, need: int, model_names=None) -> list[int]:
     reads TROIKA and PhysioNet alike); too few matches is a RecordingError.
     Without `patterns` the model's rule applies (`model_patterns(model_names)`),
     and a source with exactly `need` channels, none of them named like the
-    model's, is read as is (a bare array or an unnamed device channel).
+    model's or like another signal (`SIGNAL_PATTERNS`), is read as is (a bare
+    array or an unnamed device channel).
     """
     if isinstance(patterns, str):
         patterns = [p for p in patterns.split(",") if p]
@@ -100,7 +104,8 @@ def match_channels(names, patterns, need: int, model_names=None) -> list[int]:
         patterns = model_patterns(model_names) or ["*"]
     hits = [i for p in patterns for i, n in enumerate(names) if fnmatch.fnmatch(n.upper(), p.upper())]
     hits = list(dict.fromkeys(hits))[:need]
-    if not hits and by_model and len(names) == need:
+    named = any(fnmatch.fnmatch(n.upper(), p) for n in names for p in SIGNAL_PATTERNS)
+    if not hits and by_model and len(names) == need and not named:
         return list(range(need))
     if len(hits) < need:
         hint = "" if not by_model else "; name the channel with --channels (or channels= in a URL)"
