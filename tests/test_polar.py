@@ -305,3 +305,76 @@ def test_an_ecg_only_device_is_not_read_as_ppg():
     assert match_channels(["ch0"], None, 1, PPG_MODEL) == [0]
     assert match_channels(["PPG", "PPG0", "PPG1", "PPG2", "AMBIENT"], None, 1, PPG_MODEL) == [0]
     assert match_channels(["PPG", "PPG0", "PPG1", "PPG2", "AMBIENT"], "PPG1", 1, PPG_MODEL) == [2]
+
+
+# ---------------------------------------------------------------- himae run
+@pytest.fixture
+def polar_sim(request):
+    """`himae sim --device DEVICE` in its own process at full speed; yields its HCI spec."""
+    import subprocess
+    import sys
+
+    device, channels = request.param
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "himae_stream.cli", "sim", "--device", device, "--recording", str(BUNDLED),
+         "--channels", channels, "--duration", "25", "--speed", "max", "--linger", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        for line in sim.stdout:
+            if "tcp-client:127.0.0.1:" in line:
+                yield line.strip().split("=", 1)[-1]
+                break
+        else:
+            pytest.fail("the simulator did not announce its HCI transport")
+    finally:
+        sim.kill()
+        sim.wait()
+
+
+@pytest.fixture(scope="module")
+def model_file(random_model_file):
+    return random_model_file("himae-100")
+
+
+def read_records(path):
+    import json
+
+    return [json.loads(line) for line in open(path)]
+
+
+@pytest.mark.parametrize("polar_sim", [("polar-verity", "PLETH")], indirect=True)
+def test_run_from_a_verity_equals_replaying_the_recording(tmp_path, model_file, polar_sim, himae):
+    """The PPG mean of a simulated Verity Sense gives the records that replaying the same recording
+    at the same 55 Hz gives, to the noise and gains the three channels add."""
+    polar, replay = tmp_path / "polar.jsonl", tmp_path / "replay.jsonl"
+    result = himae("run", "--model", model_file, "--source", f"polar://himae-sim?stream=ppg&hci={polar_sim}",
+                   "--duration", "20s", "--sink", f"jsonl://{polar}")
+    assert result.returncode == 0, result.stderr
+    result = himae("run", "--model", model_file, "--source", f"sim://{BUNDLED}?channels=PLETH&fs=55&speed=max",
+                   "--duration", "20s", "--sink", f"jsonl://{replay}")
+    assert result.returncode == 0, result.stderr
+    a, b = read_records(polar), read_records(replay)
+    # 20 s at 55 Hz resampled live to 100 Hz: windows start at 0, 1, ..., 9 s
+    assert len(a) == len(b) == 10 and [r["start"] for r in a] == [r["start"] for r in b]
+    # The first window holds the normaliser's start-up, which differs with the DC level the stream
+    # starts at (raw Verity codes sit near -480 000, the replay's int16 codes near 0); after it, the
+    # two agree to the noise of three channels against the replay's quantisation.
+    for x, y in zip(a[1:], b[1:]):
+        for ex, ey in zip(x["embeddings"], y["embeddings"]):
+            ex, ey = np.asarray(ex), np.asarray(ey)
+            assert np.linalg.norm(ex - ey) <= 0.01 * np.linalg.norm(ey)
+    assert all(x["lost_fraction"] == y["lost_fraction"] == 0 for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("polar_sim", [("polar-h10", "II")], indirect=True)
+def test_run_refuses_an_h10_ecg_stream_for_a_ppg_model(model_file, polar_sim, himae):
+    result = himae("run", "--model", model_file, "--source", f"polar://himae-sim?stream=ecg&hci={polar_sim}",
+                   "--duration", "20s", timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "found 0 among ECG" in lines[0], result.stderr
+    result = himae("run", "--model", model_file, "--source", f"polar://himae-sim?stream=ppg&hci={polar_sim}",
+                   "--duration", "20s", timeout=60)
+    assert result.returncode == 2 and "streams ECG, ACC, not PPG" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
