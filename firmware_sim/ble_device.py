@@ -52,7 +52,13 @@ MAX_SPEED_NOTIFICATIONS = 16
 
 
 class BleDevice:
-    """A simulated wearable on `link`; `await start()` begins advertising and sampling."""
+    """A simulated wearable on `link`; `await start()` begins advertising and sampling.
+
+    Subclasses emulate other devices on the same radio, pacing and drop log: they add their
+    service (`_add_services`), say when to stream and how many samples a notification
+    holds, and packetise (`_deliver`)."""
+
+    service_uuid = protocol.SERVICE_UUID  # advertised beside the Heart Rate Service
 
     def __init__(
         self,
@@ -97,6 +103,27 @@ class BleDevice:
         controller = Controller(f"{model.config.name}-radio", link=link)
         self.device = Device(name=model.config.name, address=Address(address), host=Host(controller, AsyncPipeSink(controller)))
         self.device.gatt_server.max_mtu = mtu
+        self._add_services()
+        self.hr_char = Characteristic(
+            protocol.HEART_RATE_MEASUREMENT_UUID, Characteristic.Properties.NOTIFY, Characteristic.READABLE, b""
+        )
+        self.device.add_service(
+            Service(
+                HEART_RATE_SERVICE,
+                [
+                    self.hr_char,
+                    Characteristic(
+                        UUID.from_16_bits(0x2A38), Characteristic.Properties.READ, Characteristic.READABLE,
+                        bytes([BODY_SENSOR_LOCATION_WRIST]),
+                    ),
+                ],
+            )
+        )
+        self.device.on(self.device.EVENT_CONNECTION, self._on_connection)
+        self.device.on("characteristic_subscription", self._on_subscription)
+
+    def _add_services(self) -> None:
+        """The device's own service: `samples_char` (notify), control and stream info."""
         self.samples_char = Characteristic(
             protocol.SAMPLES_CHAR_UUID, Characteristic.Properties.NOTIFY, Characteristic.READABLE, b""
         )
@@ -112,24 +139,7 @@ class BleDevice:
             Characteristic.READABLE,
             CharacteristicValue(read=lambda connection: encode_info(self.model.info), write=_read_only),
         )
-        self.hr_char = Characteristic(
-            protocol.HEART_RATE_MEASUREMENT_UUID, Characteristic.Properties.NOTIFY, Characteristic.READABLE, b""
-        )
         self.device.add_service(Service(protocol.SERVICE_UUID, [self.samples_char, self.control_char, self.info_char]))
-        self.device.add_service(
-            Service(
-                HEART_RATE_SERVICE,
-                [
-                    self.hr_char,
-                    Characteristic(
-                        UUID.from_16_bits(0x2A38), Characteristic.Properties.READ, Characteristic.READABLE,
-                        bytes([BODY_SENSOR_LOCATION_WRIST]),
-                    ),
-                ],
-            )
-        )
-        self.device.on(self.device.EVENT_CONNECTION, self._on_connection)
-        self.device.on("characteristic_subscription", self._on_subscription)
 
     @property
     def address(self) -> str:
@@ -158,7 +168,7 @@ class BleDevice:
             data = AdvertisingData([
                 (AdvertisingData.FLAGS, bytes([0x06])),
                 (AdvertisingData.COMPLETE_LOCAL_NAME, self.name.encode()),
-                (AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS, bytes(UUID(protocol.SERVICE_UUID))),
+                (AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS, bytes(UUID(self.service_uuid))),
                 (AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS, bytes(HEART_RATE_SERVICE)),
             ])
             parameters = AdvertisingParameters(
@@ -253,9 +263,8 @@ class BleDevice:
         while self.model.length is None or self.produced < self.model.length:
             if self.pacer.speed is None:
                 if not self._outage and not self.faults.disconnected(self._event_s):
-                    await self._subscribed_event.wait()
-                per_note = self._payload() // (self.model.channels * self.model.fmt.width)
-                target = self.produced + MAX_SPEED_NOTIFICATIONS * max(per_note, 1)
+                    await self._ready()
+                target = self.produced + MAX_SPEED_NOTIFICATIONS * max(self._per_notification(), 1)
                 self._event_s = self._origin_s + target / self.model.fs
             else:
                 self._event_s += self.interval_s
@@ -285,6 +294,14 @@ class BleDevice:
     def _notify_watchers(self) -> None:
         for watcher in self.watchers:
             watcher(self)
+
+    async def _ready(self) -> None:
+        """Unpaced, wait until a central can take samples."""
+        await self._subscribed_event.wait()
+
+    def _per_notification(self) -> int:
+        """Samples one notification carries at the negotiated MTU."""
+        return self._payload() // (self.model.channels * self.model.fmt.width)
 
     def _payload(self) -> int:
         return (self._connection.att_mtu if self._connection is not None else 23) - 3

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import sys
 import time
+from functools import partial
 
 from firmware_sim.faults import FaultConfig
 from firmware_sim.options import DELIMITERS as TEXT_DELIMITERS, NUMBERS, SimOptions, TextBoard
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=tuple(DEVICES), default="framed",
                         help="framed: the framed protocol over --transport; text-serial: a DIY board "
                              "printing text lines on a serial port; lsl: a Lab Streaming Layer outlet; "
+                             "polar-verity, polar-h10: a Polar sensor's PMD service over BLE; "
                              "brainflow-playback: a BrainFlow playback file (--out)")
     parser.add_argument("--transport", choices=("serial", "ble"), default="serial")
     parser.add_argument("--out", help="file a --device that writes one (brainflow-playback) writes to")
@@ -109,7 +111,7 @@ def run_framed(options: SimOptions, args: argparse.Namespace) -> int:
     host, _, port = args.hci.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--hci must be HOST:PORT, got {args.hci!r}")
-    return asyncio.run(run_ble(options, host, int(port), args.log, args.linger))
+    return asyncio.run(run_ble(options, host, int(port), args.log, args.linger, args.device or "ble"))
 
 
 def run_serial(options: SimOptions, log_path: str | None, linger: float) -> int:
@@ -152,23 +154,16 @@ def serve_serial(device, url: str, log_path: str | None, linger: float) -> int:
     return 0
 
 
-#: `--device` names and what runs each.
-
-
-async def run_ble(options: SimOptions, host: str, port: int, log_path: str | None, linger: float) -> int:
+async def run_ble(options: SimOptions, host: str, port: int, log_path: str | None, linger: float,
+                  kind: str = "ble") -> int:
     from bumble.link import LocalLink
 
-    from firmware_sim.ble_device import BleDevice, serve_hci
-    from firmware_sim.faults import Faults
-    from firmware_sim.options import build_model, heart_rate, write_log
+    from firmware_sim.ble_device import serve_hci
+    from firmware_sim.options import build_ble_device, write_log
     from himae_stream.bumble_backend import HCI_ENV
 
-    model = build_model(options)
     link = LocalLink()
-    device = BleDevice(
-        model, link, Faults(options.faults), options.speed, options.mtu, options.interval_ms,
-        heart_rate(options, model),
-    )
+    device = build_ble_device(options, link, kind)
     transport, spec = await serve_hci(link, host, port)
     await device.start()
     announce(f"ble: name={device.name} address={device.address}")
@@ -219,7 +214,9 @@ def write_brainflow_playback(options: SimOptions, args: argparse.Namespace) -> i
 
 #: `--device NAME`: the kind of device to emulate, and the function that runs it.
 DEVICES = {"framed": run_framed, "text-serial": run_text_serial, "lsl": run_lsl,
-           "brainflow-playback": write_brainflow_playback}
+           "brainflow-playback": write_brainflow_playback,
+           "polar-verity": partial(run_ble_kind, kind="polar-verity"),
+           "polar-h10": partial(run_ble_kind, kind="polar-h10")}
 
 
 if __name__ == "__main__":

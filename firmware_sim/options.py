@@ -94,6 +94,25 @@ def build_model(options: SimOptions) -> DeviceModel:
     return DeviceModel(recording, config)
 
 
+#: BLE devices the simulator emulates: its own sample service, or a Polar sensor's PMD service
+BLE_DEVICES = ("ble", "polar-verity", "polar-h10")
+
+
+def build_ble_device(options: SimOptions, link, kind: str = "ble"):
+    """The simulated BLE device of a run (`kind` from `BLE_DEVICES`) on `link`, with its faults and HR trace."""
+    from firmware_sim.ble_device import BleDevice
+    from firmware_sim.faults import Faults
+
+    model = build_model(options)
+    args = dict(faults=Faults(options.faults), speed=options.speed, mtu=options.mtu,
+                connection_interval_ms=options.interval_ms, heart_rate=heart_rate(options, model))
+    if kind == "ble":
+        return BleDevice(model, link, **args)
+    from firmware_sim.polar_device import PolarDevice
+
+    return PolarDevice(model.original, kind, link, config=dataclasses.replace(model.config, fs=None), **args)
+
+
 def heart_rate(options: SimOptions, model: DeviceModel) -> HeartRateTrace:
     return load_trace(options.hr_trace) if options.hr_trace else trace_for(model.recording)
 

@@ -1,9 +1,9 @@
 """`sim://` sources: a simulated device and the runtime's own reader for it, as one source.
 
-`sim://RECORDING?transport=serial|ble|text-serial&speed=10&loss=0.02&...`
+`sim://RECORDING?transport=serial|ble|text-serial|polar-verity|polar-h10&speed=10&loss=0.02&...`
 starts the simulator in this process and reads it through the real
-transport (`SerialSource` on a pty, or `BleSource` over bumble), so a
-pipeline runs
+transport (`SerialSource` on a pty, `BleSource` or `PolarSource` over
+bumble), so a pipeline runs
 end to end without hardware. The source ends once the replay is over and
 its reader has everything the device sent.
 """
@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from firmware_sim.faults import NUMBERS as FAULT_NUMBERS, FaultConfig, Faults
-from firmware_sim.options import DELIMITERS, NUMBERS, SimOptions, TextBoard, build_model, heart_rate
+from firmware_sim.options import BLE_DEVICES, DELIMITERS, NUMBERS, SimOptions, TextBoard, build_ble_device, build_model
 from himae_stream.samplestream import Received
 from himae_stream.sources.base import Source
 
@@ -32,7 +32,7 @@ _SETTINGS = ("fs", "duration", "drift_ppm", "jitter_us", "frame_ms", "interval_m
 _TEXT_PARAMS = {"channels", "format", "name"}
 #: How a text-serial board prints: `header`, `millis`, `plotter` are 0/1, `delimiter` a `DELIMITERS` name.
 _BOARD_PARAMS = {"header", "delimiter", "millis", "plotter", "garbage"}
-TRANSPORTS = ("serial", "ble", "text-serial")
+TRANSPORTS = ("serial", "text-serial", *BLE_DEVICES)
 
 
 def open_url(url: ParsedUrl) -> SimSource:
@@ -95,7 +95,7 @@ class SimSource(Source):
         self.counters = inner.counters
         # A serial reader hands on what it reads at once; a BLE reader queues notifications, so it
         # is closed instead and drained: what it has queued still comes, then its iteration ends.
-        drains = self.transport == "ble"
+        drains = self.transport in BLE_DEVICES
         iterator = aiter(inner)
         pending: asyncio.Future | None = None
         finished = asyncio.ensure_future(finish)
@@ -160,20 +160,24 @@ class SimSource(Source):
     async def _start_ble(self):
         from bumble.link import LocalLink
 
-        from firmware_sim.ble_device import BleDevice
         from himae_stream.bumble_backend import BumbleBackend
         from himae_stream.sources.ble import BleSource
+        from himae_stream.sources.polar import PolarSource
 
         o = self.options
         link = LocalLink()
-        device = BleDevice(self.model, link, Faults(o.faults), o.speed, o.mtu, o.interval_ms, heart_rate(o, self.model))
+        device = build_ble_device(o, link, self.transport)
         self.device = device
         await device.start()
         backend = BumbleBackend.bound(link)
         # Device, radio and reader share this event loop and nothing throttles an unpaced
         # device, so the reader may queue the whole replay rather than overflow.
         queue = 1 << 17 if o.speed is None else 4096
-        source = BleSource(name=o.name, backend=backend, queue_size=queue)
+        if self.transport == "ble":
+            source = BleSource(name=o.name, backend=backend, queue_size=queue)
+        else:  # a Polar sensor streams its first measurement: PPG (Verity Sense) or ECG (H10)
+            stream = device.measurement.name.lower()
+            source = PolarSource(name=o.name, backend=backend, queue_size=queue, stream=stream)
 
         def all_read() -> bool:
             received = source.counters["notifications"] + source.counters["stale_notifications"]

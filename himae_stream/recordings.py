@@ -27,8 +27,9 @@ PPG_PATTERNS = ("PPG*", "PLETH*", "BVP*", "PULSE*")
 #: What DIY boards name the LED channels of a MAX3010x-class sensor: each is a PPG. A model's PPG
 #: channel reads them after every name above, infrared first (the usual pulse signal).
 LED_PATTERNS = ("IR*", "RED*", "GREEN*")
-#: Names given to channels that came unnamed (a bare array, a text board without a header).
-UNNAMED = re.compile(r"ch\d+")
+#: Names that say what a channel carries: a source channel named so is never read as another
+#: signal just because it is the only one (an H10's ECG is no PPG).
+SIGNAL_PATTERNS = (*PPG_PATTERNS, "ECG*", "ACC*", "GYRO*", "MAG*", "RESP*", "EDA*", "TEMP*", "AMBIENT*")
 #: The record the package bundles (PhysioNet a103l: finger PPG as PLETH, beside two ECG leads):
 #: the default `himae run` replays it, and examples can rely on it being there.
 DEMO = Path(__file__).parent / "data" / "a103l.hea"
@@ -101,9 +102,9 @@ def match_channels(names, patterns, need: int, model_names=None) -> list[int]:
     Patterns that match nothing are alternatives, not errors ("PPG1,PLETH"
     reads TROIKA and PhysioNet alike); too few matches is a RecordingError.
     Without `patterns` the model's rule applies (`model_patterns(model_names)`),
-    and a source with exactly `need` unnamed channels (`ch0`: a bare array, a
-    device channel without a name) is read as is; named channels that match
-    nothing (an ECG-only device) are an error, not a guess.
+    and a source with exactly `need` channels, none of them named like the
+    model's or like another signal (`SIGNAL_PATTERNS`), is read as is (a bare
+    array or an unnamed device channel).
     """
     if isinstance(patterns, str):
         patterns = [p for p in patterns.split(",") if p]
@@ -112,7 +113,8 @@ def match_channels(names, patterns, need: int, model_names=None) -> list[int]:
         patterns = model_patterns(model_names) or ["*"]
     hits = [i for p in patterns for i, n in enumerate(names) if fnmatch.fnmatch(n.upper(), p.upper())]
     hits = list(dict.fromkeys(hits))[:need]
-    if not hits and by_model and len(names) == need and all(UNNAMED.fullmatch(n) for n in names):
+    named = any(fnmatch.fnmatch(n.upper(), p) for n in names for p in SIGNAL_PATTERNS)
+    if not hits and by_model and len(names) == need and not named:
         return list(range(need))
     if len(hits) < need:
         hint = "" if not by_model else "; name the channel with --channels (or channels= in a URL)"

@@ -7,6 +7,7 @@
     sim://recording.mat?speed=10&loss=0.02&transport=ble
     lsl://NAME?type=PPG&timeout=10      lsl://*?type=PPG (any name)
     brainflow://MUSE_2?serial_port=/dev/ttyUSB0   brainflow://playback?file=rec.csv&master_board=SYNTHETIC
+    polar://Polar Sense*?stream=ppg      polar://AA:BB:CC:DD:EE:FF?stream=ecg
 
 The registry maps a scheme to "module:function" taking a `ParsedUrl`, so
 modules load only when their scheme is opened; `register_scheme` adds one.
@@ -67,6 +68,7 @@ SCHEMES: dict[str, str] = {
     "sim": "firmware_sim.source:open_url",
     "lsl": "himae_stream.urls:open_lsl",
     "brainflow": "himae_stream.sources.brainflow:open_url",
+    "polar": "himae_stream.urls:open_polar",
 }
 
 
@@ -158,6 +160,25 @@ def open_ble(url: ParsedUrl):
     if service in ("hr", "heart_rate", "180d", HEART_RATE_SERVICE_UUID):
         return HeartRateSource(address=address, name=name, **kwargs)
     return BleSource(address=address, name=name, service=service, **kwargs)
+
+
+def open_polar(url: ParsedUrl):
+    """`polar://NAME_OR_ADDRESS?stream=ppg|ecg|acc&fs=&range=`: a name may be a glob ("Polar Sense*")."""
+    import re
+
+    from himae_stream.sources.polar import STREAMS, PolarSource
+
+    url.check_params({"stream", "fs", "range", "reconnects", "scan_timeout", "hci"})
+    stream = url.get("stream", "ppg")
+    if stream not in STREAMS:
+        raise SourceUrlError(f"{url.text}: stream must be one of {', '.join(STREAMS)}, got {stream!r}")
+    is_address = re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", url.path) is not None
+    return PolarSource(
+        address=url.path if is_address else None, name=None if is_address else url.path, stream=stream,
+        fs=url.number("fs", None, POSITIVE_INTEGER), range_g=url.number("range", None, POSITIVE_INTEGER),
+        max_reconnects=url.number("reconnects", 5, COUNT), scan_timeout_s=url.number("scan_timeout", 10.0, POSITIVE),
+        backend=_ble_backend(url.get("hci")),
+    )
 
 
 def _ble_backend(hci: str | None):

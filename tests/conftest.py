@@ -53,6 +53,14 @@ def _himae(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def announced_hci(sim: subprocess.Popen) -> str:
+    """The HCI transport a `himae sim` BLE process prints (`...=tcp-client:127.0.0.1:PORT`)."""
+    for line in sim.stdout:
+        if "tcp-client:127.0.0.1:" in line:
+            return line.strip().split("=", 1)[-1]
+    pytest.fail("the simulator did not announce its HCI transport")
+
+
 @pytest.fixture(scope="session")
 def himae():
     """Run the `himae` command in a fresh interpreter, as a user would: `himae("run", ...)`."""

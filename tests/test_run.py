@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import announced_hci
 from himae_stream.pipeline import History
 
 BUNDLED = "himae_stream/data/a103l.hea"
@@ -207,12 +208,7 @@ def ble_device():
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        for line in sim.stdout:
-            if "tcp-client:127.0.0.1:" in line:
-                yield line.strip().split("=", 1)[-1]
-                break
-        else:
-            pytest.fail("the simulator did not announce its HCI transport")
+        yield announced_hci(sim)
     finally:
         sim.kill()
         sim.wait()

@@ -50,10 +50,11 @@ def sent_by(device) -> Callable[[], int]:
     return lambda: device.log.counters.get("notifications", 0)
 
 
-async def simulate(model, body, **device_args):
-    """Run `body(device)` with the device and this process's bumble host on one LocalLink."""
+async def simulate(model, body, make=BleDevice, **device_args):
+    """Run `body(device)` with the device (`make(model, link, ...)`) and this process's bumble host
+    on one LocalLink."""
     link = LocalLink()
-    device = BleDevice(model, link, **device_args)
+    device = make(model, link, **device_args)
     await device.start()
     set_default_adapter(link)
     try:

@@ -1,4 +1,4 @@
-"""Transports behind one interface (`Source`): serial, BLE, heart rate, file.
+"""Transports behind one interface (`Source`): serial, BLE, heart rate, Polar PMD, file.
 
 Submodules are imported on first use so that naming a source stays cheap
 (bleak and pyserial load only when a source of theirs is made).
@@ -8,7 +8,7 @@ from importlib import import_module
 
 _WHERE = {
     "Source": "base", "SourceError": "base", "SerialSource": "serial", "BleSource": "ble",
-    "HeartRateSource": "heartrate", "HeartRateReading": "heartrate", "FileSource": "file",
+    "HeartRateSource": "heartrate", "PolarSource": "polar", "HeartRateReading": "heartrate", "FileSource": "file",
     "write_log": "file",
 }
 __all__ = list(_WHERE)

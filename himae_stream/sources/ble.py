@@ -43,6 +43,10 @@ from himae_stream.protocol import (
 from himae_stream.samplestream import Received
 from himae_stream.sources.base import Source, SourceError
 
+class DeviceRefused(SourceError):
+    """The device answered, and no retry changes the answer (it lacks a measurement, refuses a setting)."""
+
+
 _DISCONNECTED = object()
 _CLOSED = object()  # queued by close(): what arrived before it is still delivered, then iteration ends
 
@@ -177,6 +181,8 @@ class BleConnection(Source):
             while not self._closed:
                 try:
                     await self._connect()
+                except DeviceRefused:
+                    raise
                 except (BleakError, SourceError, ProtocolError, OSError, asyncio.TimeoutError) as exc:
                     if self._closed:
                         break  # closed while connecting: not a failure; what arrived is handed on below
