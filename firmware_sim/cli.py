@@ -108,10 +108,15 @@ def run(args: argparse.Namespace) -> int:
 def run_framed(options: SimOptions, args: argparse.Namespace) -> int:
     if args.transport == "serial":
         return run_serial(options, args.log, args.linger)
+    return run_ble_kind(options, args, "ble")
+
+
+def run_ble_kind(options: SimOptions, args: argparse.Namespace, kind: str) -> int:
+    """A simulated BLE device of `kind` (options.BLE_DEVICES), its HCI served on --hci."""
     host, _, port = args.hci.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--hci must be HOST:PORT, got {args.hci!r}")
-    return asyncio.run(run_ble(options, host, int(port), args.log, args.linger, args.device or "ble"))
+    return asyncio.run(run_ble(options, host, int(port), args.log, args.linger, kind))
 
 
 def run_serial(options: SimOptions, log_path: str | None, linger: float) -> int:
