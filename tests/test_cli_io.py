@@ -13,6 +13,8 @@ import threading
 import numpy as np
 import pytest
 
+from himae_stream.recordings import DEMO
+
 BUNDLED = "himae_stream/data/a103l.hea"
 
 
@@ -95,8 +97,9 @@ def first_line(stream, timeout_s: float) -> str:
 def test_ctrl_c_prints_the_summary_exits_130_and_keeps_the_records(tmp_path):
     out = tmp_path / "out.csv"
     out.write_text("earlier results\n")
+    # the demo record looped, so the run is still going when Ctrl-C comes, however busy the machine
     run = subprocess.Popen(
-        [sys.executable, "-m", "himae_stream.cli", "run", "--speed", "10",
+        [sys.executable, "-m", "himae_stream.cli", "run", "--source", f"sim://{DEMO}?speed=10&loop=1",
          "--sink", "jsonl://-", "--sink", f"csv://{out}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -119,7 +122,7 @@ def test_a_reader_that_stops_reading_ends_the_run_cleanly(tmp_path):
     out = tmp_path / "out.csv"
     out.write_text("earlier results\n")
     run = subprocess.Popen(
-        [sys.executable, "-m", "himae_stream.cli", "run", "--speed", "10",
+        [sys.executable, "-m", "himae_stream.cli", "run", "--source", f"sim://{DEMO}?speed=10&loop=1",
          "--sink", f"csv://{out}", "--sink", "jsonl://-"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
