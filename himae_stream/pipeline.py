@@ -12,6 +12,7 @@ A record is a plain dict; docs/output.md documents its fields.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -250,21 +251,24 @@ async def run(source, model=None, window=None, hop="1s", *, channels=None, imput
         pipeline[:] = [core, samples]
     limit = None
     seen = 0
-    async for chunk in samples:
-        if core._picks is None:
-            info = src.info
-            fs = info.fs if info else core.fs
-            core.select(info.channel_names if info else [f"ch{i}" for i in range(chunk.samples.shape[0])], fs)
-            limit = None if duration is None else int(round(duration * fs))  # in device samples
-        if limit is not None and seen + len(chunk) >= limit:
-            chunk = Chunk(chunk.timestamps[: limit - seen], chunk.samples[:, : limit - seen],
-                          chunk.lost_mask[: limit - seen], chunk.start, chunk.arrival, chunk.released)
-        seen += len(chunk)
-        for record in core.feed(chunk):
-            yield record
-        core.prepare()
-        if limit is not None and seen >= limit:
-            break
+    # closed as soon as this generator is (a consumer that stops early, e.g. its sink failed), so
+    # the source is released then, not when the event loop shuts down (which waits on its threads)
+    async with contextlib.aclosing(aiter(samples)) as chunks:
+        async for chunk in chunks:
+            if core._picks is None:
+                info = src.info
+                fs = info.fs if info else core.fs
+                core.select(info.channel_names if info else [f"ch{i}" for i in range(chunk.samples.shape[0])], fs)
+                limit = None if duration is None else int(round(duration * fs))  # in device samples
+            if limit is not None and seen + len(chunk) >= limit:
+                chunk = Chunk(chunk.timestamps[: limit - seen], chunk.samples[:, : limit - seen],
+                              chunk.lost_mask[: limit - seen], chunk.start, chunk.arrival, chunk.released)
+            seen += len(chunk)
+            for record in core.feed(chunk):
+                yield record
+            core.prepare()
+            if limit is not None and seen >= limit:
+                break
     for record in core.finish():
         yield record
 

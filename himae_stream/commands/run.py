@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 
@@ -98,13 +99,15 @@ async def _drive(source, url, model, window, hop, duration, args, sinks, state, 
     try:
         if view:
             view.start()
-        async for record in run_pipeline(source, model, window, hop, channels=args.channels,
-                                         impute=not args.no_impute, all_heads=args.all_heads,
-                                         duration=duration, pipeline=state):
-            for sink in sinks:
-                sink.write(record)
-            if view:
-                view.update(record)
+        records = run_pipeline(source, model, window, hop, channels=args.channels, impute=not args.no_impute,
+                               all_heads=args.all_heads, duration=duration, pipeline=state)
+        # a sink that fails (the reader of stdout left) closes the pipeline and its source at once
+        async with contextlib.aclosing(records):
+            async for record in records:
+                for sink in sinks:
+                    sink.write(record)
+                if view:
+                    view.update(record)
     finally:
         if view:
             view.stop()
