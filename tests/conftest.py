@@ -7,6 +7,7 @@ the whole corpus (TROIKA's labels, reproducing the shipped reports): they
 ask for `data_dir`, which skips them with one line where the corpus is absent.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -59,6 +60,18 @@ def announced_hci(sim: subprocess.Popen) -> str:
         if "tcp-client:127.0.0.1:" in line:
             return line.strip().split("=", 1)[-1]
     pytest.fail("the simulator did not announce its HCI transport")
+
+
+@contextlib.contextmanager
+def ble_sim(*args: str):
+    """`himae sim ARGS` (a BLE device) in its own process; yields the HCI transport to reach it."""
+    sim = subprocess.Popen([sys.executable, "-m", "himae_stream.cli", "sim", *args],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield announced_hci(sim)
+    finally:
+        sim.kill()
+        sim.wait()
 
 
 @pytest.fixture(scope="session")

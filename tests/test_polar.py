@@ -4,13 +4,11 @@ the simulated Verity Sense / H10 on bumble read through bleak and `PolarSource`,
 import asyncio
 import dataclasses
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from bleak import BleakClient, BleakScanner
-from conftest import BUNDLED, announced_hci
+from conftest import BUNDLED, ble_sim
 from hypothesis import given, settings, strategies as st
 
 from firmware_sim.faults import FaultConfig, Faults
@@ -303,16 +301,9 @@ def test_an_ecg_only_device_is_not_read_as_ppg():
 def polar_sim(request):
     """`himae sim --device DEVICE` in its own process at full speed; yields its HCI spec."""
     device, channels = request.param
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "himae_stream.cli", "sim", "--device", device, "--recording", str(BUNDLED),
-         "--channels", channels, "--duration", "25", "--speed", "max", "--linger", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        yield announced_hci(sim)
-    finally:
-        sim.kill()
-        sim.wait()
+    with ble_sim("--device", device, "--recording", str(BUNDLED), "--channels", channels, "--duration", "25",
+                 "--speed", "max", "--linger", "60") as hci:
+        yield hci
 
 
 @pytest.fixture(scope="module")

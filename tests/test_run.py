@@ -1,13 +1,11 @@
 """`himae run` end to end: simulator → real transport → pipeline → sinks, and its errors."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import announced_hci
+from conftest import ble_sim
 from himae_stream.pipeline import History
 
 BUNDLED = "himae_stream/data/a103l.hea"
@@ -202,16 +200,9 @@ def test_closing_run_blocking_early_ends_the_pipeline_and_its_source(model_file,
 @pytest.fixture
 def ble_device():
     """`himae sim --transport ble` in its own process, serving its controller on loopback TCP."""
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "himae_stream.cli", "sim", "--recording", BUNDLED, "--channels", "PLETH",
-         "--transport", "ble", "--speed", "5", "--fs", "100", "--name", "himae-test-wearable"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        yield announced_hci(sim)
-    finally:
-        sim.kill()
-        sim.wait()
+    with ble_sim("--recording", BUNDLED, "--channels", "PLETH", "--transport", "ble", "--speed", "5", "--fs", "100",
+                 "--name", "himae-test-wearable") as hci:
+        yield hci
 
 
 def test_run_from_a_ble_device_in_another_process(tmp_path, model_file, ble_device, himae):

@@ -5,7 +5,6 @@ import asyncio
 import dataclasses
 
 import numpy as np
-import pytest
 from conftest import BUNDLED, V102S
 
 from firmware_sim.device import DeviceConfig, DeviceModel
