@@ -3,7 +3,6 @@
  * file owns the streams and the scratch their gathered GEMMs need. */
 #include "streams.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 
 #include "stream_run.h"
@@ -25,16 +24,6 @@ struct himae_streams {
     void *mem; /* member pointers, jobs and tiles: one allocation */
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 /* Floats a tile must hold: one row of the widest conv's im2col (kc) or output. */
 static size_t widest_row(const himae_config *c) {
     size_t widest = c->in_channels, c_in = c->in_channels;
@@ -49,8 +38,10 @@ static size_t widest_row(const himae_config *c) {
 
 int himae_streams_create(const himae_model *model, int n, himae_streams **out, char *err, size_t errlen) {
     *out = NULL;
-    if (n < 1 || n > HIMAE_STREAMS_MAX)
-        return fail(err, errlen, "a group holds 1 to %d streams, not %d", HIMAE_STREAMS_MAX, n);
+    if (n < 1 || n > HIMAE_STREAMS_MAX) {
+        if (err && errlen) snprintf(err, errlen, "a group holds 1 to %d streams, not %d", HIMAE_STREAMS_MAX, n);
+        return -1;
+    }
     size_t widest = widest_row(himae_model_config(model));
     size_t tile = widest > TILE_FLOATS ? widest : TILE_FLOATS;
     size_t pointers = (size_t)n * sizeof(himae_stream *), jobs = (size_t)n * sizeof(himae_conv_job);
@@ -58,7 +49,8 @@ int himae_streams_create(const himae_model *model, int n, himae_streams **out, c
     char *mem = g ? himae_malloc(pointers + jobs + 2 * tile * sizeof(float)) : NULL;
     if (!mem) {
         himae_free_mem(g);
-        return fail(err, errlen, "out of memory for a group of %d streams", n);
+        if (err && errlen) snprintf(err, errlen, "out of memory for a group of %d streams", n);
+        return -1;
     }
     /* pointers and jobs first: their sizes keep the tiles aligned for floats */
     *g = (himae_streams){n, (himae_stream **)mem,
