@@ -22,6 +22,7 @@ PORTABLE = [
     "csrc/model.c",
     "csrc/decoder.c",
     "csrc/stream.c",
+    "csrc/streams.c",
     "csrc/framing.c",
     "csrc/gemm_scalar.c",
 ]

@@ -5,7 +5,7 @@ are not: the same code on the same input executes the same instructions,
 run after run. `python -m benchmarks.gate` counts each workload of
 benchmarks/workload.py (one window encode per configuration, 10 s of
 stream-mode pushes, the prepared live push that completes a deepest-level
-position, one reconstruct) for every ISA variant this CPU has and
+position, one reconstruct, a 1-s push into each of 16 streams pushed together) for every ISA variant this CPU has and
 valgrind can execute, compares with benchmarks/gate_baseline.json, and fails
 if any count grew by more than 3 %. `--update` rewrites the baseline on
 purpose, so the change shows in review.

@@ -181,6 +181,21 @@ def _stream_10s(model) -> Counted:
     return Counted(push_10s)
 
 
+def _group_push(model) -> Counted:
+    """One 1-s push into each of 16 streams pushed together (Model.streams), 10 s in: each conv runs once
+    over all 16 streams' new positions. Each count starts from the same state."""
+    cfg = model.config
+    fs, n, window = int(cfg["fs"]), 16, cfg["window"]
+    x = signal(window + fs, cfg["fs"], n)[:, None, :]  # (16, 1, 11 s): one channel per stream
+    group = model.streams(n, normalize=False)
+
+    def before() -> None:
+        group.reset()
+        group.push(x[..., :window])
+
+    return Counted(lambda: group.push(x[..., window:]), before)
+
+
 def _reconstruct(model) -> Counted:
     cfg = model.config
     x = signal(cfg["window"], cfg["fs"], cfg["in_channels"])
@@ -194,6 +209,7 @@ WORKLOADS = (
     Workload("stream 10 s himae-100", "himae-100", _stream_10s),
     Workload("live push himae-100", "himae-100", _live_push),
     Workload("reconstruct himae-100", "himae-100", _reconstruct),
+    Workload("group push 16 himae-100", "himae-100", _group_push),
 )
 
 

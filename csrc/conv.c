@@ -95,11 +95,34 @@ void himae_conv_row_tail(const himae_conv *conv, const himae_ukernel *uk, float 
                   out, partial, gelu);
 }
 
-/* Outer loop over weight panels so that one panel stays in cache while all
- * output rows stream past it; the input rows are views, never copied. */
+/* n_out rows of a conv that is not pair-packed, row q's im2col row at
+ * a + q * a_stride (kc floats). Outer loop over weight panels so that one
+ * panel stays in cache while all output rows stream past it. */
+static void gemm_rows(const himae_conv *conv, const himae_ukernel *uk, float *out, const float *a,
+                      size_t a_stride, size_t n_out, const float *residual, int gelu) {
+    const size_t mr = uk->mr, nr = uk->nr, kc = conv->kc, cout = conv->cout, panel_size = nr * (1 + kc);
+    /* A last few rows (all of them in stream mode's short pushes) that fit
+     * the wide kernel go through it, several panels per pass. */
+    const size_t rest = n_out % mr, tiled = uk->wide && rest <= uk->wide_mr ? n_out - rest : n_out;
+    for (size_t n0 = 0; n0 < cout; n0 += nr) {
+        const float *panel = conv->packed + (n0 / nr) * panel_size;
+        size_t nc = cout - n0 < nr ? cout - n0 : nr;
+        for (size_t p = 0; p < tiled; p += mr) {
+            size_t m = tiled - p < mr ? tiled - p : mr;
+            uk->fn(m, nc, kc, a + p * a_stride, a_stride, panel, out + p * cout + n0, cout,
+                   residual ? residual + p * cout + n0 : NULL, cout, gelu);
+        }
+    }
+    if (tiled < n_out)
+        gemm_few_rows(uk, rest, cout, kc, a + tiled * a_stride, a_stride, conv->packed, panel_size,
+                      out + tiled * cout, residual ? residual + tiled * cout : NULL, gelu);
+}
+
+/* The input rows are views, never copied: row q's im2col row is its k
+ * input rows, consecutive in the channels-last input. */
 void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float *out,
                           const float *in, size_t n_out, const float *residual, int gelu) {
-    const size_t mr = uk->mr, nr = uk->nr, cin = conv->cin;
+    const size_t mr = uk->mr, cin = conv->cin;
     const float *a0 = in - conv->pad * cin;
     if (conv->pair) {
         /* Row q of this GEMM is output rows 2q and 2q + 1, adjacent in memory. */
@@ -115,23 +138,33 @@ void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float
                    width, residual ? residual + pairs * width : NULL, width, gelu);
         return;
     }
-    const size_t kc = conv->kc, cout = conv->cout;
-    const size_t a_stride = conv->stride * cin, panel_size = nr * (1 + kc);
-    /* A last few rows (all of them in stream mode's short pushes) that fit
-     * the wide kernel go through it, several panels per pass. */
-    const size_t rest = n_out % mr, tiled = uk->wide && rest <= uk->wide_mr ? n_out - rest : n_out;
-    for (size_t n0 = 0; n0 < cout; n0 += nr) {
-        const float *panel = conv->packed + (n0 / nr) * panel_size;
-        size_t nc = cout - n0 < nr ? cout - n0 : nr;
-        for (size_t p = 0; p < tiled; p += mr) {
-            size_t m = tiled - p < mr ? tiled - p : mr;
-            uk->fn(m, nc, kc, a0 + p * a_stride, a_stride, panel, out + p * cout + n0, cout,
-                   residual ? residual + p * cout + n0 : NULL, cout, gelu);
-        }
+    gemm_rows(conv, uk, out, a0, conv->stride * cin, n_out, residual, gelu);
+}
+
+void himae_conv1d_gathered(const himae_conv *conv, const himae_ukernel *uk, const himae_conv_job *jobs,
+                           size_t n_jobs, size_t n_out, int gelu, float *a, float *c, size_t tile_floats) {
+    const size_t cin = conv->cin, kc = conv->kc, cout = conv->cout;
+    if (conv->pair) { /* narrow: its few weights stay in L1 across the jobs, nothing to share */
+        for (size_t i = 0; i < n_jobs; i++)
+            himae_conv1d_forward(conv, uk, jobs[i].out, jobs[i].in, n_out, jobs[i].residual, gelu);
+        return;
     }
-    if (tiled < n_out)
-        gemm_few_rows(uk, rest, cout, kc, a0 + tiled * a_stride, a_stride, conv->packed, panel_size,
-                      out + tiled * cout, residual ? residual + tiled * cout : NULL, gelu);
+    size_t tile = tile_floats / (kc > cout ? kc : cout);
+    if (tile > uk->mr) tile -= tile % uk->mr; /* whole micro-kernel tiles */
+    const size_t total = n_jobs * n_out, step = conv->stride * cin;
+    for (size_t t0 = 0; t0 < total; t0 += tile) {
+        const size_t m = total - t0 < tile ? total - t0 : tile;
+        const int res = jobs[0].residual != NULL;
+        for (size_t t = t0; t < t0 + m; t++) { /* row t: output t % n_out of job t / n_out */
+            const himae_conv_job *job = &jobs[t / n_out];
+            const size_t r = t % n_out;
+            memcpy(a + (t - t0) * kc, job->in - conv->pad * cin + r * step, kc * sizeof(float));
+            if (res) memcpy(c + (t - t0) * cout, job->residual + r * cout, cout * sizeof(float));
+        }
+        gemm_rows(conv, uk, c, a, kc, m, res ? c : NULL, gelu);
+        for (size_t t = t0; t < t0 + m; t++)
+            memcpy(jobs[t / n_out].out + (t % n_out) * cout, c + (t - t0) * cout, cout * sizeof(float));
+    }
 }
 
 float himae_gelu_exact(float x) { return (float)(0.5 * x * (1.0 + erf(x * 0.70710678118654752))); }

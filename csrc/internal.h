@@ -80,6 +80,23 @@ void himae_pack_conv_pairs(float *dst, const float *w, const float *bias, size_t
 void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float *out,
                           const float *in, size_t n_out, const float *residual, int gelu);
 
+/* The same rows of one conv over several inputs (a group of streams in
+ * lockstep, streams.c): job i computes n_out rows from its own in, out and
+ * residual as himae_conv1d_forward would. The jobs' im2col rows are copied
+ * into `a` and run as one GEMM (outputs through `c`, then copied to each
+ * job), tile_floats floats of each at a time, so each weight panel is read
+ * once per tile instead of once per job; tile_floats must hold one row
+ * (kc and cout floats). Pair-packed convs, narrow enough to stay in L1, run
+ * job by job. Every output keeps its summation order, so the results are
+ * the bits that himae_conv1d_forward gives each job. */
+typedef struct himae_conv_job {
+    const float *in;
+    float *out;
+    const float *residual;
+} himae_conv_job;
+void himae_conv1d_gathered(const himae_conv *conv, const himae_ukernel *uk, const himae_conv_job *jobs,
+                           size_t n_jobs, size_t n_out, int gelu, float *a, float *c, size_t tile_floats);
+
 /* Pack the last tap of Conv1d weights (cout, cin, k) with zero biases:
  * himae_packed_size(cin, cout, 1, nr) floats. */
 void himae_pack_conv_tail(float *dst, const float *w, size_t cin, size_t cout, size_t k, size_t nr);

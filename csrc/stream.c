@@ -10,13 +10,18 @@
  *   s  skip rows (conv k1 stride 2 of x), from row q2.
  * Rows before the stream start are the zeros PyTorch pads with; flush
  * appends P zero rows after the end of x, then of h. Pushes are processed in
- * blocks of at most BLOCK input samples, which bounds every buffer, so all
- * memory is taken once at creation. The convs are the model's own packed
+ * blocks of at most `block` input samples (BLOCK for a stream of its own,
+ * fewer in a group: streams.c), which bounds every buffer, so all memory is
+ * taken once at creation. The convs are the model's own packed
  * weights; the narrow ones, packed in row pairs, read up to SLACK rows past
  * the rows they need (with zero weights), so those rows are zeroed before
  * each call. After every block each level has
  * computed all it can, so the whole state follows from the number of samples
  * pushed and whether the stream is flushed (see set_counters).
+ *
+ * The level-by-level work runs over n streams in lockstep (n = 1 for a
+ * stream pushed alone): having the same counters, they compute the same
+ * rows, and a group (streams.c) runs each conv over all of them at once.
  *
  * Live, one position of a deep level completes when its conv's newest input
  * row arrives; himae_stream_prepare, called between pushes, sums each level's
@@ -26,7 +31,7 @@
  * that idled between packets pays for most. Prepared sums are derived
  * state: not saved, and dropped by reset and load.
  */
-#include "stream.h"
+#include "stream_run.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -37,7 +42,7 @@
 #include "fpmode.h"
 #include "internal.h"
 
-#define BLOCK 2048
+#define BLOCK 2048 /* samples per block of a single stream's push */
 #define SLACK 2 /* rows past the input a pair-packed conv reads: its stride */
 #define STATE_MAGIC 0x4d525453u /* "STRM" */
 #define STATE_VERSION 1u
@@ -67,6 +72,7 @@ struct himae_stream {
     const himae_ukernel *uk;
     uint32_t model_crc; /* the model file's checksum: states only load onto the same weights */
     int n_levels, k, p, c_in;
+    int64_t block; /* samples per block: bounds every buffer */
     int64_t pushed;
     int flushed;
     level lv[HIMAE_STREAM_MAX_LEVELS];
@@ -153,76 +159,115 @@ static void emit(level *v, const float *y, int64_t n, float *out, double *sums) 
     if (n > 0) memcpy(v->total, before, (size_t)c * sizeof(double));
 }
 
-/* Compute everything level l can given its input; outputs go to the next
- * level's x buffer (or the tail), and rows to out and sums. */
-static void run_level(himae_stream *s, int l, int done, float *out, double *sums, int64_t *n_out) {
-    level *v = &s->lv[l];
-    const int p = s->p, c = v->c_out;
-    if (done) memset(append(&v->x, p), 0, (size_t)p * v->c_in * sizeof(float));
-    int64_t q1 = v->h.end;
-    int64_t q1_end = conv1_done(v->n_in, p, done);
-    if (q1_end > q1) {
-        int64_t n1 = q1_end - q1, first = v->pre1 == q1;
-        float *h_new = append(&v->h, n1), *s_new = append(&v->s, n1);
-        if (first) himae_conv_row_tail(v->conv1, s->uk, h_new, row(&v->x, 2 * q1 - p), v->part1, 1);
-        if (n1 > first) {
-            zero_slack(&v->x, v->conv1->pair || v->skip->pair);
-            himae_conv1d_forward(v->conv1, s->uk, h_new + first * c, row(&v->x, 2 * (q1 + first)),
-                                 (size_t)(n1 - first), NULL, 1);
-            himae_conv1d_forward(v->skip, s->uk, s_new + first * c, row(&v->x, 2 * (q1 + first)),
-                                 (size_t)(n1 - first), NULL, 0);
-        }
-        v->pre1 = -1;
+/* A conv's rows for every stream of a group: one job per stream (see
+ * himae_conv1d_gathered); one stream's rows are computed in place. */
+static void run_conv(const himae_conv *conv, const himae_ukernel *uk, const himae_conv_job *jobs, int n,
+                     int64_t n_out, int gelu, himae_stream_scratch *scratch) {
+    if (n == 1)
+        himae_conv1d_forward(conv, uk, jobs[0].out, jobs[0].in, (size_t)n_out, jobs[0].residual, gelu);
+    else
+        himae_conv1d_gathered(conv, uk, jobs, (size_t)n, (size_t)n_out, gelu, scratch->a, scratch->c,
+                              scratch->tile_floats);
+}
+
+/* Compute everything level l of n streams in lockstep can given its input
+ * (their counters are equal, so each has the same rows to compute); outputs
+ * go to the next level's x buffer (or the tail), and rows to out and sums
+ * (stream i's at index i·levels + l). A row prepared by
+ * himae_stream_prepare is finished from its partial sum when the level runs
+ * one stream alone; a group recomputes it whole. */
+static void run_level(himae_stream *const *ss, int n, int l, int done, float *const *out, double *const *sums,
+                      int64_t *n_out, himae_stream_scratch *scratch) {
+    const himae_stream *s0 = ss[0];
+    const level *v0 = &s0->lv[l];
+    const int p = s0->p, c = v0->c_out, nl = s0->n_levels;
+    himae_conv_job one, *jobs = n == 1 ? &one : scratch->jobs;
+    int64_t q1 = v0->h.end, q1_end = conv1_done(v0->n_in, p, done);
+    int64_t n1 = q1_end - q1, first1 = n == 1 && v0->pre1 == q1 && n1 > 0;
+    for (int i = 0; i < n; i++) {
+        level *v = &ss[i]->lv[l];
+        if (done) memset(append(&v->x, p), 0, (size_t)p * v->c_in * sizeof(float));
+        if (n1 <= 0) continue;
+        float *h_new = append(&v->h, n1);
+        append(&v->s, n1);
+        if (first1) himae_conv_row_tail(v->conv1, s0->uk, h_new, row(&v->x, 2 * q1 - p), v->part1, 1);
+        zero_slack(&v->x, v->conv1->pair || v->skip->pair);
+        jobs[i] = (himae_conv_job){row(&v->x, 2 * (q1 + first1)), h_new + first1 * c, NULL};
     }
-    if (done) memset(append(&v->h, p), 0, (size_t)p * c * sizeof(float));
-    int64_t q2 = v->emitted;
-    int64_t n2 = outputs_done(q1_end, p, done) - q2;
-    if (n2 > 0) {
-        rows *next = l + 1 < s->n_levels ? &s->lv[l + 1].x : &s->tail;
-        float *y = append(next, n2);
-        int64_t first = v->pre2 == q2;
-        if (first) himae_conv_row_tail(v->conv2, s->uk, y, row(&v->h, q2 - p), v->part2, 1);
-        if (n2 > first) {
-            zero_slack(&v->h, (int)v->conv2->pair);
-            himae_conv1d_forward(v->conv2, s->uk, y + first * c, row(&v->h, q2 + first), (size_t)(n2 - first),
-                                 row(&v->s, q2 + first), 1);
-        }
-        v->pre2 = -1;
-        emit(v, y, n2, out + *n_out * c, sums ? sums + *n_out * c : NULL);
-        v->emitted += n2;
-        *n_out += n2;
-        if (l + 1 < s->n_levels) s->lv[l + 1].n_in += n2;
+    if (n1 > first1) {
+        run_conv(v0->conv1, s0->uk, jobs, n, n1 - first1, 1, scratch);
+        for (int i = 0; i < n; i++) jobs[i].out = row(&ss[i]->lv[l].s, q1 + first1);
+        run_conv(v0->skip, s0->uk, jobs, n, n1 - first1, 0, scratch);
     }
-    trim(&v->x, 2 * q1_end - p);
-    trim(&v->h, v->emitted - p);
-    trim(&v->s, v->emitted);
-    s->tail.base = s->tail.end = 0;
+    int64_t q2 = v0->emitted, n2 = outputs_done(q1_end, p, done) - q2;
+    int64_t first2 = n == 1 && v0->pre2 == q2 && n2 > 0;
+    for (int i = 0; i < n; i++) {
+        level *v = &ss[i]->lv[l];
+        if (n1 > 0) v->pre1 = -1;
+        if (done) memset(append(&v->h, p), 0, (size_t)p * c * sizeof(float));
+        if (n2 <= 0) continue;
+        float *y = append(l + 1 < nl ? &ss[i]->lv[l + 1].x : &ss[i]->tail, n2);
+        if (first2) himae_conv_row_tail(v->conv2, s0->uk, y, row(&v->h, q2 - p), v->part2, 1);
+        zero_slack(&v->h, (int)v->conv2->pair);
+        jobs[i] = (himae_conv_job){row(&v->h, q2 + first2), y + first2 * c, row(&v->s, q2 + first2)};
+    }
+    if (n2 > first2) run_conv(v0->conv2, s0->uk, jobs, n, n2 - first2, 1, scratch);
+    for (int i = 0; i < n; i++) {
+        himae_stream *s = ss[i];
+        level *v = &s->lv[l];
+        if (n2 > 0) {
+            v->pre2 = -1;
+            emit(v, jobs[i].out - first2 * c, n2, out[i * nl + l] + *n_out * c,
+                 sums ? sums[i * nl + l] + *n_out * c : NULL);
+            v->emitted += n2;
+            if (l + 1 < nl) s->lv[l + 1].n_in += n2;
+        }
+        trim(&v->x, 2 * q1_end - p);
+        trim(&v->h, v->emitted - p);
+        trim(&v->s, v->emitted);
+        s->tail.base = s->tail.end = 0;
+    }
+    if (n2 > 0) *n_out += n2;
+}
+
+int himae_stream_push_all(himae_stream *const *ss, int n, const float *x, int64_t ldx, int64_t m, int flush,
+                          float *const *out, double *const *sums, int64_t *n_out, himae_stream_scratch *scratch,
+                          char *err, size_t errlen) {
+    const himae_stream *s0 = ss[0];
+    if (m < 0) return fail(err, errlen, "negative sample count %lld", (long long)m);
+    for (int i = 1; i < n; i++)
+        if (ss[i]->pushed != s0->pushed || ss[i]->flushed != s0->flushed)
+            return fail(err, errlen, "stream %d is not in step with stream 0 (%lld samples pushed, not %lld)", i,
+                        (long long)ss[i]->pushed, (long long)s0->pushed);
+    if (s0->flushed && (m > 0 || flush))
+        return fail(err, errlen, "stream already flushed; reset it to start a new one");
+    for (int l = 0; l < s0->n_levels; l++) n_out[l] = 0;
+    himae_fpmode saved = himae_fpmode_flush();
+    int64_t j = 0;
+    do {
+        int64_t b = min64(m - j, s0->block);
+        int done = flush && j + b == m;
+        for (int i = 0; i < n; i++) {
+            himae_stream *s = ss[i];
+            const float *xi = x + (int64_t)i * s->c_in * ldx + j;
+            float *dst = append(&s->lv[0].x, b);
+            for (int64_t t = 0; t < b; t++)
+                for (int c = 0; c < s->c_in; c++) dst[t * s->c_in + c] = xi[c * ldx + t];
+            s->lv[0].n_in += b;
+            s->pushed += b;
+        }
+        for (int l = 0; l < s0->n_levels; l++) run_level(ss, n, l, done, out, sums, &n_out[l], scratch);
+        j += b;
+    } while (j < m);
+    if (flush)
+        for (int i = 0; i < n; i++) ss[i]->flushed = 1;
+    himae_fpmode_set(saved);
+    return 0;
 }
 
 int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float *const *out,
                       double *const *sums, int64_t *n_out, char *err, size_t errlen) {
-    if (n < 0) return fail(err, errlen, "negative sample count %lld", (long long)n);
-    if (s->flushed && (n > 0 || flush))
-        return fail(err, errlen, "stream already flushed; reset it to start a new one");
-    for (int l = 0; l < s->n_levels; l++) n_out[l] = 0;
-    himae_fpmode saved = himae_fpmode_flush();
-    int64_t i = 0;
-    do {
-        int64_t m = min64(n - i, BLOCK);
-        int done = flush && i + m == n;
-        level *v0 = &s->lv[0];
-        float *dst = append(&v0->x, m);
-        for (int64_t j = 0; j < m; j++)
-            for (int c = 0; c < s->c_in; c++) dst[j * s->c_in + c] = x[c * ldx + i + j];
-        v0->n_in += m;
-        s->pushed += m;
-        for (int l = 0; l < s->n_levels; l++)
-            run_level(s, l, done, out[l], sums ? sums[l] : NULL, &n_out[l]);
-        i += m;
-    } while (i < n);
-    if (flush) s->flushed = 1;
-    himae_fpmode_set(saved);
-    return 0;
+    return himae_stream_push_all(&s, 1, x, ldx, n, flush, out, sums, n_out, NULL, err, errlen);
 }
 
 void himae_stream_prepare(himae_stream *s) {
@@ -429,12 +474,14 @@ int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, 
     return 0;
 }
 
-/* Rows per block entering each level, for BLOCK input samples: a level emits
- * at most half its new input plus what flush releases. */
-static int64_t block_rows(int l, int p) { return l == 0 ? BLOCK : block_rows(l - 1, p) / 2 + 2 * p + 2; }
+/* Rows per block entering each level, for blocks of `block` input samples: a
+ * level emits at most half its new input plus what flush releases. */
+static int64_t block_rows(int64_t block, int l, int p) {
+    return l == 0 ? block : block_rows(block, l - 1, p) / 2 + 2 * p + 2;
+}
 
-static int64_t x_cap(int l, int p) { return block_rows(l, p) + 3 * p + 2; }
-static int64_t h_cap(int l, int p) { return block_rows(l, p) / 2 + 4 * p + 4; }
+static int64_t x_cap(int64_t block, int l, int p) { return block_rows(block, l, p) + 3 * p + 2; }
+static int64_t h_cap(int64_t block, int l, int p) { return block_rows(block, l, p) / 2 + 4 * p + 4; }
 
 /* Bump allocator over the engine's one block; a sizing pass runs with base == NULL. */
 typedef struct {
@@ -467,25 +514,30 @@ static size_t layout(himae_stream *s, float *base, const himae_model *model) {
         v->conv1 = himae_model_encoder_conv(model, l, HIMAE_CONV1);
         v->conv2 = himae_model_encoder_conv(model, l, HIMAE_CONV2);
         v->skip = himae_model_encoder_conv(model, l, HIMAE_SKIP);
-        rows_init(&v->x, c_prev, x_cap(l, p) + SLACK, &b);
-        rows_init(&v->h, ch, h_cap(l, p) + SLACK, &b);
-        rows_init(&v->s, ch, h_cap(l, p) + SLACK, &b);
+        rows_init(&v->x, c_prev, x_cap(s->block, l, p) + SLACK, &b);
+        rows_init(&v->h, ch, h_cap(s->block, l, p) + SLACK, &b);
+        rows_init(&v->s, ch, h_cap(s->block, l, p) + SLACK, &b);
         v->total = (double *)take(&b, 2 * (size_t)ch);
         v->part1 = take(&b, (size_t)ch);
         v->part2 = take(&b, (size_t)ch);
     }
-    rows_init(&s->tail, (int)c->channels[nl - 1], block_rows(nl, p), &b);
+    rows_init(&s->tail, (int)c->channels[nl - 1], block_rows(s->block, nl, p), &b);
     return b.used;
 }
 
 int himae_stream_create(const himae_model *model, himae_stream **out, char *err, size_t errlen) {
+    return himae_stream_create_sized(model, BLOCK, out, err, errlen);
+}
+
+int himae_stream_create_sized(const himae_model *model, int64_t block, himae_stream **out, char *err,
+                              size_t errlen) {
     *out = NULL;
     const himae_config *c = himae_model_config(model);
     if (c->n_levels > HIMAE_STREAM_MAX_LEVELS)
         return fail(err, errlen, "stream mode supports at most %d levels", HIMAE_STREAM_MAX_LEVELS);
     himae_stream shape = {.uk = himae_model_ukernel(model), .model_crc = himae_model_file_crc(model),
                           .n_levels = (int)c->n_levels, .k = (int)c->kernel_size,
-                          .p = (int)c->kernel_size / 2, .c_in = (int)c->in_channels};
+                          .p = (int)c->kernel_size / 2, .c_in = (int)c->in_channels, .block = block};
     size_t floats = layout(&shape, NULL, model);
     himae_stream *s = himae_malloc(sizeof *s);
     void *raw = s ? himae_malloc(floats * sizeof(float) + 64) : NULL;

@@ -348,6 +348,16 @@ cdef class Model:
         from himae_stream.stream import Stream
         return Stream.restore(self, snapshot)
 
+    def streams(self, n, window=None, hop=None, normalize=True):
+        """n streams pushed together, each weight read once per push for all (himae_stream.stream.Streams)."""
+        from himae_stream.stream import Streams
+        return Streams(self, n, window, hop, normalize)
+
+    def streams_from(self, snapshots):
+        """Resume a group of streams from `Streams.snapshot()`."""
+        from himae_stream.stream import Streams
+        return Streams.restore(self, snapshots)
+
     def normalize(self, x, mask=None):
         """This model's normaliser over a whole recording (C, N), as stream mode applies it."""
         from himae_stream.stream import normalize_for
@@ -357,3 +367,4 @@ cdef class Model:
 include "_decoder.pxi"
 include "_framing.pxi"
 include "_stream.pxi"
+include "_streams.pxi"

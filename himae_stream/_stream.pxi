@@ -38,20 +38,25 @@ cdef class StreamEngine:
 
     cdef himae_stream *_s
     cdef Model _model  # the engine runs the model's packed weights: keep it alive
+    cdef readonly object group  # the StreamGroup that owns and pushes this engine, or None
+    cdef bint _owned  # created here, freed here (a group frees its own)
     cdef readonly int levels
     cdef readonly int in_channels
 
-    def __cinit__(self, Model model):
+    def __cinit__(self, Model model, StreamGroup group=None, int member=0):
         cdef char err[HIMAE_ERR_LEN]
         err[0] = 0
-        self._model = model
-        if himae_stream_create(model._m, &self._s, err, sizeof(err)) != 0:
+        self._model, self.group, self._owned = model, group, group is None
+        if group is not None:
+            self._s = himae_streams_member(group._g, member)
+        elif himae_stream_create(model._m, &self._s, err, sizeof(err)) != 0:
             raise ValueError(err.decode("utf-8", "replace"))
         self.levels = himae_stream_levels(self._s)
         self.in_channels = model.config["in_channels"]
 
     def __dealloc__(self):
-        himae_stream_free(self._s)
+        if self._owned:
+            himae_stream_free(self._s)
 
     def channels(self, int level) -> int:
         return himae_stream_channels(self._s, self._level(level))
@@ -83,6 +88,7 @@ cdef class StreamEngine:
     def prepare(self):
         """Between pushes: the work the samples so far allow ahead of the next positions
         (see Stream.prepare)."""
+        self._alone()
         with nogil:
             himae_stream_prepare(self._s)
 
@@ -96,6 +102,7 @@ cdef class StreamEngine:
         cdef cnp.ndarray xa = np.ascontiguousarray(x, dtype=np.float32)
         if xa.ndim != 2 or xa.shape[0] != self.in_channels:
             raise ValueError(f"expected samples of shape ({self.in_channels}, n), got {np.shape(x)}")
+        self._alone()
         return self._push(<const float *>cnp.PyArray_DATA(xa), xa.shape[1], flush, None)
 
     cdef list _push(self, const float *x, int64_t n, bint flush, list running, list into=None):
@@ -108,11 +115,31 @@ cdef class StreamEngine:
         cdef float *ptrs[HIMAE_STREAM_MAX_LEVELS]
         cdef double *sum_ptrs[HIMAE_STREAM_MAX_LEVELS]
         cdef char err[HIMAE_ERR_LEN]
-        cdef int rc, l
+        cdef int rc
+        cdef list levels = self._reserve(n, flush, running, into, ptrs, sum_ptrs, first, counts)
+        cdef double **sp = sum_ptrs if running is not None else NULL
+        with nogil:
+            rc = himae_stream_push(self._s, x, n, n, flush, ptrs, sp, n_out, err, sizeof(err))
+        if rc != 0:
+            raise ValueError(err.decode("utf-8", "replace"))
+        self._appended(running, first, counts)
+        return levels
+
+    cdef int _alone(self) except -1:
+        """ValueError when this engine is a group's: only the group pushes it, so its streams stay in step."""
+        if self.group is not None:
+            raise ValueError("this stream belongs to a group: push and prepare go through the group")
+        return 0
+
+    cdef list _reserve(self, int64_t n, bint flush, list running, list into, float **ptrs, double **sum_ptrs,
+                       int64_t *first, int64_t *counts):
+        """Where a push of n samples puts each level's new rows (ptrs) and, with `running`, their running sums
+        (sum_ptrs); first and counts: each level's first new position and how many. Returns the outputs (see
+        _push)."""
+        cdef int l
         cdef int64_t j
         cdef int64_t *pos
         cdef RunningSums sums
-        cdef double **sp = NULL
         cdef cnp.npy_intp dims[2]
         cdef cnp.ndarray acts, positions
         cdef list levels = [] if into is None else into
@@ -137,15 +164,13 @@ cdef class StreamEngine:
             if running is not None:
                 sums = running[l]
                 sum_ptrs[l] = sums.reserve(counts[l])
-                sp = sum_ptrs
-        with nogil:
-            rc = himae_stream_push(self._s, x, n, n, flush, ptrs, sp, n_out, err, sizeof(err))
-        if rc != 0:
-            raise ValueError(err.decode("utf-8", "replace"))
+        return levels
+
+    cdef void _appended(self, list running, const int64_t *first, const int64_t *counts):
+        """Take the running sums a push wrote where _reserve said."""
         if running is not None:
             for l in range(self.levels):
                 (<RunningSums>running[l]).appended(first[l], counts[l])
-        return levels
 
     cdef list _outputs(self, int64_t n, bint flush):
         """Per level (positions, activations), all of them, for a push of n samples done in parts
@@ -408,17 +433,28 @@ cdef class StreamCore:
         """push() of at most a scratch buffer's worth; with `into`, outputs go there (see StreamEngine._push)."""
         cdef int64_t n, rows = 0
         cdef const double *x
+        self.engine._alone()
         cdef cnp.ndarray held = self._samples(samples, &x, &n)  # keeps x alive
         cdef cnp.ndarray lost = self._lost_rows(mask, n, &rows)
-        cdef const cnp.npy_bool *m = NULL if lost is None else <const cnp.npy_bool *>cnp.PyArray_DATA(lost)
         cdef cnp.ndarray engine_in = self._scratch(1, self.channels * n)  # keeps out alive
         cdef float *out = <float *>cnp.PyArray_DATA(engine_in)
+        self._engine_input(x, n, lost, rows, out)
+        cdef int64_t first = himae_stream_pushed(self.engine._s)
+        return self._output(first, n, self.engine._push(out, n, flush, self.sums, into))
+
+    cdef int _engine_input(self, const double *x, int64_t n, cnp.ndarray lost, int64_t rows, float *out) except -1:
+        """What the engine takes for samples x (n of each channel, lost ones marked in `lost`, see _lost_rows)
+        into out: lost samples counted, the rest normalised (or copied, without a normaliser), the lost ones 0."""
+        cdef const cnp.npy_bool *m = NULL if lost is None else <const cnp.npy_bool *>cnp.PyArray_DATA(lost)
         cdef double *counts = self.lost.reserve(n)
         self._count_lost(x, n, m, rows, counts, out if self.normalizer is None else NULL)
         if self.normalizer is not None:
             self._run_normalizer(x, n, m, rows, out)
-        cdef int64_t first = himae_stream_pushed(self.engine._s)
-        levels = self.engine._push(out, n, flush, self.sums, into)
+        return 0
+
+    cdef StreamOutput _output(self, int64_t first, int64_t n, list levels):
+        """A push's output once the engine has taken its n samples from sample `first` on: its rows (`levels`)
+        and the windows they completed."""
         self.lost.appended(first, n)
         cdef StreamOutput result = StreamOutput.__new__(StreamOutput)
         result.levels, result.windows = levels, self._windows()

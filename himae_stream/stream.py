@@ -15,12 +15,12 @@ import re
 
 import numpy as np
 
-from himae_stream._core import StreamCore, StreamEngine, StreamOutput, Window
+from himae_stream._core import StreamCore, StreamEngine, StreamGroup, StreamOutput, Window
 from himae_stream.errors import StreamStateError
 from himae_stream.normalize import StreamNormalizer, normalize as normalize_recording
 from himae_stream.numbers import OptionError
 
-__all__ = ["Stream", "StreamOutput", "StreamStateError", "Window", "normalize_for", "to_samples"]
+__all__ = ["Stream", "StreamOutput", "StreamStateError", "Streams", "Window", "normalize_for", "to_samples"]
 
 SNAPSHOT_FORMAT = "himae-stream-snapshot"
 SNAPSHOT_VERSION = 1
@@ -65,14 +65,15 @@ class Stream:
     """Incremental encoder over one signal; create with `Model.stream(...)`."""
 
     def __init__(self, model, window: int | float | str | None = None, hop: int | float | str | None = None,
-                 normalize: bool = True):
+                 normalize: bool = True, engine: StreamEngine | None = None):
+        """`engine`: a group's engine for this stream (Streams), which pushes it; by default its own."""
         config = model.config
         self.fs = float(config["fs"])
         self.in_channels = int(config["in_channels"])
         self.window = to_samples(config["window"] if window is None else window, self.fs, "window")
         self.hop = to_samples(self.window if hop is None else hop, self.fs, "hop")
         self.normalize = bool(normalize)
-        self._engine = StreamEngine(model)
+        self._engine = StreamEngine(model) if engine is None else engine
         self.strides = tuple(2 ** (level + 1) for level in range(self._engine.levels))
         if self.window < self.strides[-1]:
             raise ValueError(f"window {self.window} is shorter than the deepest level's stride {self.strides[-1]}")
@@ -153,8 +154,13 @@ class Stream:
         snapshot of this model, in whole and with finite state, raises
         StreamStateError (a ValueError) and restores nothing.
         """
+        return cls._restore_checked(model, snapshot)
+
+    @classmethod
+    def _restore_checked(cls, model, snapshot: dict, into: Stream | None = None) -> Stream:
+        """restore(), or, with `into`, the same onto a stream made with the snapshot's options (a group's)."""
         try:
-            return cls._restore(model, snapshot)
+            return cls._restore(model, snapshot, into)
         except StreamStateError:
             raise
         except (KeyError, TypeError, ValueError, OverflowError, IndexError, AttributeError) as exc:
@@ -162,7 +168,7 @@ class Stream:
             raise StreamStateError(f"not a valid stream snapshot: {type(exc).__name__}: {exc}") from None
 
     @classmethod
-    def _restore(cls, model, snapshot: dict) -> Stream:
+    def _restore(cls, model, snapshot: dict, into: Stream | None) -> Stream:
         if not isinstance(snapshot, dict) or snapshot.get("format") != SNAPSHOT_FORMAT:
             raise StreamStateError("not a stream snapshot")
         if snapshot.get("version") != SNAPSHOT_VERSION:
@@ -173,10 +179,15 @@ class Stream:
         window, hop, pushed, next_window = (_count(snapshot, key) for key in ("window", "hop", "pushed", "next_window"))
         if not isinstance(snapshot["normalize"], bool):
             raise StreamStateError(f"stream snapshot normalize is {snapshot['normalize']!r}, not a bool")
-        try:
-            stream = cls(model, window, hop, snapshot["normalize"])
-        except ValueError as exc:
-            raise StreamStateError(f"stream snapshot options do not fit this model: {exc}") from None
+        if into is not None:
+            if (into.window, into.hop, into.normalize) != (window, hop, snapshot["normalize"]):
+                raise StreamStateError("stream snapshot options differ from the other snapshots' of the group")
+            stream = into
+        else:
+            try:
+                stream = cls(model, window, hop, snapshot["normalize"])
+            except ValueError as exc:
+                raise StreamStateError(f"stream snapshot options do not fit this model: {exc}") from None
         if not isinstance(snapshot["engine"], bytes):
             raise StreamStateError("stream snapshot engine state is not bytes")
         stream._engine.load_state(snapshot["engine"])
@@ -218,6 +229,69 @@ class Stream:
             target.set(base, values)
         stream._core.next_window = next_window
         return stream
+
+
+class Streams:
+    """n independent streams of one model pushed together; create with `Model.streams(n, ...)`.
+
+    Every push gives each stream as many samples, and each convolution of
+    the encoder then runs once over all the streams' new positions, so its
+    weights are read once per push for all of them instead of once per
+    stream: a short push of one stream is bound by those reads. `streams[i]`
+    is stream i, a `Stream` with everything but push and prepare; its
+    outputs are those of its own `Model.stream(...)` pushed the same samples
+    (never prepared), bit for bit. See docs/stream-mode.md.
+    """
+
+    def __init__(self, model, n: int, window: int | float | str | None = None,
+                 hop: int | float | str | None = None, normalize: bool = True):
+        self._group = StreamGroup(model, n)
+        self.streams = tuple(Stream(model, window, hop, normalize, self._group.engine(i)) for i in range(n))
+        self._cores = [stream._core for stream in self.streams]
+
+    def __len__(self) -> int:
+        return len(self.streams)
+
+    def __getitem__(self, i: int) -> Stream:
+        return self.streams[i]
+
+    def push(self, samples, masks=None) -> list[StreamOutput]:
+        """Feed every stream as many samples: `samples` (n, C, m) or n arrays (C, m) (or (n, m) / (m,) for
+        one channel); `masks` likewise, True = lost, or None. Returns stream i's StreamOutput at i."""
+        return self._group.push(self._cores, samples, masks)
+
+    def flush(self) -> list[StreamOutput]:
+        """End every stream (see Stream.flush)."""
+        channels = self.streams[0].in_channels
+        return self._group.push(self._cores, np.zeros((len(self), channels, 0)), None, True)
+
+    def reset(self) -> None:
+        """Start every stream over."""
+        for stream in self.streams:
+            stream.reset()
+
+    def snapshot(self) -> list[dict]:
+        """Every stream's `Stream.snapshot()`, for `Model.streams_from`."""
+        return [stream.snapshot() for stream in self.streams]
+
+    @classmethod
+    def restore(cls, model, snapshots: list[dict]) -> Streams:
+        """A group that continues where `snapshots` (one per stream, of streams in step) were taken;
+        StreamStateError for anything else."""
+        if not isinstance(snapshots, (list, tuple)) or not snapshots or not isinstance(snapshots[0], dict):
+            raise StreamStateError("not a list of stream snapshots")
+        first = snapshots[0]
+        try:
+            streams = cls(model, len(snapshots), first.get("window"), first.get("hop"), bool(first.get("normalize")))
+        except (ValueError, TypeError, OptionError) as exc:
+            raise StreamStateError(f"stream snapshot options do not fit this model: {exc}") from None
+        for stream, snapshot in zip(streams.streams, snapshots):
+            Stream._restore_checked(model, snapshot, stream)
+        if len({stream.pushed for stream in streams.streams}) != 1:
+            raise StreamStateError("stream snapshots are not in step: a group's streams have pushed as many samples")
+        return streams
+
+
 SNAPSHOT_KEYS = {"format", "version", "window", "hop", "normalize", "pushed", "engine", "normalizer", "next_window",
                  "sums"}
 

@@ -1,4 +1,5 @@
-"""The C test program (csrc/tests): sanitizers natively, NEON under qemu-aarch64 (window and stream mode)."""
+"""The C test program (csrc/tests): sanitizers natively, NEON under qemu-aarch64 (window and stream mode,
+groups of streams)."""
 
 import json
 import os
@@ -44,8 +45,9 @@ def _assert_clean(result: subprocess.CompletedProcess) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "OK (0 failures)" in result.stdout
-    assert "corpus: " in result.stdout and "conv: " in result.stdout
+    assert "corpus: " in result.stdout and "conv: " in result.stdout and "gathered rows: " in result.stdout
     assert result.stdout.count("chunked runs checked") == 4  # stream mode on every model given
+    assert result.stdout.count("groups checked") == 4  # groups of streams against separate ones, every model
     assert result.stdout.count("ISAs checked") == 4  # flush to zero and the caller's mode on every model given
 
 

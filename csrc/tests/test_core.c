@@ -9,7 +9,8 @@
  * on every ISA; every valid model's encoder matches a
  * naive channels-first encoder on random windows, without allocating; stream
  * mode, fed in random chunks (state saved and restored midway), matches the
- * naive encoder over the whole signal, without allocating; subnormal weights
+ * naive encoder over the whole signal, without allocating; a group of
+ * streams gives the bits of separate streams; subnormal weights
  * load as zeros, subnormal inputs read as zeros, no output is subnormal and
  * every call leaves the caller's floating-point mode as it was. */
 #include <math.h>
@@ -21,6 +22,7 @@
 #include "../internal.h"
 #include "../modelfile.h"
 #include "../stream.h"
+#include "../streams.h"
 
 static int failures;
 
@@ -204,6 +206,55 @@ static void test_wide_rows(void) {
         }
     }
     printf("wide rows: %d cases\n", cases);
+}
+
+/* A conv's rows over several inputs gathered into tiles (as a group of
+ * streams runs them) equal, bit for bit, each input's rows computed alone,
+ * every ISA: random shapes, strides, jobs and tile sizes (down to one row
+ * a tile, so tiles split a job's rows), pair-packed convs too. */
+static void test_gathered(void) {
+    int cases = 0;
+    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
+        const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa);
+        if (!uk || !himae_isa_supported((enum himae_isa)isa)) continue;
+        for (int t = 0; t < 16; t++) {
+            const size_t pair = t % 4 == 0, stride = 1 + rng() % 2, k = 1 + 2 * (rng() % 3);
+            size_t cin = 1 + rng() % 40, cout = pair ? 1 + rng() % (uk->nr / 2) : 1 + rng() % (3 * uk->nr);
+            size_t n_jobs = 1 + rng() % 5, n_out = 1 + rng() % 20;
+            size_t widest = k * cin > cout ? k * cin : cout, tile = widest + rng() % (8 * widest);
+            int gelu = (int)(rng() % 2), with_res = (int)(rng() % 2);
+            float *w = malloc(cout * cin * k * sizeof(float)), *b = malloc(cout * sizeof(float));
+            for (size_t i = 0; i < cout * cin * k; i++) w[i] = frand();
+            for (size_t i = 0; i < cout; i++) b[i] = frand();
+            size_t floats = pair ? himae_packed_size(cin, 2 * cout, k + stride, uk->nr) : himae_packed_size(cin, cout, k, uk->nr);
+            float *packed = malloc(floats * sizeof(float));
+            if (pair)
+                himae_pack_conv_pairs(packed, w, b, cin, cout, k, stride, uk->nr);
+            else
+                himae_pack_conv(packed, w, b, cin, cout, k, uk->nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
+            himae_conv conv = {cin, cout, k, stride, k / 2, k * cin, packed, pair, NULL};
+            /* each job's input: pad zero rows, its rows, then pad + stride zero rows (pair-packed reads) */
+            const size_t rows = n_out * stride + k + stride, per_job = n_out * cout;
+            float *xin = calloc(n_jobs * rows * cin, sizeof(float)), *res = malloc(n_jobs * per_job * sizeof(float));
+            float *alone = malloc(n_jobs * per_job * sizeof(float)), *gathered = malloc(n_jobs * per_job * sizeof(float));
+            float *a = malloc(tile * sizeof(float)), *c = malloc(tile * sizeof(float));
+            himae_conv_job jobs[5];
+            for (size_t j = 0; j < n_jobs; j++) {
+                float *x0 = xin + (j * rows + k / 2) * cin;
+                for (size_t i = 0; i < (n_out - 1) * stride * cin + cin; i++) x0[i] = 2 * frand();
+                for (size_t i = 0; i < per_job; i++) res[j * per_job + i] = frand();
+                himae_conv1d_forward(&conv, uk, alone + j * per_job, x0, n_out, with_res ? res + j * per_job : NULL, gelu);
+                jobs[j] = (himae_conv_job){x0, gathered + j * per_job, with_res ? res + j * per_job : NULL};
+            }
+            himae_conv1d_gathered(&conv, uk, jobs, n_jobs, n_out, gelu, a, c, tile);
+            CHECK(memcmp(alone, gathered, n_jobs * per_job * sizeof(float)) == 0,
+                  "%s gathered rows differ: cin=%zu cout=%zu k=%zu stride=%zu pair=%zu jobs=%zu n=%zu tile=%zu",
+                  uk->name, cin, cout, k, stride, pair, n_jobs, n_out, tile);
+            free(w), free(b), free(packed), free(xin), free(res), free(alone), free(gathered), free(a), free(c);
+            cases++;
+        }
+    }
+    printf("gathered rows: %d cases\n", cases);
 }
 
 /* Winograd F(2,5) vs the naive reference, every ISA: random widths and
@@ -516,6 +567,111 @@ static void test_stream(const char *path) {
     free(x), free(buf);
 }
 
+/* Groups of streams (streams.h), every ISA: n streams pushed together give
+ * the same bits, rows, running sums and saved states as n separate engines
+ * pushed the same chunks (empty, one sample, odd, longer than a group's
+ * block and than a single engine's), without allocating and leaving the
+ * caller's floating-point mode as it was; a stream out of step with the
+ * others stops the push. */
+static void test_group(const char *path) {
+    size_t size = 0;
+    uint8_t *buf = read_file(path, &size);
+    himae_file f;
+    char err[HIMAE_ERR_LEN];
+    if (!buf || himae_parse(buf, size, &f, err, sizeof err) != HIMAE_OK) {
+        free(buf);
+        return;
+    }
+    enum { MAX_N = 3, N = 3000 };
+    static const int64_t chunks[] = {0, 1, 7, 100, 1, 300, 2100, 0, 99, 33, 359}; /* N in all */
+    const int n_chunks = (int)(sizeof chunks / sizeof chunks[0]);
+    const himae_config *c = &f.config;
+    const int nl = (int)c->n_levels, cin = (int)c->in_channels;
+    float *x = malloc((size_t)MAX_N * cin * N * sizeof(float));
+    for (size_t i = 0; i < (size_t)MAX_N * cin * N; i++) x[i] = frand();
+    float *rows[2][MAX_N * HIMAE_STREAM_MAX_LEVELS];
+    double *sums[2][MAX_N * HIMAE_STREAM_MAX_LEVELS];
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < MAX_N * nl; j++) {
+            size_t floats = (size_t)(N + 64) * c->channels[j % nl];
+            rows[k][j] = malloc(floats * sizeof(float));
+            sums[k][j] = malloc(floats * sizeof(double));
+        }
+    int runs = 0;
+    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
+        if (!himae_ukernel_for((enum himae_isa)isa) || !himae_isa_supported((enum himae_isa)isa)) continue;
+        himae_model *m = NULL;
+        if (himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), 0, &m, err, sizeof err)) continue;
+        static const int sizes[] = {1, MAX_N};
+        for (int t = 0; t < 2; t++, runs++) {
+            const int n = sizes[t];
+            himae_streams *g = NULL;
+            himae_stream *one[MAX_N] = {NULL};
+            int rc = himae_streams_create(m, n, &g, err, sizeof err);
+            for (int i = 0; i < n && rc == 0; i++) rc = himae_stream_create(m, &one[i], err, sizeof err);
+            CHECK(rc == 0, "%s group of %d: create: %s", path, n, err);
+            int64_t at = 0, emitted[HIMAE_STREAM_MAX_LEVELS] = {0}, n_out[HIMAE_STREAM_MAX_LEVELS], n_one[HIMAE_STREAM_MAX_LEVELS];
+            for (int k = 0; rc == 0 && k <= n_chunks; k++) {
+                const int64_t len = k < n_chunks ? chunks[k] : 0, flush = k == n_chunks;
+                float *out[2][MAX_N * HIMAE_STREAM_MAX_LEVELS];
+                double *sum[2][MAX_N * HIMAE_STREAM_MAX_LEVELS];
+                for (int j = 0; j < n * nl; j++)
+                    for (int w = 0; w < 2; w++) {
+                        out[w][j] = rows[w][j] + emitted[j % nl] * c->channels[j % nl];
+                        sum[w][j] = sums[w][j] + emitted[j % nl] * c->channels[j % nl];
+                    }
+                /* the group reads stream i at x + i·cin·N + at: channel c's samples N apart within it */
+                uint64_t before = himae_alloc_count();
+                himae_fpmode mode = himae_fpmode_get();
+                rc = himae_streams_push(g, x + at, N, len, (int)flush, out[0], sum[0], n_out, err, sizeof err);
+                CHECK(rc == 0, "%s group of %d: push: %s", path, n, err);
+                CHECK(himae_alloc_count() == before, "%s group of %d: push allocated", path, n);
+                CHECK(himae_fpmode_get() == mode, "%s group of %d: push changed the fp mode", path, n);
+                for (int i = 0; i < n && rc == 0; i++) {
+                    rc = himae_stream_push(one[i], x + (size_t)i * cin * N + at, N, len, (int)flush, out[1] + i * nl,
+                                           sum[1] + i * nl, n_one, err, sizeof err);
+                    for (int l = 0; l < nl; l++) CHECK(n_one[l] == n_out[l], "%s group of %d: row counts", path, n);
+                    himae_stream *member = himae_streams_member(g, i);
+                    size_t bytes = himae_stream_state_size(member);
+                    CHECK(bytes == himae_stream_state_size(one[i]), "%s group of %d: state sizes", path, n);
+                    if (bytes != himae_stream_state_size(one[i])) continue;
+                    uint8_t *a = malloc(bytes), *b = malloc(bytes);
+                    himae_stream_save(member, a), himae_stream_save(one[i], b);
+                    CHECK(memcmp(a, b, bytes) == 0, "%s group of %d: stream %d state differs after push %d", path, n,
+                          i, k);
+                    free(a), free(b);
+                }
+                for (int j = 0; j < n * nl && rc == 0; j++) {
+                    const size_t cl = c->channels[j % nl], got = (size_t)n_out[j % nl] * cl;
+                    CHECK(memcmp(out[0][j], out[1][j], got * sizeof(float)) == 0 &&
+                              memcmp(sum[0][j], sum[1][j], got * sizeof(double)) == 0,
+                          "%s %s group of %d: stream %d level %d differs in push %d", path,
+                          himae_isa_name((enum himae_isa)isa), n, j / nl, j % nl, k);
+                }
+                for (int l = 0; l < nl; l++) emitted[l] += n_out[l];
+                at += len;
+            }
+            CHECK(rc == 0 && at == N, "%s group of %d: pushed %lld of %d", path, n, (long long)at, N);
+            for (int i = 0; i < n && rc == 0; i++) CHECK(himae_stream_complete(himae_streams_member(g, i)) == N,
+                                                         "%s group of %d: stream %d incomplete", path, n, i);
+            rc = himae_streams_push(g, x, N, 1, 0, NULL, NULL, n_out, err, sizeof err);
+            CHECK(rc != 0, "%s group of %d: push after flush accepted", path, n);
+            if (n > 1) { /* out of step: one stream reset */
+                himae_stream_reset(himae_streams_member(g, n - 1));
+                rc = himae_streams_push(g, x, N, 0, 0, NULL, NULL, n_out, err, sizeof err);
+                CHECK(rc != 0 && strstr(err, "not in step"), "%s group of %d: out of step accepted", path, n);
+            }
+            himae_streams_free(g);
+            for (int i = 0; i < n; i++) himae_stream_free(one[i]);
+        }
+        himae_free(m);
+    }
+    printf("group %s: %d groups checked\n", path, runs);
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < MAX_N * nl; j++) free(rows[k][j]), free(sums[k][j]);
+    free(x), free(buf);
+}
+
 static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 static void wr32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
@@ -727,9 +883,10 @@ int main(int argc, char **argv) {
     test_corpus(argv[1]);
     test_conv();
     test_wide_rows();
+    test_gathered();
     test_winograd();
     test_gelu();
-    for (int i = 2; i < argc; i++) test_model(argv[i]), test_stream(argv[i]), test_fpmode(argv[i]);
+    for (int i = 2; i < argc; i++) test_model(argv[i]), test_stream(argv[i]), test_group(argv[i]), test_fpmode(argv[i]);
     printf("%s (%d failures)\n", failures ? "FAILED" : "OK", failures);
     return failures ? 1 : 0;
 }

@@ -1,0 +1,33 @@
+/* stream_run.h - what the stream engine (stream.c) shares with groups of
+ * streams pushed together (streams.c); not public. */
+#ifndef HIMAE_STREAM_RUN_H
+#define HIMAE_STREAM_RUN_H
+
+#include "internal.h"
+#include "stream.h"
+
+/* A group push's scratch: one conv job per stream, and the gathered im2col
+ * rows (a) and their outputs (c), tile_floats floats each (see
+ * himae_conv1d_gathered). */
+typedef struct {
+    himae_conv_job *jobs;
+    float *a, *c;
+    size_t tile_floats;
+} himae_stream_scratch;
+
+/* himae_stream_create for pushes processed in blocks of `block` samples:
+ * every buffer grows with the block; results do not depend on it. */
+int himae_stream_create_sized(const himae_model *model, int64_t block, himae_stream **out, char *err,
+                              size_t errlen);
+
+/* himae_stream_push of m samples into each of n streams of one model in
+ * lockstep (same samples pushed, same flushed state; -1 otherwise): stream
+ * i's channel c, sample j at x[(i·c_in + c)·ldx + j]; its level l rows go to
+ * out[i·levels + l] and sums[i·levels + l]; n_out is the same for all. Each
+ * conv runs as one GEMM over all n streams' new rows, so results are the
+ * bits of n separate unprepared pushes. scratch: NULL when n == 1. */
+int himae_stream_push_all(himae_stream *const *ss, int n, const float *x, int64_t ldx, int64_t m, int flush,
+                          float *const *out, double *const *sums, int64_t *n_out, himae_stream_scratch *scratch,
+                          char *err, size_t errlen);
+
+#endif

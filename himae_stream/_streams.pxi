@@ -1,0 +1,107 @@
+# Included from _core.pyx: groups of streams pushed together (csrc/streams.c) behind Model.streams.
+# Each stream of a group keeps its own StreamCore (normaliser, lost samples, running sums, windows) over a
+# StreamEngine that wraps the group's engine for it; only the engine call is shared.
+# himae_stream.stream.Streams is the public face.
+
+cdef extern from "streams.h":
+    enum: HIMAE_STREAMS_MAX
+    ctypedef struct himae_streams:
+        pass
+    int himae_streams_create(const himae_model *model, int n, himae_streams **out, char *err, size_t errlen)
+    void himae_streams_free(himae_streams *g)
+    himae_stream *himae_streams_member(himae_streams *g, int i)
+    int himae_streams_push(himae_streams *g, const float *x, int64_t ldx, int64_t m, int flush, float **out,
+                           double **sums, int64_t *n_out, char *err, size_t errlen) nogil
+
+
+cdef class StreamGroup:
+    """n streams of one model pushed together: each conv runs once over every stream's new rows.
+
+    The group owns the engines; `engine(i)` wraps stream i's for everything but pushing (a StreamEngine
+    that refuses push and prepare), and `push` takes the n streams' StreamCores.
+    """
+
+    cdef himae_streams *_g
+    cdef Model _model  # the engines run the model's packed weights: keep it alive
+    cdef readonly int count
+    cdef int levels
+    # per push, per stream and level: where the rows and running sums go, first positions, counts
+    cdef cnp.ndarray _ptrs, _sum_ptrs, _first, _counts
+
+    def __cinit__(self, Model model, int n):
+        cdef char err[HIMAE_ERR_LEN]
+        err[0] = 0
+        self._model, self.count = model, n
+        if himae_streams_create(model._m, n, &self._g, err, sizeof(err)) != 0:
+            raise ValueError(err.decode("utf-8", "replace"))
+        self.levels = himae_stream_levels(himae_streams_member(self._g, 0))
+        self._ptrs, self._sum_ptrs = (np.zeros(n * self.levels, np.uintp) for _ in range(2))
+        self._first, self._counts = (np.zeros(n * self.levels, np.int64) for _ in range(2))
+
+    def __dealloc__(self):
+        himae_streams_free(self._g)
+
+    def engine(self, int i) -> StreamEngine:
+        """Stream i's engine (it keeps the group alive)."""
+        if not 0 <= i < self.count:
+            raise IndexError(f"stream {i} out of range (the group has {self.count})")
+        return StreamEngine(self._model, self, i)
+
+    def push(self, list cores, samples, masks=None, bint flush=False) -> list:
+        """Each stream's StreamOutput for its samples[i] (as StreamCore.push takes them: (C, m), or (m,) for
+        one channel; m the same for every stream) and masks[i] (or masks None); flush then ends every stream.
+
+        Every stream's samples and mask are checked before any state changes. The engine's input for all n
+        streams is one float32 array (n, C, m) for the push.
+        """
+        cdef int n = self.count, i, levels = self.levels
+        if len(cores) != n or len(samples) != n or masks is not None and len(masks) != n:
+            raise ValueError(f"a group of {n} streams takes {n} cores, sample arrays and masks (or masks=None)")
+        cdef StreamCore core
+        cdef const double *x
+        cdef int64_t m = 0, length, rows
+        cdef cnp.ndarray xs = np.zeros(n, np.uintp), lost_rows = np.zeros(n, np.int64)
+        cdef list held = [], lost = []
+        for i in range(n):
+            core = cores[i]
+            if core.engine.group is not self:
+                raise ValueError(f"core {i} is not over stream {i} of this group")
+            held.append(core._samples(samples[i], &x, &length))  # keeps x alive
+            if i == 0:
+                m = length
+            elif length != m:
+                raise ValueError(f"stream {i} has {length} samples and stream 0 {m}: a group's streams get as many")
+            xs[i] = <size_t>x
+            rows = 0
+            lost.append(core._lost_rows(None if masks is None else masks[i], m, &rows))
+            lost_rows[i] = rows
+            if core.engine.flushed and (m > 0 or flush):
+                raise ValueError("stream already flushed; reset it to start a new one")
+            if core.engine.pushed != (<StreamCore>cores[0]).engine.pushed:
+                raise ValueError(f"stream {i} is not in step with stream 0: reset or restore them together")
+        cdef int64_t channels = (<StreamCore>cores[0]).channels
+        cdef cnp.ndarray engine_in = np.empty((n, channels, m), np.float32)
+        cdef float *into = <float *>cnp.PyArray_DATA(engine_in)
+        cdef float **ptrs = <float **>cnp.PyArray_DATA(self._ptrs)
+        cdef double **sum_ptrs = <double **>cnp.PyArray_DATA(self._sum_ptrs)
+        cdef int64_t *first = <int64_t *>cnp.PyArray_DATA(self._first)
+        cdef int64_t *counts = <int64_t *>cnp.PyArray_DATA(self._counts)
+        cdef int64_t pushed = (<StreamCore>cores[0]).engine.pushed
+        cdef list outputs = []
+        for i in range(n):
+            core = cores[i]
+            core._engine_input(<const double *><size_t>xs[i], m, lost[i], lost_rows[i], into + i * channels * m)
+            outputs.append(core.engine._reserve(m, flush, core.sums, None, ptrs + i * levels,
+                                                sum_ptrs + i * levels, first + i * levels, counts + i * levels))
+        cdef int64_t n_out[HIMAE_STREAM_MAX_LEVELS]
+        cdef char err[HIMAE_ERR_LEN]
+        cdef int rc
+        with nogil:
+            rc = himae_streams_push(self._g, into, m, m, flush, ptrs, sum_ptrs, n_out, err, sizeof(err))
+        if rc != 0:
+            raise ValueError(err.decode("utf-8", "replace"))
+        for i in range(n):
+            core = cores[i]
+            core.engine._appended(core.sums, first + i * levels, counts + i * levels)
+            outputs[i] = core._output(pushed, m, outputs[i])
+        return outputs
