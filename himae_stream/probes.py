@@ -112,32 +112,35 @@ def _padded(acts, level: int, span: int, pad: int) -> tuple[np.ndarray, int, int
     if a.dtype not in (np.float32, np.float64):
         a = a.astype(np.float64)
     stride = 2 ** (level + 1)
-    return a, stride, max(a.shape[1], int(round(pad * span / stride)))
+    return a, stride, max(a.shape[-1], int(round(pad * span / stride)))
 
 
 def band_power(acts: np.ndarray, level: int, fs: float, span: int, pad: int = PAD, basis: np.ndarray | None = None,
                band=HR_BAND_HZ) -> tuple[np.ndarray, float]:
     """`level_power` over the bins of `band` only (from its first bin up): the same numbers, as two
-    small matrix products, which is what a window costs live. Returns `(power, bin width Hz)`."""
+    small matrix products, which is what a window costs live. Returns `(power, bin width Hz)`.
+    `acts` `(..., C, n)`: windows stacked on leading axes give their spectra stacked the same way,
+    in the same products (a burst of windows pays numpy's per-call cost once)."""
     a, stride, size = _padded(acts, level, span, pad)
-    n = a.shape[1]
+    n = a.shape[-1]
     df = fs / stride / size
     lo = int(math.ceil(band[0] / df - 1e-9))
     bins = int(math.floor(band[1] / df + 1e-9)) - lo + 1
     if n < 2:
-        return np.zeros(bins), df
+        return np.zeros(a.shape[:-2] + (bins,)), df
     x = a if basis is None else basis.astype(a.dtype, copy=False) @ a
     y = x @ _band_dft(n, size, lo, bins, a.dtype)
-    p = np.einsum("ij,ij->j", y, y, dtype=np.float64)
-    return p[:bins] + p[bins:], df
+    p = np.einsum("...ij,...ij->...j", y, y, dtype=np.float64)
+    return p[..., :bins] + p[..., bins:], df
 
 
 def normalised(p: np.ndarray, bins: int | None = None) -> np.ndarray:
-    """A band power spectrum cut or zero-padded to `bins` and scaled to unit sum (zeros stay zeros)."""
-    if bins is not None and p.size != bins:
-        p = np.concatenate([p[:bins], np.zeros(max(bins - p.size, 0))])
-    total = p.sum()
-    return p / total if total > 0 else p
+    """A band power spectrum (or spectra on the last axis) cut or zero-padded to `bins` and scaled
+    to unit sum (zeros stay zeros)."""
+    if bins is not None and p.shape[-1] != bins:
+        p = np.concatenate([p[..., :bins], np.zeros(p.shape[:-1] + (max(bins - p.shape[-1], 0),))], axis=-1)
+    total = p.sum(axis=-1, keepdims=True)
+    return np.divide(p, total, out=np.zeros_like(p), where=total > 0)
 
 
 def band_spectrum(power: np.ndarray, df: float, band, bins: int | None = None) -> np.ndarray:
@@ -174,11 +177,18 @@ def purity(power: np.ndarray, df: float, band=HR_BAND_HZ) -> float:
 
 def band_purity(s: np.ndarray, df: float) -> float:
     """`purity` of a band spectrum (bins of the band only)."""
-    if not s.any():
-        return 0.0
-    s = s / s.sum()
-    k, w = int(np.argmax(s)), max(1, int(round(PURITY_HALF_WIDTH_HZ / df)))
-    return float(s[max(k - w, 0) : k + w + 1].sum())
+    return float(band_purities(np.asarray(s)[None], df)[0])
+
+
+def band_purities(s: np.ndarray, df: float) -> np.ndarray:
+    """`band_purity` of each row of `s` `(rows, bins)`, in a fixed number of numpy calls; 0 for a row
+    without power."""
+    total = s.sum(axis=1)
+    k, w = np.argmax(s, axis=1), max(1, int(round(PURITY_HALF_WIDTH_HZ / df)))
+    running = np.concatenate([np.zeros((s.shape[0], 1)), np.cumsum(s, axis=1)], axis=1)
+    rows = np.arange(s.shape[0])
+    near = running[rows, np.minimum(k + w + 1, s.shape[1])] - running[rows, np.maximum(k - w, 0)]
+    return np.divide(near, total, out=np.zeros_like(total, dtype=np.float64), where=total > 0)
 
 
 def bases(head: dict) -> list:
@@ -194,7 +204,8 @@ def spectral_levels(head: dict) -> list[int]:
 
 def spectral_rate(head: dict, acts: list, fs: float, span: int, basis: list | None = None,
                   shared: dict | None = None) -> float:
-    """A spectral head's rate (BPM) for one window's per-level activations (`acts[l]`: `(C_l, n_l)`)."""
+    """A spectral head's rate (BPM) for one window's per-level activations (`acts[l]`: `(C_l, n_l)`),
+    or an array of rates for windows stacked on a leading axis (`acts[l]`: `(W, C_l, n_l)`)."""
     band = head.get("band_hz", HR_BAND_HZ)
     pad = int(head.get("pad", PAD))
     basis = bases(head) if basis is None else basis
@@ -206,8 +217,10 @@ def spectral_rate(head: dict, acts: list, fs: float, span: int, basis: list | No
             df = step
             total = weight * normalised(power)
         else:
-            total += weight * normalised(power, total.size)
-    return 60.0 * peak_rate(total, df, band)
+            total += weight * normalised(power, total.shape[-1])
+    if total.ndim == 1:
+        return 60.0 * peak_rate(total, df, band)
+    return np.array([60.0 * peak_rate(row, df, band) for row in total])
 
 
 # ----------------------------------------------------------------- features
@@ -233,16 +246,17 @@ def feature_size(head: dict, channels: list[int]) -> int:
 
 
 def pooled(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation over positions of one level's activations `(C, n)`.
+    """Mean and standard deviation over positions of one level's activations `(..., C, n)`.
 
-    One compiled pass per level: a window's heads pool every level, and as numpy reductions that
-    was about half of what they cost a window live."""
+    One compiled pass per level (and per burst of stacked windows): a window's heads pool every
+    level, and as numpy reductions that was about half of what they cost a window live."""
     a = np.asarray(a)
     if a.dtype not in (np.float32, np.float64):
         a = a.astype(np.float64)
-    mean, std = np.empty(a.shape[0]), np.empty(a.shape[0])
-    _pool(a, mean, std)
-    return mean, std
+    rows = a.reshape(-1, a.shape[-1])
+    mean, std = np.empty(rows.shape[0]), np.empty(rows.shape[0])
+    _pool(rows, mean, std)
+    return mean.reshape(a.shape[:-1]), std.reshape(a.shape[:-1])
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -268,7 +282,8 @@ def features(head: dict, acts: list, fs: float, span: int, basis: list | None = 
              shared: dict | None = None) -> np.ndarray:
     """A linear head's feature vector for one window: per level of `levels`, the pools in order
     (`mean`, `std`), then the spectral purity of each of `purity_levels` (the power of the level's
-    `basis` rows). `shared` keeps what several heads of one window read, so it is computed once."""
+    `basis` rows). `shared` keeps what several heads of one window read, so it is computed once.
+    Windows stacked on a leading axis (`acts[l]`: `(W, C_l, n_l)`) give `(W, features)`."""
     basis = bases(head) if basis is None else basis
     shared = {} if shared is None else shared
     parts = []
@@ -281,16 +296,22 @@ def features(head: dict, acts: list, fs: float, span: int, basis: list | None = 
         total, df = None, None
         for level, b in zip(purity_levels(head), basis):
             power, step = _power(shared, acts, level, fs, span, PAD, b, HR_BAND_HZ)
-            total, df = (normalised(power), step) if total is None else (total + normalised(power, total.size), df)
-        parts.append(np.array([band_purity(total, df)]))
-        return np.concatenate(parts)
+            total, df = ((normalised(power), step) if total is None
+                         else (total + normalised(power, total.shape[-1]), df))
+        parts.append(_purities(total, df))
+        return np.concatenate(parts, axis=-1)
     for level, b in zip(purity_levels(head), basis):
         key = ("purity", level, id(b))
         if key not in shared:
             power, df = _power(shared, acts, level, fs, span, PAD, b, HR_BAND_HZ)
-            shared[key] = np.array([band_purity(power, df)])
+            shared[key] = _purities(power, df)
         parts.append(shared[key])
-    return np.concatenate(parts)
+    return np.concatenate(parts, axis=-1)
+
+
+def _purities(power: np.ndarray, df: float) -> np.ndarray:
+    """`band_purity` as a feature: `(1,)` for one spectrum, `(W, 1)` for spectra stacked on rows."""
+    return band_purities(np.atleast_2d(power), df).reshape(power.shape[:-1] + (1,))
 
 
 def _power(shared: dict, acts, level, fs, span, pad, b, band):
@@ -424,6 +445,10 @@ def apply_one(head: dict, acts: list, fs: float, span: int) -> dict:
     return {name: classes[max(range(len(p)), key=p.__getitem__)], name + "_p": dict(zip(classes, p))}
 
 
+#: Windows stacked into one computation at most (bounds the copy: about 125 kB a window for himae-100).
+GROUP = 16
+
+
 class Heads:
     """A model's probe heads, ready to apply window after window.
 
@@ -455,29 +480,39 @@ class Heads:
         and `{name: class}` plus `{name + "_p": {class: probability}}` for
         logistic heads, ready for a sink.
         """
-        return [self._one(acts, span) for acts, span in zip(windows, spans)]
+        out: list[dict] = []
+        i = 0
+        while i < len(windows):  # windows of one span and shape (a burst, live) go through together
+            j = i + 1
+            while j < len(windows) and j - i < GROUP and spans[j] == spans[i] and all(
+                    a.shape == b.shape for a, b in zip(windows[j], windows[i])):
+                j += 1
+            stacked = [np.stack([w[l] for w in windows[i:j]]) for l in range(len(windows[i]))]
+            out += self._group(stacked, spans[i], j - i)
+            i = j
+        return out
 
-    def _one(self, acts, span) -> dict:
-        out: dict = {}
+    def _group(self, acts, span, count: int) -> list[dict]:
+        """The outputs of `count` windows whose level-l activations are stacked in `acts[l]`."""
+        out: list[dict] = [{} for _ in range(count)]
         shared: dict = {}
         for head in self.heads:
-            basis = self._bases[id(head)]
+            basis, name = self._bases[id(head)], head["name"]
             if head["kind"] == "spectral":
-                value = spectral_rate(head, acts, self.fs, span, basis, shared)
-                out[head["name"]] = value if math.isfinite(value) else None
+                for record, value in zip(out, spectral_rate(head, acts, self.fs, span, basis, shared).tolist()):
+                    record[name] = value if math.isfinite(value) else None
                 continue
             w, b = self._folded[id(head)]
-            s = (features(head, acts, self.fs, span, basis, shared) @ w + b).tolist()
-            name = head["name"]
-            if head["kind"] == "ridge":
-                out[name] = s[0] if math.isfinite(s[0]) else None
-            elif head["kind"] == "probability":
-                out[name] = _sigmoid(s[0]) if math.isfinite(s[0]) else None
-            else:
-                p = _softmax(s)
-                classes = head["classes"]
-                out[name] = classes[max(range(len(p)), key=p.__getitem__)]
-                out[name + "_p"] = dict(zip(classes, p))
+            for record, s in zip(out, (features(head, acts, self.fs, span, basis, shared) @ w + b).tolist()):
+                if head["kind"] == "ridge":
+                    record[name] = s[0] if math.isfinite(s[0]) else None
+                elif head["kind"] == "probability":
+                    record[name] = _sigmoid(s[0]) if math.isfinite(s[0]) else None
+                else:
+                    p = _softmax(s)
+                    classes = head["classes"]
+                    record[name] = classes[max(range(len(p)), key=p.__getitem__)]
+                    record[name + "_p"] = dict(zip(classes, p))
         return out
 
 
