@@ -262,8 +262,13 @@ class ThreadedDevice:
             raise self.error
         return not self._thread.is_alive()
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Ask the device thread to end, without waiting: safe from an event loop that is being
+        cancelled, so whoever waits for the device (`wait()`, an executor job) is released soon."""
         self._stop.set()
+
+    def stop(self) -> None:
+        self.request_stop()
         if self._thread is not None:
             self._thread.join()
 

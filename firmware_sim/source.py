@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import TYPE_CHECKING
 
+from firmware_sim.device import ThreadedDevice
 from firmware_sim.faults import NUMBERS as FAULT_NUMBERS, FaultConfig, Faults
 from firmware_sim.options import BLE_DEVICES, DELIMITERS, NUMBERS, SimOptions, TextBoard, build_ble_device, build_model
 from himae_stream.samplestream import Received
@@ -125,6 +126,8 @@ class SimSource(Source):
                         closing = True
                         await inner.close()
         finally:
+            if isinstance(self.device, ThreadedDevice):  # first, before anything here can be cancelled
+                self.device.request_stop()
             for future in (pending, finished):
                 if future is not None and not future.done():
                     future.cancel()

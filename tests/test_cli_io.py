@@ -202,3 +202,14 @@ def test_a_fifo_or_device_is_refused_not_read_for_ever(tmp_path, himae, args):
     os.mkfifo(f"{fifo}.hea")
     line = one_line_error(himae(*(a.format(fifo=fifo, dir=tmp_path) for a in args), timeout=120))
     assert "not a regular file" in line
+
+
+@pytest.mark.parametrize("given, speed", [([], "speed=1.0&"), (["--speed", "max"], "speed=max&"),
+                                          (["--speed", "10"], "speed=10.0&")])
+def test_speed_reaches_the_default_source(given, speed):
+    """`--speed max` (which parses to None, unpaced) is not taken for `--speed` left out."""
+    from himae_stream.cli import build_parser
+    from himae_stream.commands.run import source_url
+
+    args = build_parser()[0].parse_args(["run", *given])
+    assert speed in source_url(args)

@@ -21,10 +21,25 @@ from himae_stream.numbers import SPEED
 from himae_stream.stream import to_samples
 
 
+#: `--speed` not given (`--speed max` parses to None, as fast as the transport takes); not a string,
+#: so argparse leaves the default as it is
+UNSET = object()
+
+
 def default_source(speed: float | None) -> str:
     from himae_stream.recordings import DEMO
 
     return f"sim://{DEMO}?channels=PLETH&transport=serial&speed={'max' if speed is None else speed}&baud=921600"
+
+
+def source_url(args: argparse.Namespace) -> str:
+    """The URL a run reads: `--source`, or the bundled record at `--speed` (default 1)."""
+    from himae_stream.cli import CliError
+
+    if args.source and args.speed is not UNSET:
+        raise CliError("--speed sets the default source's replay speed; give another source's in its URL "
+                       "(sim://...?speed=10)")
+    return args.source or default_source(1.0 if args.speed is UNSET else args.speed)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "fitted on, else the model's)")
     p.add_argument("--hop", default="1s", help="hop between windows (default 1s)")
     p.add_argument("--duration", help="stop after this much signal, e.g. 60s (default: until the source ends)")
-    p.add_argument("--speed", type=SPEED, help="replay speed of the default simulator source (default 1, 'max')")
+    p.add_argument("--speed", type=SPEED, default=UNSET,
+                   help="replay speed of the default simulator source (default 1, 'max')")
     p.add_argument("--channels", help="device channel(s) the model reads, by name or glob")
     p.add_argument("--no-impute", action="store_true", help="do not fill gaps")
     p.add_argument("--all-heads", action="store_true",
@@ -52,10 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from himae_stream.sinks import open_sink
     from himae_stream.urls import open_source
 
-    if args.source and args.speed is not None:
-        raise CliError("--speed sets the default source's replay speed; give another source's in its URL "
-                       "(sim://...?speed=10)")
-    url = args.source or default_source(1.0 if args.speed is None else args.speed)
+    url = source_url(args)
     source = open_source(url)  # a bad URL or recording fails before anything starts
     model = load(args.model)
     fs = model.config["fs"]
