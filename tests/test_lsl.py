@@ -54,7 +54,7 @@ def test_lsl_replay_delivers_every_sample_or_counts_it_lost(speed):
 
 
 def test_a_stream_that_vanishes_comes_back_and_the_samples_meanwhile_are_lost():
-    with device(10, "himae-lsl-vanish", 2.0, disconnect_after=2.0, disconnect_for=2.0) as sim:
+    with device(12, "himae-lsl-vanish", 2.0, disconnect_after=2.0, disconnect_for=5.0) as sim:
         stream, tap, chunks = asyncio.run(replay(sim, sim.name))
     lost = check_delivery(chunks, sim.model, sim.log.indices())
     assert sim.log.counters["dropped_disconnected"] > 0
