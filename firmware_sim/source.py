@@ -189,5 +189,7 @@ class SimSource(Source):
         return source, device.finished.wait(), all_read, device.stop
 
     async def close(self) -> None:
+        if isinstance(self.device, ThreadedDevice):
+            self.device.request_stop()
         if self._inner is not None:
             await self._inner.close()

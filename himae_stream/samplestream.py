@@ -468,8 +468,9 @@ class SampleStream:
             timer = loop.call_later(self.reorder_timeout_s / 2, tick)
 
         timer = loop.call_later(self.reorder_timeout_s / 2, tick)
+        arrivals = aiter(self.source)
         try:
-            async for received in self.source:
+            async for received in arrivals:
                 put(self.push_many(received.packets, received.host_time))
                 if received.host_time is not None:
                     put(self.expire(received.host_time))
@@ -486,4 +487,8 @@ class SampleStream:
             chunks.put_nowait(exc)
         finally:
             timer.cancel()
+            # the source's own cleanup (an async generator's finally) runs now, not whenever the
+            # event loop gets round to finalising it: a simulated device it runs must stop first
+            if hasattr(arrivals, "aclose"):
+                await arrivals.aclose()
             await self.source.close()
