@@ -15,6 +15,7 @@ modules load only when their scheme is opened; `register_scheme` adds one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib import import_module
 from urllib.parse import parse_qsl
@@ -164,8 +165,6 @@ def open_ble(url: ParsedUrl):
 
 def open_polar(url: ParsedUrl):
     """`polar://NAME_OR_ADDRESS?stream=ppg|ecg|acc&fs=&range=`: a name may be a glob ("Polar Sense*")."""
-    import re
-
     from himae_stream.sources.polar import STREAMS, PolarSource
 
     url.check_params({"stream", "fs", "range", "reconnects", "scan_timeout", "hci"})
