@@ -11,6 +11,7 @@ its reader has everything the device sent.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import TYPE_CHECKING
@@ -74,6 +75,32 @@ def _board(url: ParsedUrl) -> TextBoard:
     return TextBoard(header=_flag(url, "header", True), delimiter=DELIMITERS[delimiter],
                      millis=_flag(url, "millis", False), plotter=_flag(url, "plotter", False),
                      garbage=url.number("garbage", 0.0, NUMBERS["garbage"]))
+
+
+def _in_daemon_thread(wait) -> asyncio.Future:
+    """`wait()` in a daemon thread, as a future of the running loop. A default-executor job would
+    hold up the loop's shutdown for as long as it blocks: a device still replaying (looped, or
+    stopped late by an interrupted cleanup) would keep `asyncio.run` from returning."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result, error) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
+
+    def run() -> None:
+        result, error = None, None
+        try:
+            result = wait()
+        except BaseException as exc:  # handed to whoever awaits the future
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:
+            pass  # the loop has closed: nobody is waiting any more
+
+    threading.Thread(target=run, name="firmware-sim-wait", daemon=True).start()
+    return future
 
 
 class SimSource(Source):
@@ -157,7 +184,7 @@ class SimSource(Source):
 
         # the simulated device keeps its pty for the whole replay: nothing to reopen
         source = SerialSource(device.path, o.baud, idle_timeout_s=None, reconnect_timeout_s=None, **kwargs)
-        finish = asyncio.get_running_loop().run_in_executor(None, device.wait)
+        finish = _in_daemon_thread(device.wait)
         return source, finish, lambda: source.counters.get("bytes", 0) >= device.written, stop
 
     async def _start_ble(self):
