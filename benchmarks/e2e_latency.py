@@ -6,7 +6,8 @@ pseudo-terminal; the pipeline reads it with `serial://` in this process.
 On a machine with two or more CPUs the device and the pipeline each get a
 CPU of their own (a wearable is its own hardware, and its wake-ups should
 not evict the pipeline's caches); `--no-pin` leaves placement to the OS.
-Reported per window record: the time from the serial read that delivered the
+Reported per window record released by a live sample (not the last windows the
+end of the run releases together): the time from the serial read that delivered the
 bytes completing the window to the record being ready (p50 / p99): deframing,
 reordering, normaliser, stream engine, probe heads and imputation, next to
 the model's algorithmic delay, a property of the convolution stack reported
@@ -50,13 +51,16 @@ async def measure(model, url: str, duration: float, hop: str, sink) -> tuple[lis
     """Each record's latency, its stages (ms, as pipeline.STAGES) and the sink's write time (ms)."""
     from himae_stream.pipeline import run
 
-    latencies, writes, core = [], [], []
+    latencies, writes, core, live = [], [], [], []
     async for record in run(url, model, hop=hop, duration=duration, pipeline=core):
         latencies.append(record["latency_ms"])
+        live.append(not core[0].ended)  # the end of the run releases the last windows at once
         started = time.perf_counter()
         sink.write(record)
         writes.append(1e3 * (time.perf_counter() - started))
-    return latencies, list(core[0].stages), writes
+    keep = np.flatnonzero(live)
+    stages = list(core[0].stages)[-len(live):]
+    return [latencies[i] for i in keep], [stages[i] for i in keep], [writes[i] for i in keep]
 
 
 def stage_table(latencies: list[float], stages: list, writes: list[float]) -> list[str]:

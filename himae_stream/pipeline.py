@@ -96,6 +96,8 @@ class Pipeline:
         self.history = History(model.config["in_channels"], keep)
         # the heads read each window's per-position activations, the positions the offline code reads
         self.positions = probes.Positions(list(model.config["channels"]), keep) if len(self.heads) else None
+        if self.positions is not None:  # what the heads build once per window shape (transform matrices,
+            self._warm_heads()          # compiled code) is built now, not in the first record's latency
         self.latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
         self.stages: deque[tuple[float, ...]] = deque(maxlen=LATENCY_HISTORY)  # per record, ms, as STAGES
         self._marks: tuple[float, ...] = ()  # arrival, released, fed, pushed, heads done: of the chunk in hand
@@ -103,9 +105,16 @@ class Pipeline:
         self._to_unix = time.time() - time.monotonic()
         self.windows = 0
         self.imputed = 0
+        self.ended = False
         self._picks: list[int] | None = None
         self.resampler: StreamResampler | None = None
         self.device_fs: float | None = None
+
+    def _warm_heads(self) -> None:
+        """Run the heads once on a silent window of the live shape."""
+        spans = [probes.positions(l, 0, self.window, self.window) for l in range(len(self.model.config["channels"]))]
+        acts = [np.zeros((c, sl.stop - sl.start), np.float32) for c, sl in zip(self.model.config["channels"], spans)]
+        self.heads.apply([acts], [self.window])
 
     def select(self, names: tuple[str, ...] | list[str], fs: float) -> None:
         """Choose the device channels the model reads (by pattern or the model's channel names) at rate `fs`."""
@@ -141,7 +150,9 @@ class Pipeline:
         self.stream.prepare()
 
     def finish(self) -> list[dict]:
-        """End of stream: the end padding completes the last windows."""
+        """End of stream: the end padding completes the last windows (records from then on have
+        `ended` set: the end of the stream released them, not a live sample)."""
+        self.ended = True
         now = time.monotonic()
         out = self.stream.flush()
         self._marks = (now, now, now, time.monotonic())
