@@ -97,11 +97,14 @@ def first_line(stream, timeout_s: float) -> str:
 def test_ctrl_c_prints_the_summary_exits_130_and_keeps_the_records(tmp_path):
     out = tmp_path / "out.csv"
     out.write_text("earlier results\n")
-    # the demo record looped, so the run is still going when Ctrl-C comes, however busy the machine
+    # the demo record looped, so the run is still going when Ctrl-C comes, however busy the machine;
+    # Ctrl-C as a terminal delivers it: a test run started in the background (`pytest &`) ignores
+    # SIGINT, and its children would inherit that
     run = subprocess.Popen(
         [sys.executable, "-m", "himae_stream.cli", "run", "--source", f"sim://{DEMO}?speed=10&loop=1",
          "--sink", "jsonl://-", "--sink", f"csv://{out}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         first = first_line(run.stdout, 120)
