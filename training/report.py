@@ -134,13 +134,19 @@ def heatmap(report: dict, path: Path) -> None:
 
 def write(report: dict, md_path: Path) -> list[Path]:
     """Write the markdown, the heatmap beside it (.png) and the numbers (.json)."""
+    return _write_files(md_path, lambda png: heatmap(report, png), markdown(report), "per-level probe scores",
+                        json.dumps(report, indent=1))
+
+
+def _write_files(md_path: Path, draw, text: str, caption: str, numbers: str) -> list[Path]:
+    """A report's three files: the markdown with its figure linked, the figure `draw(png)` makes
+    beside it, and the numbers (.json)."""
     md_path = Path(md_path)
     md_path.parent.mkdir(parents=True, exist_ok=True)
     png, js = md_path.with_suffix(".png"), md_path.with_suffix(".json")
-    heatmap(report, png)
-    text = markdown(report) + f"\n![per-level probe scores]({png.name})\n"
-    md_path.write_text(text)
-    js.write_text(json.dumps(report, indent=1) + "\n")
+    draw(png)
+    md_path.write_text(text + f"\n![{caption}]({png.name})\n")
+    js.write_text(numbers + "\n")
     return [md_path, png, js]
 
 
@@ -321,18 +327,14 @@ def lodo_heatmap(report: dict, path: Path) -> None:
 
 def write_lodo(report: dict, md_path: Path) -> list[Path]:
     """Write the leave-one-dataset-out report (.md), its per-level heatmap (.png) and numbers (.json)."""
-    md_path = Path(md_path)
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    png, js = md_path.with_suffix(".png"), md_path.with_suffix(".json")
-    lodo_heatmap(report, png)
-    md_path.write_text(lodo_markdown(report) + f"\n![per-level scores on held-out data sets]({png.name})\n")
     slim = {**report, "models": {name: {**m, "result": {task: ({**r, "head": {k: v for k, v in r["head"].items()
                                                                            if k != "basis"}}
                                                               if isinstance(r, dict) and "head" in r else r)
                                                        for task, r in m["result"].items()}}
                                     for name, m in report["models"].items()}}
-    js.write_text(json.dumps(slim, indent=1, default=_plain) + "\n")  # the bases live in the model files
-    return [md_path, png, js]
+    # the bases live in the model files
+    return _write_files(md_path, lambda png: lodo_heatmap(report, png), lodo_markdown(report),
+                        "per-level scores on held-out data sets", json.dumps(slim, indent=1, default=_plain))
 
 
 def _plain(o):
