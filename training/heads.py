@@ -353,7 +353,7 @@ def spectral_hr(spectra: list, levels: list[int], fs: float, span: int) -> np.nd
     """Rates (BPM) of a spectral head with equal weights over `levels`, from cached band spectra."""
     df = P.level_power(np.zeros((1, 2)), 0, fs, span)[1]
     total = sum(spectra[l].astype(np.float64) for l in levels)
-    return np.array([60.0 * P.peak_rate(row, df, BAND) for row in total])
+    return 60.0 * P.peak_rates(total, df, BAND)
 
 
 def dataset_mae(pred, y, datasets, mask) -> float:
