@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="framed: the framed protocol over --transport; text-serial: a DIY board "
                              "printing text lines on a serial port; lsl: a Lab Streaming Layer outlet; "
                              "polar-verity, polar-h10: a Polar sensor's PMD service over BLE; "
-                             "brainflow-playback: a BrainFlow playback file (--out)")
+                             "brainflow-playback: a BrainFlow playback file (--out) that replays at --speed with the "
+                             "faults' frames left out")
     parser.add_argument("--transport", choices=("serial", "ble"), default="serial")
     parser.add_argument("--out", help="file a --device that writes one (brainflow-playback) writes to")
     parser.add_argument("--speed", type=NUMBERS["speed"], default=1.0, help="replay speed factor, or 'max' (default 1)")
@@ -206,13 +207,18 @@ def run_lsl(options: SimOptions, args: argparse.Namespace) -> int:
 
 
 def write_brainflow_playback(options: SimOptions, args: argparse.Namespace) -> int:
+    """A playback file that BrainFlow replays at --speed with the faults' frames left out; --log gets its drop log."""
     from firmware_sim.brainflow_playback import playback_rate, write_playback
-    from firmware_sim.options import build_model
+    from firmware_sim.faults import Faults
+    from firmware_sim.options import build_model, write_log
 
     if not args.out:
         raise ValueError("--device brainflow-playback needs --out FILE.csv")
     options.fs = options.fs or playback_rate()
-    url = write_playback(build_model(options), args.out)
+    model = build_model(options)
+    url, log = write_playback(model, args.out, Faults(options.faults), options.speed, options.frame_ms)
+    if args.log:
+        write_log(args.log, log, model.length)
     announce(f"source: {url}")
     return 0
 

@@ -147,9 +147,14 @@ class Pacer:
 
     def wall(self, device_s: float) -> float:
         """Monotonic time at which the device clock reads `device_s`."""
+        return self.t0 + self.elapsed(device_s)
+
+    def elapsed(self, device_s):
+        """Wall seconds from the start until the device clock reads `device_s` (a number or an array):
+        0 when unpaced."""
         if self.speed is None:
-            return self.t0
-        return self.t0 + device_s / self.rate / self.speed
+            return np.zeros_like(device_s, dtype=float)
+        return device_s / self.rate / self.speed
 
     def device_now(self) -> float:
         """Device seconds elapsed so far (infinite when unpaced)."""

@@ -21,6 +21,10 @@ from himae_stream.protocol import Kind, Packet, ProtocolError, SampleFormat, Str
 from himae_stream.samplestream import Received
 
 
+#: Waits between tries to bring a lost transport back: doubling from the first to the last.
+REOPEN_BACKOFF_S = (0.05, 1.0)
+
+
 class SourceError(HimaeError):
     """A transport failed for good (device not found, reconnect limit, silence)."""
 
@@ -111,6 +115,18 @@ def indexed_packets(index: np.ndarray, host_s: np.ndarray, values: np.ndarray, f
         Packet.from_physical(int(index[a]), round(host_s[a] * 1e6), fs, values[:, a:b], 1.0, SampleFormat.FLOAT32)
         for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(index)])
     ]
+
+
+async def reopen_tries(deadline: float) -> AsyncIterator[None]:
+    """One step per try to bring a lost transport back (reopen a port, prepare a board again),
+    each after a wait doubling over REOPEN_BACKOFF_S, until the monotonic `deadline`: the caller
+    stops at the first try that works, and gives up when the steps run out. A device that resets
+    is back within a second or two; the cap keeps one that takes longer from being missed by much."""
+    wait = REOPEN_BACKOFF_S[0]
+    while (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(wait, left))
+        wait = min(2 * wait, REOPEN_BACKOFF_S[1])
+        yield
 
 
 def clock_offset(clock, tries: int = 5) -> float:

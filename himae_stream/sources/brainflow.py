@@ -7,13 +7,30 @@ their preset (Muse boards send PPG in the ANCILLARY preset) and the rate come
 from BrainFlow's board description, of the master board for a playback file.
 A board without PPG is refused with its name before anything is opened.
 
-Stream indices come from the board's package-number row (it counts rows
-modulo 256), so rows the board lost are a jump, counted lost downstream; a
-number repeated is counted (`repeated_numbers`) and taken as the next row.
-Host timestamps of BrainFlow rows jitter by more than a sample period, so
-they place the samples in time but cannot mark gaps (LSL's do).
+Stream indices come from the board's package-number row, which counts rows
+modulo 256, so rows the board lost are a jump, counted lost downstream. A
+jump says the gap only modulo 256; the host-time step across it says how
+many times the numbers wrapped (a board out of range for 5 s skips 1250
+rows at 250 Hz): rows' stamps jitter by about a sample period, far less
+than 256 rows, so the gap that agrees with the numbers and is nearest the
+elapsed time is the true one. That needs rows stamped at their pace, as a
+board (or a playback file at 1x) sends them; rows that come all at once (a
+playback file at max speed) resolve gaps under 256 rows only. A number
+repeated is counted (`repeated_numbers`) and taken as the next row.
 Timestamps are the board's timestamp row (Unix seconds, BrainFlow's clock),
 put on the host clock (`time.monotonic()`) by an offset measured at start.
+
+A board silent for `idle_timeout_s` has dropped out (a BLE board out of
+range, reset or switched off), and BrainFlow does not reconnect it: its
+session is released and prepared again with the backoff the serial source
+reopens ports with, and the return of rows is counted in `reconnects`. A new
+session may number its rows anew, so the gap across it is counted from the
+elapsed time alone. Only when no rows flow for `reconnect_timeout_s` after
+the silence (preparing fails, or works but the board stays silent) is it a
+one-line error. BrainFlow's playback board cannot resume: prepared again it
+replays its file from the start. So a playback file's silences must be
+shorter than `idle_timeout_s`, and after its end the file plays again.
+
 BrainFlow has no blocking read: a worker thread polls its ring buffer every
 POLL_S and reads at most MAX_SAMPLES rows at a time, so the event loop never
 blocks and `close()` (which always releases the session) is prompt.
@@ -33,7 +50,7 @@ import numpy as np
 from himae_stream.numbers import NON_NEGATIVE, POSITIVE_INTEGER
 from himae_stream.protocol import SampleFormat, StreamInfo
 from himae_stream.samplestream import Received
-from himae_stream.sources.base import BlockingSource, SourceError, clock_offset, indexed_packets
+from himae_stream.sources.base import BlockingSource, SourceError, clock_offset, indexed_packets, reopen_tries
 
 from brainflow.board_shim import BoardIds, BoardShim, BrainFlowError, BrainFlowInputParams, BrainFlowPresets
 
@@ -76,7 +93,7 @@ def ppg_rows(board: int) -> tuple[BrainFlowPresets, list[int]]:
 
 def open_url(url: ParsedUrl) -> BrainFlowSource:
     """The source a `brainflow://` URL names (registered for the `brainflow` scheme)."""
-    url.check_params({*TEXT_PARAMS, *NUMBER_PARAMS, "master_board", "idle_timeout"})
+    url.check_params({*TEXT_PARAMS, *NUMBER_PARAMS, "master_board", "idle_timeout", "reconnect"})
     _load()
     params = BrainFlowInputParams()
     for key in TEXT_PARAMS:
@@ -85,7 +102,8 @@ def open_url(url: ParsedUrl) -> BrainFlowSource:
         setattr(params, key, url.number(key, getattr(params, key), POSITIVE_INTEGER))
     if url.get("master_board"):
         params.master_board = board_id(url.get("master_board")).value
-    return BrainFlowSource(board_id(url.path), params, idle_timeout_s=url.number("idle_timeout", 10.0, NON_NEGATIVE))
+    return BrainFlowSource(board_id(url.path), params, idle_timeout_s=url.number("idle_timeout", 10.0, NON_NEGATIVE),
+                           reconnect_timeout_s=url.number("reconnect", 10.0, NON_NEGATIVE))
 
 
 def _load() -> None:
@@ -100,9 +118,12 @@ def _load() -> None:
 
 
 class BrainFlowSource(BlockingSource):
-    """Packets of a board's PPG rows; the session is prepared on iteration and released on close."""
+    """Packets of a board's PPG rows; the session is prepared on iteration, again after a silence of
+    `idle_timeout_s` (0: wait for ever), and released on close. `reconnect_timeout_s` (0: silence is an
+    error at once) bounds how long the board may stay away."""
 
-    def __init__(self, board: BoardIds, params: BrainFlowInputParams, *, idle_timeout_s: float = 10.0):
+    def __init__(self, board: BoardIds, params: BrainFlowInputParams, *, idle_timeout_s: float = 10.0,
+                 reconnect_timeout_s: float = 10.0):
         super().__init__()
         self.board, self.params = board, params
         master = params.master_board if board == BoardIds.PLAYBACK_FILE_BOARD else board.value
@@ -119,12 +140,16 @@ class BrainFlowSource(BlockingSource):
         self.info = StreamInfo(fs=fs, channel_names=tuple(f"PPG{i}" for i in range(len(self.rows))),
                                scale=(1.0,) * len(self.rows), fmt=SampleFormat.FLOAT32, device=BoardIds(master).name)
         self.idle_timeout_s = idle_timeout_s
-        self.counters.update(rows=0, repeated_numbers=0)
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.counters.update(rows=0, repeated_numbers=0, reconnects=0)
         self._shim: BoardShim | None = None
         self._closing = threading.Event()
         self._next = 0  # stream index of the next row
-        self._last_number: int | None = None  # package number of the last row
+        self._last_number: int | None = None  # package number of the last row (None: none, or a new session)
+        self._last_stamp: float | None = None  # BrainFlow timestamp of the last row
         self._to_monotonic = 0.0
+        self._last_data = 0.0  # monotonic time rows last came (or the session was prepared)
+        self._silent_since: float | None = None  # monotonic time the board fell silent, until rows come again
 
     async def __aiter__(self) -> AsyncIterator[Received]:
         await self._call(self._prepare)
@@ -132,17 +157,41 @@ class BrainFlowSource(BlockingSource):
             received = await self._call(self._read)
             if received is not None:
                 yield received
+            elif self.idle_timeout_s and time.monotonic() - self._last_data > self.idle_timeout_s:
+                await self._prepare_again()
 
     def _prepare(self) -> None:
+        """Prepare a session and start it streaming; one that fails is released and a one-line error."""
         shim = BoardShim(self.board.value, self.params)
-        self._shim = shim
         try:
             shim.prepare_session()
             shim.start_stream(RING_ROWS)
         except BrainFlowError as exc:
+            _release(shim)
             raise SourceError(f"cannot start BrainFlow board {self.board.name}: {exc}") from None
+        self._shim = shim
         self._to_monotonic = clock_offset(time.time)
         self._last_data = time.monotonic()
+
+    async def _prepare_again(self) -> None:
+        """Release the silent session and prepare another, trying with backoff until one starts."""
+        silent = f"BrainFlow board {self.board.name} sent nothing for {self.idle_timeout_s:g} s"
+        if not self.reconnect_timeout_s:
+            raise SourceError(silent)
+        if self._silent_since is None:
+            self._silent_since = time.monotonic()
+        await self._call(self._release_session)
+        self._last_number = None
+        failure = "it started but sent nothing"
+        async for _ in reopen_tries(self._silent_since + self.reconnect_timeout_s):
+            if self._closing.is_set():
+                return
+            try:
+                return await self._call(self._prepare)
+            except SourceError as exc:
+                failure = str(exc)
+        if not self._closing.is_set():
+            raise SourceError(f"{silent} and did not come back within {self.reconnect_timeout_s:g} s ({failure})")
 
     def _read(self) -> Received | None:
         """Rows the board has buffered (waiting up to POLL_S for some); None when there were none."""
@@ -152,27 +201,47 @@ class BrainFlowSource(BlockingSource):
         data = shim.get_board_data(MAX_SAMPLES, self.preset)
         now = time.monotonic()
         if not data.shape[1]:
-            if self.idle_timeout_s and now - self._last_data > self.idle_timeout_s:
-                raise SourceError(f"BrainFlow board {self.board.name} sent nothing for {self.idle_timeout_s:g} s")
             return None
         self._last_data = now
+        if self._silent_since is not None:  # rows again after the session was prepared anew
+            self._silent_since = None
+            self.counters["reconnects"] += 1
         self.counters["rows"] += data.shape[1]
-        numbers = data[self._number_row].astype(np.int64)
-        previous = numbers[0] - 1 if self._last_number is None else self._last_number
-        steps = np.diff(numbers, prepend=previous) % PACKAGE_NUMBERS
-        self.counters["repeated_numbers"] += int(np.count_nonzero(steps == 0))
-        index = self._next - 1 + np.cumsum(np.maximum(steps, 1))
-        self._next, self._last_number = int(index[-1]) + 1, int(numbers[-1])
         host = data[self._stamp_row] + self._to_monotonic
-        return Received(now, indexed_packets(index, host, data[self.rows].astype(np.float32), self.info.fs))
+        return Received(now, indexed_packets(self.index_rows(data), host, data[self.rows].astype(np.float32),
+                                             self.info.fs))
+
+    def index_rows(self, data: np.ndarray) -> np.ndarray:
+        """Stream indices of the next rows read (a table as `get_board_data` returns it).
+
+        Each row's step from the one before is its package number's step modulo
+        256 plus the whole wraps of 256 that bring it nearest the rows its time
+        step holds.
+        """
+        fs = self.info.fs
+        numbers, stamps = data[self._number_row].astype(np.int64), data[self._stamp_row]
+        last_number = numbers[0] - 1 if self._last_number is None else self._last_number
+        last_stamp = stamps[0] - 1 / fs if self._last_stamp is None else self._last_stamp
+        steps = np.diff(numbers, prepend=last_number) % PACKAGE_NUMBERS
+        elapsed = np.diff(stamps, prepend=last_stamp) * fs  # in rows
+        steps += PACKAGE_NUMBERS * np.maximum(np.rint((elapsed - steps) / PACKAGE_NUMBERS), 0).astype(np.int64)
+        if self._last_number is None and self._last_stamp is not None:  # a new session: its numbers say nothing
+            steps[0] = round(elapsed[0])
+        self.counters["repeated_numbers"] += int(np.count_nonzero(steps <= 0))
+        index = self._next - 1 + np.cumsum(np.maximum(steps, 1))
+        self._next, self._last_number, self._last_stamp = int(index[-1]) + 1, int(numbers[-1]), float(stamps[-1])
+        return index
+
+    def _release_session(self) -> None:
+        shim, self._shim = self._shim, None
+        if shim is not None:
+            _release(shim)
 
     async def close(self) -> None:
         """Stop reading and release the board's session (always, also after a failed start)."""
         self._closing.set()
         await self._settle()
-        shim, self._shim = self._shim, None
-        if shim is not None:
-            await asyncio.get_running_loop().run_in_executor(None, _release, shim)
+        await asyncio.get_running_loop().run_in_executor(None, self._release_session)
 
 
 def _release(shim: BoardShim) -> None:

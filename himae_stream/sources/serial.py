@@ -32,11 +32,9 @@ from pathlib import Path
 import serial
 
 from himae_stream.samplestream import Received
-from himae_stream.sources.base import FramedReader, PacketReader, Source, SourceError
+from himae_stream.sources.base import FramedReader, PacketReader, Source, SourceError, reopen_tries
 
 READ_SIZE = 1 << 16
-#: Waits between tries to reopen a lost port: doubling from the first to the last.
-REOPEN_BACKOFF_S = (0.05, 1.0)
 
 
 class PortLost(SourceError):
@@ -198,13 +196,9 @@ class SerialSource(Source):
         if port is not None:
             with contextlib.suppress(OSError, serial.SerialException):  # it is gone already
                 await loop.run_in_executor(None, port.close)
-        wait = REOPEN_BACKOFF_S[0]
-        while not self._closed:
-            left = self._lost_since + self.reconnect_timeout_s - time.monotonic()
-            if left <= 0:
-                raise SourceError(f"{lost}; it did not come back within {self.reconnect_timeout_s:g} s") from lost
-            await asyncio.sleep(min(wait, left))
-            wait = min(2 * wait, REOPEN_BACKOFF_S[1])
+        async for _ in reopen_tries(self._lost_since + self.reconnect_timeout_s):
+            if self._closed:
+                return
             try:
                 port = await loop.run_in_executor(None, self._open)
             except SourceError:
@@ -214,6 +208,8 @@ class SerialSource(Source):
             else:
                 self._port = port
             return
+        if not self._closed:
+            raise SourceError(f"{lost}; it did not come back within {self.reconnect_timeout_s:g} s") from lost
 
     async def close(self) -> None:
         self._closed = True
