@@ -96,11 +96,14 @@ def test_1x_across_a_5_s_disconnect_counts_exactly_its_samples_lost(tmp_path):
 
 
 def test_a_board_silent_past_idle_timeout_is_prepared_again_and_the_gap_counted_from_the_time(tmp_path):
-    """A playback board goes silent at the end of its file; past idle_timeout its session is prepared
-    again, which replays the file from the start (BrainFlow cannot resume it): one reconnect, and the
-    gap across it counted from the host time alone, since a new session's numbers start anew."""
+    """A playback file whose last line was cut off (BrainFlow skips it) goes silent before its end;
+    past idle_timeout its session is prepared again, which replays the file from the start (BrainFlow
+    cannot resume it): one reconnect, and the gap across it counted from the host time alone, since a
+    new session's numbers start anew."""
     model = DeviceModel(first_seconds(0.5))
     url, _ = write_playback(model, tmp_path / "rec.csv")
+    with open(tmp_path / "rec.csv", "a") as f:
+        f.write("0.0\t1.5\n")
     stream, tap, chunks = asyncio.run(replay(url, 2 * model.length, idle_timeout=0.3, reconnect=5))
     values = np.concatenate([c.samples for c in chunks], axis=1)[0]
     lost = np.concatenate([c.lost_mask for c in chunks])
@@ -116,11 +119,28 @@ def test_a_board_silent_past_idle_timeout_is_prepared_again_and_the_gap_counted_
     print(f"silent {silent:.3f} s: {gap.size} lost")
 
 
+def test_a_playback_file_ends_the_stream_at_its_last_line(tmp_path):
+    """Not at a silence: with idle_timeout a minute, the stream still ends as the last row comes."""
+    model = DeviceModel(first_seconds(0.5))
+    url, _ = write_playback(model, tmp_path / "rec.csv")
+
+    async def main():
+        async with open_source(url + "&idle_timeout=60") as source:
+            async for _ in source:
+                pass
+        return source.counters["rows"]
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == model.length
+
+
 def test_a_board_that_cannot_be_prepared_again_is_a_one_line_error(tmp_path):
-    """Its file gone once it started: silent past idle_timeout, it is prepared again with backoff
-    until `reconnect` seconds have passed, then the run ends with one line saying why."""
+    """Its file gone once it started (and its last line cut off, so its rows never reach its end):
+    silent past idle_timeout, it is prepared again with backoff until `reconnect` seconds have passed,
+    then the run ends with one line saying why."""
     model = DeviceModel(first_seconds(0.3))
     url, _ = write_playback(model, tmp_path / "rec.csv")
+    with open(tmp_path / "rec.csv", "a") as f:
+        f.write("0.0\t1.5\n")
 
     async def main():
         async with open_source(url + "&idle_timeout=0.2&reconnect=1") as source:

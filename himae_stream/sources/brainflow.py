@@ -27,9 +27,10 @@ reopens ports with, and the return of rows is counted in `reconnects`. A new
 session may number its rows anew, so the gap across it is counted from the
 elapsed time alone. Only when no rows flow for `reconnect_timeout_s` after
 the silence (preparing fails, or works but the board stays silent) is it a
-one-line error. BrainFlow's playback board cannot resume: prepared again it
-replays its file from the start. So a playback file's silences must be
-shorter than `idle_timeout_s`, and after its end the file plays again.
+one-line error. A playback file ends the stream once each of its lines has
+come as a row. BrainFlow's playback board cannot resume: prepared again
+after a silence (a stretch of the file longer than `idle_timeout_s`, or a
+last line it could not read) it replays its file from the start.
 
 BrainFlow has no blocking read: a worker thread polls its ring buffer every
 POLL_S and reads at most MAX_SAMPLES rows at a time, so the event loop never
@@ -150,6 +151,8 @@ class BrainFlowSource(BlockingSource):
         self._to_monotonic = 0.0
         self._last_data = 0.0  # monotonic time rows last came (or the session was prepared)
         self._silent_since: float | None = None  # monotonic time the board fell silent, until rows come again
+        self._session_rows = 0  # rows this session sent (a playback file's lines, at its end)
+        self._file_rows = _lines(_preset_file(params, self.preset)) if board == BoardIds.PLAYBACK_FILE_BOARD else None
 
     async def __aiter__(self) -> AsyncIterator[Received]:
         await self._call(self._prepare)
@@ -157,6 +160,8 @@ class BrainFlowSource(BlockingSource):
             received = await self._call(self._read)
             if received is not None:
                 yield received
+                if self._file_rows is not None and self._session_rows >= self._file_rows:
+                    return  # a playback file's last line
             elif self.idle_timeout_s and time.monotonic() - self._last_data > self.idle_timeout_s:
                 await self._prepare_again()
 
@@ -169,7 +174,7 @@ class BrainFlowSource(BlockingSource):
         except BrainFlowError as exc:
             _release(shim)
             raise SourceError(f"cannot start BrainFlow board {self.board.name}: {exc}") from None
-        self._shim = shim
+        self._shim, self._session_rows = shim, 0
         self._to_monotonic = clock_offset(time.time)
         self._last_data = time.monotonic()
 
@@ -207,6 +212,7 @@ class BrainFlowSource(BlockingSource):
             self._silent_since = None
             self.counters["reconnects"] += 1
         self.counters["rows"] += data.shape[1]
+        self._session_rows += data.shape[1]
         host = data[self._stamp_row] + self._to_monotonic
         return Received(now, indexed_packets(self.index_rows(data), host, data[self.rows].astype(np.float32),
                                              self.info.fs))
@@ -242,6 +248,24 @@ class BrainFlowSource(BlockingSource):
         self._closing.set()
         await self._settle()
         await asyncio.get_running_loop().run_in_executor(None, self._release_session)
+
+
+def _preset_file(params: BrainFlowInputParams, preset: BrainFlowPresets) -> str:
+    """The playback file of `preset` (BrainFlow's playback board reads one file per preset)."""
+    return {BrainFlowPresets.AUXILIARY_PRESET: params.file_aux,
+            BrainFlowPresets.ANCILLARY_PRESET: params.file_anc}.get(preset, params.file)
+
+
+def _lines(path: str, block: int = 1 << 20) -> int | None:
+    """Lines of a file, read a block at a time; None when it cannot be read (preparing says why)."""
+    try:
+        with open(path, "rb") as f:
+            count, last = 0, b"\n"
+            while chunk := f.read(block):
+                count, last = count + chunk.count(b"\n"), chunk[-1:]
+            return count + (last != b"\n")
+    except OSError:
+        return None
 
 
 def _release(shim: BoardShim) -> None:
