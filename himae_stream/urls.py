@@ -164,16 +164,23 @@ def open_ble(url: ParsedUrl):
 
 
 def open_polar(url: ParsedUrl):
-    """`polar://NAME_OR_ADDRESS?stream=ppg|ecg|acc&fs=&range=`: a name may be a glob ("Polar Sense*")."""
-    from himae_stream.sources.polar import STREAMS, PolarSource
+    """`polar://NAME_OR_ADDRESS?stream=ppg|ecg|acc&fs=&range=&channels=`: a name may be a glob ("Polar
+    Sense*"); `channels` (comma-separated, e.g. PPG1) keeps those of the stream's channels."""
+    from himae_stream.sources.polar import STREAMS, PolarSource, stream_channels
 
-    url.check_params({"stream", "fs", "range", "reconnects", "scan_timeout", "hci"})
+    url.check_params({"stream", "fs", "range", "channels", "reconnects", "scan_timeout", "hci"})
     stream = url.get("stream", "ppg")
     if stream not in STREAMS:
         raise SourceUrlError(f"{url.text}: stream must be one of {', '.join(STREAMS)}, got {stream!r}")
     is_address = re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", url.path) is not None
+    channels = [c.strip() for c in url.get("channels", "").split(",") if c.strip()] or None
+    unknown = [c for c in channels or () if c not in stream_channels(stream)]
+    if unknown:
+        raise SourceUrlError(f"{url.text}: {stream} has no channel {', '.join(unknown)} "
+                             f"(it has {', '.join(stream_channels(stream))})")
     return PolarSource(
         address=url.path if is_address else None, name=None if is_address else url.path, stream=stream,
+        channels=channels,
         fs=url.number("fs", None, POSITIVE_INTEGER), range_g=url.number("range", None, POSITIVE_INTEGER),
         max_reconnects=url.number("reconnects", 5, COUNT), scan_timeout_s=url.number("scan_timeout", 10.0, POSITIVE),
         backend=_ble_backend(url.get("hci")),

@@ -19,6 +19,7 @@ from himae_stream.pmd import Command, Frame, Measurement, Op, Response, Setting,
 from himae_stream.recordings import RecordingError, load, match_channels
 from himae_stream.sources.ble import DeviceRefused
 from himae_stream.sources.polar import PolarSource
+from himae_stream.urls import SourceUrlError, open_source
 from test_sim_ble import collect, simulate as simulate_ble
 from waiting import Changes, within
 
@@ -230,11 +231,11 @@ def check_polar_delivery(chunks, device):
     return lost
 
 
-def run_polar(rec, profile, stream="ppg", **device_args):
+def run_polar(rec, profile, stream="ppg", channels=None, **device_args):
     """A replay read by `PolarSource` into a SampleStream; returns (device, source, stream counters, chunks)."""
     async def body(device):
         source = PolarSource(name=device.name, backend=BumbleBackend, queue_size=1 << 16, backoff_s=0.05,
-                             stream=stream)
+                             stream=stream, channels=channels)
         stream_, chunks = await collect(source, lambda: device.log.counters.get("notifications", 0), device.finished)
         return device, source, stream_.counters, chunks
 
@@ -252,6 +253,15 @@ def test_verity_ppg_every_sample_delivered_or_logged(speed, seconds, loss):
     assert (lost.sum() > 0) == (loss > 0) and set(device.log.counters) >= {"control_start", "control_get_settings"}
     if speed is None:  # every sample produced, a 247-byte MTU's worth of compressed samples per frame
         assert device.produced == seconds * 55 and 20 <= device.produced / device.log.counters["notifications"] <= 60
+
+
+def test_channels_keep_the_ones_asked_in_their_order():
+    device, source, counters, chunks = run_polar(recording(5), "polar-verity", channels=["PPG1", "PPG"], speed=None)
+    assert source.info.channel_names == ("PPG1", "PPG") and counters["lost_samples"] == 0
+    values = np.concatenate([c.samples for c in chunks], axis=1)
+    assert np.array_equal(values, polar_values(device, 0, device.produced)[[2, 0]])
+    with pytest.raises(SourceUrlError, match=r"ppg has no channel ECG \(it has PPG, PPG0, PPG1, PPG2, AMBIENT\)$"):
+        open_source("polar://himae-sim?channels=PPG1,ECG")
 
 
 def test_h10_ecg_raw_frames_at_130_hz():

@@ -30,17 +30,30 @@ STREAMS = {"ppg": Measurement.PPG, "ecg": Measurement.ECG, "acc": Measurement.AC
 MAX_GAP_S = 3600.0
 
 
+def stream_channels(stream: str) -> tuple[str, ...]:
+    """The channels of a PMD stream as the source delivers them (PPG: the mean of the three first)."""
+    if STREAMS[stream] == Measurement.PPG:
+        return ("PPG", "PPG0", "PPG1", "PPG2", "AMBIENT")
+    return pmd.LAYOUTS[STREAMS[stream], 0x01 if STREAMS[stream] == Measurement.ACC else 0x00].names
+
+
 class PolarSource(BleConnection):
     """Samples of one PMD measurement (`stream`: ppg, ecg or acc) from a Polar sensor."""
 
     service = pmd.PMD_SERVICE_UUID
 
     def __init__(self, *args: Any, stream: str = "ppg", fs: int | None = None, range_g: int | None = None,
-                 **kwargs: Any):
+                 channels: list[str] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if stream not in STREAMS:
             raise ValueError(f"stream must be one of {', '.join(STREAMS)}, got {stream!r}")
         self.measurement = STREAMS[stream]
+        every = stream_channels(stream)
+        unknown = [c for c in channels or () if c not in every]
+        if unknown:
+            raise ValueError(f"{stream} has no channel {', '.join(unknown)} (it has {', '.join(every)})")
+        #: rows of a decoded frame the stream keeps, in the order asked
+        self._keep = [every.index(c) for c in channels] if channels else list(range(len(every)))
         self.fs_wanted = fs
         self.range_wanted = range_g
         self.counters.update(malformed=0, unknown_frames=0, clock_resets=0, restarts=0)
@@ -116,9 +129,8 @@ class PolarSource(BleConnection):
         return settings
 
     def _names(self) -> tuple[str, ...]:
-        if self.measurement == Measurement.PPG:
-            return ("PPG", "PPG0", "PPG1", "PPG2", "AMBIENT")
-        return pmd.LAYOUTS[self.measurement, 0x01 if self.measurement == Measurement.ACC else 0x00].names
+        every = stream_channels(self.measurement.name.lower())
+        return tuple(every[i] for i in self._keep)
 
     def _unit(self) -> str:
         return {Measurement.ECG: "uV", Measurement.ACC: "mg"}.get(self.measurement, "")
@@ -140,6 +152,7 @@ class PolarSource(BleConnection):
         samples = frame.samples.T.astype(np.float32)
         if self.measurement == Measurement.PPG:
             samples = np.vstack([frame.samples[:, :3].mean(axis=1, dtype=np.float64).astype(np.float32), samples])
+        samples = samples[self._keep]
         n = samples.shape[1]
         first_ns = int(pmd.sample_times_ns(frame.timestamp_ns, n, self._fs)[0])
         index = self._index(first_ns)
