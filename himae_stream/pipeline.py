@@ -23,6 +23,7 @@ import numpy as np
 
 from himae_stream import probes
 from himae_stream.errors import HimaeError
+from himae_stream.headplan import Heads
 from himae_stream.recordings import match_channels
 from himae_stream.resample import StreamResampler
 from himae_stream.samplestream import Chunk, SampleStream
@@ -87,7 +88,7 @@ class Pipeline:
         self.model = model
         self.fs = float(model.config["fs"])
         # heads flagged not-default (they lost to a classical baseline on unseen data) only when asked
-        self.heads = probes.Heads(model.metadata.get("probes") or [], self.fs, everything=all_heads)
+        self.heads = Heads(model.metadata.get("probes") or [], self.fs, everything=all_heads)
         self.stream = model.stream(window=default_window(model) if window is None else window, hop=hop)
         self.window, self.hop = self.stream.window, self.stream.hop
         self.channel_patterns = channels
@@ -111,10 +112,16 @@ class Pipeline:
         self.device_fs: float | None = None
 
     def _warm_heads(self) -> None:
-        """Run the heads once on a silent window of the live shape."""
-        spans = [probes.positions(l, 0, self.window, self.window) for l in range(len(self.model.config["channels"]))]
-        acts = [np.zeros((c, sl.stop - sl.start), np.float32) for c, sl in zip(self.model.config["channels"], spans)]
-        self.heads.apply([acts], [self.window])
+        """Run the heads once on a silent window of each shape live windows take (a window starting
+        off a level's stride holds one position fewer there), so each plan is built now."""
+        channels = self.model.config["channels"]
+        shapes = set()
+        for k in range(2 ** len(channels)):  # window starts k·hop cover every phase of every stride
+            start = k * self.hop
+            held = [probes.positions(l, start, start + self.window, 1 << 62) for l in range(len(channels))]
+            shapes.add(tuple(sl.stop - sl.start for sl in held))
+        for lengths in shapes:
+            self.heads.apply([[np.zeros((c, n), np.float32) for c, n in zip(channels, lengths)]], [self.window])
 
     def select(self, names: tuple[str, ...] | list[str], fs: float) -> None:
         """Choose the device channels the model reads (by pattern or the model's channel names) at rate `fs`."""
@@ -164,8 +171,7 @@ class Pipeline:
             predictions = [{} for _ in windows]
         else:
             self.positions.add(out.levels)
-            predictions = self.heads.apply([self.positions.window(w.start, w.end) for w in windows],
-                                           [w.end - w.start for w in windows])
+            predictions = self.heads.apply_at(self.positions, [(w.start, w.end) for w in windows])
         self._marks = (*self._marks[:4], time.monotonic())
         return [self._record(w, p, arrival) for w, p in zip(windows, predictions)]
 

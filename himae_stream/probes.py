@@ -21,11 +21,11 @@ Kinds:
   no `pool` reads the mean of that level.
 
 A head with `"default": false` is kept in the file but left out of records
-unless asked for (`Heads(..., everything=True)`): it lost to a classical
+unless asked for (`headplan.Heads(..., everything=True)`): it lost to a classical
 baseline on data it never saw (the model card says which and by how much).
-Training fits the heads (`himae probe`); this module is the one place that
-applies them, so the runtime and the probe report predict the same for the
-same windows.
+Training fits the heads (`himae probe`); `himae_stream.headplan` is the one
+place that applies them (compiled, a burst of windows per call), so the
+runtime and the probe report predict the same for the same windows.
 """
 
 from __future__ import annotations
@@ -115,51 +115,6 @@ def _padded(acts, level: int, span: int, pad: int) -> tuple[np.ndarray, int, int
     return a, stride, max(a.shape[-1], int(round(pad * span / stride)))
 
 
-def band_power(acts: np.ndarray, level: int, fs: float, span: int, pad: int = PAD, basis: np.ndarray | None = None,
-               band=HR_BAND_HZ) -> tuple[np.ndarray, float]:
-    """`level_power` over the bins of `band` only (from its first bin up): the same numbers, as two
-    small matrix products, which is what a window costs live. Returns `(power, bin width Hz)`.
-    `acts` `(..., C, n)`: windows stacked on leading axes give their spectra stacked the same way,
-    in the same products (a burst of windows pays numpy's per-call cost once)."""
-    a, stride, size = _padded(acts, level, span, pad)
-    n = a.shape[-1]
-    df = fs / stride / size
-    lo = int(math.ceil(band[0] / df - 1e-9))
-    bins = int(math.floor(band[1] / df + 1e-9)) - lo + 1
-    if n < 2:
-        return np.zeros(a.shape[:-2] + (bins,)), df
-    rows = np.ascontiguousarray(a.reshape((-1,) + a.shape[-2:]))
-    b = np.eye(a.shape[-2], dtype=a.dtype) if basis is None else np.ascontiguousarray(basis, dtype=a.dtype)
-    power = np.empty((rows.shape[0], bins))
-    _band_power(rows, b, _band_dft(n, size, lo, bins, a.dtype), power)
-    return power.reshape(a.shape[:-2] + (bins,)), df
-
-
-@numba.njit(cache=True, nogil=True, fastmath=True)
-def _band_power(a, basis, dft, power):
-    """Per window w: the band power `power[w]` of `basis @ a[w]` through the band's DFT matrix
-    (real parts, then imaginary parts): two matrix products and the squares summed in float64,
-    in one call for a burst of windows (numpy's per-call cost was most of what a window cost)."""
-    bins = power.shape[1]
-    for w in range(a.shape[0]):
-        y = (basis @ a[w]) @ dft
-        for j in range(bins):
-            total = 0.0
-            for r in range(y.shape[0]):
-                re, im = np.float64(y[r, j]), np.float64(y[r, j + bins])
-                total += re * re + im * im
-            power[w, j] = total
-
-
-def normalised(p: np.ndarray, bins: int | None = None) -> np.ndarray:
-    """A band power spectrum (or spectra on the last axis) cut or zero-padded to `bins` and scaled
-    to unit sum (zeros stay zeros)."""
-    if bins is not None and p.shape[-1] != bins:
-        p = np.concatenate([p[..., :bins], np.zeros(p.shape[:-1] + (max(bins - p.shape[-1], 0),))], axis=-1)
-    total = p.sum(axis=-1, keepdims=True)
-    return np.divide(p, total, out=np.zeros_like(p), where=total > 0)
-
-
 def band_spectrum(power: np.ndarray, df: float, band, bins: int | None = None) -> np.ndarray:
     """The bins of `power` from band[0] up (`bins` of them, default up to band[1]), zero beyond the
     level's Nyquist rate, scaled to unit sum (a level without power in the band gives zeros)."""
@@ -179,32 +134,29 @@ def peak_rate(spectrum: np.ndarray, df: float, band) -> float:
 
 def peak_rates(spectra: np.ndarray, df: float, band) -> np.ndarray:
     """`peak_rate` of each row of `spectra` `(rows, bins)`; NaN for a row without power."""
-    spectra = np.ascontiguousarray(spectra, dtype=np.float64)
-    out = np.empty(spectra.shape[0])
-    _peak_bins(spectra, out)
-    return (math.ceil(band[0] / df - 1e-9) + out) * df
+    spectra = np.ascontiguousarray(np.atleast_2d(spectra), dtype=np.float64)
+    lo = math.ceil(band[0] / df - 1e-9)
+    return np.array([(lo + peak_bin(row)) * df for row in spectra])
 
 
 @numba.njit(cache=True, nogil=True)
-def _peak_bins(s, out):
-    """Per row: the index of the strongest bin (the first of equals) plus the vertex offset of the
-    parabola through it and its neighbours (where they bend down); NaN for an all-zero row."""
-    for r in range(s.shape[0]):
-        k, any_power = 0, False
-        for j in range(s.shape[1]):
-            any_power = any_power or s[r, j] != 0
-            if s[r, j] > s[r, k]:
-                k = j
-        if not any_power:
-            out[r] = np.nan
-            continue
-        delta = 0.0
-        if 0 < k < s.shape[1] - 1:
-            a, b, c = s[r, k - 1], s[r, k], s[r, k + 1]
-            den = a - 2 * b + c
-            if den < 0:
-                delta = 0.5 * (a - c) / den
-        out[r] = k + delta
+def peak_bin(s) -> float:
+    """The index of the strongest bin of a spectrum (the first of equals) plus the vertex offset of
+    the parabola through it and its neighbours (where they bend down); NaN without power."""
+    k, any_power = 0, False
+    for j in range(s.shape[0]):
+        any_power = any_power or s[j] != 0
+        if s[j] > s[k]:
+            k = j
+    if not any_power:
+        return np.nan
+    delta = 0.0
+    if 0 < k < s.shape[0] - 1:
+        a, b, c = s[k - 1], s[k], s[k + 1]
+        den = a - 2 * b + c
+        if den < 0:
+            delta = 0.5 * (a - c) / den
+    return k + delta
 
 
 def purity(power: np.ndarray, df: float, band=HR_BAND_HZ) -> float:
@@ -219,26 +171,24 @@ def band_purity(s: np.ndarray, df: float) -> float:
 
 def band_purities(s: np.ndarray, df: float) -> np.ndarray:
     """`band_purity` of each row of `s` `(rows, bins)`; 0 for a row without power."""
-    s = np.ascontiguousarray(s, dtype=np.float64)
-    out = np.empty(s.shape[0])
-    _band_purities(s, max(1, int(round(PURITY_HALF_WIDTH_HZ / df))), out)
-    return out
+    s = np.ascontiguousarray(np.atleast_2d(s), dtype=np.float64)
+    half = max(1, int(round(PURITY_HALF_WIDTH_HZ / df)))
+    return np.array([spectrum_purity(row, half) for row in s])
 
 
 @numba.njit(cache=True, nogil=True)
-def _band_purities(s, half, out):
-    """Per row: the power within `half` bins of the strongest bin (the first of equals), over the
-    row's total (compiled: as numpy calls this was a fifth of what a window's heads cost live)."""
-    for r in range(s.shape[0]):
-        k, total = 0, 0.0
-        for j in range(s.shape[1]):
-            total += s[r, j]
-            if s[r, j] > s[r, k]:
-                k = j
-        near = 0.0
-        for j in range(max(k - half, 0), min(k + half + 1, s.shape[1])):
-            near += s[r, j]
-        out[r] = near / total if total > 0 else 0.0
+def spectrum_purity(s, half: int) -> float:
+    """The share of a spectrum's power within `half` bins of its strongest bin (the first of equals);
+    0 without power."""
+    k, total = 0, 0.0
+    for j in range(s.shape[0]):
+        total += s[j]
+        if s[j] > s[k]:
+            k = j
+    near = 0.0
+    for j in range(max(k - half, 0), min(k + half + 1, s.shape[0])):
+        near += s[j]
+    return near / total if total > 0 else 0.0
 
 
 def bases(head: dict) -> list:
@@ -250,26 +200,6 @@ def bases(head: dict) -> list:
 
 def spectral_levels(head: dict) -> list[int]:
     return list(head["levels"]) if head.get("kind") == "spectral" else list(head.get("purity_levels") or [])
-
-
-def spectral_rate(head: dict, acts: list, fs: float, span: int, basis: list | None = None,
-                  shared: dict | None = None) -> float:
-    """A spectral head's rate (BPM) for one window's per-level activations (`acts[l]`: `(C_l, n_l)`),
-    or an array of rates for windows stacked on a leading axis (`acts[l]`: `(W, C_l, n_l)`)."""
-    band = head.get("band_hz", HR_BAND_HZ)
-    pad = int(head.get("pad", PAD))
-    basis = bases(head) if basis is None else basis
-    shared = {} if shared is None else shared
-    total, df = None, None
-    for level, weight, b in zip(head["levels"], head["weights"], basis):
-        power, step = _power(shared, acts, level, fs, span, pad, b, band)
-        if df is None:
-            df = step
-            total = weight * normalised(power)
-        else:
-            total += weight * normalised(power, total.shape[-1])
-    rates = 60.0 * peak_rates(total.reshape(-1, total.shape[-1]), df, band)
-    return float(rates[0]) if total.ndim == 1 else rates
 
 
 # ----------------------------------------------------------------- features
@@ -292,82 +222,6 @@ def feature_size(head: dict, channels: list[int]) -> int:
     spectral = purity_levels(head)
     return (sum(len(pools) * channels[l] for l in feature_levels(head))
             + (min(len(spectral), 1) if head.get("purity_mode") == "combined" else len(spectral)))
-
-
-def pooled(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation over positions of one level's activations `(..., C, n)`.
-
-    One compiled pass per level (and per burst of stacked windows): a window's heads pool every
-    level, and as numpy reductions that was about half of what they cost a window live."""
-    a = np.asarray(a)
-    if a.dtype not in (np.float32, np.float64):
-        a = a.astype(np.float64)
-    rows = a.reshape(-1, a.shape[-1])
-    mean, std = np.empty(rows.shape[0]), np.empty(rows.shape[0])
-    _pool(rows, mean, std)
-    return mean.reshape(a.shape[:-1]), std.reshape(a.shape[:-1])
-
-
-@numba.njit(cache=True, nogil=True, fastmath=True)
-def _pool(a, mean, std):
-    """Per row, in float64: the mean, and the root mean square of the row less its mean (sums in
-    any order: vectorised)."""
-    rows, n = a.shape
-    count = max(n, 1)
-    for c in range(rows):
-        total = 0.0
-        for i in range(n):
-            total += a[c, i]
-        m = total / count
-        squares = 0.0
-        for i in range(n):
-            d = a[c, i] - m
-            squares += d * d
-        mean[c] = m
-        std[c] = math.sqrt(squares / count)
-
-
-def features(head: dict, acts: list, fs: float, span: int, basis: list | None = None,
-             shared: dict | None = None) -> np.ndarray:
-    """A linear head's feature vector for one window: per level of `levels`, the pools in order
-    (`mean`, `std`), then the spectral purity of each of `purity_levels` (the power of the level's
-    `basis` rows). `shared` keeps what several heads of one window read, so it is computed once.
-    Windows stacked on a leading axis (`acts[l]`: `(W, C_l, n_l)`) give `(W, features)`."""
-    basis = bases(head) if basis is None else basis
-    shared = {} if shared is None else shared
-    parts = []
-    for level in feature_levels(head):
-        if ("pooled", level) not in shared:
-            shared[("pooled", level)] = pooled(acts[level])
-        mean, std = shared[("pooled", level)]
-        parts += [mean if pool == "mean" else std for pool in feature_pool(head)]
-    if head.get("purity_mode") == "combined" and purity_levels(head):
-        total, df = None, None
-        for level, b in zip(purity_levels(head), basis):
-            power, step = _power(shared, acts, level, fs, span, PAD, b, HR_BAND_HZ)
-            total, df = ((normalised(power), step) if total is None
-                         else (total + normalised(power, total.shape[-1]), df))
-        parts.append(_purities(total, df))
-        return np.concatenate(parts, axis=-1)
-    for level, b in zip(purity_levels(head), basis):
-        key = ("purity", level, id(b))
-        if key not in shared:
-            power, df = _power(shared, acts, level, fs, span, PAD, b, HR_BAND_HZ)
-            shared[key] = _purities(power, df)
-        parts.append(shared[key])
-    return np.concatenate(parts, axis=-1)
-
-
-def _purities(power: np.ndarray, df: float) -> np.ndarray:
-    """`band_purity` as a feature: `(1,)` for one spectrum, `(W, 1)` for spectra stacked on rows."""
-    return band_purities(np.atleast_2d(power), df).reshape(power.shape[:-1] + (1,))
-
-
-def _power(shared: dict, acts, level, fs, span, pad, b, band):
-    key = ("power", level, pad, id(b), tuple(band))
-    if key not in shared:
-        shared[key] = band_power(acts[level], level, fs, span, pad, b, band)
-    return shared[key]
 
 
 # ------------------------------------------------------------------ checks
@@ -478,93 +332,6 @@ def probabilities(head: dict, X) -> np.ndarray:
     return np.array([_softmax(row) for row in scores(head, X).tolist()])
 
 
-def apply_one(head: dict, acts: list, fs: float, span: int) -> dict:
-    """One head's output fields for one window (`acts[l]`: the window's level-l positions `(C_l, n_l)`)."""
-    name = head["name"]
-    if head["kind"] == "spectral":
-        value = spectral_rate(head, acts, fs, span)
-        return {name: value if math.isfinite(value) else None}
-    s = scores(head, features(head, acts, fs, span))[0].tolist()
-    if head["kind"] == "ridge":
-        return {name: s[0] if math.isfinite(s[0]) else None}
-    if head["kind"] == "probability":
-        return {name: _sigmoid(s[0]) if math.isfinite(s[0]) else None}
-    p = _softmax(s)
-    classes = head["classes"]
-    return {name: classes[max(range(len(p)), key=p.__getitem__)], name + "_p": dict(zip(classes, p))}
-
-
-#: Windows stacked into one computation at most (bounds the copy: about 125 kB a window for himae-100).
-GROUP = 16
-
-
-class Heads:
-    """A model's probe heads, ready to apply window after window.
-
-    Heads flagged `"default": false` are left out unless `everything` is set.
-    """
-
-    def __init__(self, heads: list[dict], fs: float = 1.0, everything: bool = False):
-        self.heads = [h for h in heads if everything or is_default(h)]
-        self.fs = float(fs)
-        self._folded = {id(h): fold(h) for h in self.heads if h["kind"] != "spectral"}
-        # heads carrying equal bases share one array, so a window's spectra are computed once
-        known: dict = {}
-        self._bases = {}
-        for h in self.heads:
-            self._bases[id(h)] = [None if b is None else known.setdefault((b.shape, b.tobytes()), b.astype(np.float32))
-                                  for b in bases(h)]
-
-    def __iter__(self):
-        return iter(self.heads)
-
-    def __len__(self) -> int:
-        return len(self.heads)
-
-    def apply(self, windows, spans) -> list[dict]:
-        """Every head's output for each window: `windows[i][l]` is window i's level-l activations
-        `(C_l, n_l)`, `spans[i]` its length in input samples.
-
-        A window gives `{name: value}` for ridge, probability and spectral heads
-        and `{name: class}` plus `{name + "_p": {class: probability}}` for
-        logistic heads, ready for a sink.
-        """
-        out: list[dict] = []
-        i = 0
-        while i < len(windows):  # windows of one span and shape (a burst, live) go through together
-            j = i + 1
-            while j < len(windows) and j - i < GROUP and spans[j] == spans[i] and all(
-                    a.shape == b.shape for a, b in zip(windows[j], windows[i])):
-                j += 1
-            stacked = [np.stack([w[l] for w in windows[i:j]]) for l in range(len(windows[i]))]
-            out += self._group(stacked, spans[i], j - i)
-            i = j
-        return out
-
-    def _group(self, acts, span, count: int) -> list[dict]:
-        """The outputs of `count` windows whose level-l activations are stacked in `acts[l]`."""
-        out: list[dict] = [{} for _ in range(count)]
-        shared: dict = {}
-        for head in self.heads:
-            basis, name = self._bases[id(head)], head["name"]
-            if head["kind"] == "spectral":
-                for record, value in zip(out, spectral_rate(head, acts, self.fs, span, basis, shared).tolist()):
-                    record[name] = value if math.isfinite(value) else None
-                continue
-            w, b = self._folded[id(head)]
-            for record, s in zip(out, (features(head, acts, self.fs, span, basis, shared) @ w + b).tolist()):
-                if head["kind"] == "ridge":
-                    record[name] = s[0] if math.isfinite(s[0]) else None
-                elif head["kind"] == "probability":
-                    record[name] = _sigmoid(s[0]) if math.isfinite(s[0]) else None
-                else:
-                    p = _softmax(s)
-                    classes = head["classes"]
-                    record[name] = classes[max(range(len(p)), key=p.__getitem__)]
-                    record[name + "_p"] = dict(zip(classes, p))
-        return out
-
-
 class Positions:
     """The latest per-position activations of every level, by absolute position (bounded).
 
@@ -574,6 +341,7 @@ class Positions:
     """
 
     def __init__(self, channels: list[int], keep: int):
+        self.channels = list(channels)
         self.keep = [keep // 2 ** (l + 1) + 2 for l in range(len(channels))]
         self.base = [0] * len(channels)  # absolute position of column 0
         self.held = [0] * len(channels)
@@ -602,9 +370,12 @@ class Positions:
 
     def window(self, start: int, end: int) -> list[np.ndarray]:
         """Per level, views `(C_l, n_l)` of the positions of [start, end) (valid until the next `add`)."""
+        return [buf[:, a:b] for buf, (a, b) in zip(self.buf, self.offsets(start, end))]
+
+    def offsets(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Per level, the columns [a, b) of its buffer that hold the positions of [start, end)."""
         out = []
-        for l, buf in enumerate(self.buf):
+        for l in range(len(self.buf)):
             sl = positions(l, start, end, self.base[l] + self.held[l])
-            a, b = max(sl.start - self.base[l], 0), max(sl.stop - self.base[l], 0)
-            out.append(buf[:, a:b])
+            out.append((max(sl.start - self.base[l], 0), max(sl.stop - self.base[l], 0)))
         return out

@@ -6,6 +6,7 @@ import pytest
 from conftest import WRIST_BIKE, WRIST_RUN, WRIST_WALK
 
 from himae_stream import probes as P
+from himae_stream.headplan import Heads
 from training import ecg
 from training import heads as H
 
@@ -22,21 +23,23 @@ def _acts(freq_hz, fs=100.0, span=800, channels=(16, 32, 64, 128, 256), noise=0.
     return out
 
 
+def _rate(head, acts):
+    """A spectral head's rate for one 8-s window at 100 Hz, as records show it."""
+    (out,) = Heads([head], 100.0).apply([acts], [800])
+    return out[head["name"]]
+
+
 def test_spectral_head_reads_78_bpm_from_a_1_3_hz_sinusoid():
     head = {"name": "heart_rate", "kind": "spectral", "levels": [0, 1, 2, 3], "weights": [1, 1, 1, 1],
             "band_hz": [0.7, 3.5]}
     P.validate(head, [16, 32, 64, 128, 256])
-    assert P.spectral_rate(head, _acts(1.3), 100.0, 800) == pytest.approx(78.0, abs=0.3)
+    assert _rate(head, _acts(1.3)) == pytest.approx(78.0, abs=0.3)
     for bpm in (48.0, 61.5, 97.0, 143.0, 180.0):
-        got = P.spectral_rate(head, _acts(bpm / 60, noise=0.5, seed=int(bpm)), 100.0, 800)
-        assert got == pytest.approx(bpm, abs=1.0)
+        assert _rate(head, _acts(bpm / 60, noise=0.5, seed=int(bpm))) == pytest.approx(bpm, abs=1.0)
     # a level whose Nyquist rate is under the band's top still adds what it resolves
-    assert P.spectral_rate({**head, "levels": [3], "weights": [1]}, _acts(1.3), 100.0, 800) == pytest.approx(78, abs=0.5)
-    # the runtime Heads give the same number
-    (out,) = P.Heads([head], 100.0).apply([_acts(1.3)], [800])
-    assert out["heart_rate"] == P.spectral_rate(head, _acts(1.3), 100.0, 800)
+    assert _rate({**head, "levels": [3], "weights": [1]}, _acts(1.3)) == pytest.approx(78, abs=0.5)
     flat = [np.zeros_like(a) for a in _acts(1.3)]
-    assert P.Heads([head], 100.0).apply([flat], [800])[0]["heart_rate"] is None  # no pulse, no number
+    assert _rate(head, flat) is None  # no pulse, no number
     with pytest.raises(ValueError, match="weights"):
         P.validate({**head, "weights": [1, 1]}, [16, 32, 64, 128, 256])
     with pytest.raises(ValueError, match="not levels"):
@@ -46,8 +49,8 @@ def test_spectral_head_reads_78_bpm_from_a_1_3_hz_sinusoid():
 def test_heads_not_default_stay_out_of_records_unless_asked():
     hr = {"name": "heart_rate", "kind": "spectral", "levels": [0], "weights": [1.0]}
     act = {"name": "activity", "kind": "spectral", "levels": [1], "weights": [1.0], "default": False}
-    assert [h["name"] for h in P.Heads([hr, act])] == ["heart_rate"]
-    assert [h["name"] for h in P.Heads([hr, act], everything=True)] == ["heart_rate", "activity"]
+    assert [h["name"] for h in Heads([hr, act])] == ["heart_rate"]
+    assert [h["name"] for h in Heads([hr, act], everything=True)] == ["heart_rate", "activity"]
 
 
 def test_probability_head_on_pooled_features_is_in_0_1():
@@ -59,13 +62,13 @@ def test_probability_head_on_pooled_features_is_in_0_1():
     assert dim == 2 * 4 + 2 * 8 + 1
     head.update(mean=[0.0] * dim, std=[1.0] * dim, weights=[rng.normal(size=dim).tolist()], bias=[0.3])
     P.validate(head, [4, 8])
-    x = P.features(head, acts, 100.0, 800)
+    (x,) = Heads([head], 100.0).features([acts], [800])
     assert x.shape == (dim,) and 0.5 < x[-1] <= 1  # purity: a pure tone keeps most power at its peak
     np.testing.assert_allclose(x[:4], acts[0].mean(axis=1))
     np.testing.assert_allclose(x[4:8], acts[0].std(axis=1), rtol=1e-6)
     with pytest.raises(ValueError, match="basis of level 1"):
         P.validate({**head, "basis": [np.eye(4).tolist()]}, [4, 8])
-    (out,) = P.Heads([head], 100.0).apply([acts], [800])
+    (out,) = Heads([head], 100.0).apply([acts], [800])
     assert 0.0 <= out["quality"] <= 1.0
     assert out["quality"] == pytest.approx(P.predict(head, x[None])[0])
 

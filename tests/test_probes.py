@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from himae_stream import probes as heads
+from himae_stream.headplan import Heads
 from training import labels as lab
 from training.probes import (Task, cross_validate, fit_head, fit_logistic, fit_ridge, positions, raw_features,
                              spectral_peak_hr, window_embeddings, _group_folds)
@@ -122,12 +123,12 @@ def test_runtime_heads_refuse_bad_shapes_and_apply_json_heads():
     def window(x):  # per-level activations whose mean over positions is x at level 1
         return [np.zeros((16, 4)), np.repeat(np.asarray(x)[:, None], 4, axis=1), np.zeros((64, 4))]
 
-    (out,) = heads.Heads([head]).apply([window(X[0])], [8])
+    (out,) = Heads([head]).apply([window(X[0])], [8])
     assert out["heart_rate"] == pytest.approx(heads.predict(head, X[:1])[0])
     # several heads on one level each give their own prediction
     labels = np.array(["lo", "hi"], dtype=object)[(X[:, 1] > 0).astype(int)]
     cls = {"name": "sign", "level": 1, **fit_logistic(X, labels, ["lo", "hi"], 1e-3)}
-    both = heads.Heads([head, cls])
+    both = Heads([head, cls])
     outs = both.apply([window(x) for x in X[:20]], [8] * 20)
     assert len(outs) == 20 and both.apply([], []) == []
     for x, out in zip(X[:20], outs):

@@ -10,6 +10,7 @@ from conftest import WRIST_RUN
 import himae_stream
 from himae_stream import modelfile, probes, zoo
 from himae_stream.cli import main
+from himae_stream.headplan import Heads
 from himae_stream.recordings import load
 
 SHIPPED = ("himae-100", "himae-25")
@@ -79,7 +80,7 @@ def test_himae_run_predictions_match_the_probe_code(tmp_path, name, device_fs):
             assert all(head["name"] not in r["predictions"] for r in records)
             continue
         runtime = [r["predictions"][head["name"]] for r in records]
-        offline = [probes.apply_one(head, w, fs, span)[head["name"]] for w in windows]
+        offline = [r[head["name"]] for r in Heads([head], fs).apply(windows, [span] * len(windows))]
         if head["kind"] == "logistic":
             assert np.mean(np.array(runtime) == np.array(offline)) > 0.99
         else:  # records round to 4 decimals

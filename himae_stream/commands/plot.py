@@ -73,6 +73,7 @@ def figure(recording: str, model="himae-100", channels: str | None = None, start
         mask[s:s + cut] = True
     filled, imputed = impute(x, mask, model)
     from himae_stream import probes
+    from himae_stream.headplan import Heads
 
     stream = model.stream(window=default_window(model), hop="1s")  # the window the heads were fitted on
     held = probes.Positions(list(model.config["channels"]), n + 2 * stream.window)
@@ -81,7 +82,7 @@ def figure(recording: str, model="himae-100", channels: str | None = None, start
         held.add(out.levels)
         windows += out.windows
         acts += [[a.copy() for a in held.window(w.start, w.end)] for w in out.windows]
-    heads = probes.Heads(model.metadata.get("probes") or [], rate)
+    heads = Heads(model.metadata.get("probes") or [], rate)
     predictions = heads.apply(acts, [w.end - w.start for w in windows])
     heads = list(heads)
     fig = Figure(figsize=(12, 4 + 1.6 * len(heads)))

@@ -1,0 +1,348 @@
+"""A model's probe heads as one compiled call per burst of windows.
+
+`probes` defines what each head computes; this module computes it for every
+head and window at once. Live, a record's heads run once every push, after
+the event loop has waited for the device: by then the machine has run other
+work, and each distinct numpy function a push touches runs from cold caches
+(tens of microseconds each, measured). As a few dozen numpy calls per window
+the heads were most of a live record's latency; as one compiled function
+they touch one code path.
+
+The plan, built once per window shape, lists what a window needs:
+
+- spectra: per (level, basis, padding, band), the band power of the level's
+  activations projected on the basis (float32 products with the band's DFT
+  matrix from `probes._band_dft`, squares summed in float64), as
+  `probes.level_power` defines it over the band's bins;
+- pools: the mean and standard deviation over positions of each level a
+  linear head reads (float64);
+- spectral heads: the weighted sum of their spectra, each scaled to unit
+  sum, and its parabola-refined peak;
+- linear heads: their features in `probes.feature_size` order (pools, then
+  purities, or one purity of the summed unit spectra), through the head's
+  folded affine map.
+
+Windows come as per-level buffers `(C_l, positions)` and each window's first
+position per level, so the live positions buffer is read in place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from himae_stream import probes as P
+from himae_stream.probes import peak_bin, spectrum_purity
+from himae_stream.numba_cache import use_user_cache
+
+use_user_cache()  # before the cache=True function below is decorated
+
+SPECTRUM, MEAN, STD, PURITY, COMBINED = 0, 1, 2, 3, 4
+
+
+class Plan:
+    """What the heads read of a window of `span` input samples with `lengths[l]` positions per level."""
+
+    def __init__(self, heads: list[dict], bases: dict, fs: float, span: int, channels: list[int],
+                 lengths: list[int], dtype=np.float32):
+        self.heads, self.lengths = heads, np.asarray(lengths, np.int64)
+        specs: dict = {}  # (level, id of basis, pad, band) -> spectrum index
+        self._bases, self._dfts, spec_level, spec_bins, spec_half = [], [], [], [], []
+
+        def spectrum(level: int, basis, pad: int, band) -> tuple[int, float, int]:
+            """Index of the spectrum, its bin width and its first bin."""
+            n = lengths[level]
+            stride = 2 ** (level + 1)
+            size = max(n, int(round(pad * span / stride)))
+            df = fs / stride / size
+            lo = int(math.ceil(band[0] / df - 1e-9))
+            key = (level, id(basis), pad, tuple(band))
+            if key not in specs:
+                bins = int(math.floor(band[1] / df + 1e-9)) - lo + 1
+                specs[key] = len(spec_level)
+                b = np.eye(channels[level]) if basis is None else basis
+                self._bases.append(np.ascontiguousarray(b, dtype))
+                self._dfts.append(P._band_dft(max(n, 1), size, lo, bins, dtype))
+                spec_level.append(level)
+                spec_bins.append(bins)
+                spec_half.append(max(1, int(round(P.PURITY_HALF_WIDTH_HZ / df))))
+            return specs[key], df, lo
+
+        # spectral heads: rows of (spectrum, weight); linear heads: feature segments
+        rate_specs, rate_weights, rate_lo, rate_df = [], [], [], []
+        segments, combined, self._linear = [], [], []
+        w_parts, b_parts, features, outputs = [], [], 0, 0
+        for head in heads:
+            basis = bases[id(head)]
+            if head["kind"] == "spectral":
+                band, pad = head.get("band_hz", P.HR_BAND_HZ), int(head.get("pad", P.PAD))
+                got = [spectrum(l, b, pad, band) for l, b in zip(head["levels"], basis)]
+                rate_specs.append([g[0] for g in got])
+                rate_weights.append(list(head["weights"]))
+                rate_lo.append(got[0][2])
+                rate_df.append(got[0][1])
+                continue
+            start = features
+            for level in P.feature_levels(head):
+                for pool in P.feature_pool(head):
+                    segments.append((MEAN if pool == "mean" else STD, level, features))
+                    features += channels[level]
+            spectral = [spectrum(l, b, P.PAD, P.HR_BAND_HZ)[0] for l, b in zip(P.purity_levels(head), basis)]
+            if head.get("purity_mode") == "combined" and spectral:
+                segments.append((COMBINED, len(combined), features))
+                combined.append(spectral)
+                features += 1
+            else:
+                for s in spectral:
+                    segments.append((PURITY, s, features))
+                    features += 1
+            w, b = P.fold(head)
+            w_parts.append((start, features, outputs, w))
+            b_parts.append(b)
+            self._linear.append((head, outputs, outputs + len(b)))
+            outputs += len(b)
+        self._spectral = [h for h in heads if h["kind"] == "spectral"]
+        self.spec_level = np.asarray(spec_level, np.int64)
+        self.spec_bins = np.asarray(spec_bins, np.int64)
+        self.spec_half = np.asarray(spec_half, np.int64)
+        self.rate_specs = _table(rate_specs, -1, np.int64)
+        self.rate_weights = _table(rate_weights, 0.0, np.float64)
+        self.rate_lo = np.asarray(rate_lo, np.float64)
+        self.rate_df = np.asarray(rate_df, np.float64)
+        self.segments = np.asarray(segments, np.int64).reshape(-1, 3)
+        self.combined = _table(combined, -1, np.int64)
+        self.weights = np.zeros((features, outputs))
+        for start, end, first, w in w_parts:
+            self.weights[start:end, first : first + w.shape[1]] = w
+        self.bias = np.concatenate(b_parts) if b_parts else np.zeros(0)
+        self.features = features
+        self.pooled = np.zeros(len(lengths), np.bool_)
+        for kind, arg, _ in self.segments:
+            if kind in (MEAN, STD):
+                self.pooled[arg] = True
+        if not self._bases:  # numba needs a tuple of at least one array
+            self._bases, self._dfts = [np.zeros((1, 1), dtype)], [np.zeros((1, 2), dtype)]
+        self.bases_t, self.dfts_t = tuple(self._bases), tuple(self._dfts)
+        self.width = max(channels)
+
+    def run(self, buffers: tuple, starts: np.ndarray):
+        """Rates `(W, spectral heads)` (NaN: no power in the band), linear scores `(W, outputs)` and
+        features `(W, features)` of the windows whose level-l positions start at `starts[w, l]` in
+        `buffers[l]` `(C_l, ·)` (the plan's dtype)."""
+        count = starts.shape[0]
+        rates = np.empty((count, len(self._spectral)))
+        scores = np.empty((count, self.weights.shape[1]))
+        features = np.empty((count, self.features))
+        _run(buffers, starts, self.lengths, self.bases_t, self.dfts_t, self.spec_level, self.spec_bins,
+             self.spec_half, self.rate_specs, self.rate_weights, self.rate_lo, self.rate_df, self.segments,
+             self.combined, self.pooled, self.weights, self.bias, self.width, rates, scores, features)
+        return rates, scores, features
+
+    def records(self, rates: np.ndarray, scores: np.ndarray) -> list[dict]:
+        """Each window's output fields, ready for a sink (see `probes.Heads.apply`)."""
+        out = [{} for _ in range(rates.shape[0])]
+        for j, head in enumerate(self._spectral):
+            for record, value in zip(out, rates[:, j].tolist()):
+                record[head["name"]] = value if math.isfinite(value) else None
+        for head, first, end in self._linear:
+            name = head["name"]
+            for record, s in zip(out, scores[:, first:end].tolist()):
+                if head["kind"] == "ridge":
+                    record[name] = s[0] if math.isfinite(s[0]) else None
+                elif head["kind"] == "probability":
+                    record[name] = P._sigmoid(s[0]) if math.isfinite(s[0]) else None
+                else:
+                    p = P._softmax(s)
+                    classes = head["classes"]
+                    record[name] = classes[max(range(len(p)), key=p.__getitem__)]
+                    record[name + "_p"] = dict(zip(classes, p))
+        return out
+
+
+def _table(rows: list[list], fill, dtype) -> np.ndarray:
+    """Ragged rows as one array, padded with `fill` (at least one column)."""
+    width = max([len(r) for r in rows] + [1])
+    out = np.full((len(rows), width), fill, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _pool(buf, first, n, mean, std):
+    """Per row of `buf`, over columns [first, first + n): the mean and the root mean square about it,
+    in float64 (sums in any order: vectorised)."""
+    held = max(n, 1)
+    for c in range(buf.shape[0]):
+        row = buf[c, first : first + n]
+        m = 0.0
+        for i in range(n):
+            m += row[i]
+        m /= held
+        squares = 0.0
+        for i in range(n):
+            d = row[i] - m
+            squares += d * d
+        mean[c] = m
+        std[c] = math.sqrt(squares / held)
+
+
+@numba.njit(cache=True, nogil=True)
+def _unit(s, out):
+    """`s` scaled to unit sum into `out` (zeros stay zeros), as `probes.normalised`."""
+    total = 0.0
+    for j in range(s.shape[0]):
+        total += s[j]
+    for j in range(out.shape[0]):
+        out[j] = s[j] / total if total > 0 and j < s.shape[0] else 0.0
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _run(buffers, starts, lengths, bases, dfts, spec_level, spec_bins, spec_half, rate_specs, rate_weights,
+         rate_lo, rate_df, segments, combined, pooled, weights, bias, width, rates, scores, features):
+    levels, count = len(lengths), starts.shape[0]
+    power = np.zeros((count, spec_level.shape[0], max(spec_bins.max(), 1) if spec_bins.size else 1))
+    unit = np.zeros(power.shape[2])
+    total = np.zeros(power.shape[2])
+    mean = np.zeros((levels, width))
+    std = np.zeros((levels, width))
+    for s in range(spec_level.shape[0]):  # every window's spectrum: two matrix products per burst
+        level, bins = spec_level[s], spec_bins[s]
+        n, basis = lengths[level], bases[s]
+        if n < 2:  # no spectrum from fewer than two positions
+            continue
+        lo, hi = starts[:, level].min(), starts[:, level].max() + n
+        projected = basis @ np.ascontiguousarray(buffers[level][:, lo:hi])  # windows overlap: project once
+        for w in range(count):  # one window at a time: products small enough that BLAS stays on this thread
+            first = starts[w, level] - lo
+            y = np.ascontiguousarray(projected[:, first : first + n]) @ dfts[s]
+            for j in range(bins):
+                p = 0.0
+                for r in range(y.shape[0]):
+                    re, im = np.float64(y[r, j]), np.float64(y[r, j + bins])
+                    p += re * re + im * im
+                power[w, s, j] = p
+    for w in range(count):
+        for level in range(levels):
+            if not pooled[level]:
+                continue
+            _pool(buffers[level], starts[w, level], lengths[level], mean[level], std[level])
+        for h in range(rate_specs.shape[0]):
+            bins = spec_bins[rate_specs[h, 0]]
+            total[:bins] = 0.0
+            for j in range(rate_specs.shape[1]):
+                s = rate_specs[h, j]
+                if s < 0:
+                    break
+                _unit(power[w, s, : spec_bins[s]], unit[:bins])
+                for k in range(bins):
+                    total[k] += rate_weights[h, j] * unit[k]
+            rates[w, h] = 60.0 * (rate_lo[h] + peak_bin(total[:bins])) * rate_df[h]
+        for g in range(segments.shape[0]):
+            kind, arg, at = segments[g, 0], segments[g, 1], segments[g, 2]
+            if kind == MEAN or kind == STD:
+                source = mean if kind == MEAN else std
+                for c in range(buffers[arg].shape[0]):
+                    features[w, at + c] = source[arg, c]
+            elif kind == PURITY:
+                features[w, at] = spectrum_purity(power[w, arg, : spec_bins[arg]], spec_half[arg])
+            else:
+                bins = spec_bins[combined[arg, 0]]
+                total[:bins] = 0.0
+                for j in range(combined.shape[1]):
+                    s = combined[arg, j]
+                    if s < 0:
+                        break
+                    _unit(power[w, s, : spec_bins[s]], unit[:bins])
+                    for k in range(bins):
+                        total[k] += unit[k]
+                features[w, at] = spectrum_purity(total[:bins], spec_half[combined[arg, 0]])
+        for o in range(bias.shape[0]):
+            v = bias[o]
+            for f in range(weights.shape[0]):
+                v += features[w, f] * weights[f, o]
+            scores[w, o] = v
+
+
+class Heads:
+    """A model's probe heads, ready to apply window after window (`probes` says what each computes).
+
+    Heads flagged `"default": false` are left out unless `everything` is set.
+    """
+
+    def __init__(self, heads: list[dict], fs: float = 1.0, everything: bool = False):
+        self.heads = [h for h in heads if everything or P.is_default(h)]
+        self.fs = float(fs)
+        # heads carrying equal bases share one array, so a window's spectra are computed once
+        known: dict = {}
+        self._bases = {id(h): [None if b is None else known.setdefault((b.shape, b.tobytes()), b)
+                               for b in P.bases(h)] for h in self.heads}
+        self._plans: dict = {}
+
+    def __iter__(self):
+        return iter(self.heads)
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def plan(self, span: int, channels: list[int], lengths: list[int], dtype=np.float32) -> Plan:
+        """The plan for windows of `span` samples with these positions per level (built once)."""
+        key = (span, tuple(lengths), np.dtype(dtype).str)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = Plan(self.heads, self._bases, self.fs, span, channels, lengths, dtype)
+        return plan
+
+    def apply(self, windows, spans) -> list[dict]:
+        """Every head's output for each window: `windows[i][l]` is window i's level-l activations
+        `(C_l, n_l)`, `spans[i]` its length in input samples.
+
+        A window gives `{name: value}` for ridge, probability and spectral heads
+        and `{name: class}` plus `{name + "_p": {class: probability}}` for
+        logistic heads, ready for a sink.
+        """
+        return [record for plan, buffers, starts in self._groups(windows, spans)
+                for record in plan.records(*plan.run(buffers, starts)[:2])]
+
+    def features(self, windows, spans) -> np.ndarray:
+        """The linear heads' features of each window `(W, features)`, heads in order."""
+        parts = [plan.run(buffers, starts)[2] for plan, buffers, starts in self._groups(windows, spans)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+    def apply_at(self, positions: P.Positions, spans: list[tuple[int, int]]) -> list[dict]:
+        """`apply` to the windows [start, end) of a live positions buffer, read in place."""
+        out: list[dict] = []
+        ranges = [positions.offsets(start, end) for start, end in spans]
+        i = 0
+        while i < len(spans):  # windows of one shape (a burst, live) go through together
+            lengths = [b - a for a, b in ranges[i]]
+            span = spans[i][1] - spans[i][0]
+            j = i + 1
+            while j < len(spans) and spans[j][1] - spans[j][0] == span and all(
+                    b - a == n for (a, b), n in zip(ranges[j], lengths)):
+                j += 1
+            plan = self.plan(span, positions.channels, lengths)
+            starts = np.array([[a for a, _ in r] for r in ranges[i:j]], np.int64)
+            out += plan.records(*plan.run(tuple(positions.buf), starts)[:2])
+            i = j
+        return out
+
+    def _groups(self, windows, spans):
+        """(plan, per-level buffers, starts) for each run of windows of one span, shape and dtype."""
+        i = 0
+        while i < len(windows):
+            first = [np.asarray(a) for a in windows[i]]
+            dtype = np.float64 if any(a.dtype == np.float64 for a in first) else np.float32
+            j = i + 1
+            while j < len(windows) and spans[j] == spans[i] and all(
+                    np.shape(a) == b.shape for a, b in zip(windows[j], first)):
+                j += 1
+            lengths = [a.shape[1] for a in first]
+            plan = self.plan(spans[i], [a.shape[0] for a in first], lengths, dtype)
+            buffers = tuple(np.ascontiguousarray(np.concatenate([np.asarray(w[l]) for w in windows[i:j]], axis=1),
+                                                 dtype) for l in range(len(first)))
+            starts = np.arange(j - i, dtype=np.int64)[:, None] * np.array(lengths, np.int64)[None, :]
+            yield plan, buffers, starts
+            i = j
