@@ -31,9 +31,16 @@ the normalised signal (its own sub-1-Hz part removed) gives the band and the
 local scale, and a piecewise-linear baseline (knots every 0.5 s, a curvature
 penalty) fitted jointly gives what the high-pass removed, carried smoothly
 across the gap. The fit is applied to the model's fill, plus its residuals
-at the samples bordering the gap fading into it within about 0.05 s. Last,
-each gap is blended with linear interpolation by inverse variance: near its
-edges, where a straight line is nearly exact, the line weighs more.
+at the samples bordering the gap fading into it within about 0.05 s.
+
+How far to trust the fill is measured, not assumed: the gap's lost pattern is
+cut into recorded signal on either side of it (probes) and filled the same
+way, in the same batch. Where the model missed those samples, its fill is
+shrunk towards the local level (a waveform of the right shape but uncertain
+phase costs more than it gains), and the probes' errors of the model and of
+a straight line, and how the two go together, set the final least-squares
+blend with linear interpolation: near a gap's edges, where a line is nearly
+exact, the line weighs more.
 """
 
 from __future__ import annotations
@@ -65,8 +72,15 @@ SMOOTH = 0.01
 #: (applied twice): the baseline wander the normaliser's high-pass lets through stays out.
 DETREND_S = 1.0
 #: HiMAE's fill error, as a fraction of the local variance of the signal's band (raw minus
-#: baseline), for the inverse-variance blend with linear interpolation near the gap's edges.
+#: baseline), for the blend with linear interpolation of a gap no probe could be placed beside
+#: (a gap longer than half a window, a dense mask, a short recording full of gaps).
 MODEL_ERROR = 0.5
+#: A probe (the gap's lost pattern moved onto recorded signal to measure the model's error there)
+#: needs this fraction of its length recorded on either side of it.
+PROBE_MARGIN = 0.5
+#: The local level a fill is shrunk towards: the mean of the recorded samples within this many
+#: seconds of the gap.
+LEVEL_S = 2.0
 
 
 class ImputationWarning(UserWarning):
@@ -104,7 +118,7 @@ def impute(signal, mask, model, *, fs: float | None = None) -> tuple[np.ndarray,
     raw[:, :n] = np.where(lost, 0.0, x)
     known = np.zeros((channels, padded), dtype=np.bool_)
     known[:, :n] = ~lost
-    runner = _Runner(model, spec, float(config["fs"]), window)
+    runner = _Runner(model, spec, float(config["fs"]), window, padded)
 
     gap = ~known[:, :n].all(axis=0)
     if n <= window:  # one (padded) window holds the whole recording
@@ -112,7 +126,7 @@ def impute(signal, mask, model, *, fs: float | None = None) -> tuple[np.ndarray,
         clusters, long_gaps = [(runs[0][0], runs[-1][1])], []
     else:
         clusters, long_gaps = _clusters(gap, window)
-    runner.fill(raw, known, [(s, e, _centred(s, e, window, padded)) for s, e in clusters])
+    runner.fill(raw, known, [(s, e, _centred(s, e, window, padded)) for s, e in clusters], probe=True)
     for s, e in long_gaps:
         warnings.warn(
             f"gap of {e - s} samples at [{s}, {e}) is longer than half a window ({window // 2}); "
@@ -124,7 +138,7 @@ def impute(signal, mask, model, *, fs: float | None = None) -> tuple[np.ndarray,
             runner.fill(raw, known, [part])
 
     if spec["kind"] == "stream":
-        _blend_with_linear(raw[:, :n], lost, window // 4, float(config["fs"]))
+        _blend_with_linear(raw[:, :n], lost, runner.trust[:, :, :n], window // 4, float(config["fs"]))
     values = raw[:, :n][lost]
     if filled.ndim == 1:
         filled[lost[0]] = values
@@ -195,44 +209,91 @@ def _parts(s: int, e: int, window: int, n: int) -> list[tuple[int, int, int]]:
     return [(a, b, min(max(a - quarter, 0), n - window)) for a, b in bounds]
 
 
-def _blend_with_linear(raw: np.ndarray, lost: np.ndarray, reach: int, fs: float) -> None:
-    """Blend each filled gap, in place, with linear interpolation across it, by inverse variance.
+def _rounds(probes: list, window: int) -> list[list]:
+    """Probes grouped so that no probe lies in the window of another of its group (each group is
+    normalised with its probes lost, apart from the others'), in order."""
+    def apart(p, q) -> bool:  # neither probe's span meets the other's window
+        return (p[2] <= q[3] or p[1] >= q[3] + window) and (q[2] <= p[3] or q[1] >= p[3] + window)
 
-    Linear interpolation is exact at a gap's edges and its error grows inside;
-    the model's error is about the same everywhere. Each filled sample becomes
-    w·linear + (1 - w)·model with w = e_model / (e_model + e_linear(j)), where
-    e_linear(j) is the expected squared error of the chord at the j-th sample
-    of a gap of this length, computed from the autocovariance C of the band
-    (raw minus the piecewise-linear baseline) of the recorded samples within `reach` of
-    the gap, and e_model = MODEL_ERROR · C(0). A gap with recorded samples on
-    one side only is left as the model filled it.
+    rounds: list[list] = []
+    for p in sorted(probes, key=lambda p: p[1]):
+        for r in rounds:
+            if all(apart(p, q) for q in r):
+                r.append(p)
+                break
+        else:
+            rounds.append([p])
+    return rounds
+
+
+def _chord(row: np.ndarray, have: np.ndarray, s: int, e: int, reach: int, fs: float):
+    """The straight line across the lost run [s, e) of `row` and its expected squared error at each
+    sample, (line, e_line, C(0)), or None where a side has no recorded sample or too few are near.
+
+    e_line(j) follows from the autocovariance C of the band (the recorded samples within `reach`
+    of the run, less a piecewise-linear baseline): the chord p·x(s-1) + q·x(e) at the j-th of g
+    samples, q = j / (g + 1), misses x by C(0)(1 + p² + q²) - 2p·C(j) - 2q·C(g+1-j) + 2pq·C(g+1).
     """
-    n = raw.shape[1]
+    n = len(row)
+    if s == 0 or e == n:
+        return None
+    g = e - s
+    a, b = max(s - reach, 0), min(e + reach, n)
+    idx = np.flatnonzero(have[a:b]) + a
+    if len(idx) < 8:
+        return None
+    base = _baseline_basis(idx, idx, fs)
+    coef = _solve(base, row[idx], 0, 0.0)
+    band = np.zeros(b - a)
+    band[idx - a] = row[idx] - base @ coef
+    cov = _autocovariance(band, have[a:b], g + 1)
+    if cov[0] <= 0:
+        return None
+    j = np.arange(1, g + 1)
+    q = j / (g + 1)
+    p = 1.0 - q
+    e_line = cov[0] * (1 + p * p + q * q) - 2 * p * cov[j] - 2 * q * cov[g + 1 - j] + 2 * p * q * cov[g + 1]
+    return row[s - 1] + (row[e] - row[s - 1]) * q, np.maximum(e_line, 0.0), cov[0]
+
+
+def _blend_with_linear(raw: np.ndarray, lost: np.ndarray, trust: np.ndarray, reach: int, fs: float) -> None:
+    """Blend each filled gap, in place, with linear interpolation across it: the least-squares
+    weighting of two estimates whose errors have variances e_model and e_line(j) and covariance
+    c(j) = rho·sqrt(e_model·e_line(j)).
+
+    A straight line is nearly exact next to a gap's edges and worse inside (e_line(j) from
+    `_chord`), while the model's error is about even. Each filled sample becomes
+    w·line + (1 - w)·fill with w = (e_model - c) / (e_model + e_line - 2c), clipped to [0, 1].
+    `trust` holds, per lost sample, what the gap's probes measured (`_Runner._trust`): e_model,
+    the factor kappa by which the chord's actual error exceeded e_line there, and rho. A gap
+    without probes (NaN) takes e_model = MODEL_ERROR · C(0), kappa = 1 and rho = 0 (independent
+    errors: w = e_model / (e_model + e_line)). A gap with recorded samples on one side only is
+    left as the model filled it.
+    """
     for c in range(raw.shape[0]):
         have = ~lost[c]
         for s, e in _runs(lost[c]):
-            if s == 0 or e == n:
+            chord = _chord(raw[c], have, s, e, reach, fs)
+            if chord is None:
                 continue
-            g = e - s
-            a, b = max(s - reach, 0), min(e + reach, n)
-            idx = np.flatnonzero(have[a:b]) + a
-            if len(idx) < 8:
-                continue
-            base = _baseline_basis(idx, idx, fs)
-            coef = _solve(base, raw[c, idx], 0, 0.0)
-            band = np.zeros(b - a)
-            band[idx - a] = raw[c, idx] - base @ coef
-            cov = _autocovariance(band, have[a:b], g + 1)
-            if cov[0] <= 0:
-                continue
-            j = np.arange(1, g + 1)
-            q = j / (g + 1)
-            p = 1.0 - q
-            e_lin = cov[0] * (1 + p * p + q * q) - 2 * p * cov[j] - 2 * q * cov[g + 1 - j] + 2 * p * q * cov[g + 1]
-            e_model = MODEL_ERROR * cov[0]
-            w = e_model / (e_model + np.maximum(e_lin, 0.0))
-            line = raw[c, s - 1] + (raw[c, e] - raw[c, s - 1]) * q
+            line, e_line, c0 = chord
+            e_model, kappa, rho = trust[:, c, s]
+            if not np.isfinite(e_model):
+                e_model, kappa, rho = MODEL_ERROR * c0, 1.0, 0.0
+            e_line = kappa * e_line
+            cross = rho * np.sqrt(e_model * e_line)
+            denom = e_model + e_line - 2 * cross
+            w = np.clip(np.divide(e_model - cross, denom, out=np.ones_like(denom), where=denom > 0), 0.0, 1.0)
             raw[c, s:e] = w * line + (1.0 - w) * raw[c, s:e]
+
+
+def _level(row: np.ndarray, have: np.ndarray, s: int, e: int, fs: float) -> float:
+    """The mean of the recorded samples within LEVEL_S of [s, e): the fill that knows nothing of
+    the waveform, which the model's fill is shrunk towards as far as its probes say it misses."""
+    r = round(LEVEL_S * fs)
+    a, b = max(s - r, 0), min(e + r, len(row))
+    near = row[a:b][have[a:b]]
+    return float(near.mean()) if len(near) else 0.0
 
 
 def _baseline_basis(idx: np.ndarray, ctx: np.ndarray, fs: float) -> np.ndarray:
@@ -301,8 +362,10 @@ def _autocovariance(x: np.ndarray, have: np.ndarray, max_lag: int) -> np.ndarray
 class _Runner:
     """Normalise windows, reconstruct them, map the fills back to raw units."""
 
-    def __init__(self, model, spec: dict, fs: float, window: int):
+    def __init__(self, model, spec: dict, fs: float, window: int, n: int):
         self.model, self.spec, self.fs, self.window = model, spec, fs, window
+        #: what each gap's probes measured, per lost sample: e_model, kappa, rho (`_trust`); NaN: no probe
+        self.trust = np.full((3, int(model.config["in_channels"]), n), np.nan)
         if spec["kind"] == "stream":
             step = max(1, round(FIR_STEP_S * fs))
             span = step * max(1, round(FIR_SPAN_S * fs / step))
@@ -312,25 +375,125 @@ class _Runner:
             self.lags = np.zeros(1, dtype=np.int64)
             self.ridge = 0.0
 
-    def fill(self, raw: np.ndarray, known: np.ndarray, jobs: list[tuple[int, int, int]]) -> None:
-        """Fill the lost samples of each (start, end, window start) job in place and mark them known."""
+    def fill(self, raw: np.ndarray, known: np.ndarray, jobs: list[tuple[int, int, int]], probe: bool = False) -> None:
+        """Fill the lost samples of each (start, end, window start) job in place and mark them known.
+
+        With `probe` (and the stream normaliser), each job's lost pattern is also cut, shifted, into
+        recorded signal beside it and filled the same way (`_probes`, in the same batch); what the
+        model and the chord miss there sets how far the job's fill is shrunk towards the local
+        level and how it is blended with the chord (`_trust`).
+        """
         if not jobs:
             return
-        L = self.window
-        starts = [w for _s, _e, w in jobs]
-        z = self._normalised(raw, known, starts)
-        keep = np.stack([known[:, w : w + L] for w in starts])
-        recon = np.empty_like(z)
-        for b in range(0, len(jobs), BATCH):
-            recon[b : b + BATCH] = self.model.reconstruct(z[b : b + BATCH], ~keep[b : b + BATCH])
-        u = np.where(keep, z, recon).astype(np.float64)
-        updates = []
-        for (s, e, w), uw, kw in zip(jobs, u, keep):
-            updates.append((s, e, self._to_raw(raw[:, w : w + L], kw, uw, s - w, e - w)))
-        for s, e, values in updates:
+        probes = self._probes(known, jobs) if probe and self.spec["kind"] == "stream" else []
+        rounds = _rounds(probes, self.window)
+        variants = [(known, jobs)]
+        for batch in rounds:
+            k = known.copy()
+            for _i, ps, pe, _w, pattern in batch:
+                k[:, ps:pe] &= ~pattern
+            variants.append((k, [(ps, pe, w) for _i, ps, pe, w, _p in batch]))
+        fills = self._reconstruct(raw, variants)
+        probes = [p for batch in rounds for p in batch]
+        shrink, trust = self._trust(raw, known, len(jobs), probes, [f for v in fills[1:] for f in v])
+        for i, (s, e, _w) in enumerate(jobs):  # levels from recorded samples only, before any job is written
+            for c in np.flatnonzero(shrink[i] < 1.0):
+                level = _level(raw[c], known[c], s, e, self.fs)
+                fills[0][i][c] = level + shrink[i, c] * (fills[0][i][c] - level)
+        for i, ((s, e, _w), values) in enumerate(zip(jobs, fills[0])):
             lost = ~known[:, s:e]
             raw[:, s:e][lost] = values[lost]
+            self.trust[:, :, s:e] = np.where(lost, trust[:, i, :, None], self.trust[:, :, s:e])
             known[:, s:e] = True
+
+    def _reconstruct(self, raw: np.ndarray, variants: list) -> list[list[np.ndarray]]:
+        """Raw-unit fills `(C, end - start)` of each (known, jobs) variant's jobs; every variant is
+        normalised with its own lost samples, and all their windows run as one batch."""
+        L = self.window
+        zs, keeps, flat = [], [], []
+        for known, jobs in variants:
+            starts = [w for _s, _e, w in jobs]
+            zs.append(self._normalised(raw, known, starts))
+            keeps.append(np.stack([known[:, w : w + L] for w in starts]))
+            flat += jobs
+        z, keep = np.concatenate(zs), np.concatenate(keeps)
+        recon = np.empty_like(z)
+        for b in range(0, len(z), BATCH):
+            recon[b : b + BATCH] = self.model.reconstruct(z[b : b + BATCH], ~keep[b : b + BATCH])
+        u = np.where(keep, z, recon).astype(np.float64)
+        out = [self._to_raw(raw[:, w : w + L], kw, uw, s - w, e - w) for (s, e, w), uw, kw in zip(flat, u, keep)]
+        sizes = np.cumsum([0] + [len(jobs) for _k, jobs in variants])
+        return [out[a:b] for a, b in zip(sizes[:-1], sizes[1:])]
+
+    def _probes(self, known: np.ndarray, jobs: list[tuple[int, int, int]]) -> list[tuple]:
+        """(job index, start, end, window start, lost pattern) of each job's probes.
+
+        A probe is the job's lost pattern moved onto recorded samples, one on each side of the gap
+        where the recorded stretch there holds it with PROBE_MARGIN of its length recorded on
+        either side; it sits a quarter window from the gap (the context the gap itself has), or
+        midway in a shorter stretch. Its window is centred on it like the gap's, so the gap is
+        lost in the probe's context too, as it is.
+        """
+        n, L = known.shape[1], self.window
+        gap = ~known.all(axis=0)
+        lost_at = np.flatnonzero(gap)
+        out = []
+        for i, (s, e, _w) in enumerate(jobs):
+            g = e - s
+            pattern = ~known[:, s:e]
+            k = np.searchsorted(lost_at, s)
+            left = lost_at[k - 1] + 1 if k > 0 else 0  # recorded stretch [left, s)
+            k = np.searchsorted(lost_at, e)
+            right = lost_at[k] if k < len(lost_at) else n  # recorded stretch [e, right)
+            need = g + 2 * math.ceil(PROBE_MARGIN * g)
+            if s - left >= need:
+                margin = min(L // 4, (s - left - g) // 2)
+                out.append((i, s - margin - g, s - margin))
+            if right - e >= need:
+                margin = min(L // 4, (right - e - g) // 2)
+                out.append((i, e + margin, e + margin + g))
+        return [(i, ps, pe, _centred(ps, pe, L, n), ~known[:, jobs[i][0] : jobs[i][1]]) for i, ps, pe in out]
+
+    def _trust(self, raw: np.ndarray, known: np.ndarray, jobs: int, probes: list, fills: list):
+        """What the probes say of their jobs' fills, per job and channel: (shrink, trust).
+
+        On the probes' lost samples, with y the recorded signal, f the fill and m the local level
+        (`_level`): shrink = the least-squares factor a in m + a·(f - m) ≈ y, within [0, 1] (1:
+        the model's waveform is kept whole; 0: only the level is); then, with the fill so shrunk,
+        trust = (e_model: its mean squared error, kappa: the chord's mean squared error over the
+        mean of `_chord`'s expected one, rho: the correlation of the two errors), which set the
+        blend with the chord (`_blend_with_linear`). A job without probes gets shrink 1 and NaN.
+        """
+        channels, reach = raw.shape[0], self.window // 4
+        pooled = [[[] for _c in range(channels)] for _j in range(jobs)]
+        for (i, ps, pe, _w, pattern), values in zip(probes, fills):
+            for c in range(channels):
+                have = known[c].copy()
+                have[ps:pe] &= ~pattern[c]
+                level = _level(raw[c], have, ps, pe, self.fs)
+                for a, b in _runs(pattern[c]):
+                    chord = _chord(raw[c], have, ps + a, ps + b, reach, self.fs)
+                    if chord is not None:
+                        y = raw[c, ps + a : ps + b]
+                        pooled[i][c].append((y - level, values[c, a:b] - level, chord[0] - level, chord[1]))
+        shrink = np.ones((jobs, channels))
+        trust = np.full((3, jobs, channels), np.nan)
+        for i in range(jobs):
+            for c in range(channels):
+                if not pooled[i][c]:
+                    continue
+                y, f, line, e_line = (np.concatenate(v) for v in zip(*pooled[i][c]))
+                ff = f @ f
+                a = float(np.clip(f @ y / ff, 0.0, 1.0)) if ff > 0 else 1.0
+                miss_model, miss_line = a * f - y, line - y
+                e_model, e_chord = np.mean(miss_model**2), np.mean(miss_line**2)
+                expected = np.mean(e_line)
+                kappa = e_chord / expected if expected > 0 else 1.0
+                both = np.sqrt(e_model * e_chord)
+                rho = float(np.clip(np.mean(miss_model * miss_line) / both, -1.0, 1.0)) if both > 0 else 0.0
+                shrink[i, c] = a
+                trust[:, i, c] = e_model, kappa, rho
+        return shrink, trust
 
     def _normalised(self, raw: np.ndarray, known: np.ndarray, starts: list[int]) -> np.ndarray:
         from himae_stream.normalize import minmax, normalize
@@ -390,7 +553,7 @@ class _Runner:
         return out
 
     def _design(self, u: np.ndarray, idx: np.ndarray, ctx: np.ndarray, lags: np.ndarray) -> np.ndarray:
-        """Columns: u at each lag (the inverse FIR), then the baseline's Legendre polynomials over the
-        recorded context; beyond its outermost samples the baseline holds their value (no extrapolation)."""
+        """Columns: u at each lag (the inverse FIR), then the baseline's hat functions over the recorded
+        context; beyond its outermost samples the baseline holds their value (no extrapolation)."""
         taps = np.clip(idx[:, None] + lags[None, :], 0, len(u) - 1)
         return np.column_stack([u[taps], _baseline_basis(idx, ctx, self.fs)])
