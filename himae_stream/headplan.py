@@ -199,6 +199,22 @@ def _unit(s, out):
         out[j] = s[j] / total if total > 0 and j < s.shape[0] else 0.0
 
 
+@numba.njit(cache=True, nogil=True)
+def _summed(power, specs, weights, spec_bins, unit, total):
+    """Into `total`: the spectra `power[specs]` (to the first -1), each scaled to unit sum, weighted
+    and added over the first spectrum's bins, as a spectral head sums its levels; returns those bins."""
+    bins = spec_bins[specs[0]]
+    total[:bins] = 0.0
+    for j in range(specs.shape[0]):
+        s = specs[j]
+        if s < 0:
+            break
+        _unit(power[s, : spec_bins[s]], unit[:bins])
+        for k in range(bins):
+            total[k] += weights[j] * unit[k]
+    return bins
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def _run(buffers, starts, lengths, bases, dfts, spec_level, spec_bins, spec_half, rate_specs, rate_weights,
          rate_lo, rate_df, segments, combined, pooled, weights, bias, width, rates, scores, features):
@@ -230,15 +246,7 @@ def _run(buffers, starts, lengths, bases, dfts, spec_level, spec_bins, spec_half
                 continue
             _pool(buffers[level], starts[w, level], lengths[level], mean[level], std[level])
         for h in range(rate_specs.shape[0]):
-            bins = spec_bins[rate_specs[h, 0]]
-            total[:bins] = 0.0
-            for j in range(rate_specs.shape[1]):
-                s = rate_specs[h, j]
-                if s < 0:
-                    break
-                _unit(power[w, s, : spec_bins[s]], unit[:bins])
-                for k in range(bins):
-                    total[k] += rate_weights[h, j] * unit[k]
+            bins = _summed(power[w], rate_specs[h], rate_weights[h], spec_bins, unit, total)
             rates[w, h] = 60.0 * (rate_lo[h] + peak_bin(total[:bins])) * rate_df[h]
         for g in range(segments.shape[0]):
             kind, arg, at = segments[g, 0], segments[g, 1], segments[g, 2]
@@ -249,15 +257,7 @@ def _run(buffers, starts, lengths, bases, dfts, spec_level, spec_bins, spec_half
             elif kind == PURITY:
                 features[w, at] = spectrum_purity(power[w, arg, : spec_bins[arg]], spec_half[arg])
             else:
-                bins = spec_bins[combined[arg, 0]]
-                total[:bins] = 0.0
-                for j in range(combined.shape[1]):
-                    s = combined[arg, j]
-                    if s < 0:
-                        break
-                    _unit(power[w, s, : spec_bins[s]], unit[:bins])
-                    for k in range(bins):
-                        total[k] += unit[k]
+                bins = _summed(power[w], combined[arg], np.ones(combined.shape[1]), spec_bins, unit, total)
                 features[w, at] = spectrum_purity(total[:bins], spec_half[combined[arg, 0]])
         for o in range(bias.shape[0]):
             v = bias[o]
