@@ -1,9 +1,10 @@
 """Many streams per core: what a 1-s push costs per stream when n streams are pushed together.
 
-A 1-s push of one himae-100 stream is bound by weight reads: each deep
-level computes a few new positions but reads all of its weights for them.
-`Model.streams(n)` runs each conv once over every stream's new positions,
-so the weights are read once per push for all n. For n = 1, 8, 64, 256,
+Each deep level of a 1-s push computes a few new positions but reads all
+of its weights for them; `Model.streams(n)` runs each conv once over every
+stream's new positions, so the weights are read once per push for all n.
+(On the AMD Zen 4 core this was built on, a himae-100 push turned out bound
+by arithmetic instead, so grouping saves nothing there: docs/stream-mode.md.) For n = 1, 8, 64, 256,
 1024 streams (each its own PPG-like signal, 10 s in and then WARM_UP_S
 1-s pushes, the stream normaliser and a 1-s-hop window completing every
 push, as `Stream.push` does), this measures the time of one push of 1 s
