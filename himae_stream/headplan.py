@@ -34,12 +34,13 @@ import numba
 import numpy as np
 
 from himae_stream import probes as P
-from himae_stream.probes import peak_bin, spectrum_purity
 from himae_stream.numba_cache import use_user_cache
+from himae_stream.probes import peak_bin, spectrum_purity
 
 use_user_cache()  # before the cache=True function below is decorated
 
-SPECTRUM, MEAN, STD, PURITY, COMBINED = 0, 1, 2, 3, 4
+#: kinds of a linear head's feature segment
+MEAN, STD, PURITY, COMBINED = 0, 1, 2, 3
 
 
 class Plan:
@@ -47,9 +48,9 @@ class Plan:
 
     def __init__(self, heads: list[dict], bases: dict, fs: float, span: int, channels: list[int],
                  lengths: list[int], dtype=np.float32):
-        self.heads, self.lengths = heads, np.asarray(lengths, np.int64)
+        self.lengths = np.asarray(lengths, np.int64)
         specs: dict = {}  # (level, id of basis, pad, band) -> spectrum index
-        self._bases, self._dfts, spec_level, spec_bins, spec_half = [], [], [], [], []
+        spec_bases, spec_dfts, spec_level, spec_bins, spec_half = [], [], [], [], []
 
         def spectrum(level: int, basis, pad: int, band) -> tuple[int, float, int]:
             """Index of the spectrum, its bin width and its first bin."""
@@ -63,8 +64,8 @@ class Plan:
                 bins = int(math.floor(band[1] / df + 1e-9)) - lo + 1
                 specs[key] = len(spec_level)
                 b = np.eye(channels[level]) if basis is None else basis
-                self._bases.append(np.ascontiguousarray(b, dtype))
-                self._dfts.append(P._band_dft(max(n, 1), size, lo, bins, dtype))
+                spec_bases.append(np.ascontiguousarray(b, dtype))
+                spec_dfts.append(P._band_dft(max(n, 1), size, lo, bins, dtype))
                 spec_level.append(level)
                 spec_bins.append(bins)
                 spec_half.append(max(1, int(round(P.PURITY_HALF_WIDTH_HZ / df))))
@@ -122,9 +123,9 @@ class Plan:
         for kind, arg, _ in self.segments:
             if kind in (MEAN, STD):
                 self.pooled[arg] = True
-        if not self._bases:  # numba needs a tuple of at least one array
-            self._bases, self._dfts = [np.zeros((1, 1), dtype)], [np.zeros((1, 2), dtype)]
-        self.bases_t, self.dfts_t = tuple(self._bases), tuple(self._dfts)
+        if not spec_bases:  # numba needs a tuple of at least one array
+            spec_bases, spec_dfts = [np.zeros((1, 1), dtype)], [np.zeros((1, 2), dtype)]
+        self.bases_t, self.dfts_t = tuple(spec_bases), tuple(spec_dfts)
         self.width = max(channels)
 
     def run(self, buffers: tuple, starts: np.ndarray):

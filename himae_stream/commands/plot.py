@@ -77,13 +77,12 @@ def figure(recording: str, model="himae-100", channels: str | None = None, start
 
     stream = model.stream(window=default_window(model), hop="1s")  # the window the heads were fitted on
     held = probes.Positions(list(model.config["channels"]), n + 2 * stream.window)
-    windows, acts = [], []
+    windows = []
     for out in (stream.push(np.where(mask, np.nan, x)), stream.flush()):
-        held.add(out.levels)
+        held.add(out.levels)  # keeps every position of the recording: the windows are read at the end
         windows += out.windows
-        acts += [[a.copy() for a in held.window(w.start, w.end)] for w in out.windows]
     heads = Heads(model.metadata.get("probes") or [], rate)
-    predictions = heads.apply(acts, [w.end - w.start for w in windows])
+    predictions = heads.apply_at(held, [(w.start, w.end) for w in windows])
     heads = list(heads)
     fig = Figure(figsize=(12, 4 + 1.6 * len(heads)))
     axes = fig.subplots(1 + len(heads), 1, sharex=True, squeeze=False,
