@@ -14,6 +14,16 @@ static float weight(const float *w) {
     return himae_flush_subnormal(x);
 }
 
+uint16_t himae_to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+void himae_pack_bf16(uint16_t *dst, const float *src, size_t n, size_t nr) {
+    for (size_t i = 0; i < n; i++) dst[i - i % nr + himae_bf16_slot(i % nr, nr)] = himae_to_bf16(src[i]);
+}
+
 size_t himae_packed_size(size_t cin, size_t cout, size_t k, size_t nr) {
     size_t panels = (cout + nr - 1) / nr;
     return panels * nr * (1 + k * cin);
@@ -66,12 +76,12 @@ void himae_pack_conv_tail(float *dst, const float *w, size_t cin, size_t cout, s
 /* m <= wide_mr rows (rows of a kc floats apart by a_stride) across all of a
  * conv's panels, several panels per pass where the kernel has a wide form. */
 static void gemm_few_rows(const himae_ukernel *uk, size_t m, size_t cout, size_t kc, const float *a,
-                          size_t a_stride, const float *packed, size_t panel_size, float *c,
+                          size_t a_stride, const void *packed, size_t panel_size, float *c,
                           const float *res, int gelu) {
     const size_t nr = uk->nr, step = uk->wide ? uk->wide_nc : nr;
     for (size_t n0 = 0; n0 < cout; n0 += step) {
         size_t nc = cout - n0 < step ? cout - n0 : step;
-        const float *w = packed + (n0 / nr) * panel_size;
+        const void *w = himae_weights_at(uk, packed, (n0 / nr) * panel_size);
         if (uk->wide)
             uk->wide(m, nc, kc, a, a_stride, w, panel_size, c + n0, cout, res ? res + n0 : NULL, cout, gelu);
         else
@@ -105,7 +115,7 @@ static void gemm_rows(const himae_conv *conv, const himae_ukernel *uk, float *ou
      * the wide kernel go through it, several panels per pass. */
     const size_t rest = n_out % mr, tiled = uk->wide && rest <= uk->wide_mr ? n_out - rest : n_out;
     for (size_t n0 = 0; n0 < cout; n0 += nr) {
-        const float *panel = conv->packed + (n0 / nr) * panel_size;
+        const void *panel = himae_weights_at(uk, conv->packed, (n0 / nr) * panel_size);
         size_t nc = cout - n0 < nr ? cout - n0 : nr;
         for (size_t p = 0; p < tiled; p += mr) {
             size_t m = tiled - p < mr ? tiled - p : mr;

@@ -8,12 +8,12 @@
 #if defined(__x86_64__) || defined(__i386__)
 #define HIMAE_X86 1
 #include <cpuid.h>
-extern const himae_ukernel himae_ukernel_avx2, himae_ukernel_avx512;
+extern const himae_ukernel himae_ukernel_avx2[HIMAE_PRECISION_COUNT], himae_ukernel_avx512[HIMAE_PRECISION_COUNT];
 #elif defined(__aarch64__)
 #define HIMAE_ARM64 1
-extern const himae_ukernel himae_ukernel_neon;
+extern const himae_ukernel himae_ukernel_neon[HIMAE_PRECISION_COUNT];
 #endif
-extern const himae_ukernel himae_ukernel_scalar;
+extern const himae_ukernel himae_ukernel_scalar[HIMAE_PRECISION_COUNT];
 
 static const char *const isa_names[HIMAE_ISA_COUNT] = {"scalar", "avx2", "avx512", "neon"};
 
@@ -25,6 +25,21 @@ int himae_isa_from_name(const char *name, enum himae_isa *isa) {
     for (int i = 0; i < HIMAE_ISA_COUNT; i++)
         if (strcmp(name, isa_names[i]) == 0) {
             *isa = (enum himae_isa)i;
+            return 1;
+        }
+    return 0;
+}
+
+static const char *const precision_names[HIMAE_PRECISION_COUNT] = {"f32", "bf16"};
+
+const char *himae_precision_name(enum himae_precision precision) {
+    return (unsigned)precision < HIMAE_PRECISION_COUNT ? precision_names[precision] : "unknown";
+}
+
+int himae_precision_from_name(const char *name, enum himae_precision *precision) {
+    for (int i = 0; i < HIMAE_PRECISION_COUNT; i++)
+        if (strcmp(name, precision_names[i]) == 0) {
+            *precision = (enum himae_precision)i;
             return 1;
         }
     return 0;
@@ -62,15 +77,16 @@ int himae_isa_supported(enum himae_isa isa) {
     }
 }
 
-const himae_ukernel *himae_ukernel_for(enum himae_isa isa) {
+const himae_ukernel *himae_ukernel_for(enum himae_isa isa, enum himae_precision precision) {
+    if ((unsigned)precision >= HIMAE_PRECISION_COUNT) return NULL;
     switch (isa) {
-    case HIMAE_ISA_SCALAR: return &himae_ukernel_scalar;
+    case HIMAE_ISA_SCALAR: return &himae_ukernel_scalar[precision];
 #ifdef HIMAE_X86
-    case HIMAE_ISA_AVX2: return &himae_ukernel_avx2;
-    case HIMAE_ISA_AVX512: return &himae_ukernel_avx512;
+    case HIMAE_ISA_AVX2: return &himae_ukernel_avx2[precision];
+    case HIMAE_ISA_AVX512: return &himae_ukernel_avx512[precision];
 #endif
 #ifdef HIMAE_ARM64
-    case HIMAE_ISA_NEON: return &himae_ukernel_neon;
+    case HIMAE_ISA_NEON: return &himae_ukernel_neon[precision];
 #endif
     default: return NULL;
     }

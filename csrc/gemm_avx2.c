@@ -1,7 +1,9 @@
 /* gemm_avx2.c - AVX2+FMA micro-kernel, 6 rows x 16 columns: 12 ymm
  * accumulators, two weight vectors, one broadcast. Compiled with
- * -mavx2 -mfma only. */
+ * -mavx2 -mfma only. Two builds of each kernel: f32 panels, and bf16 panels
+ * widened to f32 as they are loaded. */
 #include <immintrin.h>
+#include <stdint.h>
 
 #include "internal.h"
 
@@ -63,11 +65,25 @@ static inline void store_row(float *c, const float *res, __m256 v0, __m256 v1, _
     _mm256_maskstore_ps(c + 8, m1, v1);
 }
 
+/* The 16 weights of a panel row from element i: f32, or bf16 laid out by
+ * himae_bf16_slot, whose 32-bit words widen to columns 0-7 (shifted left 16)
+ * and 8-15 (high halves): exact, since a bf16 is the high half of an f32. */
+static inline __attribute__((always_inline)) void load_w(__m256 out[2], const void *w, size_t i, const int bf) {
+    if (bf) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
+        out[0] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+        out[1] = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xFFFF0000u)));
+        return;
+    }
+    out[0] = _mm256_loadu_ps((const float *)w + i);
+    out[1] = _mm256_loadu_ps((const float *)w + i + 8);
+}
+
 /* One register tile: R rows (R <= 6) by 16 columns; R is a constant at
  * every call. Rows past mr alias the last real row: computed, never stored. */
-static inline __attribute__((always_inline)) void tile(const int R, size_t mr, size_t nc,
+static inline __attribute__((always_inline)) void tile(const int BF, const int R, size_t mr, size_t nc,
                                                        size_t kc, const float *a,
-                                                       size_t a_stride, const float *w, float *c,
+                                                       size_t a_stride, const void *w, float *c,
                                                        size_t c_stride, const float *res,
                                                        size_t res_stride, int act) {
     const float *ap[MR];
@@ -77,12 +93,12 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr, s
     __m256 acc[MR][2];
 #pragma GCC unroll 6
     for (int i = 0; i < R; i++) {
-        acc[i][0] = _mm256_loadu_ps(w);
-        acc[i][1] = _mm256_loadu_ps(w + 8);
+        load_w(acc[i], w, 0, BF);
     }
-    w += NR;
-    for (size_t j = 0; j < kc; j++, w += NR) {
-        const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+    for (size_t j = 0, o = NR; j < kc; j++, o += NR) {
+        __m256 wv[2];
+        load_w(wv, w, o, BF);
+        const __m256 w0 = wv[0], w1 = wv[1];
 #pragma GCC unroll 6
         for (int i = 0; i < R; i++) {
             const __m256 x = _mm256_broadcast_ss(ap[i] + j);
@@ -102,22 +118,21 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr, s
  * 8 independent accumulators where a tile of R rows has 2 R (ymm FMAs
  * need 8 in flight), and each broadcast serves all P panels. Same
  * arithmetic per output as tile(). */
-static inline __attribute__((always_inline)) void wide_tile(const int R, const int P, size_t mr,
+static inline __attribute__((always_inline)) void wide_tile(const int BF, const int R, const int P, size_t mr,
                                                             size_t nc, size_t kc, const float *a,
-                                                            size_t a_stride, const float *w,
+                                                            size_t a_stride, const void *w,
                                                             size_t w_stride, float *c,
                                                             size_t c_stride, const float *res,
                                                             size_t res_stride, int act) {
     const float *ap[2] = {a, mr > 1 ? a + a_stride : a};
-    const float *wp[4];
+    size_t wp[4]; /* element offset of each panel's first weight row */
     __m256 acc[2][4][2];
 #pragma GCC unroll 4
     for (int p = 0; p < P; p++) {
-        wp[p] = w + p * w_stride;
+        wp[p] = p * w_stride;
 #pragma GCC unroll 2
         for (int i = 0; i < R; i++) {
-            acc[i][p][0] = _mm256_loadu_ps(wp[p]);
-            acc[i][p][1] = _mm256_loadu_ps(wp[p] + 8);
+            load_w(acc[i][p], w, wp[p], BF);
         }
         wp[p] += NR;
     }
@@ -127,7 +142,9 @@ static inline __attribute__((always_inline)) void wide_tile(const int R, const i
         for (int i = 0; i < R; i++) x[i] = _mm256_broadcast_ss(ap[i] + j);
 #pragma GCC unroll 4
         for (int p = 0; p < P; p++) {
-            const __m256 w0 = _mm256_loadu_ps(wp[p] + NR * j), w1 = _mm256_loadu_ps(wp[p] + NR * j + 8);
+            __m256 wv[2];
+            load_w(wv, w, wp[p] + NR * j, BF);
+            const __m256 w0 = wv[0], w1 = wv[1];
 #pragma GCC unroll 2
             for (int i = 0; i < R; i++) {
                 acc[i][p][0] = _mm256_fmadd_ps(x[i], w0, acc[i][p][0]);
@@ -150,45 +167,46 @@ static inline __attribute__((always_inline)) void wide_tile(const int R, const i
 
 /* Up to 2 rows by up to 4 panels: one row takes all 4 panels in one pass,
  * two rows take 2 panels per pass. */
-static void f32_gemm_wide__avx2_2x64(size_t mr, size_t nc, size_t kc, const float *a,
-                                     size_t a_stride, const float *w, size_t w_stride, float *c,
-                                     size_t c_stride, const float *res, size_t res_stride, int act) {
+static inline __attribute__((always_inline)) void gemm_wide(const int BF, size_t mr, size_t nc, size_t kc,
+                                                            const float *a, size_t a_stride, const void *w,
+                                                            size_t w_stride, float *c, size_t c_stride,
+                                                            const float *res, size_t res_stride, int act) {
     const size_t panels = (nc + NR - 1) / NR;
     if (mr == 1) {
+#define WIDE1(P) wide_tile(BF, 1, P, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act)
         switch (panels) {
-        case 1: wide_tile(1, 1, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act); break;
-        case 2: wide_tile(1, 2, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act); break;
-        case 3: wide_tile(1, 3, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act); break;
-        default: wide_tile(1, 4, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act); break;
+        case 1: WIDE1(1); break;
+        case 2: WIDE1(2); break;
+        case 3: WIDE1(3); break;
+        default: WIDE1(4); break;
         }
+#undef WIDE1
         return;
     }
     for (size_t p = 0; p < panels; p += 2) {
         const size_t left = nc - NR * p, off = NR * p;
         const float *r = res ? res + off : NULL;
+        const void *wp = (const char *)w + p * w_stride * (BF ? 2 : 4);
         if (left > NR)
-            wide_tile(2, 2, mr, left, kc, a, a_stride, w + p * w_stride, w_stride, c + off, c_stride, r,
-                      res_stride, act);
+            wide_tile(BF, 2, 2, mr, left, kc, a, a_stride, wp, w_stride, c + off, c_stride, r, res_stride, act);
         else
-            wide_tile(2, 1, mr, left, kc, a, a_stride, w + p * w_stride, w_stride, c + off, c_stride, r,
-                      res_stride, act);
+            wide_tile(BF, 2, 1, mr, left, kc, a, a_stride, wp, w_stride, c + off, c_stride, r, res_stride, act);
     }
 }
 
 /* Shorter tiles for fewer rows (small N, remainders, stream mode). */
-static void f32_gemm_ukernel__avx2_6x16(size_t mr, size_t nc, size_t kc, const float *a,
-                                        size_t a_stride, const float *w, float *c, size_t c_stride,
-                                        const float *res, size_t res_stride, int act) {
+static inline __attribute__((always_inline)) void gemm(const int BF, size_t mr, size_t nc, size_t kc,
+                                                       const float *a, size_t a_stride, const void *w,
+                                                       float *c, size_t c_stride, const float *res,
+                                                       size_t res_stride, int act) {
     if (mr > 4)
-        tile(6, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+        tile(BF, 6, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
     else if (mr > 2)
-        tile(4, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+        tile(BF, 4, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
     else if (mr > 1)
-        tile(2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+        tile(BF, 2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
     else
-        tile(1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+        tile(BF, 1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
 }
 
-const himae_ukernel himae_ukernel_avx2 = {"f32_gemm_ukernel__avx2_6x16", HIMAE_ISA_AVX2, MR, NR,
-                                          f32_gemm_ukernel__avx2_6x16, f32_gemm_wide__avx2_2x64, 2,
-                                          4 * NR};
+HIMAE_UKERNELS(himae_ukernel_avx2, "avx2_6x16", HIMAE_ISA_AVX2, MR, NR, 2, 4 * NR);

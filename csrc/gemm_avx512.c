@@ -1,7 +1,9 @@
 /* gemm_avx512.c - AVX-512F micro-kernel, 12 rows x 32 columns: 24 zmm
  * accumulators; each step loads two weight vectors and broadcasts one input
- * value per row. Compiled with -mavx512f only. */
+ * value per row. Compiled with -mavx512f only. Two builds of each kernel:
+ * f32 panels, and bf16 panels widened to f32 as they are loaded. */
 #include <immintrin.h>
+#include <stdint.h>
 
 #include "internal.h"
 
@@ -57,12 +59,27 @@ static inline __attribute__((always_inline)) void store_row(float *c, const floa
     }
 }
 
+/* The 32 weights of a panel row from element i: f32, or bf16 laid out by
+ * himae_bf16_slot, whose 32-bit words widen to columns 0-15 (shifted left
+ * 16) and 16-31 (high halves): exact, since a bf16 is the high half of an
+ * f32. Everything after the load is the f32 arithmetic. */
+static inline __attribute__((always_inline)) void load_w(__m512 out[2], const void *w, size_t i, const int bf) {
+    if (bf) {
+        const __m512i v = _mm512_loadu_si512((const uint16_t *)w + i);
+        out[0] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        out[1] = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xFFFF0000u)));
+        return;
+    }
+    out[0] = _mm512_loadu_ps((const float *)w + i);
+    out[1] = _mm512_loadu_ps((const float *)w + i + 16);
+}
+
 /* One register tile: R rows (R <= 12) by 32 columns. R is a constant at
  * every call, so the loops unroll and the accumulators live in registers. Rows past mr alias the last real row: computed, never
  * stored. */
-static inline __attribute__((always_inline)) void tile(const int R, size_t mr,
+static inline __attribute__((always_inline)) void tile(const int BF, const int R, size_t mr,
                                                        size_t nc, size_t kc, const float *a,
-                                                       size_t a_stride, const float *w, float *c,
+                                                       size_t a_stride, const void *w, float *c,
                                                        size_t c_stride, const float *res,
                                                        size_t res_stride, int act) {
     const float *ap[12];
@@ -72,12 +89,12 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr,
     __m512 acc[12][2];
 #pragma GCC unroll 12
     for (int i = 0; i < R; i++) {
-        acc[i][0] = _mm512_loadu_ps(w);
-        acc[i][1] = _mm512_loadu_ps(w + 16);
+        load_w(acc[i], w, 0, BF);
     }
-    w += 32;
-    for (size_t j = 0; j < kc; j++, w += 32) {
-        const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+    for (size_t j = 0, o = 32; j < kc; j++, o += 32) {
+        __m512 wv[2];
+        load_w(wv, w, o, BF);
+        const __m512 w0 = wv[0], w1 = wv[1];
 #pragma GCC unroll 12
         for (int i = 0; i < R; i++) {
             const __m512 x = _mm512_set1_ps(ap[i][j]);
@@ -95,24 +112,23 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr,
 /* R rows (R <= 3) by P panels (P <= 4) of 32 columns, columns [0, nc): up to
  * 24 independent accumulators where a tile of R rows has 2 R, and each
  * broadcast serves all P panels. Same arithmetic per output as tile(). */
-static inline __attribute__((always_inline)) void wide_tile(const int R, const int P, size_t mr,
+static inline __attribute__((always_inline)) void wide_tile(const int BF, const int R, const int P, size_t mr,
                                                             size_t nc, size_t kc, const float *a,
-                                                            size_t a_stride, const float *w,
+                                                            size_t a_stride, const void *w,
                                                             size_t w_stride, float *c,
                                                             size_t c_stride, const float *res,
                                                             size_t res_stride, int act) {
     const float *ap[3];
     ap[0] = a;
     for (int i = 1; i < R; i++) ap[i] = (size_t)i < mr ? ap[i - 1] + a_stride : ap[i - 1];
-    const float *wp[4];
+    size_t wp[4]; /* element offset of each panel's first weight row */
     __m512 acc[3][4][2];
 #pragma GCC unroll 4
     for (int p = 0; p < P; p++) {
-        wp[p] = w + p * w_stride;
+        wp[p] = p * w_stride;
 #pragma GCC unroll 3
         for (int i = 0; i < R; i++) {
-            acc[i][p][0] = _mm512_loadu_ps(wp[p]);
-            acc[i][p][1] = _mm512_loadu_ps(wp[p] + 16);
+            load_w(acc[i][p], w, wp[p], BF);
         }
         wp[p] += 32;
     }
@@ -122,7 +138,9 @@ static inline __attribute__((always_inline)) void wide_tile(const int R, const i
         for (int i = 0; i < R; i++) x[i] = _mm512_set1_ps(ap[i][j]);
 #pragma GCC unroll 4
         for (int p = 0; p < P; p++) {
-            const __m512 w0 = _mm512_loadu_ps(wp[p] + 32 * j), w1 = _mm512_loadu_ps(wp[p] + 32 * j + 16);
+            __m512 wv[2];
+            load_w(wv, w, wp[p] + 32 * j, BF);
+            const __m512 w0 = wv[0], w1 = wv[1];
 #pragma GCC unroll 3
             for (int i = 0; i < R; i++) {
                 acc[i][p][0] = _mm512_fmadd_ps(x[i], w0, acc[i][p][0]);
@@ -144,11 +162,11 @@ static inline __attribute__((always_inline)) void wide_tile(const int R, const i
  * new columns) use a tile of exactly that height: no row is computed and
  * thrown away. Every row keeps the same summation order whatever the tile,
  * so results do not depend on how rows are grouped. */
-static void f32_gemm_ukernel__avx512f_12x32(size_t mr, size_t nc, size_t kc, const float *a,
-                                            size_t a_stride, const float *w, float *c,
-                                            size_t c_stride, const float *res, size_t res_stride,
-                                            int act) {
-#define TILE(R) tile(R, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act)
+static inline __attribute__((always_inline)) void gemm(const int BF, size_t mr, size_t nc, size_t kc,
+                                                       const float *a, size_t a_stride, const void *w,
+                                                       float *c, size_t c_stride, const float *res,
+                                                       size_t res_stride, int act) {
+#define TILE(R) tile(BF, R, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act)
     switch (mr) {
     case 1: TILE(1); break;
     case 2: TILE(2); break;
@@ -166,11 +184,11 @@ static void f32_gemm_ukernel__avx512f_12x32(size_t mr, size_t nc, size_t kc, con
 #undef TILE
 }
 
-static void f32_gemm_wide__avx512f_3x128(size_t mr, size_t nc, size_t kc, const float *a,
-                                         size_t a_stride, const float *w, size_t w_stride, float *c,
-                                         size_t c_stride, const float *res, size_t res_stride,
-                                         int act) {
-#define WIDE(R, P) wide_tile(R, P, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act)
+static inline __attribute__((always_inline)) void gemm_wide(const int BF, size_t mr, size_t nc, size_t kc,
+                                                            const float *a, size_t a_stride, const void *w,
+                                                            size_t w_stride, float *c, size_t c_stride,
+                                                            const float *res, size_t res_stride, int act) {
+#define WIDE(R, P) wide_tile(BF, R, P, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act)
     const size_t panels = (nc + 31) / 32;
     switch (mr * 4 + panels) {
     case 5: WIDE(1, 1); break;
@@ -189,6 +207,4 @@ static void f32_gemm_wide__avx512f_3x128(size_t mr, size_t nc, size_t kc, const 
 #undef WIDE
 }
 
-const himae_ukernel himae_ukernel_avx512 = {"f32_gemm_ukernel__avx512f_12x32", HIMAE_ISA_AVX512,
-                                            12, 32, f32_gemm_ukernel__avx512f_12x32,
-                                            f32_gemm_wide__avx512f_3x128, 3, 128};
+HIMAE_UKERNELS(himae_ukernel_avx512, "avx512f_12x32", HIMAE_ISA_AVX512, 12, 32, 3, 128);

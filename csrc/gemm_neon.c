@@ -1,6 +1,9 @@
 /* gemm_neon.c - AArch64 NEON micro-kernel, 8 rows x 8 columns: 16 q-register
- * accumulators, two weight vectors, scalar-by-vector FMA per row. */
+ * accumulators, two weight vectors, scalar-by-vector FMA per row. Two builds
+ * of each kernel: f32 panels, and bf16 panels widened to f32 as they are
+ * loaded. */
 #include <arm_neon.h>
+#include <stdint.h>
 
 #include "internal.h"
 
@@ -56,11 +59,26 @@ static inline void store_row(float *c, const float *res, float32x4_t v0, float32
     for (size_t n = 0; n < nc; n++) c[n] = tmp[n];
 }
 
+/* The 8 weights of a panel row from element i: f32, or bf16 laid out by
+ * himae_bf16_slot, whose 32-bit words widen to columns 0-3 (shifted left 16)
+ * and 4-7 (high halves): exact, since a bf16 is the high half of an f32. */
+static inline __attribute__((always_inline)) void load_w(float32x4_t out[2], const void *w, size_t i,
+                                                         const int bf) {
+    if (bf) {
+        const uint32x4_t v = vreinterpretq_u32_u16(vld1q_u16((const uint16_t *)w + i));
+        out[0] = vreinterpretq_f32_u32(vshlq_n_u32(v, 16));
+        out[1] = vreinterpretq_f32_u32(vandq_u32(v, vdupq_n_u32(0xFFFF0000u)));
+        return;
+    }
+    out[0] = vld1q_f32((const float *)w + i);
+    out[1] = vld1q_f32((const float *)w + i + 4);
+}
+
 /* One register tile: R rows (R <= 8) by 8 columns; R is a constant at
  * every call. Rows past mr alias the last real row: computed, never stored. */
-static inline __attribute__((always_inline)) void tile(const int R, size_t mr, size_t nc,
+static inline __attribute__((always_inline)) void tile(const int BF, const int R, size_t mr, size_t nc,
                                                        size_t kc, const float *a,
-                                                       size_t a_stride, const float *w, float *c,
+                                                       size_t a_stride, const void *w, float *c,
                                                        size_t c_stride, const float *res,
                                                        size_t res_stride, int act) {
     const float *ap[MR];
@@ -70,12 +88,12 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr, s
     float32x4_t acc[MR][2];
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++) {
-        acc[i][0] = vld1q_f32(w);
-        acc[i][1] = vld1q_f32(w + 4);
+        load_w(acc[i], w, 0, BF);
     }
-    w += NR;
-    for (size_t j = 0; j < kc; j++, w += NR) {
-        const float32x4_t w0 = vld1q_f32(w), w1 = vld1q_f32(w + 4);
+    for (size_t j = 0, o = NR; j < kc; j++, o += NR) {
+        float32x4_t wv[2];
+        load_w(wv, w, o, BF);
+        const float32x4_t w0 = wv[0], w1 = wv[1];
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) {
             const float v = ap[i][j];
@@ -93,24 +111,23 @@ static inline __attribute__((always_inline)) void tile(const int R, size_t mr, s
 /* R rows (R <= 3) by P panels (P <= 4) of 8 columns, columns [0, nc): up to
  * 24 independent accumulators where a tile of R rows has 2 R, and each
  * input value serves all P panels. Same arithmetic per output as tile(). */
-static inline __attribute__((always_inline)) void wide_tile(const int R, const int P, size_t mr,
+static inline __attribute__((always_inline)) void wide_tile(const int BF, const int R, const int P, size_t mr,
                                                             size_t nc, size_t kc, const float *a,
-                                                            size_t a_stride, const float *w,
+                                                            size_t a_stride, const void *w,
                                                             size_t w_stride, float *c,
                                                             size_t c_stride, const float *res,
                                                             size_t res_stride, int act) {
     const float *ap[3];
     ap[0] = a;
     for (int i = 1; i < R; i++) ap[i] = (size_t)i < mr ? ap[i - 1] + a_stride : ap[i - 1];
-    const float *wp[4];
+    size_t wp[4]; /* element offset of each panel's first weight row */
     float32x4_t acc[3][4][2];
 #pragma GCC unroll 4
     for (int p = 0; p < P; p++) {
-        wp[p] = w + p * w_stride;
+        wp[p] = p * w_stride;
 #pragma GCC unroll 3
         for (int i = 0; i < R; i++) {
-            acc[i][p][0] = vld1q_f32(wp[p]);
-            acc[i][p][1] = vld1q_f32(wp[p] + 4);
+            load_w(acc[i][p], w, wp[p], BF);
         }
         wp[p] += NR;
     }
@@ -120,7 +137,9 @@ static inline __attribute__((always_inline)) void wide_tile(const int R, const i
         for (int i = 0; i < R; i++) x[i] = ap[i][j];
 #pragma GCC unroll 4
         for (int p = 0; p < P; p++) {
-            const float32x4_t w0 = vld1q_f32(wp[p] + NR * j), w1 = vld1q_f32(wp[p] + NR * j + 4);
+            float32x4_t wv[2];
+            load_w(wv, w, wp[p] + NR * j, BF);
+            const float32x4_t w0 = wv[0], w1 = wv[1];
 #pragma GCC unroll 3
             for (int i = 0; i < R; i++) {
                 acc[i][p][0] = vfmaq_n_f32(acc[i][p][0], w0, x[i]);
@@ -140,10 +159,11 @@ static inline __attribute__((always_inline)) void wide_tile(const int R, const i
     }
 }
 
-static void f32_gemm_wide__neon_3x32(size_t mr, size_t nc, size_t kc, const float *a,
-                                     size_t a_stride, const float *w, size_t w_stride, float *c,
-                                     size_t c_stride, const float *res, size_t res_stride, int act) {
-#define WIDE(R, P) wide_tile(R, P, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act)
+static inline __attribute__((always_inline)) void gemm_wide(const int BF, size_t mr, size_t nc, size_t kc,
+                                                            const float *a, size_t a_stride, const void *w,
+                                                            size_t w_stride, float *c, size_t c_stride,
+                                                            const float *res, size_t res_stride, int act) {
+#define WIDE(R, P) wide_tile(BF, R, P, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act)
     switch (mr * 4 + (nc + NR - 1) / NR) {
     case 5: WIDE(1, 1); break;
     case 6: WIDE(1, 2); break;
@@ -162,19 +182,18 @@ static void f32_gemm_wide__neon_3x32(size_t mr, size_t nc, size_t kc, const floa
 }
 
 /* Shorter tiles for fewer rows (small N, remainders, stream mode). */
-static void f32_gemm_ukernel__neon_8x8(size_t mr, size_t nc, size_t kc, const float *a,
-                                       size_t a_stride, const float *w, float *c, size_t c_stride,
-                                       const float *res, size_t res_stride, int act) {
+static inline __attribute__((always_inline)) void gemm(const int BF, size_t mr, size_t nc, size_t kc,
+                                                       const float *a, size_t a_stride, const void *w,
+                                                       float *c, size_t c_stride, const float *res,
+                                                       size_t res_stride, int act) {
     if (mr > 4)
-        tile(8, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+        tile(BF, 8, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
     else if (mr > 2)
-        tile(4, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+        tile(BF, 4, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
     else if (mr > 1)
-        tile(2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+        tile(BF, 2, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
     else
-        tile(1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
+        tile(BF, 1, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act);
 }
 
-const himae_ukernel himae_ukernel_neon = {"f32_gemm_ukernel__neon_8x8", HIMAE_ISA_NEON, MR, NR,
-                                          f32_gemm_ukernel__neon_8x8, f32_gemm_wide__neon_3x32, 3,
-                                          4 * NR};
+HIMAE_UKERNELS(himae_ukernel_neon, "neon_8x8", HIMAE_ISA_NEON, MR, NR, 3, 4 * NR);

@@ -55,6 +55,15 @@ enum himae_isa {
     HIMAE_ISA_COUNT = 4,
 };
 
+/* Precision of the packed weights. bf16 halves the bytes a push reads; the
+ * activations and every sum stay f32 (docs/stream-mode.md, "Reduced
+ * precision"). */
+enum himae_precision {
+    HIMAE_F32 = 0,
+    HIMAE_BF16 = 1,
+    HIMAE_PRECISION_COUNT = 2,
+};
+
 typedef struct himae_config {
     uint32_t in_channels;
     uint32_t window;
@@ -77,22 +86,25 @@ typedef struct himae_model himae_model;
 
 /* Load a model file (a regular file of at most 1 GiB). isa: NULL or "" =
  * best supported (or $HIMAE_ISA if set), else "scalar" | "avx2" | "avx512" |
- * "neon". max_memory: the most bytes of activation buffers the model may
- * need (0 = HIMAE_DEFAULT_MAX_MEMORY); a model that needs more is refused
- * (HIMAE_EFORMAT) before anything is allocated for it. On failure returns a
- * status, writes a message (see docs/model-format.md) into err and sets
- * *out = NULL. */
-int himae_load(const char *path, const char *isa, size_t max_memory, himae_model **out, char *err,
-               size_t err_len);
+ * "neon". precision: NULL, "" or "f32" = the file's f32 weights; "bf16" =
+ * weights rounded to bfloat16 at load (half the bytes per push; activations
+ * and sums stay f32). max_memory: the most bytes of activation buffers the
+ * model may need (0 = HIMAE_DEFAULT_MAX_MEMORY); a model that needs more is
+ * refused (HIMAE_EFORMAT) before anything is allocated for it. On failure
+ * returns a status, writes a message (see docs/model-format.md) into err and
+ * sets *out = NULL. */
+int himae_load(const char *path, const char *isa, const char *precision, size_t max_memory,
+               himae_model **out, char *err, size_t err_len);
 /* Same, from a buffer in memory (the buffer is not kept). */
-int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa, size_t max_memory,
-                      himae_model **out, char *err, size_t err_len);
+int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa, const char *precision,
+                      size_t max_memory, himae_model **out, char *err, size_t err_len);
 void himae_free(himae_model *model);
 
 const himae_config *himae_model_config(const himae_model *model);
 /* The metadata JSON object, NUL-terminated, owned by the model. */
 const char *himae_model_metadata(const himae_model *model);
 enum himae_isa himae_model_isa(const himae_model *model);
+enum himae_precision himae_model_precision(const himae_model *model);
 
 /* Window-mode encoder on `batch` windows x (batch, in_channels, window),
  * C order. For each level l, levels[l] (batch, C_l, len_l) and means[l]
@@ -112,6 +124,9 @@ const char *himae_isa_name(enum himae_isa isa);
 int himae_isa_from_name(const char *name, enum himae_isa *isa);
 int himae_isa_supported(enum himae_isa isa);
 enum himae_isa himae_isa_best(void);
+/* Precision names: "f32", "bf16". */
+const char *himae_precision_name(enum himae_precision precision);
+int himae_precision_from_name(const char *name, enum himae_precision *precision);
 
 /* Number of heap allocations the core has made since the process started. */
 uint64_t himae_alloc_count(void);

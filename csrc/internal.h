@@ -3,6 +3,7 @@
 #define HIMAE_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "himae.h"
 
@@ -12,24 +13,27 @@
  * a + p * a_stride (kc floats) and w is one packed panel: NR biases, then
  * kc rows of NR weights (zero beyond the real columns). res may alias c.
  * With kc = 0 it is the epilogue alone, act(bias[n] + res[p][n]): only the
- * panel's biases are read. */
+ * panel's biases are read. The panel's elements are f32 or bf16, as the
+ * kernel's precision says; everything else is f32. */
 typedef void (*himae_gemm_fn)(size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
-                              const float *w, float *c, size_t c_stride, const float *res,
+                              const void *w, float *c, size_t c_stride, const float *res,
                               size_t res_stride, int gelu);
 
 /* The same for mr <= wide_mr rows across several consecutive panels (one
- * every w_stride floats): columns [0, nc), nc <= wide_nc. A tile of one to
+ * every w_stride elements): columns [0, nc), nc <= wide_nc. A tile of one to
  * three rows has too few accumulators to hide the FMA latency, so these
  * rows take several panels in one pass instead. Every output keeps the
  * summation order of himae_gemm_fn (bias, then j = 0 .. kc-1), so results
  * do not depend on which of the two computed a row. */
 typedef void (*himae_gemm_wide_fn)(size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
-                                   const float *w, size_t w_stride, float *c, size_t c_stride,
+                                   const void *w, size_t w_stride, float *c, size_t c_stride,
                                    const float *res, size_t res_stride, int gelu);
 
 typedef struct himae_ukernel {
-    const char *name; /* f32_gemm_ukernel__<isa>_<MR>x<NR> */
+    const char *name; /* <precision>_gemm_ukernel__<isa>_<MR>x<NR> */
     enum himae_isa isa;
+    enum himae_precision precision;
+    size_t wbytes; /* bytes of one packed weight: 4 (f32) or 2 (bf16) */
     size_t mr, nr;
     himae_gemm_fn fn;
     /* NULL where one panel at a time is as fast (the scalar kernel). */
@@ -37,8 +41,54 @@ typedef struct himae_ukernel {
     size_t wide_mr, wide_nc;
 } himae_ukernel;
 
-/* The micro-kernel for an ISA, or NULL when it is not built in. */
-const himae_ukernel *himae_ukernel_for(enum himae_isa isa);
+/* Element `i` of packed weights for this kernel (offsets count weights,
+ * whatever their size). */
+static inline const void *himae_weights_at(const himae_ukernel *uk, const void *packed, size_t i) {
+    return (const char *)packed + i * uk->wbytes;
+}
+
+/* Where a bf16 panel keeps column n of a row of nr: columns n and n + nr/2
+ * share one 32-bit word, n in its low half. A kernel widens a vector of such
+ * words in two instructions, a shift left by 16 (columns n) and a mask of
+ * the high halves (columns n + nr/2), each exactly the f32 of its bf16. */
+static inline size_t himae_bf16_slot(size_t n, size_t nr) {
+    return n < nr / 2 ? 2 * n : 2 * (n - nr / 2) + 1;
+}
+
+/* f32 -> bf16, rounded to nearest even (weights are finite). */
+uint16_t himae_to_bf16(float x);
+/* n packed f32 weights (rows of nr, as the packers below write them) as a
+ * bf16 panel: each rounded, each row laid out by himae_bf16_slot. */
+void himae_pack_bf16(uint16_t *dst, const float *src, size_t n, size_t nr);
+
+/* An ISA's f32 and bf16 kernels, himae_ukernel_<sym>[precision], from the
+ * file's always-inline gemm(BF, ...) and gemm_wide(BF, ...), BF = 1 for
+ * bf16 panels: one source for both, so they differ only in the loads. */
+#define HIMAE_UKERNELS(sym, label, isa_enum, MR_, NR_, WIDE_MR, WIDE_NC)                                 \
+    static void gemm_f32(size_t mr, size_t nc, size_t kc, const float *a, size_t as, const void *w,     \
+                         float *c, size_t cs, const float *res, size_t rs, int act) {                   \
+        gemm(0, mr, nc, kc, a, as, w, c, cs, res, rs, act);                                             \
+    }                                                                                                   \
+    static void gemm_bf16(size_t mr, size_t nc, size_t kc, const float *a, size_t as, const void *w,    \
+                          float *c, size_t cs, const float *res, size_t rs, int act) {                  \
+        gemm(1, mr, nc, kc, a, as, w, c, cs, res, rs, act);                                             \
+    }                                                                                                   \
+    static void wide_f32(size_t mr, size_t nc, size_t kc, const float *a, size_t as, const void *w,     \
+                         size_t ws, float *c, size_t cs, const float *res, size_t rs, int act) {        \
+        gemm_wide(0, mr, nc, kc, a, as, w, ws, c, cs, res, rs, act);                                    \
+    }                                                                                                   \
+    static void wide_bf16(size_t mr, size_t nc, size_t kc, const float *a, size_t as, const void *w,    \
+                          size_t ws, float *c, size_t cs, const float *res, size_t rs, int act) {       \
+        gemm_wide(1, mr, nc, kc, a, as, w, ws, c, cs, res, rs, act);                                    \
+    }                                                                                                   \
+    const himae_ukernel sym[HIMAE_PRECISION_COUNT] = {                                                  \
+        {"f32_gemm_ukernel__" label, isa_enum, HIMAE_F32, 4, MR_, NR_, gemm_f32, wide_f32, WIDE_MR, WIDE_NC}, \
+        {"bf16_gemm_ukernel__" label, isa_enum, HIMAE_BF16, 2, MR_, NR_, gemm_bf16, wide_bf16, WIDE_MR,  \
+         WIDE_NC}}
+
+/* The micro-kernel for an ISA and weight precision, or NULL when it is not
+ * built in. */
+const himae_ukernel *himae_ukernel_for(enum himae_isa isa, enum himae_precision precision);
 
 /* A convolution over a channels-last signal, weights packed for one kernel.
  * Input row i (cin floats) sits at in + i * cin; rows [-pad, 0) and past the
@@ -46,7 +96,7 @@ const himae_ukernel *himae_ukernel_for(enum himae_isa isa);
 typedef struct himae_conv {
     size_t cin, cout, k, stride, pad;
     size_t kc;            /* k * cin: one im2col row */
-    const float *packed;  /* ceil(cout / NR) panels of (NR + kc * NR) floats */
+    const void *packed;   /* ceil(cout / NR) panels of (NR + kc * NR) weights */
     /* 1: a narrow conv (2 cout <= NR) packed by himae_pack_conv_pairs, whose
      * output rows are computed two at a time so no panel column is wasted.
      * Its input must hold `stride` more zero rows after the usual padding. */
@@ -54,13 +104,15 @@ typedef struct himae_conv {
     /* The last tap alone, panels of (NR zero biases + cin * NR) floats, for
      * splitting one output row in two (himae_conv_row_head / _tail); NULL
      * where the conv is never split (see stream.c). */
-    const float *tail;
+    const void *tail;
 } himae_conv;
 
 /* Every packer below stores subnormal weights as zero (himae_flush_subnormal,
  * fpmode.h): the one place where a model's weights are materialised. */
 
-/* Floats the packed weights of a conv take for a kernel with NR columns. */
+/* Weights (packed elements) a conv takes for a kernel with NR columns. The
+ * packers below write f32; a bf16 model converts each packed block once at
+ * load (model.c). */
 size_t himae_packed_size(size_t cin, size_t cout, size_t k, size_t nr);
 /* Pack weights and bias (cout) into dst; weight (n, ci, kk) is
  * w[n * s_out + ci * s_in + k0 + kk * s_k] (Conv1d (cout, cin, k):
@@ -114,19 +166,18 @@ void himae_conv_row_tail(const himae_conv *conv, const himae_ukernel *uk, float 
  * cin = cout as six GEMMs of kernel 1 over transformed tiles of 6 input rows,
  * each giving 2 output rows: 6 multiplications where the direct conv has 10.
  * packed: 6 matrices G_t as kernel-1 panels (zero bias), then the bias
- * alone as panels of nr (himae_wino_packed_size floats in all). */
+ * alone as panels of nr (himae_wino_packed_size weights in all). */
 typedef struct himae_wino {
     size_t cin, cout;
-    const float *packed;
-    const float *bias;
+    const void *packed;
 } himae_wino;
 
 size_t himae_wino_packed_size(size_t cin, size_t cout, size_t nr);
 /* Work floats himae_wino_forward needs for n_out output rows. */
 size_t himae_wino_work_floats(size_t cin, size_t cout, size_t n_out);
-/* Transform and pack Conv1d weights (cout, cin, 5) and bias into dst. */
-void himae_wino_pack(himae_wino *wino, float *dst, const float *w, const float *bias, size_t cin,
-                     size_t cout, size_t nr);
+/* Transform and pack Conv1d weights (cout, cin, 5) and bias into dst
+ * (f32, himae_wino_packed_size floats). */
+void himae_wino_pack(float *dst, const float *w, const float *bias, size_t cin, size_t cout, size_t nr);
 /* out (n_out rows of cout) = act(conv(in) + bias (+ out's rows when
  * residual: the encoder's skip branch, added in place)), for in with 2 zero
  * rows before it and 2 after, plus one more when n_out is odd (the last

@@ -59,10 +59,16 @@ struct himae_model {
 static size_t round_up(size_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
 
 /* Bump allocator over the arena; a sizing pass runs it with base == NULL.
- * `weights` counts the packed weights among the bytes used. */
+ * `weights` counts the packed weights' bytes among the bytes used. The
+ * packers write f32; for a bf16 model they write into `scratch` (the
+ * largest block's floats, measured as `scratch_floats` by the sizing pass)
+ * and put_weights converts the block into the arena. */
 typedef struct {
     uint8_t *base;
     size_t used, weights;
+    const himae_ukernel *uk;
+    float *scratch;
+    size_t scratch_floats;
 } bump;
 
 static void *take(bump *b, size_t bytes) {
@@ -71,18 +77,30 @@ static void *take(bump *b, size_t bytes) {
     return p;
 }
 
-static float *take_weights(bump *b, size_t floats) {
-    b->weights += round_up(floats * sizeof(float));
-    return take(b, floats * sizeof(float));
+/* Where to pack a block of n weights as f32 (NULL in the sizing pass);
+ * hand it to put_weights once packed. */
+static float *pack_target(bump *b, size_t n) {
+    if (b->uk->precision == HIMAE_F32) return b->base ? (float *)(b->base + b->used) : NULL;
+    if (n > b->scratch_floats && !b->base) b->scratch_floats = n;
+    return b->base ? b->scratch : NULL;
+}
+
+/* The block's place in the arena, its n weights in the kernel's precision. */
+static const void *put_weights(bump *b, const float *packed, size_t n) {
+    b->weights += round_up(n * b->uk->wbytes);
+    void *dst = take(b, n * b->uk->wbytes);
+    if (dst && b->uk->precision == HIMAE_BF16) himae_pack_bf16(dst, packed, n, b->uk->nr);
+    return dst;
 }
 
 static void set_conv(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_tensor *w,
                      const himae_tensor *bias, size_t cin, size_t cout, size_t k, size_t stride,
                      size_t pad, ptrdiff_t s_out, ptrdiff_t s_in, ptrdiff_t k0, ptrdiff_t s_k) {
     *conv = (himae_conv){cin, cout, k, stride, pad, k * cin, NULL, 0, NULL};
-    float *dst = take_weights(b, himae_packed_size(cin, cout, k, uk->nr));
+    const size_t n = himae_packed_size(cin, cout, k, uk->nr);
+    float *dst = pack_target(b, n);
     if (dst) himae_pack_conv(dst, w->data, bias->data, cin, cout, k, uk->nr, s_out, s_in, k0, s_k);
-    conv->packed = dst;
+    conv->packed = put_weights(b, dst, n);
 }
 
 /* An encoder conv; narrow ones are packed in row pairs (their buffers keep
@@ -97,16 +115,18 @@ static void set_encoder_conv(bump *b, himae_conv *conv, const himae_ukernel *uk,
     if (2 * cout > uk->nr) {
         set_conv(b, conv, uk, w, bias, cin, cout, k, stride, k / 2, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
         if (k > 1) { /* the stream engine splits these convs' rows (stream.c) */
-            float *tail = take_weights(b, himae_packed_size(cin, cout, 1, uk->nr));
+            const size_t n = himae_packed_size(cin, cout, 1, uk->nr);
+            float *tail = pack_target(b, n);
             if (tail) himae_pack_conv_tail(tail, w->data, cin, cout, k, uk->nr);
-            conv->tail = tail;
+            conv->tail = put_weights(b, tail, n);
         }
         return;
     }
     *conv = (himae_conv){cin, cout, k, stride, k / 2, k * cin, NULL, 1, NULL};
-    float *dst = take_weights(b, himae_packed_size(cin, 2 * cout, k + stride, uk->nr));
+    const size_t n = himae_packed_size(cin, 2 * cout, k + stride, uk->nr);
+    float *dst = pack_target(b, n);
     if (dst) himae_pack_conv_pairs(dst, w->data, bias->data, cin, cout, k, stride, uk->nr);
-    conv->packed = dst;
+    conv->packed = put_weights(b, dst, n);
 }
 
 static void set_plain(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_file *f,
@@ -149,68 +169,70 @@ static void set_transposed(bump *b, himae_tconv *tc, const himae_ukernel *uk, co
  * (63 and 32 rows) about 80 us of 600 together. The 32 rows keep short
  * windows on the direct conv: himae-25's 128-channel level (16 rows) would
  * gain about 7 us of 78, but that window's encode time is the yardstick of
- * its stream mode (a 1-s push must stay within a sixth of it). */
-static int use_winograd(size_t k, size_t channels, size_t rows) {
-    return k == 5 && channels >= 128 && rows >= 32;
+ * its stream mode (a 1-s push must stay within a sixth of it). Not for
+ * bf16 weights: rounding the transformed weights G_t errs about 2.5 times
+ * more than rounding the conv's own, and window mode would then differ
+ * from stream mode (the direct conv, same rounded weights) by that much. */
+static int use_winograd(const himae_ukernel *uk, size_t k, size_t channels, size_t rows) {
+    return uk->precision == HIMAE_F32 && k == 5 && channels >= 128 && rows >= 32;
 }
 
-/* Lay the model out in the arena (or, with base == NULL, just measure it):
- * bytes used, of which *weights are packed weights. */
-static size_t layout(himae_model *m, uint8_t *base, const himae_file *f, size_t *weights) {
-    bump b = {base, 0, 0};
-    take(&b, sizeof(himae_model));
+/* Lay the model out in b's arena (or, with b->base == NULL, just measure
+ * it: b->used bytes, of which b->weights are packed weights). */
+static void layout(himae_model *m, bump *b, const himae_file *f) {
+    take(b, sizeof(himae_model));
     const himae_config *c = &m->config;
     const size_t k = c->kernel_size, pad = m->pad;
-    char *meta = take(&b, f->meta_size + 1);
+    char *meta = take(b, f->meta_size + 1);
     if (meta) {
         memcpy(meta, f->meta, f->meta_size);
         meta[f->meta_size] = 0;
         m->metadata = meta;
     }
-    m->input = take(&b, (c->window + 2 * pad + SLACK) * c->in_channels * sizeof(float));
+    m->input = take(b, (c->window + 2 * pad + SLACK) * c->in_channels * sizeof(float));
     size_t hidden = 0, wino_work = 0;
     for (uint32_t l = 0; l < c->n_levels; l++) {
         himae_level *lv = &m->level[l];
         size_t cin = l ? c->channels[l - 1] : c->in_channels, co = c->channels[l];
         size_t rows = c->level_len[l] + 2 * pad + SLACK;
-        set_encoder_conv(&b, &lv->conv1, m->uk, f, l, "conv1", cin, co, k, 2);
-        set_encoder_conv(&b, &lv->conv2, m->uk, f, l, "conv2", co, co, k, 1);
-        set_encoder_conv(&b, &lv->skip, m->uk, f, l, "skip", cin, co, 1, 2);
-        lv->winograd = use_winograd(k, co, c->level_len[l]);
+        set_encoder_conv(b, &lv->conv1, m->uk, f, l, "conv1", cin, co, k, 2);
+        set_encoder_conv(b, &lv->conv2, m->uk, f, l, "conv2", co, co, k, 1);
+        set_encoder_conv(b, &lv->skip, m->uk, f, l, "skip", cin, co, 1, 2);
+        lv->winograd = use_winograd(m->uk, k, co, c->level_len[l]);
         if (lv->winograd) {
-            float *dst = take_weights(&b, himae_wino_packed_size(co, co, m->uk->nr));
+            const size_t n = himae_wino_packed_size(co, co, m->uk->nr);
+            float *dst = pack_target(b, n);
             if (dst) {
                 char wn[64], bn[64];
                 snprintf(wn, sizeof wn, "encoder.%u.conv2.weight", l);
                 snprintf(bn, sizeof bn, "encoder.%u.conv2.bias", l);
-                himae_wino_pack(&lv->conv2_wino, dst, himae_file_tensor(f, wn)->data,
-                                himae_file_tensor(f, bn)->data, co, co, m->uk->nr);
+                himae_wino_pack(dst, himae_file_tensor(f, wn)->data, himae_file_tensor(f, bn)->data, co, co,
+                                m->uk->nr);
             }
+            lv->conv2_wino = (himae_wino){co, co, put_weights(b, dst, n)};
             size_t work = himae_wino_work_floats(co, co, c->level_len[l]);
             if (work > wino_work) wino_work = work;
         }
-        lv->act = take(&b, rows * co * sizeof(float));
+        lv->act = take(b, rows * co * sizeof(float));
         if (rows * co > hidden) hidden = rows * co;
     }
-    m->hidden = take(&b, hidden * sizeof(float));
-    m->wino_work = take(&b, wino_work * sizeof(float));
+    m->hidden = take(b, hidden * sizeof(float));
+    m->wino_work = take(b, wino_work * sizeof(float));
     if (c->flags & 1) {
         for (uint32_t t = 0; t + 1 < c->n_levels; t++) {
             himae_stage *s = &m->stage[t];
             size_t ct = c->channels[t], cu = c->channels[t + 1];
             char name[48];
             snprintf(name, sizeof name, "decoder.%u.up", t);
-            set_transposed(&b, &s->up, m->uk, f, name, cu, ct, k);
+            set_transposed(b, &s->up, m->uk, f, name, cu, ct, k);
             snprintf(name, sizeof name, "decoder.%u.conv1", t);
-            set_plain(&b, &s->conv1, m->uk, f, name, 2 * ct, ct, k, 1);
+            set_plain(b, &s->conv1, m->uk, f, name, 2 * ct, ct, k, 1);
             snprintf(name, sizeof name, "decoder.%u.conv2", t);
-            set_plain(&b, &s->conv2, m->uk, f, name, ct, ct, k, 1);
+            set_plain(b, &s->conv2, m->uk, f, name, ct, ct, k, 1);
         }
-        set_transposed(&b, &m->head, m->uk, f, "head", c->channels[0], c->in_channels, k);
-        m->decoder_work = take(&b, himae_decoder_work_floats(c, pad) * sizeof(float));
+        set_transposed(b, &m->head, m->uk, f, "head", c->channels[0], c->in_channels, k);
+        m->decoder_work = take(b, himae_decoder_work_floats(c, pad) * sizeof(float));
     }
-    *weights = b.weights;
-    return b.used;
 }
 
 static int error(char *err, size_t err_len, int code, const char *fmt, ...) {
@@ -221,6 +243,13 @@ static int error(char *err, size_t err_len, int code, const char *fmt, ...) {
     return code;
 }
 
+static int pick_precision(const char *name, enum himae_precision *precision, char *err, size_t err_len) {
+    *precision = HIMAE_F32;
+    if (name && *name && !himae_precision_from_name(name, precision))
+        return error(err, err_len, HIMAE_EINVAL, "unknown precision '%s' (choose f32 or bf16)", name);
+    return HIMAE_OK;
+}
+
 static int pick_isa(const char *isa_name, enum himae_isa *isa, char *err, size_t err_len) {
     *isa = himae_isa_best();
     if (!isa_name || !*isa_name) isa_name = getenv("HIMAE_ISA");
@@ -228,55 +257,68 @@ static int pick_isa(const char *isa_name, enum himae_isa *isa, char *err, size_t
         if (!himae_isa_from_name(isa_name, isa))
             return error(err, err_len, HIMAE_EINVAL,
                          "unknown ISA '%s' (choose scalar, avx2, avx512 or neon)", isa_name);
-        if (!himae_isa_supported(*isa) || !himae_ukernel_for(*isa))
+        if (!himae_isa_supported(*isa) || !himae_ukernel_for(*isa, HIMAE_F32))
             return error(err, err_len, HIMAE_EINVAL, "ISA '%s' is not supported on this CPU",
                          isa_name);
     }
     return HIMAE_OK;
 }
 
-void himae_model_memory(const himae_file *f, enum himae_isa isa, size_t *weights, size_t *buffers) {
-    himae_model shape = {.config = f->config, .isa = isa, .uk = himae_ukernel_for(isa),
+void himae_model_memory(const himae_file *f, enum himae_isa isa, enum himae_precision precision,
+                        size_t *weights, size_t *buffers) {
+    himae_model shape = {.config = f->config, .isa = isa, .uk = himae_ukernel_for(isa, precision),
                          .pad = f->config.kernel_size / 2};
-    size_t total = layout(&shape, NULL, f, weights);
-    *buffers = total - *weights;
+    bump b = {.uk = shape.uk};
+    layout(&shape, &b, f);
+    *weights = b.weights;
+    *buffers = b.used - b.weights;
 }
 
-int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, size_t max_memory,
-                      himae_model **out, char *err, size_t err_len) {
+int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, const char *precision_name,
+                      size_t max_memory, himae_model **out, char *err, size_t err_len) {
     *out = NULL;
     enum himae_isa isa;
+    enum himae_precision precision;
     int rc = pick_isa(isa_name, &isa, err, err_len);
+    if (!rc) rc = pick_precision(precision_name, &precision, err, err_len);
     if (rc) return rc;
     himae_file f;
     rc = himae_parse(buf, size, &f, err, err_len);
     if (rc) return rc;
-    himae_model shape = {.config = f.config, .isa = isa, .uk = himae_ukernel_for(isa),
+    himae_model shape = {.config = f.config, .isa = isa, .uk = himae_ukernel_for(isa, precision),
                          .pad = f.config.kernel_size / 2};
-    size_t weights, bytes = layout(&shape, NULL, &f, &weights);
+    bump sized = {.uk = shape.uk};
+    layout(&shape, &sized, &f);
+    const size_t bytes = sized.used;
     /* Checked before allocating: the packed weights are bounded by the file
      * (docs/model-format.md, "Memory"), the buffers by the caller's limit. */
     if (!max_memory) max_memory = HIMAE_DEFAULT_MAX_MEMORY;
-    if (bytes - weights > max_memory)
+    if (bytes - sized.weights > max_memory)
         return error(err, err_len, HIMAE_EFORMAT,
                      "too large to load: needs %zu bytes of activation buffers, more than max_memory = %zu",
-                     bytes - weights, max_memory);
+                     bytes - sized.weights, max_memory);
     uint8_t *raw = himae_malloc(bytes + ALIGN);
-    if (!raw)
+    float *scratch = sized.scratch_floats ? himae_malloc(sized.scratch_floats * sizeof(float)) : NULL;
+    if (!raw || (sized.scratch_floats && !scratch)) {
+        himae_free_mem(raw);
+        himae_free_mem(scratch);
         return error(err, err_len, HIMAE_ENOMEM, "out of memory: the model needs %zu bytes", bytes);
+    }
     uint8_t *base = (uint8_t *)round_up((size_t)raw);
     memset(base, 0, bytes);
     himae_model *m = (himae_model *)base;
     *m = shape;
     m->arena = raw;
     memcpy(&m->file_crc, buf + size - 8, sizeof m->file_crc); /* footer, checked by himae_parse */
-    layout(m, base, &f, &weights);
+    bump b = {.base = base, .uk = shape.uk, .scratch = scratch, .scratch_floats = sized.scratch_floats};
+    layout(m, &b, &f);
+    himae_free_mem(scratch);
     *out = m;
     return HIMAE_OK;
 }
 
-int himae_load(const char *path, const char *isa, size_t max_memory, himae_model **out, char *err,
-               size_t err_len) {
+int himae_load(const char *path, const char *isa, const char *precision, size_t max_memory,
+               himae_model **out, char *err, size_t err_len) {
     *out = NULL;
     /* Non-blocking, so that opening a FIFO does not wait for a writer; only a
      * regular file, at most HIMAE_MAX_FILE bytes, is then read. */
@@ -305,7 +347,7 @@ int himae_load(const char *path, const char *isa, size_t max_memory, himae_model
     close(fd);
     if (!rc && size != (size_t)st.st_size)
         rc = error(err, err_len, HIMAE_EIO, "cannot read %s: it changed while being read", path);
-    if (!rc) rc = himae_load_buffer(buf, size, isa, max_memory, out, err, err_len);
+    if (!rc) rc = himae_load_buffer(buf, size, isa, precision, max_memory, out, err, err_len);
     himae_free_mem(buf);
     return rc;
 }
@@ -317,6 +359,7 @@ void himae_free(himae_model *m) {
 const himae_config *himae_model_config(const himae_model *m) { return &m->config; }
 const char *himae_model_metadata(const himae_model *m) { return m->metadata; }
 enum himae_isa himae_model_isa(const himae_model *m) { return m->isa; }
+enum himae_precision himae_model_precision(const himae_model *m) { return m->uk->precision; }
 const himae_ukernel *himae_model_ukernel(const himae_model *m) { return m->uk; }
 uint32_t himae_model_file_crc(const himae_model *m) { return m->file_crc; }
 

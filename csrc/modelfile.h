@@ -30,7 +30,8 @@ int himae_parse(const uint8_t *buf, size_t size, himae_file *file, char *err, si
 
 /* What loading a parsed file with `isa`'s kernels takes (model.c): packed
  * weights and everything else (activation buffers, metadata), in bytes. */
-void himae_model_memory(const himae_file *file, enum himae_isa isa, size_t *weights, size_t *buffers);
+void himae_model_memory(const himae_file *file, enum himae_isa isa, enum himae_precision precision,
+                        size_t *weights, size_t *buffers);
 
 /* The tensor the spec names `name`, or NULL. */
 const himae_tensor *himae_file_tensor(const himae_file *file, const char *name);

@@ -40,8 +40,7 @@ size_t himae_wino_work_floats(size_t cin, size_t cout, size_t n_out) {
     return POINTS * ((n_out + 1) / 2) * (cin + cout);
 }
 
-void himae_wino_pack(himae_wino *wino, float *dst, const float *w, const float *bias, size_t cin,
-                     size_t cout, size_t nr) {
+void himae_wino_pack(float *dst, const float *w, const float *bias, size_t cin, size_t cout, size_t nr) {
     static const double g[POINTS][TAPS] = {
         {1.0 / 4, 0, 0, 0, 0},
         {1.0 / 6, 1.0 / 6, 1.0 / 6, 1.0 / 6, 1.0 / 6},
@@ -51,7 +50,6 @@ void himae_wino_pack(himae_wino *wino, float *dst, const float *w, const float *
         {0, 0, 0, 0, 1},
     };
     const size_t mat = himae_packed_size(cin, cout, 1, nr);
-    *wino = (himae_wino){cin, cout, dst, dst + POINTS * mat};
     /* G_t as himae_pack_conv lays out a kernel-1 conv: per panel of nr
      * columns, nr biases (zero here: the bias is added once, after the
      * output transform), then row ci of nr weights. */
@@ -130,19 +128,20 @@ void himae_wino_forward(const himae_wino *wino, const himae_ukernel *uk, float *
     float *v = work, *m = work + POINTS * tiles * cin;
     input_transform(v, in, tiles, cin);
     for (size_t t = 0; t < POINTS; t++) {
-        const himae_conv gemm = {cin, cout, 1, 1, 0, cin, wino->packed + t * mat, 0, NULL};
+        const himae_conv gemm = {cin, cout, 1, 1, 0, cin, himae_weights_at(uk, wino->packed, t * mat), 0, NULL};
         himae_conv1d_forward(&gemm, uk, m + t * tiles * cout, v + t * tiles * cin, tiles, NULL, 0);
     }
     output_transform(out, m, tiles, cout, n_out, residual);
     /* Bias and GELU by the micro-kernel's own epilogue: a call with kc = 0
      * computes act(bias + res), here res = the conv (+ residual) in out,
      * with the very GELU of the GEMM path. */
+    const void *bias = himae_weights_at(uk, wino->packed, POINTS * mat);
     for (size_t n0 = 0; n0 < cout; n0 += nr) {
         const size_t nc = cout - n0 < nr ? cout - n0 : nr;
         for (size_t p = 0; p < n_out; p += uk->mr) {
             const size_t rows = n_out - p < uk->mr ? n_out - p : uk->mr;
             float *c = out + p * cout + n0;
-            uk->fn(rows, nc, 0, c, cout, wino->bias + n0, c, cout, c, cout, gelu);
+            uk->fn(rows, nc, 0, c, cout, himae_weights_at(uk, bias, n0), c, cout, c, cout, gelu);
         }
     }
 }

@@ -26,6 +26,8 @@ cdef extern from "himae.h":
         HIMAE_OK, HIMAE_EFORMAT, HIMAE_EIO, HIMAE_ENOMEM, HIMAE_EINVAL
     enum himae_isa:
         HIMAE_ISA_COUNT
+    enum himae_precision:
+        HIMAE_F32, HIMAE_BF16
     ctypedef struct himae_config:
         uint32_t in_channels
         uint32_t window
@@ -41,12 +43,14 @@ cdef extern from "himae.h":
     ctypedef struct himae_model:
         pass
     size_t HIMAE_DEFAULT_MAX_MEMORY
-    int himae_load(const char *path, const char *isa, size_t max_memory, himae_model **out, char *err,
-                   size_t err_len)
+    int himae_load(const char *path, const char *isa, const char *precision, size_t max_memory,
+                   himae_model **out, char *err, size_t err_len)
     void himae_free(himae_model *model)
     const himae_config *himae_model_config(const himae_model *model)
     const char *himae_model_metadata(const himae_model *model)
     himae_isa himae_model_isa(const himae_model *model)
+    himae_precision himae_model_precision(const himae_model *model)
+    const char *himae_precision_name(himae_precision precision)
     int himae_encode(himae_model *model, const float *x, size_t batch, float **levels,
                      float **means, char *err, size_t err_len) nogil
     int himae_reconstruct(himae_model *model, const float *x, size_t batch, float *out,
@@ -72,7 +76,8 @@ cdef extern from "modelfile.h":
         size_t n_tensors
         himae_tensor tensors[HIMAE_MAX_TENSORS]
     int himae_parse(const unsigned char *buf, size_t size, himae_file *file, char *err, size_t err_len) nogil
-    void himae_model_memory(const himae_file *file, himae_isa isa, size_t *weights, size_t *buffers)
+    void himae_model_memory(const himae_file *file, himae_isa isa, himae_precision precision, size_t *weights,
+                            size_t *buffers)
 
 #: The largest model file the readers take, and the default limit on a loaded model's activation buffers.
 MAX_FILE = HIMAE_MAX_FILE
@@ -166,7 +171,7 @@ def parse_model_file(const unsigned char[::1] buf) -> dict:
         if rc != HIMAE_OK:
             raise ModelFileError(err.decode("utf-8", "replace"))
         c = &f.config
-        himae_model_memory(f, himae_isa_best(), &weights, &buffers)
+        himae_model_memory(f, himae_isa_best(), HIMAE_F32, &weights, &buffers)
         tensors = []
         for i in range(f.n_tensors):
             t = &f.tensors[i]
@@ -194,29 +199,34 @@ def _f32(value) -> float:
 cdef class Model:
     """A loaded model file: window-mode encoder (and decoder when present).
 
-    Model(path, isa=None, max_memory=None): isa None picks the best kernel
-    this CPU supports (or $HIMAE_ISA); "scalar", "avx2", "avx512" or "neon"
-    forces one. max_memory (bytes, default DEFAULT_MAX_MEMORY) bounds the
-    activation buffers: a file that declares more is refused before they are
-    allocated (docs/model-format.md, "Memory").
+    Model(path, isa=None, max_memory=None, precision=None): isa None picks the
+    best kernel this CPU supports (or $HIMAE_ISA); "scalar", "avx2", "avx512"
+    or "neon" forces one. max_memory (bytes, default DEFAULT_MAX_MEMORY) bounds
+    the activation buffers: a file that declares more is refused before they
+    are allocated (docs/model-format.md, "Memory"). precision None or "f32"
+    runs the file's weights; "bf16" rounds them to bfloat16 at load, halving
+    the bytes each push reads, with f32 activations and sums
+    (docs/stream-mode.md, "Reduced precision").
     """
 
     cdef himae_model *_m
     cdef readonly dict config
     cdef readonly dict metadata
     cdef readonly str isa
+    cdef readonly str precision
     cdef readonly tuple level_lengths
     cdef readonly str path
 
-    def __cinit__(self, path, isa=None, max_memory=None):
+    def __cinit__(self, path, isa=None, max_memory=None, precision=None):
         cdef char err[HIMAE_ERR_LEN]
         cdef bytes bpath = os.fsencode(path)
         cdef bytes bisa = (isa or "").encode()
+        cdef bytes bprecision = (precision or "").encode()
         if max_memory is not None and (not isinstance(max_memory, int) or max_memory < 1):
             raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
         cdef size_t limit = 0 if max_memory is None else min(max_memory, <size_t>-1)
         err[0] = 0
-        rc = himae_load(bpath, bisa, limit, &self._m, err, sizeof(err))
+        rc = himae_load(bpath, bisa, bprecision, limit, &self._m, err, sizeof(err))
         if rc == HIMAE_EFORMAT:
             raise ModelFileError(in_file(err.decode("utf-8", "replace"), path))
         if rc != HIMAE_OK:
@@ -241,6 +251,7 @@ cdef class Model:
         }
         self.level_lengths = tuple(c.level_len[l] for l in range(n))
         self.isa = himae_isa_name(himae_model_isa(self._m)).decode()
+        self.precision = himae_precision_name(himae_model_precision(self._m)).decode()
 
     def __dealloc__(self):
         himae_free(self._m)

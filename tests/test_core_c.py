@@ -49,6 +49,13 @@ def _assert_clean(result: subprocess.CompletedProcess) -> None:
     assert result.stdout.count("chunked runs checked") == 4  # stream mode on every model given
     assert result.stdout.count("groups checked") == 4  # groups of streams against separate ones, every model
     assert result.stdout.count("ISAs checked") == 4  # flush to zero and the caller's mode on every model given
+    kernels = [line.split(": ")[1] for line in result.stdout.splitlines() if line.startswith("kernel: ")]
+    # every kernel in both precisions (conv, wide rows, gathered rows, Winograd; stream mode on bf16 models)
+    assert {k.split("_", 1)[1] for k in kernels if k.startswith("bf16_")} == {
+        k.split("_", 1)[1] for k in kernels if k.startswith("f32_")}
+    bf16_runs = [int(line.split(", ")[1].split()[0]) for line in result.stdout.splitlines()
+                 if "chunked runs checked" in line]
+    assert len(bf16_runs) == 4 and min(bf16_runs) > 0, result.stdout
 
 
 @pytest.mark.timeout(HANG_S + 300)

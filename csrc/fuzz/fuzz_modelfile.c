@@ -71,7 +71,7 @@ static void exercise(himae_model *m) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     himae_model *m = NULL;
     char err[HIMAE_ERR_LEN] = "";
-    int rc = himae_load_buffer(data, size, "scalar", MAX_MEMORY, &m, err, sizeof err);
+    int rc = himae_load_buffer(data, size, "scalar", NULL, MAX_MEMORY, &m, err, sizeof err);
     if (rc == HIMAE_OK) {
         exercise(m);
         himae_free(m);

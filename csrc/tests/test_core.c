@@ -44,6 +44,34 @@ static uint32_t rng(void) {
 }
 static float frand(void) { return (float)(rng() % 2000001) / 1000000.0f - 1.0f; }
 
+/* Every micro-kernel this CPU runs, i < N_KERNELS: each ISA's f32 and bf16
+ * builds (NULL for the rest). */
+#define N_KERNELS (HIMAE_ISA_COUNT * HIMAE_PRECISION_COUNT)
+static const himae_ukernel *kernel_at(int i) {
+    const enum himae_isa isa = (enum himae_isa)(i / HIMAE_PRECISION_COUNT);
+    return himae_isa_supported(isa) ? himae_ukernel_for(isa, (enum himae_precision)(i % HIMAE_PRECISION_COUNT)) : NULL;
+}
+
+/* For a bf16 kernel, weights rounded as it will hold them, so that the
+ * reference sees the very weights the kernel multiplies. */
+static void as_kernel_rounds(const himae_ukernel *uk, float *x, size_t n) {
+    if (uk->precision != HIMAE_BF16) return;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)himae_to_bf16(x[i]) << 16;
+        memcpy(&x[i], &u, sizeof u);
+    }
+}
+
+/* Packed f32 weights in the kernel's own precision and layout (malloc'd). */
+static void *kernel_weights(const himae_ukernel *uk, const float *packed, size_t n) {
+    void *w = malloc(n * uk->wbytes);
+    if (uk->precision == HIMAE_BF16)
+        himae_pack_bf16(w, packed, n, uk->nr);
+    else
+        memcpy(w, packed, n * sizeof(float));
+    return w;
+}
+
 static uint8_t *read_file(const char *path, size_t *size) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return NULL;
@@ -89,7 +117,7 @@ static void test_corpus(const char *manifest) {
         CHECK(buf != NULL, "cannot read %s", path);
         char err[HIMAE_ERR_LEN] = "";
         himae_model *m = NULL;
-        int rc = himae_load_buffer(buf, size, "scalar", 0, &m, err, sizeof err);
+        int rc = himae_load_buffer(buf, size, "scalar", NULL, 0, &m, err, sizeof err);
         if (*want)
             CHECK(rc == HIMAE_EFORMAT && strncmp(err, want, strlen(want)) == 0,
                   "%s: got '%s', want '%s'", path, err, want);
@@ -103,7 +131,7 @@ static void test_corpus(const char *manifest) {
                 size_t n = size - (t % 3 == 0 ? rng() % size : 0);
                 for (int k = 0; k < 1 + (int)(rng() % 4); k++) copy[rng() % n] ^= (uint8_t)(1u << (rng() % 8));
                 himae_model *mm = NULL;
-                himae_load_buffer(copy, n, "scalar", 0, &mm, err, sizeof err);
+                himae_load_buffer(copy, n, "scalar", NULL, 0, &mm, err, sizeof err);
                 himae_free(mm);
             }
             free(copy);
@@ -120,9 +148,9 @@ static void test_corpus(const char *manifest) {
 /* Random conv shapes, every ISA: packed GEMM conv vs the naive reference. */
 static void test_conv(void) {
     int cases = 0;
-    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
-        const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa);
-        if (!uk || !himae_isa_supported((enum himae_isa)isa)) continue;
+    for (int i = 0; i < N_KERNELS; i++) {
+        const himae_ukernel *uk = kernel_at(i);
+        if (!uk) continue;
         for (int t = 0; t < 60; t++) {
             size_t cin = 1 + rng() % 40, cout = 1 + rng() % (t % 2 ? 20 : 70), k = 1 + 2 * (rng() % 4);
             size_t stride = 1 + rng() % 2, pad = k / 2, n_in = 1 + rng() % 90;
@@ -132,6 +160,8 @@ static void test_conv(void) {
             float *x = malloc(cin * n_in * sizeof(float)), *res = malloc(cout * n_out * sizeof(float));
             for (size_t i = 0; i < cout * cin * k; i++) w[i] = frand();
             for (size_t i = 0; i < cout; i++) b[i] = frand();
+            as_kernel_rounds(uk, w, cout * cin * k);
+            as_kernel_rounds(uk, b, cout);
             for (size_t i = 0; i < cin * n_in; i++) x[i] = 2 * frand();
             for (size_t i = 0; i < cout * n_out; i++) res[i] = frand();
             float *want = malloc(cout * n_out * sizeof(float));
@@ -139,15 +169,15 @@ static void test_conv(void) {
                                    with_res ? res : NULL, gelu);
             /* Narrow convs are also tried in row pairs, as the encoder packs them. */
             size_t pair = 2 * cout <= uk->nr && rng() % 2;
-            float *packed;
-            if (pair) {
-                packed = malloc(himae_packed_size(cin, 2 * cout, k + stride, uk->nr) * sizeof(float));
+            const size_t n_packed = pair ? himae_packed_size(cin, 2 * cout, k + stride, uk->nr)
+                                         : himae_packed_size(cin, cout, k, uk->nr);
+            float *packed = malloc(n_packed * sizeof(float));
+            if (pair)
                 himae_pack_conv_pairs(packed, w, b, cin, cout, k, stride, uk->nr);
-            } else {
-                packed = malloc(himae_packed_size(cin, cout, k, uk->nr) * sizeof(float));
+            else
                 himae_pack_conv(packed, w, b, cin, cout, k, uk->nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
-            }
-            himae_conv conv = {cin, cout, k, stride, pad, k * cin, packed, pair, NULL};
+            void *kw = kernel_weights(uk, packed, n_packed);
+            himae_conv conv = {cin, cout, k, stride, pad, k * cin, kw, pair, NULL};
             /* channels-last input with pad zero rows before and enough after */
             size_t rows = n_in + 2 * k + stride;
             float *xin = calloc(rows * cin, sizeof(float));
@@ -163,7 +193,7 @@ static void test_conv(void) {
             snprintf(what, sizeof what, "%s conv cin=%zu cout=%zu k=%zu s=%zu n=%zu gelu=%d res=%d pair=%zu",
                      uk->name, cin, cout, k, stride, n_in, gelu, with_res, pair);
             compare(what, got, want, cout * n_out, 1e-5, 1e-4);
-            free(w), free(b), free(x), free(res), free(want), free(packed), free(xin), free(out), free(got);
+            free(w), free(b), free(x), free(res), free(want), free(packed), free(kw), free(xin), free(out), free(got);
             cases++;
         }
     }
@@ -175,9 +205,9 @@ static void test_conv(void) {
  * not depend on how rows are grouped. */
 static void test_wide_rows(void) {
     int cases = 0;
-    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
-        const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa);
-        if (!uk || !uk->wide || !himae_isa_supported((enum himae_isa)isa)) continue;
+    for (int i = 0; i < N_KERNELS; i++) {
+        const himae_ukernel *uk = kernel_at(i);
+        if (!uk || !uk->wide) continue;
         for (int t = 0; t < 12; t++) {
             size_t cin = 1 + rng() % 48, cout = 1 + rng() % (5 * uk->wide_nc / 2), k = 1 + 2 * (rng() % 3);
             size_t n_out = uk->mr + 1 + rng() % uk->wide_mr; /* full tiles, then a wide remainder */
@@ -185,9 +215,11 @@ static void test_wide_rows(void) {
             float *w = malloc(cout * cin * k * sizeof(float)), *b = malloc(cout * sizeof(float));
             for (size_t i = 0; i < cout * cin * k; i++) w[i] = frand();
             for (size_t i = 0; i < cout; i++) b[i] = frand();
-            float *packed = malloc(himae_packed_size(cin, cout, k, uk->nr) * sizeof(float));
+            const size_t n_packed = himae_packed_size(cin, cout, k, uk->nr);
+            float *packed = malloc(n_packed * sizeof(float));
             himae_pack_conv(packed, w, b, cin, cout, k, uk->nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
-            himae_conv conv = {cin, cout, k, 1, k / 2, k * cin, packed, 0, NULL};
+            void *kw = kernel_weights(uk, packed, n_packed);
+            himae_conv conv = {cin, cout, k, 1, k / 2, k * cin, kw, 0, NULL};
             size_t rows = n_out + k;
             float *xin = calloc(rows * cin, sizeof(float)), *res = malloc(n_out * cout * sizeof(float));
             for (size_t i = k / 2 * cin; i < (k / 2 + n_out) * cin; i++) xin[i] = 2 * frand();
@@ -201,7 +233,7 @@ static void test_wide_rows(void) {
             CHECK(memcmp(all, one, n_out * cout * sizeof(float)) == 0,
                   "%s wide rows differ from tiled rows: cin=%zu cout=%zu k=%zu n=%zu", uk->name, cin,
                   cout, k, n_out);
-            free(w), free(b), free(packed), free(xin), free(res), free(all), free(one);
+            free(w), free(b), free(packed), free(kw), free(xin), free(res), free(all), free(one);
             cases++;
         }
     }
@@ -214,9 +246,9 @@ static void test_wide_rows(void) {
  * a tile, so tiles split a job's rows), pair-packed convs too. */
 static void test_gathered(void) {
     int cases = 0;
-    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
-        const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa);
-        if (!uk || !himae_isa_supported((enum himae_isa)isa)) continue;
+    for (int i = 0; i < N_KERNELS; i++) {
+        const himae_ukernel *uk = kernel_at(i);
+        if (!uk) continue;
         for (int t = 0; t < 16; t++) {
             const size_t pair = t % 4 == 0, stride = 1 + rng() % 2, k = 1 + 2 * (rng() % 3);
             size_t cin = 1 + rng() % 40, cout = pair ? 1 + rng() % (uk->nr / 2) : 1 + rng() % (3 * uk->nr);
@@ -232,7 +264,8 @@ static void test_gathered(void) {
                 himae_pack_conv_pairs(packed, w, b, cin, cout, k, stride, uk->nr);
             else
                 himae_pack_conv(packed, w, b, cin, cout, k, uk->nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
-            himae_conv conv = {cin, cout, k, stride, k / 2, k * cin, packed, pair, NULL};
+            void *kw = kernel_weights(uk, packed, floats);
+            himae_conv conv = {cin, cout, k, stride, k / 2, k * cin, kw, pair, NULL};
             /* each job's input: pad zero rows, its rows, then pad + stride zero rows (pair-packed reads) */
             const size_t rows = n_out * stride + k + stride, per_job = n_out * cout;
             float *xin = calloc(n_jobs * rows * cin, sizeof(float)), *res = malloc(n_jobs * per_job * sizeof(float));
@@ -250,7 +283,8 @@ static void test_gathered(void) {
             CHECK(memcmp(alone, gathered, n_jobs * per_job * sizeof(float)) == 0,
                   "%s gathered rows differ: cin=%zu cout=%zu k=%zu stride=%zu pair=%zu jobs=%zu n=%zu tile=%zu",
                   uk->name, cin, cout, k, stride, pair, n_jobs, n_out, tile);
-            free(w), free(b), free(packed), free(xin), free(res), free(alone), free(gathered), free(a), free(c);
+            free(w), free(b), free(packed), free(kw), free(xin), free(res), free(alone), free(gathered), free(a);
+            free(c);
             cases++;
         }
     }
@@ -262,8 +296,8 @@ static void test_gathered(void) {
  * levels. Same tolerances as the direct conv. */
 static void test_winograd(void) {
     int cases = 0;
-    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
-        const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa);
+    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) { /* f32 only: bf16 models keep the direct conv (model.c) */
+        const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa, HIMAE_F32);
         if (!uk || !himae_isa_supported((enum himae_isa)isa)) continue;
         for (int t = 0; t < 22; t++) {
             size_t ch = t == 0 ? 128 : t == 1 ? 256 : 1 + rng() % 70;
@@ -278,8 +312,8 @@ static void test_winograd(void) {
             float *want = malloc(ch * n * sizeof(float));
             himae_conv1d_reference(want, x, w, b, ch, n, ch, 5, 1, 2, n, with_res ? res : NULL, gelu);
             float *packed = malloc(himae_wino_packed_size(ch, ch, uk->nr) * sizeof(float));
-            himae_wino wino;
-            himae_wino_pack(&wino, packed, w, b, ch, ch, uk->nr);
+            himae_wino_pack(packed, w, b, ch, ch, uk->nr);
+            himae_wino wino = {ch, ch, packed};
             /* channels-last input: 2 zero rows before, 3 after (an odd n's
              * last tile reads one past the padding) */
             float *xin = calloc((n + 5) * ch, sizeof(float));
@@ -307,7 +341,7 @@ static void test_winograd(void) {
 /* GELU of every ISA's epilogue against exact erf GELU on [-10, 10]. */
 static void test_gelu(void) {
     for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
-        const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa);
+        const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa, HIMAE_F32);
         if (!uk || !himae_isa_supported((enum himae_isa)isa)) continue;
         const size_t n = 20001, nr = uk->nr;
         float *panel = calloc(nr * 2, sizeof(float)); /* zero bias, weight 1 on column 0 */
@@ -330,25 +364,31 @@ static void test_gelu(void) {
 }
 
 /* A naive channels-first encoder on the file's tensors, over n_in samples:
- * level l has ceil(n_in / 2^(l+1)) positions. */
-static void reference_encoder(const himae_file *f, const float *x, size_t n_in, float **levels) {
+ * level l has ceil(n_in / 2^(l+1)) positions. With uk, its weights rounded
+ * as that kernel holds them (as_kernel_rounds). */
+static void reference_encoder(const himae_file *f, const float *x, size_t n_in, float **levels,
+                              const himae_ukernel *uk) {
     const himae_config *c = &f->config;
     const float *in = x;
     size_t cin = c->in_channels, k = c->kernel_size;
     for (uint32_t l = 0; l < c->n_levels; l++) {
         size_t co = c->channels[l], n = (n_in + 1) / 2;
         char name[64];
-        const float *t[6];
+        float *t[6];
         const char *parts[6] = {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "skip.weight", "skip.bias"};
         for (int i = 0; i < 6; i++) {
             snprintf(name, sizeof name, "encoder.%u.%s", l, parts[i]);
-            t[i] = himae_file_tensor(f, name)->data;
+            const himae_tensor *tensor = himae_file_tensor(f, name);
+            t[i] = malloc(tensor->nbytes);
+            memcpy(t[i], tensor->data, tensor->nbytes);
+            if (uk) as_kernel_rounds(uk, t[i], tensor->nbytes / sizeof(float));
         }
         float *skip = malloc(co * n * sizeof(float)), *h = malloc(co * n * sizeof(float));
         himae_conv1d_reference(skip, in, t[4], t[5], cin, n_in, co, 1, 2, 0, n, NULL, 0);
         himae_conv1d_reference(h, in, t[0], t[1], cin, n_in, co, k, 2, k / 2, n, NULL, 1);
         himae_conv1d_reference(levels[l], h, t[2], t[3], co, n, co, k, 1, k / 2, n, skip, 1);
         free(skip), free(h);
+        for (int i = 0; i < 6; i++) free(t[i]);
         in = levels[l], cin = co, n_in = n;
     }
 }
@@ -378,16 +418,16 @@ static void test_model(const char *path) {
     for (size_t b = 0; b < batch; b++) {
         float *lv[HIMAE_MAX_LEVELS];
         for (uint32_t l = 0; l < c->n_levels; l++) lv[l] = want[l] + b * per[l];
-        reference_encoder(&f, x + b * c->in_channels * c->window, c->window, lv);
+        reference_encoder(&f, x + b * c->in_channels * c->window, c->window, lv, NULL);
     }
     /* Decoder: every ISA's reconstruction against the scalar one (which
      * tests/test_decoder.py checks against PyTorch). */
     float *rec_scalar = malloc(n_x * sizeof(float)), *rec = malloc(n_x * sizeof(float));
     int decoders = 0;
     for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
-        if (!himae_ukernel_for((enum himae_isa)isa) || !himae_isa_supported((enum himae_isa)isa)) continue;
+        if (!himae_ukernel_for((enum himae_isa)isa, HIMAE_F32) || !himae_isa_supported((enum himae_isa)isa)) continue;
         himae_model *m = NULL;
-        rc = himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), 0, &m, err, sizeof err);
+        rc = himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), NULL, 0, &m, err, sizeof err);
         CHECK(rc == HIMAE_OK, "%s on %s: %s", path, himae_isa_name((enum himae_isa)isa), err);
         if (rc) continue;
         uint64_t before = himae_alloc_count();
@@ -543,26 +583,31 @@ static void test_stream(const char *path) {
         want[l] = malloc(c->channels[l] * len * sizeof(float));
         got[l] = malloc(c->channels[l] * len * sizeof(float));
     }
-    reference_encoder(&f, x, n, want);
-    int runs = 0;
-    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
-        if (!himae_ukernel_for((enum himae_isa)isa) || !himae_isa_supported((enum himae_isa)isa)) continue;
-        himae_model *m = NULL;
-        if (himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), 0, &m, err, sizeof err)) continue;
-        for (int r = 0; r < 2; r++, runs++) {
-            char what[160];
-            snprintf(what, sizeof what, "%s stream %s run %d", path, himae_isa_name((enum himae_isa)isa), r);
-            for (uint32_t l = 0; l < c->n_levels; l++) memset(got[l], 0xff, c->channels[l] * ld[l] * sizeof(float));
-            stream_run(m, x, n, got, ld, what);
-            for (uint32_t l = 0; l < c->n_levels; l++) {
-                char level_what[192];
-                snprintf(level_what, sizeof level_what, "%s level %u", what, l);
-                compare(level_what, got[l], want[l], c->channels[l] * (size_t)ld[l], 1e-5, 1e-4);
+    int runs = 0, bf16_runs = 0;
+    for (int prec = 0; prec < HIMAE_PRECISION_COUNT; prec++) {
+        /* bf16: against the reference on the same rounded weights, at f32's tolerance */
+        reference_encoder(&f, x, n, want, prec == HIMAE_BF16 ? himae_ukernel_for(HIMAE_ISA_SCALAR, HIMAE_BF16) : NULL);
+        for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
+            if (!himae_ukernel_for((enum himae_isa)isa, HIMAE_F32) || !himae_isa_supported((enum himae_isa)isa)) continue;
+            himae_model *m = NULL;
+            const char *pname = himae_precision_name((enum himae_precision)prec);
+            if (himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), pname, 0, &m, err, sizeof err)) continue;
+            for (int r = 0; r < 2; r++, runs++, bf16_runs += prec == HIMAE_BF16) {
+                char what[160];
+                snprintf(what, sizeof what, "%s stream %s %s run %d", path, himae_isa_name((enum himae_isa)isa),
+                         pname, r);
+                for (uint32_t l = 0; l < c->n_levels; l++) memset(got[l], 0xff, c->channels[l] * ld[l] * sizeof(float));
+                stream_run(m, x, n, got, ld, what);
+                for (uint32_t l = 0; l < c->n_levels; l++) {
+                    char level_what[192];
+                    snprintf(level_what, sizeof level_what, "%s level %u", what, l);
+                    compare(level_what, got[l], want[l], c->channels[l] * (size_t)ld[l], 1e-5, 1e-4);
+                }
             }
+            himae_free(m);
         }
-        himae_free(m);
     }
-    printf("stream %s: %d chunked runs checked\n", path, runs);
+    printf("stream %s: %d chunked runs checked, %d bf16\n", path, runs, bf16_runs);
     for (uint32_t l = 0; l < c->n_levels; l++) free(want[l]), free(got[l]);
     free(x), free(buf);
 }
@@ -599,9 +644,9 @@ static void test_group(const char *path) {
         }
     int runs = 0;
     for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
-        if (!himae_ukernel_for((enum himae_isa)isa) || !himae_isa_supported((enum himae_isa)isa)) continue;
+        if (!himae_ukernel_for((enum himae_isa)isa, HIMAE_F32) || !himae_isa_supported((enum himae_isa)isa)) continue;
         himae_model *m = NULL;
-        if (himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), 0, &m, err, sizeof err)) continue;
+        if (himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), NULL, 0, &m, err, sizeof err)) continue;
         static const int sizes[] = {1, MAX_N};
         for (int t = 0; t < 2; t++, runs++) {
             const int n = sizes[t];
@@ -778,12 +823,12 @@ static void test_fpmode(const char *path) {
     const himae_fpmode original = himae_fpmode_get();
     int runs = 0;
     for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
-        if (!himae_ukernel_for((enum himae_isa)isa) || !himae_isa_supported((enum himae_isa)isa)) continue;
+        if (!himae_ukernel_for((enum himae_isa)isa, HIMAE_F32) || !himae_isa_supported((enum himae_isa)isa)) continue;
         const char *name = himae_isa_name((enum himae_isa)isa);
         himae_model *mp = NULL, *mz = NULL;
-        int rc = himae_load_buffer(planted, size, name, 0, &mp, err, sizeof err);
+        int rc = himae_load_buffer(planted, size, name, NULL, 0, &mp, err, sizeof err);
         CHECK(rc == HIMAE_OK, "%s %s: planted subnormals refused: %s", path, name, err);
-        rc = rc ? rc : himae_load_buffer(zeroed, size, name, 0, &mz, err, sizeof err);
+        rc = rc ? rc : himae_load_buffer(zeroed, size, name, NULL, 0, &mz, err, sizeof err);
         if (rc) {
             himae_free(mp);
             continue;
@@ -880,6 +925,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     printf("isa: best %s\n", himae_isa_name(himae_isa_best()));
+    for (int i = 0; i < N_KERNELS; i++)
+        if (kernel_at(i)) printf("kernel: %s\n", kernel_at(i)->name);
     test_corpus(argv[1]);
     test_conv();
     test_wide_rows();
