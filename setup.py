@@ -5,6 +5,7 @@ Each ISA's micro-kernel file is compiled on its own with that ISA's flags
 architecture and picks the best kernel at load time.
 """
 
+import glob
 import platform
 
 import numpy
@@ -26,6 +27,7 @@ PORTABLE = [
     "csrc/framing.c",
     "csrc/gemm_scalar.c",
 ]
+HEADERS = sorted(glob.glob("csrc/*.h"))  # a changed header rebuilds every source (build_ext skips by date)
 
 
 def isa_sources() -> dict[str, list[str]]:
@@ -46,7 +48,7 @@ class BuildWithIsaObjects(build_ext):
         for source, flags in isa_sources().items():
             objects += self.compiler.compile(
                 [source], output_dir=self.build_temp, include_dirs=["csrc"],
-                extra_postargs=C_FLAGS + flags,
+                extra_postargs=C_FLAGS + flags, depends=HEADERS,
             )
         ext.extra_objects = list(ext.extra_objects or []) + objects
         super().build_extension(ext)
@@ -55,6 +57,7 @@ class BuildWithIsaObjects(build_ext):
 core = Extension(
     "himae_stream._core",
     sources=["himae_stream/_core.pyx", *PORTABLE],
+    depends=HEADERS,
     include_dirs=["csrc", numpy.get_include()],
     extra_compile_args=C_FLAGS,
     libraries=["m"],

@@ -253,12 +253,15 @@ def main() -> int:
                         help="wall time, or process CPU time on a machine shared with other work")
     parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
                         help="also time stream mode's 1-s push and real-time factor")
+    parser.add_argument("--precision", default="f32,bf16",
+                        help="weight precisions whose stream pushes are timed (window mode is f32's)")
     args = parser.parse_args()
     global clock
     clock = CLOCKS[args.clock]
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     weight_kinds = [w.strip() for w in args.weights.split(",") if w.strip()]
     stds = [float(s) for s in args.stds.split(",") if s.strip()]
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
 
     peak = sgemm_gflops()
     print(f"## Peer comparison, {datetime.date.today().isoformat()}\n")
@@ -277,8 +280,12 @@ def main() -> int:
                         from benchmarks import stream_bench
                         from himae_stream import load_model
 
-                        model, push = load_model(path), []
-                        between = lambda: push.append(stream_bench.push_costs(model, args.seconds, std))  # noqa: E731
+                        models = {p: load_model(path, precision=p) for p in precisions}
+                        push = {p: [] for p in models}
+
+                        def between():
+                            for p, model in models.items():
+                                push[p].append(stream_bench.push_costs(model, args.seconds, std))
                     stats = timed_rounds(runners, args.seconds, args.rounds, between)
                     ours_label, g1, _ = print_table(f"{name}, {weights} weights, input std {std:g}", config, stats, peak)
                     medians[(weights, std)] = {label: s["median"] for label, s in stats.items()}
@@ -292,9 +299,10 @@ def main() -> int:
                                         ours["wps"] / peers_only[best_wps]["wps"], g1 / peak))
                     if between:
                         peer_us = peers_only[fastest]["median"] * 1e6 if fastest else float("nan")
-                        stream_rows.append(stream_bench.row(f"{name}, {weights}, std {std:g}", push,
-                                                            ours["median"] * 1e6, peer_us, fastest,
-                                                            stream_bench.realtime_factor(model, std)))
+                        for p, model in models.items():
+                            stream_rows.append(stream_bench.row(f"{name} {p}, {weights}, std {std:g}", push[p],
+                                                                ours["median"] * 1e6, peer_us, fastest,
+                                                                stream_bench.realtime_factor(model, std)))
             if {"shipped", "random"} <= set(weight_kinds):
                 for label in medians[("random", stds[0])]:
                     if label not in medians[("shipped", stds[0])]:

@@ -16,8 +16,10 @@ core; see csrc/fpmode.h). Prints a markdown table.
     python -m benchmarks.stream_bench [--models himae-100,himae-25] [--weights shipped,random]
                                       [--stds 0.3,1,3] [--clock cpu]
 
-Targets: 1-s push <= 1/6 of window-mode latency and <= 1/8 of the fastest
-peer; >= 10,000x real time. A script, not a test: nothing here fails a build.
+Each push is timed with the f32 weights and with bf16 weights (`--precision`);
+window mode is always the f32 engine's. Targets: 1-s push <= 1/6 of
+window-mode latency and <= 1/8 of the fastest peer (bf16: <= 1/10);
+>= 10,000x real time. A script, not a test: nothing here fails a build.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each measurement's best round is kept")
     parser.add_argument("--clock", choices=sorted(peers.CLOCKS), default="wall",
                         help="wall time, or process CPU time on a machine shared with other work")
+    parser.add_argument("--precision", default="f32,bf16",
+                        help="weight precisions whose pushes are timed (comma-separated; window mode is f32's)")
     args = parser.parse_args()
     peers.clock = peers.CLOCKS[args.clock]
     wanted = [p.strip() for p in args.peers.split(",") if p.strip()]
@@ -102,19 +106,21 @@ def main() -> int:
                       for std in args.stds.split(",") if std.strip()]
         for name, weights, std in conditions:
             _, runners, path = peers.build_runners(name.strip(), Path(tmp), wanted, weights.strip(), std)
-            model = load_model(path)
+            models = {p: load_model(path, precision=p) for p in args.precision.split(",") if p.strip()}
             window = {label: [] for label in runners}
-            push = []
+            push = {p: [] for p in models}
             for _ in range(args.rounds):  # interleaved, so every number sees the same machine
-                push.append(push_costs(model, args.seconds, std))
+                for p, model in models.items():
+                    push[p].append(push_costs(model, args.seconds, std))
                 for label, runs in runners.items():
                     window[label].append(np.median(peers.measure(runs[1], args.seconds)) * 1e6)
             best = {label: min(times) for label, times in window.items()}
             ours_label = next(iter(runners))
             fastest = min((label for label in best if label != ours_label), key=best.get, default=None)
             peer = best[fastest] if fastest else float("nan")
-            print(row(f"{name.strip()}, {weights.strip()}, std {std:g}", push, best[ours_label], peer, fastest,
-                      realtime_factor(model, std)))
+            for p, model in models.items():
+                print(row(f"{name.strip()} {p}, {weights.strip()}, std {std:g}", push[p], best[ours_label], peer,
+                          fastest, realtime_factor(model, std)))
     return 0
 
 

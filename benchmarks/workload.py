@@ -96,8 +96,8 @@ def available_isas() -> list[str]:
     return supported_isas()
 
 
-def load(path: Path, isa: str):
-    """Load `path` with its kernels forced to `isa`.
+def load(path: Path, isa: str, precision: str = "f32"):
+    """Load `path` with its kernels forced to `isa`, its weights in `precision`.
 
     Raises NotImplementedError when the C core is not built or cannot run
     `isa` here, so a benchmark skips cleanly.
@@ -106,7 +106,7 @@ def load(path: Path, isa: str):
         raise NotImplementedError(f"{isa}: not available (C core not built, or this CPU lacks it)")
     from himae_stream.model import load_model
 
-    return load_model(path, isa)
+    return load_model(path, isa, precision=precision)
 
 
 def p99_us(call: Callable[[], object], budget_s: float = 0.5, min_calls: int = 50,
@@ -136,6 +136,7 @@ class Workload:
     name: str
     config: str
     prepare: Callable[[object], Counted]
+    precision: str = "f32"
 
 
 def _encode(model) -> Counted:
@@ -210,6 +211,8 @@ WORKLOADS = (
     Workload("live push himae-100", "himae-100", _live_push),
     Workload("reconstruct himae-100", "himae-100", _reconstruct),
     Workload("group push 16 himae-100", "himae-100", _group_push),
+    Workload("live push himae-100 bf16", "himae-100", _live_push, "bf16"),
+    Workload("group push 16 himae-100 bf16", "himae-100", _group_push, "bf16"),
 )
 
 
@@ -232,10 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         json.dump({"unavailable": True}, sys.stdout)
         return 0
     chosen = [w for w in WORKLOADS if not args.only or w.name in args.only]
-    models = {name: load(model_path(name, args.models), args.isa) for name in {w.config for w in chosen}}
+    models = {(name, precision): load(model_path(name, args.models), args.isa, precision)
+              for name, precision in {(w.config, w.precision) for w in chosen}}
     runs = []
     for workload in chosen:
-        counted = workload.prepare(models[workload.config])
+        counted = workload.prepare(models[workload.config, workload.precision])
         if counted.before:
             counted.before()
         counted.call()  # warm-up: first-call effects stay out of the count

@@ -17,27 +17,35 @@ static float gelu(float x) {
     return x * 0.5f * (1.0f + copysignf(e, z));
 }
 
-/* Column n of the panel row at element o: f32, or bf16 (laid out by
- * himae_bf16_slot) widened exactly, a bf16 being the high half of an f32. */
-static inline float load_w(const void *w, size_t o, size_t n, const int bf) {
-    if (!bf) return ((const float *)w)[o + n];
-    const uint32_t u = (uint32_t)((const uint16_t *)w)[o + himae_bf16_slot(n, NR)] << 16;
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
+/* The panel row at element o as NR f32 weights: the row itself, or for bf16
+ * (laid out by himae_bf16_slot) widened into tmp, exactly, a bf16 being the
+ * high half of an f32. Once per row, whatever the number of rows. */
+static inline __attribute__((always_inline)) const float *row_f32(float tmp[NR], const void *w, size_t o,
+                                                                  const int bf) {
+    if (!bf) return (const float *)w + o;
+    const uint16_t *h = (const uint16_t *)w + o;
+    for (size_t n = 0; n < NR; n++) {
+        const uint32_t u = (uint32_t)h[himae_bf16_slot(n, NR)] << 16;
+        memcpy(&tmp[n], &u, sizeof u);
+    }
+    return tmp;
 }
 
-static inline void gemm(const int BF, size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
-                        const void *w, float *c, size_t c_stride, const float *res, size_t res_stride,
-                        int act) {
-    float acc[MR][NR];
+static inline __attribute__((always_inline)) void gemm(const int BF, size_t mr, size_t nc, size_t kc,
+                                                       const float *a, size_t a_stride, const void *w, float *c,
+                                                       size_t c_stride, const float *res, size_t res_stride,
+                                                       int act) {
+    float acc[MR][NR], tmp[NR];
+    const float *bias = row_f32(tmp, w, 0, BF);
     for (size_t i = 0; i < MR; i++)
-        for (size_t n = 0; n < NR; n++) acc[i][n] = load_w(w, 0, n, BF);
-    for (size_t j = 0, o = NR; j < kc; j++, o += NR)
+        for (size_t n = 0; n < NR; n++) acc[i][n] = bias[n];
+    for (size_t j = 0, o = NR; j < kc; j++, o += NR) {
+        const float *wk = row_f32(tmp, w, o, BF);
         for (size_t i = 0; i < mr; i++) {
             float av = a[i * a_stride + j];
-            for (size_t n = 0; n < NR; n++) acc[i][n] += av * load_w(w, o, n, BF);
+            for (size_t n = 0; n < NR; n++) acc[i][n] += av * wk[n];
         }
+    }
     for (size_t i = 0; i < mr; i++)
         for (size_t n = 0; n < nc; n++) {
             float v = acc[i][n];

@@ -235,12 +235,13 @@ def default_window(model) -> float:
     return float(fitted.pop()) if len(fitted) == 1 else model.config["window"] / model.config["fs"]
 
 
-def load(model):
-    """A loaded Model from a Model, a path, or a shipped model's name (default: himae-100)."""
+def load(model, precision: str | None = None):
+    """A loaded Model from a Model, a path, or a shipped model's name (default: himae-100), its weights
+    in `precision` ("f32" or "bf16", see load_model) when it is loaded here."""
     from himae_stream.model import load_model
 
     if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        return load_model(model or "himae-100")
+        return load_model(model or "himae-100", precision=precision)
     return model
 
 

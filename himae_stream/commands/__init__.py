@@ -1,1 +1,12 @@
-"""Subcommands of the `himae` entry point, one module each."""
+"""Subcommands of the `himae` entry point, one module each, and the options they share."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    """`--precision`, for the commands that load a model to run it (`load_model(..., precision=)`)."""
+    p.add_argument("--precision", choices=("f32", "bf16"), default="f32",
+                   help="weights as stored (f32) or rounded to bfloat16 at load: half the bytes a push reads, "
+                        "accuracy bounds in docs/stream-mode.md (default f32)")

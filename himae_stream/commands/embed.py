@@ -10,6 +10,7 @@ import argparse
 
 import numpy as np
 
+from himae_stream.commands import add_precision_argument
 from himae_stream.numbers import COUNT, SAMPLE_RATE
 
 
@@ -23,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hop", default="1s", help="hop between windows (default 1s)")
     p.add_argument("--channels", help="recording channel(s) to read, by name or glob (default: the model's)")
     p.add_argument("--fs", type=SAMPLE_RATE, help="sampling rate of bare .npy files")
+    add_precision_argument(p)
 
 
 def embed_recording(model, signals: np.ndarray, mode: str, window: int, hop: int) -> tuple[np.ndarray, list]:
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from himae_stream.pipeline import load
     from himae_stream.stream import to_samples
 
-    model = load(args.model)
+    model = load(args.model, args.precision)
     fs = float(model.config["fs"])
     window = to_samples(args.window or model.config["window"], fs, "--window")
     hop = to_samples(args.hop, fs, "--hop")

@@ -17,6 +17,7 @@ import contextlib
 import sys
 import time
 
+from himae_stream.commands import add_precision_argument
 from himae_stream.numbers import SPEED
 from himae_stream.stream import to_samples
 
@@ -57,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replay speed of the default simulator source (default 1, 'max')")
     p.add_argument("--channels", help="device channel(s) the model reads, by name or glob")
     p.add_argument("--no-impute", action="store_true", help="do not fill gaps")
+    add_precision_argument(p)
     p.add_argument("--all-heads", action="store_true",
                    help="also predict with heads kept out of default records (they lost to a classical "
                         "baseline on data they never saw; `himae info MODEL` says why)")
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     url = source_url(args)
     source = open_source(url)  # a bad URL or recording fails before anything starts
-    model = load(args.model)
+    model = load(args.model, args.precision)
     fs = model.config["fs"]
     window = to_samples(args.window or default_window(model), fs, "--window")
     hop = to_samples(args.hop, fs, "--hop")

@@ -1,0 +1,122 @@
+"""bf16 weights (`load_model(..., precision="bf16")`): the f32 arithmetic on weights rounded at load, and
+how little that moves what a user sees on real recordings (docs/stream-mode.md, "Reduced precision")."""
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import BUNDLED, V102S
+
+import himae_stream
+from himae_stream import ImputationWarning, impute, modelfile
+from himae_stream.model import alloc_count, load_model
+from training import HiMAE, export_model, get_config
+from training.model import randomize_batchnorm
+
+TOL = 1e-5  # the f32 engine's own tolerance against PyTorch (tests/test_stream.py)
+
+
+def bf16(a: np.ndarray) -> np.ndarray:
+    """f32 values rounded to the nearest bfloat16 (ties to even), as f32."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    return u.astype(np.uint32).view(np.float32).reshape(np.shape(a))
+
+
+@pytest.fixture(scope="module", params=["himae-100", "himae-25"])
+def files(request, tmp_path_factory):
+    """A random-weight model file and its twin whose tensors are already rounded to bf16."""
+    import torch
+
+    torch.manual_seed(3)
+    tmp = tmp_path_factory.mktemp("bf16")
+    path, rounded = tmp / "m.himae", tmp / "m-bf16.himae"
+    export_model(randomize_batchnorm(HiMAE(get_config(request.param)), 3).eval(), path)
+    f = modelfile.read(path)
+    modelfile.write(rounded, f.config, {k: bf16(v) for k, v in f.tensors.items()}, f.meta)
+    return path, rounded
+
+
+def _stream_levels(model, x):
+    stream = model.stream(window=model.config["window"], hop=97, normalize=False)
+    outs = [stream.push(x[:, i : i + n]) for i, n in ((0, 1), (1, 250), (251, 3000), (3251, x.shape[1] - 3251))]
+    outs.append(stream.flush())
+    return [np.concatenate([o.levels[l][1] for o in outs], axis=1) for l in range(len(model.config["channels"]))]
+
+
+def test_bf16_stream_is_the_f32_stream_of_rounded_weights_bit_for_bit(files):
+    path, rounded = files
+    x = np.random.default_rng(1).standard_normal((1, 7000)).astype(np.float32)
+    got = _stream_levels(load_model(path, precision="bf16"), x)
+    want = _stream_levels(load_model(rounded), x)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_bf16_window_mode_and_decoder_are_the_rounded_weights(files):
+    path, rounded = files
+    model, twin = load_model(path, precision="bf16"), load_model(rounded)
+    assert (model.precision, twin.precision) == ("bf16", "f32")
+    x = np.random.default_rng(2).standard_normal((3, 1, model.config["window"])).astype(np.float32)
+    for g, w in zip(model.encode(x), twin.encode(x)):  # the f32 twin's deep levels take Winograd, bf16 never
+        assert np.abs(g - w).max() <= TOL * np.abs(w).max()
+    g, w = model.reconstruct(x), twin.reconstruct(x)
+    assert np.abs(g - w).max() <= TOL * np.abs(w).max()
+
+
+def test_bf16_push_allocates_nothing(files):
+    model = load_model(files[0], precision="bf16")
+    stream = model.stream(normalize=False)
+    x = np.random.default_rng(0).standard_normal((1, 20000)).astype(np.float32)
+    stream.push(x[:, :10])
+    before = alloc_count()
+    for i, n in ((10, 1), (11, 7), (18, 1000), (1018, 9000), (10018, 0), (10018, 5000)):
+        stream.push(x[:, i : i + n])
+    stream.flush()
+    assert alloc_count() == before
+
+
+def test_unknown_precision_is_one_line():
+    with pytest.raises(ValueError, match=r"^unknown precision 'fp8' \(choose f32 or bf16\)$"):
+        load_model("himae-25", precision="fp8")
+
+
+@pytest.mark.parametrize("name", ["himae-100", "himae-25"])
+def test_bf16_records_on_real_recordings_stay_within_the_documented_bounds(name):
+    """Shipped weights, `himae run`'s path: per-level embedding cosine >= 0.999 in every window, heart rate
+    within 0.5 BPM and the same activity class in >= 99 % of windows, quality within 0.01."""
+    full, half = load_model(name), load_model(name, precision="bf16")
+    for path in (BUNDLED, V102S):
+        url = f"sim://{path}?speed=max&duration=300"
+        a = list(himae_stream.run_blocking(url, model=full, all_heads=True))
+        b = list(himae_stream.run_blocking(url, model=half, all_heads=True))
+        assert len(a) == len(b) > 250
+        cos = [float(np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v)))
+               for ra, rb in zip(a, b) for u, v in zip(ra["embeddings"], rb["embeddings"])]
+        assert min(cos) >= 0.999
+        pa, pb = [r["predictions"] for r in a], [r["predictions"] for r in b]
+        assert np.mean([abs(p["heart_rate"] - q["heart_rate"]) <= 0.5 for p, q in zip(pa, pb)]) >= 0.99
+        assert np.mean([p["activity"] == q["activity"] for p, q in zip(pa, pb)]) >= 0.99
+        assert np.mean([abs(p["quality"] - q["quality"]) <= 0.01 for p, q in zip(pa, pb)]) >= 0.99
+
+
+def test_bf16_gap_fill_error_within_two_percent_of_f32():
+    """1-s and 2-s gaps in the bundled finger PPG (past the normaliser's first 20 s): mean NMSE per gap
+    length with bf16 weights within 2 % of f32's."""
+    rec = himae_stream.recordings.load(BUNDLED)
+    full, half = load_model("himae-100"), load_model("himae-100", precision="bf16")
+    fs = float(full.config["fs"])
+    x = rec.pick("PLETH").resampled(fs).signals[0][: int(200 * fs)]
+    for gap_s in (1.0, 2.0):
+        mask = np.zeros(x.shape, bool)
+        starts = np.arange(int(25 * fs), len(x) - int(15 * fs), int(15 * fs))
+        for s in starts:
+            mask[s : s + int(gap_s * fs)] = True
+        errs = {}
+        for key, model in (("f32", full), ("bf16", half)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ImputationWarning)
+                filled = impute(x, mask, model, fs=fs)[0]
+            errs[key] = np.mean([np.mean((filled[s : s + int(gap_s * fs)] - x[s : s + int(gap_s * fs)]) ** 2)
+                                 / np.var(x[s - int(5 * fs) : s + int(5 * fs)]) for s in starts])
+        assert abs(errs["bf16"] / errs["f32"] - 1) <= 0.02, errs
