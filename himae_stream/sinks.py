@@ -256,6 +256,18 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         os.fsync(out.fileno())
 
 
+def replace_with_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write `arrays` as an npz file at exactly `path` through a partial file renamed over it: a run that
+    fails while writing leaves an existing file as it was, and no partial file behind."""
+    partial = _new_partial(path)
+    try:
+        _save_npz(partial, arrays)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
+
+
 def merge_parts(parts: list[Path]) -> dict[str, np.ndarray]:
     """The arrays of npz part files, in order, as one file's: per-window arrays concatenated,
     class names (`*_classes`) taken once. Also recovers the parts a crashed run left behind:

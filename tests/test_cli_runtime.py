@@ -50,6 +50,23 @@ def test_embed_bad_level_and_short_recording(tmp_path, model_file, himae):
     assert result.returncode == 2 and "--levels" in result.stderr
 
 
+def test_embed_failing_to_write_keeps_the_existing_output(tmp_path, model_file, monkeypatch):
+    """A write that fails half-way (disk full) leaves the user's file as it was and no partial file."""
+    from himae_stream import cli
+
+    out = tmp_path / "emb.npz"
+    out.write_bytes(b"the user's earlier embeddings")
+
+    def savez_then_fail(file, **arrays):
+        file.write(b"PK half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", savez_then_fail)
+    assert cli.main(["embed", str(BUNDLED), "-o", str(out), "--model", model_file]) != 0
+    assert out.read_bytes() == b"the user's earlier embeddings"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.npz"]
+
+
 def test_plot_writes_a_png(tmp_path, model_file, himae):
     out = tmp_path / "plot.png"
     result = himae("plot", str(BUNDLED), "--model", model_file,

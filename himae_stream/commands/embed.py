@@ -7,6 +7,7 @@ runs each window in isolation (zero padding at its edges), as in the paper.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from himae_stream import recordings
     from himae_stream.cli import CliError
     from himae_stream.pipeline import load
+    from himae_stream.sinks import replace_with_npz
     from himae_stream.stream import to_samples
 
     model = load(args.model, args.precision)
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
                 out[f"level{l}"].append(levels[l])
             progress.advance(task)
     arrays = {k: np.concatenate(v) for k, v in out.items()}
-    np.savez(args.output, names=np.array(names), window=window, hop=hop, fs=fs, mode=args.mode, **arrays)
+    replace_with_npz(Path(args.output), {"names": np.array(names), "window": np.array(window), "hop": np.array(hop),
+                                         "fs": np.array(fs), "mode": np.array(args.mode), **arrays})
     print(f"himae embed: {len(arrays['start'])} windows from {len(names)} recording(s) → {args.output}")
     return 0
