@@ -16,33 +16,33 @@ extern const himae_ukernel himae_ukernel_neon[HIMAE_PRECISION_COUNT];
 extern const himae_ukernel himae_ukernel_scalar[HIMAE_PRECISION_COUNT];
 
 static const char *const isa_names[HIMAE_ISA_COUNT] = {"scalar", "avx2", "avx512", "neon"};
+static const char *const precision_names[HIMAE_PRECISION_COUNT] = {"f32", "bf16"};
+
+/* Index of name among n names, or -1. */
+static int name_index(const char *const *names, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(name, names[i]) == 0) return i;
+    return -1;
+}
 
 const char *himae_isa_name(enum himae_isa isa) {
     return (unsigned)isa < HIMAE_ISA_COUNT ? isa_names[isa] : "unknown";
 }
 
 int himae_isa_from_name(const char *name, enum himae_isa *isa) {
-    for (int i = 0; i < HIMAE_ISA_COUNT; i++)
-        if (strcmp(name, isa_names[i]) == 0) {
-            *isa = (enum himae_isa)i;
-            return 1;
-        }
-    return 0;
+    const int i = name_index(isa_names, HIMAE_ISA_COUNT, name);
+    if (i >= 0) *isa = (enum himae_isa)i;
+    return i >= 0;
 }
-
-static const char *const precision_names[HIMAE_PRECISION_COUNT] = {"f32", "bf16"};
 
 const char *himae_precision_name(enum himae_precision precision) {
     return (unsigned)precision < HIMAE_PRECISION_COUNT ? precision_names[precision] : "unknown";
 }
 
 int himae_precision_from_name(const char *name, enum himae_precision *precision) {
-    for (int i = 0; i < HIMAE_PRECISION_COUNT; i++)
-        if (strcmp(name, precision_names[i]) == 0) {
-            *precision = (enum himae_precision)i;
-            return 1;
-        }
-    return 0;
+    const int i = name_index(precision_names, HIMAE_PRECISION_COUNT, name);
+    if (i >= 0) *precision = (enum himae_precision)i;
+    return i >= 0;
 }
 
 #ifdef HIMAE_X86
