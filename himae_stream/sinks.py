@@ -58,17 +58,23 @@ def _check_target(url: ParsedUrl) -> Path:
     """The target file of a file sink, refused now if its folder cannot take a new file."""
     if url.path in ("", "-"):
         raise SinkError(f"{url.scheme}:// needs a file name, e.g. {url.scheme}://out.{url.scheme}")
-    path = Path(url.path)
+    return check_output(Path(url.path), url.text)
+
+
+def check_output(path: Path, what: str | None = None) -> Path:
+    """`path`, refused now (SinkError naming `what`, default the path) if it is a folder or its folder
+    cannot take a new file: checked before a run, so a run never fails only when it has its result."""
+    what = what or str(path)
     folder = path.parent
     if path.is_dir():
-        raise SinkError(f"{url.text}: {path} is a folder, not a file")
+        raise SinkError(f"{what}: {path} is a folder, not a file")
     if not folder.is_dir():
-        raise SinkError(f"{url.text}: folder {folder} does not exist")
+        raise SinkError(f"{what}: folder {folder} does not exist")
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise SinkError(f"{url.text}: cannot write in {folder} ({exc.strerror})") from None
+        raise SinkError(f"{what}: cannot write in {folder} ({exc.strerror})") from None
     return path
 
 

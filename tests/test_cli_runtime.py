@@ -67,6 +67,12 @@ def test_embed_failing_to_write_keeps_the_existing_output(tmp_path, model_file, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.npz"]
 
 
+def test_embed_into_a_missing_folder_fails_before_embedding(tmp_path, model_file, himae):
+    result = himae("embed", str(BUNDLED), "-o", str(tmp_path / "no" / "e.npz"), "--model", model_file)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "folder" in result.stderr and "does not exist" in result.stderr and "windows" not in result.stdout
+
+
 def test_plot_writes_a_png(tmp_path, model_file, himae):
     out = tmp_path / "plot.png"
     result = himae("plot", str(BUNDLED), "--model", model_file,

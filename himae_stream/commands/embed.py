@@ -53,9 +53,10 @@ def run(args: argparse.Namespace) -> int:
     from himae_stream import recordings
     from himae_stream.cli import CliError
     from himae_stream.pipeline import load
-    from himae_stream.sinks import replace_with_npz
+    from himae_stream.sinks import check_output, replace_with_npz
     from himae_stream.stream import to_samples
 
+    output = check_output(Path(args.output))
     model = load(args.model, args.precision)
     fs = float(model.config["fs"])
     window = to_samples(args.window or model.config["window"], fs, "--window")
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 out[f"level{l}"].append(levels[l])
             progress.advance(task)
     arrays = {k: np.concatenate(v) for k, v in out.items()}
-    replace_with_npz(Path(args.output), {"names": np.array(names), "window": np.array(window), "hop": np.array(hop),
+    replace_with_npz(output, {"names": np.array(names), "window": np.array(window), "hop": np.array(hop),
                                          "fs": np.array(fs), "mode": np.array(args.mode), **arrays})
     print(f"himae embed: {len(arrays['start'])} windows from {len(names)} recording(s) → {args.output}")
     return 0
