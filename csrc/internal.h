@@ -101,7 +101,7 @@ typedef struct himae_conv {
      * output rows are computed two at a time so no panel column is wasted.
      * Its input must hold `stride` more zero rows after the usual padding. */
     size_t pair;
-    /* The last tap alone, panels of (NR zero biases + cin * NR) floats, for
+    /* The last tap alone, panels of (NR zero biases + cin * NR) weights, for
      * splitting one output row in two (himae_conv_row_head / _tail); NULL
      * where the conv is never split (see stream.c). */
     const void *tail;
