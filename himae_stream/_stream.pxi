@@ -5,7 +5,7 @@
 
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t
-from libc.string cimport memmove
+from libc.string cimport memcpy, memmove
 
 cdef extern from "stream.h":
     enum: HIMAE_STREAM_MAX_LEVELS
@@ -317,6 +317,28 @@ cdef class StreamOutput:
 
     def __init__(self, list levels, list windows):
         self.levels, self.windows = levels, windows
+
+    def embeddings(self, int level) -> cnp.ndarray:
+        """The windows' embeddings at `level` as one array, a row per window: (len(windows), C_level)
+        float32. Offline, a recording's windows come by the thousand; np.stack over them costs more than
+        the engine does for a small model."""
+        if not 0 <= level < len(self.levels):
+            raise IndexError(f"level {level} is not within 0 … {len(self.levels) - 1}")
+        cdef cnp.npy_intp dims[2]
+        dims[0], dims[1] = len(self.windows), (<cnp.ndarray>self.levels[level][1]).shape[0]
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
+        cdef float *o = <float *>cnp.PyArray_DATA(out)
+        cdef cnp.ndarray row
+        cdef Window w
+        cdef Py_ssize_t i
+        for i in range(dims[0]):
+            w = <Window>self.windows[i]
+            row = w.embeddings[level]
+            if cnp.PyArray_TYPE(row) != cnp.NPY_FLOAT32 or cnp.PyArray_SIZE(row) != dims[1] \
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(row):
+                raise ValueError(f"window {i}: its level-{level} embedding is not {dims[1]} contiguous float32")
+            memcpy(o + i * dims[1], cnp.PyArray_DATA(row), dims[1] * sizeof(float))
+        return out
 
     def __repr__(self):
         counts = [positions.shape[0] for positions, _ in self.levels]

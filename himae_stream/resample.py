@@ -13,6 +13,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from himae_stream._core import polyphase_fir
+
 #: taps per output phase: short enough to keep gaps from spreading far, long
 #: enough for about 40 dB of anti-alias rejection
 TAPS_PER_PHASE = 8
@@ -53,20 +55,19 @@ class StreamResampler:
             self.hist_lost = np.zeros(self.per_phase, bool)
             self.hist_times = times[0] - np.arange(self.per_phase, 0, -1) / self.fs_in
         x = np.concatenate([self.hist, samples], axis=1)
-        xl = np.concatenate([self.hist_lost, lost])
+        xl = np.concatenate([self.hist_lost, np.asarray(lost, bool)])
         xt = np.concatenate([self.hist_times, times])
         base = self.n_in - self.hist.shape[1]  # absolute input index of x[:, 0]
         self.n_in += samples.shape[1]
         last = (self.n_in - 1) * self.up // self.down if self.n_in else -1
         j = np.arange(self.n_out, last + 1, dtype=np.int64)
         self.n_out = last + 1
-        i0 = j * self.down // self.up - base
-        idx = i0[:, None] - np.arange(self.per_phase)[None, :]
-        # an explicit sum over the taps, not einsum: the same order for any chunking
-        out = (x[:, idx] * self.bank[(j * self.down) % self.up][None]).sum(axis=-1)
-        out_lost = xl[idx].any(axis=1)
+        newest = j * self.down // self.up - base  # the input under each output's first tap
+        out = np.empty((self.channels, j.size), np.float32)
+        out_lost = np.empty(j.size, bool)
+        polyphase_fir(x, xl, newest, (j * self.down) % self.up, self.bank, out, out_lost)
         position = j * self.down / self.up - self.delay_in - base
         out_times = np.interp(position, np.arange(xt.size), xt)
         keep = self.per_phase  # the next output's taps reach back at most this far
         self.hist, self.hist_lost, self.hist_times = x[:, -keep:], xl[-keep:], xt[-keep:]
-        return np.where(out_lost, 0.0, out).astype(np.float32), out_lost, out_times
+        return out, out_lost, out_times

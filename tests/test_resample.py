@@ -55,3 +55,18 @@ def test_lost_input_marks_every_output_it_touches():
     touches = (i0 >= 1000) & (i0 - r.per_phase + 1 < 1010)
     assert np.array_equal(out_lost, touches)
     assert np.allclose(y[0, ~out_lost][50:], 1.0, atol=1e-6)
+
+
+def test_the_compiled_loop_refuses_taps_outside_its_inputs():
+    """The loop runs without bounds checks: every index is checked before it starts."""
+    from himae_stream._core import polyphase_fir
+
+    x, lost, bank = np.ones((1, 10)), np.zeros(10, bool), np.ones((2, 4))
+    out, out_lost = np.empty((1, 1), np.float32), np.empty(1, bool)
+    for first, phase in ((2, 0), (10, 0), (5, 2), (5, -1)):
+        with pytest.raises(ValueError, match="outside"):
+            polyphase_fir(x, lost, np.array([first]), np.array([phase]), bank, out, out_lost)
+    with pytest.raises(ValueError, match="shapes"):
+        polyphase_fir(x, lost[:5], np.array([5]), np.array([0]), bank, out, out_lost)
+    polyphase_fir(x, lost, np.array([5]), np.array([1]), bank, out, out_lost)
+    assert out[0, 0] == 4.0 and not out_lost[0]

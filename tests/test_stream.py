@@ -424,6 +424,17 @@ def test_outputs_are_read_only_records(models):
     with pytest.raises(AttributeError):
         out.windows = []
     assert "Window(start=0, end=64" in repr(w)
+    # a level's embeddings as one array: a row per window, the windows' own values
+    for level, c in enumerate(model.config["channels"]):
+        rows = out.embeddings(level)
+        assert rows.dtype == np.float32 and rows.shape == (len(out.windows), c)
+        assert np.array_equal(rows, np.stack([v.embeddings[level] for v in out.windows]))
+    assert stream.push(np.zeros((1, 10), np.float32)).embeddings(0).shape == (0, model.config["channels"][0])
+    with pytest.raises(IndexError, match="level"):
+        out.embeddings(len(out.levels))
+    w.embeddings[0] = np.zeros(3)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        out.embeddings(0)
 
 
 def _concat(outputs) -> tuple[list, list]:

@@ -32,10 +32,9 @@ def embed_recording(model, signals: np.ndarray, mode: str, window: int, hop: int
     """Window starts and per-level embeddings `(n_windows, C_l)` of one recording at the model rate."""
     if mode == "stream":
         stream = model.stream(window=window, hop=hop)
-        windows = stream.push(signals).windows + stream.flush().windows
-        starts = np.array([w.start for w in windows], dtype=np.int64)
-        levels = [np.stack([w.embeddings[l] for w in windows]) if windows else np.zeros((0, c), np.float32)
-                  for l, c in enumerate(model.config["channels"])]
+        outputs = (stream.push(signals), stream.flush())
+        starts = np.array([w.start for out in outputs for w in out.windows], dtype=np.int64)
+        levels = [np.concatenate([out.embeddings(l) for out in outputs]) for l in range(len(model.config["channels"]))]
         return starts, levels
     normalised = model.normalize(signals) if model.metadata["normalizer"]["kind"] == "stream" else signals
     starts = np.arange(0, signals.shape[1] - window + 1, hop, dtype=np.int64)
