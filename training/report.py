@@ -270,8 +270,9 @@ def lodo_markdown(report: dict) -> str:
             lines += [f"A one-level head (level {top}: {_f(o['per_level'][top], 3)}) scores above the all-level "
                       f"head{' and the classical baseline' if o['per_level'][top] > o['baseline'] else ''}; its "
                       "level was picked here by looking at held-out scores, not inside the folds, so it is not "
-                      "an unseen-data result and the head stays as fitted. Choosing the level inside each fold is "
-                      "the next step.", ""]
+                      "an unseen-data result and the head stays as fitted (choosing the level, or all levels, inside "
+                      "each fold by leave-one-dataset-out on the other data sets scored below the all-level head: "
+                      "docs/models.md).", ""]
     return "\n".join(lines)
 
 
