@@ -173,9 +173,10 @@ class Pipeline:
             self.positions.add(out.levels)
             predictions = self.heads.apply_at(self.positions, [(w.start, w.end) for w in windows])
         self._marks = (*self._marks[:4], time.monotonic())
-        return [self._record(w, p, arrival) for w, p in zip(windows, predictions)]
+        last = len(windows) - 1 if self.ended else -1  # the end of the stream released the last window
+        return [self._record(w, p, arrival, i == last) for i, (w, p) in enumerate(zip(windows, predictions))]
 
-    def _record(self, window, predictions: dict, arrival: float) -> dict:
+    def _record(self, window, predictions: dict, arrival: float, last: bool = False) -> dict:
         raw, lost, times = self.history.span(window.start, window.end)
         record = {
             "window": self.windows,
@@ -189,7 +190,7 @@ class Pipeline:
             "imputed": 0,
         }
         if self.impute and lost.any():
-            record.update(self._fill(window.start, raw, lost))
+            record.update(self._fill(window.start, raw, lost, window.start == 0, last))
         done = time.monotonic()
         latency = (done - arrival) * 1e3
         self.latencies.append(latency)
@@ -199,16 +200,17 @@ class Pipeline:
         self.windows += 1
         return record
 
-    def _fill(self, start: int, raw: np.ndarray, lost: np.ndarray) -> dict:
+    def _fill(self, start: int, raw: np.ndarray, lost: np.ndarray, first: bool, last: bool) -> dict:
         """Impute the lost samples of the window's central hop, so each gap sample is filled once,
-        from the window where it sits nearest the middle."""
+        from the window where it sits nearest the middle; the stream's first window also fills what
+        precedes its centre, and its last what follows, since no other window has them nearer."""
         from himae_stream.impute import impute
 
         if raw.shape[1] < self.window or lost.all():
             return {}
         a = (self.window - self.hop) // 2
         centre = np.zeros_like(lost)
-        centre[a : a + self.hop] = True
+        centre[0 if first else a : lost.shape[-1] if last else a + self.hop] = True
         if not (lost & centre).any():
             return {}
         filled, imputed = impute(raw, lost, self.model)

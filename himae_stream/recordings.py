@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -39,6 +40,8 @@ DEMO = Path(__file__).parent / "data" / "a103l.hea"
 #: Largest recording file read whole (memory is bounded by the input, and a
 #: recording larger than this is not one a wearable produces in a session).
 MAX_RECORDING_BYTES = 2 << 30
+#: longest CSV header line read: channel names, not data
+CSV_HEADER_LIMIT = 1 << 16
 
 
 class RecordingError(HimaeError):
@@ -246,14 +249,24 @@ def troika_subject(stem: str) -> str:
 def _load_csv(path: Path, fs: float | None) -> Recording:
     """CSV with a header row of channel names; a first column `time` (s) gives the rate."""
     with open(path) as f:
-        header = f.readline().strip().split(",")
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        line = f.readline(CSV_HEADER_LIMIT)
+    if not line.strip():
+        raise RecordingError(f"{path}: empty file (expected a header row of channel names, then rows of numbers)")
+    header = line.strip().split(",")
+    with warnings.catch_warnings():  # an empty table is refused below, in one line
+        warnings.simplefilter("ignore", UserWarning)
+        data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    if data.size == 0:
+        raise RecordingError(f"{path}: no rows of samples under the header")
     if data.shape[1] != len(header):
         raise RecordingError(f"{path}: header has {len(header)} columns, rows have {data.shape[1]}")
     if header[0].strip().lower() in ("time", "t", "time_s"):
         if len(data) < 2:
             raise RecordingError(f"{path}: too few rows to derive the sampling rate")
-        fs = fs or float(1.0 / np.median(np.diff(data[:, 0])))
+        step = float(np.median(np.diff(data[:, 0])))
+        if not fs and not step > 0:
+            raise RecordingError(f"{path}: the time column does not increase (median step {step:g} s)")
+        fs = fs or 1.0 / step
         header, data = header[1:], data[:, 1:]
     if not fs:
         raise RecordingError(f"{path}: no time column; give the sampling rate (--fs, or fs= in a sim:// URL)")

@@ -1,6 +1,7 @@
 """Reading recordings: one channel rule for every command, the wearable NPZ layout, one-line errors."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -81,6 +82,10 @@ def _garbage(tmp_path, name: str, content: bytes):
     ("bad.hea", b"rec 1 250 100\nrec.dat 16 200 0 0 0 0 0 X\n", "cannot read recording"),
     ("bad.npz", b"PK\x03\x04 not a zip", "cannot read recording"),
     ("odd.csv", b"time,PPG\n0,1\n0.01,2,3\n", "cannot read recording"),
+    ("header.csv", b"time,PPG\n", "no rows of samples under the header"),
+    ("blank.csv", b"\n \n", "empty file"),
+    ("still.csv", b"time,PPG\n0,1\n0,2\n0,3\n", "the time column does not increase"),
+    ("backwards.csv", b"time,PPG\n0.02,1\n0.01,2\n0,3\n", "the time column does not increase"),
     ("other.npz", None, "no 'signals' array"),
 ])
 def test_a_bad_recording_is_one_error_naming_the_file(tmp_path, name, content, message):
@@ -89,9 +94,11 @@ def test_a_bad_recording_is_one_error_naming_the_file(tmp_path, name, content, m
         np.savez(path, x=np.zeros(3))
     else:
         path = _garbage(tmp_path, name, content)
-    with pytest.raises(RecordingError, match=message) as err:
+    with pytest.raises(RecordingError, match=message) as err, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         load(path)
     assert name in str(err.value) and "\n" not in str(err.value)
+    assert not seen, "the one-line error is all the user sees"
 
 
 def test_a_folder_is_not_a_recording(tmp_path):

@@ -103,6 +103,24 @@ def test_run_fills_gaps_from_a_lossy_device(tmp_path, model_file, himae):
     assert header[:3] == ["window", "start", "end"] and "e4_255" in header
 
 
+def test_gaps_at_the_ends_of_a_stream_are_filled(tmp_path, model_file, himae):
+    """Lost samples before the first window's centre and after the last one's are filled too, once each."""
+    t = np.arange(3000) / 100.0
+    x = np.sin(2 * np.pi * 1.2 * t) + 0.05 * np.random.default_rng(0).standard_normal(t.size)
+    gone = np.zeros(t.size, bool)
+    gone[100:200] = gone[-250:-150] = True
+    x[gone] = np.nan
+    path, out = tmp_path / "gaps.csv", tmp_path / "out.jsonl"
+    np.savetxt(path, np.c_[t, x], delimiter=",", header="time,ppg", comments="")
+    result = himae("run", "--model", model_file, "--source", f"sim://{path}?speed=max", "--sink", f"jsonl://{out}")
+    assert result.returncode == 0, result.stderr
+    assert "lost 200, imputed 200," in result.stderr + result.stdout
+    records = read_records(out)
+    indices = [i for r in records if r["imputed"] for i in r["fill"]["index"]]
+    assert sorted(indices) == np.flatnonzero(gone).tolist()
+    assert records[0]["imputed"] == 100 and records[-1]["imputed"] == 100
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
