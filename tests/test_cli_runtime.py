@@ -1,5 +1,6 @@
 """`himae embed`, `himae plot` and `himae bench` on real recordings, through the CLI."""
 
+import re
 
 import numpy as np
 import pytest
@@ -79,6 +80,21 @@ def test_plot_writes_a_png(tmp_path, model_file, himae):
                    "--start", "60s", "--length", "20s", "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "filled" in result.stdout
+
+
+def test_plot_fills_what_a_short_recording_lost(tmp_path, model_file, himae):
+    """A recording shorter than the default stretch is plotted whole; its own NaN samples are filled too."""
+    t = np.arange(2000) / 100.0
+    x = np.sin(2 * np.pi * 1.1 * t)
+    x[500:550] = np.nan
+    path, out = tmp_path / "short.csv", tmp_path / "plot.png"
+    np.savetxt(path, np.c_[t, x], delimiter=",", header="time,ppg", comments="")
+    result = himae("plot", str(path), "--model", model_file, "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    filled, gaps = re.search(r"(\d+) samples in (\d+) gaps filled", result.stdout).groups()
+    assert int(filled) > 50 and int(gaps) >= 2 and out.read_bytes()[:4] == b"\x89PNG"
+    late = himae("plot", str(path), "--model", model_file, "--start", "30s", "-o", str(out))
+    assert late.returncode == 2 and "--start is after the end" in late.stderr
 
 
 def test_bench_prints_a_row_per_isa(model_file, himae):

@@ -18,6 +18,9 @@ import numpy as np
 from himae_stream.numbers import COUNT, SAMPLE_RATE
 from himae_stream.view import UNITS
 
+#: the stretch plotted when --length is not given (less when the recording is shorter)
+DEFAULT_LENGTH_S = 30.0
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recording", help="recording file (WFDB, .mat, .csv, .npy, .npz)")
@@ -25,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="himae-100", help="model file or shipped model name (default himae-100)")
     p.add_argument("--channels", help="channel to read, by name or glob (default: the model's)")
     p.add_argument("--start", default="0s", help="start of the stretch (default 0s)")
-    p.add_argument("--length", default="30s", help="length of the stretch (default 30s)")
+    p.add_argument("--length", help="length of the stretch (default 30s, or to the end of a shorter recording)")
     p.add_argument("--gap", default="1s", help="length of each cut gap (default 1s)")
     p.add_argument("--gaps", type=COUNT, default=3, help="number of gaps to cut (default 3)")
     p.add_argument("--seed", type=COUNT, default=0)
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def figure(recording: str, model="himae-100", channels: str | None = None, start: str = "0s", length: str = "30s",
+def figure(recording: str, model="himae-100", channels: str | None = None, start: str = "0s", length: str | None = None,
            gap: str = "1s", gaps: int = 3, seed: int = 0, fs: float | None = None):
     """The plot of `himae plot` as a matplotlib Figure, with the number of gaps and of samples filled."""
     from matplotlib.figure import Figure
@@ -62,7 +65,11 @@ def figure(recording: str, model="himae-100", channels: str | None = None, start
     rec = recordings.load(recording, fs=fs)
     rec = recordings.pick_for_model(rec, channels, model.config).resampled(rate)
     first = 0 if start.strip() in ("0", "0s") else to_samples(start, rate, "--start")
-    n, cut = to_samples(length, rate, "--length"), to_samples(gap, rate, "--gap")
+    left = rec.signals.shape[1] - first
+    n = min(int(round(DEFAULT_LENGTH_S * rate)), left) if length is None else to_samples(length, rate, "--length")
+    cut = to_samples(gap, rate, "--gap")
+    if n <= 0:
+        raise CliError(f"{recording}: --start is after the end of the recording ({rec.duration_s:.1f} s)")
     x = rec.signals[:, first:first + n]
     if x.shape[1] < n:
         raise CliError(f"{recording}: the stretch ends after the recording ({rec.duration_s:.1f} s)")
@@ -71,6 +78,8 @@ def figure(recording: str, model="himae-100", channels: str | None = None, start
     for s in rng.choice(np.arange(cut, n - 2 * cut, 3 * cut), size=min(gaps, max(n // (3 * cut) - 1, 0)),
                         replace=False):
         mask[s:s + cut] = True
+    own = ~np.isfinite(x).all(axis=0)  # samples the recording itself lost (NaN): filled like the cut ones
+    mask |= own
     filled, imputed = impute(x, mask, model)
     from himae_stream import probes
     from himae_stream.headplan import Heads
@@ -96,7 +105,8 @@ def figure(recording: str, model="himae-100", channels: str | None = None, start
     for s, e in runs:
         ax.axvspan(t[s], t[e - 1], color="tab:red", alpha=0.08)
     ax.set_ylabel(f"{rec.channel_names[0]} (recording units)")
-    ax.set_title(f"{rec.name} · {rec.channel_names[0]} · gaps of {cut / rate:g} s filled by "
+    lost = f" and {int(own.sum())} samples the recording lost" if own.any() else ""
+    ax.set_title(f"{rec.name} · {rec.channel_names[0]} · gaps of {cut / rate:g} s{lost} filled by "
                  f"{model.config.get('name', 'model')}")
     ax.legend(loc="upper right")
     centres = np.array([(first + (w.start + w.end) / 2) / rate for w in windows])
