@@ -276,10 +276,16 @@ class Heads:
     def __init__(self, heads: list[dict], fs: float = 1.0, everything: bool = False):
         self.heads = [h for h in heads if everything or P.is_default(h)]
         self.fs = float(fs)
+        self._gates = P.gates(self.heads, heads)
+        # a head that gates another is computed even where records leave it out
+        needed = {gate for gate, _ in self._gates.values()} - {h["name"] for h in self.heads}
+        hidden = [h for h in heads if h["name"] in needed]
+        self._hidden = {h["name"] for h in hidden}
+        self._computed = self.heads + hidden
         # heads carrying equal bases share one array, so a window's spectra are computed once
         known: dict = {}
         self._bases = {id(h): [None if b is None else known.setdefault((b.shape, b.tobytes()), b)
-                               for b in P.bases(h)] for h in self.heads}
+                               for b in P.bases(h)] for h in self._computed}
         self._plans: dict = {}
 
     def __iter__(self):
@@ -293,8 +299,20 @@ class Heads:
         key = (span, tuple(lengths), np.dtype(dtype).str)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = Plan(self.heads, self._bases, self.fs, span, channels, lengths, dtype)
+            plan = self._plans[key] = Plan(self._computed, self._bases, self.fs, span, channels, lengths, dtype)
         return plan
+
+    def _shown(self, records: list[dict]) -> list[dict]:
+        """The records as shown: a gated head's value withheld (None) where its gate's probability is
+        below the head's least, and heads computed only to gate others left out."""
+        for record in records:
+            for name, (gate, least) in self._gates.items():
+                p = record.get(gate)
+                if record.get(name) is not None and not (p is not None and p >= least):
+                    record[name] = None
+            for name in self._hidden:
+                del record[name]
+        return records
 
     def apply(self, windows, spans) -> list[dict]:
         """Every head's output for each window: `windows[i][l]` is window i's level-l activations
@@ -304,11 +322,12 @@ class Heads:
         and `{name: class}` plus `{name + "_p": {class: probability}}` for
         logistic heads, ready for a sink.
         """
-        return [record for plan, buffers, starts in self._groups(windows, spans)
-                for record in plan.records(*plan.run(buffers, starts)[:2])]
+        return self._shown([record for plan, buffers, starts in self._groups(windows, spans)
+                            for record in plan.records(*plan.run(buffers, starts)[:2])])
 
     def features(self, windows, spans) -> np.ndarray:
-        """The linear heads' features of each window `(W, features)`, heads in order."""
+        """The linear heads' features of each window `(W, features)`, heads in order (then any head
+        computed only to gate another)."""
         parts = [plan.run(buffers, starts)[2] for plan, buffers, starts in self._groups(windows, spans)]
         return np.concatenate(parts) if parts else np.zeros((0, 0))
 
@@ -328,7 +347,7 @@ class Heads:
             starts = np.array([[a for a, _ in r] for r in ranges[i:j]], np.int64)
             out += plan.records(*plan.run(tuple(positions.buf), starts)[:2])
             i = j
-        return out
+        return self._shown(out)
 
     def _groups(self, windows, spans):
         """(plan, per-level buffers, starts) for each run of windows of one span, shape and dtype."""

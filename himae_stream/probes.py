@@ -23,6 +23,9 @@ Kinds:
 A head with `"default": false` is kept in the file but left out of records
 unless asked for (`headplan.Heads(..., everything=True)`): it lost to a classical
 baseline on data it never saw (the model card says which and by how much).
+A head with `"withheld_below"` shows no value (null) in a window where another
+head's probability falls below a bound (`gates`): the heart rate where the
+quality head doubts the window supports one.
 Training fits the heads (`himae probe`); `himae_stream.headplan` is the one
 place that applies them (compiled, a burst of windows per call), so the
 runtime and the probe report predict the same for the same windows.
@@ -282,6 +285,26 @@ def validate(head: dict, channels: list[int]) -> dict:
     if (np.asarray(head["std"]) <= 0).any():
         raise ValueError(f"probe {name!r}: std must be positive")
     return head
+
+
+def gates(shown: list[dict], heads: list[dict]) -> dict[str, tuple[str, float]]:
+    """{head name: (gating head name, least probability)} of the `shown` heads that carry
+    `"withheld_below": {"head": NAME, "probability": P}`: such a head's value is withheld (null)
+    in any window where the probability head NAME of the same file (`heads`) gives less than P,
+    e.g. a heart rate where the window's PPG is unlikely to support one (a sensor off the skin).
+    ValueError naming the head when the gate is not a probability head of the file."""
+    kinds = {h["name"]: h["kind"] for h in heads}
+    out = {}
+    for head in shown:
+        gate = head.get("withheld_below")
+        if gate is None:
+            continue
+        name, least = (gate.get("head"), gate.get("probability")) if isinstance(gate, dict) else (None, None)
+        if kinds.get(name) != "probability" or not isinstance(least, (int, float)) or not 0 <= least <= 1:
+            raise ValueError(f"probe {head['name']!r}: withheld_below needs a probability head of this model "
+                             f"and a probability in [0, 1], got {gate!r}")
+        out[head["name"]] = (name, float(least))
+    return out
 
 
 def is_default(head: dict) -> bool:

@@ -53,6 +53,30 @@ def test_heads_not_default_stay_out_of_records_unless_asked():
     assert [h["name"] for h in Heads([hr, act], everything=True)] == ["heart_rate", "activity"]
 
 
+def test_a_gated_rate_is_withheld_where_its_quality_is_low():
+    """A head with `withheld_below` shows null where the gating probability head is below its bound;
+    the gate is computed even when records leave it out, and never shown then."""
+    channels = (16, 32, 64, 128, 256)
+    purity = {"name": "quality", "kind": "probability", "levels": [], "purity_levels": [0],
+              "mean": [0.0], "std": [1.0], "weights": [[40.0]], "bias": [-20.0]}  # P > 0.5 iff purity > 0.5
+    hr = {"name": "heart_rate", "kind": "spectral", "levels": [0], "weights": [1.0],
+          "withheld_below": {"head": "quality", "probability": 0.5}}
+    tone, noise = _acts(1.3), [np.random.default_rng(3).normal(size=a.shape) for a in _acts(1.3)]
+    for shown in ([hr, purity], [hr, {**purity, "default": False}]):
+        clean, noisy = Heads(shown, 100.0).apply([tone, noise], [800, 800])
+        assert clean["heart_rate"] == pytest.approx(78.0, abs=0.3)
+        assert noisy["heart_rate"] is None
+        assert ("quality" in clean) == P.is_default(shown[1])
+        assert clean.get("quality", 1.0) > 0.5 > noisy.get("quality", 0.0)
+    ungated = Heads([{k: v for k, v in hr.items() if k != "withheld_below"}], 100.0).apply([noise], [800])[0]
+    assert ungated["heart_rate"] is not None  # noise has a spectral peak; the gate is what withholds it
+    for bad in ({"head": "heart_rate", "probability": 0.5}, {"head": "quality", "probability": 2},
+                {"head": "missing", "probability": 0.5}, "quality"):
+        with pytest.raises(ValueError, match="withheld_below"):
+            Heads([{**hr, "withheld_below": bad}, purity], 100.0)
+    P.validate(purity, list(channels))
+
+
 def test_probability_head_on_pooled_features_is_in_0_1():
     rng = np.random.default_rng(0)
     acts = _acts(1.3, channels=(4, 8), noise=0.3)

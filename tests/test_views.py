@@ -72,6 +72,7 @@ def test_plot_gives_each_quantity_its_own_labelled_axis(plot):
     assert axes[-1].get_xlabel() == "time (s)"
     assert [len(ax.get_lines()) for ax in axes] == [2] + [1] * len(default), "one quantity per prediction axis"
     heart_rate = axes[1].get_lines()[0].get_ydata()
-    assert len(heart_rate) == 13 and np.all((30 < heart_rate) & (heart_rate < 220))
+    rated = heart_rate[np.isfinite(heart_rate)]  # withheld (NaN) where the cut gaps leave the quality head in doubt
+    assert len(heart_rate) == 13 and rated.size >= 5 and np.all((30 < rated) & (rated < 220))
     assert gaps == 3 and samples == 300
     assert not any(ax.images for ax in axes), "no heatmap without a colour bar"

@@ -222,6 +222,7 @@ def lodo_markdown(report: dict) -> str:
             for ds in losses) if losses else "nowhere against the spectral peak") + "; peak intervals win on "
             + (", ".join(ds for ds, t in hr["datasets"].items() if t["peak_interval"] < t["head"]) or "none") + ".", ""]
         lines += _per_level_table(hr, "MAE of a one-level spectral head (no fitting)", len(o["per_level"]), 2)
+        lines += _shown_table(hr.get("shown"))
         q = r["quality"]
         lines += ["### quality: AUC (clean vs not), higher is better", "",
                   "Label: 1 when the window's PPG supports a correct heart rate (its spectral peak within 10 BPM of "
@@ -274,6 +275,27 @@ def lodo_markdown(report: dict) -> str:
                       "each fold by leave-one-dataset-out on the other data sets scored below the all-level head: "
                       "docs/models.md).", ""]
     return "\n".join(lines)
+
+
+def _shown_table(shown: dict | None) -> list[str]:
+    """The heart rate as records show it: withheld where the quality head doubts the window."""
+    if not shown:
+        return []
+    c = shown["corruptions"]
+    lines = [f"#### heart rate as records show it: withheld where P(clean) < {shown['probability']:g}", "",
+             "A record's heart rate is null where the quality head (below; out of fold here) gives the window "
+             f"less than {shown['probability']:g}: the model then judges the rate more likely wrong than right. "
+             "Corrupted windows that keep a rate: " + ", ".join(
+                 f"{k} {100 * v:.0f} %" for k, v in c.items() if v is not None) + ".", "",
+             "| held-out data set | windows with a rate | MAE of those (head) | MAE of those (spectral peak) | "
+             "recordings with a rate | median of a recording's shown rates vs its reference | recordings whose "
+             "median is ≤ 3 BPM off |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for ds, t in shown["datasets"].items():
+        within = t["recording_median_within_3"]
+        lines.append(f"| {ds} | {100 * t['shown']:.0f} % of {t['windows']} | {_f(t['head'])} | "
+                     f"{_f(t['spectral_peak'])} | {t['recordings_shown']} of {t['recordings']} | "
+                     f"{_f(t['recording_median_error'])} | {'—' if within is None else f'{100 * within:.0f} %'} |")
+    return lines + [""]
 
 
 def _per_level_table(r: dict, what: str, n_levels: int, digits: int) -> list[str]:

@@ -47,7 +47,9 @@ def describe(f: modelfile.ModelFile) -> list[str]:
         lines += ["", f"card         {summary}"]
     if f.meta.get("probes"):
         heads = [p for p in f.meta["probes"] if isinstance(p, dict)]
-        names = [p.get("name", "?") + ("" if p.get("default", True) else " (not in default records)") for p in heads]
+        names = [p.get("name", "?") + ("" if p.get("default", True) else " (not in default records)")
+                 + (f" (withheld where {g.get('head')} < {g.get('probability')})"
+                    if isinstance(g := p.get("withheld_below"), dict) else "") for p in heads]
         lines += [f"probes       {len(names)}: {', '.join(names)}"]
         card = f.meta.get("card") if isinstance(f.meta.get("card"), dict) else {}
         for line in (card.get("heads") or {}).values():
