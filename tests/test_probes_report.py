@@ -81,6 +81,10 @@ def test_report_command_on_a_small_subset(tmp_path):
     assert set(f["corruption"]) >= {"", "flat", "noise"}
     result = H.evaluate(f, model.config)
     assert set(result["heart_rate"]["datasets"]) == {"A", "B", "C"}
+    shown = result["heart_rate"]["shown"]  # the rate as records show it: withheld where the quality head doubts
+    assert result["heart_rate"]["head"]["withheld_below"] == {"head": "quality", "probability": H.HR_SHOWN_FROM}
+    assert set(shown["datasets"]) == {"A", "B", "C"} and all(0 <= t["shown"] <= 1 for t in shown["datasets"].values())
+    assert set(shown["corruptions"]) == set(H.CORRUPTIONS)
     why = {t: H.why(t, result[t]) for t in TASKS}
     written = rendering.write_lodo({"command": "himae probe test", "date": "today", "models": {
         "himae-25": {"file": path.name, "result": result, "why": why}}}, tmp_path / "r.md")
@@ -93,6 +97,7 @@ def test_report_command_on_a_small_subset(tmp_path):
 
     save_with_heads(path, out, fitted, H.card({"summary": "x; y"}, result, "himae-25"))
     assert himae_stream.load_model(out).metadata["card"]["heads"]["quality"] == why["quality"]
+    assert "heart rate as records show it" in written[0].read_text()
 
 
 def test_probe_cli_bad_input_is_one_line(tmp_path, capsys):
