@@ -84,7 +84,7 @@ def test_unknown_precision_is_one_line():
 @pytest.mark.parametrize("name", ["himae-100", "himae-25"])
 def test_bf16_records_on_real_recordings_stay_within_the_documented_bounds(name):
     """Shipped weights, `himae run`'s path: per-level embedding cosine >= 0.999 in every window, heart rate
-    within 0.5 BPM and the same activity class in >= 99 % of windows, quality within 0.01."""
+    within 0.5 BPM (or withheld in both) and the same activity class in >= 99 % of windows, quality within 0.01."""
     full, half = load_model(name), load_model(name, precision="bf16")
     for path in (BUNDLED, V102S):
         url = f"sim://{path}?speed=max&duration=300"
@@ -95,7 +95,8 @@ def test_bf16_records_on_real_recordings_stay_within_the_documented_bounds(name)
                for ra, rb in zip(a, b) for u, v in zip(ra["embeddings"], rb["embeddings"])]
         assert min(cos) >= 0.999
         pa, pb = [r["predictions"] for r in a], [r["predictions"] for r in b]
-        assert np.mean([abs(p["heart_rate"] - q["heart_rate"]) <= 0.5 for p, q in zip(pa, pb)]) >= 0.99
+        rates = [(p["heart_rate"], q["heart_rate"]) for p, q in zip(pa, pb)]  # None: withheld by the quality gate
+        assert np.mean([u is v is None or None not in (u, v) and abs(u - v) <= 0.5 for u, v in rates]) >= 0.99
         assert np.mean([p["activity"] == q["activity"] for p, q in zip(pa, pb)]) >= 0.99
         assert np.mean([abs(p["quality"] - q["quality"]) <= 0.01 for p, q in zip(pa, pb)]) >= 0.99
 
