@@ -103,6 +103,19 @@ def test_run_fills_gaps_from_a_lossy_device(tmp_path, model_file, himae):
     assert header[:3] == ["window", "start", "end"] and "e4_255" in header
 
 
+def test_a_window_other_than_the_heads_one_is_noted(tmp_path, himae):
+    """The shipped heads were fitted on one window length: another one still runs, with a one-line note."""
+    source = f"sim://{BUNDLED}?channels=PLETH&speed=max"
+    notes = []
+    for extra in ([], ["--window", "10s"]):
+        result = himae("run", "--model", "himae-25", "--source", source, "--duration", "12s",
+                       "--sink", f"jsonl://{tmp_path / 'out.jsonl'}", *extra)
+        assert result.returncode == 0, result.stderr
+        notes.append([line for line in result.stderr.splitlines() if "note:" in line])
+    assert notes[0] == [] and len(notes[1]) == 1
+    assert "fitted on 8-s windows" in notes[1][0] and "10-s windows are not validated" in notes[1][0]
+
+
 def test_gaps_at_the_ends_of_a_stream_are_filled(tmp_path, model_file, himae):
     """Lost samples before the first window's centre and after the last one's are filled too, once each."""
     t = np.arange(3000) / 100.0

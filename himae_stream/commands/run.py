@@ -80,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     if duration is not None and duration * fs < window:
         raise CliError(f"--duration {duration:g} s is shorter than the {window / fs:g} s window "
                        f"({_window_origin(args)}): no window could complete")
+    fitted = default_window(model)
+    if args.window and model.metadata.get("probes") and abs(window / fs - fitted) > 0.5 / fs:
+        print(f"himae run: note: the probe heads were fitted on {fitted:g}-s windows; their predictions on "
+              f"{window / fs:g}-s windows are not validated (leave --window out for {fitted:g} s)", file=sys.stderr)
     live = sys.stdout.isatty() and not args.sink
     # checked now, created with the first record: a source that fails leaves every file as it was
     sinks = [open_sink(u) for u in (args.sink or ([] if live else ["jsonl://-"]))]
