@@ -40,6 +40,10 @@ DEMO = Path(__file__).parent / "data" / "a103l.hea"
 #: Largest recording file read whole (memory is bounded by the input, and a
 #: recording larger than this is not one a wearable produces in a session).
 MAX_RECORDING_BYTES = 2 << 30
+#: the suffixes a folder's recordings are found by (`find_recordings`)
+RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz")
+#: per-folder tables of contents beside the wearable NPZ recordings, not recordings
+INDEX_FILES = ("index.csv",)
 #: longest CSV header line read: channel names, not data
 CSV_HEADER_LIMIT = 1 << 16
 
@@ -156,6 +160,30 @@ def resample(x: np.ndarray, fs_from: float, fs_to: float) -> np.ndarray:
         out, out_lost, _ = StreamResampler(fs_from, fs_to, 1).push(np.where(lost, 0.0, row)[None], lost, times)
         rows.append(np.where(out_lost, np.nan, out[0].astype(np.float64)))
     return np.stack(rows)
+
+
+def find_recordings(path) -> list[Path]:
+    """Every recording under `path` (or `path` itself); companion files (BPM traces, .dat) are left out."""
+    path = Path(path)
+    if not path.exists():
+        raise RecordingError(f"recording or folder not found: {path}")
+    if path.is_file():
+        return [path]
+    found = []
+    for p in sorted(path.rglob("*")):
+        if not p.is_file() or p.suffix.lower() not in RECORDING_SUFFIXES or p.name.lower() in INDEX_FILES:
+            continue
+        if p.suffix.lower() == ".mat" and (p.with_suffix(".hea").exists() or _is_label_file(p)):
+            continue
+        found.append(p)
+    if not found:
+        raise RecordingError(f"no recordings (WFDB, .mat, .csv, .npy, .npz) under {path}")
+    return found
+
+
+def _is_label_file(path: Path) -> bool:
+    """TROIKA heart-rate traces sit beside the recordings as .mat files too."""
+    return "BPM" in path.stem or path.stem.startswith("True_")
 
 
 def load(path, channels=None, fs: float | None = None) -> Recording:

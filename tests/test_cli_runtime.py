@@ -68,6 +68,25 @@ def test_embed_failing_to_write_keeps_the_existing_output(tmp_path, model_file, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.npz"]
 
 
+def test_embed_takes_folders_of_recordings(tmp_path, model_file, himae):
+    """A folder stands for the recordings under it (as `himae train --data` reads them), sorted."""
+    folder = tmp_path / "session"
+    (folder / "b").mkdir(parents=True)
+    t = np.arange(1500) / 100.0
+    for name in ("a.csv", "b/c.csv"):
+        np.savetxt(folder / name, np.c_[t, np.sin(2 * np.pi * 1.2 * t)], delimiter=",", header="time,ppg", comments="")
+    (folder / "notes.txt").write_text("not a recording")
+    out = tmp_path / "e.npz"
+    result = himae("embed", str(folder), str(BUNDLED), "-o", str(out), "--model", model_file)
+    assert result.returncode == 0, result.stderr
+    with np.load(out) as z:
+        assert z["names"].tolist() == ["a", "c", "a103l"] and set(z["recording"].tolist()) == {0, 1, 2}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = himae("embed", str(empty), "-o", str(out), "--model", model_file)
+    assert result.returncode == 2 and "no recordings" in result.stderr and result.stderr.count("\n") == 1
+
+
 def test_embed_into_a_missing_folder_fails_before_embedding(tmp_path, model_file, himae):
     result = himae("embed", str(BUNDLED), "-o", str(tmp_path / "no" / "e.npz"), "--model", model_file)
     assert result.returncode == 2 and result.stderr.count("\n") == 1

@@ -27,12 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from himae_stream.normalize import normalize, validate_spec
-from himae_stream.recordings import PPG_PATTERNS, Recording, RecordingError, load, resample
+from himae_stream.recordings import PPG_PATTERNS, Recording, RecordingError, find_recordings, load, resample
 from training.augment import Policy, augment
 
-RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz")
-#: per-folder tables of contents beside the wearable NPZ recordings, not recordings
-INDEX_FILES = ("index.csv",)
 #: seconds of signal the normaliser runs over before a training window starts
 LEAD_S = 20.0
 DEFAULT_CHANNELS = ",".join(PPG_PATTERNS)  # every PPG channel, each its own sequence
@@ -103,30 +100,6 @@ class RawSet:
         counts = Counter(names)
         w = np.array([counts[n] ** (balance - 1.0) for n in names], dtype=np.float64)
         return w / w.sum()
-
-
-def find_recordings(path) -> list[Path]:
-    """Every recording under `path` (or `path` itself); companion files (BPM traces, .dat) are left out."""
-    path = Path(path)
-    if not path.exists():
-        raise RecordingError(f"data path not found: {path}")
-    if path.is_file():
-        return [path]
-    found = []
-    for p in sorted(path.rglob("*")):
-        if not p.is_file() or p.suffix.lower() not in RECORDING_SUFFIXES or p.name.lower() in INDEX_FILES:
-            continue
-        if p.suffix.lower() == ".mat" and (p.with_suffix(".hea").exists() or _is_label_file(p)):
-            continue
-        found.append(p)
-    if not found:
-        raise RecordingError(f"no recordings (WFDB, .mat, .csv, .npy, .npz) under {path}")
-    return found
-
-
-def _is_label_file(path: Path) -> bool:
-    """TROIKA heart-rate traces sit beside the recordings as .mat files too."""
-    return "BPM" in path.stem or path.stem.startswith("True_")
 
 
 def select_channels(rec: Recording, patterns: str, in_channels: int) -> list[Recording]:

@@ -16,7 +16,8 @@ from himae_stream.numbers import COUNT, SAMPLE_RATE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", nargs="+", metavar="FILE", help="recordings (WFDB, .mat, .csv, .npy, .npz)")
+    p.add_argument("files", nargs="+", metavar="PATH",
+                   help="recordings (WFDB, .mat, .csv, .npy, .npz), or folders searched for them")
     p.add_argument("-o", "--output", required=True, help="output .npz")
     p.add_argument("--model", default="himae-100", help="model file or shipped model name (default himae-100)")
     p.add_argument("--mode", choices=("stream", "window"), default="stream")
@@ -64,11 +65,12 @@ def run(args: argparse.Namespace) -> int:
     keep = list(range(n_levels)) if not args.levels else [COUNT.parse(l, "--levels") for l in args.levels.split(",")]
     if any(not 0 <= l < n_levels for l in keep):
         raise CliError(f"--levels must be within 0 … {n_levels - 1}")
+    files = [f for path in args.files for f in recordings.find_recordings(path)]
     out: dict[str, list] = {"recording": [], "start": [], **{f"level{l}": [] for l in keep}}
     names = []
     with Progress(transient=True) as progress:
-        task = progress.add_task("embedding", total=len(args.files))
-        for i, path in enumerate(args.files):
+        task = progress.add_task("embedding", total=len(files))
+        for i, path in enumerate(files):
             rec = recordings.load(path, fs=args.fs)
             rec = recordings.pick_for_model(rec, args.channels, model.config).resampled(fs)
             if rec.signals.shape[1] < window:
