@@ -103,7 +103,7 @@ def ble_two_processes(recording: Path, channels: str, mtu: int) -> Arrivals:
     sim = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True,
                            env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        spec = [sim.stdout.readline() for _ in range(2)][1].strip().partition("=")[2]
+        spec = [sim.stdout.readline() for _ in range(3)][1].strip().partition("=")[2]  # ble:, HCI, source: lines
 
         async def main():
             done = asyncio.get_running_loop().run_in_executor(None, sim.stdout.readline)

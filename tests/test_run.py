@@ -138,6 +138,7 @@ def test_gaps_at_the_ends_of_a_stream_are_filled(tmp_path, model_file, himae):
     "args, message",
     [
         (["--source", "nope://x"], "unknown source scheme"),
+        (["--source", ""], "--source is empty"),
         (["--source", "sim://missing.hea"], "not found"),
         (["--source", "serial:///dev/does-not-exist"], "does-not-exist"),
         (["--sink", "ftp://x"], "unknown sink"),

@@ -177,9 +177,10 @@ def test_ble_two_processes_over_hci_tcp(tmp_path, monkeypatch, mtu):
     sim = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True,
                            env={**os.environ, "PYTHONPATH": REPO})
     try:
-        lines = [sim.stdout.readline().strip() for _ in range(2)]
+        lines = [sim.stdout.readline().strip() for _ in range(3)]
         spec = lines[1].partition(f"{HCI_ENV}=")[2]
         assert spec.startswith("tcp-client:127.0.0.1:"), lines
+        assert lines[2] == f"source: ble://name=himae-sim?hci={spec}"  # the URL `himae run --source` takes
 
         monkeypatch.setenv(HCI_ENV, spec)  # what a user pastes from the simulator's output
 

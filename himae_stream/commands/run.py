@@ -37,6 +37,8 @@ def source_url(args: argparse.Namespace) -> str:
     """The URL a run reads: `--source`, or the bundled record at `--speed` (default 1)."""
     from himae_stream.cli import CliError
 
+    if args.source is not None and not args.source.strip():  # e.g. an unset shell variable: not the demo
+        raise CliError("--source is empty (leave it out to replay the bundled recording)")
     if args.source and args.speed is not UNSET:
         raise CliError("--speed sets the default source's replay speed; give another source's in its URL "
                        "(sim://...?speed=10)")
