@@ -167,8 +167,8 @@ def find_recordings(path) -> list[Path]:
     path = Path(path)
     if not path.exists():
         raise RecordingError(f"recording or folder not found: {path}")
-    if path.is_file():
-        return [path]
+    if not path.is_dir():
+        return [path]  # a file, or something `load` refuses in its own words (a FIFO, a device)
     found = []
     for p in sorted(path.rglob("*")):
         if not p.is_file() or p.suffix.lower() not in RECORDING_SUFFIXES or p.name.lower() in INDEX_FILES:
