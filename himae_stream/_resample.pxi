@@ -1,6 +1,6 @@
 # Included from _core.pyx: the inner loop of himae_stream.resample.StreamResampler (the public face,
-# which documents the filter). In numpy it gathered every output's taps into one array, a few
-# hundred MB for an hour of signal and ~30 µs for a live chunk of a dozen samples.
+# which documents the filter). In numpy it gathered every output's taps into arrays of tens of MB
+# per hour of signal, and took ~30 µs for a live chunk of a dozen samples.
 
 
 def polyphase_fir(const double[:, ::1] x, const cnp.npy_bool[::1] lost, const int64_t[::1] first,
