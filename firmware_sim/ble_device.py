@@ -149,6 +149,10 @@ class BleDevice:
     def name(self) -> str:
         return self.model.config.name
 
+    def source_url(self, hci: str) -> str:
+        """The URL that reads this device through the bumble controller at `hci`."""
+        return f"ble://name={self.name}?hci={hci}"
+
     async def start(self) -> None:
         await self.device.power_on()
         await self._advertise()

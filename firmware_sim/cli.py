@@ -174,9 +174,7 @@ async def run_ble(options: SimOptions, host: str, port: int, log_path: str | Non
     await device.start()
     announce(f"ble: name={device.name} address={device.address}")
     announce(f"{HCI_ENV}={spec}")
-    stream = {"ble": None, "polar-h10": "ecg"}.get(kind, "ppg")
-    announce(f"source: ble://name={device.name}?hci={spec}" if stream is None
-             else f"source: polar://{device.name}?stream={stream}&hci={spec}")
+    announce(f"source: {device.source_url(spec)}")
     try:
         await device.finished.wait()
         sent = device.log.counters.get("notifications", 0)

@@ -107,6 +107,10 @@ class PolarDevice(BleDevice):
         self._switch: tuple[Measurement, dict] | None = None  # a START of another stream, for the next event
         super().__init__(self._model(self.measurement, self.settings), link, **kwargs)
 
+    def source_url(self, hci: str) -> str:
+        """The URL that reads this sensor's first measurement through the bumble controller at `hci`."""
+        return f"polar://{self.name}?stream={self.measurement.name.lower()}&hci={hci}"
+
     # ------------------------------------------------------------ streams
     def _defaults(self, measurement: Measurement) -> dict:
         return {s: values[:1] for s, values in self.profile.streams[measurement][0].items()}

@@ -176,7 +176,7 @@ class Pipeline:
         last = len(windows) - 1 if self.ended else -1  # the end of the stream released the last window
         return [self._record(w, p, arrival, i == last) for i, (w, p) in enumerate(zip(windows, predictions))]
 
-    def _record(self, window, predictions: dict, arrival: float, last: bool = False) -> dict:
+    def _record(self, window, predictions: dict, arrival: float, last: bool) -> dict:
         raw, lost, times = self.history.span(window.start, window.end)
         record = {
             "window": self.windows,

@@ -11,6 +11,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -54,21 +55,29 @@ def _himae(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def announced_hci(sim: subprocess.Popen) -> str:
-    """The HCI transport a `himae sim` BLE process prints (`...=tcp-client:127.0.0.1:PORT`)."""
+class BleSim(typing.NamedTuple):
+    hci: str  # the controller's transport, `tcp-client:127.0.0.1:PORT`
+    source: str  # the source URL the simulator prints for `himae run --source`
+
+
+def announced(sim: subprocess.Popen) -> BleSim:
+    """What a `himae sim` BLE process prints: its HCI transport, then the URL that reads it."""
+    hci = None
     for line in sim.stdout:
-        if "tcp-client:127.0.0.1:" in line:
-            return line.strip().split("=", 1)[-1]
-    pytest.fail("the simulator did not announce its HCI transport")
+        if hci is None and "tcp-client:127.0.0.1:" in line:
+            hci = line.strip().split("=", 1)[-1]
+        elif hci is not None and line.startswith("source: "):
+            return BleSim(hci, line.strip().partition(" ")[2])
+    pytest.fail("the simulator did not announce its HCI transport and source URL")
 
 
 @contextlib.contextmanager
 def ble_sim(*args: str):
-    """`himae sim ARGS` (a BLE device) in its own process; yields the HCI transport to reach it."""
+    """`himae sim ARGS` (a BLE device) in its own process; yields its HCI transport and source URL."""
     sim = subprocess.Popen([sys.executable, "-m", "himae_stream.cli", "sim", *args],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        yield announced_hci(sim)
+        yield announced(sim)
     finally:
         sim.kill()
         sim.wait()

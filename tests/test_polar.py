@@ -309,11 +309,11 @@ def test_an_ecg_only_device_is_not_read_as_ppg():
 # ---------------------------------------------------------------- himae run
 @pytest.fixture
 def polar_sim(request):
-    """`himae sim --device DEVICE` in its own process at full speed; yields its HCI spec."""
+    """`himae sim --device DEVICE` in its own process at full speed; yields its HCI spec and source URL."""
     device, channels = request.param
     with ble_sim("--device", device, "--recording", str(BUNDLED), "--channels", channels, "--duration", "25",
-                 "--speed", "max", "--linger", "60") as hci:
-        yield hci
+                 "--speed", "max", "--linger", "60") as sim:
+        yield sim
 
 
 @pytest.fixture(scope="module")
@@ -330,8 +330,9 @@ def test_run_from_a_verity_equals_replaying_the_recording(tmp_path, model_file, 
     """The PPG mean of a simulated Verity Sense gives the records that replaying the same recording
     at the same 55 Hz gives, to the noise and gains the three channels add."""
     polar, replay = tmp_path / "polar.jsonl", tmp_path / "replay.jsonl"
-    result = himae("run", "--model", model_file, "--source", f"polar://himae-sim?stream=ppg&hci={polar_sim}",
-                   "--duration", "20s", "--sink", f"jsonl://{polar}")
+    assert polar_sim.source == f"polar://himae-sim?stream=ppg&hci={polar_sim.hci}"  # as the simulator prints it
+    result = himae("run", "--model", model_file, "--source", polar_sim.source, "--duration", "20s",
+                   "--sink", f"jsonl://{polar}")
     assert result.returncode == 0, result.stderr
     result = himae("run", "--model", model_file, "--source", f"sim://{BUNDLED}?channels=PLETH&fs=55&speed=max",
                    "--duration", "20s", "--sink", f"jsonl://{replay}")
@@ -353,12 +354,13 @@ def test_run_from_a_verity_equals_replaying_the_recording(tmp_path, model_file, 
 def test_run_refuses_an_h10_ecg_stream_for_a_ppg_model(model_file, polar_sim, himae):
     # asked for PPG, the H10 has none (asked first: a sensor that has streamed all of its recording
     # at full speed does not advertise again)
-    result = himae("run", "--model", model_file, "--source", f"polar://himae-sim?stream=ppg&hci={polar_sim}",
+    result = himae("run", "--model", model_file, "--source", f"polar://himae-sim?stream=ppg&hci={polar_sim.hci}",
                    "--duration", "20s", timeout=60)
     assert result.returncode == 2 and "streams ECG, ACC, not PPG" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     # its ECG is no PPG
-    result = himae("run", "--model", model_file, "--source", f"polar://himae-sim?stream=ecg&hci={polar_sim}",
+    assert polar_sim.source == f"polar://himae-sim?stream=ecg&hci={polar_sim.hci}"
+    result = himae("run", "--model", model_file, "--source", polar_sim.source,
                    "--duration", "20s", timeout=60)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -233,8 +233,9 @@ def test_closing_run_blocking_early_ends_the_pipeline_and_its_source(model_file,
 def ble_device():
     """`himae sim --transport ble` in its own process, serving its controller on loopback TCP."""
     with ble_sim("--recording", BUNDLED, "--channels", "PLETH", "--transport", "ble", "--speed", "5", "--fs", "100",
-                 "--name", "himae-test-wearable") as hci:
-        yield hci
+                 "--name", "himae-test-wearable") as sim:
+        assert sim.source == f"ble://name=himae-test-wearable?hci={sim.hci}"
+        yield sim.hci
 
 
 def test_run_from_a_ble_device_in_another_process(tmp_path, model_file, ble_device, himae):

@@ -481,13 +481,8 @@ def evaluate(f: dict, model_cfg: dict) -> dict:
                            for r in sorted(set(f["recording"][m].tolist()))]
                 rec_sp = [mae(sp_hr[m & (f["recording"] == r)], y[m & (f["recording"] == r)])
                           for r in sorted(set(f["recording"][m].tolist()))]
-                names = sorted(set(f["recording"][m].tolist()))
-                # a recording's own error: its windows' median rate against its reference (AIST's is one
-                # reading per session, so window-by-window differences include the heart's own changes)
-                rec_med = [abs(float(np.nanmedian(hr["oof"][m & (f["recording"] == r)]))
-                               - float(np.median(y[m & (f["recording"] == r)]))) for r in names]
-                rec_med_sp = [abs(float(np.nanmedian(sp_hr[m & (f["recording"] == r)]))
-                                  - float(np.median(y[m & (f["recording"] == r)]))) for r in names]
+                rec_med = median_errors(hr["oof"], y, f["recording"], m)
+                rec_med_sp = median_errors(sp_hr, y, f["recording"], m)
                 table[key].update(recording_mae_mean=float(np.mean(rec_err)), recording_mae_max=float(np.max(rec_err)),
                                   recording_within_3=float(np.mean(np.array(rec_err) <= 3.0)),
                                   recording_mae_mean_spectral_peak=float(np.mean(rec_sp)),
@@ -608,6 +603,14 @@ def evaluate(f: dict, model_cfg: dict) -> dict:
     return result
 
 
+def median_errors(rates: np.ndarray, y: np.ndarray, recording: np.ndarray, mask: np.ndarray) -> list[float]:
+    """Per recording with windows under `mask`, in name order: |median of its windows' rates − its
+    reference|. AIST's reference is one reading per session, so a recording's own error is what its
+    windows agree on, not each window's (those include the heart's own changes)."""
+    return [abs(float(np.nanmedian(rates[mask & (recording == r)])) - float(np.median(y[mask & (recording == r)])))
+            for r in sorted(set(recording[mask].tolist()))]
+
+
 def shown_rates(f: dict, rates: np.ndarray, peak: np.ndarray, shown: np.ndarray) -> dict:
     """Heart rate where it is shown (`shown`): per held-out data set with HR labels, the share of
     windows that keep a rate, the MAE over those (head and spectral peak) and per recording the
@@ -621,12 +624,11 @@ def shown_rates(f: dict, rates: np.ndarray, peak: np.ndarray, shown: np.ndarray)
             if not m.any():
                 continue
             g = m & shown
-            names = sorted(set(rec[g].tolist()))
-            err = [abs(float(np.median(rates[g & (rec == r)])) - float(np.median(y[g & (rec == r)]))) for r in names]
+            err = median_errors(rates, y, rec, g)
             out["datasets"][name if part == "fit" else f"{name} test"] = {
                 "windows": int(m.sum()), "shown": float(g.sum() / m.sum()),
                 "head": mae(rates[g], y[g]) if g.any() else None, "spectral_peak": mae(peak[g], y[g]) if g.any() else None,
-                "recordings": len(set(rec[m].tolist())), "recordings_shown": len(names),
+                "recordings": len(set(rec[m].tolist())), "recordings_shown": len(err),
                 "recording_median_error": float(np.mean(err)) if err else None,
                 "recording_median_within_3": float(np.mean(np.array(err) <= 3.0)) if err else None}
     for kind in CORRUPTIONS:

@@ -177,7 +177,8 @@ def _summary(pipeline, samples) -> str:
         windows, latency = "no windows", ""
     return (
         f"himae run: {windows}, {pipeline.stream.pushed} samples, lost {counters.get('lost_samples', 0)}, "
-        f"imputed {pipeline.imputed}{' (at the model rate)' if pipeline.resampler is not None else ''}, crc errors {counters.get('crc_errors', 0)}, "
+        f"imputed {pipeline.imputed}{' (at the model rate)' if pipeline.resampler is not None else ''}, "
+        f"crc errors {counters.get('crc_errors', 0)}, "
         f"reconnects {counters.get('reconnects', 0)}{latency}"
     )
 
