@@ -127,18 +127,36 @@ class Plan:
             spec_bases, spec_dfts = [np.zeros((1, 1), dtype)], [np.zeros((1, 2), dtype)]
         self.bases_t, self.dfts_t = tuple(spec_bases), tuple(spec_dfts)
         self.width = max(channels)
+        self.channels = np.asarray(channels, np.int64)
 
-    def run(self, buffers: tuple, starts: np.ndarray):
+    def parts(self, count: int) -> tuple:
+        """Spectra `(W, spectra, bins)` and pools `(W, levels, width)` (mean, std) of `count` windows:
+        what `levels` computes and `run` reads."""
+        levels = len(self.lengths)
+        return (np.zeros((count, len(self.spec_level), max(self.spec_bins.max(initial=1), 1))),
+                np.zeros((count, levels, self.width)), np.zeros((count, levels, self.width)))
+
+    def levels(self, buffers: tuple, starts: np.ndarray, todo: np.ndarray, parts: tuple) -> None:
+        """Into `parts`: each window's spectra and pools of the levels `todo[w]` marks `(W, levels)`,
+        the windows' level-l positions starting at `starts[w, l]` in `buffers[l]`."""
+        _levels(buffers, starts, todo, self.lengths, self.bases_t, self.dfts_t, self.spec_level, self.spec_bins,
+                self.pooled, *parts)
+
+    def run(self, buffers: tuple, starts: np.ndarray, ahead: "Ahead | None" = None, keys=None):
         """Rates `(W, spectral heads)` (NaN: no power in the band), linear scores `(W, outputs)` and
         features `(W, features)` of the windows whose level-l positions start at `starts[w, l]` in
-        `buffers[l]` `(C_l, ·)` (the plan's dtype)."""
+        `buffers[l]` `(C_l, ·)` (the plan's dtype). A window whose key (its start) `ahead` holds
+        is taken out of it, and only its levels not computed ahead are computed now."""
         count = starts.shape[0]
+        ring = (ahead or _NO_AHEAD).ring(self)
+        wanted = _NO_KEYS if keys is None else keys
         rates = np.empty((count, len(self._spectral)))
         scores = np.empty((count, self.weights.shape[1]))
         features = np.empty((count, self.features))
-        _run(buffers, starts, self.lengths, self.bases_t, self.dfts_t, self.spec_level, self.spec_bins,
-             self.spec_half, self.rate_specs, self.rate_weights, self.rate_lo, self.rate_df, self.segments,
-             self.combined, self.pooled, self.weights, self.bias, self.width, rates, scores, features)
+        _run(buffers, starts, *ring, wanted, self.lengths, self.bases_t, self.dfts_t, self.spec_level,
+             self.spec_bins, self.pooled, *self.parts(count), self.channels, self.spec_half, self.rate_specs,
+             self.rate_weights, self.rate_lo, self.rate_df, self.segments, self.combined, self.weights, self.bias,
+             rates, scores, features)
         return rates, scores, features
 
     def records(self, rates: np.ndarray, scores: np.ndarray) -> list[dict]:
@@ -217,22 +235,27 @@ def _summed(power, specs, weights, spec_bins, unit, total):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _run(buffers, starts, lengths, bases, dfts, spec_level, spec_bins, spec_half, rate_specs, rate_weights,
-         rate_lo, rate_df, segments, combined, pooled, weights, bias, width, rates, scores, features):
-    levels, count = len(lengths), starts.shape[0]
-    power = np.zeros((count, spec_level.shape[0], max(spec_bins.max(), 1) if spec_bins.size else 1))
-    unit = np.zeros(power.shape[2])
-    total = np.zeros(power.shape[2])
-    mean = np.zeros((levels, width))
-    std = np.zeros((levels, width))
+def _levels(buffers, starts, todo, lengths, bases, dfts, spec_level, spec_bins, pooled, power, mean, std):
+    """Into `power[w]`, `mean[w]`, `std[w]`: window w's spectra and pools of the levels `todo[w]`
+    marks (what a window needs of one level depends on that level's positions alone)."""
+    count = starts.shape[0]
     for s in range(spec_level.shape[0]):  # every window's spectrum: two matrix products per burst
         level, bins = spec_level[s], spec_bins[s]
         n, basis = lengths[level], bases[s]
         if n < 2:  # no spectrum from fewer than two positions
             continue
-        lo, hi = starts[:, level].min(), starts[:, level].max() + n
+        lo, hi = -1, -1
+        for w in range(count):
+            if todo[w, level]:
+                first = starts[w, level]
+                lo = first if lo < 0 else min(lo, first)
+                hi = max(hi, first + n)
+        if lo < 0:
+            continue
         projected = basis @ np.ascontiguousarray(buffers[level][:, lo:hi])  # windows overlap: project once
         for w in range(count):  # one window at a time: products small enough that BLAS stays on this thread
+            if not todo[w, level]:
+                continue
             first = starts[w, level] - lo
             y = np.ascontiguousarray(projected[:, first : first + n]) @ dfts[s]
             for j in range(bins):
@@ -242,10 +265,40 @@ def _run(buffers, starts, lengths, bases, dfts, spec_level, spec_bins, spec_half
                     p += re * re + im * im
                 power[w, s, j] = p
     for w in range(count):
-        for level in range(levels):
-            if not pooled[level]:
-                continue
-            _pool(buffers[level], starts[w, level], lengths[level], mean[level], std[level])
+        for level in range(lengths.shape[0]):
+            if pooled[level] and todo[w, level]:
+                _pool(buffers[level], starts[w, level], lengths[level], mean[w, level], std[w, level])
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _run(buffers, starts, ring_keys, ring_power, ring_mean, ring_std, ring_done, keys, lengths, bases, dfts,
+         spec_level, spec_bins, pooled, power, mean, std, channels, spec_half, rate_specs, rate_weights, rate_lo,
+         rate_df, segments, combined, weights, bias, rates, scores, features):
+    """A burst of windows in one call: what was computed ahead for them (by key, see `Ahead`), their
+    other levels, then `_finish`."""
+    todo = np.ones((starts.shape[0], lengths.shape[0]), np.bool_)
+    for w in range(keys.shape[0]):
+        for k in range(ring_keys.shape[0]):
+            if ring_keys[k] == keys[w]:
+                power[w] = ring_power[k]
+                mean[w] = ring_mean[k]
+                std[w] = ring_std[k]
+                for level in range(lengths.shape[0]):
+                    todo[w, level] = not ring_done[k, level]
+                ring_keys[k] = -1  # taken
+                break
+    _levels(buffers, starts, todo, lengths, bases, dfts, spec_level, spec_bins, pooled, power, mean, std)
+    _finish(power, mean, std, channels, spec_bins, spec_half, rate_specs, rate_weights, rate_lo, rate_df,
+            segments, combined, weights, bias, rates, scores, features)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _finish(power, mean, std, channels, spec_bins, spec_half, rate_specs, rate_weights, rate_lo, rate_df,
+            segments, combined, weights, bias, rates, scores, features):
+    """Rates, features and linear scores of every window from its spectra and pools."""
+    unit = np.zeros(power.shape[2])
+    total = np.zeros(power.shape[2])
+    for w in range(power.shape[0]):
         for h in range(rate_specs.shape[0]):
             bins = _summed(power[w], rate_specs[h], rate_weights[h], spec_bins, unit, total)
             rates[w, h] = 60.0 * (rate_lo[h] + peak_bin(total[:bins])) * rate_df[h]
@@ -253,8 +306,8 @@ def _run(buffers, starts, lengths, bases, dfts, spec_level, spec_bins, spec_half
             kind, arg, at = segments[g, 0], segments[g, 1], segments[g, 2]
             if kind == MEAN or kind == STD:
                 source = mean if kind == MEAN else std
-                for c in range(buffers[arg].shape[0]):
-                    features[w, at + c] = source[arg, c]
+                for c in range(channels[arg]):
+                    features[w, at + c] = source[w, arg, c]
             elif kind == PURITY:
                 features[w, at] = spectrum_purity(power[w, arg, : spec_bins[arg]], spec_half[arg])
             else:
@@ -265,6 +318,56 @@ def _run(buffers, starts, lengths, bases, dfts, spec_level, spec_bins, spec_half
             for f in range(weights.shape[0]):
                 v += features[w, f] * weights[f, o]
             scores[w, o] = v
+
+
+class Ahead:
+    """Windows' levels computed ahead of their record (`Heads.ahead_at`): per plan, a ring of
+    `SLOTS` windows keyed by their first input sample, each taken once by `Plan.run`."""
+
+    SLOTS = 128
+
+    def __init__(self, slots: int = SLOTS):
+        self.slots = slots
+        self.puts = 0  # windows held so far
+        self._rings: dict = {}
+        self._next: dict = {}
+
+    def held(self) -> int:
+        """Windows held and not yet taken."""
+        return sum(int((ring[0] >= 0).sum()) for ring in self._rings.values())
+
+    def ring(self, plan: Plan) -> tuple:
+        """(keys (−1: free), spectra, means, stds, levels done) of `plan`'s windows held."""
+        ring = self._rings.get(plan)
+        if ring is None:
+            keys = np.full(self.slots, -1, np.int64)
+            done = np.zeros((self.slots, len(plan.lengths)), np.bool_)
+            ring = self._rings[plan] = (keys, *plan.parts(self.slots), done)
+            self._next[plan] = 0
+        return ring
+
+    def put(self, plan: Plan, key: int, parts: tuple, done: np.ndarray) -> None:
+        """Hold one window's parts (row 0 of each) under `key`, over the oldest held."""
+        keys, power, mean, std, held = self.ring(plan)
+        k = self._next[plan]
+        self._next[plan] = (k + 1) % self.slots
+        self.puts += 1
+        keys[k], power[k], mean[k], std[k], held[k] = key, parts[0][0], parts[1][0], parts[2][0], done
+
+
+#: No keys: `Plan.run` computes every level of every window.
+_NO_KEYS = np.zeros(0, np.int64)
+
+
+class _Nothing:
+    """An empty `Ahead`."""
+
+    @staticmethod
+    def ring(plan: Plan) -> tuple:
+        return (_NO_KEYS, *plan.parts(0), np.zeros((0, len(plan.lengths)), np.bool_))
+
+
+_NO_AHEAD = _Nothing()
 
 
 class Heads:
@@ -331,21 +434,41 @@ class Heads:
         parts = [plan.run(buffers, starts)[2] for plan, buffers, starts in self._groups(windows, spans)]
         return np.concatenate(parts) if parts else np.zeros((0, 0))
 
-    def apply_at(self, positions: P.Positions, spans: list[tuple[int, int]]) -> list[dict]:
-        """`apply` to the windows [start, end) of a live positions buffer, read in place."""
+    def ahead_at(self, positions: P.Positions, spans: list[tuple[int, int]], ahead: Ahead) -> None:
+        """Compute now what windows [start, end) still to come need of the levels `positions` already
+        holds in full, into `ahead` for `apply_at` to finish.
+
+        Live, a window's shallow levels are complete long before its deepest one, which looks
+        furthest ahead (`Stream.delay`: 0.9 s against 1.86 s for himae-100), and the window's record
+        waits on that one. Their spectra and pools, most of the heads' work, are then done between
+        pushes instead of after the sample that completes the window; each level's part is computed
+        as `apply_at` would compute it, on the same positions.
+        """
+        levels = len(positions.buf)
+        held = [base + n for base, n in zip(positions.base, positions.held)]
+        for start, end in spans:
+            full = [P.positions(l, start, end, 1 << 62) for l in range(levels)]
+            done = np.array([sl.stop <= held[l] for l, sl in enumerate(full)])
+            plan = self.plan(end - start, positions.channels, [sl.stop - sl.start for sl in full])
+            starts = np.array([[a if ok else 0 for (a, _), ok in zip(positions.offsets(start, end), done)]], np.int64)
+            parts = plan.parts(1)
+            plan.levels(tuple(positions.buf), starts, done[None], parts)
+            ahead.put(plan, start, parts, done)
+
+    def apply_at(self, positions: P.Positions, spans: list[tuple[int, int]], ahead: Ahead | None = None) -> list[dict]:
+        """`apply` to the windows [start, end) of a live positions buffer, read in place; a window
+        `ahead` holds (see `ahead_at`) is taken out of it and only its remaining levels computed."""
         out: list[dict] = []
-        ranges = [positions.offsets(start, end) for start, end in spans]
+        starts, lengths = positions.starts(spans)
         i = 0
         while i < len(spans):  # windows of one shape (a burst, live) go through together
-            lengths = [b - a for a, b in ranges[i]]
             span = spans[i][1] - spans[i][0]
             j = i + 1
-            while j < len(spans) and spans[j][1] - spans[j][0] == span and all(
-                    b - a == n for (a, b), n in zip(ranges[j], lengths)):
+            while j < len(spans) and spans[j][1] - spans[j][0] == span and (lengths[j] == lengths[i]).all():
                 j += 1
-            plan = self.plan(span, positions.channels, lengths)
-            starts = np.array([[a for a, _ in r] for r in ranges[i:j]], np.int64)
-            out += plan.records(*plan.run(tuple(positions.buf), starts)[:2])
+            plan = self.plan(span, positions.channels, lengths[i].tolist())
+            keys = np.array([s for s, _ in spans[i:j]], np.int64) if ahead is not None else None
+            out += plan.records(*plan.run(tuple(positions.buf), starts[i:j], ahead, keys)[:2])
             i = j
         return self._shown(out)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from himae_stream import probes
 from himae_stream.errors import HimaeError
-from himae_stream.headplan import Heads
+from himae_stream.headplan import Ahead, Heads
 from himae_stream.recordings import match_channels
 from himae_stream.resample import StreamResampler
 from himae_stream.samplestream import Chunk, SampleStream
@@ -99,6 +99,8 @@ class Pipeline:
         self.positions = probes.Positions(list(model.config["channels"]), keep) if len(self.heads) else None
         if self.positions is not None:  # what the heads build once per window shape (transform matrices,
             self._warm_heads()          # compiled code) is built now, not in the first record's latency
+        self._ahead = Ahead()  # what coming windows' heads need of the levels already held
+        self._next_ahead = 0  # the start of the next window whose held levels the heads may read ahead
         self.latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
         self.stages: deque[tuple[float, ...]] = deque(maxlen=LATENCY_HISTORY)  # per record, ms, as STAGES
         self._marks: tuple[float, ...] = ()  # arrival, released, fed, pushed, heads done: of the chunk in hand
@@ -153,8 +155,22 @@ class Pipeline:
 
     def prepare(self) -> None:
         """Between chunks, once their records are handed on: the stream engine's work ahead
-        (`Stream.prepare`), so the next chunk that completes windows waits on less."""
+        (`Stream.prepare`) and the heads' (`Heads.ahead_at`), so the next chunk that completes
+        windows waits on less."""
         self.stream.prepare()
+        if self.positions is not None:
+            self._heads_ahead()
+
+    def _heads_ahead(self) -> None:
+        """The heads' work on the coming windows (starts every hop) whose levels but the deepest are held."""
+        held = self.positions.base[-2] + self.positions.held[-2] if len(self.positions.buf) > 1 else 0
+        spans = []
+        while probes.positions(len(self.positions.buf) - 2, self._next_ahead, self._next_ahead + self.window,
+                               1 << 62).stop <= held and len(self.positions.buf) > 1:
+            spans.append((self._next_ahead, self._next_ahead + self.window))
+            self._next_ahead += self.hop
+        if spans:
+            self.heads.ahead_at(self.positions, spans, self._ahead)
 
     def finish(self) -> list[dict]:
         """End of stream: the end padding completes the last windows (records from then on have
@@ -171,7 +187,9 @@ class Pipeline:
             predictions = [{} for _ in windows]
         else:
             self.positions.add(out.levels)
-            predictions = self.heads.apply_at(self.positions, [(w.start, w.end) for w in windows])
+            predictions = self.heads.apply_at(self.positions, [(w.start, w.end) for w in windows], self._ahead)
+            if windows:
+                self._next_ahead = max(self._next_ahead, windows[-1].start + self.hop)
         self._marks = (*self._marks[:4], time.monotonic())
         last = len(windows) - 1 if self.ended else -1  # the end of the stream released the last window
         return [self._record(w, p, arrival, i == last) for i, (w, p) in enumerate(zip(windows, predictions))]

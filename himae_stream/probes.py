@@ -395,6 +395,12 @@ class Positions:
         """Per level, views `(C_l, n_l)` of the positions of [start, end) (valid until the next `add`)."""
         return [buf[:, a:b] for buf, (a, b) in zip(self.buf, self.offsets(start, end))]
 
+    def starts(self, spans: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """`offsets` of many windows at once: each window's first column per level `(W, levels)`
+        and its number of positions there."""
+        return _starts(np.array(spans, np.int64).reshape(-1, 2), np.array(self.base, np.int64),
+                       np.array(self.held, np.int64))
+
     def offsets(self, start: int, end: int) -> list[tuple[int, int]]:
         """Per level, the columns [a, b) of its buffer that hold the positions of [start, end)."""
         out = []
@@ -402,3 +408,19 @@ class Positions:
             sl = positions(l, start, end, self.base[l] + self.held[l])
             out.append((max(sl.start - self.base[l], 0), max(sl.stop - self.base[l], 0)))
         return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _starts(spans, base, held):
+    """Per window and level: the first column of its positions in a `Positions` buffer, and how many
+    (`positions`, then `Positions.offsets`)."""
+    first = np.zeros((spans.shape[0], base.shape[0]), np.int64)
+    count = np.zeros_like(first)
+    for w in range(spans.shape[0]):
+        for l in range(base.shape[0]):
+            step = 2 ** (l + 1)
+            lo = min(max(-(-spans[w, 0] // step) - base[l], 0), held[l])
+            hi = min(max(-(-spans[w, 1] // step) - base[l], 0), held[l])
+            first[w, l], count[w, l] = lo, max(hi - lo, 0)
+    return first, count
+

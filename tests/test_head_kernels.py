@@ -149,3 +149,36 @@ def _same_records(got, want):
         assert a.keys() == b.keys() and a["kind"] == b["kind"]
         assert a["hr"] == pytest.approx(b["hr"], rel=1e-12)
         assert a["kind_p"] == pytest.approx(b["kind_p"], rel=1e-12)
+
+
+def test_levels_computed_ahead_give_what_computing_them_at_once_gives():
+    """Live, the shallow levels of coming windows are computed between pushes (`ahead_at`) and the
+    record computes only the deepest: the records are those of computing every level at once, and
+    each window held ahead is taken once."""
+    from himae_stream.headplan import Ahead
+
+    heads, hop = _heads(), 10
+    rng = np.random.default_rng(7)
+    whole = [rng.standard_normal((c, 3000 // 2 ** (l + 1))).astype(np.float32) for l, c in enumerate(CHANNELS)]
+    spans = [(s, s + SPAN) for s in range(1500, 1540, hop)]
+    deep = len(CHANNELS) - 1
+    early = P.Positions(CHANNELS, keep=SPAN + 200)  # every level held up to the windows' ends but the deepest
+    early.add([(np.arange(a.shape[1]), a) for a in whole[:deep]]
+              + [(np.arange(1500 // 2 ** len(CHANNELS)), whole[deep][:, : 1500 // 2 ** len(CHANNELS)])])
+    assert early.starts(spans)[1][:, deep].max() < SPAN // 2 ** len(CHANNELS)  # the deepest level is not complete
+    live, ahead = Heads(heads, FS), Ahead()
+    live.ahead_at(early, spans, ahead)
+    late = whole[deep][:, 1500 // 2 ** len(CHANNELS):]
+    early.add([(np.zeros(0, np.int64), a[:, :0]) for a in whole[:deep]]
+              + [(np.arange(late.shape[1]) + 1500 // 2 ** len(CHANNELS), late)])
+    assert ahead.puts == 4 and ahead.held() == 4
+    got = live.apply_at(early, spans, ahead)
+    assert ahead.held() == 0  # each taken once
+    whole_held = P.Positions(CHANNELS, keep=SPAN + 200)
+    whole_held.add([(np.arange(a.shape[1]), a) for a in whole])
+    _same_records(got, Heads(heads, FS).apply_at(whole_held, spans))
+    # what was computed ahead is what the records read: held parts zeroed change the records
+    live.ahead_at(early, spans, ahead)
+    for ring in ahead._rings.values():
+        ring[1][:] = 0.0
+    assert live.apply_at(early, spans, ahead)[0]["hr"] != got[0]["hr"]

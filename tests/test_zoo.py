@@ -130,3 +130,38 @@ def test_shipped_quality_drops_on_contact_loss_and_heavy_noise(name):
     base = quality(clean)
     assert base - quality(flat) >= 0.2
     assert base - quality(noisy) >= 0.2
+
+
+def test_live_heads_read_ahead_between_pushes_and_give_the_same_records():
+    """Fed 0.1 s at a time with `prepare()` between pushes, as `himae run` feeds a live device, the
+    pipeline computes the heads' shallow levels of coming windows ahead (`Heads.ahead_at`); its
+    predictions are those of the same signal pushed at once (every level computed with the record)."""
+    from conftest import BUNDLED
+    from himae_stream.pipeline import Pipeline
+    from himae_stream.samplestream import Chunk
+
+    rec = load(BUNDLED).pick(["PLETH"]).resampled(100.0)
+    signal = rec.signals[:, : 4000].astype(np.float32)
+    model = himae_stream.load_model("himae-100")
+
+    def pipeline():
+        core = Pipeline(model, hop="0.5s", impute=False, all_heads=True)
+        core.select(["PLETH"], 100.0)
+        return core
+
+    live, whole = pipeline(), pipeline()
+    records = []
+    for i in range(0, signal.shape[1], 10):
+        records += live.feed(Chunk(np.arange(i, i + 10) / 100.0, signal[:, i : i + 10], np.zeros(10, bool), i))
+        live.prepare()
+    records += live.finish()
+    n = signal.shape[1]
+    at_once = whole.feed(Chunk(np.arange(n) / 100.0, signal, np.zeros(n, bool), 0)) + whole.finish()
+    assert len(records) == len(at_once) == 65
+    assert live._ahead.puts >= 60 and live._ahead.held() == 0  # read ahead for nearly every window, each taken
+    assert whole._ahead.puts == 0
+    for a, b in zip(records, at_once):
+        pa, pb = a["predictions"], b["predictions"]
+        assert pa.keys() == pb.keys() and pa["activity"] == pb["activity"]
+        values = [[p["heart_rate"] or np.nan, p["quality"], *p["activity_p"].values()] for p in (pa, pb)]
+        np.testing.assert_allclose(*values, rtol=0, atol=2e-4)
