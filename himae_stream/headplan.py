@@ -39,6 +39,9 @@ from himae_stream.probes import peak_bin, spectrum_purity
 
 use_user_cache()  # before the cache=True function below is decorated
 
+#: No keys: `Plan.run` computes every level of every window.
+_NO_KEYS = np.zeros(0, np.int64)
+
 #: kinds of a linear head's feature segment
 MEAN, STD, PURITY, COMBINED = 0, 1, 2, 3
 
@@ -128,6 +131,7 @@ class Plan:
         self.bases_t, self.dfts_t = tuple(spec_bases), tuple(spec_dfts)
         self.width = max(channels)
         self.channels = np.asarray(channels, np.int64)
+        self._no_ring = (_NO_KEYS, *self.parts(0), np.zeros((0, len(lengths)), np.bool_))  # nothing held ahead
 
     def parts(self, count: int) -> tuple:
         """Spectra `(W, spectra, bins)` and pools `(W, levels, width)` (mean, std) of `count` windows:
@@ -148,7 +152,7 @@ class Plan:
         `buffers[l]` `(C_l, ·)` (the plan's dtype). A window whose key (its start) `ahead` holds
         is taken out of it, and only its levels not computed ahead are computed now."""
         count = starts.shape[0]
-        ring = (ahead or _NO_AHEAD).ring(self)
+        ring = self._no_ring if ahead is None else ahead.ring(self)
         wanted = _NO_KEYS if keys is None else keys
         rates = np.empty((count, len(self._spectral)))
         scores = np.empty((count, self.weights.shape[1]))
@@ -355,21 +359,6 @@ class Ahead:
         keys[k], power[k], mean[k], std[k], held[k] = key, parts[0][0], parts[1][0], parts[2][0], done
 
 
-#: No keys: `Plan.run` computes every level of every window.
-_NO_KEYS = np.zeros(0, np.int64)
-
-
-class _Nothing:
-    """An empty `Ahead`."""
-
-    @staticmethod
-    def ring(plan: Plan) -> tuple:
-        return (_NO_KEYS, *plan.parts(0), np.zeros((0, len(plan.lengths)), np.bool_))
-
-
-_NO_AHEAD = _Nothing()
-
-
 class Heads:
     """A model's probe heads, ready to apply window after window (`probes` says what each computes).
 
@@ -444,15 +433,14 @@ class Heads:
         pushes instead of after the sample that completes the window; each level's part is computed
         as `apply_at` would compute it, on the same positions.
         """
-        levels = len(positions.buf)
         held = [base + n for base, n in zip(positions.base, positions.held)]
-        for start, end in spans:
-            full = [P.positions(l, start, end, 1 << 62) for l in range(levels)]
+        first, _ = positions.starts(spans)  # columns of the levels held (the others are not read)
+        for (start, end), columns in zip(spans, first):
+            full = [P.positions(l, start, end, 1 << 62) for l in range(len(held))]
             done = np.array([sl.stop <= held[l] for l, sl in enumerate(full)])
             plan = self.plan(end - start, positions.channels, [sl.stop - sl.start for sl in full])
-            starts = np.array([[a if ok else 0 for (a, _), ok in zip(positions.offsets(start, end), done)]], np.int64)
             parts = plan.parts(1)
-            plan.levels(tuple(positions.buf), starts, done[None], parts)
+            plan.levels(tuple(positions.buf), columns[None], done[None], parts)
             ahead.put(plan, start, parts, done)
 
     def apply_at(self, positions: P.Positions, spans: list[tuple[int, int]], ahead: Ahead | None = None) -> list[dict]:

@@ -163,10 +163,12 @@ class Pipeline:
 
     def _heads_ahead(self) -> None:
         """The heads' work on the coming windows (starts every hop) whose levels but the deepest are held."""
-        held = self.positions.base[-2] + self.positions.held[-2] if len(self.positions.buf) > 1 else 0
+        below = len(self.positions.buf) - 2  # the deepest level but one
+        if below < 0:
+            return
+        held = self.positions.base[below] + self.positions.held[below]
         spans = []
-        while probes.positions(len(self.positions.buf) - 2, self._next_ahead, self._next_ahead + self.window,
-                               1 << 62).stop <= held and len(self.positions.buf) > 1:
+        while probes.positions(below, self._next_ahead, self._next_ahead + self.window, 1 << 62).stop <= held:
             spans.append((self._next_ahead, self._next_ahead + self.window))
             self._next_ahead += self.hop
         if spans:

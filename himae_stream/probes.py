@@ -403,17 +403,14 @@ class Positions:
 
     def offsets(self, start: int, end: int) -> list[tuple[int, int]]:
         """Per level, the columns [a, b) of its buffer that hold the positions of [start, end)."""
-        out = []
-        for l in range(len(self.buf)):
-            sl = positions(l, start, end, self.base[l] + self.held[l])
-            out.append((max(sl.start - self.base[l], 0), max(sl.stop - self.base[l], 0)))
-        return out
+        first, count = self.starts([(start, end)])
+        return [(a, a + n) for a, n in zip(first[0].tolist(), count[0].tolist())]
 
 
 @numba.njit(cache=True, nogil=True)
 def _starts(spans, base, held):
-    """Per window and level: the first column of its positions in a `Positions` buffer, and how many
-    (`positions`, then `Positions.offsets`)."""
+    """Per window and level: the first column of its positions in a `Positions` buffer (the
+    positions `positions` picks, clipped to those held), and how many."""
     first = np.zeros((spans.shape[0], base.shape[0]), np.int64)
     count = np.zeros_like(first)
     for w in range(spans.shape[0]):
