@@ -24,6 +24,15 @@ void himae_pack_bf16(uint16_t *dst, const float *src, size_t n, size_t nr) {
     for (size_t i = 0; i < n; i++) dst[i - i % nr + himae_bf16_slot(i % nr, nr)] = himae_to_bf16(src[i]);
 }
 
+void himae_pack_bf16dot(uint16_t *dst, const float *src, size_t n, size_t nr, size_t kc) {
+    const size_t panel = nr * (1 + kc);
+    for (size_t i = 0; i < n; i++) {
+        const size_t o = i % panel;
+        const size_t slot = o < nr ? o : himae_bf16dot_slot((o - nr) / nr, (o - nr) % nr, nr, kc);
+        dst[i - o + slot] = himae_to_bf16(src[i]);
+    }
+}
+
 size_t himae_packed_size(size_t cin, size_t cout, size_t k, size_t nr) {
     size_t panels = (cout + nr - 1) / nr;
     return panels * nr * (1 + k * cin);

@@ -9,6 +9,7 @@
 #define HIMAE_X86 1
 #include <cpuid.h>
 extern const himae_ukernel himae_ukernel_avx2[HIMAE_PRECISION_COUNT], himae_ukernel_avx512[HIMAE_PRECISION_COUNT];
+extern const himae_ukernel himae_ukernel_avx512_bf16dot;
 #elif defined(__aarch64__)
 #define HIMAE_ARM64 1
 extern const himae_ukernel himae_ukernel_neon[HIMAE_PRECISION_COUNT];
@@ -16,7 +17,7 @@ extern const himae_ukernel himae_ukernel_neon[HIMAE_PRECISION_COUNT];
 extern const himae_ukernel himae_ukernel_scalar[HIMAE_PRECISION_COUNT];
 
 static const char *const isa_names[HIMAE_ISA_COUNT] = {"scalar", "avx2", "avx512", "neon"};
-static const char *const precision_names[HIMAE_PRECISION_COUNT] = {"f32", "bf16"};
+static const char *const precision_names[HIMAE_PRECISION_COUNT] = {"f32", "bf16", "bf16dot"};
 
 /* Index of name among n names, or -1. */
 static int name_index(const char *const *names, int n, const char *name) {
@@ -53,6 +54,15 @@ static unsigned long long xgetbv0(void) {
 }
 #endif
 
+#ifdef HIMAE_X86
+/* AVX512-BF16 (CPUID leaf 7, subleaf 1, EAX bit 5): the dot-product
+ * instructions of the bf16dot kernel, on top of AVX512F. */
+static int avx512_bf16(void) {
+    unsigned a, b, c, d;
+    return himae_isa_supported(HIMAE_ISA_AVX512) && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 5) & 1);
+}
+#endif
+
 int himae_isa_supported(enum himae_isa isa) {
     switch (isa) {
     case HIMAE_ISA_SCALAR: return 1;
@@ -77,19 +87,30 @@ int himae_isa_supported(enum himae_isa isa) {
     }
 }
 
-const himae_ukernel *himae_ukernel_for(enum himae_isa isa, enum himae_precision precision) {
-    if ((unsigned)precision >= HIMAE_PRECISION_COUNT) return NULL;
+static const himae_ukernel *ukernel(enum himae_isa isa, enum himae_precision precision) {
     switch (isa) {
     case HIMAE_ISA_SCALAR: return &himae_ukernel_scalar[precision];
 #ifdef HIMAE_X86
     case HIMAE_ISA_AVX2: return &himae_ukernel_avx2[precision];
-    case HIMAE_ISA_AVX512: return &himae_ukernel_avx512[precision];
+    case HIMAE_ISA_AVX512:
+        if (precision == HIMAE_BF16DOT) return avx512_bf16() ? &himae_ukernel_avx512_bf16dot : NULL;
+        return &himae_ukernel_avx512[precision];
 #endif
 #ifdef HIMAE_ARM64
     case HIMAE_ISA_NEON: return &himae_ukernel_neon[precision];
 #endif
     default: return NULL;
     }
+}
+
+const himae_ukernel *himae_ukernel_for(enum himae_isa isa, enum himae_precision precision) {
+    if ((unsigned)precision >= HIMAE_PRECISION_COUNT) return NULL;
+    const himae_ukernel *uk = ukernel(isa, precision);
+    return uk && uk->fn ? uk : NULL;
+}
+
+int himae_precision_supported(enum himae_isa isa, enum himae_precision precision) {
+    return himae_isa_supported(isa) && himae_ukernel_for(isa, precision) != NULL;
 }
 
 enum himae_isa himae_isa_best(void) {

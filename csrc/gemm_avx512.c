@@ -1,9 +1,11 @@
 /* gemm_avx512.c - AVX-512F micro-kernel, 12 rows x 32 columns: 24 zmm
  * accumulators; each step loads two weight vectors and broadcasts one input
  * value per row. Compiled with -mavx512f only. Two builds of each kernel:
- * f32 panels, and bf16 panels widened to f32 as they are loaded. */
+ * f32 panels, and bf16 panels widened to f32 as they are loaded; and at the
+ * end the bf16dot kernel, the one user of AVX512-BF16. */
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -208,3 +210,182 @@ static inline __attribute__((always_inline)) void gemm_wide(const int BF, size_t
 }
 
 HIMAE_UKERNELS(himae_ukernel_avx512, "avx512f_12x32", HIMAE_ISA_AVX512, 12, 32, 3, 128);
+
+/* bf16dot: VDPBF16PS multiplies 16 pairs of bf16 inputs by 16 pairs of bf16
+ * weights and adds both products to 16 f32 sums, twice the multiply-adds
+ * of an f32 FMA in one instruction. Only these functions use AVX512-BF16
+ * (dispatch.c runs them where CPUID has it); the epilogue is the f32
+ * kernels'. The rows of a are rounded to bf16 (to nearest even) DOT_KB
+ * elements at a time into a buffer on the stack, zero past kc, and each
+ * pair of inputs is broadcast as one 32-bit word. */
+#define DOT_TARGET __attribute__((target("avx512f,avx512bf16"), always_inline)) inline
+#define DOT_KB 256
+
+/* Elements [e0, e0 + n) of rows ap[0 .. R) as bf16 in ab, zeros after them
+ * up to a multiple of 32. */
+static DOT_TARGET void dot_round(const int R, const float *const *ap, size_t e0, size_t n,
+                                 uint16_t ab[][DOT_KB]) {
+    for (int i = 0; i < R; i++)
+        for (size_t e = 0; e < n; e += 32) {
+            const size_t m = n - e;
+            const __mmask16 lo = m >= 16 ? 0xFFFF : (__mmask16)((1u << m) - 1);
+            const __mmask16 hi = m >= 32 ? 0xFFFF : m > 16 ? (__mmask16)((1u << (m - 16)) - 1) : 0;
+            const __m512 x0 = _mm512_maskz_loadu_ps(lo, ap[i] + e0 + e);
+            const __m512 x1 = _mm512_maskz_loadu_ps(hi, ap[i] + e0 + e + 16);
+            _mm512_storeu_si512(ab[i] + e, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+        }
+}
+
+/* The pair of inputs q of a rounded row, in every lane. */
+static DOT_TARGET __m512bh dot_input(const uint16_t *row, size_t q) {
+    uint32_t word;
+    memcpy(&word, row + 2 * q, sizeof word);
+    return (__m512bh)_mm512_set1_epi32((int)word);
+}
+
+/* The panel's 32 biases widened to f32 (columns 0-15, 16-31). */
+static DOT_TARGET void dot_bias(__m512 out[2], const uint16_t *w) {
+    const __m512i v = _mm512_loadu_si512(w);
+    out[0] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(v)), 16));
+    out[1] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(v, 1)), 16));
+}
+
+/* Weight rows j and j + 1 as pairs for columns 0-15 and 16-31, or row j
+ * alone (the last of an odd kc), its partner zero. */
+static DOT_TARGET void dot_weights(__m512bh out[2], const uint16_t *w, size_t j, int lone) {
+    const uint16_t *row = w + 32 + 32 * j;
+    if (lone) {
+        const __m512i v = _mm512_loadu_si512(row);
+        out[0] = (__m512bh)_mm512_cvtepu16_epi32(_mm512_castsi512_si256(v));
+        out[1] = (__m512bh)_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(v, 1));
+        return;
+    }
+    out[0] = (__m512bh)_mm512_loadu_si512(row);
+    out[1] = (__m512bh)_mm512_loadu_si512(row + 32);
+}
+
+/* R rows (R <= 12) by one panel, as tile() does in f32. */
+static DOT_TARGET void dot_tile(const int R, size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
+                                const uint16_t *w, float *c, size_t c_stride, const float *res,
+                                size_t res_stride, int act) {
+    const float *ap[12];
+    ap[0] = a;
+#pragma GCC unroll 12
+    for (int i = 1; i < R; i++) ap[i] = (size_t)i < mr ? ap[i - 1] + a_stride : ap[i - 1];
+    uint16_t ab[12][DOT_KB];
+    __m512 acc[12][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) dot_bias(acc[i], w);
+    for (size_t e0 = 0; e0 < kc; e0 += DOT_KB) {
+        const size_t n = kc - e0 < DOT_KB ? kc - e0 : DOT_KB;
+        dot_round(R, ap, e0, n, ab);
+        for (size_t q = 0; q < (n + 1) / 2; q++) {
+            __m512bh wv[2];
+            dot_weights(wv, w, e0 + 2 * q, e0 + 2 * q + 1 == kc);
+#pragma GCC unroll 12
+            for (int i = 0; i < R; i++) {
+                const __m512bh x = dot_input(ab[i], q);
+                acc[i][0] = _mm512_dpbf16_ps(acc[i][0], x, wv[0]);
+                acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, wv[1]);
+            }
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) {
+        if ((size_t)i >= mr) break;
+        store_row(c + i * c_stride, res ? res + i * res_stride : NULL, acc[i], nc, act);
+    }
+}
+
+/* R rows (R <= 3) by P panels (P <= 4), as wide_tile() does in f32: the
+ * rows are rounded once for all P panels. */
+static DOT_TARGET void dot_wide_tile(const int R, const int P, size_t mr, size_t nc, size_t kc, const float *a,
+                                     size_t a_stride, const uint16_t *w, size_t w_stride, float *c,
+                                     size_t c_stride, const float *res, size_t res_stride, int act) {
+    const float *ap[3];
+    ap[0] = a;
+    for (int i = 1; i < R; i++) ap[i] = (size_t)i < mr ? ap[i - 1] + a_stride : ap[i - 1];
+    uint16_t ab[3][DOT_KB];
+    __m512 acc[3][4][2];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) dot_bias(acc[i][p], w + p * w_stride);
+    for (size_t e0 = 0; e0 < kc; e0 += DOT_KB) {
+        const size_t n = kc - e0 < DOT_KB ? kc - e0 : DOT_KB;
+        dot_round(R, ap, e0, n, ab);
+        for (size_t q = 0; q < (n + 1) / 2; q++) {
+            const int lone = e0 + 2 * q + 1 == kc;
+            __m512bh x[3];
+#pragma GCC unroll 3
+            for (int i = 0; i < R; i++) x[i] = dot_input(ab[i], q);
+#pragma GCC unroll 4
+            for (int p = 0; p < P; p++) {
+                __m512bh wv[2];
+                dot_weights(wv, w + p * w_stride, e0 + 2 * q, lone);
+#pragma GCC unroll 3
+                for (int i = 0; i < R; i++) {
+                    acc[i][p][0] = _mm512_dpbf16_ps(acc[i][p][0], x[i], wv[0]);
+                    acc[i][p][1] = _mm512_dpbf16_ps(acc[i][p][1], x[i], wv[1]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) {
+            if ((size_t)i >= mr) break;
+            store_row(c + i * c_stride + 32 * p, res ? res + i * res_stride + 32 * p : NULL, acc[i][p],
+                      nc - 32 * p, act);
+        }
+}
+
+__attribute__((target("avx512f,avx512bf16"))) static void dot_gemm(size_t mr, size_t nc, size_t kc,
+                                                                    const float *a, size_t as, const void *w,
+                                                                    float *c, size_t cs, const float *res,
+                                                                    size_t rs, int act) {
+#define TILE(R) dot_tile(R, mr, nc, kc, a, as, w, c, cs, res, rs, act)
+    switch (mr) {
+    case 1: TILE(1); break;
+    case 2: TILE(2); break;
+    case 3: TILE(3); break;
+    case 4: TILE(4); break;
+    case 5: TILE(5); break;
+    case 6: TILE(6); break;
+    case 7: TILE(7); break;
+    case 8: TILE(8); break;
+    case 9: TILE(9); break;
+    case 10: TILE(10); break;
+    case 11: TILE(11); break;
+    default: TILE(12); break;
+    }
+#undef TILE
+}
+
+__attribute__((target("avx512f,avx512bf16"))) static void dot_gemm_wide(size_t mr, size_t nc, size_t kc,
+                                                                         const float *a, size_t as,
+                                                                         const void *w, size_t ws, float *c,
+                                                                         size_t cs, const float *res,
+                                                                         size_t rs, int act) {
+#define WIDE(R, P) dot_wide_tile(R, P, mr, nc, kc, a, as, w, ws, c, cs, res, rs, act)
+    switch (mr * 4 + (nc + 31) / 32) {
+    case 5: WIDE(1, 1); break;
+    case 6: WIDE(1, 2); break;
+    case 7: WIDE(1, 3); break;
+    case 8: WIDE(1, 4); break;
+    case 9: WIDE(2, 1); break;
+    case 10: WIDE(2, 2); break;
+    case 11: WIDE(2, 3); break;
+    case 12: WIDE(2, 4); break;
+    case 13: WIDE(3, 1); break;
+    case 14: WIDE(3, 2); break;
+    case 15: WIDE(3, 3); break;
+    default: WIDE(3, 4); break;
+    }
+#undef WIDE
+}
+
+const himae_ukernel himae_ukernel_avx512_bf16dot = {
+    "bf16dot_gemm_ukernel__avx512bf16_12x32", HIMAE_ISA_AVX512, HIMAE_BF16DOT, 2, 12, 32, dot_gemm, dot_gemm_wide,
+    3, 128};

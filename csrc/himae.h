@@ -55,13 +55,16 @@ enum himae_isa {
     HIMAE_ISA_COUNT = 4,
 };
 
-/* Precision of the packed weights. bf16 halves the bytes a push reads; the
- * activations and every sum stay f32 (docs/stream-mode.md, "Reduced
- * precision"). */
+/* Precision of the arithmetic (docs/stream-mode.md, "Reduced precision").
+ * bf16: weights rounded to bfloat16, halving the bytes a push reads; the
+ * activations and every sum stay f32. bf16dot: weights and each GEMM's
+ * inputs rounded to bfloat16, multiplied in pairs with f32 sums (AVX512-BF16
+ * dot products: twice the multiply-adds per instruction of f32). */
 enum himae_precision {
     HIMAE_F32 = 0,
     HIMAE_BF16 = 1,
-    HIMAE_PRECISION_COUNT = 2,
+    HIMAE_BF16DOT = 2,
+    HIMAE_PRECISION_COUNT = 3,
 };
 
 typedef struct himae_config {
@@ -88,7 +91,8 @@ typedef struct himae_model himae_model;
  * best supported (or $HIMAE_ISA if set), else "scalar" | "avx2" | "avx512" |
  * "neon". precision: NULL, "" or "f32" = the file's f32 weights; "bf16" =
  * weights rounded to bfloat16 at load (half the bytes per push; activations
- * and sums stay f32). max_memory: the most bytes of activation buffers the
+ * and sums stay f32); "bf16dot" = weights and GEMM inputs in bfloat16, sums
+ * in f32 (ISA avx512 on a CPU with AVX512-BF16, or scalar). max_memory: the most bytes of activation buffers the
  * model may need (0 = HIMAE_DEFAULT_MAX_MEMORY); a model that needs more is
  * refused (HIMAE_EFORMAT) before anything is allocated for it. On failure
  * returns a status, writes a message (see docs/model-format.md) into err and
@@ -124,7 +128,10 @@ const char *himae_isa_name(enum himae_isa isa);
 int himae_isa_from_name(const char *name, enum himae_isa *isa);
 int himae_isa_supported(enum himae_isa isa);
 enum himae_isa himae_isa_best(void);
-/* Precision names: "f32", "bf16". */
+/* Precision names: "f32", "bf16", "bf16dot". */
+/* Whether this CPU runs a precision with an ISA's kernels (bf16dot: avx512
+ * with AVX512-BF16, or scalar). */
+int himae_precision_supported(enum himae_isa isa, enum himae_precision precision);
 const char *himae_precision_name(enum himae_precision precision);
 int himae_precision_from_name(const char *name, enum himae_precision *precision);
 

@@ -14,7 +14,9 @@
  * kc rows of NR weights (zero beyond the real columns). res may alias c.
  * With kc = 0 it is the epilogue alone, act(bias[n] + res[p][n]): only the
  * panel's biases are read. The panel's elements are f32 or bf16, as the
- * kernel's precision says; everything else is f32. */
+ * kernel's precision says; everything else is f32 (a bf16dot kernel rounds
+ * a's elements to bf16 as it reads them, and may read the first kc rows of
+ * a longer panel only for even kc). */
 typedef void (*himae_gemm_fn)(size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
                               const void *w, float *c, size_t c_stride, const float *res,
                               size_t res_stride, int gelu);
@@ -33,7 +35,7 @@ typedef struct himae_ukernel {
     const char *name; /* <precision>_gemm_ukernel__<isa>_<MR>x<NR> */
     enum himae_isa isa;
     enum himae_precision precision;
-    size_t wbytes; /* bytes of one packed weight: 4 (f32) or 2 (bf16) */
+    size_t wbytes; /* bytes of one packed weight: 4 (f32) or 2 (bf16, bf16dot) */
     size_t mr, nr;
     himae_gemm_fn fn;
     /* NULL where one panel at a time is as fast (the scalar kernel). */
@@ -61,7 +63,23 @@ uint16_t himae_to_bf16(float x);
  * bf16 panel: each rounded, each row laid out by himae_bf16_slot. */
 void himae_pack_bf16(uint16_t *dst, const float *src, size_t n, size_t nr);
 
-/* An ISA's f32 and bf16 kernels, himae_ukernel_<sym>[precision], from the
+/* Where a bf16dot panel (nr biases, then kc weight rows) keeps row j's
+ * column n: rows go in pairs (2q, 2q + 1), each column's two weights side by
+ * side in one 32-bit word, as a dot-product instruction multiplies them
+ * with a pair of inputs; a last row without a partner (odd kc) is plain.
+ * Either way pair q starts at element nr + 2 q nr, so a kernel finds row j
+ * at nr + j nr, and a call over the first kc' < kc rows reads the same
+ * place when kc' is even. */
+static inline size_t himae_bf16dot_slot(size_t j, size_t n, size_t nr, size_t kc) {
+    if (j + 1 == kc && kc % 2) return nr + j * nr + n;
+    return nr + (j - j % 2) * nr + 2 * n + j % 2;
+}
+/* n packed f32 weights in panels of nr (1 + kc) as bf16dot panels: biases
+ * rounded in place, weight rows laid out by himae_bf16dot_slot. */
+void himae_pack_bf16dot(uint16_t *dst, const float *src, size_t n, size_t nr, size_t kc);
+
+/* An ISA's f32 and bf16 kernels, himae_ukernel_<sym>[precision] (the
+ * bf16dot entry left empty: an ISA with one defines it apart), from the
  * file's always-inline gemm(BF, ...) and gemm_wide(BF, ...), BF = 1 for
  * bf16 panels: one source for both, so they differ only in the loads. */
 #define HIMAE_UKERNELS(sym, label, isa_enum, MR_, NR_, WIDE_MR, WIDE_NC)                                 \
@@ -86,8 +104,8 @@ void himae_pack_bf16(uint16_t *dst, const float *src, size_t n, size_t nr);
         {"bf16_gemm_ukernel__" label, isa_enum, HIMAE_BF16, 2, MR_, NR_, gemm_bf16, wide_bf16, WIDE_MR,  \
          WIDE_NC}}
 
-/* The micro-kernel for an ISA and weight precision, or NULL when it is not
- * built in. */
+/* The micro-kernel for an ISA and precision, or NULL when it is not built
+ * in or (bf16dot) this CPU lacks the instructions it needs. */
 const himae_ukernel *himae_ukernel_for(enum himae_isa isa, enum himae_precision precision);
 
 /* A convolution over a channels-last signal, weights packed for one kernel.

@@ -85,11 +85,13 @@ static float *pack_target(bump *b, size_t n) {
     return b->base ? b->scratch : NULL;
 }
 
-/* The block's place in the arena, its n weights in the kernel's precision. */
-static const void *put_weights(bump *b, const float *packed, size_t n) {
+/* The block's place in the arena, its n weights (panels of kc rows) in the
+ * kernel's precision. */
+static const void *put_weights(bump *b, const float *packed, size_t n, size_t kc) {
     b->weights += round_up(n * b->uk->wbytes);
     void *dst = take(b, n * b->uk->wbytes);
     if (dst && b->uk->precision == HIMAE_BF16) himae_pack_bf16(dst, packed, n, b->uk->nr);
+    if (dst && b->uk->precision == HIMAE_BF16DOT) himae_pack_bf16dot(dst, packed, n, b->uk->nr, kc);
     return dst;
 }
 
@@ -100,7 +102,7 @@ static void set_conv(bump *b, himae_conv *conv, const himae_ukernel *uk, const h
     const size_t n = himae_packed_size(cin, cout, k, uk->nr);
     float *dst = pack_target(b, n);
     if (dst) himae_pack_conv(dst, w->data, bias->data, cin, cout, k, uk->nr, s_out, s_in, k0, s_k);
-    conv->packed = put_weights(b, dst, n);
+    conv->packed = put_weights(b, dst, n, k * cin);
 }
 
 /* An encoder conv; narrow ones are packed in row pairs (their buffers keep
@@ -118,7 +120,7 @@ static void set_encoder_conv(bump *b, himae_conv *conv, const himae_ukernel *uk,
             const size_t n = himae_packed_size(cin, cout, 1, uk->nr);
             float *tail = pack_target(b, n);
             if (tail) himae_pack_conv_tail(tail, w->data, cin, cout, k, uk->nr);
-            conv->tail = put_weights(b, tail, n);
+            conv->tail = put_weights(b, tail, n, cin);
         }
         return;
     }
@@ -126,7 +128,7 @@ static void set_encoder_conv(bump *b, himae_conv *conv, const himae_ukernel *uk,
     const size_t n = himae_packed_size(cin, 2 * cout, k + stride, uk->nr);
     float *dst = pack_target(b, n);
     if (dst) himae_pack_conv_pairs(dst, w->data, bias->data, cin, cout, k, stride, uk->nr);
-    conv->packed = put_weights(b, dst, n);
+    conv->packed = put_weights(b, dst, n, (k + stride) * cin);
 }
 
 static void set_plain(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_file *f,
@@ -209,7 +211,7 @@ static void layout(himae_model *m, bump *b, const himae_file *f) {
                 himae_wino_pack(dst, himae_file_tensor(f, wn)->data, himae_file_tensor(f, bn)->data, co, co,
                                 m->uk->nr);
             }
-            lv->conv2_wino = (himae_wino){co, co, put_weights(b, dst, n)};
+            lv->conv2_wino = (himae_wino){co, co, put_weights(b, dst, n, co)};
             size_t work = himae_wino_work_floats(co, co, c->level_len[l]);
             if (work > wino_work) wino_work = work;
         }
@@ -246,7 +248,7 @@ static int error(char *err, size_t err_len, int code, const char *fmt, ...) {
 static int pick_precision(const char *name, enum himae_precision *precision, char *err, size_t err_len) {
     *precision = HIMAE_F32;
     if (name && *name && !himae_precision_from_name(name, precision))
-        return error(err, err_len, HIMAE_EINVAL, "unknown precision '%s' (choose f32 or bf16)", name);
+        return error(err, err_len, HIMAE_EINVAL, "unknown precision '%s' (choose f32, bf16 or bf16dot)", name);
     return HIMAE_OK;
 }
 
@@ -282,9 +284,19 @@ int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, con
     int rc = pick_isa(isa_name, &isa, err, err_len);
     if (!rc) rc = pick_precision(precision_name, &precision, err, err_len);
     if (rc) return rc;
+    if (!himae_ukernel_for(isa, precision))
+        return error(err, err_len, HIMAE_EINVAL,
+                     "precision '%s' has no %s kernel on this CPU (bf16dot needs AVX512-BF16; bf16 runs everywhere)",
+                     himae_precision_name(precision), himae_isa_name(isa));
     himae_file f;
     rc = himae_parse(buf, size, &f, err, err_len);
     if (rc) return rc;
+    /* A conv split for a live stream reads its first (k - 1) cin weight
+     * rows, which a bf16dot panel keeps in whole pairs only for an even
+     * count (himae_bf16dot_slot): level 0's cin is the input's channels. */
+    if (precision == HIMAE_BF16DOT && f.config.kernel_size % 2 == 0 && f.config.in_channels % 2)
+        return error(err, err_len, HIMAE_EINVAL,
+                     "precision 'bf16dot' needs an odd kernel size or an even number of input channels");
     himae_model shape = {.config = f.config, .isa = isa, .uk = himae_ukernel_for(isa, precision),
                          .pad = f.config.kernel_size / 2};
     bump sized = {.uk = shape.uk};

@@ -27,7 +27,7 @@ cdef extern from "himae.h":
     enum himae_isa:
         HIMAE_ISA_COUNT
     enum himae_precision:
-        HIMAE_F32, HIMAE_BF16
+        HIMAE_F32, HIMAE_BF16, HIMAE_BF16DOT, HIMAE_PRECISION_COUNT
     ctypedef struct himae_config:
         uint32_t in_channels
         uint32_t window
@@ -57,6 +57,8 @@ cdef extern from "himae.h":
                           char *err, size_t err_len) nogil
     const char *himae_isa_name(himae_isa isa)
     int himae_isa_supported(himae_isa isa)
+    int himae_isa_from_name(const char *name, himae_isa *isa)
+    int himae_precision_supported(himae_isa isa, himae_precision precision)
     himae_isa himae_isa_best()
     uint64_t himae_alloc_count()
 
@@ -92,6 +94,16 @@ def supported_isas() -> list:
     """Names of the micro-kernel ISAs this CPU and OS can run, best last."""
     return [himae_isa_name(<himae_isa>i).decode() for i in range(HIMAE_ISA_COUNT)
             if himae_isa_supported(<himae_isa>i)]
+
+
+def supported_precisions(isa: str | None = None) -> list:
+    """Names of the precisions this CPU runs with an ISA's kernels (default: the best ISA), as load_model
+    takes them: "bf16dot" only where the CPU has AVX512-BF16 (or with isa="scalar")."""
+    cdef himae_isa which = himae_isa_best()
+    if isa is not None and not himae_isa_from_name(isa.encode(), &which):
+        raise ValueError(f"unknown ISA {isa!r} (choose {', '.join(supported_isas())})")
+    return [himae_precision_name(<himae_precision>p).decode() for p in range(HIMAE_PRECISION_COUNT)
+            if himae_precision_supported(which, <himae_precision>p)]
 
 
 def alloc_count() -> int:
@@ -205,7 +217,8 @@ cdef class Model:
     the activation buffers: a file that declares more is refused before they
     are allocated (docs/model-format.md, "Memory"). precision None or "f32"
     runs the file's weights; "bf16" rounds them to bfloat16 at load, halving
-    the bytes each push reads, with f32 activations and sums
+    the bytes each push reads, with f32 activations and sums; "bf16dot"
+    also rounds each convolution's inputs, for AVX512-BF16 dot products
     (docs/stream-mode.md, "Reduced precision").
     """
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from himae_stream._core import DEFAULT_MAX_MEMORY, Model, alloc_count, supported_isas
+from himae_stream._core import DEFAULT_MAX_MEMORY, Model, alloc_count, supported_isas, supported_precisions
 
-__all__ = ["DEFAULT_MAX_MEMORY", "Model", "alloc_count", "load_model", "supported_isas"]
+__all__ = ["DEFAULT_MAX_MEMORY", "Model", "alloc_count", "load_model", "supported_isas", "supported_precisions"]
 
 
 def load_model(path: str | os.PathLike, isa: str | None = None, max_memory: int | None = None,
@@ -23,8 +23,11 @@ def load_model(path: str | os.PathLike, isa: str | None = None, max_memory: int 
     refused with ModelFileError before they are allocated; pass a larger
     value to load it anyway (docs/model-format.md, "Memory"). precision
     "bf16" rounds the weights to bfloat16 at load (half the bytes a push
-    reads; activations and sums stay f32; accuracy bounds in
-    docs/stream-mode.md, "Reduced precision"); default "f32".
+    reads; activations and sums stay f32); "bf16dot" also rounds each
+    convolution's inputs and multiplies them in pairs with f32 sums, about
+    twice as fast where the CPU has AVX512-BF16 (elsewhere only with
+    isa="scalar", slowly; `supported_precisions()` lists what this CPU runs); accuracy
+    bounds in docs/stream-mode.md, "Reduced precision"; default "f32".
     """
     from himae_stream.zoo import resolve
 

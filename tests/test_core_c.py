@@ -56,6 +56,11 @@ def _assert_clean(result: subprocess.CompletedProcess) -> None:
     bf16_runs = [int(line.split(", ")[1].split()[0]) for line in result.stdout.splitlines()
                  if "chunked runs checked" in line]
     assert len(bf16_runs) == 4 and min(bf16_runs) > 0, result.stdout
+    # bf16dot: the scalar statement of VDPBF16PS on every CPU, and the AVX-512 kernel where CPUID has AVX512-BF16
+    assert "bf16dot_gemm_ukernel__scalar_4x8" in kernels
+    dot_runs = [int(line.split(", ")[2].split()[0]) for line in result.stdout.splitlines()
+                if "chunked runs checked" in line]
+    assert len(dot_runs) == 4 and min(dot_runs) > 0, result.stdout
 
 
 @pytest.mark.timeout(HANG_S + 300)

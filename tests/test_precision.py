@@ -1,5 +1,6 @@
-"""bf16 weights (`load_model(..., precision="bf16")`): the f32 arithmetic on weights rounded at load, and
-how little that moves what a user sees on real recordings (docs/stream-mode.md, "Reduced precision")."""
+"""Reduced precision: bf16 weights (`load_model(..., precision="bf16")`), the f32 arithmetic on weights rounded
+at load, and bf16dot, bfloat16 dot products of rounded weights and inputs with f32 sums; how little either
+moves what a user sees on real recordings (docs/stream-mode.md, "Reduced precision")."""
 
 import warnings
 
@@ -9,11 +10,19 @@ from conftest import BUNDLED, V102S
 
 import himae_stream
 from himae_stream import ImputationWarning, impute, modelfile
-from himae_stream.model import alloc_count, load_model
+from himae_stream.model import alloc_count, load_model, supported_isas, supported_precisions
 from training import HiMAE, export_model, get_config
 from training.model import randomize_batchnorm
 
 TOL = 1e-5  # the f32 engine's own tolerance against PyTorch (tests/test_stream.py)
+#: bf16dot runs on the best ISA where the CPU has AVX512-BF16, else on the scalar kernel that states it
+DOT_ISA = None if "bf16dot" in supported_precisions() else "scalar"
+REDUCED = [("bf16", None), ("bf16dot", DOT_ISA)]
+
+
+def reduced(name, precision: str, isa: str | None):
+    """A model loaded in a reduced precision (bf16dot on the ISA that runs it here)."""
+    return load_model(name, precision=precision, isa=isa)
 
 
 def bf16(a: np.ndarray) -> np.ndarray:
@@ -64,8 +73,9 @@ def test_bf16_window_mode_and_decoder_are_the_rounded_weights(files):
     assert np.abs(g - w).max() <= TOL * np.abs(w).max()
 
 
-def test_bf16_push_allocates_nothing(files):
-    model = load_model(files[0], precision="bf16")
+@pytest.mark.parametrize("precision, isa", REDUCED)
+def test_reduced_precision_push_allocates_nothing(files, precision, isa):
+    model = reduced(files[0], precision, isa)
     stream = model.stream(normalize=False)
     x = np.random.default_rng(0).standard_normal((1, 20000)).astype(np.float32)
     stream.push(x[:, :10])
@@ -77,15 +87,48 @@ def test_bf16_push_allocates_nothing(files):
 
 
 def test_unknown_precision_is_one_line():
-    with pytest.raises(ValueError, match=r"^unknown precision 'fp8' \(choose f32 or bf16\)$"):
+    with pytest.raises(ValueError, match=r"^unknown precision 'fp8' \(choose f32, bf16 or bf16dot\)$"):
         load_model("himae-25", precision="fp8")
 
 
+def test_bf16dot_without_its_instructions_is_one_line():
+    """AVX2 has no bf16 dot product: asking for one there names the ISA and what runs instead."""
+    if "avx2" not in supported_isas():
+        pytest.skip("no AVX2 on this CPU")
+    assert supported_precisions("avx2") == ["f32", "bf16"]
+    with pytest.raises(ValueError, match=r"^precision 'bf16dot' has no avx2 kernel on this CPU \(bf16dot needs "
+                                         r"AVX512-BF16; bf16 runs everywhere\)$"):
+        load_model("himae-25", precision="bf16dot", isa="avx2")
+
+
+def test_bf16dot_window_and_stream_mode_agree(files):
+    """One window streamed in pieces and flushed is window mode's input with its zero padding: the same
+    rounded weights and inputs, summed in another order (a live row is split in two), so within bf16's
+    rounding of each other; and a group of streams gives a single stream's bits."""
+    model = reduced(files[0], "bf16dot", DOT_ISA)
+    window = model.config["window"]
+    x = np.random.default_rng(4).standard_normal((1, window)).astype(np.float32)
+    stream = model.stream(window=window, hop=97, normalize=False)
+    outs = [stream.push(x[:, :1]), stream.push(x[:, 1:400]), stream.push(x[:, 400:]), stream.flush()]
+    for level, want in enumerate(model.encode(x[None])):
+        got = np.concatenate([o.levels[level][1] for o in outs], axis=1)
+        assert got.shape == want[0].shape
+        assert np.linalg.norm(got - want[0]) <= 1e-2 * np.linalg.norm(want[0]), level
+    group = model.streams(2, window=window, hop=97, normalize=False)
+    single = model.stream(window=window, hop=97, normalize=False)
+    y = np.random.default_rng(5).standard_normal((2, 1, 2 * window)).astype(np.float32)
+    for piece in (slice(0, 150), slice(150, 2 * window)):
+        outs, one = group.push(y[..., piece]), single.push(y[1][:, piece])
+        for (_, a), (_, b) in zip(outs[1].levels, one.levels):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("precision, isa", REDUCED)
 @pytest.mark.parametrize("name", ["himae-100", "himae-25"])
-def test_bf16_records_on_real_recordings_stay_within_the_documented_bounds(name):
+def test_reduced_precision_records_on_real_recordings_stay_within_the_documented_bounds(name, precision, isa):
     """Shipped weights, `himae run`'s path: per-level embedding cosine >= 0.999 in every window, heart rate
     within 0.5 BPM (or withheld in both) and the same activity class in >= 99 % of windows, quality within 0.01."""
-    full, half = load_model(name), load_model(name, precision="bf16")
+    full, half = load_model(name), reduced(name, precision, isa)
     for path in (BUNDLED, V102S):
         url = f"sim://{path}?speed=max&duration=300"
         a = list(himae_stream.run_blocking(url, model=full, all_heads=True))
@@ -101,11 +144,12 @@ def test_bf16_records_on_real_recordings_stay_within_the_documented_bounds(name)
         assert np.mean([abs(p["quality"] - q["quality"]) <= 0.01 for p, q in zip(pa, pb)]) >= 0.99
 
 
-def test_bf16_gap_fill_error_within_two_percent_of_f32():
+@pytest.mark.parametrize("precision, isa", REDUCED)
+def test_reduced_precision_gap_fill_error_within_two_percent_of_f32(precision, isa):
     """1-s and 2-s gaps in the bundled finger PPG (past the normaliser's first 20 s): mean NMSE per gap
-    length with bf16 weights within 2 % of f32's."""
+    length in reduced precision within 2 % of f32's."""
     rec = himae_stream.recordings.load(BUNDLED)
-    full, half = load_model("himae-100"), load_model("himae-100", precision="bf16")
+    full, half = load_model("himae-100"), reduced("himae-100", precision, isa)
     fs = float(full.config["fs"])
     x = rec.pick("PLETH").resampled(fs).signals[0][: int(200 * fs)]
     for gap_s in (1.0, 2.0):

@@ -45,27 +45,36 @@ static uint32_t rng(void) {
 static float frand(void) { return (float)(rng() % 2000001) / 1000000.0f - 1.0f; }
 
 /* Every micro-kernel this CPU runs, i < N_KERNELS: each ISA's f32 and bf16
- * builds (NULL for the rest). */
+ * builds and its bf16dot kernel where it has one (NULL for the rest). */
 #define N_KERNELS (HIMAE_ISA_COUNT * HIMAE_PRECISION_COUNT)
 static const himae_ukernel *kernel_at(int i) {
     const enum himae_isa isa = (enum himae_isa)(i / HIMAE_PRECISION_COUNT);
     return himae_isa_supported(isa) ? himae_ukernel_for(isa, (enum himae_precision)(i % HIMAE_PRECISION_COUNT)) : NULL;
 }
 
-/* For a bf16 kernel, weights rounded as it will hold them, so that the
- * reference sees the very weights the kernel multiplies. */
+/* For a bf16 or bf16dot kernel, weights rounded as it will hold them, so
+ * that the reference sees the very weights the kernel multiplies. */
 static void as_kernel_rounds(const himae_ukernel *uk, float *x, size_t n) {
-    if (uk->precision != HIMAE_BF16) return;
+    if (uk->precision == HIMAE_F32) return;
     for (size_t i = 0; i < n; i++) {
         uint32_t u = (uint32_t)himae_to_bf16(x[i]) << 16;
         memcpy(&x[i], &u, sizeof u);
     }
 }
 
-/* Packed f32 weights in the kernel's own precision and layout (malloc'd). */
-static void *kernel_weights(const himae_ukernel *uk, const float *packed, size_t n) {
+/* For a bf16dot kernel, inputs rounded as it reads them (f32 and bf16
+ * kernels read them as they are). */
+static void as_kernel_reads(const himae_ukernel *uk, float *x, size_t n) {
+    if (uk->precision == HIMAE_BF16DOT) as_kernel_rounds(uk, x, n);
+}
+
+/* Packed f32 weights (panels of kc rows) in the kernel's own precision and
+ * layout (malloc'd). */
+static void *kernel_weights(const himae_ukernel *uk, const float *packed, size_t n, size_t kc) {
     void *w = malloc(n * uk->wbytes);
-    if (uk->precision == HIMAE_BF16)
+    if (uk->precision == HIMAE_BF16DOT)
+        himae_pack_bf16dot(w, packed, n, uk->nr, kc);
+    else if (uk->precision == HIMAE_BF16)
         himae_pack_bf16(w, packed, n, uk->nr);
     else
         memcpy(w, packed, n * sizeof(float));
@@ -163,6 +172,7 @@ static void test_conv(void) {
             as_kernel_rounds(uk, w, cout * cin * k);
             as_kernel_rounds(uk, b, cout);
             for (size_t i = 0; i < cin * n_in; i++) x[i] = 2 * frand();
+            as_kernel_reads(uk, x, cin * n_in);
             for (size_t i = 0; i < cout * n_out; i++) res[i] = frand();
             float *want = malloc(cout * n_out * sizeof(float));
             himae_conv1d_reference(want, x, w, b, cin, n_in, cout, k, stride, pad, n_out,
@@ -176,7 +186,7 @@ static void test_conv(void) {
                 himae_pack_conv_pairs(packed, w, b, cin, cout, k, stride, uk->nr);
             else
                 himae_pack_conv(packed, w, b, cin, cout, k, uk->nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
-            void *kw = kernel_weights(uk, packed, n_packed);
+            void *kw = kernel_weights(uk, packed, n_packed, pair ? (k + stride) * cin : k * cin);
             himae_conv conv = {cin, cout, k, stride, pad, k * cin, kw, pair, NULL};
             /* channels-last input with pad zero rows before and enough after */
             size_t rows = n_in + 2 * k + stride;
@@ -218,7 +228,7 @@ static void test_wide_rows(void) {
             const size_t n_packed = himae_packed_size(cin, cout, k, uk->nr);
             float *packed = malloc(n_packed * sizeof(float));
             himae_pack_conv(packed, w, b, cin, cout, k, uk->nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
-            void *kw = kernel_weights(uk, packed, n_packed);
+            void *kw = kernel_weights(uk, packed, n_packed, k * cin);
             himae_conv conv = {cin, cout, k, 1, k / 2, k * cin, kw, 0, NULL};
             size_t rows = n_out + k;
             float *xin = calloc(rows * cin, sizeof(float)), *res = malloc(n_out * cout * sizeof(float));
@@ -264,7 +274,7 @@ static void test_gathered(void) {
                 himae_pack_conv_pairs(packed, w, b, cin, cout, k, stride, uk->nr);
             else
                 himae_pack_conv(packed, w, b, cin, cout, k, uk->nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
-            void *kw = kernel_weights(uk, packed, floats);
+            void *kw = kernel_weights(uk, packed, floats, pair ? (k + stride) * cin : k * cin);
             himae_conv conv = {cin, cout, k, stride, k / 2, k * cin, kw, pair, NULL};
             /* each job's input: pad zero rows, its rows, then pad + stride zero rows (pair-packed reads) */
             const size_t rows = n_out * stride + k + stride, per_job = n_out * cout;
@@ -560,6 +570,18 @@ static void stream_run(const himae_model *m, const float *x, size_t n, float **g
     himae_stream_free(t);
 }
 
+/* bf16dot stream outputs against the f32 reference on rounded weights:
+ * relative L2, and largest difference relative to the level's largest
+ * output. */
+#define DOT_REL 1e-2
+#define DOT_MAX 2e-2
+
+static double largest(const float *x, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
+    return m;
+}
+
 /* Stream mode on every ISA against the naive encoder over the whole signal. */
 static void test_stream(const char *path) {
     size_t size = 0;
@@ -583,16 +605,20 @@ static void test_stream(const char *path) {
         want[l] = malloc(c->channels[l] * len * sizeof(float));
         got[l] = malloc(c->channels[l] * len * sizeof(float));
     }
-    int runs = 0, bf16_runs = 0;
+    int runs = 0, bf16_runs = 0, dot_runs = 0;
     for (int prec = 0; prec < HIMAE_PRECISION_COUNT; prec++) {
-        /* bf16: against the reference on the same rounded weights, at f32's tolerance */
-        reference_encoder(&f, x, n, want, prec == HIMAE_BF16 ? himae_ukernel_for(HIMAE_ISA_SCALAR, HIMAE_BF16) : NULL);
+        /* bf16: against the reference on the same rounded weights, at f32's
+         * tolerance. bf16dot also rounds each conv's inputs, which the
+         * reference does not: at the tolerance of that rounding (2^-9
+         * relative per input, through ten convs). */
+        reference_encoder(&f, x, n, want, prec == HIMAE_F32 ? NULL : himae_ukernel_for(HIMAE_ISA_SCALAR, prec));
+        const int dot = prec == HIMAE_BF16DOT;
         for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
             if (!himae_ukernel_for((enum himae_isa)isa, HIMAE_F32) || !himae_isa_supported((enum himae_isa)isa)) continue;
             himae_model *m = NULL;
             const char *pname = himae_precision_name((enum himae_precision)prec);
             if (himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), pname, 0, &m, err, sizeof err)) continue;
-            for (int r = 0; r < 2; r++, runs++, bf16_runs += prec == HIMAE_BF16) {
+            for (int r = 0; r < 2; r++, runs++, bf16_runs += prec == HIMAE_BF16, dot_runs += dot) {
                 char what[160];
                 snprintf(what, sizeof what, "%s stream %s %s run %d", path, himae_isa_name((enum himae_isa)isa),
                          pname, r);
@@ -601,18 +627,20 @@ static void test_stream(const char *path) {
                 for (uint32_t l = 0; l < c->n_levels; l++) {
                     char level_what[192];
                     snprintf(level_what, sizeof level_what, "%s level %u", what, l);
-                    compare(level_what, got[l], want[l], c->channels[l] * (size_t)ld[l], 1e-5, 1e-4);
+                    const size_t count = c->channels[l] * (size_t)ld[l];
+                    compare(level_what, got[l], want[l], count, dot ? DOT_REL : 1e-5,
+                            dot ? DOT_MAX * largest(want[l], count) : 1e-4);
                 }
             }
             himae_free(m);
         }
     }
-    printf("stream %s: %d chunked runs checked, %d bf16\n", path, runs, bf16_runs);
+    printf("stream %s: %d chunked runs checked, %d bf16, %d bf16dot\n", path, runs, bf16_runs, dot_runs);
     for (uint32_t l = 0; l < c->n_levels; l++) free(want[l]), free(got[l]);
     free(x), free(buf);
 }
 
-/* Groups of streams (streams.h), every ISA: n streams pushed together give
+/* Groups of streams (streams.h), every kernel (ISA and precision): n streams pushed together give
  * the same bits, rows, running sums and saved states as n separate engines
  * pushed the same chunks (empty, one sample, odd, longer than a group's
  * block and than a single engine's), without allocating and leaving the
@@ -643,10 +671,14 @@ static void test_group(const char *path) {
             sums[k][j] = malloc(floats * sizeof(double));
         }
     int runs = 0;
-    for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
-        if (!himae_ukernel_for((enum himae_isa)isa, HIMAE_F32) || !himae_isa_supported((enum himae_isa)isa)) continue;
+    for (int kernel = 0; kernel < N_KERNELS; kernel++) {
+        const himae_ukernel *uk = kernel_at(kernel);
+        if (!uk) continue;
+        const enum himae_isa isa = uk->isa;
         himae_model *m = NULL;
-        if (himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), NULL, 0, &m, err, sizeof err)) continue;
+        if (himae_load_buffer(buf, size, himae_isa_name(isa), himae_precision_name(uk->precision), 0, &m, err,
+                              sizeof err))
+            continue;
         static const int sizes[] = {1, MAX_N};
         for (int t = 0; t < 2; t++, runs++) {
             const int n = sizes[t];
@@ -690,8 +722,8 @@ static void test_group(const char *path) {
                     const size_t cl = c->channels[j % nl], got = (size_t)n_out[j % nl] * cl;
                     CHECK(memcmp(out[0][j], out[1][j], got * sizeof(float)) == 0 &&
                               memcmp(sum[0][j], sum[1][j], got * sizeof(double)) == 0,
-                          "%s %s group of %d: stream %d level %d differs in push %d", path,
-                          himae_isa_name((enum himae_isa)isa), n, j / nl, j % nl, k);
+                          "%s %s group of %d: stream %d level %d differs in push %d", path, uk->name, n,
+                          j / nl, j % nl, k);
                 }
                 for (int l = 0; l < nl; l++) emitted[l] += n_out[l];
                 at += len;
