@@ -9,7 +9,7 @@ Target: >= 50,000x real time per core. A script, not a test: nothing here
 fails a build.
 
     python -m benchmarks.embed_throughput --files '../shared/data/StressPredict_E4/*.npz' \\
-        [--models himae-100,himae-25] [--modes stream,window] [--precision f32,bf16]
+        [--models himae-100,himae-25] [--modes stream,window] [--precision f32,bf16,bf16dot]
 """
 
 from __future__ import annotations
@@ -54,19 +54,20 @@ def main() -> int:
     parser.add_argument("--files", required=True, help="glob of recordings (quote it)")
     parser.add_argument("--models", default="himae-100,himae-25")
     parser.add_argument("--modes", default="stream,window")
-    parser.add_argument("--precision", default="f32,bf16")
+    parser.add_argument("--precision", default="f32,bf16,bf16dot")
     args = parser.parse_args()
     files = sorted(glob.glob(args.files))
     if not files:
         raise SystemExit(f"no recordings match {args.files}")
     seconds = signal_seconds(files)
+    timed = peers.precisions(args.precision)
     print(f"## `himae embed` throughput, {datetime.date.today().isoformat()}\n")
     print(f"CPU: {peers.cpu_model()}; one process, one thread; {len(files)} recordings, {seconds / 3600:.2f} h of "
           "signal; the whole command (read, resample, encode, write), after one warm-up run.\n")
     print("| model | mode | weights | CPU s | wall s | real time per CPU second |\n|---|---|---|---:|---:|---:|")
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-            for precision in [p.strip() for p in args.precision.split(",") if p.strip()]:
+            for precision in timed:
                 embed_cost(files[:1], model, mode, precision)  # compiles and caches what a first run does
                 cpu, wall = embed_cost(files, model, mode, precision)
                 print(f"| {model} | {mode} | {precision} | {cpu:.1f} | {wall:.1f} | {seconds / cpu:,.0f}× |")

@@ -120,12 +120,8 @@ def main() -> int:
     print(f"CPU: {peers.cpu_model()}; one thread; {args.clock} clock; 1-s pushes (hop 1 s) through the normaliser "
           f"and windows, 10 s in, then {WARM_UP_S} untimed; ~{args.seconds:g} s of pushes per row.\n")
     for weights in (w.strip() for w in args.weights.split(",") if w.strip()):
-        for precision in (p.strip() for p in args.precision.split(",") if p.strip()):
-            try:
-                model = load_model(weights_path(args.model, weights), precision=precision)
-            except ValueError as exc:
-                print(f"### {weights} weights, {precision}: skipped ({exc})\n")
-                continue
+        for precision in peers.precisions(args.precision):
+            model = load_model(weights_path(args.model, weights), precision=precision)
             text, best = table(model, counts, args.seconds, peers.CLOCKS[args.clock])
             print(f"### {weights} weights, {precision}\n\n{text}\n\n"
                   f"One core: {best:,} real-time streams (target ≥ 20,000).\n")

@@ -53,6 +53,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def precisions(wanted: str) -> list[str]:
+    """The comma-separated precisions this CPU runs with its best kernels (bf16dot needs AVX512-BF16),
+    naming on stdout any it skips."""
+    from himae_stream.model import supported_precisions
+
+    names = [p.strip() for p in wanted.split(",") if p.strip()]
+    here = supported_precisions()
+    for name in names:
+        if name not in here:
+            print(f"(precision {name} skipped: this CPU runs {', '.join(here)})\n")
+    return [name for name in names if name in here]
+
+
 def encoder_flops(config: dict) -> float:
     """Multiply-adds x 2 of one window through the encoder (convs only)."""
     k, c_in, n_in, flops = config["kernel_size"], config["in_channels"], config["window"], 0.0
@@ -253,15 +266,15 @@ def main() -> int:
                         help="wall time, or process CPU time on a machine shared with other work")
     parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
                         help="also time stream mode's 1-s push and real-time factor")
-    parser.add_argument("--precision", default="f32,bf16",
-                        help="weight precisions whose stream pushes are timed (window mode is f32's)")
+    parser.add_argument("--precision", default="f32,bf16,bf16dot",
+                        help="precisions whose stream pushes are timed (window mode is f32's)")
     args = parser.parse_args()
     global clock
     clock = CLOCKS[args.clock]
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     weight_kinds = [w.strip() for w in args.weights.split(",") if w.strip()]
     stds = [float(s) for s in args.stds.split(",") if s.strip()]
-    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    timed = precisions(args.precision)
 
     peak = sgemm_gflops()
     print(f"## Peer comparison, {datetime.date.today().isoformat()}\n")
@@ -280,7 +293,7 @@ def main() -> int:
                         from benchmarks import stream_bench
                         from himae_stream import load_model
 
-                        models = {p: load_model(path, precision=p) for p in precisions}
+                        models = {p: load_model(path, precision=p) for p in timed}
                         push = {p: [] for p in models}
 
                         def between():
