@@ -104,8 +104,10 @@ def load(path: Path, isa: str, precision: str = "f32"):
     """
     if isa not in available_isas():
         raise NotImplementedError(f"{isa}: not available (C core not built, or this CPU lacks it)")
-    from himae_stream.model import load_model
+    from himae_stream.model import load_model, supported_precisions
 
+    if precision not in supported_precisions(isa):
+        raise NotImplementedError(f"{precision} on {isa}: not available (this CPU has no such kernel)")
     return load_model(path, isa, precision=precision)
 
 
@@ -213,6 +215,8 @@ WORKLOADS = (
     Workload("group push 16 himae-100", "himae-100", _group_push),
     Workload("live push himae-100 bf16", "himae-100", _live_push, "bf16"),
     Workload("group push 16 himae-100 bf16", "himae-100", _group_push, "bf16"),
+    Workload("live push himae-100 bf16dot", "himae-100", _live_push, "bf16dot"),
+    Workload("group push 16 himae-100 bf16dot", "himae-100", _group_push, "bf16dot"),
 )
 
 
@@ -234,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.isa not in available_isas():
         json.dump({"unavailable": True}, sys.stdout)
         return 0
-    chosen = [w for w in WORKLOADS if not args.only or w.name in args.only]
+    from himae_stream.model import supported_precisions
+
+    here = supported_precisions(args.isa)  # bf16dot: AVX512-BF16 or the scalar kernel
+    chosen = [w for w in WORKLOADS if (not args.only or w.name in args.only) and w.precision in here]
     models = {(name, precision): load(model_path(name, args.models), args.isa, precision)
               for name, precision in {(w.config, w.precision) for w in chosen}}
     runs = []
