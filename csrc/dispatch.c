@@ -13,6 +13,10 @@ extern const himae_ukernel himae_ukernel_avx512_bf16dot;
 #elif defined(__aarch64__)
 #define HIMAE_ARM64 1
 extern const himae_ukernel himae_ukernel_neon[HIMAE_PRECISION_COUNT];
+extern const himae_ukernel himae_ukernel_neon_bf16dot;
+#ifdef __linux__
+#include <sys/auxv.h>
+#endif
 #endif
 extern const himae_ukernel himae_ukernel_scalar[HIMAE_PRECISION_COUNT];
 
@@ -63,6 +67,18 @@ static int avx512_bf16(void) {
 }
 #endif
 
+#ifdef HIMAE_ARM64
+/* FEAT_BF16 (Linux: HWCAP2_BF16, bit 14 of AT_HWCAP2): BFDOT and BFCVTN for
+ * the bf16dot kernel. Elsewhere not detected, so not used. */
+static int neon_bf16(void) {
+#ifdef __linux__
+    return (getauxval(AT_HWCAP2) >> 14) & 1;
+#else
+    return 0;
+#endif
+}
+#endif
+
 int himae_isa_supported(enum himae_isa isa) {
     switch (isa) {
     case HIMAE_ISA_SCALAR: return 1;
@@ -97,7 +113,9 @@ static const himae_ukernel *ukernel(enum himae_isa isa, enum himae_precision pre
         return &himae_ukernel_avx512[precision];
 #endif
 #ifdef HIMAE_ARM64
-    case HIMAE_ISA_NEON: return &himae_ukernel_neon[precision];
+    case HIMAE_ISA_NEON:
+        if (precision == HIMAE_BF16DOT) return neon_bf16() ? &himae_ukernel_neon_bf16dot : NULL;
+        return &himae_ukernel_neon[precision];
 #endif
     default: return NULL;
     }

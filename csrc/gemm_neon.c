@@ -1,9 +1,10 @@
 /* gemm_neon.c - AArch64 NEON micro-kernel, 8 rows x 8 columns: 16 q-register
  * accumulators, two weight vectors, scalar-by-vector FMA per row. Two builds
  * of each kernel: f32 panels, and bf16 panels widened to f32 as they are
- * loaded. */
+ * loaded; and at the end the bf16dot kernel, the one user of FEAT_BF16. */
 #include <arm_neon.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -197,3 +198,102 @@ static inline __attribute__((always_inline)) void gemm(const int BF, size_t mr, 
 }
 
 HIMAE_UKERNELS(himae_ukernel_neon, "neon_8x8", HIMAE_ISA_NEON, MR, NR, 3, 4 * NR);
+
+/* bf16dot: BFDOT (FEAT_BF16) multiplies 4 pairs of bf16 weights by a pair
+ * of bf16 inputs and adds both products to 4 f32 sums, twice the
+ * multiply-adds of an f32 FMA per instruction. Only these functions use it
+ * (dispatch.c runs them where HWCAP2 has BF16); the epilogue is the f32
+ * kernels'. The rows of a are rounded to bf16 (BFCVTN) DOT_KB elements at a
+ * time into a buffer on the stack, zero past kc, and each pair of inputs is
+ * duplicated across a vector as one 32-bit word. One panel per call: no
+ * wide form. BFDOT's own rounding of the pair's sum differs from x86's
+ * VDPBF16PS by an ulp here and there (docs/stream-mode.md). */
+#define DOT_TARGET __attribute__((target("arch=armv8.2-a+bf16"), always_inline)) inline
+#define DOT_KB 256
+
+/* Elements [e0, e0 + n) of rows ap[0 .. R) as bf16 in ab, zeros after them
+ * up to a multiple of 8. */
+static DOT_TARGET void dot_round(const int R, const float *const *ap, size_t e0, size_t n,
+                                 uint16_t ab[][DOT_KB]) {
+    for (int i = 0; i < R; i++)
+        for (size_t e = 0; e < n; e += 8) {
+            float t[8] = {0};
+            memcpy(t, ap[i] + e0 + e, (n - e < 8 ? n - e : 8) * sizeof(float));
+            const bfloat16x8_t b = vcvtq_high_bf16_f32(vcvtq_low_bf16_f32(vld1q_f32(t)), vld1q_f32(t + 4));
+            vst1q_u16(ab[i] + e, vreinterpretq_u16_bf16(b));
+        }
+}
+
+/* The pair of inputs q of a rounded row, in every lane. */
+static DOT_TARGET bfloat16x8_t dot_input(const uint16_t *row, size_t q) {
+    uint32_t word;
+    memcpy(&word, row + 2 * q, sizeof word);
+    return vreinterpretq_bf16_u32(vdupq_n_u32(word));
+}
+
+/* Weight rows j and j + 1 as pairs for columns 0-3 and 4-7, or row j alone
+ * (the last of an odd kc), its partner zero. */
+static DOT_TARGET void dot_weights(bfloat16x8_t out[2], const uint16_t *w, size_t j, int lone) {
+    const uint16_t *row = w + NR + NR * j;
+    if (lone) {
+        const uint16x8_t v = vld1q_u16(row), zero = vdupq_n_u16(0);
+        out[0] = vreinterpretq_bf16_u16(vzip1q_u16(v, zero));
+        out[1] = vreinterpretq_bf16_u16(vzip2q_u16(v, zero));
+        return;
+    }
+    out[0] = vreinterpretq_bf16_u16(vld1q_u16(row));
+    out[1] = vreinterpretq_bf16_u16(vld1q_u16(row + NR));
+}
+
+static DOT_TARGET void dot_tile(const int R, size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
+                                const uint16_t *w, float *c, size_t c_stride, const float *res,
+                                size_t res_stride, int act) {
+    const float *ap[MR];
+    ap[0] = a;
+#pragma GCC unroll 8
+    for (int i = 1; i < R; i++) ap[i] = (size_t)i < mr ? ap[i - 1] + a_stride : ap[i - 1];
+    uint16_t ab[MR][DOT_KB];
+    float32x4_t acc[MR][2];
+    const uint16x8_t bias = vld1q_u16(w);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        acc[i][0] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(bias), 16));
+        acc[i][1] = vreinterpretq_f32_u32(vshll_high_n_u16(bias, 16));
+    }
+    for (size_t e0 = 0; e0 < kc; e0 += DOT_KB) {
+        const size_t n = kc - e0 < DOT_KB ? kc - e0 : DOT_KB;
+        dot_round(R, ap, e0, n, ab);
+        for (size_t q = 0; q < (n + 1) / 2; q++) {
+            bfloat16x8_t wv[2];
+            dot_weights(wv, w, e0 + 2 * q, e0 + 2 * q + 1 == kc);
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++) {
+                const bfloat16x8_t x = dot_input(ab[i], q);
+                acc[i][0] = vbfdotq_f32(acc[i][0], wv[0], x);
+                acc[i][1] = vbfdotq_f32(acc[i][1], wv[1], x);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        if ((size_t)i >= mr) break;
+        store_row(c + i * c_stride, res ? res + i * res_stride : NULL, acc[i][0], acc[i][1], nc, act);
+    }
+}
+
+__attribute__((target("arch=armv8.2-a+bf16"))) static void dot_gemm(size_t mr, size_t nc, size_t kc,
+                                                                     const float *a, size_t as, const void *w,
+                                                                     float *c, size_t cs, const float *res,
+                                                                     size_t rs, int act) {
+    if (mr > 4)
+        dot_tile(8, mr, nc, kc, a, as, w, c, cs, res, rs, act);
+    else if (mr > 2)
+        dot_tile(4, mr, nc, kc, a, as, w, c, cs, res, rs, act);
+    else if (mr > 1)
+        dot_tile(2, mr, nc, kc, a, as, w, c, cs, res, rs, act);
+    else
+        dot_tile(1, mr, nc, kc, a, as, w, c, cs, res, rs, act);
+}
+
+const himae_ukernel himae_ukernel_neon_bf16dot = {
+    "bf16dot_gemm_ukernel__neonbf16_8x8", HIMAE_ISA_NEON, HIMAE_BF16DOT, 2, MR, NR, dot_gemm, NULL, 0, 0};

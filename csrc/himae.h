@@ -92,7 +92,7 @@ typedef struct himae_model himae_model;
  * "neon". precision: NULL, "" or "f32" = the file's f32 weights; "bf16" =
  * weights rounded to bfloat16 at load (half the bytes per push; activations
  * and sums stay f32); "bf16dot" = weights and GEMM inputs in bfloat16, sums
- * in f32 (ISA avx512 on a CPU with AVX512-BF16, or scalar). max_memory: the most bytes of activation buffers the
+ * in f32 (ISA avx512 with AVX512-BF16, neon with FEAT_BF16, or scalar). max_memory: the most bytes of activation buffers the
  * model may need (0 = HIMAE_DEFAULT_MAX_MEMORY); a model that needs more is
  * refused (HIMAE_EFORMAT) before anything is allocated for it. On failure
  * returns a status, writes a message (see docs/model-format.md) into err and
@@ -130,7 +130,7 @@ int himae_isa_supported(enum himae_isa isa);
 enum himae_isa himae_isa_best(void);
 /* Precision names: "f32", "bf16", "bf16dot". */
 /* Whether this CPU runs a precision with an ISA's kernels (bf16dot: avx512
- * with AVX512-BF16, or scalar). */
+ * with AVX512-BF16, neon with FEAT_BF16, or scalar). */
 int himae_precision_supported(enum himae_isa isa, enum himae_precision precision);
 const char *himae_precision_name(enum himae_precision precision);
 int himae_precision_from_name(const char *name, enum himae_precision *precision);

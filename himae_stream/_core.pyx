@@ -98,7 +98,7 @@ def supported_isas() -> list:
 
 def supported_precisions(isa: str | None = None) -> list:
     """Names of the precisions this CPU runs with an ISA's kernels (default: the best ISA), as load_model
-    takes them: "bf16dot" only where the CPU has AVX512-BF16 (or with isa="scalar")."""
+    takes them: "bf16dot" only where the CPU has AVX512-BF16 or ARM BF16 (or with isa="scalar")."""
     cdef himae_isa which = himae_isa_best()
     if isa is not None and not himae_isa_from_name(isa.encode(), &which):
         raise ValueError(f"unknown ISA {isa!r} (choose {', '.join(supported_isas())})")

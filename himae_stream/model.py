@@ -25,9 +25,10 @@ def load_model(path: str | os.PathLike, isa: str | None = None, max_memory: int 
     "bf16" rounds the weights to bfloat16 at load (half the bytes a push
     reads; activations and sums stay f32); "bf16dot" also rounds each
     convolution's inputs and multiplies them in pairs with f32 sums, about
-    twice as fast where the CPU has AVX512-BF16 (elsewhere only with
-    isa="scalar", slowly; `supported_precisions()` lists what this CPU runs); accuracy
-    bounds in docs/stream-mode.md, "Reduced precision"; default "f32".
+    1.7 times as fast where the CPU has AVX512-BF16 or ARM BF16 (elsewhere
+    only with isa="scalar", slowly; `supported_precisions()` lists what this
+    CPU runs); accuracy bounds in docs/stream-mode.md, "Reduced precision";
+    default "f32".
     """
     from himae_stream.zoo import resolve
 

@@ -89,3 +89,4 @@ def test_neon_kernels_under_qemu_aarch64(inputs):
     _assert_clean(result)
     assert "isa: best neon" in result.stdout
     assert "f32_gemm_ukernel__neon_8x8" in result.stdout
+    assert "bf16dot_gemm_ukernel__neonbf16_8x8" in result.stdout  # qemu's default CPU has FEAT_BF16

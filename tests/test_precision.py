@@ -97,7 +97,7 @@ def test_bf16dot_without_its_instructions_is_one_line():
         pytest.skip("no AVX2 on this CPU")
     assert supported_precisions("avx2") == ["f32", "bf16"]
     with pytest.raises(ValueError, match=r"^precision 'bf16dot' has no avx2 kernel on this CPU \(bf16dot needs "
-                                         r"AVX512-BF16; bf16 runs everywhere\)$"):
+                                         r"AVX512-BF16 or ARM BF16; bf16 runs everywhere\)$"):
         load_model("himae-25", precision="bf16dot", isa="avx2")
 
 
@@ -165,3 +165,19 @@ def test_reduced_precision_gap_fill_error_within_two_percent_of_f32(precision, i
             errs[key] = np.mean([np.mean((filled[s : s + int(gap_s * fs)] - x[s : s + int(gap_s * fs)]) ** 2)
                                  / np.var(x[s - int(5 * fs) : s + int(5 * fs)]) for s in starts])
         assert abs(errs["bf16"] / errs["f32"] - 1) <= 0.02, errs
+
+
+def test_bf16dot_refused_by_the_command_line_in_one_line(monkeypatch, capsys, tmp_path):
+    """`himae embed --precision bf16dot` where the kernels are AVX2 (as on a CPU without AVX512-BF16):
+    exit 2, one line naming what runs instead, no output file."""
+    if "avx2" not in supported_isas():
+        pytest.skip("no AVX2 on this CPU")
+    from himae_stream.cli import main
+
+    monkeypatch.setenv("HIMAE_ISA", "avx2")
+    out = tmp_path / "e.npz"
+    assert main(["embed", str(BUNDLED), "-o", str(out), "--precision", "bf16dot"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["himae embed: error: precision 'bf16dot' has no avx2 kernel on this CPU (bf16dot needs "
+                   "AVX512-BF16 or ARM BF16; bf16 runs everywhere)"]
+    assert not out.exists()
