@@ -653,7 +653,7 @@ static void test_stream(const char *path) {
     free(x), free(buf);
 }
 
-/* Groups of streams (streams.h), every kernel (ISA and precision): n streams pushed together give
+/* Groups of streams (streams.h), every f32 and bf16dot kernel: n streams pushed together give
  * the same bits, rows, running sums and saved states as n separate engines
  * pushed the same chunks (empty, one sample, odd, longer than a group's
  * block and than a single engine's), without allocating and leaving the
@@ -686,7 +686,8 @@ static void test_group(const char *path) {
     int runs = 0;
     for (int kernel = 0; kernel < N_KERNELS; kernel++) {
         const himae_ukernel *uk = kernel_at(kernel);
-        if (!uk || covered_elsewhere(uk)) continue;
+        /* bf16 runs the f32 code on widened weights: its groups are f32's */
+        if (!uk || uk->precision == HIMAE_BF16 || covered_elsewhere(uk)) continue;
         const enum himae_isa isa = uk->isa;
         himae_model *m = NULL;
         if (himae_load_buffer(buf, size, himae_isa_name(isa), himae_precision_name(uk->precision), 0, &m, err,
