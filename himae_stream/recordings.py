@@ -231,7 +231,9 @@ def load(path, channels=None, fs: float | None = None) -> Recording:
 
 
 def _load_wfdb(path: Path) -> Recording:
-    import wfdb
+    with warnings.catch_warnings():  # wfdb's own use of deprecated pandas calls, as it is imported: not the user's
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import wfdb
 
     header = path.with_suffix(".hea")
     if not header.read_text(errors="replace").strip():
@@ -303,10 +305,12 @@ def _load_csv(path: Path, fs: float | None) -> Recording:
 
 def _load_numpy(path: Path, fs: float | None) -> Recording:
     """NPZ with `signals` (C, N), `fs` and optional `channel_names`, or a wearable NPZ with
-    `ppg` and `fs_ppg` (`_load_wearable_npz`); or bare NPY (C, N) / (N,) plus fs."""
+    `ppg` and `fs_ppg` (`_load_wearable_npz`); or bare NPY (C, N) / (N,) plus fs. The file is opened
+    here, so that it is closed however numpy fails on it (np.load given a path that is not a zip leaves
+    its handle to the garbage collector)."""
     names = None
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             if "ppg" in z and "signals" not in z:
                 return _load_wearable_npz(path, z)
             if "signals" not in z:
@@ -317,7 +321,8 @@ def _load_numpy(path: Path, fs: float | None) -> Recording:
             fs = fs or float(z["fs"])
             names = [str(n) for n in z["channel_names"]] if "channel_names" in z else None
     else:
-        signals = np.load(path, allow_pickle=False)
+        with open(path, "rb") as fh:
+            signals = np.load(fh, allow_pickle=False)
         if not fs:
             raise RecordingError(f"{path}: a .npy file carries no sampling rate; give it (--fs, or fs= in a sim:// URL)")
     signals = np.atleast_2d(np.asarray(signals, dtype=np.float64))
