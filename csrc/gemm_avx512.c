@@ -160,6 +160,23 @@ static inline __attribute__((always_inline)) void wide_tile(const int BF, const 
         }
 }
 
+/* TILE(R) for R = mr rows (1-12), a constant where the tile is expanded. */
+#define ROW_TILES(TILE)            \
+    switch (mr) {                  \
+    case 1: TILE(1); break;        \
+    case 2: TILE(2); break;        \
+    case 3: TILE(3); break;        \
+    case 4: TILE(4); break;        \
+    case 5: TILE(5); break;        \
+    case 6: TILE(6); break;        \
+    case 7: TILE(7); break;        \
+    case 8: TILE(8); break;        \
+    case 9: TILE(9); break;        \
+    case 10: TILE(10); break;      \
+    case 11: TILE(11); break;      \
+    default: TILE(12); break;      \
+    }
+
 /* Fewer rows than the tile height (small N, remainders, stream mode's few
  * new columns) use a tile of exactly that height: no row is computed and
  * thrown away. Every row keeps the same summation order whatever the tile,
@@ -169,20 +186,7 @@ static inline __attribute__((always_inline)) void gemm(const int BF, size_t mr, 
                                                        float *c, size_t c_stride, const float *res,
                                                        size_t res_stride, int act) {
 #define TILE(R) tile(BF, R, mr, nc, kc, a, a_stride, w, c, c_stride, res, res_stride, act)
-    switch (mr) {
-    case 1: TILE(1); break;
-    case 2: TILE(2); break;
-    case 3: TILE(3); break;
-    case 4: TILE(4); break;
-    case 5: TILE(5); break;
-    case 6: TILE(6); break;
-    case 7: TILE(7); break;
-    case 8: TILE(8); break;
-    case 9: TILE(9); break;
-    case 10: TILE(10); break;
-    case 11: TILE(11); break;
-    default: TILE(12); break;
-    }
+    ROW_TILES(TILE)
 #undef TILE
 }
 
@@ -191,21 +195,7 @@ static inline __attribute__((always_inline)) void gemm_wide(const int BF, size_t
                                                             size_t w_stride, float *c, size_t c_stride,
                                                             const float *res, size_t res_stride, int act) {
 #define WIDE(R, P) wide_tile(BF, R, P, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act)
-    const size_t panels = (nc + 31) / 32;
-    switch (mr * 4 + panels) {
-    case 5: WIDE(1, 1); break;
-    case 6: WIDE(1, 2); break;
-    case 7: WIDE(1, 3); break;
-    case 8: WIDE(1, 4); break;
-    case 9: WIDE(2, 1); break;
-    case 10: WIDE(2, 2); break;
-    case 11: WIDE(2, 3); break;
-    case 12: WIDE(2, 4); break;
-    case 13: WIDE(3, 1); break;
-    case 14: WIDE(3, 2); break;
-    case 15: WIDE(3, 3); break;
-    default: WIDE(3, 4); break;
-    }
+    HIMAE_WIDE_SHAPES(WIDE, mr, nc, 32)
 #undef WIDE
 }
 
@@ -346,20 +336,7 @@ __attribute__((target("avx512f,avx512bf16"))) static void dot_gemm(size_t mr, si
                                                                     float *c, size_t cs, const float *res,
                                                                     size_t rs, int act) {
 #define TILE(R) dot_tile(R, mr, nc, kc, a, as, w, c, cs, res, rs, act)
-    switch (mr) {
-    case 1: TILE(1); break;
-    case 2: TILE(2); break;
-    case 3: TILE(3); break;
-    case 4: TILE(4); break;
-    case 5: TILE(5); break;
-    case 6: TILE(6); break;
-    case 7: TILE(7); break;
-    case 8: TILE(8); break;
-    case 9: TILE(9); break;
-    case 10: TILE(10); break;
-    case 11: TILE(11); break;
-    default: TILE(12); break;
-    }
+    ROW_TILES(TILE)
 #undef TILE
 }
 
@@ -369,20 +346,7 @@ __attribute__((target("avx512f,avx512bf16"))) static void dot_gemm_wide(size_t m
                                                                          size_t cs, const float *res,
                                                                          size_t rs, int act) {
 #define WIDE(R, P) dot_wide_tile(R, P, mr, nc, kc, a, as, w, ws, c, cs, res, rs, act)
-    switch (mr * 4 + (nc + 31) / 32) {
-    case 5: WIDE(1, 1); break;
-    case 6: WIDE(1, 2); break;
-    case 7: WIDE(1, 3); break;
-    case 8: WIDE(1, 4); break;
-    case 9: WIDE(2, 1); break;
-    case 10: WIDE(2, 2); break;
-    case 11: WIDE(2, 3); break;
-    case 12: WIDE(2, 4); break;
-    case 13: WIDE(3, 1); break;
-    case 14: WIDE(3, 2); break;
-    case 15: WIDE(3, 3); break;
-    default: WIDE(3, 4); break;
-    }
+    HIMAE_WIDE_SHAPES(WIDE, mr, nc, 32)
 #undef WIDE
 }
 

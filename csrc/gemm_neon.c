@@ -165,20 +165,7 @@ static inline __attribute__((always_inline)) void gemm_wide(const int BF, size_t
                                                             size_t w_stride, float *c, size_t c_stride,
                                                             const float *res, size_t res_stride, int act) {
 #define WIDE(R, P) wide_tile(BF, R, P, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act)
-    switch (mr * 4 + (nc + NR - 1) / NR) {
-    case 5: WIDE(1, 1); break;
-    case 6: WIDE(1, 2); break;
-    case 7: WIDE(1, 3); break;
-    case 8: WIDE(1, 4); break;
-    case 9: WIDE(2, 1); break;
-    case 10: WIDE(2, 2); break;
-    case 11: WIDE(2, 3); break;
-    case 12: WIDE(2, 4); break;
-    case 13: WIDE(3, 1); break;
-    case 14: WIDE(3, 2); break;
-    case 15: WIDE(3, 3); break;
-    default: WIDE(3, 4); break;
-    }
+    HIMAE_WIDE_SHAPES(WIDE, mr, nc, NR)
 #undef WIDE
 }
 

@@ -104,6 +104,25 @@ void himae_pack_bf16dot(uint16_t *dst, const float *src, size_t n, size_t nr, si
         {"bf16_gemm_ukernel__" label, isa_enum, HIMAE_BF16, 2, MR_, NR_, gemm_bf16, wide_bf16, WIDE_MR,  \
          WIDE_NC}}
 
+/* WIDE(R, P) for mr = R rows (1-3) by P = ceil(nc / nr) panels (1-4), each
+ * a constant where the wide kernel is expanded, so its loops unroll: the
+ * one dispatch of every ISA's wide tile shapes. */
+#define HIMAE_WIDE_SHAPES(WIDE, mr, nc, nr)                       \
+    switch ((mr) * 4 + ((nc) + (nr) - 1) / (nr)) {                \
+    case 5: WIDE(1, 1); break;                                    \
+    case 6: WIDE(1, 2); break;                                    \
+    case 7: WIDE(1, 3); break;                                    \
+    case 8: WIDE(1, 4); break;                                    \
+    case 9: WIDE(2, 1); break;                                    \
+    case 10: WIDE(2, 2); break;                                   \
+    case 11: WIDE(2, 3); break;                                   \
+    case 12: WIDE(2, 4); break;                                   \
+    case 13: WIDE(3, 1); break;                                   \
+    case 14: WIDE(3, 2); break;                                   \
+    case 15: WIDE(3, 3); break;                                   \
+    default: WIDE(3, 4); break;                                   \
+    }
+
 /* The micro-kernel for an ISA and precision, or NULL when it is not built
  * in or (bf16dot) this CPU lacks the instructions it needs. */
 const himae_ukernel *himae_ukernel_for(enum himae_isa isa, enum himae_precision precision);
