@@ -42,6 +42,10 @@ use_user_cache()  # before the cache=True function below is decorated
 #: No keys: `Plan.run` computes every level of every window.
 _NO_KEYS = np.zeros(0, np.int64)
 
+#: Runs of at most this many windows keep their arrays between runs (`Plan.run`); live bursts are a
+#: window or a few.
+SCRATCH_WINDOWS = 4
+
 #: kinds of a linear head's feature segment
 MEAN, STD, PURITY, COMBINED = 0, 1, 2, 3
 
@@ -76,7 +80,7 @@ class Plan:
 
         # spectral heads: rows of (spectrum, weight); linear heads: feature segments
         rate_specs, rate_weights, rate_lo, rate_df = [], [], [], []
-        segments, combined, self._linear = [], [], []
+        segments, combined, linear = [], [], []
         w_parts, b_parts, features, outputs = [], [], 0, 0
         for head in heads:
             basis = bases[id(head)]
@@ -105,9 +109,12 @@ class Plan:
             w, b = P.fold(head)
             w_parts.append((start, features, outputs, w))
             b_parts.append(b)
-            self._linear.append((head, outputs, outputs + len(b)))
+            linear.append((head["name"], head["kind"], outputs, outputs + len(b), head.get("classes")))
             outputs += len(b)
         self._spectral = [h for h in heads if h["kind"] == "spectral"]
+        self._rate_names = [h["name"] for h in self._spectral]
+        self._fields = linear  # (name, kind, first score, end, classes) of each linear head
+        self._scratch: dict = {}  # windows per run -> its arrays (see `run`)
         self.spec_level = np.asarray(spec_level, np.int64)
         self.spec_bins = np.asarray(spec_bins, np.int64)
         self.spec_half = np.asarray(spec_half, np.int64)
@@ -150,37 +157,42 @@ class Plan:
         """Rates `(W, spectral heads)` (NaN: no power in the band), linear scores `(W, outputs)` and
         features `(W, features)` of the windows whose level-l positions start at `starts[w, l]` in
         `buffers[l]` `(C_l, ·)` (the plan's dtype). A window whose key (its start) `ahead` holds
-        is taken out of it, and only its levels not computed ahead are computed now."""
+        is taken out of it, and only its levels not computed ahead are computed now.
+
+        The arrays of a burst of up to `SCRATCH_WINDOWS` windows are the plan's own, valid until its
+        next run: live, a record's heads then allocate nothing (each allocation after the event
+        loop's wait runs from cold caches)."""
         count = starts.shape[0]
+        scratch = self._scratch.get(count)
+        if scratch is None:
+            scratch = (*self.parts(count), np.empty((count, len(self._spectral))),
+                       np.empty((count, self.weights.shape[1])), np.empty((count, self.features)))
+            if count <= SCRATCH_WINDOWS:
+                self._scratch[count] = scratch
         ring = self._no_ring if ahead is None else ahead.ring(self)
         wanted = _NO_KEYS if keys is None else keys
-        rates = np.empty((count, len(self._spectral)))
-        scores = np.empty((count, self.weights.shape[1]))
-        features = np.empty((count, self.features))
         _run(buffers, starts, *ring, wanted, self.lengths, self.bases_t, self.dfts_t, self.spec_level,
-             self.spec_bins, self.pooled, *self.parts(count), self.channels, self.spec_half, self.rate_specs,
+             self.spec_bins, self.pooled, *scratch[:3], self.channels, self.spec_half, self.rate_specs,
              self.rate_weights, self.rate_lo, self.rate_df, self.segments, self.combined, self.weights, self.bias,
-             rates, scores, features)
-        return rates, scores, features
+             *scratch[3:])
+        return scratch[3:]
 
     def records(self, rates: np.ndarray, scores: np.ndarray) -> list[dict]:
         """Each window's output fields, ready for a sink (see `probes.Heads.apply`)."""
-        out = [{} for _ in range(rates.shape[0])]
-        for j, head in enumerate(self._spectral):
-            for record, value in zip(out, rates[:, j].tolist()):
-                record[head["name"]] = value if math.isfinite(value) else None
-        for head, first, end in self._linear:
-            name = head["name"]
-            for record, s in zip(out, scores[:, first:end].tolist()):
-                if head["kind"] == "ridge":
-                    record[name] = s[0] if math.isfinite(s[0]) else None
-                elif head["kind"] == "probability":
-                    record[name] = P._sigmoid(s[0]) if math.isfinite(s[0]) else None
-                else:
-                    p = P._softmax(s)
-                    classes = head["classes"]
+        out = []
+        for rate_row, score_row in zip(rates.tolist(), scores.tolist()):
+            record = {}
+            for name, value in zip(self._rate_names, rate_row):
+                record[name] = value if math.isfinite(value) else None
+            for name, kind, first, end, classes in self._fields:
+                if kind == "logistic":
+                    p = P._softmax(score_row[first:end])
                     record[name] = classes[max(range(len(p)), key=p.__getitem__)]
                     record[name + "_p"] = dict(zip(classes, p))
+                    continue
+                s = score_row[first]
+                record[name] = None if not math.isfinite(s) else s if kind == "ridge" else P._sigmoid(s)
+            out.append(record)
         return out
 
 
@@ -247,6 +259,7 @@ def _levels(buffers, starts, todo, lengths, bases, dfts, spec_level, spec_bins, 
         level, bins = spec_level[s], spec_bins[s]
         n, basis = lengths[level], bases[s]
         if n < 2:  # no spectrum from fewer than two positions
+            power[:, s, :] = 0.0
             continue
         lo, hi = -1, -1
         for w in range(count):
@@ -388,7 +401,7 @@ class Heads:
 
     def plan(self, span: int, channels: list[int], lengths: list[int], dtype=np.float32) -> Plan:
         """The plan for windows of `span` samples with these positions per level (built once)."""
-        key = (span, tuple(lengths), np.dtype(dtype).str)
+        key = (span, tuple(lengths), np.dtype(dtype))
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = Plan(self._computed, self._bases, self.fs, span, channels, lengths, dtype)
@@ -420,7 +433,7 @@ class Heads:
     def features(self, windows, spans) -> np.ndarray:
         """The linear heads' features of each window `(W, features)`, heads in order (then any head
         computed only to gate another)."""
-        parts = [plan.run(buffers, starts)[2] for plan, buffers, starts in self._groups(windows, spans)]
+        parts = [plan.run(buffers, starts)[2].copy() for plan, buffers, starts in self._groups(windows, spans)]
         return np.concatenate(parts) if parts else np.zeros((0, 0))
 
     def ahead_at(self, positions: P.Positions, spans: list[tuple[int, int]], ahead: Ahead) -> None:

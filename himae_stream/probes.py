@@ -398,8 +398,7 @@ class Positions:
     def starts(self, spans: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
         """`offsets` of many windows at once: each window's first column per level `(W, levels)`
         and its number of positions there."""
-        return _starts(np.array(spans, np.int64).reshape(-1, 2), np.array(self.base, np.int64),
-                       np.array(self.held, np.int64))
+        return _starts(np.array(spans, np.int64).reshape(-1, 2), np.array((self.base, self.held), np.int64))
 
     def offsets(self, start: int, end: int) -> list[tuple[int, int]]:
         """Per level, the columns [a, b) of its buffer that hold the positions of [start, end)."""
@@ -408,9 +407,11 @@ class Positions:
 
 
 @numba.njit(cache=True, nogil=True)
-def _starts(spans, base, held):
+def _starts(spans, held):
     """Per window and level: the first column of its positions in a `Positions` buffer (the
-    positions `positions` picks, clipped to those held), and how many."""
+    positions `positions` picks, clipped to those held), and how many; `held` is the buffer's
+    (base, held) per level."""
+    base, held = held[0], held[1]
     first = np.zeros((spans.shape[0], base.shape[0]), np.int64)
     count = np.zeros_like(first)
     for w in range(spans.shape[0]):

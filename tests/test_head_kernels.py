@@ -128,6 +128,18 @@ def test_a_burst_of_windows_gives_what_each_window_gives_alone():
     _same_records(together, alone)
 
 
+def test_features_of_interleaved_window_shapes_are_each_windows_own():
+    """A plan's arrays are reused from run to run (`Plan.run`): windows of one shape, then another,
+    then the first again, keep their own features."""
+    heads = _heads()
+    long, short = _windows(2), [[a[:, : a.shape[1] // 2] for a in w] for w in _windows(1, seed=7)]
+    mixed = Heads(heads, FS).features([long[0], short[0], long[1]], [SPAN, SPAN // 2, SPAN])
+    alone = [Heads(heads, FS).features([w], [n])[0] for w, n in ((long[0], SPAN), (short[0], SPAN // 2),
+                                                                  (long[1], SPAN))]
+    np.testing.assert_array_equal(mixed, np.array(alone))
+    assert not np.array_equal(mixed[0], mixed[2])
+
+
 def test_a_live_positions_buffer_is_read_in_place_as_the_windows_copied_out_of_it():
     heads, hop = _heads(), 10
     rng = np.random.default_rng(5)
