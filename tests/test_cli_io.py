@@ -177,7 +177,7 @@ def test_a_device_lost_mid_run_keeps_the_users_file_and_the_windows_written(tmp_
     (["run", "--source", "serial:///dev/ttyUSB0?baud=fast"], "parameter baud: expected an integer >= 1, got 'fast'"),
     (["run", "--hop", "fast"], "--hop: expected a duration such as '10s'"),
     (["run", "--duration=-3s"], "--duration: expected a duration such as '10s'"),
-    (["run", "--source", "file://x.bin", "--speed", "3"], "--speed sets the default source's replay speed"),
+    (["run", "--source", "file://x.bin", "--speed", "3"], "--speed sets the replay speed of a recording given by"),
     (["sim", "--recording", BUNDLED, "--speed", "0"], "--speed: expected a number > 0 or 'max', got '0'"),
     (["sim", "--recording", BUNDLED, "--mtu", "big"], "--mtu: expected an integer from 23 to 517, got 'big'"),
     (["sim", "--recording", BUNDLED, "--drift-ppm", "x"], "--drift-ppm: expected a number, got 'x'"),
@@ -216,3 +216,24 @@ def test_speed_reaches_the_default_source(given, speed):
 
     args = build_parser()[0].parse_args(["run", *given])
     assert speed in source_url(args)
+
+
+def test_a_recordings_path_as_source_is_replayed_like_the_bundled_one(himae, tmp_path):
+    """`--source PATH` (no scheme) replays the recording through the simulator at `--speed`, as the
+    default source does; a port, a folder or a missing file named that way is one line saying so."""
+    from himae_stream.cli import build_parser
+    from himae_stream.commands.run import source_url
+
+    parse = build_parser()[0].parse_args
+    assert source_url(parse(["run", "--source", BUNDLED])).startswith(f"sim://{BUNDLED}?")
+    assert "speed=max&" in source_url(parse(["run", "--source", BUNDLED, "--speed", "max"]))
+    assert "speed=1.0&" in source_url(parse(["run", "--source", BUNDLED]))
+    done = himae("run", "--source", BUNDLED, "--speed", "max", "--duration", "12s", "--channels", "PLETH",
+                 timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["window"] for line in done.stdout.splitlines()] == [0, 1, 2, 3, 4]
+    for given, message in (("/dev/null", "is a device, not a recording: read it as serial:///dev/null"),
+                           (str(tmp_path), "is a folder: himae run replays one recording"),
+                           (str(tmp_path / "none.npz"), "recording not found")):
+        line = one_line_error(himae("run", "--source", given, "--speed", "max", timeout=120))
+        assert line.startswith("himae run: error: ") and message in line

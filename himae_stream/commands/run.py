@@ -2,7 +2,7 @@
 
 With no arguments it replays the bundled PhysioNet record (finger PPG) through
 the device simulator over a pseudo-terminal serial port, in real time, into
-the shipped default model.
+the shipped default model; `--source PATH` replays any recording the same way.
 
 Exit codes: 0 when the run produced windows and ended (source over or
 `--duration` reached), 130 after Ctrl-C (the summary printed, the sinks
@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from pathlib import Path
 
 from himae_stream.commands import add_precision_argument
 from himae_stream.numbers import SPEED
@@ -27,27 +28,49 @@ from himae_stream.stream import to_samples
 UNSET = object()
 
 
+def replay_url(path: str, speed: float | None, channels: str | None = None) -> str:
+    """A recording replayed through the device simulator over a pseudo-terminal serial port (as a
+    device would send it), at `speed` times real time (None: as fast as the port takes)."""
+    picked = f"channels={channels}&" if channels else ""
+    return f"sim://{path}?{picked}transport=serial&speed={'max' if speed is None else speed}&baud=921600"
+
+
 def default_source(speed: float | None) -> str:
     from himae_stream.recordings import DEMO
 
-    return f"sim://{DEMO}?channels=PLETH&transport=serial&speed={'max' if speed is None else speed}&baud=921600"
+    return replay_url(str(DEMO), speed, "PLETH")
 
 
 def source_url(args: argparse.Namespace) -> str:
-    """The URL a run reads: `--source`, or the bundled record at `--speed` (default 1)."""
+    """The URL a run reads: `--source` (a URL, or a recording's path, replayed like the bundled one),
+    or the bundled record, either at `--speed` (default 1)."""
     from himae_stream.cli import CliError
 
-    if args.source is not None and not args.source.strip():  # e.g. an unset shell variable: not the demo
+    source, speed = args.source, 1.0 if args.speed is UNSET else args.speed
+    if source is not None and not source.strip():  # e.g. an unset shell variable: not the demo
         raise CliError("--source is empty (leave it out to replay the bundled recording)")
-    if args.source and args.speed is not UNSET:
-        raise CliError("--speed sets the default source's replay speed; give another source's in its URL "
-                       "(sim://...?speed=10)")
-    return args.source or default_source(1.0 if args.speed is UNSET else args.speed)
+    if source is None:
+        return default_source(speed)
+    if "://" in source:
+        if args.speed is not UNSET:
+            raise CliError("--speed sets the replay speed of a recording given by its path; give a URL's in "
+                           "the URL (sim://...?speed=10)")
+        return source
+    path = Path(source)
+    if path.is_dir():
+        raise CliError(f"{source!r} is a folder: himae run replays one recording (himae embed takes folders)")
+    if path.exists() and not path.is_file():  # a port named without its scheme
+        raise CliError(f"{source!r} is a device, not a recording: read it as serial://{source} (or give the "
+                       "URL of the source it is)")
+    if "?" in source or "#" in source:
+        raise CliError(f"{source!r}: a recording's path with '?' or '#' cannot be replayed (rename it)")
+    return replay_url(source, speed)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", help="source URL: serial://, ble://, file://, sim://PATH?speed=10&loss=0.02 "
-                   "(default: the bundled recording through the simulator)")
+    p.add_argument("--source", help="source URL: serial://, ble://, file://, sim://PATH?speed=10&loss=0.02; or a "
+                   "recording's path (WFDB, .mat, .csv, .npy, .npz), replayed through the simulator at --speed "
+                   "(default: the bundled recording, the same way)")
     p.add_argument("--model", default="himae-100", help="model file or shipped model name (default himae-100)")
     p.add_argument("--sink", action="append", default=[],
                    help="jsonl://-, jsonl://FILE, csv://FILE, npz://FILE, lsl://NAME; ?mode=append for jsonl and "
@@ -57,7 +80,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hop", default="1s", help="hop between windows (default 1s)")
     p.add_argument("--duration", help="stop after this much signal, e.g. 60s (default: until the source ends)")
     p.add_argument("--speed", type=SPEED, default=UNSET,
-                   help="replay speed of the default simulator source (default 1, 'max')")
+                   help="replay speed of a recording: the bundled one or --source PATH (default 1: real "
+                        "time; 'max': as fast as it runs)")
     p.add_argument("--channels", help="device channel(s) the model reads, by name or glob")
     p.add_argument("--no-impute", action="store_true", help="do not fill gaps")
     add_precision_argument(p)
