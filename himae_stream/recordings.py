@@ -277,20 +277,31 @@ def troika_subject(stem: str) -> str:
 
 
 def _load_csv(path: Path, fs: float | None) -> Recording:
-    """CSV with a header row of channel names; a first column `time` (s) gives the rate."""
+    """CSV with a header row of channel names (a first column `time` (s) gives the rate); or, with a
+    first row of numbers, an Empatica E4 export (`BVP.csv`: the start's Unix time, then the rate,
+    then samples, one column per axis) or plain columns of samples (the rate from `fs`)."""
     with open(path) as f:
         line = f.readline(CSV_HEADER_LIMIT)
     if not line.strip():
         raise RecordingError(f"{path}: empty file (expected a header row of channel names, then rows of numbers)")
     header = line.strip().split(",")
+    headed = not all(_is_number(h) for h in header)
     with warnings.catch_warnings():  # an empty table is refused below, in one line
         warnings.simplefilter("ignore", UserWarning)
-        data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        data = np.loadtxt(path, delimiter=",", skiprows=1 if headed else 0, ndmin=2)
     if data.size == 0:
         raise RecordingError(f"{path}: no rows of samples under the header")
     if data.shape[1] != len(header):
         raise RecordingError(f"{path}: header has {len(header)} columns, rows have {data.shape[1]}")
-    if header[0].strip().lower() in ("time", "t", "time_s"):
+    if not headed:
+        header = _column_names(path.stem, data.shape[1])
+        if _e4_layout(data):
+            if fs and abs(fs - data[1, 0]) > 1e-6 * fs:
+                raise RecordingError(f"{path}: an Empatica export at {data[1, 0]:g} Hz, not the {fs:g} Hz given")
+            fs, data = float(data[1, 0]), data[2:]
+            if not len(data):
+                raise RecordingError(f"{path}: no rows of samples under the start time and rate")
+    elif header[0].strip().lower() in ("time", "t", "time_s"):
         if len(data) < 2:
             raise RecordingError(f"{path}: too few rows to derive the sampling rate")
         step = float(np.median(np.diff(data[:, 0])))
@@ -301,6 +312,30 @@ def _load_csv(path: Path, fs: float | None) -> Recording:
     if not fs:
         raise RecordingError(f"{path}: no time column; give the sampling rate (--fs, or fs= in a sim:// URL)")
     return Recording(path.stem, path.stem, float(fs), [h.strip() for h in header], data.T.copy(), str(path))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _e4_layout(data: np.ndarray) -> bool:
+    """Whether headerless columns start as an Empatica E4 export does: every column's first row the
+    same Unix time (after 1973), its second the same rate (Hz) of at most 10 kHz."""
+    return (len(data) >= 2 and (data[0] == data[0, 0]).all() and data[0, 0] >= 1e8
+            and (data[1] == data[1, 0]).all() and 0 < data[1, 0] <= 10_000)
+
+
+def _column_names(stem: str, columns: int) -> list[str]:
+    """Names for headerless columns: the file's (BVP.csv: BVP; ACC.csv: ACC_X, ACC_Y, ACC_Z)."""
+    if columns == 1:
+        return [stem]
+    if columns == 3:
+        return [f"{stem}_{axis}" for axis in "XYZ"]
+    return [f"{stem}_{i}" for i in range(columns)]
 
 
 def _load_numpy(path: Path, fs: float | None) -> Recording:

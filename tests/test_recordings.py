@@ -88,6 +88,7 @@ def _garbage(tmp_path, name: str, content: bytes):
     ("still.csv", b"time,PPG\n0,1\n0,2\n0,3\n", "the time column does not increase"),
     ("backwards.csv", b"time,PPG\n0.02,1\n0.01,2\n0,3\n", "the time column does not increase"),
     ("other.npz", None, "no 'signals' array"),
+    ("BVP.csv", b"1644226061.0\n64.0\n", "no rows of samples under the start time and rate"),
 ])
 def test_a_bad_recording_is_one_error_naming_the_file(tmp_path, name, content, message):
     if content is None:
@@ -122,6 +123,27 @@ def test_rate_messages_name_the_flag(tmp_path):
         load(tmp_path / "y.npy")
     with pytest.raises(RecordingError, match="must be a number > 0"):
         load(csv, fs=0.0)
+
+
+def test_an_empatica_export_and_headerless_columns_are_read_whole(tmp_path):
+    """An Empatica E4 export (start time, rate, then samples) needs no --fs and loses no sample to a
+    header; a rate given that disagrees with the file's is refused; plain columns of numbers are
+    all samples."""
+    bvp = _garbage(tmp_path, "BVP.csv", b"1644226061.000000\n64.000000\n-0.5\n1.25\n3.0\n")
+    rec = load(bvp)
+    assert (rec.fs, rec.channel_names) == (64.0, ["BVP"])
+    np.testing.assert_array_equal(rec.signals, [[-0.5, 1.25, 3.0]])
+    assert load(bvp, fs=64.0).fs == 64.0
+    with pytest.raises(RecordingError, match="an Empatica export at 64 Hz, not the 100 Hz given"):
+        load(bvp, fs=100.0)
+    acc = load(_garbage(tmp_path, "ACC.csv", b"1644226061,1644226061,1644226061\n32,32,32\n-2,43,43\n"))
+    assert (acc.fs, acc.channel_names, acc.signals[:, 0].tolist()) == (32.0, ["ACC_X", "ACC_Y", "ACC_Z"],
+                                                                        [-2, 43, 43])
+    plain = _garbage(tmp_path, "ppg.csv", b"51234\n51240\n51229\n")
+    with pytest.raises(RecordingError, match="give the sampling rate"):
+        load(plain)
+    rec = load(plain, fs=25.0)
+    assert rec.channel_names == ["ppg"] and rec.signals.tolist() == [[51234, 51240, 51229]]
 
 
 @pytest.mark.parametrize("name,content", [("text.mat", b"hello\n"), ("empty.npy", b""), ("empty.hea", b"")])
