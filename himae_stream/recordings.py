@@ -46,6 +46,15 @@ RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz")
 INDEX_FILES = ("index.csv",)
 #: longest CSV header line read: channel names, not data
 CSV_HEADER_LIMIT = 1 << 16
+#: Microseconds per unit of a timestamp column.
+TIME_UNITS = {"s": 1e6, "ms": 1e3, "us": 1.0}
+#: Column names read as timestamps (CSV files, text lines), and the unit each name implies (None:
+#: seconds in a file, the reader's choice on a serial line).
+TIME_NAMES = {
+    "t": None, "time": None, "ts": None, "timestamp": None, "millis": "ms", "ms": "ms", "time_ms": "ms",
+    "t_ms": "ms", "micros": "us", "us": "us", "time_us": "us", "t_us": "us", "time_s": "s", "t_s": "s",
+    "seconds": "s", "sec": "s",
+}
 
 
 class RecordingError(HimaeError):
@@ -277,7 +286,7 @@ def troika_subject(stem: str) -> str:
 
 
 def _load_csv(path: Path, fs: float | None) -> Recording:
-    """CSV with a header row of channel names (a first column `time` (s) gives the rate); or, with a
+    """CSV with a header row of channel names (a time column, `TIME_NAMES`, gives the rate); or, with a
     first row of numbers, an Empatica E4 export (`BVP.csv`: the start's Unix time, then the rate,
     then samples, one column per axis) or plain columns of samples (the rate from `fs`)."""
     with open(path) as f:
@@ -301,14 +310,18 @@ def _load_csv(path: Path, fs: float | None) -> Recording:
             fs, data = float(data[1, 0]), data[2:]
             if not len(data):
                 raise RecordingError(f"{path}: no rows of samples under the start time and rate")
-    elif header[0].strip().lower() in ("time", "t", "time_s"):
+    elif times := [i for i, h in enumerate(header) if h.strip().lower() in TIME_NAMES]:
+        column = times[0]
         if len(data) < 2:
             raise RecordingError(f"{path}: too few rows to derive the sampling rate")
-        step = float(np.median(np.diff(data[:, 0])))
+        name = header[column].strip()
+        if len(header) == 1:
+            raise RecordingError(f"{path}: only a time column ({name}), no signal")
+        step = float(np.median(np.diff(data[:, column]))) * TIME_UNITS[TIME_NAMES[name.lower()] or "s"] * 1e-6
         if not fs and not step > 0:
             raise RecordingError(f"{path}: the time column does not increase (median step {step:g} s)")
         fs = fs or 1.0 / step
-        header, data = header[1:], data[:, 1:]
+        header, data = header[:column] + header[column + 1 :], np.delete(data, column, axis=1)
     if not fs:
         raise RecordingError(f"{path}: no time column; give the sampling rate (--fs, or fs= in a sim:// URL)")
     return Recording(path.stem, path.stem, float(fs), [h.strip() for h in header], data.T.copy(), str(path))

@@ -135,7 +135,8 @@ def _text_reader(url: ParsedUrl):
     """What makes a `TextLineReader` with the URL's `fs`, `time_unit` and `channels`."""
     from functools import partial
 
-    from himae_stream.sources.textlines import TIME_UNITS, TextLineReader
+    from himae_stream.recordings import TIME_UNITS
+    from himae_stream.sources.textlines import TextLineReader
 
     unit = url.get("time_unit")
     if unit is not None and unit not in TIME_UNITS:

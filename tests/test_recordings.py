@@ -89,6 +89,7 @@ def _garbage(tmp_path, name: str, content: bytes):
     ("backwards.csv", b"time,PPG\n0.02,1\n0.01,2\n0,3\n", "the time column does not increase"),
     ("other.npz", None, "no 'signals' array"),
     ("BVP.csv", b"1644226061.0\n64.0\n", "no rows of samples under the start time and rate"),
+    ("clock.csv", b"millis\n0\n10\n", "only a time column"),
 ])
 def test_a_bad_recording_is_one_error_naming_the_file(tmp_path, name, content, message):
     if content is None:
@@ -123,6 +124,20 @@ def test_rate_messages_name_the_flag(tmp_path):
         load(tmp_path / "y.npy")
     with pytest.raises(RecordingError, match="must be a number > 0"):
         load(csv, fs=0.0)
+
+
+@pytest.mark.parametrize("text, fs, names", [
+    ("time,PPG\n0,1\n0.01,2\n0.02,3\n", 100.0, ["PPG"]),
+    ("millis,ir,red\n0,1,7\n40,2,7\n80,3,7\n", 25.0, ["ir", "red"]),
+    ("ir,t_us,red\n1,0,7\n2,15625,7\n3,31250,7\n", 64.0, ["ir", "red"]),
+    ("PPG,Timestamp\n1,0\n2,2\n3,4\n", 0.5, ["PPG"]),
+])
+def test_a_time_column_by_any_of_its_names_gives_the_rate(tmp_path, text, fs, names):
+    """The names and units text lines read as timestamps (`TIME_NAMES`), in any column; a name
+    without a unit is seconds in a file."""
+    rec = load(_garbage(tmp_path, "x.csv", text.encode()))
+    assert rec.fs == pytest.approx(fs) and rec.channel_names == names
+    assert rec.signals[0].tolist() == [1.0, 2.0, 3.0]
 
 
 def test_an_empatica_export_and_headerless_columns_are_read_whole(tmp_path):

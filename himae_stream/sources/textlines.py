@@ -19,7 +19,7 @@ import numpy as np
 
 from himae_stream.numbers import SAMPLE_RATE, OptionError
 from himae_stream.protocol import SEQ_MODULUS, Packet, SampleFormat, StreamInfo
-from himae_stream.recordings import RecordingError, pick_names
+from himae_stream.recordings import TIME_NAMES, TIME_UNITS, RecordingError, pick_names
 from himae_stream.sources.base import SourceError
 
 #: Longest line kept; a longer one is counted (`long_lines`) and skipped up to its newline.
@@ -30,15 +30,6 @@ LAYOUT_LINES = 3
 RATE_LINES = 64
 #: Column separators tried, in this order.
 DELIMITERS = (",", "\t", ";", " ")
-#: Microseconds per unit of a timestamp column.
-TIME_UNITS = {"s": 1e6, "ms": 1e3, "us": 1.0}
-#: Column names read as timestamps, and the unit each name implies (None: `time_unit`, else ms,
-#: the unit of Arduino's millis()).
-TIME_NAMES = {
-    "t": None, "time": None, "ts": None, "timestamp": None, "millis": "ms", "ms": "ms", "time_ms": "ms",
-    "t_ms": "ms", "micros": "us", "us": "us", "time_us": "us", "t_us": "us", "time_s": "s", "t_s": "s",
-    "seconds": "s", "sec": "s",
-}
 COUNTERS = ("bytes", "lines", "garbage_lines", "bad_columns", "long_lines", "header_lines")
 _EOL = re.compile(rb"\r\n|\r|\n")
 #: What a column name in a header row looks like (a banner line is not a header).
@@ -226,6 +217,7 @@ class TextLineReader:
                 raise SourceError(str(exc)) from None
         self._keep = value_columns
         if self._time is not None:
+            # a name without a unit: `time_unit`, else ms, the unit of Arduino's millis()
             unit = self.time_unit or TIME_NAMES[layout.names[self._time].lower()] or "ms"
             self._us_per_tick = TIME_UNITS[unit]
         elif self.fs is None:
