@@ -45,7 +45,7 @@ def test_embed_bad_level_and_short_recording(tmp_path, model_file, himae):
     short = tmp_path / "short.npy"
     np.save(short, np.zeros(100))
     result = himae("embed", str(short), "--fs", "25", "-o", str(tmp_path / "x.npz"), "--model", model_file)
-    assert result.returncode == 2 and "shorter than one" in result.stderr
+    assert result.returncode == 2 and "100 samples (4.00 s at 25 Hz) are fewer than one 10-s window" in result.stderr
     result = himae("embed", str(short), "--fs", "25", "-o", str(tmp_path / "x.npz"), "--model", model_file,
                    "--levels", "7")
     assert result.returncode == 2 and "--levels" in result.stderr
@@ -85,6 +85,29 @@ def test_embed_takes_folders_of_recordings(tmp_path, model_file, himae):
     empty.mkdir()
     result = himae("embed", str(empty), "-o", str(out), "--model", model_file)
     assert result.returncode == 2 and "no recordings" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_embed_skips_and_names_a_folders_recording_shorter_than_a_window(tmp_path, model_file, himae):
+    """In a folder, a recording too short for one window is named on stderr and left out; the others'
+    windows keep their own recording index; a folder of short ones only fails in one line."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    t = np.arange(1500) / 100.0
+    for name, seconds in (("a.csv", 15), ("b.csv", 4), ("c.csv", 15)):
+        np.savetxt(folder / name, np.c_[t, np.sin(2 * np.pi * 1.2 * t)][: seconds * 100], delimiter=",",
+                   header="time,ppg", comments="")
+    out = tmp_path / "e.npz"
+    result = himae("embed", str(folder), "-o", str(out), "--model", model_file)
+    assert result.returncode == 0, result.stderr
+    assert f"skipped {folder / 'b.csv'}: 100 samples (4.00 s at 25 Hz, resampled from 100 Hz)" in result.stderr
+    assert "(1 shorter than one window skipped)" in result.stdout
+    with np.load(out) as z:
+        assert z["names"].tolist() == ["a", "c"] and sorted(set(z["recording"].tolist())) == [0, 1]
+    (folder / "a.csv").unlink()
+    (folder / "c.csv").unlink()
+    np.savetxt(folder / "d.csv", np.c_[t, t][:300], delimiter=",", header="time,ppg", comments="")
+    result = himae("embed", str(folder), "-o", str(out), "--model", model_file)
+    assert result.returncode == 2 and "none of the 2 recordings holds one 10-s window" in result.stderr
 
 
 def test_embed_into_a_missing_folder_fails_before_embedding(tmp_path, model_file, himae):

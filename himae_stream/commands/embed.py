@@ -48,6 +48,7 @@ def embed_recording(model, signals: np.ndarray, mode: str, window: int, hop: int
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from rich.progress import Progress
 
     from himae_stream import recordings
@@ -67,23 +68,35 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--levels must be within 0 … {n_levels - 1}")
     files = [f for path in args.files for f in recordings.find_recordings(path)]
     out: dict[str, list] = {"recording": [], "start": [], **{f"level{l}": [] for l in keep}}
-    names = []
-    with Progress(transient=True) as progress:
+    names, short = [], []
+    with Progress(transient=True, console=Console(stderr=True)) as progress:  # stdout keeps the summary alone
         task = progress.add_task("embedding", total=len(files))
-        for i, path in enumerate(files):
+        for path in files:
             rec = recordings.load(path, fs=args.fs)
+            source_fs = rec.fs
             rec = recordings.pick_for_model(rec, args.channels, model.config).resampled(fs)
-            if rec.signals.shape[1] < window:
-                raise CliError(f"{path}: {rec.duration_s:.1f} s is shorter than one {window / fs:g} s window")
+            progress.advance(task)
+            if rec.signals.shape[1] < window:  # one of many is left out and named; a single one fails
+                n = rec.signals.shape[1]
+                resampled = f", resampled from {source_fs:g} Hz" if source_fs != fs else ""
+                why = (f"{path}: {n} samples ({n / fs:.2f} s at {fs:g} Hz{resampled}) are fewer than one "
+                       f"{window / fs:g}-s window (a shorter --window reads it)")
+                if len(files) == 1:
+                    raise CliError(why)
+                progress.console.print(f"himae embed: skipped {why}", markup=False, highlight=False, soft_wrap=True)
+                short.append(path)
+                continue
             starts, levels = embed_recording(model, rec.signals, args.mode, window, hop)
+            out["recording"].append(np.full(len(starts), len(names)))
             names.append(rec.name)
-            out["recording"].append(np.full(len(starts), i))
             out["start"].append(starts)
             for l in keep:
                 out[f"level{l}"].append(levels[l])
-            progress.advance(task)
+    if not names:
+        raise CliError(f"none of the {len(files)} recordings holds one {window / fs:g}-s window")
     arrays = {k: np.concatenate(v) for k, v in out.items()}
     replace_with_npz(output, {"names": np.array(names), "window": np.array(window), "hop": np.array(hop),
                                          "fs": np.array(fs), "mode": np.array(args.mode), **arrays})
-    print(f"himae embed: {len(arrays['start'])} windows from {len(names)} recording(s) → {args.output}")
+    left = f" ({len(short)} shorter than one window skipped)" if short else ""
+    print(f"himae embed: {len(arrays['start'])} windows from {len(names)} recording(s){left} → {args.output}")
     return 0
