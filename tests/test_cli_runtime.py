@@ -140,9 +140,14 @@ def test_plot_fills_what_a_short_recording_lost(tmp_path, model_file, himae):
 
 
 def test_bench_prints_a_row_per_isa(model_file, himae):
-    from himae_stream.model import supported_isas
+    from himae_stream.model import supported_isas, supported_precisions
 
     result = himae("bench", "--model", model_file, "--seconds", "0.05")
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| himae-25")]
     assert [r.split("|")[2].strip() for r in rows] == supported_isas()
+    for row in rows:  # each reduced precision the ISA has a kernel for, timed
+        isa, reduced = row.split("|")[2].strip(), row.split("|")[-2]
+        assert [p.split()[0] for p in reduced.split(",") if p.strip() != "-"] == \
+            [p for p in supported_precisions(isa) if p != "f32"]
+        assert all(float(p.split()[1]) > 0 for p in reduced.split(",") if p.strip() != "-")

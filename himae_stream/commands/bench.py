@@ -3,7 +3,8 @@
 Window-mode batch-1 latency (median, p99) on inputs of standard deviation
 0.3, 1 and 3, batch-64 throughput and the cost of a 1-s stream push, each
 for the shipped weights and for seeded random weights of the same
-architecture side by side. The two cost the same unless the data makes some
+architecture side by side, and the push in each reduced precision the ISA
+has a kernel for (what `--precision` buys on this machine). The two cost the same unless the data makes some
 operations slow: trained weights once made GELU underflow into subnormal
 floats, which an Intel core handles with a microcode assist, and the shipped
 models ran 15-70x slower than random weights until the core flushed them to
@@ -69,18 +70,22 @@ def measure(model, seconds: float) -> dict:
         single[std] = np.percentile(timings(lambda: model.encode(one), seconds), [50, 99])
     batch = rng.standard_normal((64, c, length)).astype(np.float32)
     many = timings(lambda: model.encode(batch), seconds, min_calls=3)
-    hop = int(model.config["fs"])
+    return {"single": single, "wps": 64e6 / np.median(many), "push": push_time(model, seconds / 4)}
+
+
+def push_time(model, seconds: float) -> float:
+    """Median µs of a 1-s push into a running stream (input std 1)."""
+    c, hop = model.config["in_channels"], int(model.config["fs"])
     stream = model.stream(hop=hop)
-    signal = rng.standard_normal((c, 600 * hop)).astype(np.float32)
+    signal = np.random.default_rng(0).standard_normal((c, 600 * hop)).astype(np.float32)
     chunks = itertools.cycle(np.split(signal, 600, axis=1))  # 600 s of signal, repeated as needed
     stream.push(next(chunks))
-    push = timings(lambda: stream.push(next(chunks)), seconds / 4, min_calls=20)
-    return {"single": single, "wps": 64e6 / np.median(many), "push": np.median(push)}
+    return float(np.median(timings(lambda: stream.push(next(chunks)), seconds, min_calls=20)))
 
 
 def run(args: argparse.Namespace) -> int:
     from himae_stream import modelfile, zoo
-    from himae_stream.model import load_model, supported_isas
+    from himae_stream.model import load_model, supported_isas, supported_precisions
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="himae-bench-") as tmp:
@@ -94,11 +99,14 @@ def run(args: argparse.Namespace) -> int:
                 cells = [f"{s['single'][std][0]:.0f} ({s['single'][std][1]:.0f}) / "
                          f"{r['single'][std][0]:.0f} ({r['single'][std][1]:.0f})" for std in STDS]
                 worst = max(s["single"][std][0] / r["single"][std][0] for std in STDS)
+                reduced = [f"{p} {push_time(load_model(shipped, isa=isa, precision=p), args.seconds / 4):.0f}"
+                           for p in supported_precisions(isa) if p != "f32"]
                 rows.append(f"| {f.config['name']} | {isa} | {' | '.join(cells)} | {worst:.2f} | "
-                            f"{s['wps']:.0f} / {r['wps']:.0f} | {s['push']:.0f} / {r['push']:.0f} |")
+                            f"{s['wps']:.0f} / {r['wps']:.0f} | {s['push']:.0f} / {r['push']:.0f} | "
+                            f"{', '.join(reduced) or '-'} |")
     stds = " | ".join(f"batch 1, input std {std:g}: µs median (p99), shipped / random" for std in STDS)
     print(f"| model | ISA | {stds} | shipped ÷ random, worst median | batch-64 windows/s, shipped / random "
-          "| 1-s stream push µs, shipped / random |")
-    print("|---|---|" + "---:|" * (len(STDS) + 3))
+          "| 1-s stream push µs, shipped / random | the push in reduced precision (`--precision`), shipped |")
+    print("|---|---|" + "---:|" * (len(STDS) + 3) + "---|")
     print("\n".join(rows))
     return 0
