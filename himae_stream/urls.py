@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from importlib import import_module
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 from himae_stream.errors import HimaeError
@@ -92,9 +93,32 @@ def parse_url(text: str) -> ParsedUrl:
     return ParsedUrl(scheme.lower(), path, params, text)
 
 
+def replay_url(path: str, speed: float | None = 1.0, channels: str | None = None) -> str:
+    """A recording replayed through the device simulator over a pseudo-terminal serial port (as a
+    device would send it), at `speed` times real time (None: as fast as the port takes)."""
+    picked = f"channels={channels}&" if channels else ""
+    return f"sim://{path}?{picked}transport=serial&speed={'max' if speed is None else speed}&baud=921600"
+
+
+def as_source_url(text: str, speed: float | None = 1.0) -> str:
+    """`text` as a source URL: a URL as it is, or a recording's path, replayed (`replay_url`) at `speed`."""
+    if "://" in text:
+        return text
+    path = Path(text)
+    if path.is_dir():
+        raise SourceUrlError(f"{text!r} is a folder: a source is one recording (himae embed takes folders)")
+    if path.exists() and not path.is_file():  # a port named without its scheme
+        raise SourceUrlError(f"{text!r} is a device, not a recording: read it as serial://{text} (or give the "
+                             "URL of the source it is)")
+    if "?" in text or "#" in text:
+        raise SourceUrlError(f"{text!r}: a recording's path with '?' or '#' cannot be replayed (rename it)")
+    return replay_url(text, speed)
+
+
 def parse_source_url(text: str) -> ParsedUrl:
-    """A URL whose scheme is a registered source and which names something to open."""
-    url = parse_url(text)
+    """A URL whose scheme is a registered source and which names something to open (a recording's
+    path stands for its replay in real time: `as_source_url`)."""
+    url = parse_url(as_source_url(text))
     if url.scheme not in SCHEMES:
         raise SourceUrlError(f"unknown source scheme {url.scheme!r} in {text!r} (known: {', '.join(sorted(SCHEMES))})")
     if not url.path:

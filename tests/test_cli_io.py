@@ -220,20 +220,24 @@ def test_speed_reaches_the_default_source(given, speed):
 
 def test_a_recordings_path_as_source_is_replayed_like_the_bundled_one(himae, tmp_path):
     """`--source PATH` (no scheme) replays the recording through the simulator at `--speed`, as the
-    default source does; a port, a folder or a missing file named that way is one line saying so."""
+    default source does (and a path is a source URL in the API too, replayed in real time); a port,
+    a folder or a missing file named that way is one line saying so."""
     from himae_stream.cli import build_parser
     from himae_stream.commands.run import source_url
+    from himae_stream.urls import parse_source_url
 
     parse = build_parser()[0].parse_args
     assert source_url(parse(["run", "--source", BUNDLED])).startswith(f"sim://{BUNDLED}?")
     assert "speed=max&" in source_url(parse(["run", "--source", BUNDLED, "--speed", "max"]))
     assert "speed=1.0&" in source_url(parse(["run", "--source", BUNDLED]))
+    url = parse_source_url(BUNDLED)
+    assert (url.scheme, url.path, url.get("speed")) == ("sim", BUNDLED, "1.0")
     done = himae("run", "--source", BUNDLED, "--speed", "max", "--duration", "12s", "--channels", "PLETH",
                  timeout=300)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["window"] for line in done.stdout.splitlines()] == [0, 1, 2, 3, 4]
     for given, message in (("/dev/null", "is a device, not a recording: read it as serial:///dev/null"),
-                           (str(tmp_path), "is a folder: himae run replays one recording"),
+                           (str(tmp_path), "is a folder: a source is one recording (himae embed takes folders)"),
                            (str(tmp_path / "none.npz"), "recording not found")):
         line = one_line_error(himae("run", "--source", given, "--speed", "max", timeout=120))
         assert line.startswith("himae run: error: ") and message in line

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import sys
 import time
-from pathlib import Path
 
 from himae_stream.commands import add_precision_argument
 from himae_stream.numbers import SPEED
@@ -28,15 +27,9 @@ from himae_stream.stream import to_samples
 UNSET = object()
 
 
-def replay_url(path: str, speed: float | None, channels: str | None = None) -> str:
-    """A recording replayed through the device simulator over a pseudo-terminal serial port (as a
-    device would send it), at `speed` times real time (None: as fast as the port takes)."""
-    picked = f"channels={channels}&" if channels else ""
-    return f"sim://{path}?{picked}transport=serial&speed={'max' if speed is None else speed}&baud=921600"
-
-
 def default_source(speed: float | None) -> str:
     from himae_stream.recordings import DEMO
+    from himae_stream.urls import replay_url
 
     return replay_url(str(DEMO), speed, "PLETH")
 
@@ -45,26 +38,17 @@ def source_url(args: argparse.Namespace) -> str:
     """The URL a run reads: `--source` (a URL, or a recording's path, replayed like the bundled one),
     or the bundled record, either at `--speed` (default 1)."""
     from himae_stream.cli import CliError
+    from himae_stream.urls import as_source_url
 
     source, speed = args.source, 1.0 if args.speed is UNSET else args.speed
     if source is not None and not source.strip():  # e.g. an unset shell variable: not the demo
         raise CliError("--source is empty (leave it out to replay the bundled recording)")
     if source is None:
         return default_source(speed)
-    if "://" in source:
-        if args.speed is not UNSET:
-            raise CliError("--speed sets the replay speed of a recording given by its path; give a URL's in "
-                           "the URL (sim://...?speed=10)")
-        return source
-    path = Path(source)
-    if path.is_dir():
-        raise CliError(f"{source!r} is a folder: himae run replays one recording (himae embed takes folders)")
-    if path.exists() and not path.is_file():  # a port named without its scheme
-        raise CliError(f"{source!r} is a device, not a recording: read it as serial://{source} (or give the "
-                       "URL of the source it is)")
-    if "?" in source or "#" in source:
-        raise CliError(f"{source!r}: a recording's path with '?' or '#' cannot be replayed (rename it)")
-    return replay_url(source, speed)
+    if "://" in source and args.speed is not UNSET:
+        raise CliError("--speed sets the replay speed of a recording given by its path; give a URL's in "
+                       "the URL (sim://...?speed=10)")
+    return as_source_url(source, speed)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
