@@ -14,10 +14,12 @@ from functools import partial
 from firmware_sim.faults import FaultConfig
 from firmware_sim.options import DELIMITERS as TEXT_DELIMITERS, NUMBERS, SimOptions, TextBoard
 from himae_stream.numbers import NON_NEGATIVE
+from himae_stream.recordings import DEMO
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recording", required=True, help="WFDB, TROIKA .mat, CSV or NPY recording")
+    parser.add_argument("--recording", help="recording to replay: WFDB, .mat, .csv, .npy or .npz (default: the "
+                                            "bundled PhysioNet record, as `himae run` replays it)")
     parser.add_argument("--channels", help="channel names or globs, comma-separated (e.g. PLETH)")
     parser.add_argument("--fs", type=NUMBERS["fs"], help="device sample rate (Hz); default the recording's")
     parser.add_argument("--duration", type=NUMBERS["duration"], help="replay only the first seconds")
@@ -72,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> SimOptions:
     return SimOptions(
-        recording=args.recording,
+        recording=args.recording or str(DEMO),
         channels=args.channels,
         fs=args.fs,
         duration=args.duration,

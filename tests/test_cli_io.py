@@ -241,3 +241,19 @@ def test_a_recordings_path_as_source_is_replayed_like_the_bundled_one(himae, tmp
                            (str(tmp_path / "none.npz"), "recording not found")):
         line = one_line_error(himae("run", "--source", given, "--speed", "max", timeout=120))
         assert line.startswith("himae run: error: ") and message in line
+
+
+def test_sim_without_a_recording_replays_the_bundled_one():
+    """`himae sim` alone is a device replaying what `himae run` alone reads, and says where it is."""
+    from firmware_sim.cli import options_from_args
+    from himae_stream.cli import build_parser
+    from himae_stream.recordings import DEMO
+
+    assert options_from_args(build_parser()[0].parse_args(["sim"])).recording == str(DEMO)
+    sim = subprocess.Popen([sys.executable, "-m", "himae_stream.cli", "sim"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first_line(sim.stdout, 60).startswith("serial: /dev/")
+        assert first_line(sim.stdout, 60).startswith("source: serial:///dev/")
+    finally:
+        sim.kill()
+        sim.wait()
