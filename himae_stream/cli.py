@@ -90,8 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (HimaeError, OSError, ValueError) as exc:
-        print(f"himae {args.command}: error: {exc}", file=sys.stderr)
+        print(f"himae {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 2
+
+
+def _message(exc: Exception) -> str:
+    """The error's one line; an OSError as the file it concerns and what the system said of it
+    ("x.himae: No such file or directory", not "[Errno 2] No such file or directory: 'x.himae'")."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{os.fsdecode(exc.filename)}: {exc.strerror}"
+    return str(exc)
 
 
 if __name__ == "__main__":

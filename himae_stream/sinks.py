@@ -67,7 +67,7 @@ def check_output(path: Path, what: str | None = None) -> Path:
     what = what or str(path)
     folder = path.parent
     if path.is_dir():
-        raise SinkError(f"{what}: {path} is a folder, not a file")
+        raise SinkError(f"{what}: a folder, not a file" if what == str(path) else f"{what}: {path} is a folder, not a file")
     if not folder.is_dir():
         raise SinkError(f"{what}: folder {folder} does not exist")
     try:

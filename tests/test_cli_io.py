@@ -257,3 +257,13 @@ def test_sim_without_a_recording_replays_the_bundled_one():
     finally:
         sim.kill()
         sim.wait()
+
+
+def test_a_missing_file_is_its_name_and_what_the_system_said(himae, tmp_path):
+    """An OSError reads as "PATH: reason", not Python's "[Errno 2] ...: 'PATH'"; an output that is a
+    folder is named once."""
+    missing = tmp_path / "nothere.himae"
+    line = one_line_error(himae("info", str(missing), timeout=120))
+    assert line == f"himae info: error: {missing}: No such file or directory"
+    line = one_line_error(himae("embed", BUNDLED, "-o", str(tmp_path), timeout=120))
+    assert line == f"himae embed: error: {tmp_path}: a folder, not a file"
