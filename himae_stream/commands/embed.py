@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     files = [f for path in args.files for f in recordings.find_recordings(path)]
     out: dict[str, list] = {"recording": [], "start": [], **{f"level{l}": [] for l in keep}}
     names, short = [], []
-    with Progress(transient=True, console=Console(stderr=True)) as progress:  # stdout keeps the summary alone
+    console = Console(stderr=True)  # stdout keeps the summary alone; no bar where stderr is not a terminal
+    with Progress(transient=True, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task("embedding", total=len(files))
         for path in files:
             rec = recordings.load(path, fs=args.fs)
