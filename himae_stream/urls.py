@@ -104,12 +104,17 @@ def as_source_url(text: str, speed: float | None = 1.0) -> str:
     """`text` as a source URL: a URL as it is, or a recording's path, replayed (`replay_url`) at `speed`."""
     if "://" in text:
         return text
+    if not text.strip():
+        raise SourceUrlError("the source is empty: give a URL or a recording's path")
     path = Path(text)
     if path.is_dir():
         raise SourceUrlError(f"{text!r} is a folder: a source is one recording (himae embed takes folders)")
-    if path.exists() and not path.is_file():  # a port named without its scheme
-        raise SourceUrlError(f"{text!r} is a device, not a recording: read it as serial://{text} (or give the "
-                             "URL of the source it is)")
+    if (path.exists() and not path.is_file()) or text.startswith("/dev/"):  # a port without its scheme
+        raise SourceUrlError(f"{text!r} names a device, not a recording: read it as serial://{text} (or give "
+                             "the URL of the source it is)")
+    if re.match(r"[A-Za-z][\w+.-]*:", text) and not path.exists():  # a URL mistyped ("serial:/dev/x")
+        raise SourceUrlError(f"{text!r} is not a URL (expected scheme://..., e.g. serial:///dev/ttyUSB0) nor a "
+                             "recording")
     if "?" in text or "#" in text:
         raise SourceUrlError(f"{text!r}: a recording's path with '?' or '#' cannot be replayed (rename it)")
     return replay_url(text, speed)

@@ -236,7 +236,7 @@ def test_a_recordings_path_as_source_is_replayed_like_the_bundled_one(himae, tmp
                  timeout=300)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["window"] for line in done.stdout.splitlines()] == [0, 1, 2, 3, 4]
-    for given, message in (("/dev/null", "is a device, not a recording: read it as serial:///dev/null"),
+    for given, message in (("/dev/null", "names a device, not a recording: read it as serial:///dev/null"),
                            (str(tmp_path), "is a folder: a source is one recording (himae embed takes folders)"),
                            (str(tmp_path / "none.npz"), "recording not found")):
         line = one_line_error(himae("run", "--source", given, "--speed", "max", timeout=120))

@@ -290,7 +290,9 @@ def test_source_urls():
     assert open_source("serial://COM3?reconnect=2.5").reconnect_timeout_s == 2.5
     assert open_source("serial://COM3?reconnect=0").reconnect_timeout_s is None
     for bad, message in [
-        ("/dev/ttyUSB0", "not a URL"),
+        ("/dev/ttyUSB0", "names a device, not a recording: read it as serial:///dev/ttyUSB0"),
+        ("", "the source is empty"),
+        ("serial:/dev/x", "not a URL"),
         ("ftp://x", "unknown source scheme"),
         ("serial://", "names no"),
         ("jsonl://-", "unknown source scheme"),
