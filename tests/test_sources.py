@@ -412,3 +412,23 @@ def test_serial_port_unplugged_and_plugged_back_goes_on_with_a_counted_gap(tmp_p
     check_delivery(chunks, sent, lost)
     assert counters["reconnects"] == 1
     assert counters["lost_samples"] == 10 * len(lost) and counters["gaps"] == (1 if lost else 0)
+
+
+@pytest.mark.skipif(os.path.exists("/run/dbus/system_bus_socket") or "DBUS_SYSTEM_BUS_ADDRESS" in os.environ,
+                    reason="this machine has a system bus, through which BlueZ may answer")
+def test_ble_without_a_bluetooth_service_says_so_at_once(monkeypatch):
+    """Through bleak's own backend on a machine with no BlueZ to reach (a container, a CI runner), a
+    BLE source fails on its first try, saying why and how to reach a virtual controller instead."""
+    from himae_stream.bumble_backend import HCI_ENV
+    from himae_stream.sources.base import SourceError
+
+    monkeypatch.delenv(HCI_ENV, raising=False)
+    source = open_source("ble://name=Nothing*")
+
+    async def first():
+        async for _ in source:
+            pass
+
+    with pytest.raises(SourceError, match=r"no Bluetooth service to ask .*\?hci="):
+        asyncio.run(asyncio.wait_for(first(), 60))
+    assert source.counters["connect_failures"] == 0

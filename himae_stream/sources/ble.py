@@ -186,6 +186,11 @@ class BleConnection(Source):
                 except (BleakError, SourceError, ProtocolError, OSError, asyncio.TimeoutError) as exc:
                     if self._closed:
                         break  # closed while connecting: not a failure; what arrived is handed on below
+                    if isinstance(exc, FileNotFoundError) and self.client_backend is None:
+                        # bleak found no system bus to reach BlueZ through: no retry brings one
+                        raise SourceError(f"BLE {self.describe()}: this machine has no Bluetooth service to ask "
+                                          f"(BlueZ over D-Bus: {exc.strerror or exc}); a virtual controller is "
+                                          "reached with ?hci=... (himae sim --transport ble prints one)") from exc
                     attempt += 1
                     self.counters["connect_failures"] += 1
                     if attempt > self.max_reconnects:
