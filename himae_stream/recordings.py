@@ -294,7 +294,7 @@ def _load_csv(path: Path, fs: float | None) -> Recording:
     if not line.strip():
         raise RecordingError(f"{path}: empty file (expected a header row of channel names, then rows of numbers)")
     header = line.strip().split(",")
-    headed = not all(_is_number(h) for h in header)
+    headed = not all(is_number(h) for h in header)
     with warnings.catch_warnings():  # an empty table is refused below, in one line
         warnings.simplefilter("ignore", UserWarning)
         data = np.loadtxt(path, delimiter=",", skiprows=1 if headed else 0, ndmin=2)
@@ -327,7 +327,8 @@ def _load_csv(path: Path, fs: float | None) -> Recording:
     return Recording(path.stem, path.stem, float(fs), [h.strip() for h in header], data.T.copy(), str(path))
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether `text` reads as a number (a CSV field, a label)."""
     try:
         float(text)
     except ValueError:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from himae_stream.recordings import TROIKA_FS, RecordingError
+from himae_stream.recordings import TROIKA_FS, RecordingError, is_number
 
 BPM_WINDOW = 1000  # samples at 125 Hz: 8 s
 BPM_STEP = 250  # samples at 125 Hz: 2 s
@@ -136,7 +136,7 @@ def read_csv(path: Path) -> dict[str, WindowLabels]:
             rows.setdefault(Path(row["recording"]).stem, []).append((start, end, row["label"].strip()))
     if not rows:
         raise ValueError(f"{path}: no labelled windows")
-    numeric = all(_is_number(v) for r in rows.values() for _, _, v in r)
+    numeric = all(is_number(v) for r in rows.values() for _, _, v in r)
     out = {}
     for name, r in rows.items():
         values = [float(v) for _, _, v in r] if numeric else [v for _, _, v in r]
@@ -148,10 +148,3 @@ def read_csv(path: Path) -> dict[str, WindowLabels]:
         )
     return out
 
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
