@@ -148,8 +148,7 @@ def table(model, counts: list[int], pool: int, budget_s: float, clock) -> tuple[
     """The markdown table for one model, and the most real-time streams one core keeps within LATENCY_S."""
     lines = ["| streams pushed together | push of 1 s, median / p99 (ms) | per stream (µs) | vs a separate stream | "
              "real-time streams per core (p99 hop ≤ 50 ms) |", "|---:|---:|---:|---:|---:|"]
-    rows = [(0, measure(model, 0, pool, budget_s, clock))] + [(n, measure(model, n, pool, budget_s, clock))
-                                                               for n in counts]
+    rows = [(n, measure(model, n, pool, budget_s, clock)) for n in (0, *counts)]  # 0: separate streams
     single = float(np.median(rows[0][1]))
     best = 0
     for n, times in rows:
