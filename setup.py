@@ -25,6 +25,7 @@ PORTABLE = [
     "csrc/stream.c",
     "csrc/streams.c",
     "csrc/framing.c",
+    "csrc/heads.c",
     "csrc/gemm_scalar.c",
 ]
 HEADERS = sorted(glob.glob("csrc/*.h"))  # a changed header rebuilds every source (build_ext skips by date)

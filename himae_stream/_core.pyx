@@ -390,6 +390,8 @@ cdef class Model:
 
 include "_decoder.pxi"
 include "_framing.pxi"
+include "_heads.pxi"
+include "_samples.pxi"
 include "_stream.pxi"
 include "_streams.pxi"
 include "_resample.pxi"

@@ -1,17 +1,18 @@
-"""A model's probe heads as one compiled call per burst of windows.
+"""A model's probe heads as one C call per burst of windows.
 
 `probes` defines what each head computes; this module computes it for every
 head and window at once. Live, a record's heads run once every push, after
 the event loop has waited for the device: by then the machine has run other
-work, and each distinct numpy function a push touches runs from cold caches
-(tens of microseconds each, measured). As a few dozen numpy calls per window
-the heads were most of a live record's latency; as one compiled function
-they touch one code path.
+work, and each distinct function a push touches runs from cold caches (tens
+of microseconds each, measured). As a few dozen numpy calls per window the
+heads were most of a live record's latency; as one numba function of thirty
+arguments its dispatch alone was; as one C call (`csrc/heads.c`) on tables
+built once, the path is short.
 
 The plan, built once per window shape, lists what a window needs:
 
 - spectra: per (level, basis, padding, band), the band power of the level's
-  activations projected on the basis (float32 products with the band's DFT
+  activations projected on the basis (products in the activations' type with the band's DFT
   matrix from `probes._band_dft`, squares summed in float64), as
   `probes.level_power` defines it over the band's bins;
 - pools: the mean and standard deviation over positions of each level a
@@ -30,17 +31,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from himae_stream import probes as P
-from himae_stream.numba_cache import use_user_cache
-from himae_stream.probes import peak_bin, spectrum_purity
-
-use_user_cache()  # before the cache=True function below is decorated
-
-#: No keys: `Plan.run` computes every level of every window.
-_NO_KEYS = np.zeros(0, np.int64)
+from himae_stream._core import HeadKernel
 
 #: Runs of at most this many windows keep their arrays between runs (`Plan.run`); live bursts are a
 #: window or a few.
@@ -117,7 +111,6 @@ class Plan:
         self._scratch: dict = {}  # windows per run -> its arrays (see `run`)
         self.spec_level = np.asarray(spec_level, np.int64)
         self.spec_bins = np.asarray(spec_bins, np.int64)
-        self.spec_half = np.asarray(spec_half, np.int64)
         self.rate_specs = _table(rate_specs, -1, np.int64)
         self.rate_weights = _table(rate_weights, 0.0, np.float64)
         self.rate_lo = np.asarray(rate_lo, np.float64)
@@ -129,29 +122,28 @@ class Plan:
             self.weights[start:end, first : first + w.shape[1]] = w
         self.bias = np.concatenate(b_parts) if b_parts else np.zeros(0)
         self.features = features
-        self.pooled = np.zeros(len(lengths), np.bool_)
+        pooled = np.zeros(len(lengths), np.bool_)
         for kind, arg, _ in self.segments:
             if kind in (MEAN, STD):
-                self.pooled[arg] = True
-        if not spec_bases:  # numba needs a tuple of at least one array
-            spec_bases, spec_dfts = [np.zeros((1, 1), dtype)], [np.zeros((1, 2), dtype)]
-        self.bases_t, self.dfts_t = tuple(spec_bases), tuple(spec_dfts)
+                pooled[arg] = True
         self.width = max(channels)
-        self.channels = np.asarray(channels, np.int64)
-        self._no_ring = (_NO_KEYS, *self.parts(0), np.zeros((0, len(lengths)), np.bool_))  # nothing held ahead
+        self.bins = max(self.spec_bins.max(initial=1), 1)
+        self.kernel = HeadKernel(dtype, self.lengths, channels, pooled, self.spec_level, self.spec_bins, spec_half,
+                                 spec_bases, spec_dfts, self.rate_specs, self.rate_weights, self.rate_lo,
+                                 self.rate_df, self.segments, self.combined, self.weights, self.bias, self.width,
+                                 self.bins)
 
     def parts(self, count: int) -> tuple:
-        """Spectra `(W, spectra, bins)` and pools `(W, levels, width)` (mean, std) of `count` windows:
-        what `levels` computes and `run` reads."""
+        """Spectra `(W, spectra, bins)`, pools `(W, levels, width)` (mean, std) and the levels to
+        compute `(W, levels)` of `count` windows: what `levels` computes and `run` reads."""
         levels = len(self.lengths)
-        return (np.zeros((count, len(self.spec_level), max(self.spec_bins.max(initial=1), 1))),
-                np.zeros((count, levels, self.width)), np.zeros((count, levels, self.width)))
+        return (np.zeros((count, len(self.spec_level), self.bins)), np.zeros((count, levels, self.width)),
+                np.zeros((count, levels, self.width)), np.ones((count, levels), np.bool_))
 
-    def levels(self, buffers: tuple, starts: np.ndarray, todo: np.ndarray, parts: tuple) -> None:
-        """Into `parts`: each window's spectra and pools of the levels `todo[w]` marks `(W, levels)`,
-        the windows' level-l positions starting at `starts[w, l]` in `buffers[l]`."""
-        _levels(buffers, starts, todo, self.lengths, self.bases_t, self.dfts_t, self.spec_level, self.spec_bins,
-                self.pooled, *parts)
+    def levels(self, buffers: tuple, starts: np.ndarray, parts: tuple) -> None:
+        """Into `parts`: each window's spectra and pools of the levels `parts[3][w]` marks, the
+        windows' level-l positions starting at `starts[w, l]` in `buffers[l]`."""
+        self.kernel.levels_into(buffers, starts, parts[3], *parts[:3])
 
     def run(self, buffers: tuple, starts: np.ndarray, ahead: "Ahead | None" = None, keys=None):
         """Rates `(W, spectral heads)` (NaN: no power in the band), linear scores `(W, outputs)` and
@@ -165,17 +157,12 @@ class Plan:
         count = starts.shape[0]
         scratch = self._scratch.get(count)
         if scratch is None:
-            scratch = (*self.parts(count), np.empty((count, len(self._spectral))),
-                       np.empty((count, self.weights.shape[1])), np.empty((count, self.features)))
+            scratch = (self.parts(count), (np.empty((count, len(self._spectral))),
+                                           np.empty((count, self.weights.shape[1])), np.empty((count, self.features))))
             if count <= SCRATCH_WINDOWS:
                 self._scratch[count] = scratch
-        ring = self._no_ring if ahead is None else ahead.ring(self)
-        wanted = _NO_KEYS if keys is None else keys
-        _run(buffers, starts, *ring, wanted, self.lengths, self.bases_t, self.dfts_t, self.spec_level,
-             self.spec_bins, self.pooled, *scratch[:3], self.channels, self.spec_half, self.rate_specs,
-             self.rate_weights, self.rate_lo, self.rate_df, self.segments, self.combined, self.weights, self.bias,
-             *scratch[3:])
-        return scratch[3:]
+        self.kernel.run_into(buffers, starts, keys, None if ahead is None else ahead.ring(self), *scratch)
+        return scratch[1]
 
     def records(self, rates: np.ndarray, scores: np.ndarray) -> list[dict]:
         """Each window's output fields, ready for a sink (see `probes.Heads.apply`)."""
@@ -205,138 +192,6 @@ def _table(rows: list[list], fill, dtype) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
-def _pool(buf, first, n, mean, std):
-    """Per row of `buf`, over columns [first, first + n): the mean and the root mean square about it,
-    in float64 (sums in any order: vectorised)."""
-    held = max(n, 1)
-    for c in range(buf.shape[0]):
-        row = buf[c, first : first + n]
-        m = 0.0
-        for i in range(n):
-            m += row[i]
-        m /= held
-        squares = 0.0
-        for i in range(n):
-            d = row[i] - m
-            squares += d * d
-        mean[c] = m
-        std[c] = math.sqrt(squares / held)
-
-
-@numba.njit(cache=True, nogil=True)
-def _unit(s, out):
-    """`s` scaled to unit sum into `out` (zeros stay zeros), as `probes.normalised`."""
-    total = 0.0
-    for j in range(s.shape[0]):
-        total += s[j]
-    for j in range(out.shape[0]):
-        out[j] = s[j] / total if total > 0 and j < s.shape[0] else 0.0
-
-
-@numba.njit(cache=True, nogil=True)
-def _summed(power, specs, weights, spec_bins, unit, total):
-    """Into `total`: the spectra `power[specs]` (to the first -1), each scaled to unit sum, weighted
-    and added over the first spectrum's bins, as a spectral head sums its levels; returns those bins."""
-    bins = spec_bins[specs[0]]
-    total[:bins] = 0.0
-    for j in range(specs.shape[0]):
-        s = specs[j]
-        if s < 0:
-            break
-        _unit(power[s, : spec_bins[s]], unit[:bins])
-        for k in range(bins):
-            total[k] += weights[j] * unit[k]
-    return bins
-
-
-@numba.njit(cache=True, nogil=True, fastmath=True)
-def _levels(buffers, starts, todo, lengths, bases, dfts, spec_level, spec_bins, pooled, power, mean, std):
-    """Into `power[w]`, `mean[w]`, `std[w]`: window w's spectra and pools of the levels `todo[w]`
-    marks (what a window needs of one level depends on that level's positions alone)."""
-    count = starts.shape[0]
-    for s in range(spec_level.shape[0]):  # every window's spectrum: two matrix products per burst
-        level, bins = spec_level[s], spec_bins[s]
-        n, basis = lengths[level], bases[s]
-        if n < 2:  # no spectrum from fewer than two positions
-            power[:, s, :] = 0.0
-            continue
-        lo, hi = -1, -1
-        for w in range(count):
-            if todo[w, level]:
-                first = starts[w, level]
-                lo = first if lo < 0 else min(lo, first)
-                hi = max(hi, first + n)
-        if lo < 0:
-            continue
-        projected = basis @ np.ascontiguousarray(buffers[level][:, lo:hi])  # windows overlap: project once
-        for w in range(count):  # one window at a time: products small enough that BLAS stays on this thread
-            if not todo[w, level]:
-                continue
-            first = starts[w, level] - lo
-            y = np.ascontiguousarray(projected[:, first : first + n]) @ dfts[s]
-            for j in range(bins):
-                p = 0.0
-                for r in range(y.shape[0]):
-                    re, im = np.float64(y[r, j]), np.float64(y[r, j + bins])
-                    p += re * re + im * im
-                power[w, s, j] = p
-    for w in range(count):
-        for level in range(lengths.shape[0]):
-            if pooled[level] and todo[w, level]:
-                _pool(buffers[level], starts[w, level], lengths[level], mean[w, level], std[w, level])
-
-
-@numba.njit(cache=True, nogil=True, fastmath=True)
-def _run(buffers, starts, ring_keys, ring_power, ring_mean, ring_std, ring_done, keys, lengths, bases, dfts,
-         spec_level, spec_bins, pooled, power, mean, std, channels, spec_half, rate_specs, rate_weights, rate_lo,
-         rate_df, segments, combined, weights, bias, rates, scores, features):
-    """A burst of windows in one call: what was computed ahead for them (by key, see `Ahead`), their
-    other levels, then `_finish`."""
-    todo = np.ones((starts.shape[0], lengths.shape[0]), np.bool_)
-    for w in range(keys.shape[0]):
-        for k in range(ring_keys.shape[0]):
-            if ring_keys[k] == keys[w]:
-                power[w] = ring_power[k]
-                mean[w] = ring_mean[k]
-                std[w] = ring_std[k]
-                for level in range(lengths.shape[0]):
-                    todo[w, level] = not ring_done[k, level]
-                ring_keys[k] = -1  # taken
-                break
-    _levels(buffers, starts, todo, lengths, bases, dfts, spec_level, spec_bins, pooled, power, mean, std)
-    _finish(power, mean, std, channels, spec_bins, spec_half, rate_specs, rate_weights, rate_lo, rate_df,
-            segments, combined, weights, bias, rates, scores, features)
-
-
-@numba.njit(cache=True, nogil=True, fastmath=True)
-def _finish(power, mean, std, channels, spec_bins, spec_half, rate_specs, rate_weights, rate_lo, rate_df,
-            segments, combined, weights, bias, rates, scores, features):
-    """Rates, features and linear scores of every window from its spectra and pools."""
-    unit = np.zeros(power.shape[2])
-    total = np.zeros(power.shape[2])
-    for w in range(power.shape[0]):
-        for h in range(rate_specs.shape[0]):
-            bins = _summed(power[w], rate_specs[h], rate_weights[h], spec_bins, unit, total)
-            rates[w, h] = 60.0 * (rate_lo[h] + peak_bin(total[:bins])) * rate_df[h]
-        for g in range(segments.shape[0]):
-            kind, arg, at = segments[g, 0], segments[g, 1], segments[g, 2]
-            if kind == MEAN or kind == STD:
-                source = mean if kind == MEAN else std
-                for c in range(channels[arg]):
-                    features[w, at + c] = source[w, arg, c]
-            elif kind == PURITY:
-                features[w, at] = spectrum_purity(power[w, arg, : spec_bins[arg]], spec_half[arg])
-            else:
-                bins = _summed(power[w], combined[arg], np.ones(combined.shape[1]), spec_bins, unit, total)
-                features[w, at] = spectrum_purity(total[:bins], spec_half[combined[arg, 0]])
-        for o in range(bias.shape[0]):
-            v = bias[o]
-            for f in range(weights.shape[0]):
-                v += features[w, f] * weights[f, o]
-            scores[w, o] = v
-
-
 class Ahead:
     """Windows' levels computed ahead of their record (`Heads.ahead_at`): per plan, a ring of
     `SLOTS` windows keyed by their first input sample, each taken once by `Plan.run`."""
@@ -359,7 +214,7 @@ class Ahead:
         if ring is None:
             keys = np.full(self.slots, -1, np.int64)
             done = np.zeros((self.slots, len(plan.lengths)), np.bool_)
-            ring = self._rings[plan] = (keys, *plan.parts(self.slots), done)
+            ring = self._rings[plan] = (keys, *plan.parts(self.slots)[:3], done)
             self._next[plan] = 0
         return ring
 
@@ -401,7 +256,7 @@ class Heads:
 
     def plan(self, span: int, channels: list[int], lengths: list[int], dtype=np.float32) -> Plan:
         """The plan for windows of `span` samples with these positions per level (built once)."""
-        key = (span, tuple(lengths), np.dtype(dtype))
+        key = (span, tuple(lengths), dtype)  # dtype as given: np.dtype() costs a live record's heads 10 µs
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = Plan(self._computed, self._bases, self.fs, span, channels, lengths, dtype)
@@ -453,7 +308,8 @@ class Heads:
             done = np.array([sl.stop <= held[l] for l, sl in enumerate(full)])
             plan = self.plan(end - start, positions.channels, [sl.stop - sl.start for sl in full])
             parts = plan.parts(1)
-            plan.levels(tuple(positions.buf), columns[None], done[None], parts)
+            parts[3][0] = done
+            plan.levels(tuple(positions.buf), columns[None], parts)
             ahead.put(plan, start, parts, done)
 
     def apply_at(self, positions: P.Positions, spans: list[tuple[int, int]], ahead: Ahead | None = None) -> list[dict]:

@@ -35,12 +35,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
-from himae_stream.numba_cache import use_user_cache
-
-use_user_cache()  # before the cache=True function below is decorated
+from himae_stream._core import peak_bins, spectrum_purities, window_columns
 
 KINDS = ("ridge", "logistic", "probability", "spectral")
 POOLS = ("mean", "std")
@@ -139,27 +136,7 @@ def peak_rates(spectra: np.ndarray, df: float, band) -> np.ndarray:
     """`peak_rate` of each row of `spectra` `(rows, bins)`; NaN for a row without power."""
     spectra = np.ascontiguousarray(np.atleast_2d(spectra), dtype=np.float64)
     lo = math.ceil(band[0] / df - 1e-9)
-    return np.array([(lo + peak_bin(row)) * df for row in spectra])
-
-
-@numba.njit(cache=True, nogil=True)
-def peak_bin(s) -> float:
-    """The index of the strongest bin of a spectrum (the first of equals) plus the vertex offset of
-    the parabola through it and its neighbours (where they bend down); NaN without power."""
-    k, any_power = 0, False
-    for j in range(s.shape[0]):
-        any_power = any_power or s[j] != 0
-        if s[j] > s[k]:
-            k = j
-    if not any_power:
-        return np.nan
-    delta = 0.0
-    if 0 < k < s.shape[0] - 1:
-        a, b, c = s[k - 1], s[k], s[k + 1]
-        den = a - 2 * b + c
-        if den < 0:
-            delta = 0.5 * (a - c) / den
-    return k + delta
+    return (lo + peak_bins(spectra)) * df
 
 
 def purity(power: np.ndarray, df: float, band=HR_BAND_HZ) -> float:
@@ -176,22 +153,7 @@ def band_purities(s: np.ndarray, df: float) -> np.ndarray:
     """`band_purity` of each row of `s` `(rows, bins)`; 0 for a row without power."""
     s = np.ascontiguousarray(np.atleast_2d(s), dtype=np.float64)
     half = max(1, int(round(PURITY_HALF_WIDTH_HZ / df)))
-    return np.array([spectrum_purity(row, half) for row in s])
-
-
-@numba.njit(cache=True, nogil=True)
-def spectrum_purity(s, half: int) -> float:
-    """The share of a spectrum's power within `half` bins of its strongest bin (the first of equals);
-    0 without power."""
-    k, total = 0, 0.0
-    for j in range(s.shape[0]):
-        total += s[j]
-        if s[j] > s[k]:
-            k = j
-    near = 0.0
-    for j in range(max(k - half, 0), min(k + half + 1, s.shape[0])):
-        near += s[j]
-    return near / total if total > 0 else 0.0
+    return spectrum_purities(s, half)
 
 
 def bases(head: dict) -> list:
@@ -398,27 +360,9 @@ class Positions:
     def starts(self, spans: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
         """`offsets` of many windows at once: each window's first column per level `(W, levels)`
         and its number of positions there."""
-        return _starts(np.array(spans, np.int64).reshape(-1, 2), np.array((self.base, self.held), np.int64))
+        return window_columns(spans, self.base, self.held)
 
     def offsets(self, start: int, end: int) -> list[tuple[int, int]]:
         """Per level, the columns [a, b) of its buffer that hold the positions of [start, end)."""
         first, count = self.starts([(start, end)])
         return [(a, a + n) for a, n in zip(first[0].tolist(), count[0].tolist())]
-
-
-@numba.njit(cache=True, nogil=True)
-def _starts(spans, held):
-    """Per window and level: the first column of its positions in a `Positions` buffer (the
-    positions `positions` picks, clipped to those held), and how many; `held` is the buffer's
-    (base, held) per level."""
-    base, held = held[0], held[1]
-    first = np.zeros((spans.shape[0], base.shape[0]), np.int64)
-    count = np.zeros_like(first)
-    for w in range(spans.shape[0]):
-        for l in range(base.shape[0]):
-            step = 2 ** (l + 1)
-            lo = min(max(-(-spans[w, 0] // step) - base[l], 0), held[l])
-            hi = min(max(-(-spans[w, 1] // step) - base[l], 0), held[l])
-            first[w, l], count[w, l] = lo, max(hi - lo, 0)
-    return first, count
-

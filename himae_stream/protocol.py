@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from himae_stream._core import packet_samples
 from himae_stream.errors import HimaeError
 
 PROTOCOL_VERSION = 1
@@ -104,7 +105,7 @@ class Packet:
 
     def physical(self) -> np.ndarray:
         """Samples in physical units, float32 (channels, n)."""
-        return self.samples.astype(np.float32) * np.asarray(self.scale, np.float32)[:, None]
+        return packet_samples(self.samples, self.scale, 0.0, 0.0)[1]
 
     @classmethod
     def from_physical(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from himae_stream._core import finish_chunk, packet_samples
 from himae_stream.errors import HimaeError
 from himae_stream.protocol import Packet, unwrap_seq
 
@@ -353,8 +354,9 @@ class SampleStream:
         if len(pieces) == 1 and isinstance(pieces[0][2], Packet):  # the usual case, in fewer numpy calls
             index, n, packet = pieces[0]
             # evenly spaced on the device clock, so on the host clock too: the first time, then steps
-            times = self.clock.to_host(packet.t_us * 1e-6) + (self.clock.rate / packet.fs) * np.arange(n)
-            return [self._emit(Chunk(times, packet.physical(), np.zeros(n, bool), index, arrival, time.monotonic()))]
+            times, samples, lost = packet_samples(packet.samples, packet.scale, self.clock.to_host(packet.t_us * 1e-6),
+                                                  self.clock.rate / packet.fs)
+            return [self._emit(Chunk(times, samples, lost, index, arrival, time.monotonic()))]
         sizes, base, step, codes, scales = [], [], [], [], []
         for _, n, item in pieces:
             sizes.append(n)
@@ -394,17 +396,8 @@ class SampleStream:
         earlier, samples that would land before the last one handed out are held at
         it plus a microsecond each (the map settles within the next packets).
         """
-        bad = ~np.isfinite(chunk.samples).all(axis=0)
-        if bad.any():
-            chunk.samples[:, bad] = 0.0
-            chunk.lost_mask[bad] = True
-            self._counts["nonfinite"] += int(bad.sum())
-        times = chunk.timestamps
-        if len(times) and times[0] <= self._last_host:
-            floor = self._last_host + 1e-6 * np.arange(1, len(times) + 1)
-            np.maximum(times, floor, out=times)
-        if len(times):
-            self._last_host = float(times[-1])
+        bad, self._last_host = finish_chunk(chunk.timestamps, chunk.samples, chunk.lost_mask, self._last_host)
+        self._counts["nonfinite"] += bad
         return chunk
 
     # ------------------------------------------------------------- asyncio

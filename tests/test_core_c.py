@@ -1,5 +1,5 @@
 """The C test program (csrc/tests): sanitizers natively, NEON under qemu-aarch64 (window and stream mode,
-groups of streams)."""
+groups of streams, probe heads)."""
 
 import json
 import os
@@ -50,6 +50,8 @@ def _assert_clean(result: subprocess.CompletedProcess) -> None:
     assert result.stdout.count("groups checked") == 4  # groups of streams against separate ones, every model
     assert result.stdout.count("ISAs checked") == 4  # flush to zero and the caller's mode on every model given
     kernels = [line.split(": ")[1] for line in result.stdout.splitlines() if line.startswith("kernel: ")]
+    # the probe heads on plain float loops and every f32 kernel
+    assert f"heads: {1 + sum(k.startswith('f32_') for k in kernels)} kernels checked" in result.stdout
     # every kernel in both precisions (conv, wide rows, gathered rows, Winograd; stream mode on bf16 models)
     assert {k.split("_", 1)[1] for k in kernels if k.startswith("bf16_")} == {
         k.split("_", 1)[1] for k in kernels if k.startswith("f32_")}

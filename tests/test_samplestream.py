@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from himae_stream.protocol import SEQ_MODULUS, Packet, SampleFormat
+from himae_stream.protocol import SEQ_MODULUS, Packet, SampleFormat, decode_packet, encode_packet
 from himae_stream.samplestream import ClockMap, Received, SampleStream
 from himae_stream.sources.base import Source
 from himae_stream.sources.file import FileSource, write_log
@@ -100,6 +100,21 @@ def test_nan_and_inf_from_a_float32_device_are_lost_samples():
     assert np.array_equal(np.flatnonzero(lost), [1, 3, 4, 5, 6, 8])
     assert np.isfinite(values).all() and np.all(values[:, lost] == 0)
     assert stream.counters["nonfinite"] == 6 and stream.counters["samples"] == 10
+
+
+@pytest.mark.parametrize("fmt", [SampleFormat.INT16, SampleFormat.INT24, SampleFormat.FLOAT32])
+def test_physical_values_of_every_format_and_layout(fmt):
+    """Codes as the wire unpacks them (interleaved channels: a transposed view) times each channel's
+    scale, in float32, whatever the code type."""
+    rng = np.random.default_rng(3)
+    values = rng.uniform(-1, 1, (3, 7))
+    packet = Packet.from_physical(0, 0, FS, values, (1e-3, 2e-3, 5e-4), fmt)
+    wire = decode_packet(encode_packet(packet))
+    assert not wire.samples.flags.c_contiguous
+    want = wire.samples.astype(np.float64) * np.array(wire.scale)[:, None]
+    got = wire.physical()
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_host_times_never_go_back_when_a_faster_arrival_moves_the_clock_map():

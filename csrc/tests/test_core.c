@@ -12,13 +12,15 @@
  * naive encoder over the whole signal, without allocating; a group of
  * streams gives the bits of separate streams; subnormal weights
  * load as zeros, subnormal inputs read as zeros, no output is subnormal and
- * every call leaves the caller's floating-point mode as it was. */
+ * every call leaves the caller's floating-point mode as it was; the probe
+ * heads on every f32 kernel match their double arithmetic. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../fpmode.h"
+#include "../heads.h"
 #include "../internal.h"
 #include "../modelfile.h"
 #include "../stream.h"
@@ -965,6 +967,102 @@ static void test_fpmode(const char *path) {
     free(got), free(want), free(rec), free(rec_want), free(buf);
 }
 
+/* The heads on every f32 kernel (the transform's GEMM) and on plain float loops against the double
+ * path on the same numbers: two levels read in place from buffers wider than a window, a spectral
+ * head over both spectra, a linear head of pools, a purity and a combined purity; windows taken
+ * from a ring of parts computed ahead give the same outputs; peak and purity at their edges. */
+#define H_LEVELS 2
+#define H_WINDOWS 3
+static void test_heads(void) {
+    const int64_t lengths[H_LEVELS] = {37, 11}, channels[H_LEVELS] = {6, 12}, cols[H_LEVELS] = {70, 30};
+    const int64_t spec_level[2] = {0, 1}, spec_bins[2] = {9, 5}, spec_half[2] = {1, 2}, rows[2] = {3, 12};
+    const uint8_t pooled[H_LEVELS] = {1, 1};
+    const int64_t rate_specs[2] = {0, 1}, combined[2] = {0, 1};
+    const double rate_weights[2] = {1.0, 0.5}, rate_lo = 3, rate_df = 0.1;
+    enum { FEATURES = 6 + 12 + 1 + 1, OUTPUTS = 2, MAXB = 9, WIDTH = 12 };
+    const int64_t segment[4 * 3] = {HIMAE_SEG_MEAN, 0, 0, HIMAE_SEG_STD, 1, 6, HIMAE_SEG_PURITY, 1, 18,
+                                    HIMAE_SEG_COMBINED, 0, 19};
+    const int64_t starts[H_WINDOWS * H_LEVELS] = {0, 0, 20, 9, 33, 19};
+    float *buf32[H_LEVELS], *basis32[2], *dft32[2];
+    double *buf64[H_LEVELS], *basis64[2], *dft64[2], weights[FEATURES * OUTPUTS], bias[OUTPUTS] = {0.1, -0.2};
+    for (int l = 0; l < H_LEVELS; l++) {
+        size_t n = (size_t)(channels[l] * cols[l]);
+        buf32[l] = malloc(n * sizeof(float)), buf64[l] = malloc(n * sizeof(double));
+        for (size_t i = 0; i < n; i++) buf64[l][i] = buf32[l][i] = frand() + 0.5f * (float)sin(0.7 * (double)(i % 70));
+    }
+    for (int s = 0; s < 2; s++) {
+        size_t nb = (size_t)(rows[s] * channels[spec_level[s]]), nd = (size_t)(lengths[spec_level[s]] * 2 * spec_bins[s]);
+        basis32[s] = malloc(nb * sizeof(float)), basis64[s] = malloc(nb * sizeof(double));
+        dft32[s] = malloc(nd * sizeof(float)), dft64[s] = malloc(nd * sizeof(double));
+        for (size_t i = 0; i < nb; i++) basis64[s][i] = basis32[s][i] = frand();
+        for (size_t i = 0; i < nd; i++) dft64[s][i] = dft32[s][i] = frand();
+    }
+    for (size_t i = 0; i < FEATURES * OUTPUTS; i++) weights[i] = frand();
+    himae_heads h = {0, H_LEVELS, 2, MAXB, WIDTH, lengths, channels, pooled, spec_level, spec_bins, spec_half, rows,
+                     (const void *const *)basis64, (const void *const *)dft64, NULL, NULL, 1, 2, rate_specs,
+                     rate_weights, &rate_lo, &rate_df, 4, 2, segment, combined, FEATURES, OUTPUTS, weights, bias,
+                     NULL};
+    enum { SPEC = 2 * MAXB, POOL = H_LEVELS * WIDTH };
+    double power[2][H_WINDOWS * SPEC], mean[2][H_WINDOWS * POOL], std[2][H_WINDOWS * POOL];
+    double rates[2][H_WINDOWS], scores[2][H_WINDOWS * OUTPUTS], features[2][H_WINDOWS * FEATURES];
+    uint8_t todo[H_WINDOWS * H_LEVELS];
+    memset(power, 0, sizeof power); /* bins past a spectrum's own are never written */
+    h.is_double = 1, h.work = malloc(himae_heads_work_bytes(&h));
+    himae_heads_run(&h, (const void *const *)buf64, cols, H_WINDOWS, starts, NULL, NULL, power[0], mean[0], std[0],
+                    todo, rates[0], scores[0], features[0]);
+    free(h.work);
+    int cases = 0;
+    for (int i = -1; i < N_KERNELS; i++) { /* -1: float without a kernel */
+        const himae_ukernel *uk = i < 0 ? NULL : kernel_at(i);
+        if (i >= 0 && (!uk || uk->precision != HIMAE_F32)) continue;
+        float *packed[2] = {NULL, NULL};
+        for (int s = 0; uk && s < 2; s++) {
+            size_t n = (size_t)lengths[spec_level[s]], width = 2 * (size_t)spec_bins[s];
+            packed[s] = malloc(himae_heads_packed_size(uk, n, width) * sizeof(float));
+            CHECK(himae_heads_pack_dft(uk, packed[s], dft32[s], n, width) == HIMAE_OK, "heads: packing");
+        }
+        h.is_double = 0, h.bases = (const void *const *)basis32, h.dfts = (const void *const *)dft32;
+        h.uk = uk, h.packed = uk ? (const void *const *)packed : NULL;
+        h.work = malloc(himae_heads_work_bytes(&h));
+        himae_heads_run(&h, (const void *const *)buf32, cols, H_WINDOWS, starts, NULL, NULL, power[1], mean[1],
+                        std[1], todo, rates[1], scores[1], features[1]);
+        const char *name = uk ? uk->name : "plain loops";
+        for (size_t j = 0; j < H_WINDOWS * SPEC; j++)
+            CHECK(fabs(power[1][j] - power[0][j]) <= 1e-4 * (fabs(power[0][j]) + 1), "heads %s: power %zu %g vs %g",
+                  name, j, power[1][j], power[0][j]);
+        for (size_t j = 0; j < H_WINDOWS * FEATURES; j++)
+            CHECK(fabs(features[1][j] - features[0][j]) <= 1e-5, "heads %s: feature %zu %g vs %g", name, j,
+                  features[1][j], features[0][j]);
+        for (size_t j = 0; j < H_WINDOWS; j++)
+            CHECK(fabs(rates[1][j] - rates[0][j]) <= 1e-3, "heads %s: rate %zu %g vs %g", name, j, rates[1][j],
+                  rates[0][j]);
+        /* window 1's level 0 computed ahead into a ring slot; the burst takes it and frees the slot */
+        int64_t keys[H_WINDOWS] = {100, 101, 102}, ring_keys[2] = {-1, 101};
+        double ring_power[2 * SPEC], ring_mean[2 * POOL], ring_std[2 * POOL], r[H_WINDOWS], sc[H_WINDOWS * OUTPUTS];
+        double f[H_WINDOWS * FEATURES];
+        memset(ring_power, 0, sizeof ring_power);
+        uint8_t done[2 * H_LEVELS] = {0, 0, 1, 0}, ahead[H_LEVELS] = {1, 0};
+        himae_heads_levels(&h, (const void *const *)buf32, cols, 1, starts + H_LEVELS, ahead, ring_power + SPEC,
+                           ring_mean + POOL, ring_std + POOL);
+        himae_heads_ring ring = {2, ring_keys, ring_power, ring_mean, ring_std, done};
+        himae_heads_run(&h, (const void *const *)buf32, cols, H_WINDOWS, starts, keys, &ring, power[1], mean[1],
+                        std[1], todo, r, sc, f);
+        CHECK(ring_keys[1] == -1 && todo[H_LEVELS] == 0 && todo[H_LEVELS + 1] == 1, "heads %s: ring slot not taken",
+              name);
+        CHECK(!memcmp(r, rates[1], sizeof r) && !memcmp(sc, scores[1], sizeof sc) && !memcmp(f, features[1], sizeof f),
+              "heads %s: parts computed ahead change the outputs", name);
+        free(h.work), free(packed[0]), free(packed[1]);
+        cases++;
+    }
+    const double silent[4] = {0, 0, 0, 0}, edge[4] = {9, 1, 0, 0}, bend[3] = {1, 3, 2};
+    CHECK(isnan(himae_peak_bin(silent, 4)) && himae_spectrum_purity(silent, 4, 1) == 0, "heads: silence");
+    CHECK(himae_peak_bin(edge, 4) == 0 && himae_spectrum_purity(edge, 4, 1) == 1.0, "heads: a peak at the first bin");
+    CHECK(fabs(himae_peak_bin(bend, 3) - (1 + 0.5 * (1 - 2) / (1 - 6 + 2))) < 1e-15, "heads: parabola vertex");
+    for (int l = 0; l < H_LEVELS; l++) free(buf32[l]), free(buf64[l]);
+    for (int s = 0; s < 2; s++) free(basis32[s]), free(basis64[s]), free(dft32[s]), free(dft64[s]);
+    printf("heads: %d kernels checked\n", cases);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s MANIFEST [MODEL...]\n", argv[0]);
@@ -979,6 +1077,7 @@ int main(int argc, char **argv) {
     test_gathered();
     test_winograd();
     test_gelu();
+    test_heads();
     for (int i = 2; i < argc; i++) test_model(argv[i]), test_stream(argv[i]), test_group(argv[i]), test_fpmode(argv[i]);
     printf("%s (%d failures)\n", failures ? "FAILED" : "OK", failures);
     return failures ? 1 : 0;
