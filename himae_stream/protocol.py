@@ -61,6 +61,7 @@ class Kind(enum.IntEnum):
 
 _WIDTHS = {SampleFormat.INT16: 2, SampleFormat.INT24: 3, SampleFormat.FLOAT32: 4}
 _FORMATS = {f.value: f for f in SampleFormat}
+_KINDS = {k.value: k for k in Kind}
 _F32 = struct.Struct("<f")
 
 
@@ -309,10 +310,10 @@ def body_kind(data: bytes | bytearray | memoryview) -> Kind:
         raise ProtocolError("body too short")
     if data[0] != PROTOCOL_VERSION:
         raise ProtocolError(f"unsupported protocol version {data[0]}")
-    try:
-        return Kind(data[1])
-    except ValueError:
-        raise ProtocolError(f"unknown body kind {data[1]}") from None
+    kind = _KINDS.get(data[1])  # a dict lookup: Kind(...) runs enum's Python code on every packet
+    if kind is None:
+        raise ProtocolError(f"unknown body kind {data[1]}")
+    return kind
 
 
 def _short_str(text: str) -> bytes:
