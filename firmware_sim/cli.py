@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recording", help="recording to replay: WFDB, .mat, .csv, .npy or .npz (default: the "
                                             "bundled PhysioNet record, as `himae run` replays it)")
     parser.add_argument("--channels", help="channel names or globs, comma-separated (e.g. PLETH)")
-    parser.add_argument("--fs", type=NUMBERS["fs"], help="device sample rate (Hz); default the recording's")
+    parser.add_argument("--fs", type=NUMBERS["fs"], help="device sample rate (Hz); default the recording's (a "
+                        "recording that states none, a bare .npy or columns of numbers, is at this rate)")
     parser.add_argument("--duration", type=NUMBERS["duration"], help="replay only the first seconds")
     parser.add_argument("--loop", action="store_true", help="start over at the end of the recording")
     parser.add_argument("--device", choices=tuple(DEVICES), default="framed",

@@ -195,8 +195,9 @@ def _is_label_file(path: Path) -> bool:
     return "BPM" in path.stem or path.stem.startswith("True_")
 
 
-def load(path, channels=None, fs: float | None = None) -> Recording:
-    """Read any supported recording; `channels` picks by name/glob; `fs` is needed for bare NPY.
+def load(path, channels=None, fs: float | None = None, default_fs: float | None = None) -> Recording:
+    """Read any supported recording; `channels` picks by name/glob; `fs` is needed for bare NPY (and
+    overrides an NPZ's or a CSV time column's rate); `default_fs` is the rate of a file that states none.
 
     Every failure is a RecordingError that names the file: a file that is not
     what its suffix says is refused, never passed on as a library's traceback.
@@ -213,8 +214,9 @@ def load(path, channels=None, fs: float | None = None) -> Recording:
     if path.stat().st_size > MAX_RECORDING_BYTES:
         raise RecordingError(f"{path}: {path.stat().st_size} bytes, more than a recording may hold "
                              f"({MAX_RECORDING_BYTES >> 30} GiB)")
-    if fs is not None and not (np.isfinite(fs) and fs > 0):
-        raise RecordingError(f"{path}: the sampling rate must be a number > 0, got {fs}")
+    for rate in (fs, default_fs):
+        if rate is not None and not (np.isfinite(rate) and rate > 0):
+            raise RecordingError(f"{path}: the sampling rate must be a number > 0, got {rate}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".hea" or (suffix in (".dat", ".mat") and path.with_suffix(".hea").exists()):
@@ -222,9 +224,9 @@ def load(path, channels=None, fs: float | None = None) -> Recording:
         elif suffix == ".mat":
             rec = _load_troika(path)
         elif suffix == ".csv":
-            rec = _load_csv(path, fs)
+            rec = _load_csv(path, fs, default_fs)
         elif suffix in (".npy", ".npz"):
-            rec = _load_numpy(path, fs)
+            rec = _load_numpy(path, fs, default_fs)
         else:
             raise RecordingError(f"{path}: unsupported recording type {suffix!r} (use WFDB, .mat, .csv, .npy or .npz)")
     except RecordingError:
@@ -285,7 +287,7 @@ def troika_subject(stem: str) -> str:
     return stem
 
 
-def _load_csv(path: Path, fs: float | None) -> Recording:
+def _load_csv(path: Path, fs: float | None, default_fs: float | None = None) -> Recording:
     """CSV with a header row of channel names (a time column, `TIME_NAMES`, gives the rate); or, with a
     first row of numbers, an Empatica E4 export (`BVP.csv`: the start's Unix time, then the rate,
     then samples, one column per axis) or plain columns of samples (the rate from `fs`)."""
@@ -322,6 +324,7 @@ def _load_csv(path: Path, fs: float | None) -> Recording:
             raise RecordingError(f"{path}: the time column does not increase (median step {step:g} s)")
         fs = fs or 1.0 / step
         header, data = header[:column] + header[column + 1 :], np.delete(data, column, axis=1)
+    fs = fs or default_fs
     if not fs:
         raise RecordingError(f"{path}: no time column; give the sampling rate (--fs, or fs= in a sim:// URL)")
     return Recording(path.stem, path.stem, float(fs), [h.strip() for h in header], data.T.copy(), str(path))
@@ -352,7 +355,7 @@ def _column_names(stem: str, columns: int) -> list[str]:
     return [f"{stem}_{i}" for i in range(columns)]
 
 
-def _load_numpy(path: Path, fs: float | None) -> Recording:
+def _load_numpy(path: Path, fs: float | None, default_fs: float | None = None) -> Recording:
     """NPZ with `signals` (C, N), `fs` and optional `channel_names`, or a wearable NPZ with
     `ppg` and `fs_ppg` (`_load_wearable_npz`); or bare NPY (C, N) / (N,) plus fs. The file is opened
     here, so that it is closed however numpy fails on it (np.load given a path that is not a zip leaves
@@ -365,13 +368,14 @@ def _load_numpy(path: Path, fs: float | None) -> Recording:
             if "signals" not in z:
                 raise RecordingError(f"{path}: no 'signals' array (nor 'ppg' and 'fs_ppg'); has {', '.join(z.files)}")
             signals = z["signals"]
-            if not fs and "fs" not in z:
+            fs = fs or (float(z["fs"]) if "fs" in z else default_fs)
+            if not fs:
                 raise RecordingError(f"{path}: no 'fs' array; give the sampling rate (--fs, or fs= in a sim:// URL)")
-            fs = fs or float(z["fs"])
             names = [str(n) for n in z["channel_names"]] if "channel_names" in z else None
     else:
         with open(path, "rb") as fh:
             signals = np.load(fh, allow_pickle=False)
+        fs = fs or default_fs
         if not fs:
             raise RecordingError(f"{path}: a .npy file carries no sampling rate; give it (--fs, or fs= in a sim:// URL)")
     signals = np.atleast_2d(np.asarray(signals, dtype=np.float64))

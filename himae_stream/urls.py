@@ -93,15 +93,18 @@ def parse_url(text: str) -> ParsedUrl:
     return ParsedUrl(scheme.lower(), path, params, text)
 
 
-def replay_url(path: str, speed: float | None = 1.0, channels: str | None = None) -> str:
+def replay_url(path: str, speed: float | None = 1.0, channels: str | None = None, fs: float | None = None) -> str:
     """A recording replayed through the device simulator over a pseudo-terminal serial port (as a
-    device would send it), at `speed` times real time (None: as fast as the port takes)."""
+    device would send it), at `speed` times real time (None: as fast as the port takes), by a device
+    at `fs` Hz (default the recording's; the rate of a recording that states none)."""
     picked = f"channels={channels}&" if channels else ""
-    return f"sim://{path}?{picked}transport=serial&speed={'max' if speed is None else speed}&baud=921600"
+    rate = f"fs={fs:g}&" if fs else ""
+    return f"sim://{path}?{picked}{rate}transport=serial&speed={'max' if speed is None else speed}&baud=921600"
 
 
-def as_source_url(text: str, speed: float | None = 1.0) -> str:
-    """`text` as a source URL: a URL as it is, or a recording's path, replayed (`replay_url`) at `speed`."""
+def as_source_url(text: str, speed: float | None = 1.0, fs: float | None = None) -> str:
+    """`text` as a source URL: a URL as it is, or a recording's path, replayed (`replay_url`) at `speed`
+    by a device at `fs` Hz."""
     if "://" in text:
         return text
     if not text.strip():
@@ -117,7 +120,7 @@ def as_source_url(text: str, speed: float | None = 1.0) -> str:
                              "recording")
     if "?" in text or "#" in text:
         raise SourceUrlError(f"{text!r}: a recording's path with '?' or '#' cannot be replayed (rename it)")
-    return replay_url(text, speed)
+    return replay_url(text, speed, fs=fs)
 
 
 def parse_source_url(text: str) -> ParsedUrl:

@@ -177,7 +177,10 @@ def test_a_device_lost_mid_run_keeps_the_users_file_and_the_windows_written(tmp_
     (["run", "--source", "serial:///dev/ttyUSB0?baud=fast"], "parameter baud: expected an integer >= 1, got 'fast'"),
     (["run", "--hop", "fast"], "--hop: expected a duration such as '10s'"),
     (["run", "--duration=-3s"], "--duration: expected a duration such as '10s'"),
-    (["run", "--source", "file://x.bin", "--speed", "3"], "--speed sets the replay speed of a recording given by"),
+    (["run", "--source", "file://x.bin", "--speed", "3"], "--speed is for a recording given by its path"),
+    (["run", "--source", "file://x.bin", "--fs", "64"], "--fs is for a recording given by its path; give a URL's in "
+                                                        "the URL (sim://...?fs=64)"),
+    (["run", "--fs", "0"], "--fs: expected a number > 0 and <= 10000, got '0'"),
     (["sim", "--recording", BUNDLED, "--speed", "0"], "--speed: expected a number > 0 or 'max', got '0'"),
     (["sim", "--recording", BUNDLED, "--mtu", "big"], "--mtu: expected an integer from 23 to 517, got 'big'"),
     (["sim", "--recording", BUNDLED, "--drift-ppm", "x"], "--drift-ppm: expected a number, got 'x'"),
@@ -241,6 +244,34 @@ def test_a_recordings_path_as_source_is_replayed_like_the_bundled_one(himae, tmp
                            (str(tmp_path / "none.npz"), "recording not found")):
         line = one_line_error(himae("run", "--source", given, "--speed", "max", timeout=120))
         assert line.startswith("himae run: error: ") and message in line
+
+
+def test_a_recording_without_a_rate_is_run_at_the_rate_given(himae, tmp_path):
+    """A bare .npy (or columns of numbers) states no rate, and the refusal says to give it with --fs or
+    fs= in a sim:// URL: `himae run --fs`, `sim://...?fs=` and `himae sim --fs` all read it at that rate."""
+    from himae_stream.recordings import RecordingError, load
+
+    samples = np.sin(2 * np.pi * 1.2 * np.arange(1500) / 100).astype(np.float32)
+    np.save(tmp_path / "bare.npy", samples)
+    bare = str(tmp_path / "bare.npy")
+    refused = one_line_error(himae("run", "--source", bare, "--speed", "max", timeout=120))
+    assert "carries no sampling rate; give it (--fs, or fs= in a sim:// URL)" in refused
+    for args in (["--source", bare, "--fs", "100", "--speed", "max"],
+                 ["--source", f"sim://{bare}?fs=100&speed=max"]):
+        done = himae("run", *args, "--duration", "10s", timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert [json.loads(line)["end"] for line in done.stdout.splitlines()] == [800, 900, 1000]
+    assert load(bare, default_fs=50.0).fs == 50.0
+    assert load(BUNDLED, default_fs=50.0).fs == load(BUNDLED).fs  # a stated rate stays
+    with pytest.raises(RecordingError, match="must be a number > 0"):
+        load(bare, default_fs=-1.0)
+    sim = subprocess.Popen([sys.executable, "-m", "himae_stream.cli", "sim", "--recording", bare, "--fs", "100"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first_line(sim.stdout, 60).startswith("serial: /dev/")
+    finally:
+        sim.kill()
+        sim.wait()
 
 
 def test_sim_without_a_recording_replays_the_bundled_one():

@@ -18,7 +18,7 @@ import sys
 import time
 
 from himae_stream.commands import add_precision_argument
-from himae_stream.numbers import SPEED
+from himae_stream.numbers import SAMPLE_RATE, SPEED
 from himae_stream.stream import to_samples
 
 
@@ -27,16 +27,16 @@ from himae_stream.stream import to_samples
 UNSET = object()
 
 
-def default_source(speed: float | None) -> str:
+def default_source(speed: float | None, fs: float | None = None) -> str:
     from himae_stream.recordings import DEMO
     from himae_stream.urls import replay_url
 
-    return replay_url(str(DEMO), speed, "PLETH")
+    return replay_url(str(DEMO), speed, "PLETH", fs)
 
 
 def source_url(args: argparse.Namespace) -> str:
     """The URL a run reads: `--source` (a URL, or a recording's path, replayed like the bundled one),
-    or the bundled record, either at `--speed` (default 1)."""
+    or the bundled record, either at `--speed` (default 1) by a device at `--fs`."""
     from himae_stream.cli import CliError
     from himae_stream.urls import as_source_url
 
@@ -44,11 +44,12 @@ def source_url(args: argparse.Namespace) -> str:
     if source is not None and not source.strip():  # e.g. an unset shell variable: not the demo
         raise CliError("--source is empty (leave it out to replay the bundled recording)")
     if source is None:
-        return default_source(speed)
-    if "://" in source and args.speed is not UNSET:
-        raise CliError("--speed sets the replay speed of a recording given by its path; give a URL's in "
-                       "the URL (sim://...?speed=10)")
-    return as_source_url(source, speed)
+        return default_source(speed, args.fs)
+    for given, name, example in ((args.speed is not UNSET, "--speed", "speed=10"), (args.fs, "--fs", "fs=64")):
+        if "://" in source and given:
+            raise CliError(f"{name} is for a recording given by its path; give a URL's in the URL "
+                           f"(sim://...?{example})")
+    return as_source_url(source, speed, args.fs)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=SPEED, default=UNSET,
                    help="replay speed of a recording: the bundled one or --source PATH (default 1: real "
                         "time; 'max': as fast as it runs)")
+    p.add_argument("--fs", type=SAMPLE_RATE,
+                   help="sample rate (Hz) of a recording given by its path that states none (a bare .npy, "
+                        "columns of numbers); for one that does, the rate its simulated device sends at")
     p.add_argument("--channels", help="device channel(s) the model reads, by name or glob")
     p.add_argument("--no-impute", action="store_true", help="do not fill gaps")
     add_precision_argument(p)
