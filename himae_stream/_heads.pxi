@@ -107,7 +107,7 @@ cdef class HeadKernel:
 
     Windows are read in place from per-level buffers `(C_l, columns)` of the plan's dtype whose
     rows are contiguous; each window's first column per level is given. The kernel owns its
-    work memory, so applying it allocates nothing.
+    work memory, so applying it allocates nothing; its calls hold the GIL, since they share it.
     """
 
     cdef himae_heads h
@@ -257,8 +257,8 @@ cdef class HeadKernel:
         cdef double *p = <double *>_array_at(power, cnp.NPY_FLOAT64, count * spec, "heads: power")
         cdef double *m = <double *>_array_at(mean, cnp.NPY_FLOAT64, count * pool, "heads: mean")
         cdef double *d = <double *>_array_at(std, cnp.NPY_FLOAT64, count * pool, "heads: std")
-        with nogil:
-            himae_heads_levels(&self.h, self._buffers, self._cols, count, at, marks, p, m, d)
+        # the GIL stays held: the kernel's work memory and buffer table are shared by its calls
+        himae_heads_levels(&self.h, self._buffers, self._cols, count, at, marks, p, m, d)
 
     def run_into(self, tuple buffers, starts, keys, ring, tuple parts, tuple out):
         """A burst of windows: `parts` (power, mean, std, todo) is work, `out` (rates, scores,
@@ -291,9 +291,8 @@ cdef class HeadKernel:
             if self.outputs else NULL
         cdef double *features = <double *>_array_at(out[2], cnp.NPY_FLOAT64, count * self.features, "heads: features") \
             if self.features else NULL
-        with nogil:
-            himae_heads_run(&self.h, self._buffers, self._cols, count, at, wanted, held, p, m, d, todo, rates,
-                            scores, features)
+        himae_heads_run(&self.h, self._buffers, self._cols, count, at, wanted, held, p, m, d, todo, rates, scores,
+                        features)
 
 
 def peak_bins(spectra) -> np.ndarray:

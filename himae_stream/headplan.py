@@ -12,9 +12,9 @@ built once, the path is short.
 The plan, built once per window shape, lists what a window needs:
 
 - spectra: per (level, basis, padding, band), the band power of the level's
-  activations projected on the basis (products in the activations' type with the band's DFT
-  matrix from `probes._band_dft`, squares summed in float64), as
-  `probes.level_power` defines it over the band's bins;
+  activations projected on the basis (products in the activations' type
+  with the band's DFT matrix from `probes._band_dft`, squares summed in
+  float64), as `probes.level_power` defines it over the band's bins;
 - pools: the mean and standard deviation over positions of each level a
   linear head reads (float64);
 - spectral heads: the weighted sum of their spectra, each scaled to unit
