@@ -19,26 +19,31 @@ cdef void _physical(const code_t[:, :] codes, const float[::1] scale, float[:, :
             out[c, i] = <float>codes[c, i] * scale[c]
 
 
-def packet_samples(codes, scale, double t0, double step):
-    """A packet's codes `(C, n)` (int16, int32 or float32, any strides) as float32 physical values
-    (code × its channel's scale), host times `t0 + step·i` and a lost mask of zeros."""
-    n = codes.shape[1]
-    samples = np.empty((codes.shape[0], n), np.float32)
+def physical_values(codes, scale) -> np.ndarray:
+    """Codes `(C, n)` (int16, int32 or float32, any strides; other types through float32) as float32
+    physical values: each code times its channel's scale."""
+    samples = np.empty(codes.shape, np.float32)
     cdef float[::1] s = np.asarray(scale, np.float32)
     if s.shape[0] != codes.shape[0]:
         raise ValueError(f"{s.shape[0]} scales for {codes.shape[0]} channels")
     if codes.dtype == np.int16:
-        _physical[short](codes.astype(np.int16, copy=False), s, samples)
+        _physical[short](codes, s, samples)
     elif codes.dtype == np.int32:
         _physical[int](codes, s, samples)
     else:
         _physical[float](codes.astype(np.float32, copy=False), s, samples)
+    return samples
+
+
+def packet_samples(codes, scale, double t0, double step):
+    """A packet's chunk arrays: `physical_values`, host times `t0 + step·i` and a lost mask of zeros."""
+    n = codes.shape[1]
     times = np.empty(n)
     cdef double[::1] t = times
     cdef Py_ssize_t i
     for i in range(n):
         t[i] = t0 + step * i
-    return times, samples, np.zeros(n, np.bool_)
+    return times, physical_values(codes, scale), np.zeros(n, np.bool_)
 
 
 def finish_chunk(double[:] times, float[:, :] samples, lost, double last_host):

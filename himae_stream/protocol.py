@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from himae_stream._core import packet_samples
+from himae_stream._core import physical_values
 from himae_stream.errors import HimaeError
 
 PROTOCOL_VERSION = 1
@@ -106,7 +106,7 @@ class Packet:
 
     def physical(self) -> np.ndarray:
         """Samples in physical units, float32 (channels, n)."""
-        return packet_samples(self.samples, self.scale, 0.0, 0.0)[1]
+        return physical_values(self.samples, self.scale)
 
     @classmethod
     def from_physical(

@@ -98,7 +98,7 @@ def replay_url(path: str, speed: float | None = 1.0, channels: str | None = None
     device would send it), at `speed` times real time (None: as fast as the port takes), by a device
     at `fs` Hz (default the recording's; the rate of a recording that states none)."""
     picked = f"channels={channels}&" if channels else ""
-    rate = f"fs={fs:g}&" if fs else ""
+    rate = f"fs={fs}&" if fs else ""  # the exact float: a rate such as 29.97003 keeps every digit
     return f"sim://{path}?{picked}{rate}transport=serial&speed={'max' if speed is None else speed}&baud=921600"
 
 
