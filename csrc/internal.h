@@ -199,26 +199,32 @@ void himae_conv_row_head(const himae_conv *conv, const himae_ukernel *uk, float 
 void himae_conv_row_tail(const himae_conv *conv, const himae_ukernel *uk, float *out,
                          const float *window, const float *partial, int gelu);
 
-/* Winograd F(2,5) (winograd.c): a stride-1, kernel-5, padding-2 conv with
- * cin = cout as six GEMMs of kernel 1 over transformed tiles of 6 input rows,
- * each giving 2 output rows: 6 multiplications where the direct conv has 10.
- * packed: 6 matrices G_t as kernel-1 panels (zero bias), then the bias
- * alone as panels of nr (himae_wino_packed_size weights in all). */
+/* Winograd convolutions (winograd.c), kernel 5, padding 2, as six GEMMs of
+ * kernel 1 over transformed tiles of 6 input rows: stride 1 by F(2,5) (each
+ * tile gives 2 output rows: 6 multiplications where the direct conv has
+ * 10), stride 2 by F(4,3) over rows of 2 cin (4 output rows: 6 where the
+ * direct conv has 10). packed: 6 matrices G_t as kernel-1 panels (zero
+ * bias), then the bias alone as panels of nr (himae_wino_packed_size
+ * weights in all). */
 typedef struct himae_wino {
-    size_t cin, cout;
+    size_t cin, cout, stride;
     const void *packed;
 } himae_wino;
 
-size_t himae_wino_packed_size(size_t cin, size_t cout, size_t nr);
+size_t himae_wino_packed_size(size_t cin, size_t cout, size_t stride, size_t nr);
 /* Work floats himae_wino_forward needs for n_out output rows. */
-size_t himae_wino_work_floats(size_t cin, size_t cout, size_t n_out);
+size_t himae_wino_work_floats(size_t cin, size_t cout, size_t stride, size_t n_out);
+/* Input rows, from row 0 on, that himae_wino_forward reads for n_out
+ * output rows: those past the input's own must be zero. */
+size_t himae_wino_rows_read(size_t stride, size_t n_out);
 /* Transform and pack Conv1d weights (cout, cin, 5) and bias into dst
  * (f32, himae_wino_packed_size floats). */
-void himae_wino_pack(float *dst, const float *w, const float *bias, size_t cin, size_t cout, size_t nr);
+void himae_wino_pack(float *dst, const float *w, const float *bias, size_t cin, size_t cout, size_t stride,
+                     size_t nr);
 /* out (n_out rows of cout) = act(conv(in) + bias (+ out's rows when
- * residual: the encoder's skip branch, added in place)), for in with 2 zero
- * rows before it and 2 after, plus one more when n_out is odd (the last
- * tile's unused second output reads it). work: himae_wino_work_floats. */
+ * residual: the encoder's skip branch, added in place)), for channels-last
+ * in with 2 zero rows before it and zero rows after it up to
+ * himae_wino_rows_read. work: himae_wino_work_floats. */
 void himae_wino_forward(const himae_wino *wino, const himae_ukernel *uk, float *out, const float *in,
                         size_t n_out, int residual, int gelu, float *work);
 

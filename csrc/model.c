@@ -32,10 +32,10 @@ uint64_t himae_alloc_count(void) { return atomic_load(&alloc_count); }
 
 typedef struct himae_level {
     himae_conv conv1, conv2, skip;
-    /* conv2 again, for Winograd F(2,5) in window mode (see use_winograd);
-     * the stream engine's few rows per call keep the direct conv2. */
-    int winograd;
-    himae_wino conv2_wino;
+    /* conv1 and conv2 again as Winograd convs for window mode, where
+     * use_winograd picks them (packed NULL elsewhere); the stream engine's
+     * few rows per call keep the direct convs. */
+    himae_wino conv1_wino, conv2_wino;
     float *act; /* (len + 2 pad + SLACK) x channels, channels-last; level output */
 } himae_level;
 
@@ -161,22 +161,45 @@ static void set_transposed(bump *b, himae_tconv *tc, const himae_ukernel *uk, co
     }
 }
 
-/* Winograd F(2,5) for a level's conv2 in window mode: kernel 5, at least
- * 128 channels and at least 32 rows. Per pair of outputs the GEMMs do 6 cin
- * multiply-adds where the direct conv does 10 cin, while the input and
- * output transforms and the separate bias/GELU pass cost a fixed few
- * operations per row and channel: the gain grows with the channels.
- * Measured on one Zen 4 core (himae-100, window 1000): its 64-channel level
- * (125 rows) gains nothing measurable, its 128- and 256-channel levels
- * (63 and 32 rows) about 80 us of 600 together. The 32 rows keep short
- * windows on the direct conv: himae-25's 128-channel level (16 rows) would
- * gain about 7 us of 78, but that window's encode time is the yardstick of
- * its stream mode (a 1-s push must stay within a sixth of it). Not for
- * bf16 weights: rounding the transformed weights G_t errs about 2.5 times
- * more than rounding the conv's own, and window mode would then differ
- * from stream mode (the direct conv, same rounded weights) by that much. */
-static int use_winograd(const himae_ukernel *uk, size_t k, size_t channels, size_t rows) {
-    return uk->precision == HIMAE_F32 && k == 5 && channels >= 128 && rows >= 32;
+/* Winograd for a level's convs in window mode: conv2 by F(2,5), conv1
+ * (stride 2) by F(4,3) over row pairs, where the GEMM's input rows are at
+ * least 64 floats wide and the level has at least 32 rows. Per tile the
+ * GEMMs do 6 multiply-adds per input float where the direct conv does 10,
+ * while the input and output transforms and the separate bias/GELU pass
+ * cost a fixed few operations per row and channel: the gain grows with the
+ * width. Measured on one Zen 4 core (himae-100, window 1000, median of
+ * 5 x 1000 encodes, 2026-12-06): direct 620 us; conv2 of the 128- and
+ * 256-channel levels 524; their conv1 too 478; the 64-channel level's
+ * conv1 and conv2 too 462 (its 32-channel level gains nothing). The 32
+ * rows keep short windows' deepest levels on the direct convs: himae-25
+ * would go from 78.5 to 68 us, but that window's encode time is the
+ * yardstick of its stream mode (a 1-s push, 12 us, must stay within a
+ * sixth of it). Not for bf16 weights: rounding the transformed weights G_t
+ * errs about 2.5 times more than rounding the conv's own, and window mode
+ * would then differ from stream mode (the direct conv, same rounded
+ * weights) by that much. */
+static int use_winograd(const himae_ukernel *uk, size_t k, size_t width, size_t rows) {
+    return uk->precision == HIMAE_F32 && k == 5 && width >= 64 && rows >= 32;
+}
+
+/* A Winograd form of the encoder conv `part` of level l into *wino, if
+ * use_winograd picks it; grows *work to its work floats. */
+static void set_winograd(bump *b, himae_wino *wino, const himae_ukernel *uk, const himae_file *f, uint32_t l,
+                         const char *part, size_t cin, size_t cout, size_t k, size_t stride, size_t n_out,
+                         size_t *work) {
+    if (!use_winograd(uk, k, stride * cin, n_out)) return;
+    const size_t n = himae_wino_packed_size(cin, cout, stride, uk->nr);
+    float *dst = pack_target(b, n);
+    if (dst) {
+        char wn[64], bn[64];
+        snprintf(wn, sizeof wn, "encoder.%u.%s.weight", l, part);
+        snprintf(bn, sizeof bn, "encoder.%u.%s.bias", l, part);
+        himae_wino_pack(dst, himae_file_tensor(f, wn)->data, himae_file_tensor(f, bn)->data, cin, cout, stride,
+                        uk->nr);
+    }
+    *wino = (himae_wino){cin, cout, stride, put_weights(b, dst, n, stride * cin)};
+    const size_t w = himae_wino_work_floats(cin, cout, stride, n_out);
+    if (w > *work) *work = w;
 }
 
 /* Lay the model out in b's arena (or, with b->base == NULL, just measure
@@ -200,20 +223,11 @@ static void layout(himae_model *m, bump *b, const himae_file *f) {
         set_encoder_conv(b, &lv->conv1, m->uk, f, l, "conv1", cin, co, k, 2);
         set_encoder_conv(b, &lv->conv2, m->uk, f, l, "conv2", co, co, k, 1);
         set_encoder_conv(b, &lv->skip, m->uk, f, l, "skip", cin, co, 1, 2);
-        lv->winograd = use_winograd(m->uk, k, co, c->level_len[l]);
-        if (lv->winograd) {
-            const size_t n = himae_wino_packed_size(co, co, m->uk->nr);
-            float *dst = pack_target(b, n);
-            if (dst) {
-                char wn[64], bn[64];
-                snprintf(wn, sizeof wn, "encoder.%u.conv2.weight", l);
-                snprintf(bn, sizeof bn, "encoder.%u.conv2.bias", l);
-                himae_wino_pack(dst, himae_file_tensor(f, wn)->data, himae_file_tensor(f, bn)->data, co, co,
-                                m->uk->nr);
-            }
-            lv->conv2_wino = (himae_wino){co, co, put_weights(b, dst, n, co)};
-            size_t work = himae_wino_work_floats(co, co, c->level_len[l]);
-            if (work > wino_work) wino_work = work;
+        set_winograd(b, &lv->conv1_wino, m->uk, f, l, "conv1", cin, co, k, 2, c->level_len[l], &wino_work);
+        set_winograd(b, &lv->conv2_wino, m->uk, f, l, "conv2", co, co, k, 1, c->level_len[l], &wino_work);
+        if (l + 1 < c->n_levels) { /* the next level's Winograd conv1 reads zero rows past this one's */
+            const size_t read = pad + himae_wino_rows_read(2, c->level_len[l + 1]);
+            if (read > rows) rows = read;
         }
         lv->act = take(b, rows * co * sizeof(float));
         if (rows * co > hidden) hidden = rows * co;
@@ -393,12 +407,15 @@ static void encode_one(himae_model *m, const float *x) {
         size_t co = c->channels[l], n = c->level_len[l];
         float *act = lv->act + pad * co, *hid = m->hidden + pad * co;
         himae_conv1d_forward(&lv->skip, m->uk, act, prev, n, NULL, 0);
-        himae_conv1d_forward(&lv->conv1, m->uk, hid, prev, n, NULL, 1);
+        if (lv->conv1_wino.packed)
+            himae_wino_forward(&lv->conv1_wino, m->uk, hid, prev, n, 0, 1, m->wino_work);
+        else
+            himae_conv1d_forward(&lv->conv1, m->uk, hid, prev, n, NULL, 1);
         /* The hidden buffer is shared by levels of different widths: clear
          * the rows around this level's that conv2 reads as zero padding. */
         memset(m->hidden, 0, pad * co * sizeof(float));
         memset(hid + n * co, 0, (pad + SLACK) * co * sizeof(float));
-        if (lv->winograd)
+        if (lv->conv2_wino.packed)
             himae_wino_forward(&lv->conv2_wino, m->uk, act, hid, n, 1, 1, m->wino_work);
         else
             himae_conv1d_forward(&lv->conv2, m->uk, act, hid, n, act, 1);

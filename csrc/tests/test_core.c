@@ -314,45 +314,50 @@ static void test_gathered(void) {
     printf("gathered rows: %d cases\n", cases);
 }
 
-/* Winograd F(2,5) vs the naive reference, every ISA: random widths and
- * lengths (odd ones end on a half tile), and himae-100's two Winograd
- * levels. Same tolerances as the direct conv. */
+/* Winograd vs the naive reference, every ISA, both forms (F(2,5) at
+ * stride 1, F(4,3) over row pairs at stride 2): random widths and lengths
+ * (ragged last tiles), and himae-100's Winograd levels. Same tolerances as
+ * the direct conv. */
 static void test_winograd(void) {
     int cases = 0;
     for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) { /* f32 only: bf16 models keep the direct conv (model.c) */
         const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa, HIMAE_F32);
         if (!uk || !himae_isa_supported((enum himae_isa)isa)) continue;
-        for (int t = 0; t < 22; t++) {
-            size_t ch = t == 0 ? 128 : t == 1 ? 256 : 1 + rng() % 70;
-            size_t n = t == 0 ? 63 : t == 1 ? 32 : 1 + rng() % 60;
-            int gelu = t < 2 || rng() % 2, with_res = t < 2 || rng() % 2;
-            float *w = malloc(ch * ch * 5 * sizeof(float)), *b = malloc(ch * sizeof(float));
-            float *x = malloc(ch * n * sizeof(float)), *res = malloc(ch * n * sizeof(float));
-            for (size_t i = 0; i < ch * ch * 5; i++) w[i] = frand() / sqrtf((float)ch);
-            for (size_t i = 0; i < ch; i++) b[i] = frand();
-            for (size_t i = 0; i < ch * n; i++) x[i] = 2 * frand();
-            for (size_t i = 0; i < ch * n; i++) res[i] = frand();
-            float *want = malloc(ch * n * sizeof(float));
-            himae_conv1d_reference(want, x, w, b, ch, n, ch, 5, 1, 2, n, with_res ? res : NULL, gelu);
-            float *packed = malloc(himae_wino_packed_size(ch, ch, uk->nr) * sizeof(float));
-            himae_wino_pack(packed, w, b, ch, ch, uk->nr);
-            himae_wino wino = {ch, ch, packed};
-            /* channels-last input: 2 zero rows before, 3 after (an odd n's
-             * last tile reads one past the padding) */
-            float *xin = calloc((n + 5) * ch, sizeof(float));
-            for (size_t c = 0; c < ch; c++)
-                for (size_t i = 0; i < n; i++) xin[(2 + i) * ch + c] = x[c * n + i];
-            float *work = malloc(himae_wino_work_floats(ch, ch, n) * sizeof(float));
-            float *out = malloc(n * ch * sizeof(float)), *got = malloc(ch * n * sizeof(float));
-            for (size_t c = 0; c < ch; c++)
-                for (size_t p = 0; p < n; p++) out[p * ch + c] = res[c * n + p];
-            himae_wino_forward(&wino, uk, out, xin + 2 * ch, n, with_res, gelu, work);
-            for (size_t c = 0; c < ch; c++)
-                for (size_t p = 0; p < n; p++) got[c * n + p] = out[p * ch + c];
+        for (int t = 0; t < 46; t++) {
+            static const size_t level[6][4] = {{64, 64, 125, 1}, {128, 128, 63, 1}, {256, 256, 32, 1},
+                                               {32, 64, 250, 2}, {64, 128, 125, 2}, {128, 256, 63, 2}};
+            size_t stride = 1 + t % 2, cin = 1 + rng() % 70, cout = stride == 1 ? cin : 1 + rng() % 70;
+            size_t n_in = 1 + rng() % 60;
+            if (t < 6) cin = level[t][0], cout = level[t][1], n_in = level[t][2], stride = level[t][3];
+            const size_t n = (n_in + stride - 1) / stride;
+            int gelu = t < 6 || rng() % 2, with_res = t < 3 || rng() % 2;
+            float *w = malloc(cout * cin * 5 * sizeof(float)), *b = malloc(cout * sizeof(float));
+            float *x = malloc(cin * n_in * sizeof(float)), *res = malloc(cout * n * sizeof(float));
+            for (size_t i = 0; i < cout * cin * 5; i++) w[i] = frand() / sqrtf((float)cin);
+            for (size_t i = 0; i < cout; i++) b[i] = frand();
+            for (size_t i = 0; i < cin * n_in; i++) x[i] = 2 * frand();
+            for (size_t i = 0; i < cout * n; i++) res[i] = frand();
+            float *want = malloc(cout * n * sizeof(float));
+            himae_conv1d_reference(want, x, w, b, cin, n_in, cout, 5, stride, 2, n, with_res ? res : NULL, gelu);
+            float *packed = malloc(himae_wino_packed_size(cin, cout, stride, uk->nr) * sizeof(float));
+            himae_wino_pack(packed, w, b, cin, cout, stride, uk->nr);
+            himae_wino wino = {cin, cout, stride, packed};
+            /* channels-last input: 2 zero rows before, zeros after as far as the tiles read */
+            const size_t rows = 2 + himae_wino_rows_read(stride, n);
+            float *xin = calloc(rows * cin, sizeof(float));
+            for (size_t c = 0; c < cin; c++)
+                for (size_t i = 0; i < n_in; i++) xin[(2 + i) * cin + c] = x[c * n_in + i];
+            float *work = malloc(himae_wino_work_floats(cin, cout, stride, n) * sizeof(float));
+            float *out = malloc(n * cout * sizeof(float)), *got = malloc(cout * n * sizeof(float));
+            for (size_t c = 0; c < cout; c++)
+                for (size_t p = 0; p < n; p++) out[p * cout + c] = with_res ? res[c * n + p] : NAN;
+            himae_wino_forward(&wino, uk, out, xin + 2 * cin, n, with_res, gelu, work);
+            for (size_t c = 0; c < cout; c++)
+                for (size_t p = 0; p < n; p++) got[c * n + p] = out[p * cout + c];
             char what[160];
-            snprintf(what, sizeof what, "%s winograd channels=%zu n=%zu gelu=%d res=%d", uk->name, ch,
-                     n, gelu, with_res);
-            compare(what, got, want, ch * n, 1e-5, 1e-4);
+            snprintf(what, sizeof what, "%s winograd stride=%zu cin=%zu cout=%zu n_in=%zu gelu=%d res=%d",
+                     uk->name, stride, cin, cout, n_in, gelu, with_res);
+            compare(what, got, want, cout * n, 1e-5, 1e-4);
             free(w), free(b), free(x), free(res), free(want), free(packed), free(xin), free(work);
             free(out), free(got);
             cases++;
