@@ -163,23 +163,24 @@ static void set_transposed(bump *b, himae_tconv *tc, const himae_ukernel *uk, co
 
 /* Winograd for a level's convs in window mode: conv2 by F(2,5), conv1
  * (stride 2) by F(4,3) over row pairs, where the GEMM's input rows are at
- * least 64 floats wide and the level has at least 32 rows. Per tile the
+ * least 64 floats wide and hold at least 8,000 floats in all. Per tile the
  * GEMMs do 6 multiply-adds per input float where the direct conv does 10,
  * while the input and output transforms and the separate bias/GELU pass
  * cost a fixed few operations per row and channel: the gain grows with the
  * width. Measured on one Zen 4 core (himae-100, window 1000, median of
  * 5 x 1000 encodes, 2026-12-06): direct 620 us; conv2 of the 128- and
  * 256-channel levels 524; their conv1 too 478; the 64-channel level's
- * conv1 and conv2 too 462 (its 32-channel level gains nothing). The 32
- * rows keep short windows' deepest levels on the direct convs: himae-25
- * would go from 78.5 to 68 us, but that window's encode time is the
- * yardstick of its stream mode (a 1-s push, 12 us, must stay within a
- * sixth of it). Not for bf16 weights: rounding the transformed weights G_t
- * errs about 2.5 times more than rounding the conv's own, and window mode
- * would then differ from stream mode (the direct conv, same rounded
- * weights) by that much. */
+ * conv1 and conv2 too 462 (its 32-channel level gains nothing). The 8,000
+ * floats keep short windows on the direct convs: himae-25's 64- and
+ * 128-channel levels (2,048 floats each) would take its window from 82 to
+ * 68 us, but that window's encode time is the yardstick of its stream mode
+ * (a 1-s push, 12 us engine and 13 us through Stream.push, must stay
+ * within a sixth of it). Not for bf16 weights: rounding the transformed
+ * weights G_t errs about 2.5 times more than rounding the conv's own, and
+ * window mode would then differ from stream mode (the direct conv, same
+ * rounded weights) by that much. */
 static int use_winograd(const himae_ukernel *uk, size_t k, size_t width, size_t rows) {
-    return uk->precision == HIMAE_F32 && k == 5 && width >= 64 && rows >= 32;
+    return uk->precision == HIMAE_F32 && k == 5 && width >= 64 && rows * width >= 8000;
 }
 
 /* A Winograd form of the encoder conv `part` of level l into *wino, if
