@@ -19,10 +19,13 @@ typedef struct himae_tconv {
     himae_conv phase[2];
 } himae_tconv;
 
-/* Decoder stage t: upsample d_{t+1}, concat [up, x_t], two conv + GELU. */
+/* Decoder stage t: upsample d_{t+1}, concat [up, x_t], two conv + GELU;
+ * a conv whose Winograd form is packed (conv1_wino.packed, as the loader
+ * picks them) runs in that form. */
 typedef struct himae_stage {
     himae_tconv up;
     himae_conv conv1, conv2;
+    himae_wino conv1_wino, conv2_wino;
 } himae_stage;
 
 /* Floats of work area the decoder of configuration `c` needs (one window). */
@@ -32,9 +35,10 @@ size_t himae_decoder_work_floats(const himae_config *c, size_t pad);
  * of level l's channels-last activations (level_len[l] rows of channels[l]
  * floats, `pad` zero rows before and after). stage[t] and head hold the
  * packed decoder weights; out receives (in_channels, window), channels-first,
- * after tanh. work: himae_decoder_work_floats(c, pad) floats, any content. */
+ * after tanh. work: himae_decoder_work_floats(c, pad) floats, any content;
+ * wino_work: himae_wino_work_floats of the largest Winograd conv. */
 void himae_decoder_forward(const himae_config *c, const himae_ukernel *uk, size_t pad,
                            const himae_stage *stage, const himae_tconv *head,
-                           const float *const *levels, float *work, float *out);
+                           const float *const *levels, float *work, float *wino_work, float *out);
 
 #endif

@@ -183,18 +183,19 @@ static int use_winograd(const himae_ukernel *uk, size_t k, size_t width, size_t 
     return uk->precision == HIMAE_F32 && k == 5 && width >= 64 && rows * width >= 8000;
 }
 
-/* A Winograd form of the encoder conv `part` of level l into *wino, if
- * use_winograd picks it; grows *work to its work floats. */
-static void set_winograd(bump *b, himae_wino *wino, const himae_ukernel *uk, const himae_file *f, uint32_t l,
-                         const char *part, size_t cin, size_t cout, size_t k, size_t stride, size_t n_out,
+/* The Winograd form of the conv `prefix` (its tensors prefix.weight and
+ * prefix.bias) into *wino, if use_winograd picks it; grows *work to its
+ * work floats. */
+static void set_winograd(bump *b, himae_wino *wino, const himae_ukernel *uk, const himae_file *f,
+                         const char *prefix, size_t cin, size_t cout, size_t k, size_t stride, size_t n_out,
                          size_t *work) {
     if (!use_winograd(uk, k, stride * cin, n_out)) return;
     const size_t n = himae_wino_packed_size(cin, cout, stride, uk->nr);
     float *dst = pack_target(b, n);
     if (dst) {
         char wn[64], bn[64];
-        snprintf(wn, sizeof wn, "encoder.%u.%s.weight", l, part);
-        snprintf(bn, sizeof bn, "encoder.%u.%s.bias", l, part);
+        snprintf(wn, sizeof wn, "%s.weight", prefix);
+        snprintf(bn, sizeof bn, "%s.bias", prefix);
         himae_wino_pack(dst, himae_file_tensor(f, wn)->data, himae_file_tensor(f, bn)->data, cin, cout, stride,
                         uk->nr);
     }
@@ -224,8 +225,11 @@ static void layout(himae_model *m, bump *b, const himae_file *f) {
         set_encoder_conv(b, &lv->conv1, m->uk, f, l, "conv1", cin, co, k, 2);
         set_encoder_conv(b, &lv->conv2, m->uk, f, l, "conv2", co, co, k, 1);
         set_encoder_conv(b, &lv->skip, m->uk, f, l, "skip", cin, co, 1, 2);
-        set_winograd(b, &lv->conv1_wino, m->uk, f, l, "conv1", cin, co, k, 2, c->level_len[l], &wino_work);
-        set_winograd(b, &lv->conv2_wino, m->uk, f, l, "conv2", co, co, k, 1, c->level_len[l], &wino_work);
+        char name[48];
+        snprintf(name, sizeof name, "encoder.%u.conv1", l);
+        set_winograd(b, &lv->conv1_wino, m->uk, f, name, cin, co, k, 2, c->level_len[l], &wino_work);
+        snprintf(name, sizeof name, "encoder.%u.conv2", l);
+        set_winograd(b, &lv->conv2_wino, m->uk, f, name, co, co, k, 1, c->level_len[l], &wino_work);
         if (l + 1 < c->n_levels) { /* the next level's Winograd conv1 reads zero rows past this one's */
             const size_t read = pad + himae_wino_rows_read(2, c->level_len[l + 1]);
             if (read > rows) rows = read;
@@ -234,7 +238,6 @@ static void layout(himae_model *m, bump *b, const himae_file *f) {
         if (rows * co > hidden) hidden = rows * co;
     }
     m->hidden = take(b, hidden * sizeof(float));
-    m->wino_work = take(b, wino_work * sizeof(float));
     if (c->flags & 1) {
         for (uint32_t t = 0; t + 1 < c->n_levels; t++) {
             himae_stage *s = &m->stage[t];
@@ -244,12 +247,15 @@ static void layout(himae_model *m, bump *b, const himae_file *f) {
             set_transposed(b, &s->up, m->uk, f, name, cu, ct, k);
             snprintf(name, sizeof name, "decoder.%u.conv1", t);
             set_plain(b, &s->conv1, m->uk, f, name, 2 * ct, ct, k, 1);
+            set_winograd(b, &s->conv1_wino, m->uk, f, name, 2 * ct, ct, k, 1, c->level_len[t], &wino_work);
             snprintf(name, sizeof name, "decoder.%u.conv2", t);
             set_plain(b, &s->conv2, m->uk, f, name, ct, ct, k, 1);
+            set_winograd(b, &s->conv2_wino, m->uk, f, name, ct, ct, k, 1, c->level_len[t], &wino_work);
         }
         set_transposed(b, &m->head, m->uk, f, "head", c->channels[0], c->in_channels, k);
         m->decoder_work = take(b, himae_decoder_work_floats(c, pad) * sizeof(float));
     }
+    m->wino_work = take(b, wino_work * sizeof(float));
 }
 
 static int error(char *err, size_t err_len, int code, const char *fmt, ...) {
@@ -491,7 +497,7 @@ int himae_reconstruct(himae_model *m, const float *x, size_t batch, float *out, 
     himae_fpmode saved = himae_fpmode_flush();
     for (size_t b = 0; b < batch; b++) {
         encode_one(m, x + b * n);
-        himae_decoder_forward(c, m->uk, m->pad, m->stage, &m->head, levels, m->decoder_work,
+        himae_decoder_forward(c, m->uk, m->pad, m->stage, &m->head, levels, m->decoder_work, m->wino_work,
                               out + b * n);
     }
     himae_fpmode_set(saved);
