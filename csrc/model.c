@@ -161,7 +161,8 @@ static void set_transposed(bump *b, himae_tconv *tc, const himae_ukernel *uk, co
     }
 }
 
-/* Winograd for a level's convs in window mode: conv2 by F(2,5), conv1
+/* Winograd for the kernel-5 convs of window mode and the decoder: stride 1
+ * (the encoder's conv2, the decoder's two) by F(2,5), the encoder's conv1
  * (stride 2) by F(4,3) over row pairs, where the GEMM's input rows are at
  * least 64 floats wide and hold at least 8,000 floats in all. Per tile the
  * GEMMs do 6 multiply-adds per input float where the direct conv does 10,
