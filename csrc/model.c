@@ -205,6 +205,13 @@ static void set_winograd(bump *b, himae_wino *wino, const himae_ukernel *uk, con
     if (w > *work) *work = w;
 }
 
+/* Rows of level l's input buffer (n rows with their padding): a Winograd
+ * conv1 reads zero rows past them, up to 5 more than the direct conv. */
+static size_t input_rows(const himae_config *c, uint32_t l, size_t n, size_t pad) {
+    const size_t direct = n + 2 * pad + SLACK, wino = pad + himae_wino_rows_read(2, c->level_len[l]);
+    return wino > direct ? wino : direct;
+}
+
 /* Lay the model out in b's arena (or, with b->base == NULL, just measure
  * it: b->used bytes, of which b->weights are packed weights). */
 static void layout(himae_model *m, bump *b, const himae_file *f) {
@@ -217,12 +224,13 @@ static void layout(himae_model *m, bump *b, const himae_file *f) {
         meta[f->meta_size] = 0;
         m->metadata = meta;
     }
-    m->input = take(b, (c->window + 2 * pad + SLACK) * c->in_channels * sizeof(float));
+    m->input = take(b, input_rows(c, 0, c->window, pad) * c->in_channels * sizeof(float));
     size_t hidden = 0, wino_work = 0;
     for (uint32_t l = 0; l < c->n_levels; l++) {
         himae_level *lv = &m->level[l];
         size_t cin = l ? c->channels[l - 1] : c->in_channels, co = c->channels[l];
-        size_t rows = c->level_len[l] + 2 * pad + SLACK;
+        const size_t rows = l + 1 < c->n_levels ? input_rows(c, l + 1, c->level_len[l], pad)
+                                                : c->level_len[l] + 2 * pad + SLACK;
         set_encoder_conv(b, &lv->conv1, m->uk, f, l, "conv1", cin, co, k, 2);
         set_encoder_conv(b, &lv->conv2, m->uk, f, l, "conv2", co, co, k, 1);
         set_encoder_conv(b, &lv->skip, m->uk, f, l, "skip", cin, co, 1, 2);
@@ -231,10 +239,6 @@ static void layout(himae_model *m, bump *b, const himae_file *f) {
         set_winograd(b, &lv->conv1_wino, m->uk, f, name, cin, co, k, 2, c->level_len[l], &wino_work);
         snprintf(name, sizeof name, "encoder.%u.conv2", l);
         set_winograd(b, &lv->conv2_wino, m->uk, f, name, co, co, k, 1, c->level_len[l], &wino_work);
-        if (l + 1 < c->n_levels) { /* the next level's Winograd conv1 reads zero rows past this one's */
-            const size_t read = pad + himae_wino_rows_read(2, c->level_len[l + 1]);
-            if (read > rows) rows = read;
-        }
         lv->act = take(b, rows * co * sizeof(float));
         if (rows * co > hidden) hidden = rows * co;
     }

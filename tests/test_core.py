@@ -27,11 +27,18 @@ ISAS = supported_isas()
 ODD = {"name": "odd", "in_channels": 3, "channel_names": ["PPG", "ACC_X", "ACC_Y"], "kernel_size": 7,
        "window": 301, "fs": 30.0, "channels": [8, 24, 40]}
 
+#: Kernel 5 over 32 input channels: every conv takes Winograd in window mode, level 0's conv1 too (its
+#: rows read in pairs are 64 floats), and lengths of 4q + 1 rows (129, 65) make F(4,3)'s last tile read
+#: the most zero rows past its input.
+WIDE_INPUT = {"name": "wide-input", "in_channels": 32, "channel_names": [f"c{i}" for i in range(32)],
+              "kernel_size": 5, "window": 257, "fs": 25.0, "channels": [64, 128]}
+
 
 def _random_model(name: str, seed: int) -> HiMAE:
     """A model in eval mode with random conv weights and randomised BatchNorm statistics."""
     torch.manual_seed(seed)
-    config = {**get_config("himae-25"), **ODD} if name == "odd" else get_config(name)
+    extra = {"odd": ODD, "wide-input": WIDE_INPUT}.get(name)
+    config = {**get_config("himae-25"), **extra} if extra else get_config(name)
     return randomize_batchnorm(HiMAE(config), seed + 1).eval()
 
 
@@ -49,7 +56,7 @@ def _assert_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
     assert err.max() <= 1e-4 and rel <= 1e-5, f"{what}: max abs {err.max():.3g}, relative L2 {rel:.3g}"
 
 
-@pytest.fixture(scope="module", params=["himae-100", "himae-25", "odd"])
+@pytest.fixture(scope="module", params=["himae-100", "himae-25", "odd", "wide-input"])
 def exported(request, tmp_path_factory):
     model = _random_model(request.param, seed=7)
     path = tmp_path_factory.mktemp("models") / f"{request.param}.himae"

@@ -57,10 +57,11 @@ def test_parity_random_and_real_windows(exported, isa):
 
 @pytest.mark.parametrize(
     "kernel, window, channels, in_channels",
-    [(3, 77, [4, 8, 16], 2), (5, 64, [6], 1), (7, 101, [4, 8], 3)],
+    [(3, 77, [4, 8, 16], 2), (5, 64, [6], 1), (7, 101, [4, 8], 3), (5, 257, [64, 128], 32)],
 )
 def test_parity_other_configurations(tmp_path, kernel, window, channels, in_channels):
-    """Any configuration a file describes: kernel 3 and 7 give asymmetric phase taps, odd windows crop."""
+    """Any configuration a file describes: kernel 3 and 7 give asymmetric phase taps, odd windows crop;
+    the last one takes Winograd for every kernel-5 conv, over odd lengths (129 and 65 rows)."""
     config = get_config(
         "himae-25", kernel_size=kernel, window=window, channels=channels, in_channels=in_channels,
         channel_names=[f"CH{i}" for i in range(in_channels)],
