@@ -164,24 +164,28 @@ static void set_transposed(bump *b, himae_tconv *tc, const himae_ukernel *uk, co
 /* Winograd for the kernel-5 convs of window mode and the decoder: stride 1
  * (the encoder's conv2, the decoder's two) by F(2,5), the encoder's conv1
  * (stride 2) by F(4,3) over row pairs, where the GEMM's input rows are at
- * least 64 floats wide and hold at least 8,000 floats in all. Per tile the
- * GEMMs do 6 multiply-adds per input float where the direct conv does 10,
- * while the input and output transforms and the separate bias/GELU pass
- * cost a fixed few operations per row and channel: the gain grows with the
- * width. Measured on one Zen 4 core (himae-100, window 1000, median of
- * 5 x 1000 encodes, 2026-12-06): direct 620 us; conv2 of the 128- and
- * 256-channel levels 524; their conv1 too 478; the 64-channel level's
- * conv1 and conv2 too 462 (its 32-channel level gains nothing). The 8,000
- * floats keep short windows on the direct convs: himae-25's 64- and
- * 128-channel levels (2,048 floats each) would take its window from 82 to
- * 68 us, but that window's encode time is the yardstick of its stream mode
- * (a 1-s push, 12 us engine and 13 us through Stream.push, must stay
- * within a sixth of it). Not for bf16 weights: rounding the transformed
- * weights G_t errs about 2.5 times more than rounding the conv's own, and
- * window mode would then differ from stream mode (the direct conv, same
- * rounded weights) by that much. */
-static int use_winograd(const himae_ukernel *uk, size_t k, size_t width, size_t rows) {
-    return uk->precision == HIMAE_F32 && k == 5 && width >= 64 && rows * width >= 8000;
+ * least 64 floats wide and hold at least min_floats floats in all. Per tile
+ * the GEMMs do 6 multiply-adds per input float where the direct conv does
+ * 10, while the input and output transforms and the separate bias/GELU
+ * pass cost a fixed few operations per row and channel: the gain grows
+ * with the width. Measured on one Zen 4 core (median of 5 x 1000 calls,
+ * 2026-12-06): himae-100's window, every conv direct 620 us; conv2 of the
+ * 128- and 256-channel levels 524; their conv1 too 478; the 64-channel
+ * level's conv1 and conv2 too 462 (its 32-channel level gains nothing).
+ * ENCODER_WINO_FLOATS keeps short windows on the direct convs: himae-25's
+ * 64- and 128-channel levels (2,048 floats each) would take its window
+ * from 82 to 68 us, but that window's encode time is the yardstick of its
+ * stream mode (a 1-s push, 12 us engine and 13 us through Stream.push,
+ * must stay within a sixth of it). The decoder has no such yardstick:
+ * himae-25's reconstruct goes from 189 to 178 us with its 2,048-float
+ * convs on F(2,5). Not for bf16 weights: rounding the transformed weights
+ * G_t errs about 2.5 times more than rounding the conv's own, and window
+ * mode would then differ from stream mode (the direct conv, same rounded
+ * weights) by that much. */
+#define ENCODER_WINO_FLOATS 8000
+#define DECODER_WINO_FLOATS 2000
+static int use_winograd(const himae_ukernel *uk, size_t k, size_t width, size_t rows, size_t min_floats) {
+    return uk->precision == HIMAE_F32 && k == 5 && width >= 64 && rows * width >= min_floats;
 }
 
 /* The Winograd form of the conv `prefix` (its tensors prefix.weight and
@@ -189,8 +193,8 @@ static int use_winograd(const himae_ukernel *uk, size_t k, size_t width, size_t 
  * work floats. */
 static void set_winograd(bump *b, himae_wino *wino, const himae_ukernel *uk, const himae_file *f,
                          const char *prefix, size_t cin, size_t cout, size_t k, size_t stride, size_t n_out,
-                         size_t *work) {
-    if (!use_winograd(uk, k, stride * cin, n_out)) return;
+                         size_t min_floats, size_t *work) {
+    if (!use_winograd(uk, k, stride * cin, n_out, min_floats)) return;
     const size_t n = himae_wino_packed_size(cin, cout, stride, uk->nr);
     float *dst = pack_target(b, n);
     if (dst) {
@@ -236,9 +240,11 @@ static void layout(himae_model *m, bump *b, const himae_file *f) {
         set_encoder_conv(b, &lv->skip, m->uk, f, l, "skip", cin, co, 1, 2);
         char name[48];
         snprintf(name, sizeof name, "encoder.%u.conv1", l);
-        set_winograd(b, &lv->conv1_wino, m->uk, f, name, cin, co, k, 2, c->level_len[l], &wino_work);
+        set_winograd(b, &lv->conv1_wino, m->uk, f, name, cin, co, k, 2, c->level_len[l], ENCODER_WINO_FLOATS,
+                     &wino_work);
         snprintf(name, sizeof name, "encoder.%u.conv2", l);
-        set_winograd(b, &lv->conv2_wino, m->uk, f, name, co, co, k, 1, c->level_len[l], &wino_work);
+        set_winograd(b, &lv->conv2_wino, m->uk, f, name, co, co, k, 1, c->level_len[l], ENCODER_WINO_FLOATS,
+                     &wino_work);
         lv->act = take(b, rows * co * sizeof(float));
         if (rows * co > hidden) hidden = rows * co;
     }
@@ -252,10 +258,12 @@ static void layout(himae_model *m, bump *b, const himae_file *f) {
             set_transposed(b, &s->up, m->uk, f, name, cu, ct, k);
             snprintf(name, sizeof name, "decoder.%u.conv1", t);
             set_plain(b, &s->conv1, m->uk, f, name, 2 * ct, ct, k, 1);
-            set_winograd(b, &s->conv1_wino, m->uk, f, name, 2 * ct, ct, k, 1, c->level_len[t], &wino_work);
+            set_winograd(b, &s->conv1_wino, m->uk, f, name, 2 * ct, ct, k, 1, c->level_len[t],
+                         DECODER_WINO_FLOATS, &wino_work);
             snprintf(name, sizeof name, "decoder.%u.conv2", t);
             set_plain(b, &s->conv2, m->uk, f, name, ct, ct, k, 1);
-            set_winograd(b, &s->conv2_wino, m->uk, f, name, ct, ct, k, 1, c->level_len[t], &wino_work);
+            set_winograd(b, &s->conv2_wino, m->uk, f, name, ct, ct, k, 1, c->level_len[t],
+                         DECODER_WINO_FLOATS, &wino_work);
         }
         set_transposed(b, &m->head, m->uk, f, "head", c->channels[0], c->in_channels, k);
         m->decoder_work = take(b, himae_decoder_work_floats(c, pad) * sizeof(float));
