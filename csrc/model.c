@@ -36,7 +36,7 @@ typedef struct himae_level {
      * use_winograd picks them (packed NULL elsewhere); the stream engine's
      * few rows per call keep the direct convs. */
     himae_wino conv1_wino, conv2_wino;
-    float *act; /* (len + 2 pad + SLACK) x channels, channels-last; level output */
+    float *act; /* input_rows x channels (the next level's input), channels-last; level output */
 } himae_level;
 
 struct himae_model {
@@ -46,7 +46,7 @@ struct himae_model {
     uint32_t file_crc;   /* the model file's CRC32 footer */
     size_t pad;          /* zero rows kept on each side of every buffer */
     char *metadata;      /* NUL-terminated JSON */
-    float *input;        /* (window + 2 pad + SLACK) x in_channels */
+    float *input;        /* input_rows x in_channels */
     float *hidden;       /* conv1 output, largest level */
     float *wino_work;    /* himae_wino_forward's work, largest Winograd level */
     himae_level level[HIMAE_MAX_LEVELS];
