@@ -2,7 +2,9 @@
 
 A window record is a plain dict (schema in docs/output.md). Sinks are opened
 from a URL (`jsonl://-`, `jsonl://out.jsonl`, `csv://out.csv?mode=append`,
-`npz://out.npz?part=60`, `lsl://name`) and written one record at a time.
+`npz://out.npz?part=60`, `lsl://name`), or from a file's path whose
+extension names the format (`out.csv` is `csv://out.csv`; `-` is
+`jsonl://-`), and written one record at a time.
 
 A file sink never destroys data. Opening it checks that the target's folder
 takes new files (a one-line error before the run starts) and creates
@@ -369,9 +371,28 @@ class LslSink:
 SINKS = {"jsonl": JsonlSink, "csv": CsvSink, "npz": NpzSink, "lsl": LslSink}
 
 
+#: file formats a sink's bare path may name by its extension
+FILE_SINKS = ("jsonl", "csv", "npz")
+
+
+def as_sink_url(text: str) -> str:
+    """`text` as a sink URL: a URL as it is; `-` as stdout in JSON lines; a file's path as the sink of
+    the format its extension names (`.jsonl`, `.csv`, `.npz`)."""
+    if "://" in text:
+        return text
+    if text == "-":
+        return "jsonl://-"
+    ext = Path(text).suffix.lower().lstrip(".")
+    if ext not in FILE_SINKS:
+        raise SinkError(f"{text!r} is neither a sink URL ({', '.join(s + '://' for s in SINKS)}) nor a file "
+                        f"ending in {', '.join('.' + e for e in FILE_SINKS)}")
+    return f"{ext}://{text}"
+
+
 def open_sink(url: str) -> Sink:
-    """Open the sink a URL names; unknown schemes, bad parameters and unwritable folders are one-line errors."""
-    parsed = parse_url(url)
+    """Open the sink a URL (or a file's path, `as_sink_url`) names; unknown schemes, bad parameters and
+    unwritable folders are one-line errors."""
+    parsed = parse_url(as_sink_url(url))
     if parsed.scheme not in SINKS:
         raise SinkError(f"unknown sink {url!r}: use one of {', '.join(s + '://' for s in SINKS)}")
     return SINKS[parsed.scheme](parsed)

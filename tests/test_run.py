@@ -89,7 +89,7 @@ def test_run_fills_gaps_from_a_lossy_device(tmp_path, model_file, himae):
     out, csv_out = tmp_path / "out.jsonl", tmp_path / "out.csv"
     source = f"sim://{BUNDLED}?channels=PLETH&speed=max&fs=100&loss=0.05&seed=3"
     result = himae("run", "--model", model_file, "--source", source, "--duration", "30s",
-                   "--sink", f"jsonl://{out}", "--sink", f"csv://{csv_out}")
+                   "--sink", f"jsonl://{out}", "-o", str(csv_out))  # a bare path: the format from its extension
     assert result.returncode == 0, result.stderr
     records = read_records(out)
     assert len(records) == 21
@@ -142,6 +142,7 @@ def test_gaps_at_the_ends_of_a_stream_are_filled(tmp_path, model_file, himae):
         (["--source", "sim://missing.hea"], "not found"),
         (["--source", "serial:///dev/does-not-exist"], "does-not-exist"),
         (["--sink", "ftp://x"], "unknown sink"),
+        (["-o", "out.txt"], "nor a file ending in .jsonl"),
         (["--hop", "fast"], "hop"),
     ],
 )

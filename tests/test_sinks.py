@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from himae_stream.errors import HimaeError
-from himae_stream.sinks import SinkError, merge_parts, open_sink
+from himae_stream.sinks import SinkError, as_sink_url, merge_parts, open_sink
 
 CLASSES = ["rest", "moderate", "fast"]
 
@@ -164,4 +164,19 @@ def test_a_target_that_cannot_be_written_is_refused_when_opened(tmp_path, kind):
 def test_bad_sink_parameters_are_refused(tmp_path, url, message):
     with pytest.raises(HimaeError, match=message):
         open_sink(url.format(dir=tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "npz"])
+def test_a_files_path_opens_the_sink_its_extension_names(tmp_path, kind):
+    path = tmp_path / f"out.{kind}"
+    write(str(path), 3).close()
+    assert windows_in(path) == [0, 1, 2]
+    assert as_sink_url("-") == "jsonl://-" and as_sink_url(f"s.{kind.upper()}") == f"{kind}://s.{kind.upper()}"
+
+
+@pytest.mark.parametrize("text", ["out.txt", "out", "serial:/dev/x"])
+def test_a_path_without_a_sink_format_is_refused_in_one_line(tmp_path, text):
+    with pytest.raises(SinkError, match=r"neither a sink URL \(jsonl://.*\) nor a file ending in .jsonl, .csv, .npz"):
+        open_sink(str(tmp_path / text) if text.startswith("out") else text)
     assert list(tmp_path.iterdir()) == []

@@ -57,9 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "recording's path (WFDB, .mat, .csv, .npy, .npz), replayed through the simulator at --speed "
                    "(default: the bundled recording, the same way)")
     p.add_argument("--model", default="himae-100", help="model file or shipped model name (default himae-100)")
-    p.add_argument("--sink", action="append", default=[],
-                   help="jsonl://-, jsonl://FILE, csv://FILE, npz://FILE, lsl://NAME; ?mode=append for jsonl and "
-                        "csv files (repeatable; default jsonl://- when stdout is not a terminal)")
+    p.add_argument("-o", "--sink", action="append", default=[], metavar="SINK",
+                   help="where records go: a file (out.jsonl, out.csv, out.npz) or a URL: jsonl://-, "
+                        "jsonl://FILE, csv://FILE, npz://FILE, lsl://NAME; ?mode=append for jsonl and csv files "
+                        "(repeatable; default jsonl://- when stdout is not a terminal)")
     p.add_argument("--window", help="window length, e.g. 10s (default: the one the model's probe heads were "
                                     "fitted on, else the model's)")
     p.add_argument("--hop", default="1s", help="hop between windows (default 1s)")
