@@ -81,6 +81,13 @@ PROBE_MARGIN = 0.5
 #: The local level a fill is shrunk towards: the mean of the recorded samples within this many
 #: seconds of the gap.
 LEVEL_S = 2.0
+#: The correlation of the model's and the chord's errors that the blend uses is at most this. Near
+#: 1 (probes often measure 0.95 and more: both estimates meet the recording at the gap's edges) and
+#: with errors of similar size, the least-squares weight between the two is ill-determined: a small
+#: change in the chord's expected error along the gap swings it from 0 to 1 within a sample or two,
+#: and the fill jumps mid-gap between the model's waveform and the line. 0.8 bounds the swing and
+#: scored as well or better than the uncapped blend on every device group (docs/imputation.md).
+RHO_MAX = 0.8
 
 
 class ImputationWarning(UserWarning):
@@ -259,7 +266,7 @@ def _chord(row: np.ndarray, have: np.ndarray, s: int, e: int, reach: int, fs: fl
 def _blend_with_linear(raw: np.ndarray, lost: np.ndarray, trust: np.ndarray, reach: int, fs: float) -> None:
     """Blend each filled gap, in place, with linear interpolation across it: the least-squares
     weighting of two estimates whose errors have variances e_model and e_line(j) and covariance
-    c(j) = rho·sqrt(e_model·e_line(j)).
+    c(j) = rho·sqrt(e_model·e_line(j)), rho at most RHO_MAX (so the weight varies smoothly).
 
     A straight line is nearly exact next to a gap's edges and worse inside (e_line(j) from
     `_chord`), while the model's error is about even. Each filled sample becomes
@@ -281,7 +288,7 @@ def _blend_with_linear(raw: np.ndarray, lost: np.ndarray, trust: np.ndarray, rea
             if not np.isfinite(e_model):
                 e_model, kappa, rho = MODEL_ERROR * c0, 1.0, 0.0
             e_line = kappa * e_line
-            cross = rho * np.sqrt(e_model * e_line)
+            cross = min(rho, RHO_MAX) * np.sqrt(e_model * e_line)
             denom = e_model + e_line - 2 * cross
             w = np.clip(np.divide(e_model - cross, denom, out=np.ones_like(denom), where=denom > 0), 0.0, 1.0)
             raw[c, s:e] = w * line + (1.0 - w) * raw[c, s:e]

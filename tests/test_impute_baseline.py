@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import V102S, WRIST_BIKE, WRIST_RUN, WRIST_WALK
+from conftest import BUNDLED, V102S, WRIST_BIKE, WRIST_RUN, WRIST_WALK
 
 from himae_stream import ImputationWarning, impute
 from himae_stream.model import load_model
@@ -144,3 +144,28 @@ def test_fill_of_unpredictable_signal_falls_back_to_the_local_level(model, lengt
     himae = np.mean((fill(x, mask, model) - x)[mask] ** 2)
     mean = np.mean((level - x)[mask] ** 2)
     assert himae <= 1.05 * mean, (himae / mean)
+
+
+
+@pytest.mark.parametrize("rho", [0.9, 0.976, 0.999])
+@pytest.mark.parametrize("e_model", [0.001, 0.00318, 0.01])
+def test_the_blend_with_the_line_changes_smoothly_along_a_gap(rho, e_model):
+    """Probes often measure the model's and the chord's errors as nearly the same (rho near 1; the
+    middle case is one gap of the demo record's plot): the weight of the line must still vary
+    smoothly along the gap, or the fill jumps mid-gap between the model's waveform and the line
+    (uncapped, the weight moved by 0.43 to 1.0 between two samples here)."""
+    from himae_stream.impute import _blend_with_linear, _chord
+
+    x = load(BUNDLED, channels="PLETH").resampled(FS).signals[:, :3000].astype(np.float64)
+    s, e = 1300, 1400
+    lost = np.zeros_like(x, bool)
+    lost[:, s:e] = True
+    level = x[0, s - 200 : e + 200].mean()
+    raw = np.where(lost, level, x)  # a fill at the local level: the result is then level + w·(line - level)
+    line = _chord(raw[0], ~lost[0], s, e, 250, FS)[0]
+    trust = np.full((3, 1, x.shape[1]), np.nan)
+    trust[:, 0, s:e] = np.array([e_model, 1.526, rho])[:, None]
+    _blend_with_linear(raw, lost, trust, 250, FS)
+    w = (raw[0, s:e] - level) / (line - level)
+    assert np.all((w > -1e-9) & (w < 1 + 1e-9))
+    assert np.abs(np.diff(w))[5:-5].max() <= 0.3  # inside the gap; at its edges the line takes over fast
