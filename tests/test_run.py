@@ -249,9 +249,11 @@ def test_run_from_a_ble_device_in_another_process(tmp_path, model_file, ble_devi
 
 def test_ble_device_not_found_is_one_line(model_file, ble_device, himae):
     result = himae("run", "--model", model_file, "--source",
-                   f"ble://name=no-such-wearable?hci={ble_device}&scan_timeout=2", "--duration", "20s", timeout=60)
+                   f"ble://name=no-such-wearable?hci={ble_device}&scan_timeout=2&reconnects=1", "--duration", "20s",
+                   timeout=60)  # one retry: the path that gives up, without five rounds of backoff
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "no-such-wearable" in result.stderr
+    assert "giving up after 2 tries" in result.stderr
 
 
 def test_heart_rate_sensor_is_refused_with_a_reason(model_file, ble_device, himae):
