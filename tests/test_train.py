@@ -204,3 +204,37 @@ def test_reconstruction_scores_per_data_set_on_the_run_s_validation_subjects(tmp
     assert set(per) == {"data", "all"} and per["all"]["windows"] == per["data"]["windows"] > 0
     assert per["all"]["himae"] > 0 and per["all"]["linear"] > 0
     assert scores["val_subjects"] == torch.load(tmp_path / "run" / "best.pt", weights_only=True)["provenance"]["val_subjects"]
+
+
+def test_the_decoder_alone_learns_from_a_model_file(tmp_path):
+    """Started from a model file with the encoder frozen: the exported encoder is the file's, bit for bit
+    (so every embedding and head stays), the decoder moves, and the masked loss goes down."""
+    from himae_stream import modelfile
+    from training.export import export_model, load_checkpoint
+
+    start = tmp_path / "start.himae"
+    torch.manual_seed(0)
+    export_model(HiMAE(get_config("himae-25")).eval(), start)
+    kw = dict(init=str(start), trainable="decoder", max_steps=6, eval_every=3, lr=3e-3)
+    train(_options(tmp_path / "run", **kw))
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["provenance"]["init"]["trainable"] == "decoder" and ckpt["provenance"]["init"]["sha256"]
+    val = [v for _s, v in ckpt["state"]["val_history"]]
+    assert val[-1] < val[0], val
+    export_model(load_checkpoint(tmp_path / "run" / "last.pt"), tmp_path / "tuned.himae")
+    before, after = modelfile.read(start).tensors, modelfile.read(tmp_path / "tuned.himae").tensors
+    assert before.keys() == after.keys()
+    for name in before:
+        same = np.array_equal(before[name], after[name])
+        assert same == name.startswith("encoder."), name
+
+
+def test_the_decoder_alone_needs_a_model_file_to_start_from(tmp_path):
+    with pytest.raises(ValueError, match="needs a model file"):
+        train(_options(tmp_path, trainable="decoder"))
+    other = tmp_path / "other.himae"
+    from training.export import export_model
+
+    export_model(HiMAE(get_config("himae-100")).eval(), other)
+    with pytest.raises(ValueError, match="configuration is not the run's"):
+        train(_options(tmp_path, init=str(other)))

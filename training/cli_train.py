@@ -58,6 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="leave a recording (file stem or glob, e.g. a103l) out; repeatable")
     p.add_argument("--val-stride", type=int, default=None, metavar="N",
                    help="samples between validation window starts (default: the window stride)")
+    p.add_argument("--init", default=None, metavar="FILE",
+                   help="start from this model file (a shipped name or a path) instead of random weights; "
+                        "its configuration replaces --config")
+    p.add_argument("--train", choices=["all", "decoder"], default="all", dest="trainable",
+                   help="what learns: everything, or the decoder alone (with --init: the encoder, its "
+                        "embeddings and any heads fitted on them stay as they are: a better gap fill from the "
+                        "same model)")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="MIN",
                    help="save DIR/last.pt at least this often (besides every evaluation)")
 
@@ -73,7 +80,16 @@ def run(args: argparse.Namespace) -> int:
         if not Path(path).exists():
             raise CliError(f"data path not found: {path}")
     overrides = {"normalizer": default_spec(args.normalizer)} if args.normalizer else {}
-    config = get_config(args.config, **overrides)
+    init = None
+    if args.init:
+        from himae_stream import modelfile, zoo
+
+        if overrides:
+            raise CliError("--normalizer cannot change a model file's normaliser (--init)")
+        init = str(zoo.resolve(args.init))
+        config = modelfile.read(init).config
+    else:
+        config = get_config(args.config, **overrides)
     opts = TrainOptions(
         config=config,
         data=args.data,
@@ -99,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         exclude_datasets=tuple(args.exclude_dataset),
         val_stride=args.val_stride,
         checkpoint_minutes=args.checkpoint_minutes,
+        init=init,
+        trainable=args.trainable,
     )
     summary = train(opts)
     if int(os.environ.get("RANK", 0)) != 0:

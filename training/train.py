@@ -12,6 +12,7 @@ global batch follow the same loss curve as one process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -25,10 +26,11 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from himae_stream import __version__
+from himae_stream import __version__, modelfile
 from training import distributed
 from training.augment import POLICIES
 from training.data import DEFAULT_CHANNELS, LEAD_S, RawSet, Windows, load_datasets, training_window
+from training.frozen import load_model_file
 from training.model import HiMAE
 from training.quality import patch_mask
 
@@ -60,6 +62,8 @@ class TrainOptions:
     exclude_datasets: tuple = ()  # data set names (globs), e.g. for leave-one-dataset-out
     val_stride: int | None = None  # samples between validation window starts (default: the stride)
     checkpoint_minutes: float = 5.0  # last.pt at least this often, besides every evaluation
+    init: str | None = None  # a model file to start from; its configuration must be `config`
+    trainable: str = "all"  # "decoder": the encoder, and so every embedding and fitted head, stays the init's
     command: str = field(default_factory=lambda: " ".join(sys.argv))
 
 
@@ -90,6 +94,49 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+TRAINABLE = ("all", "decoder")
+
+
+def _initial_model(config: dict, opts: TrainOptions) -> HiMAE:
+    """A fresh HiMAE, or the init file's network; with trainable "decoder", its encoder frozen."""
+    if opts.trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, got {opts.trainable!r}")
+    if not opts.init:
+        if opts.trainable != "all":
+            raise ValueError("training the decoder alone needs a model file to start from (init): "
+                             "a random encoder would stay random")
+        return HiMAE(config)
+    model = load_model_file(opts.init)
+    if model.config != config:
+        raise ValueError(f"{opts.init}: its configuration is not the run's ({model.config.get('name')} vs "
+                         f"{config.get('name')})")
+    if opts.trainable == "decoder":
+        if not model.has_decoder:
+            raise ValueError(f"{opts.init} has no decoder to train")
+        model.encoder.requires_grad_(False)
+    return model
+
+
+def _hold_folded(model: HiMAE, opts: TrainOptions) -> None:
+    """A model file's BatchNorm is folded into its convolutions (identity statistics): starting from
+    one, BatchNorm stays in eval mode, so the network trained is the one the file describes and its
+    frozen encoder computes exactly the file's embeddings."""
+    if opts.init:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.eval()
+
+
+def _init_provenance(opts: TrainOptions) -> dict | None:
+    """What a run started from: the file, its checksum and its own provenance's step count."""
+    if not opts.init:
+        return None
+    data = Path(opts.init).read_bytes()
+    meta = modelfile.read(opts.init).meta
+    return {"file": str(opts.init), "sha256": hashlib.sha256(data).hexdigest(), "trainable": opts.trainable,
+            "steps": (meta.get("provenance") or {}).get("steps")}
 
 
 def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
@@ -230,15 +277,17 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
     local_batch = opts.batch_size // ctx.world
 
     torch.manual_seed(opts.seed)
-    model = HiMAE(config)
-    if ctx.world > 1:
+    model = _initial_model(config, opts)
+    if ctx.world > 1 and not opts.init:
         distributed.global_batchnorm(model)
     model.to(ctx.device).train()
+    _hold_folded(model, opts)
     net = model
     if ctx.world > 1:
         net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
                                       forward_sync_buffers=False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=opts.lr,
+                                  weight_decay=opts.weight_decay)
     state = {"step": 0, "best_val": None, "bad_evals": 0, "history": [], "val_history": [], "curve": [],
              "wall_s": 0.0}
     if opts.resume and (out / "last.pt").exists():
@@ -263,6 +312,7 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
         "balance": opts.balance,
         "excluded": {"recordings": list(opts.exclude_recordings), "datasets": list(opts.exclude_datasets)},
         "val_subjects": sorted(set(val_set.subjects)),
+        "init": _init_provenance(opts),
         "versions": {"himae_stream": __version__, "torch": str(torch.__version__), "numpy": np.__version__},
     }
     if ctx.main:
@@ -315,6 +365,7 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
 
         if state["step"] % eval_every == 0 or state["step"] == total:
             val_loss, val_by_dataset = _evaluate(model, val_set, val_masks, ctx)
+            _hold_folded(model, opts)
             improved = val_loss is None or state["best_val"] is None or val_loss < state["best_val"]
             if val_loss is not None:
                 state["val_history"].append([state["step"], val_loss])
