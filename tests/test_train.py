@@ -238,3 +238,30 @@ def test_the_decoder_alone_needs_a_model_file_to_start_from(tmp_path):
     export_model(HiMAE(get_config("himae-100")).eval(), other)
     with pytest.raises(ValueError, match="configuration is not the run's"):
         train(_options(tmp_path, init=str(other)))
+
+
+def test_the_shipped_recipe_trains_the_decoder_after_pretraining(tmp_path, monkeypatch):
+    """`training.pretrain_defaults`: pretrain, export, then the recipe's decoder stage from that file;
+    the exported file's encoder is the pretrained one and its provenance names the stage."""
+    from himae_stream import modelfile
+    from training import pretrain_defaults as recipes
+
+    tiny = {"max_steps": 2, "stride": 250, "val_stride": 250, "lr": 1e-3, "batch_size": 8, "eval_every": 2,
+            "patience": 2, "decoder": {"max_steps": 2, "lr": 1e-3, "eval_every": 2}}
+    monkeypatch.setitem(recipes.RECIPES, "himae-25", tiny)
+    data = tmp_path / "data"
+    data.mkdir()
+    for fixture in (WRIST_RUN, WRIST_WALK):
+        (data / fixture.name).symlink_to(fixture)
+    out = tmp_path / "file.himae"
+    wall = recipes.pretrain("himae-25", data, tmp_path / "runs", out)
+    assert wall > 0
+    tuned = modelfile.read(out)
+    assert tuned.meta["provenance"]["init"]["trainable"] == "decoder"
+    from training.export import export_model, load_checkpoint
+
+    export_model(load_checkpoint(tmp_path / "runs" / "himae-25" / "best.pt"), tmp_path / "pretrained.himae")
+    pretrained = modelfile.read(tmp_path / "pretrained.himae").tensors
+    for name, values in pretrained.items():
+        assert np.array_equal(values, tuned.tensors[name]) == name.startswith("encoder."), name
+    assert "decoder fine-tuned 2 more steps" in recipes.card("himae-25", tuned.meta["provenance"], None, wall, 1)["summary"]

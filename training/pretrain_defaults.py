@@ -36,7 +36,10 @@ RECIPES = {
     "himae-25": {"max_steps": 2200, "stride": 62, "val_stride": 250, "lr": 2e-3, "batch_size": 128,
                  "eval_every": 150, "patience": 6},
     "himae-100": {"max_steps": 1200, "stride": 250, "val_stride": 2000, "lr": 2e-3, "batch_size": 64,
-                  "eval_every": 100, "patience": 6},
+                  "eval_every": 100, "patience": 6,
+                  # then the decoder alone, from the pretrained file, encoder frozen: a better gap fill with
+                  # the same embeddings (longer training of the whole model cost the heads: docs/models.md)
+                  "decoder": {"max_steps": 4000, "lr": 1e-3, "eval_every": 250}},
 }
 BALANCE = 0.5
 AUGMENT = "device"
@@ -47,25 +50,35 @@ PROBE_COMMAND = ("himae probe himae-100 himae-25 --data ../shared/data --cache r
                  "--save-dir himae_stream/models --report docs/resolution-report.md")
 
 
-def pretrain(name: str, data_dir: Path, out: Path, device: str = "cpu",
-             exclude_datasets: tuple = ()) -> tuple[Path, float]:
-    """Train (or finish training) one recipe; the best checkpoint and its training wall time
-    (summed over every resumed session)."""
+def pretrain(name: str, data_dir: Path, out: Path, exported: Path, device: str = "cpu",
+             exclude_datasets: tuple = ()) -> float:
+    """Train (or finish training) one recipe and export its best checkpoint to `exported`; then,
+    where the recipe has a decoder stage, train the decoder of that file alone and export again.
+    Returns the training wall time (summed over both stages and every resumed session)."""
     from training.configs import get_config
+    from training.export import export_model, load_checkpoint
     from training.train import TrainOptions, train
 
     r = RECIPES[name]
     excl = "".join(f" --exclude-dataset {d}" for d in exclude_datasets)
-    opts = TrainOptions(
-        config=get_config(name), data=[str(data_dir)], out=str(out / name),
-        channels=CHANNELS, stride=r["stride"], val_stride=r["val_stride"], epochs=1000, max_steps=r["max_steps"],
-        batch_size=r["batch_size"], lr=r["lr"], eval_every=r["eval_every"], patience=r["patience"], seed=SEED,
+    common = dict(
+        config=get_config(name), data=[str(data_dir)], channels=CHANNELS, stride=r["stride"],
+        val_stride=r["val_stride"], epochs=1000, batch_size=r["batch_size"], patience=r["patience"], seed=SEED,
         device=device, resume=True, progress=True, augment=AUGMENT, balance=BALANCE,
         exclude_recordings=EXCLUDE_RECORDINGS, exclude_datasets=tuple(exclude_datasets),
         command=f"python -m training.pretrain_defaults --data {data_dir} --models {name}{excl}",
     )
-    summary = train(opts)
-    return Path(summary["checkpoint"]), summary["train_wall_s"]
+    summary = train(TrainOptions(out=str(out / name), max_steps=r["max_steps"], lr=r["lr"],
+                                 eval_every=r["eval_every"], **common))
+    wall = summary["train_wall_s"]
+    export_model(load_checkpoint(summary["checkpoint"]), exported)
+    stage = r.get("decoder")
+    if stage:
+        summary = train(TrainOptions(out=str(out / f"{name}-decoder"), init=str(exported), trainable="decoder",
+                                     **stage, **common))
+        wall += summary["train_wall_s"]
+        export_model(load_checkpoint(summary["checkpoint"]), exported)
+    return wall
 
 
 def card(name: str, prov: dict, rec: dict | None, wall_s: float | None, threads: int) -> dict:
@@ -80,6 +93,11 @@ def card(name: str, prov: dict, rec: dict | None, wall_s: float | None, threads:
     parts = [f"{name} pretrained on the PPG of {datasets or 'the shared data sets'} (PhysioNet a103l held out), "
              f"with device augmentations",
              f"{prov.get('steps')} steps, seed {prov.get('seed')}, {prov.get('date', '')[:10]}"]
+    init = prov.get("init")
+    if init:  # the provenance is the decoder stage's; the pretraining's steps are its init's
+        parts[1:] = [f"{init.get('steps')} steps, seed {prov.get('seed')}, {(init.get('date') or '')[:10]}",
+                     f"decoder fine-tuned {prov.get('steps')} more steps with the encoder frozen, "
+                     f"{prov.get('date', '')[:10]}"]
     if rec:
         parts.append(f"masked MSE {rec['himae']:.3f} vs linear {rec['linear']:.3f}")
     return {"summary": "; ".join(parts), "date": prov.get("date"), "data": prov.get("data"),
@@ -108,14 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from training.export import export_model, load_checkpoint
-
     names = [m for m in args.models.split(",") if m]
     if args.pretrain_only:
         for name in names:
-            ckpt, wall = pretrain(name, args.data, args.out, args.device, tuple(args.exclude_dataset))
+            wall = pretrain(name, args.data, args.out, args.out / f"{name}.himae", args.device,
+                            tuple(args.exclude_dataset))
             (args.out / f"{name}.wall.json").write_text(json.dumps({"train_wall_s": wall}))
-            export_model(load_checkpoint(ckpt), args.out / f"{name}.himae")
             print(f"exported {args.out / f'{name}.himae'} ({wall / 60:.1f} min of training)")
         return 0
 
@@ -127,10 +143,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sources = resolution.troika_sources(args.data)
     for name in names:
-        ckpt, wall = pretrain(name, args.data, args.out, args.device, tuple(args.exclude_dataset))
-        (args.out / f"{name}.wall.json").write_text(json.dumps({"train_wall_s": wall}))
         plain = args.out / f"{name}.plain.himae"
-        export_model(load_checkpoint(ckpt), plain)
+        wall = pretrain(name, args.data, args.out, plain, args.device, tuple(args.exclude_dataset))
+        (args.out / f"{name}.wall.json").write_text(json.dumps({"train_wall_s": wall}))
         model = load_model_file(plain)
         prov = model.meta.get("provenance", {})
         rec = resolution.reconstruction(model, sources, set(prov.get("val_subjects") or []))

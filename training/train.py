@@ -130,13 +130,13 @@ def _hold_folded(model: HiMAE, opts: TrainOptions) -> None:
 
 
 def _init_provenance(opts: TrainOptions) -> dict | None:
-    """What a run started from: the file, its checksum and its own provenance's step count."""
+    """What a run started from: the file, its checksum, and its own provenance's steps and date."""
     if not opts.init:
         return None
     data = Path(opts.init).read_bytes()
-    meta = modelfile.read(opts.init).meta
-    return {"file": str(opts.init), "sha256": hashlib.sha256(data).hexdigest(), "trainable": opts.trainable,
-            "steps": (meta.get("provenance") or {}).get("steps")}
+    before = modelfile.read(opts.init).meta.get("provenance") or {}
+    return {"file": Path(opts.init).name, "sha256": hashlib.sha256(data).hexdigest(), "trainable": opts.trainable,
+            "steps": before.get("steps"), "date": before.get("date")}
 
 
 def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
