@@ -263,6 +263,8 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
         raise ValueError(f"batch size {opts.batch_size} is not a multiple of the {ctx.world} processes")
     if opts.augment not in POLICIES:
         raise ValueError(f"unknown augmentation policy {opts.augment!r} (known: {', '.join(POLICIES)})")
+    torch.manual_seed(opts.seed)
+    model = _initial_model(config, opts)  # before the data: a wrong start file fails at once
     train_set, val_set = load_datasets(opts.data, config, opts.channels, opts.stride, opts.val_fraction, opts.seed,
                                        exclude_recordings=tuple(opts.exclude_recordings),
                                        exclude_datasets=tuple(opts.exclude_datasets), val_stride=opts.val_stride)
@@ -276,8 +278,6 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
     eval_every = opts.eval_every or steps_per_epoch
     local_batch = opts.batch_size // ctx.world
 
-    torch.manual_seed(opts.seed)
-    model = _initial_model(config, opts)
     if ctx.world > 1 and not opts.init:
         distributed.global_batchnorm(model)
     model.to(ctx.device).train()
