@@ -477,8 +477,9 @@ def main(argv=None) -> int:
         trained = f"{provenance.get('steps', '?')} pretraining steps, {provenance.get('date', 'date unknown')}"
         init = provenance.get("init")
         if init:  # fine-tuned from another file: its steps were the pretraining
+            what = "the decoder alone" if init.get("trainable") == "decoder" else "the whole model"
             trained = (f"{init.get('steps', '?')} pretraining steps, then {provenance.get('steps', '?')} steps on "
-                       f"the {init.get('trainable', 'whole model')} alone, {provenance.get('date', 'date unknown')}")
+                       f"{what}, {provenance.get('date', 'date unknown')}")
         sections.append(f"**{name}** ({trained}; scored in {seconds:.0f} s; per-method detail and figure: "
                         f"[{folder}/imputation.md]({Path(*folder.parts[1:]) if folder.parts[0] == 'docs' else folder}"
                         f"/imputation.md)):\n\n{summary}\n" + "\n".join(verdicts(by_group)) + "\n")

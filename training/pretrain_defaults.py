@@ -94,10 +94,11 @@ def card(name: str, prov: dict, rec: dict | None, wall_s: float | None, threads:
              f"with device augmentations",
              f"{prov.get('steps')} steps, seed {prov.get('seed')}, {prov.get('date', '')[:10]}"]
     init = prov.get("init")
-    if init:  # the provenance is the decoder stage's; the pretraining's steps are its init's
+    if init:  # the provenance is the fine-tune's; the pretraining's steps are its init's
+        what = "decoder fine-tuned" if init.get("trainable") == "decoder" else "fine-tuned"
+        frozen = " with the encoder frozen" if init.get("trainable") == "decoder" else ""
         parts[1:] = [f"{init.get('steps')} steps, seed {prov.get('seed')}, {(init.get('date') or '')[:10]}",
-                     f"decoder fine-tuned {prov.get('steps')} more steps with the encoder frozen, "
-                     f"{prov.get('date', '')[:10]}"]
+                     f"{what} {prov.get('steps')} more steps{frozen}, {prov.get('date', '')[:10]}"]
     if rec:
         parts.append(f"masked MSE {rec['himae']:.3f} vs linear {rec['linear']:.3f}")
     return {"summary": "; ".join(parts), "date": prov.get("date"), "data": prov.get("data"),

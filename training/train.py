@@ -119,10 +119,11 @@ def _initial_model(config: dict, opts: TrainOptions) -> HiMAE:
     return model
 
 
-def _hold_folded(model: HiMAE, opts: TrainOptions) -> None:
-    """A model file's BatchNorm is folded into its convolutions (identity statistics): starting from
-    one, BatchNorm stays in eval mode, so the network trained is the one the file describes and its
-    frozen encoder computes exactly the file's embeddings."""
+def _train_mode(model: HiMAE, opts: TrainOptions) -> None:
+    """Training mode. A model file's BatchNorm is folded into its convolutions (identity statistics):
+    starting from one, BatchNorm stays in eval mode, so the network trained is the one the file
+    describes and its frozen encoder computes exactly the file's embeddings."""
+    model.train()
     if opts.init:
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm1d):
@@ -146,7 +147,7 @@ def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
 def _evaluate(model: torch.nn.Module, val: Windows, masks: np.ndarray, ctx: distributed.Context,
               batch_size: int = 256) -> tuple[float | None, dict[str, float]]:
     """Validation masked MSE over every validation window (fixed masks), overall and per data set,
-    shared by all processes."""
+    shared by all processes. Leaves the model in eval mode."""
     if len(val) == 0:
         return None, {}
     names = sorted(set(val.datasets))
@@ -164,7 +165,6 @@ def _evaluate(model: torch.nn.Module, val: Windows, masks: np.ndarray, ctx: dist
             g = torch.from_numpy(group[idx]).to(ctx.device)
             sums[:, 0].index_add_(0, g, sq)
             sums[:, 1].index_add_(0, g, hidden.double().sum(dim=(1, 2)))
-    model.train()
     sums = distributed.sum_all(sums).cpu().numpy()
     total = sums.sum(axis=0)
     return float(total[0] / total[1]), {n: float(a / b) for n, (a, b) in zip(names, sums) if b > 0}
@@ -280,8 +280,8 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
 
     if ctx.world > 1 and not opts.init:
         distributed.global_batchnorm(model)
-    model.to(ctx.device).train()
-    _hold_folded(model, opts)
+    model.to(ctx.device)
+    _train_mode(model, opts)
     net = model
     if ctx.world > 1:
         net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
@@ -365,7 +365,7 @@ def _train(opts: TrainOptions, ctx: distributed.Context) -> dict:
 
         if state["step"] % eval_every == 0 or state["step"] == total:
             val_loss, val_by_dataset = _evaluate(model, val_set, val_masks, ctx)
-            _hold_folded(model, opts)
+            _train_mode(model, opts)
             improved = val_loss is None or state["best_val"] is None or val_loss < state["best_val"]
             if val_loss is not None:
                 state["val_history"].append([state["step"], val_loss])
