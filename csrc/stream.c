@@ -53,6 +53,7 @@ typedef struct {
     int64_t end;  /* absolute index one past the last row held */
     int64_t cap;  /* rows */
     int width;    /* floats per row */
+    float *home;  /* the engine's own buffer, where buf points between pushes */
 } rows;
 
 typedef struct {
@@ -77,6 +78,11 @@ struct himae_stream {
     int flushed;
     level lv[HIMAE_STREAM_MAX_LEVELS];
     rows tail; /* the last level's outputs of one block, before they are copied out */
+    /* An engine of the same model whose buffers a push borrows when no other
+     * push holds them (himae_stream_share), or NULL; `lent` is set on an
+     * engine while a push borrows its buffers. */
+    struct himae_stream *workspace;
+    int lent;
     void *mem; /* the one allocation */
 };
 
@@ -94,6 +100,8 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 static float *row(const rows *r, int64_t index) { return r->buf + (index - r->base) * r->width; }
+
+static size_t rows_bytes(const rows *r) { return (size_t)((r->end - r->base) * r->width) * sizeof(float); }
 
 /* Drop the rows before `keep`. */
 static void trim(rows *r, int64_t keep) {
@@ -265,9 +273,46 @@ int himae_stream_push_all(himae_stream *const *ss, int n, const float *x, int64_
     return 0;
 }
 
+/* The rows r holds (at the front of its buffer: trim keeps them there) and
+ * `extra` rows after them into `to`, which then holds them. */
+static void rows_move(rows *r, float *to, int64_t extra) {
+    if (to != r->buf) memcpy(to, r->buf, rows_bytes(r) + (size_t)(extra * r->width) * sizeof(float));
+    r->buf = to;
+}
+
+/* Every buffer of s into w's (lend) or back into s's own (lend == 0). The
+ * two engines are laid out alike (same model, same block). A prepared
+ * conv1 row's skip row waits in s one row past the last held. */
+static void move_buffers(himae_stream *s, const himae_stream *w, int lend) {
+    for (int l = 0; l < s->n_levels; l++) {
+        level *v = &s->lv[l];
+        const level *wv = &w->lv[l];
+        rows_move(&v->x, lend ? wv->x.home : v->x.home, 0);
+        rows_move(&v->h, lend ? wv->h.home : v->h.home, 0);
+        rows_move(&v->s, lend ? wv->s.home : v->s.home, v->pre1 >= 0);
+    }
+    rows_move(&s->tail, lend ? w->tail.home : s->tail.home, 0);
+}
+
 int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float *const *out,
                       double *const *sums, int64_t *n_out, char *err, size_t errlen) {
-    return himae_stream_push_all(&s, 1, x, ldx, n, flush, out, sums, n_out, NULL, err, errlen);
+    himae_stream *w = s->workspace;
+    const int borrowed = w && __atomic_exchange_n(&w->lent, 1, __ATOMIC_ACQUIRE) == 0;
+    if (borrowed) move_buffers(s, w, 1);
+    int rc = himae_stream_push_all(&s, 1, x, ldx, n, flush, out, sums, n_out, NULL, err, errlen);
+    if (borrowed) {
+        move_buffers(s, w, 0);
+        __atomic_store_n(&w->lent, 0, __ATOMIC_RELEASE);
+    }
+    return rc;
+}
+
+int himae_stream_share(himae_stream *s, himae_stream *workspace) {
+    if (!workspace || workspace == s || workspace->workspace || workspace->uk != s->uk ||
+        workspace->model_crc != s->model_crc || workspace->block != s->block || workspace->n_levels != s->n_levels)
+        return -1;
+    s->workspace = workspace;
+    return 0;
 }
 
 void himae_stream_prepare(himae_stream *s) {
@@ -362,8 +407,6 @@ static uint32_t state_crc(const void *buf, size_t size) {
     uint32_t crc = himae_crc32(0, (const uint8_t *)&h, sizeof h);
     return himae_crc32(crc, (const uint8_t *)buf + sizeof h, size - sizeof h);
 }
-
-static size_t rows_bytes(const rows *r) { return (size_t)((r->end - r->base) * r->width) * sizeof(float); }
 
 static size_t levels_bytes(const himae_stream *s) {
     size_t n = 0;
@@ -498,7 +541,7 @@ static float *take(bump *b, size_t floats) {
 static void rows_init(rows *r, int width, int64_t cap, bump *b) {
     r->width = width;
     r->cap = cap;
-    r->buf = take(b, (size_t)(cap * width));
+    r->buf = r->home = take(b, (size_t)(cap * width));
 }
 
 /* Lay the engine out from base (or, with base == NULL, only measure it): floats used. */

@@ -60,6 +60,16 @@ void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *
 int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float *const *out,
                       double *const *sums, int64_t *n_out, char *err, size_t errlen);
 
+/* Let s's pushes run in `workspace`'s buffers (an engine of the same model,
+ * never pushed itself, that outlives s) whenever no other push holds them:
+ * a push copies the few rows s keeps between pushes there and back, so many
+ * engines pushed in turn by one thread all compute in the same memory, which
+ * stays in cache, instead of each in its own, which the others' pushes have
+ * evicted. A push that finds the buffers held (another thread's push) uses
+ * its own. Results are the same either way. Returns -1 (nothing changed)
+ * for an engine of another model or block, or one that itself shares. */
+int himae_stream_share(himae_stream *s, himae_stream *workspace);
+
 /* Between pushes of a live stream: sum each level's next positions over all
  * but the newest input they wait for, so that the push that completes them
  * does only the rest (a fifth of the weight reads for kernel 5). Results

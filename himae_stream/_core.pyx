@@ -229,6 +229,7 @@ cdef class Model:
     cdef readonly str precision
     cdef readonly tuple level_lengths
     cdef readonly str path
+    cdef void *_stream_workspace  # the stream engine whose buffers its streams' pushes borrow (_stream.pxi)
 
     def __cinit__(self, path, isa=None, max_memory=None, precision=None):
         cdef char err[HIMAE_ERR_LEN]
@@ -267,6 +268,7 @@ cdef class Model:
         self.precision = himae_precision_name(himae_model_precision(self._m)).decode()
 
     def __dealloc__(self):
+        free_stream_workspace(self._stream_workspace)  # its streams, which keep this alive, are gone
         himae_free(self._m)
 
     @property

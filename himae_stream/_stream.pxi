@@ -28,6 +28,25 @@ cdef extern from "stream.h":
     size_t himae_stream_state_size(const himae_stream *s)
     void himae_stream_save(const himae_stream *s, void *buf)
     int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, size_t errlen)
+    int himae_stream_share(himae_stream *s, himae_stream *workspace)
+
+
+cdef himae_stream *stream_workspace(Model model) except NULL:
+    """The model's workspace engine, made with its first stream: every stream of the model pushed alone
+    computes in its buffers when no other thread's push holds them (himae_stream_share in stream.h), so
+    a thread that pushes thousands of streams in turn keeps one engine's worth of memory in cache."""
+    cdef char err[HIMAE_ERR_LEN]
+    cdef himae_stream *ws
+    err[0] = 0
+    if model._stream_workspace == NULL:
+        if himae_stream_create(model._m, &ws, err, sizeof(err)) != 0:
+            raise ValueError(err.decode("utf-8", "replace"))
+        model._stream_workspace = ws
+    return <himae_stream *>model._stream_workspace
+
+
+cdef void free_stream_workspace(void *workspace) noexcept:
+    himae_stream_free(<himae_stream *>workspace)
 
 
 cdef class StreamEngine:
@@ -51,6 +70,8 @@ cdef class StreamEngine:
             self._s = himae_streams_member(group._g, member)
         elif himae_stream_create(model._m, &self._s, err, sizeof(err)) != 0:
             raise ValueError(err.decode("utf-8", "replace"))
+        elif himae_stream_share(self._s, stream_workspace(model)) != 0:
+            raise RuntimeError("a stream engine could not share its model's workspace")
         self.levels = himae_stream_levels(self._s)
         self.in_channels = model.config["in_channels"]
 

@@ -50,6 +50,7 @@ def _assert_clean(result: subprocess.CompletedProcess, streamed: int = 4) -> Non
     assert result.stdout.count("levels checked") == 4  # window mode (and the decoder) on every model given
     assert result.stdout.count("chunked runs checked") == streamed  # stream mode
     assert result.stdout.count("groups checked") == streamed  # groups of streams against separate ones
+    assert result.stdout.count(", alike") == streamed  # engines sharing a workspace against ones that do not
     assert result.stdout.count("ISAs checked") == streamed  # flush to zero and the caller's mode
     kernels = [line.split(": ")[1] for line in result.stdout.splitlines() if line.startswith("kernel: ")]
     # the probe heads on plain float loops and every f32 kernel

@@ -15,6 +15,7 @@
  * every call leaves the caller's floating-point mode as it was; the probe
  * heads on every f32 kernel match their double arithmetic. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -589,6 +590,133 @@ static void stream_run(const himae_model *m, const float *x, size_t n, float **g
     himae_stream_free(t);
 }
 
+/* Engines that share a workspace (himae_stream_share) against twins that do
+ * not, pushed the same chunks (empty, one sample, odd, longer than a block)
+ * and prepared alike: the same rows, running sums and saved states, bit for
+ * bit. Two sharing engines pushed in turn keep their own histories; pushes
+ * from two threads at once (one of them finds the workspace held and uses
+ * its own buffers) change nothing either. */
+enum { SHARED_N = 5000, SHARED_PAIRS = 2 };
+
+typedef struct {
+    const himae_model *m;
+    himae_stream *shared, *alone;
+    const float *x;
+    int rounds; /* times through the chunks, a reset between */
+    int64_t mismatches, failures, allocations;
+} shared_pair;
+
+static const int64_t shared_chunks[] = {0, 1, 7, 100, 1, 300, 2100, 2500, 0, 99, 33, 359}; /* > SHARED_N */
+
+/* Push both engines of a pair through x in the chunks above (the last cut to fit), preparing both after
+ * every other push; count pushes whose outputs or running sums differ. */
+static void shared_push_all(shared_pair *p) {
+    const himae_config *c = himae_model_config(p->m);
+    const int nl = (int)c->n_levels;
+    float *out[2][HIMAE_STREAM_MAX_LEVELS];
+    double *sums[2][HIMAE_STREAM_MAX_LEVELS];
+    for (int w = 0; w < 2; w++)
+        for (int l = 0; l < nl; l++) {
+            out[w][l] = malloc((size_t)SHARED_N * c->channels[l] * sizeof(float));
+            sums[w][l] = malloc((size_t)SHARED_N * c->channels[l] * sizeof(double));
+        }
+    char err[HIMAE_ERR_LEN];
+    for (int round = 0; round < p->rounds; round++) {
+        himae_stream_reset(p->shared), himae_stream_reset(p->alone);
+        int64_t at = 0;
+        for (size_t k = 0; k <= sizeof shared_chunks / sizeof shared_chunks[0]; k++) {
+            const int last = k == sizeof shared_chunks / sizeof shared_chunks[0];
+            int64_t len = last ? 0 : shared_chunks[k], n_out[2][HIMAE_STREAM_MAX_LEVELS];
+            if (len > SHARED_N - at) len = SHARED_N - at;
+            himae_stream *e[2] = {p->shared, p->alone};
+            for (int w = 0; w < 2; w++) {
+                uint64_t before = himae_alloc_count();
+                p->failures += himae_stream_push(e[w], p->x + at, SHARED_N, len, last, out[w], sums[w], n_out[w], err,
+                                                 sizeof err) != 0;
+                p->allocations += himae_alloc_count() != before;
+            }
+            for (int l = 0; l < nl; l++) {
+                const size_t vals = (size_t)n_out[0][l] * c->channels[l];
+                p->mismatches += n_out[0][l] != n_out[1][l] || memcmp(out[0][l], out[1][l], vals * sizeof(float)) ||
+                                 memcmp(sums[0][l], sums[1][l], vals * sizeof(double));
+            }
+            if (k % 2) himae_stream_prepare(p->shared), himae_stream_prepare(p->alone);
+            at += len;
+        }
+    }
+    for (int w = 0; w < 2; w++)
+        for (int l = 0; l < nl; l++) free(out[w][l]), free(sums[w][l]);
+}
+
+static void *shared_thread(void *arg) {
+    shared_pair *p = arg;
+    shared_push_all(p);
+    return NULL;
+}
+
+/* Do the pair's two engines hold the same state, byte for byte? */
+static int same_state(const shared_pair *p) {
+    size_t size = himae_stream_state_size(p->shared);
+    if (size != himae_stream_state_size(p->alone)) return 0;
+    uint8_t *a = malloc(size), *b = malloc(size);
+    himae_stream_save(p->shared, a);
+    himae_stream_save(p->alone, b);
+    int same = memcmp(a, b, size) == 0;
+    free(a), free(b);
+    return same;
+}
+
+static void test_shared(const char *path) {
+    size_t size = 0;
+    uint8_t *buf = read_file(path, &size);
+    char err[HIMAE_ERR_LEN];
+    himae_model *m = NULL;
+    if (!buf || himae_load_buffer(buf, size, NULL, NULL, 0, &m, err, sizeof err)) {
+        free(buf);
+        return;
+    }
+    const size_t cin = himae_model_config(m)->in_channels;
+    float *x = malloc(SHARED_PAIRS * cin * SHARED_N * sizeof(float));
+    for (size_t i = 0; i < SHARED_PAIRS * cin * SHARED_N; i++) x[i] = frand();
+    himae_stream *workspace = NULL;
+    shared_pair pairs[SHARED_PAIRS];
+    int rc = himae_stream_create(m, &workspace, err, sizeof err);
+    for (int i = 0; i < SHARED_PAIRS; i++) {
+        pairs[i] = (shared_pair){m, NULL, NULL, x + i * cin * SHARED_N, 1, 0, 0, 0};
+        rc = rc || himae_stream_create(m, &pairs[i].shared, err, sizeof err) ||
+             himae_stream_create(m, &pairs[i].alone, err, sizeof err);
+        rc = rc || himae_stream_share(pairs[i].shared, workspace);
+    }
+    CHECK(rc == 0, "%s shared workspace: create or share failed: %s", path, err);
+    if (rc == 0) {
+        CHECK(himae_stream_share(workspace, workspace) != 0, "%s: an engine shared its own buffers", path);
+        CHECK(himae_stream_share(workspace, pairs[0].shared) != 0, "%s: a workspace borrowed from a borrower", path);
+        /* the pairs in turn, one thread: each sharing engine borrows the buffers the other just left */
+        for (int round = 0; round < 2; round++)
+            for (int i = 0; i < SHARED_PAIRS; i++) shared_push_all(&pairs[i]);
+        /* then both at once, from two threads */
+        pthread_t threads[SHARED_PAIRS];
+        for (int i = 0; i < SHARED_PAIRS; i++) {
+            pairs[i].rounds = 3;
+            CHECK(pthread_create(&threads[i], NULL, shared_thread, &pairs[i]) == 0, "%s: thread", path);
+        }
+        for (int i = 0; i < SHARED_PAIRS; i++) pthread_join(threads[i], NULL);
+        for (int i = 0; i < SHARED_PAIRS; i++) {
+            CHECK(pairs[i].failures == 0, "%s shared pair %d: %lld pushes failed", path, i, (long long)pairs[i].failures);
+            CHECK(pairs[i].mismatches == 0, "%s shared pair %d: %lld pushes differ from an unshared engine", path, i,
+                  (long long)pairs[i].mismatches);
+            CHECK(pairs[i].allocations == 0, "%s shared pair %d: pushes allocated", path, i);
+            CHECK(same_state(&pairs[i]), "%s shared pair %d: states differ from an unshared engine", path, i);
+        }
+        printf("shared workspace %s: %d engines, %d pushes each, alike\n", path, SHARED_PAIRS,
+               5 * (int)(sizeof shared_chunks / sizeof shared_chunks[0] + 1));
+    }
+    for (int i = 0; i < SHARED_PAIRS; i++) himae_stream_free(pairs[i].shared), himae_stream_free(pairs[i].alone);
+    himae_stream_free(workspace);
+    himae_free(m);
+    free(x), free(buf);
+}
+
 /* bf16dot stream outputs against the f32 reference on rounded weights:
  * relative L2, and largest difference relative to the level's largest
  * output. */
@@ -1093,7 +1221,7 @@ int main(int argc, char **argv) {
             continue;
         }
         test_model(argv[i]);
-        if (!window_only) test_stream(argv[i]), test_group(argv[i]), test_fpmode(argv[i]);
+        if (!window_only) test_stream(argv[i]), test_shared(argv[i]), test_group(argv[i]), test_fpmode(argv[i]);
         window_only = 0;
     }
     printf("%s (%d failures)\n", failures ? "FAILED" : "OK", failures);
