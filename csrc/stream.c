@@ -280,37 +280,38 @@ static void rows_move(rows *r, float *to, int64_t extra) {
     r->buf = to;
 }
 
-/* Every buffer of s into w's (lend) or back into s's own (lend == 0). The
- * two engines are laid out alike (same model, same block). A prepared
- * conv1 row's skip row waits in s one row past the last held. */
-static void move_buffers(himae_stream *s, const himae_stream *w, int lend) {
+int himae_stream_alike(const himae_stream *a, const himae_stream *b) {
+    return a->uk == b->uk && a->model_crc == b->model_crc && a->block == b->block && a->n_levels == b->n_levels;
+}
+
+/* A prepared conv1 row's skip row waits in s one row past the last held,
+ * so it moves too. */
+void himae_stream_move(himae_stream *s, const himae_stream *w) {
     for (int l = 0; l < s->n_levels; l++) {
         level *v = &s->lv[l];
-        const level *wv = &w->lv[l];
-        rows_move(&v->x, lend ? wv->x.home : v->x.home, 0);
-        rows_move(&v->h, lend ? wv->h.home : v->h.home, 0);
-        rows_move(&v->s, lend ? wv->s.home : v->s.home, v->pre1 >= 0);
+        const level *wv = w ? &w->lv[l] : v;
+        rows_move(&v->x, wv->x.home, 0);
+        rows_move(&v->h, wv->h.home, 0);
+        rows_move(&v->s, wv->s.home, v->pre1 >= 0);
     }
-    rows_move(&s->tail, lend ? w->tail.home : s->tail.home, 0);
+    rows_move(&s->tail, (w ? w : s)->tail.home, 0);
 }
 
 int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float *const *out,
                       double *const *sums, int64_t *n_out, char *err, size_t errlen) {
     himae_stream *w = s->workspace;
-    const int borrowed = w && __atomic_exchange_n(&w->lent, 1, __ATOMIC_ACQUIRE) == 0;
-    if (borrowed) move_buffers(s, w, 1);
+    const int borrowed = w && himae_hold(&w->lent);
+    if (borrowed) himae_stream_move(s, w);
     int rc = himae_stream_push_all(&s, 1, x, ldx, n, flush, out, sums, n_out, NULL, err, errlen);
     if (borrowed) {
-        move_buffers(s, w, 0);
-        __atomic_store_n(&w->lent, 0, __ATOMIC_RELEASE);
+        himae_stream_move(s, NULL);
+        himae_release(&w->lent);
     }
     return rc;
 }
 
 int himae_stream_share(himae_stream *s, himae_stream *workspace) {
-    if (!workspace || workspace == s || workspace->workspace || workspace->uk != s->uk ||
-        workspace->model_crc != s->model_crc || workspace->block != s->block || workspace->n_levels != s->n_levels)
-        return -1;
+    if (!workspace || workspace == s || workspace->workspace || !himae_stream_alike(s, workspace)) return -1;
     s->workspace = workspace;
     return 0;
 }

@@ -30,4 +30,18 @@ int himae_stream_push_all(himae_stream *const *ss, int n, const float *x, int64_
                           float *const *out, double *const *sums, int64_t *n_out, himae_stream_scratch *scratch,
                           char *err, size_t errlen);
 
+/* Do two engines have the same layout (model, kernel, block), so that one
+ * can push in the other's buffers? */
+int himae_stream_alike(const himae_stream *a, const himae_stream *b);
+
+/* Move the rows s keeps between pushes into the buffers of w (an engine
+ * alike, whose buffers the caller holds, see himae_hold), where its next
+ * pushes compute, or with w NULL back into s's own. */
+void himae_stream_move(himae_stream *s, const himae_stream *w);
+
+/* A workspace's `lent` flag: set (1 returned) by the one push that gets it,
+ * cleared by that push when done; 0 when another push holds it. */
+static inline int himae_hold(int *lent) { return __atomic_exchange_n(lent, 1, __ATOMIC_ACQUIRE) == 0; }
+static inline void himae_release(int *lent) { __atomic_store_n(lent, 0, __ATOMIC_RELEASE); }
+
 #endif

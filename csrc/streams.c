@@ -21,6 +21,11 @@ struct himae_streams {
     int n;
     himae_stream **member;
     himae_stream_scratch scratch;
+    /* A group of as many streams of the same model whose buffers a push
+     * borrows when no other push holds them (himae_streams_share), or NULL;
+     * `lent` is set on a group while a push borrows its buffers. */
+    struct himae_streams *workspace;
+    int lent;
     void *mem; /* member pointers, jobs and tiles: one allocation */
 };
 
@@ -56,7 +61,7 @@ int himae_streams_create(const himae_model *model, int n, himae_streams **out, c
     *g = (himae_streams){n, (himae_stream **)mem,
                          {(himae_conv_job *)(mem + pointers), (float *)(mem + pointers + jobs),
                           (float *)(mem + pointers + jobs) + tile, tile},
-                         mem};
+                         NULL, 0, mem};
     for (int i = 0; i < n; i++) g->member[i] = NULL;
     for (int i = 0; i < n; i++)
         if (himae_stream_create_sized(model, GROUP_BLOCK, &g->member[i], err, errlen) != 0) {
@@ -78,7 +83,24 @@ int himae_streams_count(const himae_streams *g) { return g->n; }
 
 himae_stream *himae_streams_member(himae_streams *g, int i) { return g->member[i]; }
 
+int himae_streams_share(himae_streams *g, himae_streams *workspace) {
+    if (!workspace || workspace == g || workspace->workspace || workspace->n != g->n ||
+        !himae_stream_alike(g->member[0], workspace->member[0]))
+        return -1;
+    g->workspace = workspace;
+    return 0;
+}
+
 int himae_streams_push(himae_streams *g, const float *x, int64_t ldx, int64_t m, int flush, float *const *out,
                        double *const *sums, int64_t *n_out, char *err, size_t errlen) {
-    return himae_stream_push_all(g->member, g->n, x, ldx, m, flush, out, sums, n_out, &g->scratch, err, errlen);
+    himae_streams *w = g->workspace;
+    const int borrowed = w && himae_hold(&w->lent);
+    if (borrowed)
+        for (int i = 0; i < g->n; i++) himae_stream_move(g->member[i], w->member[i]);
+    int rc = himae_stream_push_all(g->member, g->n, x, ldx, m, flush, out, sums, n_out, &g->scratch, err, errlen);
+    if (borrowed) {
+        for (int i = 0; i < g->n; i++) himae_stream_move(g->member[i], NULL);
+        himae_release(&w->lent);
+    }
+    return rc;
 }

@@ -34,6 +34,13 @@ int himae_streams_count(const himae_streams *g);
  * many samples and is flushed alike (reset or load them all together). */
 himae_stream *himae_streams_member(himae_streams *g, int i);
 
+/* Let g's pushes run in the buffers of `workspace` (a group of as many
+ * streams of the same model, never pushed itself, that outlives g) whenever
+ * no other push holds them, as himae_stream_share does for one engine.
+ * Returns -1 (nothing changed) for a group of another size or model, or
+ * one that itself shares. */
+int himae_streams_share(himae_streams *g, himae_streams *workspace);
+
 /* Push m samples into every stream: stream i's channel c, sample j at
  * x[(i·in_channels + c)·ldx + j] (normalised, lost samples zero); flush
  * ends every stream. Stream i's level l rows and running sums go where

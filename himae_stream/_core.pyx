@@ -230,6 +230,7 @@ cdef class Model:
     cdef readonly tuple level_lengths
     cdef readonly str path
     cdef void *_stream_workspace  # the stream engine whose buffers its streams' pushes borrow (_stream.pxi)
+    cdef dict _group_workspaces  # group size -> the StreamGroup whose buffers its groups' pushes borrow
 
     def __cinit__(self, path, isa=None, max_memory=None, precision=None):
         cdef char err[HIMAE_ERR_LEN]

@@ -10,8 +10,21 @@ cdef extern from "streams.h":
     int himae_streams_create(const himae_model *model, int n, himae_streams **out, char *err, size_t errlen)
     void himae_streams_free(himae_streams *g)
     himae_stream *himae_streams_member(himae_streams *g, int i)
+    int himae_streams_share(himae_streams *g, himae_streams *workspace)
     int himae_streams_push(himae_streams *g, const float *x, int64_t ldx, int64_t m, int flush, float **out,
                            double **sums, int64_t *n_out, char *err, size_t errlen) nogil
+
+
+cdef StreamGroup group_workspace(Model model, int n):
+    """The model's workspace for groups of n, made with its first such group: as stream_workspace (_stream.pxi)
+    does for streams pushed alone, a group's push computes in its buffers when no other thread's push holds
+    them, so the groups one thread pushes in turn share one group's worth of memory, which stays in cache."""
+    if model._group_workspaces is None:
+        model._group_workspaces = {}
+    cdef StreamGroup ws = model._group_workspaces.get(n)
+    if ws is None:
+        ws = model._group_workspaces[n] = StreamGroup(model, n, True)
+    return ws
 
 
 cdef class StreamGroup:
@@ -23,17 +36,22 @@ cdef class StreamGroup:
 
     cdef himae_streams *_g
     cdef Model _model  # the engines run the model's packed weights: keep it alive
+    cdef StreamGroup _workspace  # whose buffers its pushes borrow (group_workspace), or None for a workspace
     cdef readonly int count
     cdef int levels
     # per push, per stream and level: where the rows and running sums go, first positions, counts
     cdef cnp.ndarray _ptrs, _sum_ptrs, _first, _counts
 
-    def __cinit__(self, Model model, int n):
+    def __cinit__(self, Model model, int n, bint workspace=False):
         cdef char err[HIMAE_ERR_LEN]
         err[0] = 0
         self._model, self.count = model, n
         if himae_streams_create(model._m, n, &self._g, err, sizeof(err)) != 0:
             raise ValueError(err.decode("utf-8", "replace"))
+        if not workspace:
+            self._workspace = group_workspace(model, n)
+            if himae_streams_share(self._g, self._workspace._g) != 0:
+                raise RuntimeError("a group of streams could not share its model's workspace")
         self.levels = himae_stream_levels(himae_streams_member(self._g, 0))
         self._ptrs, self._sum_ptrs = (np.zeros(n * self.levels, np.uintp) for _ in range(2))
         self._first, self._counts = (np.zeros(n * self.levels, np.int64) for _ in range(2))

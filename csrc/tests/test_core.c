@@ -809,8 +809,8 @@ static void test_group(const char *path) {
     const int n_chunks = (int)(sizeof chunks / sizeof chunks[0]);
     const himae_config *c = &f.config;
     const int nl = (int)c->n_levels, cin = (int)c->in_channels;
-    float *x = malloc((size_t)MAX_N * cin * N * sizeof(float));
-    for (size_t i = 0; i < (size_t)MAX_N * cin * N; i++) x[i] = frand();
+    float *x = malloc((size_t)MAX_N * cin * N * sizeof(float)), *neg = malloc((size_t)MAX_N * cin * N * sizeof(float));
+    for (size_t i = 0; i < (size_t)MAX_N * cin * N; i++) x[i] = frand(), neg[i] = -x[i];
     float *rows[2][MAX_N * HIMAE_STREAM_MAX_LEVELS];
     double *sums[2][MAX_N * HIMAE_STREAM_MAX_LEVELS];
     for (int k = 0; k < 2; k++)
@@ -832,11 +832,17 @@ static void test_group(const char *path) {
         static const int sizes[] = {1, MAX_N};
         for (int t = 0; t < 2; t++, runs++) {
             const int n = sizes[t];
-            himae_streams *g = NULL;
+            /* g and other share a workspace; other, pushed the negated signal between g's pushes,
+             * must leave no trace in g */
+            himae_streams *g = NULL, *other = NULL, *ws = NULL;
             himae_stream *one[MAX_N] = {NULL};
-            int rc = himae_streams_create(m, n, &g, err, sizeof err);
+            int rc = himae_streams_create(m, n, &g, err, sizeof err) || himae_streams_create(m, n, &other, err, sizeof err) ||
+                     himae_streams_create(m, n, &ws, err, sizeof err);
+            rc = rc || himae_streams_share(g, ws) || himae_streams_share(other, ws);
             for (int i = 0; i < n && rc == 0; i++) rc = himae_stream_create(m, &one[i], err, sizeof err);
             CHECK(rc == 0, "%s group of %d: create: %s", path, n, err);
+            CHECK(himae_streams_share(ws, g) != 0 && himae_streams_share(g, g) != 0,
+                  "%s group of %d: a workspace borrowed from a borrower, or a group from itself", path, n);
             int64_t at = 0, emitted[HIMAE_STREAM_MAX_LEVELS] = {0}, n_out[HIMAE_STREAM_MAX_LEVELS], n_one[HIMAE_STREAM_MAX_LEVELS];
             for (int k = 0; rc == 0 && k <= n_chunks; k++) {
                 const int64_t len = k < n_chunks ? chunks[k] : 0, flush = k == n_chunks;
@@ -854,6 +860,9 @@ static void test_group(const char *path) {
                 CHECK(rc == 0, "%s group of %d: push: %s", path, n, err);
                 CHECK(himae_alloc_count() == before, "%s group of %d: push allocated", path, n);
                 CHECK(himae_fpmode_get() == mode, "%s group of %d: push changed the fp mode", path, n);
+                /* other's rows land where one[i]'s will, then are overwritten */
+                CHECK(himae_streams_push(other, neg + at, N, len, (int)flush, out[1], sum[1], n_one, err, sizeof err) == 0,
+                      "%s group of %d: the other group's push: %s", path, n, err);
                 for (int i = 0; i < n && rc == 0; i++) {
                     rc = himae_stream_push(one[i], x + (size_t)i * cin * N + at, N, len, (int)flush, out[1] + i * nl,
                                            sum[1] + i * nl, n_one, err, sizeof err);
@@ -888,7 +897,7 @@ static void test_group(const char *path) {
                 rc = himae_streams_push(g, x, N, 0, 0, NULL, NULL, n_out, err, sizeof err);
                 CHECK(rc != 0 && strstr(err, "not in step"), "%s group of %d: out of step accepted", path, n);
             }
-            himae_streams_free(g);
+            himae_streams_free(g), himae_streams_free(other), himae_streams_free(ws);
             for (int i = 0; i < n; i++) himae_stream_free(one[i]);
         }
         himae_free(m);
@@ -896,7 +905,7 @@ static void test_group(const char *path) {
     printf("group %s: %d groups checked\n", path, runs);
     for (int k = 0; k < 2; k++)
         for (int j = 0; j < MAX_N * nl; j++) free(rows[k][j]), free(sums[k][j]);
-    free(x), free(buf);
+    free(x), free(neg), free(buf);
 }
 
 static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
