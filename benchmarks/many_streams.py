@@ -8,8 +8,10 @@ stream's new positions, so the weights are read once per push for all n.
 by arithmetic instead, so grouping saves nothing there: docs/stream-mode.md.)
 
 A server holds thousands of streams, so between two pushes of one stream the
-others' pushes evict its state (about 1.8 MB for himae-100) from the caches;
-one stream pushed back to back keeps it warm and runs up to 40 % faster.
+others' pushes evict its own state (about 1.8 MB for himae-100, most of it
+running sums) from the caches; a push computes in its model's workspace,
+which stays warm, but one stream pushed back to back keeps all of its state
+warm and runs about 25 % faster.
 Each row therefore pushes a pool of `--pool` distinct streams (groups of n,
 or separate streams), round robin, each its own PPG-like signal, 10 s in
 and then WARM_UP_S 1-s pushes each before any is timed, with the stream

@@ -297,10 +297,22 @@ void himae_stream_move(himae_stream *s, const himae_stream *w) {
     rows_move(&s->tail, (w ? w : s)->tail.home, 0);
 }
 
+int himae_stream_worth_moving(const himae_stream *s, int64_t n, int flush) {
+    int64_t counts[HIMAE_STREAM_MAX_LEVELS], held = 0, written = n * s->c_in;
+    himae_stream_pending(s, n, flush, counts);
+    for (int l = 0; l < s->n_levels; l++) {
+        const level *v = &s->lv[l];
+        held += (v->x.end - v->x.base) * v->x.width + (v->h.end - v->h.base) * v->h.width +
+                (v->s.end - v->s.base) * v->s.width;
+        written += 3 * counts[l] * v->c_out; /* its conv1, skip and conv2 rows, about */
+    }
+    return written > 2 * held;
+}
+
 int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float *const *out,
                       double *const *sums, int64_t *n_out, char *err, size_t errlen) {
     himae_stream *w = s->workspace;
-    const int borrowed = w && himae_hold(&w->lent);
+    const int borrowed = w && himae_stream_worth_moving(s, n, flush) && himae_hold(&w->lent);
     if (borrowed) himae_stream_move(s, w);
     int rc = himae_stream_push_all(&s, 1, x, ldx, n, flush, out, sums, n_out, NULL, err, errlen);
     if (borrowed) {

@@ -39,6 +39,11 @@ int himae_stream_alike(const himae_stream *a, const himae_stream *b);
  * pushes compute, or with w NULL back into s's own. */
 void himae_stream_move(himae_stream *s, const himae_stream *w);
 
+/* Does a push of n samples into s write more than twice the rows s keeps
+ * between pushes? Only then is computing it in a workspace worth the two
+ * moves: a live packet of a few samples writes less than a move copies. */
+int himae_stream_worth_moving(const himae_stream *s, int64_t n, int flush);
+
 /* A workspace's `lent` flag: set (1 returned) by the one push that gets it,
  * cleared by that push when done; 0 when another push holds it. */
 static inline int himae_hold(int *lent) { return __atomic_exchange_n(lent, 1, __ATOMIC_ACQUIRE) == 0; }
