@@ -37,6 +37,7 @@ cdef class StreamGroup:
     cdef himae_streams *_g
     cdef Model _model  # the engines run the model's packed weights: keep it alive
     cdef StreamGroup _workspace  # whose buffers its pushes borrow (group_workspace), or None for a workspace
+    # (which lives in its model's _group_workspaces and has no _model)
     cdef readonly int count
     cdef int levels
     # per push, per stream and level: where the rows and running sums go, first positions, counts
@@ -45,7 +46,9 @@ cdef class StreamGroup:
     def __cinit__(self, Model model, int n, bint workspace=False):
         cdef char err[HIMAE_ERR_LEN]
         err[0] = 0
-        self._model, self.count = model, n
+        # a workspace only lends its buffers, never runs the weights: it does not keep the model alive,
+        # which keeps it (group_workspace), so both go when the model's last user does, without the GC
+        self._model, self.count = None if workspace else model, n
         if himae_streams_create(model._m, n, &self._g, err, sizeof(err)) != 0:
             raise ValueError(err.decode("utf-8", "replace"))
         if not workspace:

@@ -5,6 +5,8 @@ micro-kernels keep each output's summation order whatever the rows around
 it, so every record must be the same bits as a separate stream's.
 """
 
+import sys
+
 import numpy as np
 import pytest
 from conftest import V102S, WRIST_BIKE, WRIST_RUN, WRIST_WALK
@@ -137,3 +139,16 @@ def test_bad_pushes_are_refused_before_any_stream_changes(model):
     group.flush()
     with pytest.raises(ValueError, match="flushed"):
         group.push(x)
+
+
+def test_the_models_workspaces_do_not_keep_it_alive(random_model_file):
+    """Streams and groups compute in workspaces their model keeps (docs/stream-mode.md); a workspace must not
+    hold the model in turn, or a model and its megabytes of workspaces would wait for the cycle collector."""
+    model = load_model(random_model_file("himae-25"))
+    alone = sys.getrefcount(model)
+    x = np.random.default_rng(0).standard_normal((3, 1, 600)).astype(np.float32)
+    for _ in range(2):  # the first of each makes the workspace, the second borrows it
+        group, stream = model.streams(3, hop="1s"), model.stream(hop="1s")
+        assert len(group.push(x)[0].windows) and len(stream.push(x[0, 0]).windows)
+        del group, stream
+    assert sys.getrefcount(model) == alone
