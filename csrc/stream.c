@@ -298,15 +298,15 @@ void himae_stream_move(himae_stream *s, const himae_stream *w) {
 }
 
 int himae_stream_worth_moving(const himae_stream *s, int64_t n, int flush) {
-    int64_t counts[HIMAE_STREAM_MAX_LEVELS], held = 0, written = n * s->c_in;
+    int64_t counts[HIMAE_STREAM_MAX_LEVELS], written = n * s->c_in;
+    size_t held = 0;
     himae_stream_pending(s, n, flush, counts);
     for (int l = 0; l < s->n_levels; l++) {
         const level *v = &s->lv[l];
-        held += (v->x.end - v->x.base) * v->x.width + (v->h.end - v->h.base) * v->h.width +
-                (v->s.end - v->s.base) * v->s.width;
+        held += rows_bytes(&v->x) + rows_bytes(&v->h) + rows_bytes(&v->s);
         written += 3 * counts[l] * v->c_out; /* its conv1, skip and conv2 rows, about */
     }
-    return written > 2 * held;
+    return (size_t)written * sizeof(float) > 2 * held;
 }
 
 int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float *const *out,

@@ -62,7 +62,8 @@ int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, i
 
 /* Let s's pushes run in `workspace`'s buffers (an engine of the same model,
  * never pushed itself, that outlives s) whenever no other push holds them:
- * a push copies the few rows s keeps between pushes there and back, so many
+ * a push that writes more than twice the few rows s keeps between pushes
+ * copies them there and back (a shorter one computes in place), so many
  * engines pushed in turn by one thread all compute in the same memory, which
  * stays in cache, instead of each in its own, which the others' pushes have
  * evicted. A push that finds the buffers held (another thread's push) uses

@@ -241,6 +241,7 @@ cdef class Model:
             raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
         cdef size_t limit = 0 if max_memory is None else min(max_memory, <size_t>-1)
         err[0] = 0
+        self._group_workspaces = {}
         rc = himae_load(bpath, bisa, bprecision, limit, &self._m, err, sizeof(err))
         if rc == HIMAE_EFORMAT:
             raise ModelFileError(in_file(err.decode("utf-8", "replace"), path))

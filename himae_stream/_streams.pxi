@@ -19,8 +19,6 @@ cdef StreamGroup group_workspace(Model model, int n):
     """The model's workspace for groups of n, made with its first such group: as stream_workspace (_stream.pxi)
     does for streams pushed alone, a group's push computes in its buffers when no other thread's push holds
     them, so the groups one thread pushes in turn share one group's worth of memory, which stays in cache."""
-    if model._group_workspaces is None:
-        model._group_workspaces = {}
     cdef StreamGroup ws = model._group_workspaces.get(n)
     if ws is None:
         ws = model._group_workspaces[n] = StreamGroup(model, n, True)
