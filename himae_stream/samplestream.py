@@ -392,10 +392,16 @@ class SampleStream:
 
         A float32 device can send NaN or Inf for a sample it has no value for: such a
         sample is lost like a missing one (zero, mask set), and counted in `nonfinite`.
-        Host times never go back: when a less-delayed arrival moves the clock map
-        earlier, samples that would land before the last one handed out are held at
-        it plus a microsecond each (the map settles within the next packets).
+        No sample is timed after the host read it: the clock map's line runs through
+        the middle of the least delays, so a packet faster than that would map past
+        its own arrival; such a chunk is moved back to end at its arrival. Host times
+        never go back: when a less-delayed arrival moves the clock map earlier,
+        samples that would land before the last one handed out are held at it plus
+        a microsecond each (the map settles within the next packets).
         """
+        times = chunk.timestamps
+        if chunk.arrival is not None and len(times) and times[-1] > chunk.arrival:
+            times -= times[-1] - chunk.arrival
         bad, self._last_host = finish_chunk(chunk.timestamps, chunk.samples, chunk.lost_mask, self._last_host)
         self._counts["nonfinite"] += bad
         return chunk

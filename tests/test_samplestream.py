@@ -131,6 +131,21 @@ def test_host_times_never_go_back_when_a_faster_arrival_moves_the_clock_map():
     assert times[-1] == pytest.approx(100.29)  # later samples keep their true times
 
 
+def test_no_sample_is_timed_after_its_packet_arrived():
+    """Delays jitter by up to 4 ms: the clock map's line runs through the middle of each second's
+    least delay, so the fastest packets would map past their own arrival without the cap."""
+    rng = np.random.default_rng(7)
+    stream, chunks = SampleStream(), []
+    for index, packet in make_packets(0, [10] * 600, rng):
+        arrival = 100.0 + (index + 9) / FS + 0.005 + rng.uniform(0, 0.004)
+        chunks += stream.push(packet, host_time=arrival)
+    late = [c.timestamps[-1] - c.arrival for c in chunks if c.timestamps[-1] > c.arrival]
+    assert len(chunks) == 600 and not late, f"{len(late)} chunks end after their arrival, by up to {max(late):.6f} s"
+    times = np.concatenate([c.timestamps for c in chunks])
+    assert np.all(np.diff(times) > 0)
+    assert np.median(np.concatenate([c.arrival - c.timestamps[-1:] for c in chunks])) < 0.01  # still the device's pace
+
+
 def test_late_packet_beyond_window_is_not_delivered_twice():
     rng = np.random.default_rng(2)
     sent = [p for _, p in make_packets(0, [4] * 10, rng)]
