@@ -55,7 +55,11 @@ def test_embedded_default(tmp_path, himae):
 
     heads = modelfile.read(zoo.resolve("himae-100")).meta["probes"]
     default = {h["name"] for h in heads if probes.is_default(h)}
-    assert "heart_rate" in default and len(default) < len(heads)
+    for h in heads:
+        m = h["metrics"]
+        beats = m["lodo"] < m["baseline"] if m["metric"] == "mae" else m["lodo"] > m["baseline"]
+        assert probes.is_default(h) <= beats, f"{h['name']} is in default records but lost to {m['baseline_name']}"
+    assert "heart_rate" in default
     expected = default | ({"activity_p"} if "activity" in default else set())
     for r in records:
         p = r["predictions"]

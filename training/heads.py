@@ -42,6 +42,9 @@ TIE_BPM = 0.1  # level sets this close to the best count as equal; the cheapest 
 #: the model judges the rate more likely wrong than right (a sensor off the skin, heavy noise)
 HR_SHOWN_FROM = 0.5
 POOL = ["mean", "std"]
+#: the quality head's candidates, chosen inside each fold: the purity alone, or with the std over
+#: positions of each channel of level 0 (contact loss and noise show at the finest scale first)
+QUALITY_STD_LEVELS = ((), (0,))
 CACHE_VERSION = 4
 BASIS_RANK = 8  # principal directions per level that spectra and purity read
 
@@ -445,6 +448,29 @@ def lodo_linear(X: np.ndarray, y: np.ndarray, ds: np.ndarray, fit, rows: np.ndar
     return oof
 
 
+def choose_quality(candidates: dict, q: np.ndarray, ds: np.ndarray, rows: np.ndarray):
+    """The candidate design whose leave-one-dataset-out AUC over `rows` is highest (the first on a tie)."""
+    def score(c):
+        return auc(lodo_linear(candidates[c], q, ds, fit_binary, rows).astype(float)[rows], q[rows])
+    return max(candidates, key=score)
+
+
+def lodo_chosen(candidates: dict, q: np.ndarray, ds: np.ndarray, rows: np.ndarray, test_rows: np.ndarray):
+    """Out-of-fold P(clean) on `test_rows` of a quality head whose design is chosen inside each fold
+    (`choose_quality` on the other data sets); and each held-out data set's choice."""
+    oof = np.full(len(q), np.nan)
+    choices = {}
+    for name, _ in lodo_folds(ds[rows]):
+        train = rows & (ds != name)
+        held = (ds == name) & test_rows
+        if not held.any() or len(set(q[train].tolist())) < 2:
+            continue
+        choices[name] = list(choose_quality(candidates, q, ds, train))
+        X = candidates[tuple(choices[name])]
+        oof[held] = P.predict(fit_binary(X[train], q[train]), X[held]).astype(float)
+    return oof, choices
+
+
 def evaluate(f: dict, model_cfg: dict) -> dict:
     """Every head and baseline, leave-one-dataset-out; the heads to ship."""
     from threadpoolctl import threadpool_limits
@@ -508,22 +534,26 @@ def evaluate(f: dict, model_cfg: dict) -> dict:
                                 "overall": overall, "ship": bool(wins), "head": hr["head"],
                                 "baseline": "spectral peak of the normalised PPG window"}
 
-        # quality: the purity of the spectrum the heart-rate head reads (levels that see the whole
-        # band, summed as a spectral head sums them), calibrated by a logistic fit
+        # quality: a logistic fit on the purity of the spectrum the heart-rate head reads (levels that
+        # see the whole band, summed as a spectral head sums them), with or without the std of the
+        # finest level's channels: the candidate is chosen inside each fold
         q = quality_labels(sp_hr, y, f["good"], corrupted)
         rows = np.isfinite(q)
         usable = usable_levels(n_levels, fs)
-        X = design(f, "pretrained", [], usable, combined=True, fs=fs, span=span)
-        oof = lodo_linear(X, q, ds, fit_binary, rows).astype(float)
+        candidates = {c: design(f, "pretrained", list(c), usable, ["std"], combined=True, fs=fs, span=span)
+                      for c in QUALITY_STD_LEVELS}
+        p_clean, choices = lodo_chosen(candidates, q, ds, rows, np.ones(len(q), bool))
+        oof = np.where(rows, p_clean, np.nan)
         qtable = {}
         for name in sorted(set(ds[rows].tolist())):
             m = rows & (ds == name)
             qtable[name] = {"windows": int(m.sum()), "clean_share": float(q[m].mean()), "head": auc(oof[m], q[m]),
                             "purity": auc(sig_purity[m], q[m]),
                             "brier": float(np.nanmean((oof[m] - q[m]) ** 2))}
-        per_level = [auc(lodo_linear(design(f, enc, [], [l]), q, ds, fit_binary, rows).astype(float), q)
+        per_level = [auc(lodo_linear(design(f, enc, [l], [l] if l in usable else [], ["std"]), q, ds, fit_binary,
+                                     rows).astype(float), q)
                      for enc in ("pretrained", "random") for l in range(n_levels)]
-        qoverall = {"head": auc(oof, q), "purity": auc(sig_purity, q),
+        qoverall = {"head": auc(oof, q), "purity": auc(sig_purity, q), "std_levels": choices,
                     "per_level": per_level[:n_levels], "per_level_random": per_level[n_levels:],
                     "brier": float(np.nanmean((oof[rows] - q[rows]) ** 2))}
         # must hold: contact loss and heavy noise at least 0.2 below the clean windows
@@ -534,15 +564,15 @@ def evaluate(f: dict, model_cfg: dict) -> dict:
         clean_oof = oof[rows & (q == 1) & ~corrupted]
         drops["clean"] = float(np.nanmean(clean_oof)) if clean_oof.size else None
         usable_basis = [f["pretrained"]["basis"][l].tolist() for l in usable]
-        qhead = {"name": "quality", **fit_binary(X[rows], q[rows]), "levels": [], "purity_levels": usable,
-                 "purity_mode": "combined", "basis": usable_basis, "unit": "probability (1 = clean)",
-                 "window_s": C.WINDOW_S}
+        chosen = choose_quality(candidates, q, ds, rows)
+        qhead = {"name": "quality", **fit_binary(candidates[chosen][rows], q[rows]), "levels": list(chosen),
+                 "pool": ["std"], "purity_levels": usable, "purity_mode": "combined", "basis": usable_basis,
+                 "unit": "probability (1 = clean)", "window_s": C.WINDOW_S}
         holds = all(drops[k] is not None and drops["clean"] is not None and drops["clean"] - drops[k] >= 0.2
                     for k in ("flat", "noise"))
         ships = ship_rule(qoverall["head"], qoverall["purity"], [(t["head"], t["purity"]) for t in qtable.values()],
                           True)
         # the heart rate as records show it: withheld where the quality head (out of fold) is below the bound
-        p_clean = lodo_linear(X, q, ds, fit_binary, rows, test_rows=np.ones(len(q), bool)).astype(float)
         result["heart_rate"]["head"]["withheld_below"] = {"head": "quality", "probability": HR_SHOWN_FROM}
         result["heart_rate"]["shown"] = shown_rates(f, hr["oof"], sp_hr, p_clean >= HR_SHOWN_FROM)
         result["quality"] = {"metric": "auc", "higher_is_better": True, "datasets": qtable, "overall": qoverall,

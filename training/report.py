@@ -228,11 +228,13 @@ def lodo_markdown(report: dict) -> str:
                   "Label: 1 when the window's PPG supports a correct heart rate (its spectral peak within 10 BPM of "
                   "the independent reference), BUT PPG's expert good/poor label where given, 0 for synthetic "
                   "corruptions of clean windows (flat line after contact loss, clipping, heavy noise, motion "
-                  "bursts). The head: P(clean), a logistic calibration of one number, the spectral purity (share "
-                  "of band power within 0.15 Hz of the peak) of the summed unit spectra of the levels that see the "
-                  "whole band — the spectrum the heart-rate head reads. (Logistic fits on mean and std over "
-                  "positions of every level scored lower, AUC 0.63–0.70 for himae-100, when this report was "
-                  "designed.)", "",
+                  "bursts). The head: P(clean), a logistic fit on the spectral purity (share of band power within "
+                  "0.15 Hz of the peak) of the summed unit spectra of the levels that see the whole band — the "
+                  "spectrum the heart-rate head reads — alone or with the std over positions of each channel of "
+                  "level 0; which of the two is chosen inside each fold by leave-one-dataset-out on the other "
+                  f"data sets (chosen with level 0's std when held out: {_std_chosen(q)}). (Logistic fits on "
+                  "mean and std over positions of every level scored lower, AUC 0.63–0.70 for himae-100, when "
+                  "this report was designed.)", "",
                   "| held-out data set | windows | clean share | HiMAE quality head | spectral purity (signal) | "
                   "Brier (head) |", "|---|---:|---:|---:|---:|---:|"]
         for ds, t in q["datasets"].items():
@@ -245,7 +247,9 @@ def lodo_markdown(report: dict) -> str:
                   f"noise at least 0.2 below clean): **{'holds' if q['must_hold'] else 'FAILS'}**.", ""]
         wins = [ds for ds, t in q["datasets"].items() if t["purity"] > t["head"]]
         lines += ["Where a classical method wins: " + (", ".join(wins) if wins else "nowhere") + ".", ""]
-        lines += _per_level_table(q, "AUC of a one-level quality head (LODO)", len(o["per_level"]), 3)
+        lines += _per_level_table(q, "AUC of a one-level quality head (LODO; the std over positions of the level's "
+                                     "channels and, where the level sees the whole band, its purity)",
+                                  len(o["per_level"]), 3)
         a = r["activity"]
         lines += ["### activity (rest / active): balanced accuracy, higher is better", "",
                   "Labels: rest = seated or supine (E4 tasks, AIST, BUT at rest, TROIKA rest phases); active = "
@@ -296,6 +300,11 @@ def _shown_table(shown: dict | None) -> list[str]:
                      f"{_f(t['spectral_peak'])} | {t['recordings_shown']} of {t['recordings']} | "
                      f"{_f(t['recording_median_error'])} | {'—' if within is None else f'{100 * within:.0f} %'} |")
     return lines + [""]
+
+
+def _std_chosen(q: dict) -> str:
+    chosen = [ds for ds, levels in q["overall"].get("std_levels", {}).items() if levels]
+    return ", ".join(chosen) if chosen else "none"
 
 
 def _per_level_table(r: dict, what: str, n_levels: int, digits: int) -> list[str]:
