@@ -179,6 +179,24 @@ def test_lodo_folds_never_put_a_data_set_on_both_sides():
         assert not rows & set(np.flatnonzero(held).tolist())
 
 
+def test_the_quality_design_is_chosen_without_the_held_out_data_set():
+    """Feature x tells clean from not in A, B and C; z in C and D, which holds most windows. With D
+    in view z wins (the choice over all data sets); D's own fold must choose without it: x."""
+    rng = np.random.default_rng(0)
+    sizes = {"A": 300, "B": 300, "C": 300, "D": 3000}
+    ds = np.concatenate([[k] * n for k, n in sizes.items()]).astype(object)
+    q = rng.integers(0, 2, len(ds)).astype(float)
+    signal = q + 0.3 * rng.normal(size=len(q))
+    x = np.where(ds != "D", signal, rng.normal(size=len(q)))
+    z = np.where(np.isin(ds, ["C", "D"]), signal, rng.normal(size=len(q)))
+    candidates = {("x",): x[:, None], ("z",): z[:, None]}
+    rows = np.ones(len(q), bool)
+    assert H.choose_quality(candidates, q, ds, rows) == ("z",)
+    p, choices = H.lodo_chosen(candidates, q, ds, rows, rows)
+    assert choices["D"] == ["x"] and abs(H.auc(p[ds == "D"], q[ds == "D"]) - 0.5) < 0.1
+    assert choices["C"] == ["x"]  # z, seen in D alone, cannot show it carries over
+
+
 def test_auc_and_mae():
     assert H.auc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0.0, 0.0, 1.0, 1.0])) == 1.0
     assert H.auc(np.array([0.5, 0.5]), np.array([0.0, 1.0])) == 0.5
