@@ -142,6 +142,10 @@ typedef struct himae_conv {
      * splitting one output row in two (himae_conv_row_head / _tail); NULL
      * where the conv is never split (see stream.c). */
     const void *tail;
+    /* The kernel its weights are packed for, used whatever kernel a caller
+     * passes; NULL (a conv built on the fly) takes the caller's. A model's
+     * level-0 convs stay f32 in a reduced-precision model (model.c). */
+    const himae_ukernel *uk;
 } himae_conv;
 
 /* Every packer below stores subnormal weights as zero (himae_flush_subnormal,

@@ -66,7 +66,6 @@ static size_t round_up(size_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
 typedef struct {
     uint8_t *base;
     size_t used, weights;
-    const himae_ukernel *uk;
     float *scratch;
     size_t scratch_floats;
 } bump;
@@ -79,30 +78,30 @@ static void *take(bump *b, size_t bytes) {
 
 /* Where to pack a block of n weights as f32 (NULL in the sizing pass);
  * hand it to put_weights once packed. */
-static float *pack_target(bump *b, size_t n) {
-    if (b->uk->precision == HIMAE_F32) return b->base ? (float *)(b->base + b->used) : NULL;
+static float *pack_target(bump *b, const himae_ukernel *uk, size_t n) {
+    if (uk->precision == HIMAE_F32) return b->base ? (float *)(b->base + b->used) : NULL;
     if (n > b->scratch_floats && !b->base) b->scratch_floats = n;
     return b->base ? b->scratch : NULL;
 }
 
 /* The block's place in the arena, its n weights (panels of kc rows) in the
  * kernel's precision. */
-static const void *put_weights(bump *b, const float *packed, size_t n, size_t kc) {
-    b->weights += round_up(n * b->uk->wbytes);
-    void *dst = take(b, n * b->uk->wbytes);
-    if (dst && b->uk->precision == HIMAE_BF16) himae_pack_bf16(dst, packed, n, b->uk->nr);
-    if (dst && b->uk->precision == HIMAE_BF16DOT) himae_pack_bf16dot(dst, packed, n, b->uk->nr, kc);
+static const void *put_weights(bump *b, const himae_ukernel *uk, const float *packed, size_t n, size_t kc) {
+    b->weights += round_up(n * uk->wbytes);
+    void *dst = take(b, n * uk->wbytes);
+    if (dst && uk->precision == HIMAE_BF16) himae_pack_bf16(dst, packed, n, uk->nr);
+    if (dst && uk->precision == HIMAE_BF16DOT) himae_pack_bf16dot(dst, packed, n, uk->nr, kc);
     return dst;
 }
 
 static void set_conv(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_tensor *w,
                      const himae_tensor *bias, size_t cin, size_t cout, size_t k, size_t stride,
                      size_t pad, ptrdiff_t s_out, ptrdiff_t s_in, ptrdiff_t k0, ptrdiff_t s_k) {
-    *conv = (himae_conv){cin, cout, k, stride, pad, k * cin, NULL, 0, NULL};
+    *conv = (himae_conv){cin, cout, k, stride, pad, k * cin, NULL, 0, NULL, uk};
     const size_t n = himae_packed_size(cin, cout, k, uk->nr);
-    float *dst = pack_target(b, n);
+    float *dst = pack_target(b, uk, n);
     if (dst) himae_pack_conv(dst, w->data, bias->data, cin, cout, k, uk->nr, s_out, s_in, k0, s_k);
-    conv->packed = put_weights(b, dst, n, k * cin);
+    conv->packed = put_weights(b, uk, dst, n, k * cin);
 }
 
 /* An encoder conv; narrow ones are packed in row pairs (their buffers keep
@@ -118,17 +117,17 @@ static void set_encoder_conv(bump *b, himae_conv *conv, const himae_ukernel *uk,
         set_conv(b, conv, uk, w, bias, cin, cout, k, stride, k / 2, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
         if (k > 1) { /* the stream engine splits these convs' rows (stream.c) */
             const size_t n = himae_packed_size(cin, cout, 1, uk->nr);
-            float *tail = pack_target(b, n);
+            float *tail = pack_target(b, uk, n);
             if (tail) himae_pack_conv_tail(tail, w->data, cin, cout, k, uk->nr);
-            conv->tail = put_weights(b, tail, n, cin);
+            conv->tail = put_weights(b, uk, tail, n, cin);
         }
         return;
     }
-    *conv = (himae_conv){cin, cout, k, stride, k / 2, k * cin, NULL, 1, NULL};
+    *conv = (himae_conv){cin, cout, k, stride, k / 2, k * cin, NULL, 1, NULL, uk};
     const size_t n = himae_packed_size(cin, 2 * cout, k + stride, uk->nr);
-    float *dst = pack_target(b, n);
+    float *dst = pack_target(b, uk, n);
     if (dst) himae_pack_conv_pairs(dst, w->data, bias->data, cin, cout, k, stride, uk->nr);
-    conv->packed = put_weights(b, dst, n, (k + stride) * cin);
+    conv->packed = put_weights(b, uk, dst, n, (k + stride) * cin);
 }
 
 static void set_plain(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_file *f,
@@ -196,7 +195,7 @@ static void set_winograd(bump *b, himae_wino *wino, const himae_ukernel *uk, con
                          size_t min_floats, size_t *work) {
     if (!use_winograd(uk, k, stride * cin, n_out, min_floats)) return;
     const size_t n = himae_wino_packed_size(cin, cout, stride, uk->nr);
-    float *dst = pack_target(b, n);
+    float *dst = pack_target(b, uk, n);
     if (dst) {
         char wn[64], bn[64];
         snprintf(wn, sizeof wn, "%s.weight", prefix);
@@ -204,7 +203,7 @@ static void set_winograd(bump *b, himae_wino *wino, const himae_ukernel *uk, con
         himae_wino_pack(dst, himae_file_tensor(f, wn)->data, himae_file_tensor(f, bn)->data, cin, cout, stride,
                         uk->nr);
     }
-    *wino = (himae_wino){cin, cout, stride, put_weights(b, dst, n, stride * cin)};
+    *wino = (himae_wino){cin, cout, stride, put_weights(b, uk, dst, n, stride * cin)};
     const size_t w = himae_wino_work_floats(cin, cout, stride, n_out);
     if (w > *work) *work = w;
 }
@@ -214,6 +213,15 @@ static void set_winograd(bump *b, himae_wino *wino, const himae_ukernel *uk, con
 static size_t input_rows(const himae_config *c, uint32_t l, size_t n, size_t pad) {
     const size_t direct = n + 2 * pad + SLACK, wino = pad + himae_wino_rows_read(2, c->level_len[l]);
     return wino > direct ? wino : direct;
+}
+
+/* Level 0's kernel: f32 whatever the model's precision. Its convs hold a few
+ * KB of weights (1 and 16 channels in, in the shipped models), so bf16 would
+ * save no memory traffic there, while their rounding would move every
+ * level's input and the finest level's per-channel statistics (a channel's
+ * std by up to 2 %), which the quality head reads. */
+static const himae_ukernel *level0_kernel(const himae_ukernel *uk) {
+    return himae_ukernel_for(uk->isa, HIMAE_F32);
 }
 
 /* Lay the model out in b's arena (or, with b->base == NULL, just measure
@@ -235,9 +243,10 @@ static void layout(himae_model *m, bump *b, const himae_file *f) {
         size_t cin = l ? c->channels[l - 1] : c->in_channels, co = c->channels[l];
         const size_t rows = l + 1 < c->n_levels ? input_rows(c, l + 1, c->level_len[l], pad)
                                                 : c->level_len[l] + 2 * pad + SLACK;
-        set_encoder_conv(b, &lv->conv1, m->uk, f, l, "conv1", cin, co, k, 2);
-        set_encoder_conv(b, &lv->conv2, m->uk, f, l, "conv2", co, co, k, 1);
-        set_encoder_conv(b, &lv->skip, m->uk, f, l, "skip", cin, co, 1, 2);
+        const himae_ukernel *uk = l ? m->uk : level0_kernel(m->uk);
+        set_encoder_conv(b, &lv->conv1, uk, f, l, "conv1", cin, co, k, 2);
+        set_encoder_conv(b, &lv->conv2, uk, f, l, "conv2", co, co, k, 1);
+        set_encoder_conv(b, &lv->skip, uk, f, l, "skip", cin, co, 1, 2);
         char name[48];
         snprintf(name, sizeof name, "encoder.%u.conv1", l);
         set_winograd(b, &lv->conv1_wino, m->uk, f, name, cin, co, k, 2, c->level_len[l], ENCODER_WINO_FLOATS,
@@ -304,7 +313,7 @@ void himae_model_memory(const himae_file *f, enum himae_isa isa, enum himae_prec
                         size_t *weights, size_t *buffers) {
     himae_model shape = {.config = f->config, .isa = isa, .uk = himae_ukernel_for(isa, precision),
                          .pad = f->config.kernel_size / 2};
-    bump b = {.uk = shape.uk};
+    bump b = {0};
     layout(&shape, &b, f);
     *weights = b.weights;
     *buffers = b.used - b.weights;
@@ -325,15 +334,9 @@ int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, con
     himae_file f;
     rc = himae_parse(buf, size, &f, err, err_len);
     if (rc) return rc;
-    /* A conv split for a live stream reads its first (k - 1) cin weight
-     * rows, which a bf16dot panel keeps in whole pairs only for an even
-     * count (himae_bf16dot_slot): level 0's cin is the input's channels. */
-    if (precision == HIMAE_BF16DOT && f.config.kernel_size % 2 == 0 && f.config.in_channels % 2)
-        return error(err, err_len, HIMAE_EINVAL,
-                     "precision 'bf16dot' needs an odd kernel size or an even number of input channels");
     himae_model shape = {.config = f.config, .isa = isa, .uk = himae_ukernel_for(isa, precision),
                          .pad = f.config.kernel_size / 2};
-    bump sized = {.uk = shape.uk};
+    bump sized = {0};
     layout(&shape, &sized, &f);
     const size_t bytes = sized.used;
     /* Checked before allocating: the packed weights are bounded by the file
@@ -356,7 +359,7 @@ int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, con
     *m = shape;
     m->arena = raw;
     memcpy(&m->file_crc, buf + size - 8, sizeof m->file_crc); /* footer, checked by himae_parse */
-    bump b = {.base = base, .uk = shape.uk, .scratch = scratch, .scratch_floats = sized.scratch_floats};
+    bump b = {.base = base, .scratch = scratch, .scratch_floats = sized.scratch_floats};
     layout(m, &b, &f);
     himae_free_mem(scratch);
     *out = m;

@@ -34,7 +34,8 @@ def bf16(a: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module", params=["himae-100", "himae-25"])
 def files(request, tmp_path_factory):
-    """A random-weight model file and its twin whose tensors are already rounded to bf16."""
+    """A random-weight model file and its twin whose tensors are already rounded to bf16, but for level 0's
+    (f32 in every precision)."""
     import torch
 
     torch.manual_seed(3)
@@ -42,7 +43,8 @@ def files(request, tmp_path_factory):
     path, rounded = tmp / "m.himae", tmp / "m-bf16.himae"
     export_model(randomize_batchnorm(HiMAE(get_config(request.param)), 3).eval(), path)
     f = modelfile.read(path)
-    modelfile.write(rounded, f.config, {k: bf16(v) for k, v in f.tensors.items()}, f.meta)
+    modelfile.write(rounded, f.config, {k: v if k.startswith("encoder.0.") else bf16(v) for k, v in f.tensors.items()},
+                    f.meta)
     return path, rounded
 
 
@@ -60,6 +62,17 @@ def test_bf16_stream_is_the_f32_stream_of_rounded_weights_bit_for_bit(files):
     want = _stream_levels(load_model(rounded), x)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("precision, isa", REDUCED)
+def test_level_0_runs_f32_in_every_precision(files, precision, isa):
+    """Level 0's few weights stay f32 (they cost no memory traffic to speak of, and the quality head reads
+    the level's per-channel spread): its rows are the f32 model's bits; deeper levels are rounded."""
+    x = np.random.default_rng(6).standard_normal((1, 3000)).astype(np.float32)
+    got = _stream_levels(reduced(files[0], precision, isa), x)
+    want = _stream_levels(load_model(files[0], isa=isa), x)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert not np.array_equal(got[1], want[1])
 
 
 def test_bf16_window_mode_and_decoder_are_the_rounded_weights(files):

@@ -395,7 +395,8 @@ static void test_gelu(void) {
 
 /* A naive channels-first encoder on the file's tensors, over n_in samples:
  * level l has ceil(n_in / 2^(l+1)) positions. With uk, its weights rounded
- * as that kernel holds them (as_kernel_rounds). */
+ * as that kernel holds them (as_kernel_rounds), but for level 0's, which
+ * run f32 in every precision (model.c). */
 static void reference_encoder(const himae_file *f, const float *x, size_t n_in, float **levels,
                               const himae_ukernel *uk) {
     const himae_config *c = &f->config;
@@ -411,7 +412,7 @@ static void reference_encoder(const himae_file *f, const float *x, size_t n_in, 
             const himae_tensor *tensor = himae_file_tensor(f, name);
             t[i] = malloc(tensor->nbytes);
             memcpy(t[i], tensor->data, tensor->nbytes);
-            if (uk) as_kernel_rounds(uk, t[i], tensor->nbytes / sizeof(float));
+            if (uk && l) as_kernel_rounds(uk, t[i], tensor->nbytes / sizeof(float));
         }
         float *skip = malloc(co * n * sizeof(float)), *h = malloc(co * n * sizeof(float));
         himae_conv1d_reference(skip, in, t[4], t[5], cin, n_in, co, 1, 2, 0, n, NULL, 0);
