@@ -402,7 +402,7 @@ class SampleStream:
         times = chunk.timestamps
         if chunk.arrival is not None and len(times) and times[-1] > chunk.arrival:
             times -= times[-1] - chunk.arrival
-        bad, self._last_host = finish_chunk(chunk.timestamps, chunk.samples, chunk.lost_mask, self._last_host)
+        bad, self._last_host = finish_chunk(times, chunk.samples, chunk.lost_mask, self._last_host)
         self._counts["nonfinite"] += bad
         return chunk
 
