@@ -98,14 +98,9 @@ static void gemm_few_rows(const himae_ukernel *uk, size_t m, size_t cout, size_t
     }
 }
 
-/* The kernel a conv runs on: its own (what its weights are packed for), else the caller's. */
-static const himae_ukernel *kernel_of(const himae_conv *conv, const himae_ukernel *uk) {
-    return conv->uk ? conv->uk : uk;
-}
-
-void himae_conv_row_head(const himae_conv *conv, const himae_ukernel *uk, float *partial,
+void himae_conv_row_head(const himae_conv *conv, float *partial,
                          const float *window, const float *residual) {
-    uk = kernel_of(conv, uk);
+    const himae_ukernel *uk = conv->uk;
     /* the row's im2col row is its input rows back to back; the panels' first
      * (k - 1) cin weight rows are taps 0 .. k-2 */
     const size_t kc = (conv->k - 1) * conv->cin;
@@ -113,9 +108,9 @@ void himae_conv_row_head(const himae_conv *conv, const himae_ukernel *uk, float 
                   residual, 0);
 }
 
-void himae_conv_row_tail(const himae_conv *conv, const himae_ukernel *uk, float *out,
+void himae_conv_row_tail(const himae_conv *conv, float *out,
                          const float *window, const float *partial, int gelu) {
-    uk = kernel_of(conv, uk);
+    const himae_ukernel *uk = conv->uk;
     const size_t cin = conv->cin;
     gemm_few_rows(uk, 1, conv->cout, cin, window + (conv->k - 1) * cin, cin, conv->tail, uk->nr * (1 + cin),
                   out, partial, gelu);
@@ -146,9 +141,9 @@ static void gemm_rows(const himae_conv *conv, const himae_ukernel *uk, float *ou
 
 /* The input rows are views, never copied: row q's im2col row is its k
  * input rows, consecutive in the channels-last input. */
-void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float *out,
-                          const float *in, size_t n_out, const float *residual, int gelu) {
-    uk = kernel_of(conv, uk);
+void himae_conv1d_forward(const himae_conv *conv, float *out, const float *in, size_t n_out,
+                          const float *residual, int gelu) {
+    const himae_ukernel *uk = conv->uk;
     const size_t mr = uk->mr, cin = conv->cin;
     const float *a0 = in - conv->pad * cin;
     if (conv->pair) {
@@ -168,13 +163,13 @@ void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float
     gemm_rows(conv, uk, out, a0, conv->stride * cin, n_out, residual, gelu);
 }
 
-void himae_conv1d_gathered(const himae_conv *conv, const himae_ukernel *uk, const himae_conv_job *jobs,
+void himae_conv1d_gathered(const himae_conv *conv, const himae_conv_job *jobs,
                            size_t n_jobs, size_t n_out, int gelu, float *a, float *c, size_t tile_floats) {
-    uk = kernel_of(conv, uk);
+    const himae_ukernel *uk = conv->uk;
     const size_t cin = conv->cin, kc = conv->kc, cout = conv->cout;
     if (conv->pair) { /* narrow: its few weights stay in L1 across the jobs, nothing to share */
         for (size_t i = 0; i < n_jobs; i++)
-            himae_conv1d_forward(conv, uk, jobs[i].out, jobs[i].in, n_out, jobs[i].residual, gelu);
+            himae_conv1d_forward(conv, jobs[i].out, jobs[i].in, n_out, jobs[i].residual, gelu);
         return;
     }
     size_t tile = tile_floats / (kc > cout ? kc : cout);

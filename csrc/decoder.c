@@ -59,15 +59,15 @@ static void conv_gelu(const himae_conv *conv, const himae_wino *wino, const hima
     if (wino->packed)
         himae_wino_forward(wino, uk, out, in, n, 0, 1, wino_work);
     else
-        himae_conv1d_forward(conv, uk, out, in, n, NULL, 1);
+        himae_conv1d_forward(conv, out, in, n, NULL, 1);
 }
 
 /* Both phases of a stride-2 transposed conv over n input rows: even output
  * rows (2m) to phase, odd (2m+1) to phase + n * cout. */
-static void upsample(const himae_tconv *tc, const himae_ukernel *uk, float *phase, const float *in,
+static void upsample(const himae_tconv *tc, float *phase, const float *in,
                      size_t n) {
-    himae_conv1d_forward(&tc->phase[0], uk, phase, in, n, NULL, 0);
-    himae_conv1d_forward(&tc->phase[1], uk, phase + n * tc->phase[0].cout, in, n, NULL, 0);
+    himae_conv1d_forward(&tc->phase[0], phase, in, n, NULL, 0);
+    himae_conv1d_forward(&tc->phase[1], phase + n * tc->phase[0].cout, in, n, NULL, 0);
 }
 
 /* Row r of the upsampled signal, r < 2 n. */
@@ -85,7 +85,7 @@ void himae_decoder_forward(const himae_config *c, const himae_ukernel *uk, size_
     for (uint32_t t = c->n_levels - 1; t-- > 0;) {
         const himae_stage *s = &stage[t];
         const size_t ct = c->channels[t], nt = c->level_len[t], nd = c->level_len[t + 1];
-        upsample(&s->up, uk, w.phase, deep, nd);
+        upsample(&s->up, w.phase, deep, nd);
         /* Crop to the skip's length and concatenate [up, skip] row by row. */
         float *cat = w.cat + pad * 2 * ct;
         for (size_t r = 0; r < nt; r++) {
@@ -102,7 +102,7 @@ void himae_decoder_forward(const himae_config *c, const himae_ukernel *uk, size_
         deep = d;
     }
     const size_t cin = c->in_channels, n0 = c->level_len[0], L = c->window;
-    upsample(head, uk, w.phase, deep, n0);
+    upsample(head, w.phase, deep, n0);
     for (size_t r = 0; r < L; r++) {
         const float *src = up_row(w.phase, n0, cin, r);
         for (size_t ch = 0; ch < cin; ch++) out[ch * L + r] = tanhf(src[ch]);

@@ -142,8 +142,7 @@ typedef struct himae_conv {
      * splitting one output row in two (himae_conv_row_head / _tail); NULL
      * where the conv is never split (see stream.c). */
     const void *tail;
-    /* The kernel its weights are packed for, used whatever kernel a caller
-     * passes; NULL (a conv built on the fly) takes the caller's. A model's
+    /* The kernel its weights are packed for, which runs it: a model's
      * level-0 convs stay f32 in a reduced-precision model (model.c). */
     const himae_ukernel *uk;
 } himae_conv;
@@ -170,8 +169,8 @@ void himae_pack_conv_pairs(float *dst, const float *w, const float *bias, size_t
                            size_t k, size_t stride, size_t nr);
 
 /* out (n_out rows of cout) = act(conv(in) + bias (+ residual)). */
-void himae_conv1d_forward(const himae_conv *conv, const himae_ukernel *uk, float *out,
-                          const float *in, size_t n_out, const float *residual, int gelu);
+void himae_conv1d_forward(const himae_conv *conv, float *out, const float *in, size_t n_out,
+                          const float *residual, int gelu);
 
 /* The same rows of one conv over several inputs (a group of streams in
  * lockstep, streams.c): job i computes n_out rows from its own in, out and
@@ -187,7 +186,7 @@ typedef struct himae_conv_job {
     float *out;
     const float *residual;
 } himae_conv_job;
-void himae_conv1d_gathered(const himae_conv *conv, const himae_ukernel *uk, const himae_conv_job *jobs,
+void himae_conv1d_gathered(const himae_conv *conv, const himae_conv_job *jobs,
                            size_t n_jobs, size_t n_out, int gelu, float *a, float *c, size_t tile_floats);
 
 /* Pack the last tap of Conv1d weights (cout, cin, k) with zero biases:
@@ -198,9 +197,9 @@ void himae_pack_conv_tail(float *dst, const float *w, size_t cin, size_t cout, s
  * still to come, partial = bias + taps 0 .. k-2 (+ residual), no activation;
  * tail, once it has come, out = act(last tap + partial). window points at
  * the row's first input row (its k input rows are consecutive). */
-void himae_conv_row_head(const himae_conv *conv, const himae_ukernel *uk, float *partial,
+void himae_conv_row_head(const himae_conv *conv, float *partial,
                          const float *window, const float *residual);
-void himae_conv_row_tail(const himae_conv *conv, const himae_ukernel *uk, float *out,
+void himae_conv_row_tail(const himae_conv *conv, float *out,
                          const float *window, const float *partial, int gelu);
 
 /* Winograd convolutions (winograd.c), kernel 5, padding 2, as six GEMMs of

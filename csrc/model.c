@@ -429,11 +429,11 @@ static void encode_one(himae_model *m, const float *x) {
         himae_level *lv = &m->level[l];
         size_t co = c->channels[l], n = c->level_len[l];
         float *act = lv->act + pad * co, *hid = m->hidden + pad * co;
-        himae_conv1d_forward(&lv->skip, m->uk, act, prev, n, NULL, 0);
+        himae_conv1d_forward(&lv->skip, act, prev, n, NULL, 0);
         if (lv->conv1_wino.packed)
             himae_wino_forward(&lv->conv1_wino, m->uk, hid, prev, n, 0, 1, m->wino_work);
         else
-            himae_conv1d_forward(&lv->conv1, m->uk, hid, prev, n, NULL, 1);
+            himae_conv1d_forward(&lv->conv1, hid, prev, n, NULL, 1);
         /* The hidden buffer is shared by levels of different widths: clear
          * the rows around this level's that conv2 reads as zero padding. */
         memset(m->hidden, 0, pad * co * sizeof(float));
@@ -441,7 +441,7 @@ static void encode_one(himae_model *m, const float *x) {
         if (lv->conv2_wino.packed)
             himae_wino_forward(&lv->conv2_wino, m->uk, act, hid, n, 1, 1, m->wino_work);
         else
-            himae_conv1d_forward(&lv->conv2, m->uk, act, hid, n, act, 1);
+            himae_conv1d_forward(&lv->conv2, act, hid, n, act, 1);
         prev = act;
     }
 }

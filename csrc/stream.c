@@ -169,12 +169,12 @@ static void emit(level *v, const float *y, int64_t n, float *out, double *sums) 
 
 /* A conv's rows for every stream of a group: one job per stream (see
  * himae_conv1d_gathered); one stream's rows are computed in place. */
-static void run_conv(const himae_conv *conv, const himae_ukernel *uk, const himae_conv_job *jobs, int n,
+static void run_conv(const himae_conv *conv, const himae_conv_job *jobs, int n,
                      int64_t n_out, int gelu, himae_stream_scratch *scratch) {
     if (n == 1)
-        himae_conv1d_forward(conv, uk, jobs[0].out, jobs[0].in, (size_t)n_out, jobs[0].residual, gelu);
+        himae_conv1d_forward(conv, jobs[0].out, jobs[0].in, (size_t)n_out, jobs[0].residual, gelu);
     else
-        himae_conv1d_gathered(conv, uk, jobs, (size_t)n, (size_t)n_out, gelu, scratch->a, scratch->c,
+        himae_conv1d_gathered(conv, jobs, (size_t)n, (size_t)n_out, gelu, scratch->a, scratch->c,
                               scratch->tile_floats);
 }
 
@@ -198,14 +198,14 @@ static void run_level(himae_stream *const *ss, int n, int l, int done, float *co
         if (n1 <= 0) continue;
         float *h_new = append(&v->h, n1);
         append(&v->s, n1);
-        if (first1) himae_conv_row_tail(v->conv1, s0->uk, h_new, row(&v->x, 2 * q1 - p), v->part1, 1);
+        if (first1) himae_conv_row_tail(v->conv1, h_new, row(&v->x, 2 * q1 - p), v->part1, 1);
         zero_slack(&v->x, v->conv1->pair || v->skip->pair);
         jobs[i] = (himae_conv_job){row(&v->x, 2 * (q1 + first1)), h_new + first1 * c, NULL};
     }
     if (n1 > first1) {
-        run_conv(v0->conv1, s0->uk, jobs, n, n1 - first1, 1, scratch);
+        run_conv(v0->conv1, jobs, n, n1 - first1, 1, scratch);
         for (int i = 0; i < n; i++) jobs[i].out = row(&ss[i]->lv[l].s, q1 + first1);
-        run_conv(v0->skip, s0->uk, jobs, n, n1 - first1, 0, scratch);
+        run_conv(v0->skip, jobs, n, n1 - first1, 0, scratch);
     }
     int64_t q2 = v0->emitted, n2 = outputs_done(q1_end, p, done) - q2;
     int64_t first2 = n == 1 && v0->pre2 == q2 && n2 > 0;
@@ -215,11 +215,11 @@ static void run_level(himae_stream *const *ss, int n, int l, int done, float *co
         if (done) memset(append(&v->h, p), 0, (size_t)p * c * sizeof(float));
         if (n2 <= 0) continue;
         float *y = append(l + 1 < nl ? &ss[i]->lv[l + 1].x : &ss[i]->tail, n2);
-        if (first2) himae_conv_row_tail(v->conv2, s0->uk, y, row(&v->h, q2 - p), v->part2, 1);
+        if (first2) himae_conv_row_tail(v->conv2, y, row(&v->h, q2 - p), v->part2, 1);
         zero_slack(&v->h, (int)v->conv2->pair);
         jobs[i] = (himae_conv_job){row(&v->h, q2 + first2), y + first2 * c, row(&v->s, q2 + first2)};
     }
-    if (n2 > first2) run_conv(v0->conv2, s0->uk, jobs, n, n2 - first2, 1, scratch);
+    if (n2 > first2) run_conv(v0->conv2, jobs, n, n2 - first2, 1, scratch);
     for (int i = 0; i < n; i++) {
         himae_stream *s = ss[i];
         level *v = &s->lv[l];
@@ -338,13 +338,13 @@ void himae_stream_prepare(himae_stream *s) {
         int64_t q1 = v->h.end, q2 = v->emitted;
         /* conv1 row q1 reads x rows 2 q1 - p .. 2 q1 + p, its skip row x row 2 q1 */
         if (v->pre1 != q1 && v->n_in >= 2 * q1 + p) {
-            himae_conv_row_head(v->conv1, s->uk, v->part1, row(&v->x, 2 * q1 - p), NULL);
-            himae_conv1d_forward(v->skip, s->uk, row(&v->s, q1), row(&v->x, 2 * q1), 1, NULL, 0);
+            himae_conv_row_head(v->conv1, v->part1, row(&v->x, 2 * q1 - p), NULL);
+            himae_conv1d_forward(v->skip, row(&v->s, q1), row(&v->x, 2 * q1), 1, NULL, 0);
             v->pre1 = q1;
         }
         /* conv2 row q2 reads h rows q2 - p .. q2 + p and skip row q2 */
         if (v->pre2 != q2 && v->h.end >= q2 + p) {
-            himae_conv_row_head(v->conv2, s->uk, v->part2, row(&v->h, q2 - p), row(&v->s, q2));
+            himae_conv_row_head(v->conv2, v->part2, row(&v->h, q2 - p), row(&v->s, q2));
             v->pre2 = q2;
         }
     }

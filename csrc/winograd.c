@@ -163,8 +163,8 @@ void himae_wino_forward(const himae_wino *wino, const himae_ukernel *uk, float *
     float *v = work, *m = work + POINTS * tiles * s.width;
     input_transform(v, in, tiles, s);
     for (size_t t = 0; t < POINTS; t++) {
-        const himae_conv gemm = {s.width, cout, 1, 1, 0, s.width, himae_weights_at(uk, wino->packed, t * mat), 0, NULL};
-        himae_conv1d_forward(&gemm, uk, m + t * tiles * cout, v + t * tiles * s.width, tiles, NULL, 0);
+        const himae_conv gemm = {s.width, cout, 1, 1, 0, s.width, himae_weights_at(uk, wino->packed, t * mat), 0, NULL, uk};
+        himae_conv1d_forward(&gemm, m + t * tiles * cout, v + t * tiles * s.width, tiles, NULL, 0);
     }
     output_transform(out, m, tiles, cout, n_out, s, residual);
     /* Bias and GELU by the micro-kernel's own epilogue: a call with kc = 0

@@ -465,8 +465,8 @@ def lodo_chosen(candidates: dict, q: np.ndarray, ds: np.ndarray, rows: np.ndarra
         held = (ds == name) & test_rows
         if not held.any() or len(set(q[train].tolist())) < 2:
             continue
-        choices[name] = list(choose_quality(candidates, q, ds, train))
-        X = candidates[tuple(choices[name])]
+        chosen = choose_quality(candidates, q, ds, train)
+        choices[name], X = list(chosen), candidates[chosen]
         oof[held] = P.predict(fit_binary(X[train], q[train]), X[held]).astype(float)
     return oof, choices
 

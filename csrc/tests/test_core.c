@@ -201,7 +201,7 @@ static void test_conv(void) {
             else
                 himae_pack_conv(packed, w, b, cin, cout, k, uk->nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
             void *kw = kernel_weights(uk, packed, n_packed, pair ? (k + stride) * cin : k * cin);
-            himae_conv conv = {cin, cout, k, stride, pad, k * cin, kw, pair, NULL};
+            himae_conv conv = {cin, cout, k, stride, pad, k * cin, kw, pair, NULL, uk};
             /* channels-last input with pad zero rows before and enough after */
             size_t rows = n_in + 2 * k + stride;
             float *xin = calloc(rows * cin, sizeof(float));
@@ -210,7 +210,7 @@ static void test_conv(void) {
             float *out = malloc(n_out * cout * sizeof(float)), *got = malloc(cout * n_out * sizeof(float));
             for (size_t c = 0; c < cout; c++)
                 for (size_t p = 0; p < n_out; p++) out[p * cout + c] = res[c * n_out + p];
-            himae_conv1d_forward(&conv, uk, out, xin + k * cin, n_out, with_res ? out : NULL, gelu);
+            himae_conv1d_forward(&conv, out, xin + k * cin, n_out, with_res ? out : NULL, gelu);
             for (size_t c = 0; c < cout; c++)
                 for (size_t p = 0; p < n_out; p++) got[c * n_out + p] = out[p * cout + c];
             char what[160];
@@ -243,16 +243,16 @@ static void test_wide_rows(void) {
             float *packed = malloc(n_packed * sizeof(float));
             himae_pack_conv(packed, w, b, cin, cout, k, uk->nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
             void *kw = kernel_weights(uk, packed, n_packed, k * cin);
-            himae_conv conv = {cin, cout, k, 1, k / 2, k * cin, kw, 0, NULL};
+            himae_conv conv = {cin, cout, k, 1, k / 2, k * cin, kw, 0, NULL, uk};
             size_t rows = n_out + k;
             float *xin = calloc(rows * cin, sizeof(float)), *res = malloc(n_out * cout * sizeof(float));
             for (size_t i = k / 2 * cin; i < (k / 2 + n_out) * cin; i++) xin[i] = 2 * frand();
             for (size_t i = 0; i < n_out * cout; i++) res[i] = frand();
             float *all = malloc(n_out * cout * sizeof(float)), *one = malloc(n_out * cout * sizeof(float));
             const float *x0 = xin + k / 2 * cin;
-            himae_conv1d_forward(&conv, uk, all, x0, n_out, with_res ? res : NULL, gelu);
+            himae_conv1d_forward(&conv, all, x0, n_out, with_res ? res : NULL, gelu);
             for (size_t p = 0; p < n_out; p++)
-                himae_conv1d_forward(&conv, uk, one + p * cout, x0 + p * cin, 1,
+                himae_conv1d_forward(&conv, one + p * cout, x0 + p * cin, 1,
                                      with_res ? res + p * cout : NULL, gelu);
             CHECK(memcmp(all, one, n_out * cout * sizeof(float)) == 0,
                   "%s wide rows differ from tiled rows: cin=%zu cout=%zu k=%zu n=%zu", uk->name, cin,
@@ -289,7 +289,7 @@ static void test_gathered(void) {
             else
                 himae_pack_conv(packed, w, b, cin, cout, k, uk->nr, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
             void *kw = kernel_weights(uk, packed, floats, pair ? (k + stride) * cin : k * cin);
-            himae_conv conv = {cin, cout, k, stride, k / 2, k * cin, kw, pair, NULL};
+            himae_conv conv = {cin, cout, k, stride, k / 2, k * cin, kw, pair, NULL, uk};
             /* each job's input: pad zero rows, its rows, then pad + stride zero rows (pair-packed reads) */
             const size_t rows = n_out * stride + k + stride, per_job = n_out * cout;
             float *xin = calloc(n_jobs * rows * cin, sizeof(float)), *res = malloc(n_jobs * per_job * sizeof(float));
@@ -300,10 +300,10 @@ static void test_gathered(void) {
                 float *x0 = xin + (j * rows + k / 2) * cin;
                 for (size_t i = 0; i < (n_out - 1) * stride * cin + cin; i++) x0[i] = 2 * frand();
                 for (size_t i = 0; i < per_job; i++) res[j * per_job + i] = frand();
-                himae_conv1d_forward(&conv, uk, alone + j * per_job, x0, n_out, with_res ? res + j * per_job : NULL, gelu);
+                himae_conv1d_forward(&conv, alone + j * per_job, x0, n_out, with_res ? res + j * per_job : NULL, gelu);
                 jobs[j] = (himae_conv_job){x0, gathered + j * per_job, with_res ? res + j * per_job : NULL};
             }
-            himae_conv1d_gathered(&conv, uk, jobs, n_jobs, n_out, gelu, a, c, tile);
+            himae_conv1d_gathered(&conv, jobs, n_jobs, n_out, gelu, a, c, tile);
             CHECK(memcmp(alone, gathered, n_jobs * per_job * sizeof(float)) == 0,
                   "%s gathered rows differ: cin=%zu cout=%zu k=%zu stride=%zu pair=%zu jobs=%zu n=%zu tile=%zu",
                   uk->name, cin, cout, k, stride, pair, n_jobs, n_out, tile);
