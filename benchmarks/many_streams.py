@@ -8,8 +8,8 @@ stream's new positions, so the weights are read once per push for all n.
 by arithmetic instead, so grouping saves nothing there: docs/stream-mode.md.)
 
 A server holds thousands of streams, so between two pushes of one stream the
-others' pushes evict its own state (about 1.8 MB for himae-100, most of it
-running sums) from the caches; a push computes in its model's workspace,
+others' pushes evict its own state (about 0.55 MB for himae-100, most of it
+its engine's buffers) from the caches; a push computes in its model's workspace,
 which stays warm, but one stream pushed back to back keeps all of its state
 warm and runs about 25 % faster.
 Each row therefore pushes a pool of `--pool` distinct streams (groups of n,
@@ -58,10 +58,9 @@ from benchmarks.workload import signal, weights_path
 LATENCY_S = 0.050
 #: Seconds of the schedule a real-time figure is worked out over.
 SCHEDULE_S = 20
-#: 1-s pushes before any is timed: a stream's running sums reach their steady size (four times what its
-#: open windows need) in its first hundred-odd seconds, writing fresh pages as they go, about eight page
-#: faults per stream and push at first; the rows time streams past that, as a server's are.
-WARM_UP_S = 120
+#: 1-s pushes before any is timed: a stream's kept sums reach their steady size (the edges of its open
+#: windows) once its first window is complete; the rows time streams past that, as a server's are.
+WARM_UP_S = 20
 
 
 def push_times(pushes: list, seconds_of_signal: list, budget_s: float, clock, min_rounds: int = 2) -> np.ndarray:

@@ -45,7 +45,7 @@
 #define BLOCK 2048 /* samples per block of a single stream's push */
 #define SLACK 2 /* rows past the input a pair-packed conv reads: its stride */
 #define STATE_MAGIC 0x4d525453u /* "STRM" */
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 
 typedef struct {
     float *buf;
@@ -62,7 +62,6 @@ typedef struct {
     rows x, h, s;
     int64_t n_in;    /* input rows received (the length of x_{l-1} once flushed) */
     int64_t emitted; /* outputs produced (q2); q1 is h.end less any flush padding */
-    double *total;   /* per channel, the sum of every output so far */
     /* conv1 row pre1 (with its skip row, already in place in s) and conv2
      * row pre2 summed over all taps but the last (-1: none prepared) */
     int64_t pre1, pre2;
@@ -145,28 +144,6 @@ void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *
     }
 }
 
-/* Hand out n new output rows y of level v: to out, to the channels' running
- * totals in position order and, with sums, the totals through row j to row
- * j of sums (each row the one before plus y's row: one store per value). */
-static void emit(level *v, const float *y, int64_t n, float *out, double *sums) {
-    const int c = v->c_out;
-    memcpy(out, y, (size_t)(n * c) * sizeof(float));
-    if (!sums) {
-        double *restrict total = v->total;
-        for (int64_t j = 0; j < n; j++)
-            for (int o = 0; o < c; o++) total[o] += y[j * c + o];
-        return;
-    }
-    const double *before = v->total;
-    for (int64_t j = 0; j < n; j++) {
-        const float *restrict yj = y + j * c;
-        double *restrict row_sums = sums + j * c;
-        for (int o = 0; o < c; o++) row_sums[o] = before[o] + yj[o];
-        before = row_sums;
-    }
-    if (n > 0) memcpy(v->total, before, (size_t)c * sizeof(double));
-}
-
 /* A conv's rows for every stream of a group: one job per stream (see
  * himae_conv1d_gathered); one stream's rows are computed in place. */
 static void run_conv(const himae_conv *conv, const himae_conv_job *jobs, int n,
@@ -180,12 +157,12 @@ static void run_conv(const himae_conv *conv, const himae_conv_job *jobs, int n,
 
 /* Compute everything level l of n streams in lockstep can given its input
  * (their counters are equal, so each has the same rows to compute); outputs
- * go to the next level's x buffer (or the tail), and rows to out and sums
- * (stream i's at index i·levels + l). A row prepared by
+ * go to the next level's x buffer (or the tail), and rows to out (stream
+ * i's at index i·levels + l). A row prepared by
  * himae_stream_prepare is finished from its partial sum when the level runs
  * one stream alone; a group recomputes it whole. */
-static void run_level(himae_stream *const *ss, int n, int l, int done, float *const *out, double *const *sums,
-                      int64_t *n_out, himae_stream_scratch *scratch) {
+static void run_level(himae_stream *const *ss, int n, int l, int done, float *const *out, int64_t *n_out,
+                      himae_stream_scratch *scratch) {
     const himae_stream *s0 = ss[0];
     const level *v0 = &s0->lv[l];
     const int p = s0->p, c = v0->c_out, nl = s0->n_levels;
@@ -225,8 +202,7 @@ static void run_level(himae_stream *const *ss, int n, int l, int done, float *co
         level *v = &s->lv[l];
         if (n2 > 0) {
             v->pre2 = -1;
-            emit(v, jobs[i].out - first2 * c, n2, out[i * nl + l] + *n_out * c,
-                 sums ? sums[i * nl + l] + *n_out * c : NULL);
+            memcpy(out[i * nl + l] + *n_out * c, jobs[i].out - first2 * c, (size_t)(n2 * c) * sizeof(float));
             v->emitted += n2;
             if (l + 1 < nl) s->lv[l + 1].n_in += n2;
         }
@@ -239,8 +215,8 @@ static void run_level(himae_stream *const *ss, int n, int l, int done, float *co
 }
 
 int himae_stream_push_all(himae_stream *const *ss, int n, const float *x, int64_t ldx, int64_t m, int flush,
-                          float *const *out, double *const *sums, int64_t *n_out, himae_stream_scratch *scratch,
-                          char *err, size_t errlen) {
+                          float *const *out, int64_t *n_out, himae_stream_scratch *scratch, char *err,
+                          size_t errlen) {
     const himae_stream *s0 = ss[0];
     if (m < 0) return fail(err, errlen, "negative sample count %lld", (long long)m);
     for (int i = 1; i < n; i++)
@@ -264,7 +240,7 @@ int himae_stream_push_all(himae_stream *const *ss, int n, const float *x, int64_
             s->lv[0].n_in += b;
             s->pushed += b;
         }
-        for (int l = 0; l < s0->n_levels; l++) run_level(ss, n, l, done, out, sums, &n_out[l], scratch);
+        for (int l = 0; l < s0->n_levels; l++) run_level(ss, n, l, done, out, &n_out[l], scratch);
         j += b;
     } while (j < m);
     if (flush)
@@ -310,11 +286,11 @@ int himae_stream_worth_moving(const himae_stream *s, int64_t n, int flush) {
 }
 
 int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float *const *out,
-                      double *const *sums, int64_t *n_out, char *err, size_t errlen) {
+                      int64_t *n_out, char *err, size_t errlen) {
     himae_stream *w = s->workspace;
     const int borrowed = w && himae_stream_worth_moving(s, n, flush) && himae_hold(&w->lent);
     if (borrowed) himae_stream_move(s, w);
-    int rc = himae_stream_push_all(&s, 1, x, ldx, n, flush, out, sums, n_out, NULL, err, errlen);
+    int rc = himae_stream_push_all(&s, 1, x, ldx, n, flush, out, n_out, NULL, err, errlen);
     if (borrowed) {
         himae_stream_move(s, NULL);
         himae_release(&w->lent);
@@ -381,7 +357,6 @@ void himae_stream_reset(himae_stream *s) {
         level *v = &s->lv[l];
         memset(v->x.buf, 0, (size_t)s->p * v->c_in * sizeof(float));
         memset(v->h.buf, 0, (size_t)s->p * v->c_out * sizeof(float));
-        memset(v->total, 0, (size_t)v->c_out * sizeof(double));
     }
 }
 
@@ -404,7 +379,7 @@ int64_t himae_stream_delay(const himae_stream *s, int level) {
     return 3 * (int64_t)s->p * (((int64_t)2 << level) - 1);
 }
 
-/* State bytes: header words, then per level its totals and its x, h and s rows;
+/* State bytes: header words, then per level its x, h and s rows;
  * crc is the CRC32 of all of it with the crc field zero. */
 typedef struct {
     uint32_t magic, version, n_levels, c_in, k, flushed;
@@ -425,7 +400,7 @@ static size_t levels_bytes(const himae_stream *s) {
     size_t n = 0;
     for (int l = 0; l < s->n_levels; l++) {
         const level *v = &s->lv[l];
-        n += v->c_out * sizeof(double) + rows_bytes(&v->x) + rows_bytes(&v->h) + rows_bytes(&v->s);
+        n += rows_bytes(&v->x) + rows_bytes(&v->h) + rows_bytes(&v->s);
     }
     return n;
 }
@@ -453,8 +428,6 @@ void himae_stream_save(const himae_stream *s, void *buf) {
     dst += sizeof h;
     for (int l = 0; l < s->n_levels; l++) {
         const rows *rs[3] = {&s->lv[l].x, &s->lv[l].h, &s->lv[l].s};
-        memcpy(dst, s->lv[l].total, s->lv[l].c_out * sizeof(double));
-        dst += s->lv[l].c_out * sizeof(double);
         for (int i = 0; i < 3; i++) {
             memcpy(dst, rs[i]->buf, rows_bytes(rs[i]));
             dst += rows_bytes(rs[i]);
@@ -464,16 +437,11 @@ void himae_stream_save(const himae_stream *s, void *buf) {
     memcpy(start, &h, sizeof h);
 }
 
-/* Are the totals and rows of a state (laid out as s's counters say, from src) all finite?
+/* Are the rows of a state (laid out as s's counters say, from src) all finite?
  * A checksum only proves the bytes are what was written, not that a writer was sane. */
 static int state_finite(const himae_stream *s, const char *src) {
     for (int l = 0; l < s->n_levels; l++) {
         const rows *rs[3] = {&s->lv[l].x, &s->lv[l].h, &s->lv[l].s};
-        for (int c = 0; c < s->lv[l].c_out; c++, src += sizeof(double)) {
-            double d;
-            memcpy(&d, src, sizeof d);
-            if (!isfinite(d)) return 0;
-        }
         for (int i = 0; i < 3; i++)
             for (size_t j = 0; j < rows_bytes(rs[i]); j += sizeof(float), src += sizeof(float)) {
                 float f;
@@ -520,8 +488,6 @@ int himae_stream_load(himae_stream *s, const void *buf, size_t size, char *err, 
     const char *src = (const char *)buf + sizeof h;
     for (int l = 0; l < s->n_levels; l++) {
         rows *rs[3] = {&s->lv[l].x, &s->lv[l].h, &s->lv[l].s};
-        memcpy(s->lv[l].total, src, s->lv[l].c_out * sizeof(double));
-        src += s->lv[l].c_out * sizeof(double);
         for (int i = 0; i < 3; i++) {
             memcpy(rs[i]->buf, src, rows_bytes(rs[i]));
             src += rows_bytes(rs[i]);
@@ -573,7 +539,6 @@ static size_t layout(himae_stream *s, float *base, const himae_model *model) {
         rows_init(&v->x, c_prev, x_cap(s->block, l, p) + SLACK, &b);
         rows_init(&v->h, ch, h_cap(s->block, l, p) + SLACK, &b);
         rows_init(&v->s, ch, h_cap(s->block, l, p) + SLACK, &b);
-        v->total = (double *)take(&b, 2 * (size_t)ch);
         v->part1 = take(&b, (size_t)ch);
         v->part2 = take(&b, (size_t)ch);
     }

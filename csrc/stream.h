@@ -50,15 +50,11 @@ void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *
  * then end the stream with its zero padding when `flush` is set. Level l's
  * new positions, as many as himae_stream_pending counts, are stored in
  * n_out[l] and go out as rows of the level's C_l channels: the j-th new
- * position's channel c at out[l][j·C_l + c]. When `sums` is not NULL, row j
- * of sums[l] (float64, sums[l][j·C_l + c]) receives the running sums of
- * every channel over every position emitted since the start, through the
- * j-th new position, so that any span's mean is one subtraction of two
- * rows. Rows are the engine's own layout: copying them out is one memcpy,
- * and a push writes, and a window reads, a few cache lines per level
- * instead of one or two per channel. Returns 0 or -1 with a message in err. */
+ * position's channel c at out[l][j·C_l + c]. Rows are the engine's own
+ * layout: copying them out is one memcpy. Returns 0 or -1 with a message
+ * in err. */
 int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float *const *out,
-                      double *const *sums, int64_t *n_out, char *err, size_t errlen);
+                      int64_t *n_out, char *err, size_t errlen);
 
 /* Let s's pushes run in `workspace`'s buffers (an engine of the same model,
  * never pushed itself, that outlives s) whenever no other push holds them:

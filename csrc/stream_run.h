@@ -23,12 +23,12 @@ int himae_stream_create_sized(const himae_model *model, int64_t block, himae_str
 /* himae_stream_push of m samples into each of n streams of one model in
  * lockstep (same samples pushed, same flushed state; -1 otherwise): stream
  * i's channel c, sample j at x[(i·c_in + c)·ldx + j]; its level l rows go to
- * out[i·levels + l] and sums[i·levels + l]; n_out is the same for all. Each
+ * out[i·levels + l]; n_out is the same for all. Each
  * conv runs as one GEMM over all n streams' new rows, so results are the
  * bits of n separate unprepared pushes. scratch: NULL when n == 1. */
 int himae_stream_push_all(himae_stream *const *ss, int n, const float *x, int64_t ldx, int64_t m, int flush,
-                          float *const *out, double *const *sums, int64_t *n_out, himae_stream_scratch *scratch,
-                          char *err, size_t errlen);
+                          float *const *out, int64_t *n_out, himae_stream_scratch *scratch, char *err,
+                          size_t errlen);
 
 /* Do two engines have the same layout (model, kernel, block), so that one
  * can push in the other's buffers? */

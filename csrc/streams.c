@@ -92,12 +92,12 @@ int himae_streams_share(himae_streams *g, himae_streams *workspace) {
 }
 
 int himae_streams_push(himae_streams *g, const float *x, int64_t ldx, int64_t m, int flush, float *const *out,
-                       double *const *sums, int64_t *n_out, char *err, size_t errlen) {
+                       int64_t *n_out, char *err, size_t errlen) {
     himae_streams *w = g->workspace;
     const int borrowed = w && himae_stream_worth_moving(g->member[0], m, flush) && himae_hold(&w->lent);
     if (borrowed)
         for (int i = 0; i < g->n; i++) himae_stream_move(g->member[i], w->member[i]);
-    int rc = himae_stream_push_all(g->member, g->n, x, ldx, m, flush, out, sums, n_out, &g->scratch, err, errlen);
+    int rc = himae_stream_push_all(g->member, g->n, x, ldx, m, flush, out, n_out, &g->scratch, err, errlen);
     if (borrowed) {
         for (int i = 0; i < g->n; i++) himae_stream_move(g->member[i], NULL);
         himae_release(&w->lent);

@@ -43,11 +43,10 @@ int himae_streams_share(himae_streams *g, himae_streams *workspace);
 
 /* Push m samples into every stream: stream i's channel c, sample j at
  * x[(i·in_channels + c)·ldx + j] (normalised, lost samples zero); flush
- * ends every stream. Stream i's level l rows and running sums go where
- * himae_stream_push would put them, at out[i·levels + l] and
- * sums[i·levels + l] (sums may be NULL); n_out[l] new rows of each stream,
+ * ends every stream. Stream i's level l rows go where himae_stream_push
+ * would put them, at out[i·levels + l]; n_out[l] new rows of each stream,
  * the same for all. Returns 0 or -1 with a message in err. */
 int himae_streams_push(himae_streams *g, const float *x, int64_t ldx, int64_t m, int flush, float *const *out,
-                       double *const *sums, int64_t *n_out, char *err, size_t errlen);
+                       int64_t *n_out, char *err, size_t errlen);
 
 #endif

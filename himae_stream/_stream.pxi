@@ -23,7 +23,7 @@ cdef extern from "stream.h":
     int64_t himae_stream_complete(const himae_stream *s)
     void himae_stream_pending(const himae_stream *s, int64_t n, int flush, int64_t *counts)
     int himae_stream_push(himae_stream *s, const float *x, int64_t ldx, int64_t n, int flush, float **out,
-                          double **sums, int64_t *n_out, char *err, size_t errlen) nogil
+                          int64_t *n_out, char *err, size_t errlen) nogil
     void himae_stream_prepare(himae_stream *s) nogil
     size_t himae_stream_state_size(const himae_stream *s)
     void himae_stream_save(const himae_stream *s, void *buf)
@@ -127,23 +127,21 @@ cdef class StreamEngine:
         return self._push(<const float *>cnp.PyArray_DATA(xa), xa.shape[1], flush, None)
 
     cdef list _push(self, const float *x, int64_t n, bint flush, list running, list into=None):
-        """push() on C-contiguous samples (in_channels, n); with `running` (one RunningSums per
-        level), the levels' running sums go straight into them. With `into` (what _outputs made for
+        """push() on C-contiguous samples (in_channels, n); with `running` (one EdgeSums per level),
+        the new positions are summed into them. With `into` (what _outputs made for
         a longer push that this one is part of), the new positions go there, after those already in."""
         cdef int64_t counts[HIMAE_STREAM_MAX_LEVELS]
         cdef int64_t n_out[HIMAE_STREAM_MAX_LEVELS]
         cdef int64_t first[HIMAE_STREAM_MAX_LEVELS]
         cdef float *ptrs[HIMAE_STREAM_MAX_LEVELS]
-        cdef double *sum_ptrs[HIMAE_STREAM_MAX_LEVELS]
         cdef char err[HIMAE_ERR_LEN]
         cdef int rc
-        cdef list levels = self._reserve(n, flush, running, into, ptrs, sum_ptrs, first, counts)
-        cdef double **sp = sum_ptrs if running is not None else NULL
+        cdef list levels = self._reserve(n, flush, into, ptrs, first, counts)
         with nogil:
-            rc = himae_stream_push(self._s, x, n, n, flush, ptrs, sp, n_out, err, sizeof(err))
+            rc = himae_stream_push(self._s, x, n, n, flush, ptrs, n_out, err, sizeof(err))
         if rc != 0:
             raise ValueError(err.decode("utf-8", "replace"))
-        self._appended(running, first, counts)
+        self._appended(running, ptrs, counts)
         return levels
 
     cdef int _alone(self) except -1:
@@ -152,15 +150,13 @@ cdef class StreamEngine:
             raise ValueError("this stream belongs to a group: push and prepare go through the group")
         return 0
 
-    cdef list _reserve(self, int64_t n, bint flush, list running, list into, float **ptrs, double **sum_ptrs,
-                       int64_t *first, int64_t *counts):
-        """Where a push of n samples puts each level's new rows (ptrs) and, with `running`, their running sums
-        (sum_ptrs); first and counts: each level's first new position and how many. Returns the outputs (see
+    cdef list _reserve(self, int64_t n, bint flush, list into, float **ptrs, int64_t *first, int64_t *counts):
+        """Where a push of n samples puts each level's new rows (ptrs); first and counts: each level's first
+        new position and how many. Returns the outputs (see
         _push)."""
         cdef int l
         cdef int64_t j
         cdef int64_t *pos
-        cdef RunningSums sums
         cdef cnp.npy_intp dims[2]
         cdef cnp.ndarray acts, positions
         cdef list levels = [] if into is None else into
@@ -182,16 +178,13 @@ cdef class StreamEngine:
                 positions, acts = into[l]
                 j = (<int64_t *>cnp.PyArray_DATA(positions))[0] if cnp.PyArray_SIZE(positions) else first[l]
                 ptrs[l] = <float *>cnp.PyArray_DATA(acts) + (first[l] - j) * himae_stream_channels(self._s, l)
-            if running is not None:
-                sums = running[l]
-                sum_ptrs[l] = sums.reserve(counts[l])
         return levels
 
-    cdef void _appended(self, list running, const int64_t *first, const int64_t *counts):
-        """Take the running sums a push wrote where _reserve said."""
+    cdef int _appended(self, list running, float *const *ptrs, const int64_t *counts) except -1:
+        """Sum the rows a push wrote where _reserve said into `running` (None: not summed)."""
         if running is not None:
             for l in range(self.levels):
-                (<RunningSums>running[l]).appended(first[l], counts[l])
+                (<EdgeSums>running[l]).add_rows(ptrs[l], counts[l])
 
     cdef list _outputs(self, int64_t n, bint flush):
         """Per level (positions, activations), all of them, for a push of n samples done in parts
@@ -228,91 +221,180 @@ cdef class StreamEngine:
             raise StreamStateError(err.decode("utf-8", "replace"))
 
 
-# Most rows a RunningSums buffer takes beyond what a push and the open windows need (RunningSums.reserve).
-cdef int64_t GROW_ROWS = 1 << 16
+cdef class EdgeSums:
+    """Running float64 sums of one level's activations (or, at stride 1, of lost samples), kept at the
+    positions where the stream's windows start and end.
 
-
-cdef class RunningSums:
-    """Running float64 sums of one level from position `base` on, for the mean over any span.
-
-    Row off + i of buf holds the sum of every position before base + i, all
-    channels side by side (positions arrive in order): a push appends a few
-    contiguous rows and a window's mean reads two, so both touch a few cache
-    lines per level however many channels it has. Dropping the front only
-    moves `off`. When a push finds no room after the last row, the held rows
-    move to the front, into a new buffer when the old one cannot also take
-    three times as many rows again as it then holds, but never more than
-    GROW_ROWS rows beyond them: while a push and the open windows need fewer
-    than GROW_ROWS / 3 rows, a buffer is four times what they need and a push
-    moves at most a third of a row per row it adds; past that, a buffer is
-    what they need plus GROW_ROWS rows.
+    Window i, input samples [i·hop, i·hop + window), averages the level's positions p with stride·p
+    inside it: [ceil(i·hop / stride), ceil((i·hop + window) / stride)), its edges. The sum of every
+    position before each edge, taken as the positions arrive, makes the window's mean one
+    subtraction, as exact as a sum over the window. A stream then holds a row per edge of its open
+    windows (windows share edges when the hop divides the window) instead of a row per position:
+    for himae-100 at a 1-s hop 11 rows per level instead of the 500-odd of level 0's ten seconds,
+    so a server's thousands of streams, each pushed in turn, no longer write fresh rows to memory
+    at every push.
     """
 
     cdef readonly int channels
-    cdef readonly int64_t base, off, n
-    cdef readonly cnp.ndarray buf
-    cdef double *_rows  # buf's data: a push takes no buffer views
-    cdef int64_t _capacity  # rows of buf
+    cdef readonly int64_t stride, window, hop
+    cdef readonly int64_t emitted  # positions summed so far
+    cdef cnp.ndarray _total_array  # their sum per channel
+    cdef double *_total
+    cdef int64_t _ia, _ib  # the windows whose start and end edges are the next to keep
+    cdef int64_t _next  # the next edge to keep: the nearer of those two
+    cdef cnp.ndarray _pos_array, _row_array  # kept edges, oldest first: entries [_off, _off + _n)
+    cdef int64_t *_pos
+    cdef double *_rows
+    cdef int64_t _off, _n, _cap
 
-    def __init__(self, int channels):
-        self.channels = channels
+    def __init__(self, int channels, int64_t stride, int64_t window, int64_t hop):
+        self.channels, self.stride, self.window, self.hop = channels, stride, window, hop
+        self._total_array = np.zeros(channels)
+        self._total = <double *>cnp.PyArray_DATA(self._total_array)
+        self._grow(4)
         self.reset()
 
     def reset(self):
-        self.set(0, np.zeros((self.channels, 1)))
+        """Nothing summed yet."""
+        self._total_array[:] = 0
+        self.emitted, self._off, self._n = 0, 0, 0
+        self._ia, self._ib = 0, 0
+        self._next = 0
+        self._edge()
 
-    def set(self, int64_t base, sums):
-        """Start over with the running sums before positions base, base + 1, ... ((channels, m), m >= 1)."""
-        sums = np.asarray(sums, dtype=np.float64)
-        self.base, self.off, self.n = base, 0, sums.shape[1] - 1
-        self._take(np.zeros((max(16, 2 * sums.shape[1]), self.channels)))
-        self.buf[: sums.shape[1]] = sums.T
+    cdef int64_t _start(self, int64_t i) noexcept:
+        return -((-i * self.hop) // self.stride)
 
-    cdef _take(self, cnp.ndarray buf):
-        self.buf, self._rows, self._capacity = buf, <double *>cnp.PyArray_DATA(buf), buf.shape[0]
+    cdef int64_t _end(self, int64_t i) noexcept:
+        return -((-(i * self.hop + self.window)) // self.stride)
 
-    cdef double *reserve(self, int64_t k) except NULL:
-        """Room for k more rows after the last: where they go (leading dimension: channels)."""
-        cdef int64_t held = self.n + 1, need = self.n + 1 + k
-        cdef int64_t room = need + min(3 * need, GROW_ROWS)
-        cdef cnp.ndarray old = self.buf
-        if self.off + need > self._capacity:
-            if room > self._capacity:
-                self._take(np.empty((room, self.channels)))
-            memmove(self._rows, <double *>cnp.PyArray_DATA(old) + self.off * self.channels,
-                    held * self.channels * sizeof(double))
-            self.off = 0
-        return self._rows + (self.off + held) * self.channels
+    cpdef bint is_edge(self, int64_t p):
+        """Whether some window starts or ends at position p (p >= 0)."""
+        cdef int64_t i = max(0, ((p - 1) * self.stride) // self.hop + 1)  # the first window starting at or after p
+        if self._start(i) == p:
+            return True
+        i = max(0, ((p - 1) * self.stride - self.window) // self.hop + 1)  # the first ending at or after p
+        return self._end(i) == p
 
-    @property
-    def sums(self):
-        """Running sums before positions base .. base + n, (channels, n + 1)."""
-        return self.buf[self.off : self.off + self.n + 1].T
+    cdef int _grow(self, int64_t capacity) except -1:
+        """Room for `capacity` edges, the held ones moved to the front."""
+        cdef cnp.ndarray pos = np.empty(capacity, np.int64), rows = np.empty((capacity, self.channels))
+        if self._pos_array is not None and self._n:
+            pos[: self._n] = self._pos_array[self._off : self._off + self._n]
+            rows[: self._n] = self._row_array[self._off : self._off + self._n]
+        self._pos_array, self._row_array = pos, rows
+        self._pos, self._rows = <int64_t *>cnp.PyArray_DATA(pos), <double *>cnp.PyArray_DATA(rows)
+        self._off, self._cap = 0, capacity
+        return 0
 
-    cdef appended(self, int64_t first, int64_t k):
-        """Take the k reserved rows: running sums through positions first, first + 1, ..."""
-        cdef int64_t skip = self.base - first, end = self.off + self.n + 1
-        if skip > 0:  # positions before `base` are not kept (nothing is held then): only the sum before base
-            self.buf[self.off] = self.buf[end + min(skip, k) - 1]
-            if k > skip:
-                self.buf[end : end + k - skip] = self.buf[end + skip : end + k]
-            k = max(0, k - skip)
-        self.n += k
+    cdef int _edge(self) except -1:
+        """At the next edge (`emitted` positions summed): keep the sum, then find the edge after it."""
+        cdef int64_t held = self._off + self._n
+        if held == self._cap:
+            if 2 * self._n <= self._cap:  # half free at the front: move down
+                memmove(self._pos, self._pos + self._off, self._n * sizeof(int64_t))
+                memmove(self._rows, self._rows + self._off * self.channels, self._n * self.channels * sizeof(double))
+                self._off = 0
+            else:
+                self._grow(2 * self._cap)
+            held = self._n
+        self._pos[held] = self.emitted
+        memcpy(self._rows + held * self.channels, self._total, self.channels * sizeof(double))
+        self._n += 1
+        while self._start(self._ia) <= self.emitted:
+            self._ia += 1
+        while self._end(self._ib) <= self.emitted:
+            self._ib += 1
+        self._next = min(self._start(self._ia), self._end(self._ib))
+        return 0
 
-    cdef void drop_before(self, int64_t position):
-        """Forget the sums of the positions before `position` (those not yet arrived are skipped when they do)."""
-        if position <= self.base:
-            return
-        cdef int64_t dropped = min(position - self.base, self.n)
-        self.off += dropped
-        self.n -= dropped
-        self.base = position
+    cdef int add_rows(self, const float *rows, int64_t k) except -1:
+        """Sum k more positions, rows of `channels` float32 each (the engine's output rows)."""
+        cdef int64_t m, j, c, C = self.channels
+        cdef double *total = self._total
+        while k > 0:
+            m = min(k, self._next - self.emitted)
+            for j in range(m):
+                for c in range(C):
+                    total[c] += rows[j * C + c]
+            rows += m * C
+            k -= m
+            self.emitted += m
+            if self.emitted == self._next:
+                self._edge()
+        return 0
+
+    cdef int add_counts(self, const double *counts, int64_t k) except -1:
+        """Sum k more positions of a one-channel sum (lost samples)."""
+        cdef int64_t j
+        for j in range(k):
+            self._total[0] += counts[j]
+            self.emitted += 1
+            if self.emitted == self._next:
+                self._edge()
+        return 0
 
     cdef const double *before(self, int64_t position) except NULL:
-        """The running sums before `position`, one per channel, contiguous; ValueError if not held."""
-        if not self.base <= position <= self.base + self.n:
-            raise ValueError(f"position {position} is not held by the running sums")
-        return self._rows + (self.off + position - self.base) * self.channels
+        """The sums of every position before the edge `position`, one per channel; ValueError if not kept."""
+        cdef int64_t lo = self._off, hi = self._off + self._n, mid
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._pos[mid] < position:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == self._off + self._n or self._pos[lo] != position:
+            raise ValueError(f"position {position} is not a kept window edge")
+        return self._rows + lo * self.channels
+
+    cdef void drop_before(self, int64_t position) noexcept:
+        """Forget the edges before `position`."""
+        while self._n and self._pos[self._off] < position:
+            self._off += 1
+            self._n -= 1
+
+    def state(self):
+        """(positions, sums (channels, m)): the kept edges and, last, the sums through every position
+        so far (at `emitted`), for a snapshot."""
+        pos = self._pos_array[self._off : self._off + self._n]
+        rows = self._row_array[self._off : self._off + self._n]
+        if not self._n or self._pos[self._off + self._n - 1] != self.emitted:
+            pos, rows = np.append(pos, self.emitted), np.vstack([rows, self._total_array[None]])
+        return pos.copy(), np.ascontiguousarray(rows.T)
+
+    def check(self, positions, sums, int64_t first_window):
+        """ValueError unless `set` can take these: sums (channels, m) before positions (increasing, the last
+        where the stream is), with every edge that windows from `first_window` on need by then."""
+        positions = np.asarray(positions, np.int64)
+        sums = np.asarray(sums, np.float64)
+        if positions.ndim != 1 or sums.shape != (self.channels, positions.shape[0]) or not positions.shape[0]:
+            raise ValueError("running sums do not match their positions")
+        if positions[0] < 0 or (np.diff(positions) <= 0).any():
+            raise ValueError("running sums' positions are not increasing")
+        cdef int64_t emitted = positions[positions.shape[0] - 1], i = first_window, p
+        have = set(positions.tolist())
+        while self._start(i) <= emitted:  # windows end after they start
+            for p in (self._start(i), self._end(i)):
+                if p <= emitted and p not in have:
+                    raise ValueError(f"running sums lack position {p}, an edge of window {i}")
+            i += 1
+
+    def set(self, positions, sums, int64_t first_window):
+        """Take `state()` back (see `check`)."""
+        self.check(positions, sums, first_window)
+        positions = np.asarray(positions, np.int64)
+        sums = np.asarray(sums, np.float64)
+        cdef int64_t emitted = positions[positions.shape[0] - 1]
+        kept = [j for j, q in enumerate(positions.tolist()) if self.is_edge(q)]
+        self._grow(max(4, 2 * len(kept)))
+        self._n = len(kept)
+        self._pos_array[: self._n] = positions[kept]
+        self._row_array[: self._n] = sums[:, kept].T
+        self._total_array[:] = sums[:, sums.shape[1] - 1]
+        self.emitted = emitted
+        self._ia = emitted * self.stride // self.hop + 1  # the first window starting after `emitted`
+        self._ib = max(0, (emitted * self.stride - self.window) // self.hop + 1)  # ... ending after it
+        self._next = min(self._start(self._ia), self._end(self._ib))
 
 
 cdef class Window:
@@ -400,8 +482,9 @@ cdef class StreamCore:
 
     cdef readonly StreamEngine engine
     cdef readonly object normalizer  # StreamNormalizer, or None: samples arrive normalised
-    cdef readonly list sums  # per level, RunningSums of its activations
-    cdef readonly RunningSums lost  # running count of lost samples, summed over channels
+    cdef readonly list sums  # per level, EdgeSums of its activations
+    cdef readonly EdgeSums lost  # running count of lost samples, summed over channels
+    cdef cnp.ndarray _lost_counts  # a push's lost samples per input sample, summed once the engine took them
     cdef readonly int64_t window, hop
     cdef public int64_t next_window  # index of the next window to report
     cdef int channels
@@ -415,10 +498,11 @@ cdef class StreamCore:
     def __init__(self, StreamEngine engine, normalizer, int64_t window, int64_t hop):
         self.engine, self.normalizer, self.window, self.hop = engine, normalizer, window, hop
         self.channels = engine.in_channels
-        self.sums = [RunningSums(engine.channels(l)) for l in range(engine.levels)]
-        self.lost = RunningSums(1)
         for l in range(engine.levels):
             self.strides[l] = 2 ** (l + 1)
+        self.sums = [EdgeSums(engine.channels(l), self.strides[l], window, hop) for l in range(engine.levels)]
+        self.lost = EdgeSums(1, 1, window, hop)
+        self._lost_counts = np.zeros(0)
         self.next_window = 0
         if normalizer is not None:
             from himae_stream.normalize import stream_kernel_entry
@@ -482,23 +566,24 @@ cdef class StreamCore:
         cdef cnp.ndarray engine_in = self._scratch(1, self.channels * n)  # keeps out alive
         cdef float *out = <float *>cnp.PyArray_DATA(engine_in)
         self._engine_input(x, n, lost, rows, out)
-        cdef int64_t first = himae_stream_pushed(self.engine._s)
-        return self._output(first, n, self.engine._push(out, n, flush, self.sums, into))
+        return self._output(n, self.engine._push(out, n, flush, self.sums, into))
 
     cdef int _engine_input(self, const double *x, int64_t n, cnp.ndarray lost, int64_t rows, float *out) except -1:
         """What the engine takes for samples x (n of each channel, lost ones marked in `lost`, see _lost_rows)
         into out: lost samples counted, the rest normalised (or copied, without a normaliser), the lost ones 0."""
         cdef const cnp.npy_bool *m = NULL if lost is None else <const cnp.npy_bool *>cnp.PyArray_DATA(lost)
-        cdef double *counts = self.lost.reserve(n)
-        self._count_lost(x, n, m, rows, counts, out if self.normalizer is None else NULL)
+        if cnp.PyArray_SIZE(self._lost_counts) < n:
+            self._lost_counts = np.empty(n)
+        self._count_lost(x, n, m, rows, <double *>cnp.PyArray_DATA(self._lost_counts),
+                         out if self.normalizer is None else NULL)
         if self.normalizer is not None:
             self._run_normalizer(x, n, m, rows, out)
         return 0
 
-    cdef StreamOutput _output(self, int64_t first, int64_t n, list levels):
-        """A push's output once the engine has taken its n samples from sample `first` on: its rows (`levels`)
-        and the windows they completed."""
-        self.lost.appended(first, n)
+    cdef StreamOutput _output(self, int64_t n, list levels):
+        """A push's output once the engine has taken its n samples: its rows (`levels`) and the windows they
+        completed."""
+        self.lost.add_counts(<const double *>cnp.PyArray_DATA(self._lost_counts), n)
         cdef StreamOutput result = StreamOutput.__new__(StreamOutput)
         result.levels, result.windows = levels, self._windows()
         return result
@@ -564,18 +649,17 @@ cdef class StreamCore:
 
     cdef void _count_lost(self, const double *x, int64_t n, const cnp.npy_bool *m, int64_t rows, double *counts,
                           float *out) noexcept:
-        """Running count of lost samples (non-finite or masked, summed over channels) into counts[0 .. n-1];
-        with `out`, also the samples as float32 with the lost ones 0 (what the engine takes un-normalised)."""
-        cdef double total = (counts - 1)[0]  # the column before counts holds the count so far
+        """Each sample's lost channels (non-finite or masked) into counts[0 .. n-1]; with `out`, also the
+        samples as float32 with the lost ones 0 (what the engine takes un-normalised)."""
         cdef int64_t c, i
         cdef bint bad
         for i in range(n):
+            counts[i] = 0
             for c in range(self.channels):
                 bad = not isfinite(x[c * n + i]) or (m != NULL and m[(c if rows > 1 else 0) * n + i])
-                total += bad
+                counts[i] += bad
                 if out != NULL:
                     out[c * n + i] = 0.0 if bad else <float>x[c * n + i]
-            counts[i] = total
 
     cdef int _run_normalizer(self, const double *x, int64_t n, const cnp.npy_bool *m, int64_t rows,
                              float *out) except -1:
@@ -603,7 +687,7 @@ cdef class StreamCore:
         cdef const double *lo
         cdef const double *hi
         cdef double inv
-        cdef RunningSums sums
+        cdef EdgeSums sums
         cdef cnp.npy_intp size
         cdef cnp.ndarray mean
         cdef float *o
@@ -631,6 +715,6 @@ cdef class StreamCore:
         self.next_window = last + 1
         start = self.next_window * self.hop
         for l in range(levels):
-            (<RunningSums>self.sums[l]).drop_before((start + self.strides[l] - 1) // self.strides[l])
+            (<EdgeSums>self.sums[l]).drop_before((start + self.strides[l] - 1) // self.strides[l])
         self.lost.drop_before(start)
         return windows

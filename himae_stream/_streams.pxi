@@ -12,7 +12,7 @@ cdef extern from "streams.h":
     himae_stream *himae_streams_member(himae_streams *g, int i)
     int himae_streams_share(himae_streams *g, himae_streams *workspace)
     int himae_streams_push(himae_streams *g, const float *x, int64_t ldx, int64_t m, int flush, float **out,
-                           double **sums, int64_t *n_out, char *err, size_t errlen) nogil
+                           int64_t *n_out, char *err, size_t errlen) nogil
 
 
 cdef StreamGroup group_workspace(Model model, int n):
@@ -38,8 +38,8 @@ cdef class StreamGroup:
     # (which lives in its model's _group_workspaces and has no _model)
     cdef readonly int count
     cdef int levels
-    # per push, per stream and level: where the rows and running sums go, first positions, counts
-    cdef cnp.ndarray _ptrs, _sum_ptrs, _first, _counts
+    # per push, per stream and level: where the rows go, first positions, counts
+    cdef cnp.ndarray _ptrs, _first, _counts
 
     def __cinit__(self, Model model, int n, bint workspace=False):
         cdef char err[HIMAE_ERR_LEN]
@@ -54,7 +54,7 @@ cdef class StreamGroup:
             if himae_streams_share(self._g, self._workspace._g) != 0:
                 raise RuntimeError("a group of streams could not share its model's workspace")
         self.levels = himae_stream_levels(himae_streams_member(self._g, 0))
-        self._ptrs, self._sum_ptrs = (np.zeros(n * self.levels, np.uintp) for _ in range(2))
+        self._ptrs = np.zeros(n * self.levels, np.uintp)
         self._first, self._counts = (np.zeros(n * self.levels, np.int64) for _ in range(2))
 
     def __dealloc__(self):
@@ -102,25 +102,23 @@ cdef class StreamGroup:
         cdef cnp.ndarray engine_in = np.empty((n, channels, m), np.float32)
         cdef float *into = <float *>cnp.PyArray_DATA(engine_in)
         cdef float **ptrs = <float **>cnp.PyArray_DATA(self._ptrs)
-        cdef double **sum_ptrs = <double **>cnp.PyArray_DATA(self._sum_ptrs)
         cdef int64_t *first = <int64_t *>cnp.PyArray_DATA(self._first)
         cdef int64_t *counts = <int64_t *>cnp.PyArray_DATA(self._counts)
-        cdef int64_t pushed = (<StreamCore>cores[0]).engine.pushed
         cdef list outputs = []
         for i in range(n):
             core = cores[i]
             core._engine_input(<const double *><size_t>xs[i], m, lost[i], lost_rows[i], into + i * channels * m)
-            outputs.append(core.engine._reserve(m, flush, core.sums, None, ptrs + i * levels,
-                                                sum_ptrs + i * levels, first + i * levels, counts + i * levels))
+            outputs.append(core.engine._reserve(m, flush, None, ptrs + i * levels, first + i * levels,
+                                                counts + i * levels))
         cdef int64_t n_out[HIMAE_STREAM_MAX_LEVELS]
         cdef char err[HIMAE_ERR_LEN]
         cdef int rc
         with nogil:
-            rc = himae_streams_push(self._g, into, m, m, flush, ptrs, sum_ptrs, n_out, err, sizeof(err))
+            rc = himae_streams_push(self._g, into, m, m, flush, ptrs, n_out, err, sizeof(err))
         if rc != 0:
             raise ValueError(err.decode("utf-8", "replace"))
         for i in range(n):
             core = cores[i]
-            core.engine._appended(core.sums, first + i * levels, counts + i * levels)
-            outputs[i] = core._output(pushed, m, outputs[i])
+            core.engine._appended(core.sums, ptrs + i * levels, counts + i * levels)
+            outputs[i] = core._output(m, outputs[i])
         return outputs

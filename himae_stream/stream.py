@@ -23,7 +23,9 @@ from himae_stream.numbers import OptionError
 __all__ = ["Stream", "StreamOutput", "StreamStateError", "Streams", "Window", "normalize_for", "to_samples"]
 
 SNAPSHOT_FORMAT = "himae-stream-snapshot"
-SNAPSHOT_VERSION = 1
+#: 2: running sums kept only at window edges (EdgeSums), and no totals in the engine state; a version-1
+#: snapshot does not restore.
+SNAPSHOT_VERSION = 2
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|min|samples?)?\s*$")
 
 
@@ -143,7 +145,7 @@ class Stream:
             "engine": self._engine.state(),
             "normalizer": None if self._normalizer is None else self._normalizer.get_state(),
             "next_window": self._core.next_window,
-            "sums": [(s.base, s.sums.copy()) for s in self._tracked],
+            "sums": [s.state() for s in self._tracked],
         }
 
     @classmethod
@@ -212,21 +214,21 @@ class Stream:
         restored = []
         for level, (target, item) in enumerate(zip(targets, sums)):
             if not isinstance(item, (list, tuple)) or len(item) != 2:
-                raise StreamStateError(f"stream snapshot running sums {level} are not a (base, sums) pair")
-            base = _count({"base": item[0]}, "base")
+                raise StreamStateError(f"stream snapshot running sums {level} are not a (positions, sums) pair")
             values = _finite_array(item[1], f"running sums {level}")
             if values.ndim != 2 or values.shape[0] != target.channels or values.shape[1] < 1:
                 raise StreamStateError("stream snapshot running sums have the wrong shape")
-            stride = stream.strides[level] if level < len(stream.strides) else 1  # the last: lost samples
-            emitted = stream._engine.emitted(level) if level < len(stream.strides) else pushed
-            held = values.shape[1] - 1  # positions [base, base + held); with none held, base may be ahead
-            if (base + held != emitted) if held else base < emitted:
+            emitted = stream._engine.emitted(level) if level < len(stream.strides) else pushed  # the last: lost
+            positions = _positions(item[0], values)
+            if positions[-1] != emitted:
                 raise StreamStateError("stream snapshot running sums do not end where the engine is")
-            if base > -(-next_start // stride):
-                raise StreamStateError("stream snapshot running sums start after the next window")
-            restored.append((base, values))
-        for target, (base, values) in zip(targets, restored):
-            target.set(base, values)
+            try:
+                target.check(positions, values, next_window)
+            except ValueError as exc:
+                raise StreamStateError(f"stream snapshot {exc} (level {level})") from None
+            restored.append((positions, values))
+        for target, (positions, values) in zip(targets, restored):
+            target.set(positions, values, next_window)
         stream._core.next_window = next_window
         return stream
 
@@ -302,6 +304,15 @@ def _count(snapshot: dict, key: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value <= MAX_COUNT:
         raise StreamStateError(f"stream snapshot {key} is {value!r}, not a count")
     return int(value)
+
+
+def _positions(value, sums: np.ndarray) -> np.ndarray:
+    """A snapshot's running-sum positions: increasing counts, one per column of `sums`."""
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu" or value.shape != sums.shape[1:]:
+        raise StreamStateError("stream snapshot running sums' positions are not one count per column")
+    if (value < 0).any() or (value > MAX_COUNT).any() or (np.diff(value) <= 0).any():
+        raise StreamStateError("stream snapshot running sums' positions are not increasing counts")
+    return value.astype(np.int64)
 
 
 def _finite_array(value, what: str) -> np.ndarray:

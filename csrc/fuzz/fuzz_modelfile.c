@@ -50,7 +50,7 @@ static void exercise(himae_model *m) {
         int64_t push = c->window < 300 ? c->window : 300;
         himae_stream_pending(s, push, 1, counts);
         for (uint32_t l = 0; l < c->n_levels; l++) out[l] = malloc(((size_t)counts[l] + 1) * c->channels[l] * sizeof(float));
-        if (himae_stream_push(s, x, c->window, push / 2, 0, out, NULL, n_out, err, sizeof err)) abort();
+        if (himae_stream_push(s, x, c->window, push / 2, 0, out, n_out, err, sizeof err)) abort();
         size_t bytes = himae_stream_state_size(s);
         void *state = malloc(bytes);
         himae_stream_save(s, state);
@@ -59,7 +59,7 @@ static void exercise(himae_model *m) {
             fprintf(stderr, "saved stream state refused: %s\n", err);
             abort();
         }
-        if (himae_stream_push(s, x + push / 2, c->window, push - push / 2, 1, out, NULL, n_out, err, sizeof err)) abort();
+        if (himae_stream_push(s, x + push / 2, c->window, push - push / 2, 1, out, n_out, err, sizeof err)) abort();
         free(state);
         for (uint32_t l = 0; l < c->n_levels; l++) free(out[l]);
         himae_stream_free(s);

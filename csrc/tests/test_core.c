@@ -512,11 +512,7 @@ static void stream_run(const himae_model *m, const float *x, size_t n, float **g
     int64_t pending[HIMAE_STREAM_MAX_LEVELS];
     float *out[HIMAE_STREAM_MAX_LEVELS];
     float *row_buf[HIMAE_STREAM_MAX_LEVELS];
-    double *sums[HIMAE_STREAM_MAX_LEVELS], *sum_buf[HIMAE_STREAM_MAX_LEVELS];
-    for (uint32_t l = 0; l < c->n_levels; l++) {
-        row_buf[l] = malloc((size_t)ld[l] * c->channels[l] * sizeof(float));
-        sum_buf[l] = malloc((size_t)ld[l] * c->channels[l] * sizeof(double));
-    }
+    for (uint32_t l = 0; l < c->n_levels; l++) row_buf[l] = malloc((size_t)ld[l] * c->channels[l] * sizeof(float));
     size_t at = 0, saved_at = n / 3;
     int chunks = 0;
     while (at < n || !himae_stream_flushed(s)) {
@@ -525,12 +521,9 @@ static void stream_run(const himae_model *m, const float *x, size_t n, float **g
         int flush = at + len == n && rng() % 2 ? 1 : 0; /* the last chunk flushes, or an empty push after it */
         if (at + len == n && len == 0) flush = 1;
         himae_stream_pending(s, (int64_t)len, flush, pending);
-        for (uint32_t l = 0; l < c->n_levels; l++) {
-            out[l] = row_buf[l] + emitted[l] * c->channels[l];
-            sums[l] = sum_buf[l] + emitted[l] * c->channels[l];
-        }
+        for (uint32_t l = 0; l < c->n_levels; l++) out[l] = row_buf[l] + emitted[l] * c->channels[l];
         uint64_t before = himae_alloc_count();
-        rc = himae_stream_push(s, x + at, (int64_t)n, (int64_t)len, flush, out, sums, n_out, err, sizeof err);
+        rc = himae_stream_push(s, x + at, (int64_t)n, (int64_t)len, flush, out, n_out, err, sizeof err);
         CHECK(himae_alloc_count() == before, "%s: push allocated", what);
         CHECK(rc == 0, "%s: push: %s", what, err);
         if (rc) break;
@@ -569,23 +562,10 @@ static void stream_run(const himae_model *m, const float *x, size_t n, float **g
         for (int64_t j = 0; j < emitted[l] && j < ld[l]; j++)
             for (uint32_t ch = 0; ch < c->channels[l]; ch++)
                 got[l][ch * ld[l] + j] = row_buf[l][j * c->channels[l] + ch];
-    /* Row j of the running sums holds each channel's sum through position j,
-     * added in position order (across the restore too): the same bits. */
-    for (uint32_t l = 0; l < c->n_levels; l++)
-        for (uint32_t ch = 0; ch < c->channels[l] && emitted[l] == ld[l]; ch++) {
-            double total = 0;
-            int64_t wrong = 0;
-            for (int64_t j = 0; j < ld[l]; j++) {
-                total += got[l][ch * ld[l] + j];
-                wrong += sum_buf[l][j * c->channels[l] + ch] != total;
-            }
-            CHECK(wrong == 0, "%s: level %u channel %u: %lld running sums differ", what, l, ch, (long long)wrong);
-        }
     for (uint32_t l = 0; l < c->n_levels; l++) {
         CHECK(emitted[l] == ld[l], "%s: level %u emitted %lld of %lld", what, l, (long long)emitted[l],
               (long long)ld[l]);
         free(row_buf[l]);
-        free(sum_buf[l]);
     }
     himae_stream_free(s);
     himae_stream_free(t);
@@ -593,7 +573,7 @@ static void stream_run(const himae_model *m, const float *x, size_t n, float **g
 
 /* Engines that share a workspace (himae_stream_share) against twins that do
  * not, pushed the same chunks (empty, one sample, odd, longer than a block)
- * and prepared alike: the same rows, running sums and saved states, bit for
+ * and prepared alike: the same rows and saved states, bit for
  * bit. Two sharing engines pushed in turn keep their own histories; pushes
  * from two threads at once (one of them finds the workspace held and uses
  * its own buffers) change nothing either. */
@@ -610,17 +590,13 @@ typedef struct {
 static const int64_t shared_chunks[] = {0, 1, 7, 100, 1, 300, 2100, 2500, 0, 99, 33, 359}; /* > SHARED_N */
 
 /* Push both engines of a pair through x in the chunks above (the last cut to fit), preparing both after
- * every other push; count pushes whose outputs or running sums differ. */
+ * every other push; count pushes whose outputs differ. */
 static void shared_push_all(shared_pair *p) {
     const himae_config *c = himae_model_config(p->m);
     const int nl = (int)c->n_levels;
     float *out[2][HIMAE_STREAM_MAX_LEVELS];
-    double *sums[2][HIMAE_STREAM_MAX_LEVELS];
     for (int w = 0; w < 2; w++)
-        for (int l = 0; l < nl; l++) {
-            out[w][l] = malloc((size_t)SHARED_N * c->channels[l] * sizeof(float));
-            sums[w][l] = malloc((size_t)SHARED_N * c->channels[l] * sizeof(double));
-        }
+        for (int l = 0; l < nl; l++) out[w][l] = malloc((size_t)SHARED_N * c->channels[l] * sizeof(float));
     char err[HIMAE_ERR_LEN];
     for (int round = 0; round < p->rounds; round++) {
         himae_stream_reset(p->shared), himae_stream_reset(p->alone);
@@ -632,21 +608,20 @@ static void shared_push_all(shared_pair *p) {
             himae_stream *e[2] = {p->shared, p->alone};
             for (int w = 0; w < 2; w++) {
                 uint64_t before = himae_alloc_count();
-                p->failures += himae_stream_push(e[w], p->x + at, SHARED_N, len, last, out[w], sums[w], n_out[w], err,
+                p->failures += himae_stream_push(e[w], p->x + at, SHARED_N, len, last, out[w], n_out[w], err,
                                                  sizeof err) != 0;
                 p->allocations += himae_alloc_count() != before;
             }
             for (int l = 0; l < nl; l++) {
                 const size_t vals = (size_t)n_out[0][l] * c->channels[l];
-                p->mismatches += n_out[0][l] != n_out[1][l] || memcmp(out[0][l], out[1][l], vals * sizeof(float)) ||
-                                 memcmp(sums[0][l], sums[1][l], vals * sizeof(double));
+                p->mismatches += n_out[0][l] != n_out[1][l] || memcmp(out[0][l], out[1][l], vals * sizeof(float));
             }
             if (k % 2) himae_stream_prepare(p->shared), himae_stream_prepare(p->alone);
             at += len;
         }
     }
     for (int w = 0; w < 2; w++)
-        for (int l = 0; l < nl; l++) free(out[w][l]), free(sums[w][l]);
+        for (int l = 0; l < nl; l++) free(out[w][l]);
 }
 
 static void *shared_thread(void *arg) {
@@ -791,7 +766,7 @@ static void test_stream(const char *path) {
 }
 
 /* Groups of streams (streams.h), every f32 and bf16dot kernel: n streams pushed together give
- * the same bits, rows, running sums and saved states as n separate engines
+ * the same bits, rows and saved states as n separate engines
  * pushed the same chunks (empty, one sample, odd, longer than a group's
  * block and than a single engine's), without allocating and leaving the
  * caller's floating-point mode as it was; a stream out of step with the
@@ -813,13 +788,8 @@ static void test_group(const char *path) {
     float *x = malloc((size_t)MAX_N * cin * N * sizeof(float)), *neg = malloc((size_t)MAX_N * cin * N * sizeof(float));
     for (size_t i = 0; i < (size_t)MAX_N * cin * N; i++) x[i] = frand(), neg[i] = -x[i];
     float *rows[2][MAX_N * HIMAE_STREAM_MAX_LEVELS];
-    double *sums[2][MAX_N * HIMAE_STREAM_MAX_LEVELS];
     for (int k = 0; k < 2; k++)
-        for (int j = 0; j < MAX_N * nl; j++) {
-            size_t floats = (size_t)(N + 64) * c->channels[j % nl];
-            rows[k][j] = malloc(floats * sizeof(float));
-            sums[k][j] = malloc(floats * sizeof(double));
-        }
+        for (int j = 0; j < MAX_N * nl; j++) rows[k][j] = malloc((size_t)(N + 64) * c->channels[j % nl] * sizeof(float));
     int runs = 0;
     for (int kernel = 0; kernel < N_KERNELS; kernel++) {
         const himae_ukernel *uk = kernel_at(kernel);
@@ -848,25 +818,21 @@ static void test_group(const char *path) {
             for (int k = 0; rc == 0 && k <= n_chunks; k++) {
                 const int64_t len = k < n_chunks ? chunks[k] : 0, flush = k == n_chunks;
                 float *out[2][MAX_N * HIMAE_STREAM_MAX_LEVELS];
-                double *sum[2][MAX_N * HIMAE_STREAM_MAX_LEVELS];
                 for (int j = 0; j < n * nl; j++)
-                    for (int w = 0; w < 2; w++) {
-                        out[w][j] = rows[w][j] + emitted[j % nl] * c->channels[j % nl];
-                        sum[w][j] = sums[w][j] + emitted[j % nl] * c->channels[j % nl];
-                    }
+                    for (int w = 0; w < 2; w++) out[w][j] = rows[w][j] + emitted[j % nl] * c->channels[j % nl];
                 /* the group reads stream i at x + i·cin·N + at: channel c's samples N apart within it */
                 uint64_t before = himae_alloc_count();
                 himae_fpmode mode = himae_fpmode_get();
-                rc = himae_streams_push(g, x + at, N, len, (int)flush, out[0], sum[0], n_out, err, sizeof err);
+                rc = himae_streams_push(g, x + at, N, len, (int)flush, out[0], n_out, err, sizeof err);
                 CHECK(rc == 0, "%s group of %d: push: %s", path, n, err);
                 CHECK(himae_alloc_count() == before, "%s group of %d: push allocated", path, n);
                 CHECK(himae_fpmode_get() == mode, "%s group of %d: push changed the fp mode", path, n);
                 /* other's rows land where one[i]'s will, then are overwritten */
-                CHECK(himae_streams_push(other, neg + at, N, len, (int)flush, out[1], sum[1], n_one, err, sizeof err) == 0,
+                CHECK(himae_streams_push(other, neg + at, N, len, (int)flush, out[1], n_one, err, sizeof err) == 0,
                       "%s group of %d: the other group's push: %s", path, n, err);
                 for (int i = 0; i < n && rc == 0; i++) {
                     rc = himae_stream_push(one[i], x + (size_t)i * cin * N + at, N, len, (int)flush, out[1] + i * nl,
-                                           sum[1] + i * nl, n_one, err, sizeof err);
+                                           n_one, err, sizeof err);
                     for (int l = 0; l < nl; l++) CHECK(n_one[l] == n_out[l], "%s group of %d: row counts", path, n);
                     himae_stream *member = himae_streams_member(g, i);
                     size_t bytes = himae_stream_state_size(member);
@@ -880,8 +846,7 @@ static void test_group(const char *path) {
                 }
                 for (int j = 0; j < n * nl && rc == 0; j++) {
                     const size_t cl = c->channels[j % nl], got = (size_t)n_out[j % nl] * cl;
-                    CHECK(memcmp(out[0][j], out[1][j], got * sizeof(float)) == 0 &&
-                              memcmp(sum[0][j], sum[1][j], got * sizeof(double)) == 0,
+                    CHECK(memcmp(out[0][j], out[1][j], got * sizeof(float)) == 0,
                           "%s %s group of %d: stream %d level %d differs in push %d", path, uk->name, n,
                           j / nl, j % nl, k);
                 }
@@ -891,11 +856,11 @@ static void test_group(const char *path) {
             CHECK(rc == 0 && at == N, "%s group of %d: pushed %lld of %d", path, n, (long long)at, N);
             for (int i = 0; i < n && rc == 0; i++) CHECK(himae_stream_complete(himae_streams_member(g, i)) == N,
                                                          "%s group of %d: stream %d incomplete", path, n, i);
-            rc = himae_streams_push(g, x, N, 1, 0, NULL, NULL, n_out, err, sizeof err);
+            rc = himae_streams_push(g, x, N, 1, 0, NULL, n_out, err, sizeof err);
             CHECK(rc != 0, "%s group of %d: push after flush accepted", path, n);
             if (n > 1) { /* out of step: one stream reset */
                 himae_stream_reset(himae_streams_member(g, n - 1));
-                rc = himae_streams_push(g, x, N, 0, 0, NULL, NULL, n_out, err, sizeof err);
+                rc = himae_streams_push(g, x, N, 0, 0, NULL, n_out, err, sizeof err);
                 CHECK(rc != 0 && strstr(err, "not in step"), "%s group of %d: out of step accepted", path, n);
             }
             himae_streams_free(g), himae_streams_free(other), himae_streams_free(ws);
@@ -905,7 +870,7 @@ static void test_group(const char *path) {
     }
     printf("group %s: %d groups checked\n", path, runs);
     for (int k = 0; k < 2; k++)
-        for (int j = 0; j < MAX_N * nl; j++) free(rows[k][j]), free(sums[k][j]);
+        for (int j = 0; j < MAX_N * nl; j++) free(rows[k][j]);
     free(x), free(neg), free(buf);
 }
 
@@ -964,7 +929,7 @@ static void stream_rows(const himae_model *m, const float *x, size_t n, float **
     if (rc) return;
     himae_stream_pending(s, (int64_t)n, 1, pending);
     for (uint32_t l = 0; l < c->n_levels; l++) rows[l] = malloc(((size_t)pending[l] + 1) * c->channels[l] * sizeof(float));
-    rc = himae_stream_push(s, x, (int64_t)n, (int64_t)n, 1, rows, NULL, n_out, err, sizeof err);
+    rc = himae_stream_push(s, x, (int64_t)n, (int64_t)n, 1, rows, n_out, err, sizeof err);
     CHECK(rc == 0, "stream push: %s", err);
     himae_stream_free(s);
 }
@@ -1086,7 +1051,7 @@ static void test_fpmode(const char *path) {
             himae_reconstruct(mp, x_big, 1, rec, err, sizeof err); /* also without a decoder: the error path */
             himae_fpmode after_reconstruct = himae_fpmode_get();
             himae_fpmode_set(modes[i]);
-            himae_stream_push(s, x_big, (int64_t)(n_stream / c->in_channels), c->window, 0, push_out, NULL, n_out, err,
+            himae_stream_push(s, x_big, (int64_t)(n_stream / c->in_channels), c->window, 0, push_out, n_out, err,
                               sizeof err);
             himae_fpmode after_push = himae_fpmode_get();
             himae_fpmode_set(modes[i]);
