@@ -8,8 +8,8 @@ stream's new positions, so the weights are read once per push for all n.
 by arithmetic instead, so grouping saves nothing there: docs/stream-mode.md.)
 
 A server holds thousands of streams, so between two pushes of one stream the
-others' pushes evict its own state (about 0.55 MB for himae-100, most of it
-its engine's buffers) from the caches; a push computes in its model's workspace,
+others' pushes evict its own state (about 0.22 MB for himae-100: its engine's
+rows, normaliser and running sums at its open windows' edges) from the caches; a push computes in its model's workspace,
 which stays warm, but one stream pushed back to back keeps all of its state
 warm and runs about 25 % faster.
 Each row therefore pushes a pool of `--pool` distinct streams (groups of n,
