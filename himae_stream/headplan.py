@@ -34,7 +34,7 @@ import math
 import numpy as np
 
 from himae_stream import probes as P
-from himae_stream._core import HeadKernel
+from himae_stream._core import LOGISTIC, PROBABILITY, RIDGE, HeadKernel, window_records
 
 #: Runs of at most this many windows keep their arrays between runs (`Plan.run`); live bursts are a
 #: window or a few.
@@ -103,11 +103,13 @@ class Plan:
             w, b = P.fold(head)
             w_parts.append((start, features, outputs, w))
             b_parts.append(b)
-            linear.append((head["name"], head["kind"], outputs, outputs + len(b), head.get("classes")))
+            kind = {"ridge": RIDGE, "probability": PROBABILITY, "logistic": LOGISTIC}[head["kind"]]
+            classes = tuple(head.get("classes") or ())
+            linear.append((head["name"], kind, outputs, outputs + len(b), classes, head["name"] + "_p"))
             outputs += len(b)
         self._spectral = [h for h in heads if h["kind"] == "spectral"]
-        self._rate_names = [h["name"] for h in self._spectral]
-        self._fields = linear  # (name, kind, first score, end, classes) of each linear head
+        self._rate_names = tuple(h["name"] for h in self._spectral)
+        self._fields = tuple(linear)  # (name, kind, first score, end, classes, name + "_p") of each linear head
         self._scratch: dict = {}  # windows per run -> its arrays (see `run`)
         self.spec_level = np.asarray(spec_level, np.int64)
         self.spec_bins = np.asarray(spec_bins, np.int64)
@@ -165,22 +167,8 @@ class Plan:
         return scratch[1]
 
     def records(self, rates: np.ndarray, scores: np.ndarray) -> list[dict]:
-        """Each window's output fields, ready for a sink (see `probes.Heads.apply`)."""
-        out = []
-        for rate_row, score_row in zip(rates.tolist(), scores.tolist()):
-            record = {}
-            for name, value in zip(self._rate_names, rate_row):
-                record[name] = value if math.isfinite(value) else None
-            for name, kind, first, end, classes in self._fields:
-                if kind == "logistic":
-                    p = P._softmax(score_row[first:end])
-                    record[name] = classes[max(range(len(p)), key=p.__getitem__)]
-                    record[name + "_p"] = dict(zip(classes, p))
-                    continue
-                s = score_row[first]
-                record[name] = None if not math.isfinite(s) else s if kind == "ridge" else P._sigmoid(s)
-            out.append(record)
-        return out
+        """Each window's output fields, ready for a sink (see `Heads.apply`)."""
+        return window_records(rates, scores, self._rate_names, self._fields)
 
 
 def _table(rows: list[list], fill, dtype) -> np.ndarray:

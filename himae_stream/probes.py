@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from himae_stream._core import peak_bins, spectrum_purities, window_columns
+from himae_stream._core import peak_bins, sigmoid, softmax, spectrum_purities, window_columns
 
 KINDS = ("ridge", "logistic", "probability", "spectral")
 POOLS = ("mean", "std")
@@ -290,31 +290,19 @@ def scores(head: dict, X) -> np.ndarray:
     return np.atleast_2d(np.asarray(X, dtype=np.float64)) @ w + b
 
 
-def _softmax(s: list[float]) -> list[float]:
-    """Softmax of one window's class scores (a handful: plain floats beat numpy calls)."""
-    top = max(s)
-    e = [math.exp(v - top) for v in s]
-    total = sum(e)
-    return [v / total for v in e]
-
-
-def _sigmoid(v: float) -> float:
-    return 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
-
-
 def predict(head: dict, X) -> np.ndarray:
     """A linear head's predictions for features `(n, dim)`: values, probabilities or class names."""
     s = scores(head, X)
     if head["kind"] == "ridge":
         return s[:, 0]
     if head["kind"] == "probability":
-        return np.array([_sigmoid(v) for v in s[:, 0]])
+        return np.array([sigmoid(v) for v in s[:, 0]])
     return np.asarray(head["classes"], dtype=object)[np.argmax(s, axis=1)]
 
 
 def probabilities(head: dict, X) -> np.ndarray:
     """Class probabilities `(n, classes)` of a logistic head."""
-    return np.array([_softmax(row) for row in scores(head, X).tolist()])
+    return np.array([softmax(row) for row in scores(head, X)])
 
 
 class Positions:

@@ -46,6 +46,28 @@ def test_spectral_head_reads_78_bpm_from_a_1_3_hz_sinusoid():
         P.validate({**head, "levels": [0, 5], "weights": [1, 1]}, [16, 32, 64, 128, 256])
 
 
+def test_window_records_read_each_head_as_its_kind():
+    """Rates (NaN: none), a ridge score, a probability (no overflow at large scores) and a logistic head's
+    class (the first on a tie) with its softmax probabilities, per window."""
+    from himae_stream._core import LOGISTIC, PROBABILITY, RIDGE, window_records
+
+    rates = np.array([[72.5], [np.nan], [60.0]])
+    scores = np.array([[1.5, 800.0, 0.2, 0.2, -1.0],
+                       [np.nan, -800.0, 3.0, -1.0, 0.0],
+                       [0.0, 0.0, 0.0, 1.0, 1.0]])
+    fields = (("hrv", RIDGE, 0, 1, (), "hrv_p"), ("quality", PROBABILITY, 1, 2, (), "quality_p"),
+              ("activity", LOGISTIC, 2, 5, ("rest", "walk", "run"), "activity_p"))
+    got = window_records(rates, scores, ("heart_rate",), fields)
+    assert [r["heart_rate"] for r in got] == [72.5, None, 60.0]
+    assert [r["hrv"] for r in got] == [1.5, None, 0.0]
+    assert [r["quality"] for r in got] == [1.0, 0.0, 0.5]
+    assert [r["activity"] for r in got] == ["rest", "rest", "walk"]
+    for record, row in zip(got, scores[:, 2:]):
+        e = np.exp(row - row.max())
+        np.testing.assert_allclose(list(record["activity_p"].values()), e / e.sum(), rtol=1e-15)
+        assert list(record["activity_p"]) == ["rest", "walk", "run"]
+
+
 def test_heads_not_default_stay_out_of_records_unless_asked():
     hr = {"name": "heart_rate", "kind": "spectral", "levels": [0], "weights": [1.0]}
     act = {"name": "activity", "kind": "spectral", "levels": [1], "weights": [1.0], "default": False}
