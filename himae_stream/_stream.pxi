@@ -475,9 +475,10 @@ cdef class StreamCore:
     only the objects it returns (per level positions and activations, the
     windows), calls the normaliser through its C entry point
     (himae_stream.normalize.stream_kernel_entry: the same numba kernel
-    training runs, without numba's dispatch), and the engine writes every
-    level's running sums in place, so a window's mean is one subtraction per
-    level. himae_stream.stream.Stream is the public face.
+    training runs, without numba's dispatch), and each level's new rows go
+    into its running sums at the windows' edges (EdgeSums), so a window's
+    mean is one subtraction per level. himae_stream.stream.Stream is the
+    public face.
     """
 
     cdef readonly StreamEngine engine
