@@ -581,7 +581,7 @@ def _bad_snapshots(good: dict) -> dict[str, dict]:
         "string hop": {**good, "hop": "1s"},
         "normalize not a bool": {**good, "normalize": "yes"},
         "engine not bytes": {**good, "engine": list(good["engine"])},
-        "engine NaN total": {**good, "engine": _reseal(good["engine"], 72, struct.pack("<d", nan))},
+        "engine NaN first row": {**good, "engine": _reseal(good["engine"], 72, struct.pack("<f", np.nan))},
         "engine Inf row": {**good, "engine": _reseal(good["engine"], len(good["engine"]) - 4, struct.pack("<f", np.inf))},
         "normaliser state missing": {**good, "normalizer": None},
         "normaliser NaN": {**good, "normalizer": {**norm, "z": np.full_like(norm["z"], nan)}},
