@@ -409,3 +409,42 @@ def window_records(const double[:, ::1] rates, const double[:, ::1] scores, tupl
             record[name] = None if not isfinite(v) else v if kind == RIDGE else _sigmoid(v)
         out.append(record)
     return out
+
+
+def add_positions(list bufs, list base, list held, list keep, levels) -> None:
+    """`probes.Positions.add` in one typed call (live it runs once per push): append each level's new
+    positions `(positions, activations (C_l, n))` to its buffer `bufs[l]` `(C_l, capacity)` after the
+    `held[l]` columns from absolute position `base[l]`, first moving the last `keep[l]` columns to the
+    front (into a larger buffer when even that leaves no room); ValueError when positions skip."""
+    cdef Py_ssize_t l, c, j, n, h, kept, cap, channels
+    cdef int64_t first
+    cdef cnp.ndarray buf, acts, pos
+    cdef float *dst
+    cdef const float *src
+    for l, (pos, acts) in enumerate(levels):
+        n = pos.shape[0]
+        if not n:
+            continue
+        buf, h = bufs[l], held[l]
+        first = int(pos[0])
+        if base[l] + h != first:
+            raise ValueError(f"level {l}: positions jump from {base[l] + h} to {first}")
+        if h + n > buf.shape[1]:
+            kept = min(h, keep[l])
+            if kept + n > buf.shape[1]:
+                grown = np.zeros((buf.shape[0], 2 * (kept + n)), np.float32)
+                grown[:, :kept] = buf[:, h - kept : h]
+                bufs[l] = buf = grown
+            else:
+                buf[:, :kept] = buf[:, h - kept : h]
+            base[l] += h - kept
+            h = kept
+        if cnp.PyArray_TYPE(acts) == cnp.NPY_FLOAT32 and cnp.PyArray_IS_F_CONTIGUOUS(acts):
+            channels, cap = buf.shape[0], buf.shape[1]  # the engine's rows: each position's channels together
+            src, dst = <const float *>cnp.PyArray_DATA(acts), <float *>cnp.PyArray_DATA(buf)
+            for j in range(n):
+                for c in range(channels):
+                    dst[c * cap + h + j] = src[j * channels + c]
+        else:
+            buf[:, h : h + n] = acts
+        held[l] = h + n

@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from himae_stream._core import peak_bins, sigmoid, softmax, spectrum_purities, window_columns
+from himae_stream._core import add_positions, peak_bins, sigmoid, softmax, spectrum_purities, window_columns
 
 KINDS = ("ridge", "logistic", "probability", "spectral")
 POOLS = ("mean", "std")
@@ -321,25 +321,8 @@ class Positions:
         self.buf = [np.zeros((c, 4 * k), np.float32) for c, k in zip(channels, self.keep)]
 
     def add(self, levels) -> None:
-        for l, (pos, acts) in enumerate(levels):
-            n = pos.shape[0]
-            if not n:
-                continue
-            buf, held = self.buf[l], self.held[l]
-            if self.base[l] + held != int(pos[0]):
-                raise ValueError(f"level {l}: positions jump from {self.base[l] + held} to {int(pos[0])}")
-            if held + n > buf.shape[1]:
-                keep = min(held, self.keep[l])
-                if keep + n > buf.shape[1]:
-                    grown = np.zeros((buf.shape[0], 2 * (keep + n)), np.float32)
-                    grown[:, :keep] = buf[:, held - keep : held]
-                    self.buf[l] = buf = grown
-                else:
-                    buf[:, :keep] = buf[:, held - keep : held]
-                self.base[l] += held - keep
-                held = keep
-            buf[:, held : held + n] = acts
-            self.held[l] = held + n
+        """Append a push's new positions per level `(positions, activations (C_l, n))`."""
+        add_positions(self.buf, self.base, self.held, self.keep, levels)
 
     def window(self, start: int, end: int) -> list[np.ndarray]:
         """Per level, views `(C_l, n_l)` of the positions of [start, end) (valid until the next `add`)."""

@@ -121,17 +121,18 @@ def test_probability_head_on_pooled_features_is_in_0_1():
 
 def test_positions_buffer_gives_the_offline_positions():
     """Chunks of a stream's per-push output, buffered, give each window exactly the positions
-    `positions` selects from the whole recording."""
+    `positions` selects from the whole recording, whatever the activations' memory layout."""
     rng = np.random.default_rng(1)
     channels, n = [2, 3, 4], 5000
     whole = [rng.normal(size=(c, -(-n // 2 ** (l + 1)))).astype(np.float32) for l, c in enumerate(channels)]
     buf = P.Positions(channels, keep=1200)
     emitted = [0, 0, 0]
-    for cut in np.cumsum(rng.integers(1, 300, size=100)):
+    for i, cut in enumerate(np.cumsum(rng.integers(1, 300, size=100))):
         levels = []
         for l, a in enumerate(whole):
             upto = min(int(cut) // 2 ** (l + 1), a.shape[1])
-            levels.append((np.arange(emitted[l], upto), a[:, emitted[l]:upto]))
+            acts = a[:, emitted[l]:upto]  # as the engine gives them (each position's channels together), or not
+            levels.append((np.arange(emitted[l], upto), np.asfortranarray(acts) if i % 2 else acts))
             emitted[l] = upto
         buf.add(levels)
         end = min(int(cut), n) // 8 * 8 - 8  # a window whose positions have all arrived
