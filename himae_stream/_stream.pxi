@@ -240,8 +240,7 @@ cdef class EdgeSums:
     cdef readonly int64_t emitted  # positions summed so far
     cdef cnp.ndarray _total_array  # their sum per channel
     cdef double *_total
-    cdef int64_t _ia, _ib  # the windows whose start and end edges are the next to keep
-    cdef int64_t _next  # the next edge to keep: the nearer of those two
+    cdef int64_t _next  # the next edge to keep
     cdef cnp.ndarray _pos_array, _row_array  # kept edges, oldest first: entries [_off, _off + _n)
     cdef int64_t *_pos
     cdef double *_rows
@@ -258,9 +257,7 @@ cdef class EdgeSums:
         """Nothing summed yet."""
         self._total_array[:] = 0
         self.emitted, self._off, self._n = 0, 0, 0
-        self._ia, self._ib = 0, 0
-        self._next = 0
-        self._edge()
+        self._edge()  # position 0 starts window 0
 
     cdef int64_t _start(self, int64_t i) noexcept:
         return -((-i * self.hop) // self.stride)
@@ -268,13 +265,21 @@ cdef class EdgeSums:
     cdef int64_t _end(self, int64_t i) noexcept:
         return -((-(i * self.hop + self.window)) // self.stride)
 
+    cdef int64_t _first_starting_after(self, int64_t p) noexcept:
+        """The first window whose start edge lies after position p."""
+        return max(0, (p * self.stride) // self.hop + 1)
+
+    cdef int64_t _first_ending_after(self, int64_t p) noexcept:
+        """The first window whose end edge lies after position p."""
+        return max(0, (p * self.stride - self.window) // self.hop + 1)
+
+    cdef int64_t _edge_after(self, int64_t p) noexcept:
+        """The first edge after position p."""
+        return min(self._start(self._first_starting_after(p)), self._end(self._first_ending_after(p)))
+
     cpdef bint is_edge(self, int64_t p):
         """Whether some window starts or ends at position p (p >= 0)."""
-        cdef int64_t i = max(0, ((p - 1) * self.stride) // self.hop + 1)  # the first window starting at or after p
-        if self._start(i) == p:
-            return True
-        i = max(0, ((p - 1) * self.stride - self.window) // self.hop + 1)  # the first ending at or after p
-        return self._end(i) == p
+        return self._edge_after(p - 1) == p
 
     cdef int _grow(self, int64_t capacity) except -1:
         """Room for `capacity` edges, the held ones moved to the front."""
@@ -301,11 +306,7 @@ cdef class EdgeSums:
         self._pos[held] = self.emitted
         memcpy(self._rows + held * self.channels, self._total, self.channels * sizeof(double))
         self._n += 1
-        while self._start(self._ia) <= self.emitted:
-            self._ia += 1
-        while self._end(self._ib) <= self.emitted:
-            self._ib += 1
-        self._next = min(self._start(self._ia), self._end(self._ib))
+        self._next = self._edge_after(self.emitted)
         return 0
 
     cdef int add_rows(self, const float *rows, int64_t k) except -1:
@@ -392,9 +393,7 @@ cdef class EdgeSums:
         self._row_array[: self._n] = sums[:, kept].T
         self._total_array[:] = sums[:, sums.shape[1] - 1]
         self.emitted = emitted
-        self._ia = emitted * self.stride // self.hop + 1  # the first window starting after `emitted`
-        self._ib = max(0, (emitted * self.stride - self.window) // self.hop + 1)  # ... ending after it
-        self._next = min(self._start(self._ia), self._end(self._ib))
+        self._next = self._edge_after(emitted)
 
 
 cdef class Window:
