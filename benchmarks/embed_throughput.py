@@ -9,7 +9,7 @@ Target: >= 50,000x real time per core. A script, not a test: nothing here
 fails a build.
 
     python -m benchmarks.embed_throughput --files '../shared/data/StressPredict_E4/*.npz' \\
-        [--models himae-100,himae-25] [--modes stream,window] [--precision f32,bf16,bf16dot]
+        [--models himae-100,himae-25] [--modes stream,window] [--precision f32,bf16,bf16dot,int8]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main() -> int:
     parser.add_argument("--files", required=True, help="glob of recordings (quote it)")
     parser.add_argument("--models", default="himae-100,himae-25")
     parser.add_argument("--modes", default="stream,window")
-    parser.add_argument("--precision", default="f32,bf16,bf16dot")
+    parser.add_argument("--precision", default="f32,bf16,bf16dot,int8")
     args = parser.parse_args()
     files = sorted(glob.glob(args.files))
     if not files:

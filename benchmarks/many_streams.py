@@ -34,11 +34,11 @@ while most pushes of a few streams (under 1 ms) fall between them: wall time
 per stream then seems to grow several-fold with n. CPU time does not.
 
     python -m benchmarks.many_streams [--model himae-100] [--weights shipped,random]
-                                      [--precision f32,bf16dot] [--streams 1,8,64,256,1024]
+                                      [--precision f32,bf16dot,int8] [--streams 1,8,64,256,1024]
                                       [--pool 1024] [--seconds 3] [--clock wall]
 
-A precision this CPU has no kernel for (bf16dot without AVX512-BF16) is
-named and skipped.
+A precision this CPU has no kernel for (bf16dot without AVX512-BF16, int8
+without AVX512-VNNI) is named and skipped.
 
 Target: at least 20,000 real-time streams per core with p99 hop latency
 <= 50 ms. A script, not a test: nothing here fails a build.
@@ -166,7 +166,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="himae-100")
     parser.add_argument("--weights", default="shipped,random", help="shipped and/or random (comma-separated)")
-    parser.add_argument("--precision", default="f32,bf16dot", help="precisions (comma-separated, see load_model)")
+    parser.add_argument("--precision", default="f32,bf16dot,int8", help="precisions (comma-separated, see load_model)")
     parser.add_argument("--streams", default="1,8,64,256,1024", help="group sizes")
     parser.add_argument("--pool", type=int, default=1024, help="distinct streams pushed round robin per row")
     parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per group size")

@@ -54,8 +54,8 @@ def cpu_model() -> str:
 
 
 def precisions(wanted: str) -> list[str]:
-    """The comma-separated precisions this CPU runs with its best kernels (bf16dot needs AVX512-BF16),
-    naming on stdout any it skips."""
+    """The comma-separated precisions this CPU runs with its best kernels (bf16dot needs AVX512-BF16, int8
+    AVX512-VNNI), naming on stdout any it skips."""
     from himae_stream.model import supported_precisions
 
     names = [p.strip() for p in wanted.split(",") if p.strip()]
@@ -266,7 +266,7 @@ def main() -> int:
                         help="wall time, or process CPU time on a machine shared with other work")
     parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
                         help="also time stream mode's 1-s push and real-time factor")
-    parser.add_argument("--precision", default="f32,bf16,bf16dot",
+    parser.add_argument("--precision", default="f32,bf16,bf16dot,int8",
                         help="precisions whose stream pushes are timed (window mode is f32's)")
     args = parser.parse_args()
     global clock

@@ -16,8 +16,9 @@ core; see csrc/fpmode.h). Prints a markdown table.
     python -m benchmarks.stream_bench [--models himae-100,himae-25] [--weights shipped,random]
                                       [--stds 0.3,1,3] [--clock cpu]
 
-Each push is timed in f32, bf16 and bf16dot (`--precision`; bf16dot where
-the CPU has AVX512-BF16); window mode is always the f32 engine's. Targets:
+Each push is timed in f32, bf16, bf16dot and int8 (`--precision`; bf16dot
+where the CPU has AVX512-BF16, int8 where it has AVX512-VNNI); window mode
+is always the f32 engine's. Targets:
 1-s push <= 1/6 of window-mode latency and <= 1/8 of the fastest peer
 (reduced precision: <= 1/10);
 >= 10,000x real time. A script, not a test: nothing here fails a build.
@@ -90,7 +91,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each measurement's best round is kept")
     parser.add_argument("--clock", choices=sorted(peers.CLOCKS), default="wall",
                         help="wall time, or process CPU time on a machine shared with other work")
-    parser.add_argument("--precision", default="f32,bf16,bf16dot",
+    parser.add_argument("--precision", default="f32,bf16,bf16dot,int8",
                         help="precisions whose pushes are timed (comma-separated; window mode is f32's)")
     args = parser.parse_args()
     peers.clock = peers.CLOCKS[args.clock]

@@ -33,6 +33,36 @@ void himae_pack_bf16dot(uint16_t *dst, const float *src, size_t n, size_t nr, si
     }
 }
 
+void himae_pack_int8(uint8_t *dst, const float *src, size_t n, size_t nr, size_t kc) {
+    const size_t panel = nr * (1 + kc), bytes = HIMAE_INT8_HEAD * nr + (kc + 3) / 4 * 4 * nr;
+    for (size_t p = 0; p < n / panel; p++) {
+        const float *w = src + p * panel;
+        uint8_t *out = dst + p * bytes;
+        memset(out, 0, bytes);
+        for (size_t col = 0; col < nr; col++) {
+            float top = 0.0f;
+            for (size_t j = 0; j < kc; j++) top = fmaxf(top, fabsf(w[nr + j * nr + col]));
+            const float scale = top > 0.0f ? top / 127.0f : 1.0f, inv = top > 0.0f ? 127.0f / top : 0.0f;
+            int32_t sum = 0;
+            for (size_t j = 0; j < kc; j++) {
+                const int8_t q = (int8_t)himae_int8_input(w[nr + j * nr + col], inv);
+                out[himae_int8_slot(j, col, nr)] = (uint8_t)q;
+                sum += q;
+            }
+            memcpy(out + 4 * col, &w[col], sizeof(float));
+            memcpy(out + 4 * (nr + col), &scale, sizeof scale);
+            memcpy(out + 4 * (2 * nr + col), &sum, sizeof sum);
+        }
+    }
+}
+
+float himae_int8_row(const float *a, size_t kc, float *inv) {
+    float top = 0.0f;
+    for (size_t j = 0; j < kc; j++) top = fmaxf(top, fabsf(a[j]));
+    *inv = top > 0.0f ? 127.0f / top : 0.0f;
+    return top / 127.0f;
+}
+
 size_t himae_packed_size(size_t cin, size_t cout, size_t k, size_t nr) {
     size_t panels = (cout + nr - 1) / nr;
     return panels * nr * (1 + k * cin);
@@ -104,7 +134,7 @@ void himae_conv_row_head(const himae_conv *conv, float *partial,
     /* the row's im2col row is its input rows back to back; the panels' first
      * (k - 1) cin weight rows are taps 0 .. k-2 */
     const size_t kc = (conv->k - 1) * conv->cin;
-    gemm_few_rows(uk, 1, conv->cout, kc, window, kc, conv->packed, uk->nr * (1 + conv->kc), partial,
+    gemm_few_rows(uk, 1, conv->cout, kc, window, kc, conv->packed, himae_panel_size(uk, conv->kc), partial,
                   residual, 0);
 }
 
@@ -112,7 +142,7 @@ void himae_conv_row_tail(const himae_conv *conv, float *out,
                          const float *window, const float *partial, int gelu) {
     const himae_ukernel *uk = conv->uk;
     const size_t cin = conv->cin;
-    gemm_few_rows(uk, 1, conv->cout, cin, window + (conv->k - 1) * cin, cin, conv->tail, uk->nr * (1 + cin),
+    gemm_few_rows(uk, 1, conv->cout, cin, window + (conv->k - 1) * cin, cin, conv->tail, himae_panel_size(uk, cin),
                   out, partial, gelu);
 }
 
@@ -121,7 +151,13 @@ void himae_conv_row_tail(const himae_conv *conv, float *out,
  * panel stays in cache while all output rows stream past it. */
 static void gemm_rows(const himae_conv *conv, const himae_ukernel *uk, float *out, const float *a,
                       size_t a_stride, size_t n_out, const float *residual, int gelu) {
-    const size_t mr = uk->mr, nr = uk->nr, kc = conv->kc, cout = conv->cout, panel_size = nr * (1 + kc);
+    const size_t mr = uk->mr, nr = uk->nr, kc = conv->kc, cout = conv->cout, panel_size = himae_panel_size(uk, kc);
+    if (uk->wide && uk->wide_mr >= mr) { /* the wide form takes whole tiles (int8: each row rounded once) */
+        for (size_t p = 0; p < n_out; p += mr)
+            gemm_few_rows(uk, n_out - p < mr ? n_out - p : mr, cout, kc, a + p * a_stride, a_stride, conv->packed,
+                          panel_size, out + p * cout, residual ? residual + p * cout : NULL, gelu);
+        return;
+    }
     /* A last few rows (all of them in stream mode's short pushes) that fit
      * the wide kernel go through it, several panels per pass. */
     const size_t rest = n_out % mr, tiled = uk->wide && rest <= uk->wide_mr ? n_out - rest : n_out;

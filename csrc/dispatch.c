@@ -9,7 +9,7 @@
 #define HIMAE_X86 1
 #include <cpuid.h>
 extern const himae_ukernel himae_ukernel_avx2[HIMAE_PRECISION_COUNT], himae_ukernel_avx512[HIMAE_PRECISION_COUNT];
-extern const himae_ukernel himae_ukernel_avx512_bf16dot;
+extern const himae_ukernel himae_ukernel_avx512_bf16dot, himae_ukernel_avx512_int8;
 #elif defined(__aarch64__)
 #define HIMAE_ARM64 1
 extern const himae_ukernel himae_ukernel_neon[HIMAE_PRECISION_COUNT];
@@ -21,7 +21,7 @@ extern const himae_ukernel himae_ukernel_neon_bf16dot;
 extern const himae_ukernel himae_ukernel_scalar[HIMAE_PRECISION_COUNT];
 
 static const char *const isa_names[HIMAE_ISA_COUNT] = {"scalar", "avx2", "avx512", "neon"};
-static const char *const precision_names[HIMAE_PRECISION_COUNT] = {"f32", "bf16", "bf16dot"};
+static const char *const precision_names[HIMAE_PRECISION_COUNT] = {"f32", "bf16", "bf16dot", "int8"};
 
 /* Index of name among n names, or -1. */
 static int name_index(const char *const *names, int n, const char *name) {
@@ -64,6 +64,13 @@ static unsigned long long xgetbv0(void) {
 static int avx512_bf16(void) {
     unsigned a, b, c, d;
     return himae_isa_supported(HIMAE_ISA_AVX512) && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 5) & 1);
+}
+
+/* AVX512-VNNI (CPUID leaf 7, subleaf 0, ECX bit 11): VPDPBUSD for the int8
+ * kernel, on top of AVX512F. */
+static int avx512_vnni(void) {
+    unsigned a, b, c, d;
+    return himae_isa_supported(HIMAE_ISA_AVX512) && __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 11) & 1);
 }
 #endif
 
@@ -110,6 +117,7 @@ static const himae_ukernel *ukernel(enum himae_isa isa, enum himae_precision pre
     case HIMAE_ISA_AVX2: return &himae_ukernel_avx2[precision];
     case HIMAE_ISA_AVX512:
         if (precision == HIMAE_BF16DOT) return avx512_bf16() ? &himae_ukernel_avx512_bf16dot : NULL;
+        if (precision == HIMAE_INT8) return avx512_vnni() ? &himae_ukernel_avx512_int8 : NULL;
         return &himae_ukernel_avx512[precision];
 #endif
 #ifdef HIMAE_ARM64

@@ -353,3 +353,151 @@ __attribute__((target("avx512f,avx512bf16"))) static void dot_gemm_wide(size_t m
 const himae_ukernel himae_ukernel_avx512_bf16dot = {
     "bf16dot_gemm_ukernel__avx512bf16_12x32", HIMAE_ISA_AVX512, HIMAE_BF16DOT, 2, 12, 32, dot_gemm, dot_gemm_wide,
     3, 128};
+
+/* int8: VPDPBUSD multiplies 64 unsigned bytes by 64 signed bytes and adds
+ * each four products to one of 16 int32 sums, exactly: four multiply-adds
+ * per lane where VDPBF16PS does two. Only these functions use AVX512-VNNI
+ * (dispatch.c runs them where CPUID has it). Each input row is rounded to
+ * int8 once for every panel (himae_int8_row states how) and offset by 128
+ * to an unsigned byte; the offset's products, 128 times each column's
+ * weight sum, come back out of the exact sums before they are scaled. */
+#define Q8_TARGET __attribute__((target("avx512f,avx512vnni"), always_inline)) inline
+
+/* Row a (kc floats) as offset int8 into q (kc rounded up to 16 bytes; past
+ * kc they are 128, which zero weights ignore); returns its scale. */
+static Q8_TARGET float q8_row(const float *a, size_t kc, uint8_t *q) {
+    __m512 top = _mm512_setzero_ps();
+    for (size_t e = 0; e < kc; e += 16) {
+        const __mmask16 m = kc - e >= 16 ? 0xFFFF : (__mmask16)((1u << (kc - e)) - 1);
+        top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, a + e)));
+    }
+    const float t = _mm512_reduce_max_ps(top);
+    const __m512 inv = _mm512_set1_ps(t > 0.0f ? 127.0f / t : 0.0f);
+    const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    for (size_t e = 0; e < kc; e += 16) {
+        const __mmask16 m = kc - e >= 16 ? 0xFFFF : (__mmask16)((1u << (kc - e)) - 1);
+        const __m512 y = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + e), inv), lo), hi);
+        const __m512i u = _mm512_add_epi32(_mm512_cvtps_epi32(y), _mm512_set1_epi32(128));
+        _mm_storeu_si128((__m128i *)(q + e), _mm512_cvtepi32_epi8(u));
+    }
+    return t / 127.0f;
+}
+
+/* Four offset inputs of a row, in every lane. */
+static Q8_TARGET __m512i q8_input(const uint8_t *q, size_t g) {
+    int32_t word;
+    memcpy(&word, q + 4 * g, sizeof word);
+    return _mm512_set1_epi32(word);
+}
+
+/* Row sums of one panel (w) to outputs: bias + row scale x column scale x
+ * (sum - 128 x column weight sum), then the f32 kernels' epilogue. */
+static Q8_TARGET void q8_store(float *c, const float *res, const __m512i acc[2], float scale, const uint8_t *w,
+                               size_t nc, int act) {
+    __m512 y[2];
+    for (int v = 0; v < 2; v++) {
+        const __m512 bias = _mm512_loadu_ps(w + 64 * v), ws = _mm512_loadu_ps(w + 128 + 64 * v);
+        const __m512i sums = _mm512_loadu_si512(w + 256 + 64 * v);
+        const __m512i exact = _mm512_sub_epi32(acc[v], _mm512_slli_epi32(sums, 7));
+        y[v] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(scale), ws), _mm512_cvtepi32_ps(exact), bias);
+    }
+    store_row(c, res, y, nc, act);
+}
+
+/* R rows (R <= 12) of offset inputs q (rows qs bytes apart) by one panel. */
+static Q8_TARGET void q8_tile(const int R, size_t mr, size_t nc, size_t kc, const uint8_t *q, size_t qs,
+                              const float *scale, const uint8_t *w, float *c, size_t c_stride, const float *res,
+                              size_t res_stride, int act) {
+    __m512i acc[12][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
+    const uint8_t *rows = w + HIMAE_INT8_HEAD * 32;
+    for (size_t g = 0; g < (kc + 3) / 4; g++) {
+        const __m512i w0 = _mm512_loadu_si512(rows + 128 * g), w1 = _mm512_loadu_si512(rows + 128 * g + 64);
+#pragma GCC unroll 12
+        for (int i = 0; i < R; i++) {
+            const __m512i x = q8_input(q + i * qs, g);
+            acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], x, w0);
+            acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], x, w1);
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) {
+        if ((size_t)i >= mr) break;
+        q8_store(c + i * c_stride, res ? res + i * res_stride : NULL, acc[i], scale[i], w, nc, act);
+    }
+}
+
+/* R rows (R <= 3) by P panels (P <= 4, w_stride bytes apart), as
+ * wide_tile() does in f32. */
+static Q8_TARGET void q8_wide_tile(const int R, const int P, size_t mr, size_t nc, size_t kc, const uint8_t *q,
+                                   size_t qs, const float *scale, const uint8_t *w, size_t w_stride, float *c,
+                                   size_t c_stride, const float *res, size_t res_stride, int act) {
+    __m512i acc[3][4][2];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) acc[i][p][0] = acc[i][p][1] = _mm512_setzero_si512();
+    for (size_t g = 0; g < (kc + 3) / 4; g++) {
+        __m512i x[3];
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) x[i] = q8_input(q + i * qs, g);
+#pragma GCC unroll 4
+        for (int p = 0; p < P; p++) {
+            const uint8_t *row = w + p * w_stride + HIMAE_INT8_HEAD * 32 + 128 * g;
+            const __m512i w0 = _mm512_loadu_si512(row), w1 = _mm512_loadu_si512(row + 64);
+#pragma GCC unroll 3
+            for (int i = 0; i < R; i++) {
+                acc[i][p][0] = _mm512_dpbusd_epi32(acc[i][p][0], x[i], w0);
+                acc[i][p][1] = _mm512_dpbusd_epi32(acc[i][p][1], x[i], w1);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) {
+            if ((size_t)i >= mr) break;
+            q8_store(c + i * c_stride + 32 * p, res ? res + i * res_stride + 32 * p : NULL, acc[i][p], scale[i],
+                     w + p * w_stride, nc - 32 * p, act);
+        }
+}
+
+/* mr (<= 12) rows by columns [0, nc) over consecutive panels w_stride bytes
+ * apart: the rows rounded once, then a tile per panel, or for three rows or
+ * fewer up to four panels at a time. */
+__attribute__((target("avx512f,avx512vnni"))) static void q8_gemm(size_t mr, size_t nc, size_t kc, const float *a,
+                                                                   size_t as, const void *w, size_t ws, float *c,
+                                                                   size_t cs, const float *res, size_t rs, int act) {
+    uint8_t q[12 * HIMAE_INT8_MAX_KC];
+    float scale[12];
+    const size_t qs = (kc + 15) / 16 * 16;
+    for (size_t i = 0; i < mr; i++) scale[i] = q8_row(a + i * as, kc, q + i * qs);
+    for (size_t n0 = 0; n0 < nc; n0 += mr <= 3 ? 128 : 32) {
+        const uint8_t *panel = (const uint8_t *)w + n0 / 32 * ws;
+        float *cn = c + n0;
+        const float *rn = res ? res + n0 : NULL;
+        const size_t left = nc - n0;
+        if (mr <= 3) {
+#define WIDE(R, P) q8_wide_tile(R, P, mr, left, kc, q, qs, scale, panel, ws, cn, cs, rn, rs, act)
+            HIMAE_WIDE_SHAPES(WIDE, mr, left < 128 ? left : 128, 32)
+#undef WIDE
+        } else {
+#define TILE(R) q8_tile(R, mr, left < 32 ? left : 32, kc, q, qs, scale, panel, cn, cs, rn, rs, act)
+            ROW_TILES(TILE)
+#undef TILE
+        }
+    }
+}
+
+/* One panel: columns [0, nc), nc <= 32. */
+__attribute__((target("avx512f,avx512vnni"))) static void q8_gemm_panel(size_t mr, size_t nc, size_t kc,
+                                                                         const float *a, size_t as, const void *w,
+                                                                         float *c, size_t cs, const float *res,
+                                                                         size_t rs, int act) {
+    q8_gemm(mr, nc, kc, a, as, w, 0, c, cs, res, rs, act);
+}
+
+const himae_ukernel himae_ukernel_avx512_int8 = {
+    "int8_gemm_ukernel__avx512vnni_12x32", HIMAE_ISA_AVX512, HIMAE_INT8, 1, 12, 32, q8_gemm_panel, q8_gemm,
+    12, HIMAE_INT8_MAX_COLUMNS};

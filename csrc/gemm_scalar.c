@@ -104,8 +104,34 @@ static void gemm_bf16dot(size_t mr, size_t nc, size_t kc, const float *a, size_t
     store(acc, mr, nc, c, cs, res, rs, act);
 }
 
+/* int8 as the SIMD kernels compute it: each row rounded by himae_int8_row,
+ * the products summed exactly in int32, then bias + row scale x column
+ * scale x sum (one fused multiply-add). */
+static void gemm_int8(size_t mr, size_t nc, size_t kc, const float *a, size_t as, const void *w, float *c,
+                      size_t cs, const float *res, size_t rs, int act) {
+    const uint8_t *p = w;
+    float acc[MR][NR];
+    for (size_t i = 0; i < mr; i++) {
+        float inv;
+        const float scale = himae_int8_row(a + i * as, kc, &inv);
+        int32_t sum[NR] = {0};
+        for (size_t j = 0; j < kc; j++) {
+            const int32_t x = himae_int8_input(a[i * as + j], inv);
+            for (size_t n = 0; n < NR; n++) sum[n] += x * (int8_t)p[himae_int8_slot(j, n, NR)];
+        }
+        for (size_t n = 0; n < NR; n++) {
+            float bias, ws;
+            memcpy(&bias, p + 4 * n, sizeof bias);
+            memcpy(&ws, p + 4 * (NR + n), sizeof ws);
+            acc[i][n] = fmaf(scale * ws, (float)sum[n], bias);
+        }
+    }
+    store(acc, mr, nc, c, cs, res, rs, act);
+}
+
 /* No wide form: one panel at a time is as fast here. */
 const himae_ukernel himae_ukernel_scalar[HIMAE_PRECISION_COUNT] = {
     {"f32_gemm_ukernel__scalar_4x8", HIMAE_ISA_SCALAR, HIMAE_F32, 4, MR, NR, gemm_f32, NULL, 0, 0},
     {"bf16_gemm_ukernel__scalar_4x8", HIMAE_ISA_SCALAR, HIMAE_BF16, 2, MR, NR, gemm_bf16, NULL, 0, 0},
-    {"bf16dot_gemm_ukernel__scalar_4x8", HIMAE_ISA_SCALAR, HIMAE_BF16DOT, 2, MR, NR, gemm_bf16dot, NULL, 0, 0}};
+    {"bf16dot_gemm_ukernel__scalar_4x8", HIMAE_ISA_SCALAR, HIMAE_BF16DOT, 2, MR, NR, gemm_bf16dot, NULL, 0, 0},
+    {"int8_gemm_ukernel__scalar_4x8", HIMAE_ISA_SCALAR, HIMAE_INT8, 1, MR, NR, gemm_int8, NULL, 0, 0}};

@@ -59,12 +59,17 @@ enum himae_isa {
  * bf16: weights rounded to bfloat16, halving the bytes a push reads; the
  * activations and every sum stay f32. bf16dot: weights and each GEMM's
  * inputs rounded to bfloat16, multiplied in pairs with f32 sums (AVX512-BF16
- * dot products: twice the multiply-adds per instruction of f32). */
+ * dot products: twice the multiply-adds per instruction of f32). int8:
+ * weights as int8 with a scale per output channel, each GEMM input row as
+ * int8 with a scale of its own, products summed exactly in int32
+ * (AVX512-VNNI: four multiply-adds per lane and instruction, twice
+ * bf16dot's); the decoder stays f32. */
 enum himae_precision {
     HIMAE_F32 = 0,
     HIMAE_BF16 = 1,
     HIMAE_BF16DOT = 2,
-    HIMAE_PRECISION_COUNT = 3,
+    HIMAE_INT8 = 3,
+    HIMAE_PRECISION_COUNT = 4,
 };
 
 typedef struct himae_config {
@@ -92,7 +97,9 @@ typedef struct himae_model himae_model;
  * "neon". precision: NULL, "" or "f32" = the file's f32 weights; "bf16" =
  * weights rounded to bfloat16 at load (half the bytes per push; activations
  * and sums stay f32); "bf16dot" = weights and GEMM inputs in bfloat16, sums
- * in f32 (ISA avx512 with AVX512-BF16, neon with FEAT_BF16, or scalar). max_memory: the most bytes of activation buffers the
+ * in f32 (ISA avx512 with AVX512-BF16, neon with FEAT_BF16, or scalar);
+ * "int8" = encoder weights and GEMM inputs in int8, sums in int32 (ISA
+ * avx512 with AVX512-VNNI, or scalar). max_memory: the most bytes of activation buffers the
  * model may need (0 = HIMAE_DEFAULT_MAX_MEMORY); a model that needs more is
  * refused (HIMAE_EFORMAT) before anything is allocated for it. On failure
  * returns a status, writes a message (see docs/model-format.md) into err and
@@ -128,9 +135,10 @@ const char *himae_isa_name(enum himae_isa isa);
 int himae_isa_from_name(const char *name, enum himae_isa *isa);
 int himae_isa_supported(enum himae_isa isa);
 enum himae_isa himae_isa_best(void);
-/* Precision names: "f32", "bf16", "bf16dot". */
+/* Precision names: "f32", "bf16", "bf16dot", "int8". */
 /* Whether this CPU runs a precision with an ISA's kernels (bf16dot: avx512
- * with AVX512-BF16, neon with FEAT_BF16, or scalar). */
+ * with AVX512-BF16, neon with FEAT_BF16, or scalar; int8: avx512 with
+ * AVX512-VNNI, or scalar). */
 int himae_precision_supported(enum himae_isa isa, enum himae_precision precision);
 const char *himae_precision_name(enum himae_precision precision);
 int himae_precision_from_name(const char *name, enum himae_precision *precision);

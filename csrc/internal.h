@@ -2,6 +2,7 @@
 #ifndef HIMAE_INTERNAL_H
 #define HIMAE_INTERNAL_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,13 +36,39 @@ typedef struct himae_ukernel {
     const char *name; /* <precision>_gemm_ukernel__<isa>_<MR>x<NR> */
     enum himae_isa isa;
     enum himae_precision precision;
-    size_t wbytes; /* bytes of one packed weight: 4 (f32) or 2 (bf16, bf16dot) */
+    size_t wbytes; /* bytes of one packed weight: 4 (f32), 2 (bf16, bf16dot) or 1 (int8) */
     size_t mr, nr;
     himae_gemm_fn fn;
     /* NULL where one panel at a time is as fast (the scalar kernel). */
     himae_gemm_wide_fn wide;
     size_t wide_mr, wide_nc;
 } himae_ukernel;
+
+/* An int8 panel (nr columns, kc rows): nr f32 biases, nr f32 scales (a
+ * column's weights are its int8 values times its scale), nr int32 sums of
+ * each column's int8 weights (for a kernel that offsets its inputs to
+ * unsigned bytes and takes the offset's products back out), then the rows
+ * in groups of four, each column's four weights side by side in one 32-bit
+ * word, as a four-way dot-product instruction multiplies them with four
+ * inputs; rows past kc up to a multiple of four are zero. */
+#define HIMAE_INT8_HEAD 12 /* bytes per column before the weights */
+/* An int8 kernel rounds its rows into a buffer on the stack, once for all
+ * panels: convs with longer rows (k cin) run on the f32 kernel (model.c).
+ * Its wide form takes whole tiles and every column of a conv at once. */
+#define HIMAE_INT8_MAX_KC 2048
+#define HIMAE_INT8_MAX_COLUMNS 8192
+static inline size_t himae_int8_slot(size_t j, size_t n, size_t nr) {
+    return HIMAE_INT8_HEAD * nr + (j - j % 4) * nr + 4 * n + j % 4;
+}
+
+/* Weights (of uk->wbytes bytes) of one packed panel of kc rows: nr biases
+ * and kc rows of nr, or an int8 panel's bytes. Every panel of a conv has
+ * this size, and a call over its first kc' rows reads them in place
+ * (for int8, kc' a multiple of four). */
+static inline size_t himae_panel_size(const himae_ukernel *uk, size_t kc) {
+    if (uk->precision == HIMAE_INT8) return HIMAE_INT8_HEAD * uk->nr + (kc + 3) / 4 * 4 * uk->nr;
+    return uk->nr * (1 + kc);
+}
 
 /* Element `i` of packed weights for this kernel (offsets count weights,
  * whatever their size). */
@@ -77,6 +104,21 @@ static inline size_t himae_bf16dot_slot(size_t j, size_t n, size_t nr, size_t kc
 /* n packed f32 weights in panels of nr (1 + kc) as bf16dot panels: biases
  * rounded in place, weight rows laid out by himae_bf16dot_slot. */
 void himae_pack_bf16dot(uint16_t *dst, const float *src, size_t n, size_t nr, size_t kc);
+/* n packed f32 weights in panels of nr (1 + kc) as int8 panels (their
+ * panels' sizes in bytes, himae_panel_size): each column's scale is its
+ * largest magnitude over 127 (1 for a zero column), each weight its value
+ * over the scale rounded to the nearest integer (ties to even). */
+void himae_pack_int8(uint8_t *dst, const float *src, size_t n, size_t nr, size_t kc);
+/* A row of kc f32 GEMM inputs as an int8 kernel takes it: its scale (the
+ * largest magnitude over 127; 0 for a zero row) is returned, and each input
+ * x becomes himae_int8_input(x, *inv), *inv = 127 over that magnitude (0 for
+ * a zero row). The one statement of the rounding: SIMD kernels find the same
+ * magnitude (a maximum is exact) and round as lrintf does, to nearest even. */
+float himae_int8_row(const float *a, size_t kc, float *inv);
+static inline int32_t himae_int8_input(float x, float inv) {
+    const float y = x * inv;
+    return (int32_t)lrintf(y < -127.0f ? -127.0f : y > 127.0f ? 127.0f : y);
+}
 
 /* An ISA's f32 and bf16 kernels, himae_ukernel_<sym>[precision] (the
  * bf16dot entry left empty: an ISA with one defines it apart), from the

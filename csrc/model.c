@@ -87,16 +87,26 @@ static float *pack_target(bump *b, const himae_ukernel *uk, size_t n) {
 /* The block's place in the arena, its n weights (panels of kc rows) in the
  * kernel's precision. */
 static const void *put_weights(bump *b, const himae_ukernel *uk, const float *packed, size_t n, size_t kc) {
-    b->weights += round_up(n * uk->wbytes);
-    void *dst = take(b, n * uk->wbytes);
+    const size_t bytes = uk->precision == HIMAE_INT8 ? n / (uk->nr * (1 + kc)) * himae_panel_size(uk, kc)
+                                                    : n * uk->wbytes;
+    b->weights += round_up(bytes);
+    void *dst = take(b, bytes);
     if (dst && uk->precision == HIMAE_BF16) himae_pack_bf16(dst, packed, n, uk->nr);
     if (dst && uk->precision == HIMAE_BF16DOT) himae_pack_bf16dot(dst, packed, n, uk->nr, kc);
+    if (dst && uk->precision == HIMAE_INT8) himae_pack_int8(dst, packed, n, uk->nr, kc);
     return dst;
+}
+
+/* The kernel a conv with rows of kc inputs runs on: the model's, but f32
+ * for an int8 row longer than its kernel's buffer (HIMAE_INT8_MAX_KC). */
+static const himae_ukernel *conv_kernel(const himae_ukernel *uk, size_t kc) {
+    return uk->precision == HIMAE_INT8 && kc > HIMAE_INT8_MAX_KC ? himae_ukernel_for(uk->isa, HIMAE_F32) : uk;
 }
 
 static void set_conv(bump *b, himae_conv *conv, const himae_ukernel *uk, const himae_tensor *w,
                      const himae_tensor *bias, size_t cin, size_t cout, size_t k, size_t stride,
                      size_t pad, ptrdiff_t s_out, ptrdiff_t s_in, ptrdiff_t k0, ptrdiff_t s_k) {
+    uk = conv_kernel(uk, k * cin);
     *conv = (himae_conv){cin, cout, k, stride, pad, k * cin, NULL, 0, NULL, uk};
     const size_t n = himae_packed_size(cin, cout, k, uk->nr);
     float *dst = pack_target(b, uk, n);
@@ -115,14 +125,17 @@ static void set_encoder_conv(bump *b, himae_conv *conv, const himae_ukernel *uk,
     const himae_tensor *w = himae_file_tensor(f, wn), *bias = himae_file_tensor(f, bn);
     if (2 * cout > uk->nr) {
         set_conv(b, conv, uk, w, bias, cin, cout, k, stride, k / 2, (ptrdiff_t)(cin * k), (ptrdiff_t)k, 0, 1);
-        if (k > 1) { /* the stream engine splits these convs' rows (stream.c) */
-            const size_t n = himae_packed_size(cin, cout, 1, uk->nr);
-            float *tail = pack_target(b, uk, n);
-            if (tail) himae_pack_conv_tail(tail, w->data, cin, cout, k, uk->nr);
-            conv->tail = put_weights(b, uk, tail, n, cin);
+        /* the stream engine splits these convs' rows (stream.c); an int8 row
+         * is not split: its inputs share one scale */
+        if (k > 1 && conv->uk->precision != HIMAE_INT8) {
+            const size_t n = himae_packed_size(cin, cout, 1, conv->uk->nr);
+            float *tail = pack_target(b, conv->uk, n);
+            if (tail) himae_pack_conv_tail(tail, w->data, cin, cout, k, conv->uk->nr);
+            conv->tail = put_weights(b, conv->uk, tail, n, cin);
         }
         return;
     }
+    uk = conv_kernel(uk, (k + stride) * cin);
     *conv = (himae_conv){cin, cout, k, stride, k / 2, k * cin, NULL, 1, NULL, uk};
     const size_t n = himae_packed_size(cin, 2 * cout, k + stride, uk->nr);
     float *dst = pack_target(b, uk, n);
@@ -224,6 +237,13 @@ static const himae_ukernel *level0_kernel(const himae_ukernel *uk) {
     return himae_ukernel_for(uk->isa, HIMAE_F32);
 }
 
+/* The decoder's kernel: f32 for an int8 model. Gap fill reads the decoder's
+ * output sample by sample, where int8's rounding of every input row would
+ * show; the model's int8 is for the encoder's embeddings. */
+static const himae_ukernel *decoder_kernel(const himae_ukernel *uk) {
+    return uk->precision == HIMAE_INT8 ? level0_kernel(uk) : uk;
+}
+
 /* Lay the model out in b's arena (or, with b->base == NULL, just measure
  * it: b->used bytes, of which b->weights are packed weights). */
 static void layout(himae_model *m, bump *b, const himae_file *f) {
@@ -259,22 +279,23 @@ static void layout(himae_model *m, bump *b, const himae_file *f) {
     }
     m->hidden = take(b, hidden * sizeof(float));
     if (c->flags & 1) {
+        const himae_ukernel *uk = decoder_kernel(m->uk);
         for (uint32_t t = 0; t + 1 < c->n_levels; t++) {
             himae_stage *s = &m->stage[t];
             size_t ct = c->channels[t], cu = c->channels[t + 1];
             char name[48];
             snprintf(name, sizeof name, "decoder.%u.up", t);
-            set_transposed(b, &s->up, m->uk, f, name, cu, ct, k);
+            set_transposed(b, &s->up, uk, f, name, cu, ct, k);
             snprintf(name, sizeof name, "decoder.%u.conv1", t);
-            set_plain(b, &s->conv1, m->uk, f, name, 2 * ct, ct, k, 1);
-            set_winograd(b, &s->conv1_wino, m->uk, f, name, 2 * ct, ct, k, 1, c->level_len[t],
+            set_plain(b, &s->conv1, uk, f, name, 2 * ct, ct, k, 1);
+            set_winograd(b, &s->conv1_wino, uk, f, name, 2 * ct, ct, k, 1, c->level_len[t],
                          DECODER_WINO_FLOATS, &wino_work);
             snprintf(name, sizeof name, "decoder.%u.conv2", t);
-            set_plain(b, &s->conv2, m->uk, f, name, ct, ct, k, 1);
-            set_winograd(b, &s->conv2_wino, m->uk, f, name, ct, ct, k, 1, c->level_len[t],
+            set_plain(b, &s->conv2, uk, f, name, ct, ct, k, 1);
+            set_winograd(b, &s->conv2_wino, uk, f, name, ct, ct, k, 1, c->level_len[t],
                          DECODER_WINO_FLOATS, &wino_work);
         }
-        set_transposed(b, &m->head, m->uk, f, "head", c->channels[0], c->in_channels, k);
+        set_transposed(b, &m->head, uk, f, "head", c->channels[0], c->in_channels, k);
         m->decoder_work = take(b, himae_decoder_work_floats(c, pad) * sizeof(float));
     }
     m->wino_work = take(b, wino_work * sizeof(float));
@@ -291,7 +312,7 @@ static int error(char *err, size_t err_len, int code, const char *fmt, ...) {
 static int pick_precision(const char *name, enum himae_precision *precision, char *err, size_t err_len) {
     *precision = HIMAE_F32;
     if (name && *name && !himae_precision_from_name(name, precision))
-        return error(err, err_len, HIMAE_EINVAL, "unknown precision '%s' (choose f32, bf16 or bf16dot)", name);
+        return error(err, err_len, HIMAE_EINVAL, "unknown precision '%s' (choose f32, bf16, bf16dot or int8)", name);
     return HIMAE_OK;
 }
 
@@ -329,7 +350,7 @@ int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, con
     if (rc) return rc;
     if (!himae_ukernel_for(isa, precision))
         return error(err, err_len, HIMAE_EINVAL,
-                     "precision '%s' has no %s kernel on this CPU (bf16dot needs AVX512-BF16 or ARM BF16; bf16 runs everywhere)",
+                     "precision '%s' has no %s kernel on this CPU (bf16dot needs AVX512-BF16 or ARM BF16, int8 AVX512-VNNI; bf16 runs everywhere)",
                      himae_precision_name(precision), himae_isa_name(isa));
     himae_file f;
     rc = himae_parse(buf, size, &f, err, err_len);
@@ -513,8 +534,8 @@ int himae_reconstruct(himae_model *m, const float *x, size_t batch, float *out, 
     himae_fpmode saved = himae_fpmode_flush();
     for (size_t b = 0; b < batch; b++) {
         encode_one(m, x + b * n);
-        himae_decoder_forward(c, m->uk, m->pad, m->stage, &m->head, levels, m->decoder_work, m->wino_work,
-                              out + b * n);
+        himae_decoder_forward(c, decoder_kernel(m->uk), m->pad, m->stage, &m->head, levels, m->decoder_work,
+                              m->wino_work, out + b * n);
     }
     himae_fpmode_set(saved);
     return HIMAE_OK;

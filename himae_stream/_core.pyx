@@ -27,7 +27,7 @@ cdef extern from "himae.h":
     enum himae_isa:
         HIMAE_ISA_COUNT
     enum himae_precision:
-        HIMAE_F32, HIMAE_BF16, HIMAE_BF16DOT, HIMAE_PRECISION_COUNT
+        HIMAE_F32, HIMAE_BF16, HIMAE_BF16DOT, HIMAE_INT8, HIMAE_PRECISION_COUNT
     ctypedef struct himae_config:
         uint32_t in_channels
         uint32_t window
@@ -98,7 +98,8 @@ def supported_isas() -> list:
 
 def supported_precisions(isa: str | None = None) -> list:
     """Names of the precisions this CPU runs with an ISA's kernels (default: the best ISA), as load_model
-    takes them: "bf16dot" only where the CPU has AVX512-BF16 or ARM BF16 (or with isa="scalar")."""
+    takes them: "bf16dot" only where the CPU has AVX512-BF16 or ARM BF16, "int8" only where it has
+    AVX512-VNNI (either, slowly, with isa="scalar")."""
     cdef himae_isa which = himae_isa_best()
     if isa is not None and not himae_isa_from_name(isa.encode(), &which):
         raise ValueError(f"unknown ISA {isa!r} (choose {', '.join(supported_isas())})")
@@ -218,8 +219,10 @@ cdef class Model:
     are allocated (docs/model-format.md, "Memory"). precision None or "f32"
     runs the file's weights; "bf16" rounds them to bfloat16 at load, halving
     the bytes each push reads, with f32 activations and sums; "bf16dot"
-    also rounds each convolution's inputs, for AVX512-BF16 dot products
-    (docs/stream-mode.md, "Reduced precision").
+    also rounds each convolution's inputs, for AVX512-BF16 dot products;
+    "int8" rounds the encoder's weights and convolution inputs to int8, for
+    AVX512-VNNI dot products summed exactly (docs/stream-mode.md, "Reduced
+    precision").
     """
 
     cdef himae_model *_m

@@ -27,7 +27,10 @@ def load_model(path: str | os.PathLike, isa: str | None = None, max_memory: int 
     convolution's inputs and multiplies them in pairs with f32 sums, about
     1.7 times as fast where the CPU has AVX512-BF16 or ARM BF16 (elsewhere
     only with isa="scalar", slowly; `supported_precisions()` lists what this
-    CPU runs); accuracy bounds in docs/stream-mode.md, "Reduced precision";
+    CPU runs); "int8" rounds the encoder's weights (a scale per output
+    channel) and each convolution input row (a scale per row) to int8 and
+    sums their products exactly, where the CPU has AVX512-VNNI (the decoder
+    stays f32); accuracy bounds in docs/stream-mode.md, "Reduced precision";
     default "f32".
     """
     from himae_stream.zoo import resolve

@@ -68,6 +68,12 @@ def _assert_clean(result: subprocess.CompletedProcess, streamed: int = 4) -> Non
     dot_runs = [int(line.split(", ")[2].split()[0]) for line in result.stdout.splitlines()
                 if "chunked runs checked" in line]
     assert len(dot_runs) == streamed and min(dot_runs) > 0, result.stdout
+    # int8: the scalar statement everywhere, against its element-by-element reference in every conv shape, and
+    # stream mode on every model (on the AVX-512 kernel where CPUID has AVX512-VNNI)
+    assert "int8_gemm_ukernel__scalar_4x8" in kernels
+    int8_runs = [int(line.split(", ")[3].split()[0]) for line in result.stdout.splitlines()
+                 if "chunked runs checked" in line]
+    assert len(int8_runs) == streamed and min(int8_runs) > 0, result.stdout
 
 
 @pytest.mark.timeout(HANG_S + 300)

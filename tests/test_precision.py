@@ -1,6 +1,7 @@
 """Reduced precision: bf16 weights (`load_model(..., precision="bf16")`), the f32 arithmetic on weights rounded
-at load, and bf16dot, bfloat16 dot products of rounded weights and inputs with f32 sums; how little either
-moves what a user sees on real recordings (docs/stream-mode.md, "Reduced precision")."""
+at load; bf16dot, bfloat16 dot products of rounded weights and inputs with f32 sums; and int8, weights and each
+conv's input rows rounded to int8 with scales of their own, summed exactly; how little each moves what a user
+sees on real recordings (docs/stream-mode.md, "Reduced precision")."""
 
 import warnings
 
@@ -17,7 +18,9 @@ from training.model import randomize_batchnorm
 TOL = 1e-5  # the f32 engine's own tolerance against PyTorch (tests/test_stream.py)
 #: bf16dot runs on the best ISA where the CPU has AVX512-BF16, else on the scalar kernel that states it
 DOT_ISA = None if "bf16dot" in supported_precisions() else "scalar"
-REDUCED = [("bf16", None), ("bf16dot", DOT_ISA)]
+#: int8 likewise where the CPU has AVX512-VNNI
+INT8_ISA = None if "int8" in supported_precisions() else "scalar"
+REDUCED = [("bf16", None), ("bf16dot", DOT_ISA), ("int8", INT8_ISA)]
 
 
 def reduced(name, precision: str, isa: str | None):
@@ -100,7 +103,7 @@ def test_reduced_precision_push_allocates_nothing(files, precision, isa):
 
 
 def test_unknown_precision_is_one_line():
-    with pytest.raises(ValueError, match=r"^unknown precision 'fp8' \(choose f32, bf16 or bf16dot\)$"):
+    with pytest.raises(ValueError, match=r"^unknown precision 'fp8' \(choose f32, bf16, bf16dot or int8\)$"):
         load_model("himae-25", precision="fp8")
 
 
@@ -109,9 +112,10 @@ def test_bf16dot_without_its_instructions_is_one_line():
     if "avx2" not in supported_isas():
         pytest.skip("no AVX2 on this CPU")
     assert supported_precisions("avx2") == ["f32", "bf16"]
-    with pytest.raises(ValueError, match=r"^precision 'bf16dot' has no avx2 kernel on this CPU \(bf16dot needs "
-                                         r"AVX512-BF16 or ARM BF16; bf16 runs everywhere\)$"):
-        load_model("himae-25", precision="bf16dot", isa="avx2")
+    for precision in ("bf16dot", "int8"):
+        with pytest.raises(ValueError, match=rf"^precision '{precision}' has no avx2 kernel on this CPU \(bf16dot "
+                                             r"needs AVX512-BF16 or ARM BF16, int8 AVX512-VNNI; bf16 runs everywhere\)$"):
+            load_model("himae-25", precision=precision, isa="avx2")
 
 
 def test_bf16dot_window_and_stream_mode_agree(files):
@@ -127,6 +131,26 @@ def test_bf16dot_window_and_stream_mode_agree(files):
         got = np.concatenate([o.levels[level][1] for o in outs], axis=1)
         assert got.shape == want[0].shape
         assert np.linalg.norm(got - want[0]) <= 1e-2 * np.linalg.norm(want[0]), level
+    group = model.streams(2, window=window, hop=97, normalize=False)
+    single = model.stream(window=window, hop=97, normalize=False)
+    y = np.random.default_rng(5).standard_normal((2, 1, 2 * window)).astype(np.float32)
+    for piece in (slice(0, 150), slice(150, 2 * window)):
+        outs, one = group.push(y[..., piece]), single.push(y[1][:, piece])
+        for (_, a), (_, b) in zip(outs[1].levels, one.levels):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_int8_window_mode_stream_mode_and_groups_give_the_same_bits(files):
+    """An int8 row is rounded as a whole and summed exactly, and never split between pushes: one window
+    streamed in pieces and flushed is window mode's bits at every level, and a group of streams gives a
+    single stream's."""
+    model = reduced(files[0], "int8", INT8_ISA)
+    window = model.config["window"]
+    x = np.random.default_rng(4).standard_normal((1, window)).astype(np.float32)
+    stream = model.stream(window=window, hop=97, normalize=False)
+    outs = [stream.push(x[:, :1]), stream.push(x[:, 1:400]), stream.push(x[:, 400:]), stream.flush()]
+    for level, want in enumerate(model.encode(x[None])):
+        np.testing.assert_array_equal(np.concatenate([o.levels[level][1] for o in outs], axis=1), want[0])
     group = model.streams(2, window=window, hop=97, normalize=False)
     single = model.stream(window=window, hop=97, normalize=False)
     y = np.random.default_rng(5).standard_normal((2, 1, 2 * window)).astype(np.float32)
@@ -192,5 +216,5 @@ def test_bf16dot_refused_by_the_command_line_in_one_line(monkeypatch, capsys, tm
     assert main(["embed", str(BUNDLED), "-o", str(out), "--precision", "bf16dot"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["himae embed: error: precision 'bf16dot' has no avx2 kernel on this CPU (bf16dot needs "
-                   "AVX512-BF16 or ARM BF16; bf16 runs everywhere)"]
+                   "AVX512-BF16 or ARM BF16, int8 AVX512-VNNI; bf16 runs everywhere)"]
     assert not out.exists()

@@ -55,21 +55,22 @@ static const himae_ukernel *kernel_at(int i) {
     return himae_isa_supported(isa) ? himae_ukernel_for(isa, (enum himae_precision)(i % HIMAE_PRECISION_COUNT)) : NULL;
 }
 
-/* Whether whole-model runs may skip this kernel: the scalar bf16dot kernel
- * where a SIMD one exists (every shape of conv still checks it). It states
- * the SIMD kernels' arithmetic one element at a time, slowly, and under
- * qemu most of all. */
+/* Whether whole-model runs may skip this kernel: the scalar bf16dot or
+ * int8 kernel where a SIMD one of its precision exists (every shape of conv
+ * still checks it). It states the SIMD kernels' arithmetic one element at a
+ * time, slowly, and under qemu most of all. */
 static int covered_elsewhere(const himae_ukernel *uk) {
-    if (uk->isa != HIMAE_ISA_SCALAR || uk->precision != HIMAE_BF16DOT) return 0;
+    if (uk->isa != HIMAE_ISA_SCALAR || (uk->precision != HIMAE_BF16DOT && uk->precision != HIMAE_INT8)) return 0;
     for (int isa = 1; isa < HIMAE_ISA_COUNT; isa++)
-        if (himae_isa_supported((enum himae_isa)isa) && himae_ukernel_for((enum himae_isa)isa, HIMAE_BF16DOT)) return 1;
+        if (himae_isa_supported((enum himae_isa)isa) && himae_ukernel_for((enum himae_isa)isa, uk->precision)) return 1;
     return 0;
 }
 
 /* For a bf16 or bf16dot kernel, weights rounded as it will hold them, so
- * that the reference sees the very weights the kernel multiplies. */
+ * that the reference sees the very weights the kernel multiplies (int8 has
+ * a reference of its own, int8_reference). */
 static void as_kernel_rounds(const himae_ukernel *uk, float *x, size_t n) {
-    if (uk->precision == HIMAE_F32) return;
+    if (uk->precision != HIMAE_BF16 && uk->precision != HIMAE_BF16DOT) return;
     for (size_t i = 0; i < n; i++) {
         uint32_t u = (uint32_t)himae_to_bf16(x[i]) << 16;
         memcpy(&x[i], &u, sizeof u);
@@ -85,8 +86,10 @@ static void as_kernel_reads(const himae_ukernel *uk, float *x, size_t n) {
 /* Packed f32 weights (panels of kc rows) in the kernel's own precision and
  * layout (malloc'd). */
 static void *kernel_weights(const himae_ukernel *uk, const float *packed, size_t n, size_t kc) {
-    void *w = malloc(n * uk->wbytes);
-    if (uk->precision == HIMAE_BF16DOT)
+    void *w = malloc(n / (uk->nr * (1 + kc)) * himae_panel_size(uk, kc) * uk->wbytes);
+    if (uk->precision == HIMAE_INT8)
+        himae_pack_int8(w, packed, n, uk->nr, kc);
+    else if (uk->precision == HIMAE_BF16DOT)
         himae_pack_bf16dot(w, packed, n, uk->nr, kc);
     else if (uk->precision == HIMAE_BF16)
         himae_pack_bf16(w, packed, n, uk->nr);
@@ -169,6 +172,46 @@ static void test_corpus(const char *manifest) {
 }
 
 /* Random conv shapes, every ISA: packed GEMM conv vs the naive reference. */
+/* What an int8 kernel computes for a conv (himae_conv1d_reference's
+ * arguments), stated element by element: each GEMM row (an output's k
+ * input rows, channels-last; or with pair, outputs 2q and 2q + 1 sharing
+ * the k + stride input rows from 2q stride - pad) rounded by
+ * himae_int8_row, each output channel's weights rounded with the scale of
+ * its largest, the products summed exactly, then bias + row scale x
+ * column scale x sum (+ residual), exact GELU. */
+static void int8_reference(float *out, const float *in, const float *w, const float *bias, size_t cin, size_t n_in,
+                           size_t cout, size_t k, size_t stride, size_t pad, size_t n_out, const float *residual,
+                           int gelu, int pair) {
+    const size_t taps = pair ? k + stride : k, per_row = pair ? 2 : 1;
+    float *row = malloc(taps * cin * sizeof(float));
+    for (size_t r = 0; r * per_row < n_out; r++) {
+        const long long start = (long long)(r * per_row * stride) - (long long)pad;
+        for (size_t kk = 0; kk < taps; kk++)
+            for (size_t ci = 0; ci < cin; ci++) {
+                const long long i = start + (long long)kk;
+                row[kk * cin + ci] = i >= 0 && i < (long long)n_in ? in[ci * n_in + (size_t)i] : 0.0f;
+            }
+        float inv;
+        const float scale = himae_int8_row(row, taps * cin, &inv);
+        for (size_t h = 0; h < per_row && r * per_row + h < n_out; h++)
+            for (size_t co = 0; co < cout; co++) {
+                float top = 0.0f;
+                for (size_t j = 0; j < cin * k; j++) top = fmaxf(top, fabsf(w[co * cin * k + j]));
+                const float winv = top > 0.0f ? 127.0f / top : 0.0f, ws = top > 0.0f ? top / 127.0f : 1.0f;
+                int32_t sum = 0;
+                for (size_t ci = 0; ci < cin; ci++)
+                    for (size_t kk = 0; kk < k; kk++)
+                        sum += himae_int8_input(row[(kk + h * stride) * cin + ci], inv) *
+                               himae_int8_input(w[(co * cin + ci) * k + kk], winv);
+                const size_t o = co * n_out + r * per_row + h;
+                float y = fmaf(scale * ws, (float)sum, bias[co]);
+                if (residual) y += residual[o];
+                out[o] = gelu ? himae_gelu_exact(y) : y;
+            }
+    }
+    free(row);
+}
+
 static void test_conv(void) {
     int cases = 0;
     for (int i = 0; i < N_KERNELS; i++) {
@@ -189,10 +232,14 @@ static void test_conv(void) {
             as_kernel_reads(uk, x, cin * n_in);
             for (size_t i = 0; i < cout * n_out; i++) res[i] = frand();
             float *want = malloc(cout * n_out * sizeof(float));
-            himae_conv1d_reference(want, x, w, b, cin, n_in, cout, k, stride, pad, n_out,
-                                   with_res ? res : NULL, gelu);
             /* Narrow convs are also tried in row pairs, as the encoder packs them. */
             size_t pair = 2 * cout <= uk->nr && rng() % 2;
+            if (uk->precision == HIMAE_INT8)
+                int8_reference(want, x, w, b, cin, n_in, cout, k, stride, pad, n_out, with_res ? res : NULL, gelu,
+                               (int)pair);
+            else
+                himae_conv1d_reference(want, x, w, b, cin, n_in, cout, k, stride, pad, n_out,
+                                       with_res ? res : NULL, gelu);
             const size_t n_packed = pair ? himae_packed_size(cin, 2 * cout, k + stride, uk->nr)
                                          : himae_packed_size(cin, cout, k, uk->nr);
             float *packed = malloc(n_packed * sizeof(float));
@@ -233,7 +280,9 @@ static void test_wide_rows(void) {
         const himae_ukernel *uk = kernel_at(i);
         if (!uk || !uk->wide) continue;
         for (int t = 0; t < 12; t++) {
-            size_t cin = 1 + rng() % 48, cout = 1 + rng() % (5 * uk->wide_nc / 2), k = 1 + 2 * (rng() % 3);
+            /* int8's wide form takes every column, four panels at a time */
+            const size_t span = uk->wide_nc < 4 * uk->nr ? uk->wide_nc : 4 * uk->nr;
+            size_t cin = 1 + rng() % 48, cout = 1 + rng() % (5 * span / 2), k = 1 + 2 * (rng() % 3);
             size_t n_out = uk->mr + 1 + rng() % uk->wide_mr; /* full tiles, then a wide remainder */
             int gelu = (int)(rng() % 2), with_res = (int)(rng() % 2);
             float *w = malloc(cout * cin * k * sizeof(float)), *b = malloc(cout * sizeof(float));
@@ -695,9 +744,12 @@ static void test_shared(const char *path) {
 
 /* bf16dot stream outputs against the f32 reference on rounded weights:
  * relative L2, and largest difference relative to the level's largest
- * output. */
+ * output. int8 against the f32 reference (each row and weight rounded to
+ * 1/254 of its largest, through eight convs of random weights). */
 #define DOT_REL 1e-2
 #define DOT_MAX 2e-2
+#define Q8_REL 3e-2
+#define Q8_MAX 5e-2
 
 static double largest(const float *x, size_t n) {
     double m = 0;
@@ -728,14 +780,14 @@ static void test_stream(const char *path) {
         want[l] = malloc(c->channels[l] * len * sizeof(float));
         got[l] = malloc(c->channels[l] * len * sizeof(float));
     }
-    int runs = 0, bf16_runs = 0, dot_runs = 0;
+    int runs = 0, bf16_runs = 0, dot_runs = 0, int8_runs = 0;
     for (int prec = 0; prec < HIMAE_PRECISION_COUNT; prec++) {
         /* bf16: against the reference on the same rounded weights, at f32's
          * tolerance. bf16dot also rounds each conv's inputs, which the
          * reference does not: at the tolerance of that rounding (2^-9
-         * relative per input, through ten convs). */
+         * relative per input, through ten convs). int8: against f32's. */
         reference_encoder(&f, x, n, want, prec == HIMAE_F32 ? NULL : himae_ukernel_for(HIMAE_ISA_SCALAR, prec));
-        const int dot = prec == HIMAE_BF16DOT;
+        const int dot = prec == HIMAE_BF16DOT, int8 = prec == HIMAE_INT8;
         for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
             if (!himae_ukernel_for((enum himae_isa)isa, HIMAE_F32) || !himae_isa_supported((enum himae_isa)isa)) continue;
             himae_model *m = NULL;
@@ -743,7 +795,7 @@ static void test_stream(const char *path) {
             const himae_ukernel *uk = himae_ukernel_for((enum himae_isa)isa, (enum himae_precision)prec);
             if (!uk || covered_elsewhere(uk)) continue;
             if (himae_load_buffer(buf, size, himae_isa_name((enum himae_isa)isa), pname, 0, &m, err, sizeof err)) continue;
-            for (int r = 0; r < 2; r++, runs++, bf16_runs += prec == HIMAE_BF16, dot_runs += dot) {
+            for (int r = 0; r < 2; r++, runs++, bf16_runs += prec == HIMAE_BF16, dot_runs += dot, int8_runs += int8) {
                 char what[160];
                 snprintf(what, sizeof what, "%s stream %s %s run %d", path, himae_isa_name((enum himae_isa)isa),
                          pname, r);
@@ -753,14 +805,15 @@ static void test_stream(const char *path) {
                     char level_what[192];
                     snprintf(level_what, sizeof level_what, "%s level %u", what, l);
                     const size_t count = c->channels[l] * (size_t)ld[l];
-                    compare(level_what, got[l], want[l], count, dot ? DOT_REL : 1e-5,
-                            dot ? DOT_MAX * largest(want[l], count) : 1e-4);
+                    compare(level_what, got[l], want[l], count, int8 ? Q8_REL : dot ? DOT_REL : 1e-5,
+                            int8 ? Q8_MAX * largest(want[l], count) : dot ? DOT_MAX * largest(want[l], count) : 1e-4);
                 }
             }
             himae_free(m);
         }
     }
-    printf("stream %s: %d chunked runs checked, %d bf16, %d bf16dot\n", path, runs, bf16_runs, dot_runs);
+    printf("stream %s: %d chunked runs checked, %d bf16, %d bf16dot, %d int8\n", path, runs, bf16_runs, dot_runs,
+           int8_runs);
     for (uint32_t l = 0; l < c->n_levels; l++) free(want[l]), free(got[l]);
     free(x), free(buf);
 }
