@@ -13,7 +13,7 @@ extern const himae_ukernel himae_ukernel_avx512_bf16dot, himae_ukernel_avx512_in
 #elif defined(__aarch64__)
 #define HIMAE_ARM64 1
 extern const himae_ukernel himae_ukernel_neon[HIMAE_PRECISION_COUNT];
-extern const himae_ukernel himae_ukernel_neon_bf16dot;
+extern const himae_ukernel himae_ukernel_neon_bf16dot, himae_ukernel_neon_int8;
 #ifdef __linux__
 #include <sys/auxv.h>
 #endif
@@ -84,6 +84,16 @@ static int neon_bf16(void) {
     return 0;
 #endif
 }
+
+/* FEAT_DotProd (Linux: HWCAP_ASIMDDP, bit 20 of AT_HWCAP): SDOT for the int8
+ * kernel. Elsewhere not detected, so not used. */
+static int neon_dotprod(void) {
+#ifdef __linux__
+    return (getauxval(AT_HWCAP) >> 20) & 1;
+#else
+    return 0;
+#endif
+}
 #endif
 
 int himae_isa_supported(enum himae_isa isa) {
@@ -123,6 +133,7 @@ static const himae_ukernel *ukernel(enum himae_isa isa, enum himae_precision pre
 #ifdef HIMAE_ARM64
     case HIMAE_ISA_NEON:
         if (precision == HIMAE_BF16DOT) return neon_bf16() ? &himae_ukernel_neon_bf16dot : NULL;
+        if (precision == HIMAE_INT8) return neon_dotprod() ? &himae_ukernel_neon_int8 : NULL;
         return &himae_ukernel_neon[precision];
 #endif
     default: return NULL;

@@ -2,7 +2,8 @@
  * accumulators; each step loads two weight vectors and broadcasts one input
  * value per row. Compiled with -mavx512f only. Two builds of each kernel:
  * f32 panels, and bf16 panels widened to f32 as they are loaded; and at the
- * end the bf16dot kernel, the one user of AVX512-BF16. */
+ * end the bf16dot kernel, the one user of AVX512-BF16, and the int8 kernel,
+ * the one user of AVX512-VNNI. */
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>

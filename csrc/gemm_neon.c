@@ -1,7 +1,8 @@
 /* gemm_neon.c - AArch64 NEON micro-kernel, 8 rows x 8 columns: 16 q-register
  * accumulators, two weight vectors, scalar-by-vector FMA per row. Two builds
  * of each kernel: f32 panels, and bf16 panels widened to f32 as they are
- * loaded; and at the end the bf16dot kernel, the one user of FEAT_BF16. */
+ * loaded; and at the end the bf16dot kernel, the one user of FEAT_BF16, and
+ * the int8 kernel, the one user of FEAT_DotProd. */
 #include <arm_neon.h>
 #include <stdint.h>
 #include <string.h>
@@ -284,3 +285,102 @@ __attribute__((target("arch=armv8.2-a+bf16"))) static void dot_gemm(size_t mr, s
 
 const himae_ukernel himae_ukernel_neon_bf16dot = {
     "bf16dot_gemm_ukernel__neonbf16_8x8", HIMAE_ISA_NEON, HIMAE_BF16DOT, 2, MR, NR, dot_gemm, NULL, 0, 0};
+
+/* int8: SDOT (FEAT_DotProd) multiplies 16 signed bytes by 16 signed bytes
+ * and adds each four products to one of 4 int32 sums, exactly: four
+ * multiply-adds per lane where an f32 FMA does one. Only these functions
+ * use it (dispatch.c runs them where HWCAP has ASIMDDP). Each input row is
+ * rounded to int8 once for every panel (himae_int8_row states how; signed
+ * by signed, so no offset), the sums scaled as gemm_scalar.c's int8 kernel
+ * does, then the f32 epilogue. */
+#define Q8_TARGET __attribute__((target("arch=armv8.2-a+dotprod"), always_inline)) inline
+
+/* Row a (kc floats) as int8 into q (kc rounded up to 8 bytes, zeros past
+ * kc); returns its scale. */
+static Q8_TARGET float q8_row(const float *a, size_t kc, int8_t *q) {
+    float32x4_t top = vdupq_n_f32(0.0f);
+    size_t e = 0;
+    for (; e + 4 <= kc; e += 4) top = vmaxq_f32(top, vabsq_f32(vld1q_f32(a + e)));
+    float t = vmaxvq_f32(top);
+    for (; e < kc; e++) t = fmaxf(t, fabsf(a[e]));
+    const float32x4_t inv = vdupq_n_f32(t > 0.0f ? 127.0f / t : 0.0f);
+    const float32x4_t lo = vdupq_n_f32(-127.0f), hi = vdupq_n_f32(127.0f);
+    for (e = 0; e < kc; e += 8) {
+        float x[8] = {0};
+        memcpy(x, a + e, (kc - e < 8 ? kc - e : 8) * sizeof(float));
+        const int32x4_t q0 = vcvtnq_s32_f32(vminq_f32(vmaxq_f32(vmulq_f32(vld1q_f32(x), inv), lo), hi));
+        const int32x4_t q1 = vcvtnq_s32_f32(vminq_f32(vmaxq_f32(vmulq_f32(vld1q_f32(x + 4), inv), lo), hi));
+        vst1_s8(q + e, vqmovn_s16(vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1))));
+    }
+    return t / 127.0f;
+}
+
+/* R rows (R <= 8) of rounded inputs q (rows qs bytes apart) by one panel. */
+static Q8_TARGET void q8_tile(const int R, size_t mr, size_t nc, size_t kc, const int8_t *q, size_t qs,
+                              const float *scale, const uint8_t *w, float *c, size_t c_stride, const float *res,
+                              size_t res_stride, int act) {
+    int32x4_t acc[MR][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = vdupq_n_s32(0);
+    const int8_t *rows = (const int8_t *)(w + HIMAE_INT8_HEAD * NR);
+    for (size_t g = 0; g < (kc + 3) / 4; g++) {
+        const int8x16_t w0 = vld1q_s8(rows + 32 * g), w1 = vld1q_s8(rows + 32 * g + 16);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            int32_t word;
+            memcpy(&word, q + i * qs + 4 * g, sizeof word);
+            const int8x16_t x = vreinterpretq_s8_s32(vdupq_n_s32(word));
+            acc[i][0] = vdotq_s32(acc[i][0], w0, x);
+            acc[i][1] = vdotq_s32(acc[i][1], w1, x);
+        }
+    }
+    float head[2 * NR];
+    memcpy(head, w, sizeof head); /* biases, then scales (the weight sums after them are for VNNI) */
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        if ((size_t)i >= mr) break;
+        const float32x4_t y0 = vfmaq_f32(vld1q_f32(head), vmulq_n_f32(vld1q_f32(head + NR), scale[i]),
+                                         vcvtq_f32_s32(acc[i][0]));
+        const float32x4_t y1 = vfmaq_f32(vld1q_f32(head + 4), vmulq_n_f32(vld1q_f32(head + NR + 4), scale[i]),
+                                         vcvtq_f32_s32(acc[i][1]));
+        store_row(c + i * c_stride, res ? res + i * res_stride : NULL, y0, y1, nc, act);
+    }
+}
+
+/* mr (<= 8) rows by columns [0, nc) over consecutive panels w_stride bytes
+ * apart: the rows rounded once, then a tile per panel. */
+__attribute__((target("arch=armv8.2-a+dotprod"))) static void q8_gemm(size_t mr, size_t nc, size_t kc,
+                                                                       const float *a, size_t as, const void *w,
+                                                                       size_t ws, float *c, size_t cs,
+                                                                       const float *res, size_t rs, int act) {
+    int8_t q[MR * HIMAE_INT8_MAX_KC];
+    float scale[MR];
+    const size_t qs = (kc + 15) / 16 * 16;
+    for (size_t i = 0; i < mr; i++) scale[i] = q8_row(a + i * as, kc, q + i * qs);
+    for (size_t n0 = 0; n0 < nc; n0 += NR) {
+        const uint8_t *panel = (const uint8_t *)w + n0 / NR * ws;
+        const size_t cols = nc - n0 < NR ? nc - n0 : NR;
+        float *cn = c + n0;
+        const float *rn = res ? res + n0 : NULL;
+        if (mr > 4)
+            q8_tile(8, mr, cols, kc, q, qs, scale, panel, cn, cs, rn, rs, act);
+        else if (mr > 2)
+            q8_tile(4, mr, cols, kc, q, qs, scale, panel, cn, cs, rn, rs, act);
+        else if (mr > 1)
+            q8_tile(2, mr, cols, kc, q, qs, scale, panel, cn, cs, rn, rs, act);
+        else
+            q8_tile(1, mr, cols, kc, q, qs, scale, panel, cn, cs, rn, rs, act);
+    }
+}
+
+/* One panel: columns [0, nc), nc <= 8. */
+__attribute__((target("arch=armv8.2-a+dotprod"))) static void q8_gemm_panel(size_t mr, size_t nc, size_t kc,
+                                                                             const float *a, size_t as,
+                                                                             const void *w, float *c, size_t cs,
+                                                                             const float *res, size_t rs, int act) {
+    q8_gemm(mr, nc, kc, a, as, w, 0, c, cs, res, rs, act);
+}
+
+const himae_ukernel himae_ukernel_neon_int8 = {
+    "int8_gemm_ukernel__neondot_8x8", HIMAE_ISA_NEON, HIMAE_INT8, 1, MR, NR, q8_gemm_panel, q8_gemm, MR,
+    HIMAE_INT8_MAX_COLUMNS};

@@ -62,8 +62,8 @@ enum himae_isa {
  * dot products: twice the multiply-adds per instruction of f32). int8:
  * weights as int8 with a scale per output channel, each GEMM input row as
  * int8 with a scale of its own, products summed exactly in int32
- * (AVX512-VNNI: four multiply-adds per lane and instruction, twice
- * bf16dot's); the decoder stays f32. */
+ * (AVX512-VNNI, ARM SDOT: four multiply-adds per lane and instruction,
+ * twice bf16dot's); the decoder stays f32. */
 enum himae_precision {
     HIMAE_F32 = 0,
     HIMAE_BF16 = 1,
@@ -99,7 +99,7 @@ typedef struct himae_model himae_model;
  * and sums stay f32); "bf16dot" = weights and GEMM inputs in bfloat16, sums
  * in f32 (ISA avx512 with AVX512-BF16, neon with FEAT_BF16, or scalar);
  * "int8" = encoder weights and GEMM inputs in int8, sums in int32 (ISA
- * avx512 with AVX512-VNNI, or scalar). max_memory: the most bytes of activation buffers the
+ * avx512 with AVX512-VNNI, neon with FEAT_DotProd, or scalar). max_memory: the most bytes of activation buffers the
  * model may need (0 = HIMAE_DEFAULT_MAX_MEMORY); a model that needs more is
  * refused (HIMAE_EFORMAT) before anything is allocated for it. On failure
  * returns a status, writes a message (see docs/model-format.md) into err and
@@ -138,7 +138,7 @@ enum himae_isa himae_isa_best(void);
 /* Precision names: "f32", "bf16", "bf16dot", "int8". */
 /* Whether this CPU runs a precision with an ISA's kernels (bf16dot: avx512
  * with AVX512-BF16, neon with FEAT_BF16, or scalar; int8: avx512 with
- * AVX512-VNNI, or scalar). */
+ * AVX512-VNNI, neon with FEAT_DotProd, or scalar). */
 int himae_precision_supported(enum himae_isa isa, enum himae_precision precision);
 const char *himae_precision_name(enum himae_precision precision);
 int himae_precision_from_name(const char *name, enum himae_precision *precision);

@@ -29,7 +29,8 @@ def load_model(path: str | os.PathLike, isa: str | None = None, max_memory: int 
     only with isa="scalar", slowly; `supported_precisions()` lists what this
     CPU runs); "int8" rounds the encoder's weights (a scale per output
     channel) and each convolution input row (a scale per row) to int8 and
-    sums their products exactly, where the CPU has AVX512-VNNI (the decoder
+    sums their products exactly, where the CPU has AVX512-VNNI or ARM
+    DotProd (the decoder
     stays f32); accuracy bounds in docs/stream-mode.md, "Reduced precision";
     default "f32".
     """

@@ -69,7 +69,7 @@ def _assert_clean(result: subprocess.CompletedProcess, streamed: int = 4) -> Non
                 if "chunked runs checked" in line]
     assert len(dot_runs) == streamed and min(dot_runs) > 0, result.stdout
     # int8: the scalar statement everywhere, against its element-by-element reference in every conv shape, and
-    # stream mode on every model (on the AVX-512 kernel where CPUID has AVX512-VNNI)
+    # stream mode on every model (on the SIMD kernel where the CPU has AVX512-VNNI or ARM DotProd)
     assert "int8_gemm_ukernel__scalar_4x8" in kernels
     int8_runs = [int(line.split(", ")[3].split()[0]) for line in result.stdout.splitlines()
                  if "chunked runs checked" in line]
@@ -105,3 +105,4 @@ def test_neon_kernels_under_qemu_aarch64(inputs):
     assert "isa: best neon" in result.stdout
     assert "f32_gemm_ukernel__neon_8x8" in result.stdout
     assert "bf16dot_gemm_ukernel__neonbf16_8x8" in result.stdout  # qemu's default CPU has FEAT_BF16
+    assert "int8_gemm_ukernel__neondot_8x8" in result.stdout  # and FEAT_DotProd

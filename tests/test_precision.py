@@ -18,7 +18,7 @@ from training.model import randomize_batchnorm
 TOL = 1e-5  # the f32 engine's own tolerance against PyTorch (tests/test_stream.py)
 #: bf16dot runs on the best ISA where the CPU has AVX512-BF16, else on the scalar kernel that states it
 DOT_ISA = None if "bf16dot" in supported_precisions() else "scalar"
-#: int8 likewise where the CPU has AVX512-VNNI
+#: int8 likewise where the CPU has AVX512-VNNI (or ARM DotProd)
 INT8_ISA = None if "int8" in supported_precisions() else "scalar"
 REDUCED = [("bf16", None), ("bf16dot", DOT_ISA), ("int8", INT8_ISA)]
 
@@ -114,7 +114,8 @@ def test_bf16dot_without_its_instructions_is_one_line():
     assert supported_precisions("avx2") == ["f32", "bf16"]
     for precision in ("bf16dot", "int8"):
         with pytest.raises(ValueError, match=rf"^precision '{precision}' has no avx2 kernel on this CPU \(bf16dot "
-                                             r"needs AVX512-BF16 or ARM BF16, int8 AVX512-VNNI; bf16 runs everywhere\)$"):
+                                             r"needs AVX512-BF16 or ARM BF16, int8 AVX512-VNNI or ARM DotProd; bf16 runs "
+                                             r"everywhere\)$"):
             load_model("himae-25", precision=precision, isa="avx2")
 
 
@@ -216,5 +217,5 @@ def test_bf16dot_refused_by_the_command_line_in_one_line(monkeypatch, capsys, tm
     assert main(["embed", str(BUNDLED), "-o", str(out), "--precision", "bf16dot"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["himae embed: error: precision 'bf16dot' has no avx2 kernel on this CPU (bf16dot needs "
-                   "AVX512-BF16 or ARM BF16, int8 AVX512-VNNI; bf16 runs everywhere)"]
+                   "AVX512-BF16 or ARM BF16, int8 AVX512-VNNI or ARM DotProd; bf16 runs everywhere)"]
     assert not out.exists()
