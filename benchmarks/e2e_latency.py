@@ -16,7 +16,8 @@ read, wait, engine, heads, record) at the median and over the slowest 1 % of
 records, and the time a JSONL sink then takes to write each record. A script,
 not a test.
 
-    python -m benchmarks.e2e_latency [--model himae-100] [--duration 60] [--hop 0.1s] [--no-pin]
+    python -m benchmarks.e2e_latency [--model himae-100] [--precision f32] [--duration 60] [--hop 0.1s]
+                                     [--no-pin]
 """
 
 from __future__ import annotations
@@ -84,12 +85,13 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="himae-100")
+    p.add_argument("--precision", default="f32", help="the model's weights (see load_model)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of signal")
     p.add_argument("--hop", default="0.1s")
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                    help="give the device and the pipeline a CPU each (default when there are two)")
     args = p.parse_args()
-    model = load(args.model)
+    model = load(args.model, args.precision)
     fs = model.config["fs"]
     folder = tempfile.TemporaryDirectory()
     sink = open_sink(f"jsonl://{folder.name}/records.jsonl")
@@ -115,7 +117,7 @@ def main() -> None:
         folder.cleanup()
     p50, p99 = np.percentile(latencies, [50, 99])
     print(f"# himae run end-to-end latency, {time.strftime('%Y-%m-%d')}, {cpu_model()}, 1 thread")
-    print(f"model {model.config.get('name')} ({model.isa}), device process at {fs:g} Hz in real time over a "
+    print(f"model {model.config.get('name')} ({model.isa}, {model.precision}), device process at {fs:g} Hz in real time over a "
           f"pseudo-terminal, {args.duration:g} s of signal, hop {args.hop}, {len(latencies)} windows, wall {wall:.1f} s, "
           f"{placement}")
     print(f"serial read to record: p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {max(latencies):.3f} ms")

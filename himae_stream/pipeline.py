@@ -259,7 +259,7 @@ def default_window(model) -> float:
 
 def load(model, precision: str | None = None):
     """A loaded Model from a Model, a path, or a shipped model's name (default: himae-100), its weights
-    in `precision` ("f32" or "bf16", see load_model) when it is loaded here."""
+    in `precision` (see load_model) when it is loaded here."""
     from himae_stream.model import load_model
 
     if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
