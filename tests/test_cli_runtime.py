@@ -31,6 +31,26 @@ def test_embed_stream_mode_equals_the_stream_api(tmp_path, model_file, himae):
     assert np.array_equal(mine, np.stack([w.embeddings[3] for w in windows]))
 
 
+def test_embed_stream_mode_in_chunks_gives_one_push_s_windows(monkeypatch, model_file):
+    """`himae embed` pushes a recording a few windows at a time (its per-position rows would otherwise take
+    memory the size of the recording's): the windows are one whole push's, bit for bit, whatever the hop."""
+    from himae_stream import load_model, recordings
+    from himae_stream.commands import embed
+
+    model = load_model(model_file)
+    x = recordings.load(str(BUNDLED), channels=["PLETH"]).resampled(model.config["fs"]).signals
+    monkeypatch.setattr(embed, "CHUNK_WINDOWS", 2)
+    window = model.config["window"]
+    assert x.shape[1] > 5 * window
+    for hop in (37, window):
+        starts, levels = embed.embed_recording(model, x, "stream", window, hop)
+        stream = model.stream(window=window, hop=hop)
+        windows = stream.push(x).windows + stream.flush().windows
+        assert starts.tolist() == [w.start for w in windows]
+        for level, got in enumerate(levels):
+            assert np.array_equal(got, np.stack([w.embeddings[level] for w in windows]))
+
+
 def test_embed_window_mode_keeps_only_asked_levels(tmp_path, model_file, himae):
     out = tmp_path / "emb.npz"
     result = himae("embed", str(WRIST_RUN), "-o", str(out), "--model", model_file,
