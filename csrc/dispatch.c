@@ -75,25 +75,21 @@ static int avx512_vnni(void) {
 #endif
 
 #ifdef HIMAE_ARM64
-/* FEAT_BF16 (Linux: HWCAP2_BF16, bit 14 of AT_HWCAP2): BFDOT and BFCVTN for
- * the bf16dot kernel. Elsewhere not detected, so not used. */
-static int neon_bf16(void) {
+/* Bit `bit` of the auxiliary vector's entry `type` (AT_HWCAP, AT_HWCAP2):
+ * the CPU features Linux reports. Elsewhere none is detected, so none of
+ * the kernels that need one is used. */
 #ifdef __linux__
-    return (getauxval(AT_HWCAP2) >> 14) & 1;
+#define HWCAP_BIT(type, bit) ((int)((getauxval(type) >> (bit)) & 1))
 #else
-    return 0;
+#define HWCAP_BIT(type, bit) 0
 #endif
-}
 
-/* FEAT_DotProd (Linux: HWCAP_ASIMDDP, bit 20 of AT_HWCAP): SDOT for the int8
- * kernel. Elsewhere not detected, so not used. */
-static int neon_dotprod(void) {
-#ifdef __linux__
-    return (getauxval(AT_HWCAP) >> 20) & 1;
-#else
-    return 0;
-#endif
-}
+/* FEAT_BF16 (HWCAP2_BF16, bit 14 of AT_HWCAP2): BFDOT and BFCVTN for the
+ * bf16dot kernel. */
+static int neon_bf16(void) { return HWCAP_BIT(AT_HWCAP2, 14); }
+
+/* FEAT_DotProd (HWCAP_ASIMDDP, bit 20 of AT_HWCAP): SDOT for the int8 kernel. */
+static int neon_dotprod(void) { return HWCAP_BIT(AT_HWCAP, 20); }
 #endif
 
 int himae_isa_supported(enum himae_isa isa) {

@@ -119,19 +119,15 @@ def test_bf16dot_without_its_instructions_is_one_line():
             load_model("himae-25", precision=precision, isa="avx2")
 
 
-def test_bf16dot_window_and_stream_mode_agree(files):
-    """One window streamed in pieces and flushed is window mode's input with its zero padding: the same
-    rounded weights and inputs, summed in another order (a live row is split in two), so within bf16's
-    rounding of each other; and a group of streams gives a single stream's bits."""
-    model = reduced(files[0], "bf16dot", DOT_ISA)
-    window = model.config["window"]
-    x = np.random.default_rng(4).standard_normal((1, window)).astype(np.float32)
-    stream = model.stream(window=window, hop=97, normalize=False)
+def _window_streamed(model, x):
+    """Per level, the activations of one window x (1, window) streamed in three pieces and flushed."""
+    stream = model.stream(window=x.shape[1], hop=97, normalize=False)
     outs = [stream.push(x[:, :1]), stream.push(x[:, 1:400]), stream.push(x[:, 400:]), stream.flush()]
-    for level, want in enumerate(model.encode(x[None])):
-        got = np.concatenate([o.levels[level][1] for o in outs], axis=1)
-        assert got.shape == want[0].shape
-        assert np.linalg.norm(got - want[0]) <= 1e-2 * np.linalg.norm(want[0]), level
+    return [np.concatenate([o.levels[level][1] for o in outs], axis=1) for level in range(len(outs[0].levels))]
+
+
+def _assert_a_group_gives_each_stream_s_bits(model):
+    window = model.config["window"]
     group = model.streams(2, window=window, hop=97, normalize=False)
     single = model.stream(window=window, hop=97, normalize=False)
     y = np.random.default_rng(5).standard_normal((2, 1, 2 * window)).astype(np.float32)
@@ -139,6 +135,18 @@ def test_bf16dot_window_and_stream_mode_agree(files):
         outs, one = group.push(y[..., piece]), single.push(y[1][:, piece])
         for (_, a), (_, b) in zip(outs[1].levels, one.levels):
             np.testing.assert_array_equal(a, b)
+
+
+def test_bf16dot_window_and_stream_mode_agree(files):
+    """One window streamed in pieces and flushed is window mode's input with its zero padding: the same
+    rounded weights and inputs, summed in another order (a live row is split in two), so within bf16's
+    rounding of each other; and a group of streams gives a single stream's bits."""
+    model = reduced(files[0], "bf16dot", DOT_ISA)
+    x = np.random.default_rng(4).standard_normal((1, model.config["window"])).astype(np.float32)
+    for level, (got, want) in enumerate(zip(_window_streamed(model, x), model.encode(x[None]))):
+        assert got.shape == want[0].shape
+        assert np.linalg.norm(got - want[0]) <= 1e-2 * np.linalg.norm(want[0]), level
+    _assert_a_group_gives_each_stream_s_bits(model)
 
 
 def test_int8_window_mode_stream_mode_and_groups_give_the_same_bits(files):
@@ -146,19 +154,10 @@ def test_int8_window_mode_stream_mode_and_groups_give_the_same_bits(files):
     streamed in pieces and flushed is window mode's bits at every level, and a group of streams gives a
     single stream's."""
     model = reduced(files[0], "int8", INT8_ISA)
-    window = model.config["window"]
-    x = np.random.default_rng(4).standard_normal((1, window)).astype(np.float32)
-    stream = model.stream(window=window, hop=97, normalize=False)
-    outs = [stream.push(x[:, :1]), stream.push(x[:, 1:400]), stream.push(x[:, 400:]), stream.flush()]
-    for level, want in enumerate(model.encode(x[None])):
-        np.testing.assert_array_equal(np.concatenate([o.levels[level][1] for o in outs], axis=1), want[0])
-    group = model.streams(2, window=window, hop=97, normalize=False)
-    single = model.stream(window=window, hop=97, normalize=False)
-    y = np.random.default_rng(5).standard_normal((2, 1, 2 * window)).astype(np.float32)
-    for piece in (slice(0, 150), slice(150, 2 * window)):
-        outs, one = group.push(y[..., piece]), single.push(y[1][:, piece])
-        for (_, a), (_, b) in zip(outs[1].levels, one.levels):
-            np.testing.assert_array_equal(a, b)
+    x = np.random.default_rng(4).standard_normal((1, model.config["window"])).astype(np.float32)
+    for got, want in zip(_window_streamed(model, x), model.encode(x[None])):
+        np.testing.assert_array_equal(got, want[0])
+    _assert_a_group_gives_each_stream_s_bits(model)
 
 
 @pytest.mark.parametrize("precision, isa", REDUCED)
