@@ -58,7 +58,8 @@ class BuildWithIsaObjects(build_ext):
 core = Extension(
     "himae_stream._core",
     sources=["himae_stream/_core.pyx", *PORTABLE],
-    depends=HEADERS,
+    # the ISA kernel files too: built apart (BuildWithIsaObjects), a change to one must still relink
+    depends=HEADERS + sorted(isa_sources()),
     include_dirs=["csrc", numpy.get_include()],
     extra_compile_args=C_FLAGS,
     libraries=["m"],

@@ -120,9 +120,11 @@ def test_bf16dot_without_its_instructions_is_one_line():
 
 
 def _window_streamed(model, x):
-    """Per level, the activations of one window x (1, window) streamed in three pieces and flushed."""
+    """Per level, the activations of one window x (1, window) streamed and flushed: one sample, then pieces of
+    99 (a deep level's few new rows a push, as live: the kernels' few-row forms), then the rest at once."""
     stream = model.stream(window=x.shape[1], hop=97, normalize=False)
-    outs = [stream.push(x[:, :1]), stream.push(x[:, 1:400]), stream.push(x[:, 400:]), stream.flush()]
+    cuts = [0, 1, *range(100, x.shape[1] // 2, 99), x.shape[1]]
+    outs = [stream.push(x[:, a:b]) for a, b in zip(cuts, cuts[1:])] + [stream.flush()]
     return [np.concatenate([o.levels[level][1] for o in outs], axis=1) for level in range(len(outs[0].levels))]
 
 
