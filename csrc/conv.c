@@ -34,7 +34,7 @@ void himae_pack_bf16dot(uint16_t *dst, const float *src, size_t n, size_t nr, si
 }
 
 void himae_pack_int8(uint8_t *dst, const float *src, size_t n, size_t nr, size_t kc) {
-    const size_t panel = nr * (1 + kc), bytes = HIMAE_INT8_HEAD * nr + (kc + 3) / 4 * 4 * nr;
+    const size_t panel = nr * (1 + kc), bytes = himae_int8_panel_bytes(nr, kc);
     for (size_t p = 0; p < n / panel; p++) {
         const float *w = src + p * panel;
         uint8_t *out = dst + p * bytes;

@@ -364,20 +364,21 @@ const himae_ukernel himae_ukernel_avx512_bf16dot = {
  * weight sum, come back out of the exact sums before they are scaled. */
 #define Q8_TARGET __attribute__((target("avx512f,avx512vnni"), always_inline)) inline
 
+/* The first min(n, 16) lanes. */
+static inline __mmask16 q8_lanes(size_t n) { return n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1); }
+
 /* Row a (kc floats) as offset int8 into q (kc rounded up to 16 bytes; past
  * kc they are 128, which zero weights ignore); returns its scale. */
 static Q8_TARGET float q8_row(const float *a, size_t kc, uint8_t *q) {
     __m512 top = _mm512_setzero_ps();
-    for (size_t e = 0; e < kc; e += 16) {
-        const __mmask16 m = kc - e >= 16 ? 0xFFFF : (__mmask16)((1u << (kc - e)) - 1);
-        top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, a + e)));
-    }
+    for (size_t e = 0; e < kc; e += 16)
+        top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_maskz_loadu_ps(q8_lanes(kc - e), a + e)));
     const float t = _mm512_reduce_max_ps(top);
     const __m512 inv = _mm512_set1_ps(t > 0.0f ? 127.0f / t : 0.0f);
     const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
     for (size_t e = 0; e < kc; e += 16) {
-        const __mmask16 m = kc - e >= 16 ? 0xFFFF : (__mmask16)((1u << (kc - e)) - 1);
-        const __m512 y = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + e), inv), lo), hi);
+        const __m512 x = _mm512_maskz_loadu_ps(q8_lanes(kc - e), a + e);
+        const __m512 y = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, inv), lo), hi);
         const __m512i u = _mm512_add_epi32(_mm512_cvtps_epi32(y), _mm512_set1_epi32(128));
         _mm_storeu_si128((__m128i *)(q + e), _mm512_cvtepi32_epi8(u));
     }

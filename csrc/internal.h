@@ -65,9 +65,11 @@ static inline size_t himae_int8_slot(size_t j, size_t n, size_t nr) {
  * and kc rows of nr, or an int8 panel's bytes. Every panel of a conv has
  * this size, and a call over its first kc' rows reads them in place
  * (for int8, kc' a multiple of four). */
+static inline size_t himae_int8_panel_bytes(size_t nr, size_t kc) {
+    return HIMAE_INT8_HEAD * nr + (kc + 3) / 4 * 4 * nr;
+}
 static inline size_t himae_panel_size(const himae_ukernel *uk, size_t kc) {
-    if (uk->precision == HIMAE_INT8) return HIMAE_INT8_HEAD * uk->nr + (kc + 3) / 4 * 4 * uk->nr;
-    return uk->nr * (1 + kc);
+    return uk->precision == HIMAE_INT8 ? himae_int8_panel_bytes(uk->nr, kc) : uk->nr * (1 + kc);
 }
 
 /* Element `i` of packed weights for this kernel (offsets count weights,

@@ -41,9 +41,14 @@ def embed_recording(model, signals: np.ndarray, mode: str, window: int, hop: int
     if mode == "stream":
         stream = model.stream(window=window, hop=hop)
         step, n_levels = CHUNK_WINDOWS * window, len(model.config["channels"])
+
+        def outputs():
+            for i in range(0, signals.shape[1], step):
+                yield stream.push(signals[:, i : i + step])
+            yield stream.flush()
+
         starts, parts = [], []
-        for i in range(0, signals.shape[1] + step, step):  # the last pass flushes
-            out = stream.push(signals[:, i : i + step]) if i < signals.shape[1] else stream.flush()
+        for out in outputs():  # each push's rows dropped once its windows are taken
             starts += [w.start for w in out.windows]
             parts.append([out.embeddings(l) for l in range(n_levels)])
         levels = [np.concatenate([part[l] for part in parts]) for l in range(n_levels)]
