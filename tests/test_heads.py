@@ -202,6 +202,23 @@ def test_lodo_folds_never_put_a_data_set_on_both_sides():
         assert not rows & set(np.flatnonzero(held).tolist())
 
 
+def test_the_resting_bound_reads_resting_recordings_only():
+    """BUT's walking clips are not resting recordings: the ≤ 3 BPM bound is read on an "(at rest)" row;
+    a data set all at rest is its own row; the signal-over-reference ratio is per recording."""
+    ds = np.array(["AIST"] * 4 + ["BUT_PPG"] * 4 + ["TROIKA"] * 2, dtype=object)
+    act = np.array(["rest"] * 4 + ["rest", "rest", None, "rest"] + [None, None], dtype=object)
+    f = {"dataset": ds, "activity": act, "split": np.array(["fit"] * 9 + ["test"], dtype=object),
+         "good": np.r_[[np.nan] * 4, 1.0, 1.0, 0.0, 0.0, np.nan, np.nan],
+         "recording": np.array([f"r{i}" for i in range(10)], dtype=object)}
+    rows = {key: (np.flatnonzero(m).tolist(), rest) for key, m, rest in H.hr_rows(f, np.ones(10, bool))}
+    assert rows == {"AIST": ([0, 1, 2, 3], True), "BUT_PPG": ([4, 5, 6, 7], False),
+                    "BUT_PPG (good quality)": ([4, 5], False), "BUT_PPG (at rest)": ([4, 5, 7], True),
+                    "TROIKA": ([8], False), "TROIKA test": ([9], False)}
+    peak, y = np.array([105.0, 63.0, 84.0, 90.0]), np.array([100.0, 60.0, 80.0, 80.0])
+    rec = np.array(["a", "a", "b", "c"], dtype=object)
+    assert H.signal_over_reference(peak, y, rec, np.ones(4, bool)) == pytest.approx(1.05)
+
+
 def test_the_quality_design_is_chosen_without_the_held_out_data_set():
     """Feature x tells clean from not in A, B and C; z in C and D, which holds most windows. With D
     in view z wins (the choice over all data sets); D's own fold must choose without it: x."""

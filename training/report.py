@@ -207,15 +207,7 @@ def lodo_markdown(report: dict) -> str:
         o = hr["overall"]
         lines += [f"| **mean over data sets** | | | | {_f(o['head'])} | {_f(o['spectral_peak'])} | "
                   f"{_f(o['peak_interval'])} | {_f(o['random_head'])} | | | | | |", ""]
-        rest = [(ds, t) for ds, t in hr["datasets"].items() if t.get("rest")]
-        tt = hr["datasets"].get("TROIKA test")
-        lines += ["Must-hold targets: " + "; ".join(
-            f"{ds} at rest, mean over recordings of |median − reference| {_f(t['recording_median_error'])} BPM "
-            f"(spectral peak {_f(t['recording_median_error_spectral_peak'])}), "
-            f"{100 * t['recording_median_within_3']:.0f} % of recordings within 3 BPM: "
-            f"**{'holds' if t['recording_median_error'] <= 3 else 'FAILS'} (≤ 3 BPM)**" for ds, t in rest)
-            + (f"; TROIKA test {_f(tt['head'])} against the spectral peak's {_f(tt['spectral_peak'])}: "
-               f"**{'holds' if tt['head'] <= tt['spectral_peak'] else 'FAILS'}**" if tt else "") + ".", ""]
+        lines += [_hr_must_hold(hr), ""]
         losses = [ds for ds, t in hr["datasets"].items() if t["spectral_peak"] < t["head"]]
         lines += ["Where a classical method wins: " + (", ".join(
             f"{ds} (spectral peak {_f(hr['datasets'][ds]['spectral_peak'])} vs head {_f(hr['datasets'][ds]['head'])})"
@@ -279,6 +271,32 @@ def lodo_markdown(report: dict) -> str:
                       "each fold by leave-one-dataset-out on the other data sets scored below the all-level head: "
                       "docs/models.md).", ""]
     return "\n".join(lines)
+
+
+def _hr_must_hold(hr: dict) -> str:
+    """The heart-rate must-hold sentence: ≤ 3 BPM per resting recording, on all windows and on the
+    rates records show (none where P(clean) is below the bound), and TROIKA test against the peak."""
+    shown = (hr.get("shown") or {}).get("datasets", {})
+    parts = []
+    for ds, t in hr["datasets"].items():
+        if not t.get("rest"):
+            continue
+        s = shown.get(ds, {})
+        err = s.get("recording_median_error")
+        verdict = "no rate shown" if err is None else ("holds" if err <= 3 else "FAILS")
+        off = t["signal_over_reference"] - 1
+        # beyond a few per cent the bound is out of reach of any read-out of this PPG
+        why = f" (the PPG's own rate is {100 * off:+.1f} % off this reference)" if abs(off) > 0.03 else ""
+        parts.append(f"{ds}: all windows {_f(t['recording_median_error'])} BPM (spectral peak "
+                     f"{_f(t['recording_median_error_spectral_peak'])}), as records show it {_f(err)} BPM over "
+                     f"{s.get('recordings_shown', 0)} of {t['recordings']} recordings, the signal's own spectral peak "
+                     f"{t['signal_over_reference']:.3f}× the reference: **{verdict} (≤ 3 BPM)**{why}")
+    tt = hr["datasets"].get("TROIKA test")
+    if tt:
+        parts.append(f"TROIKA test {_f(tt['head'])} against the spectral peak's {_f(tt['spectral_peak'])}: "
+                     f"**{'holds' if tt['head'] <= tt['spectral_peak'] else 'FAILS'}**")
+    return ("Must-hold targets (per resting recording, |median of its windows' rates − its reference| averaged over "
+            "recordings): " + "; ".join(parts) + ".")
 
 
 def _shown_table(shown: dict | None) -> list[str]:
