@@ -19,6 +19,13 @@
  *
  * Weights are flushed once at load instead (himae_flush_subnormal), so that
  * they are the same on every target, with or without these modes.
+ *
+ * The same calls set rounding to nearest (MXCSR RC, FPCR.RMode = 0), which
+ * is every result's contract: a caller that left another rounding mode
+ * (fesetround) would otherwise get other bits, and the int8 kernels would
+ * disagree, since x86's VCVTPS2DQ and lrintf follow the mode and ARM's
+ * FCVTNS does not. Loading packs weights (Winograd transforms, int8
+ * rounding) under the same mode, and so do the heads.
  */
 #ifndef HIMAE_FPMODE_H
 #define HIMAE_FPMODE_H
@@ -31,13 +38,16 @@
 #define HIMAE_FPMODE_X86 1
 #define HIMAE_FPMODE_FLUSH 0x8040u  /* MXCSR FTZ | DAZ */
 #define HIMAE_FPMODE_FLAGS 0x003Fu  /* MXCSR exception flags, not mode */
+#define HIMAE_FPMODE_ROUND 0x6000u  /* MXCSR RC: 0 = to nearest */
 #elif defined(__aarch64__)
 #define HIMAE_FPMODE_ARM64 1
 #define HIMAE_FPMODE_FLUSH (1u << 24) /* FPCR.FZ */
 #define HIMAE_FPMODE_FLAGS 0u         /* FPCR holds no flags (FPSR does) */
+#define HIMAE_FPMODE_ROUND (3u << 22) /* FPCR.RMode: 0 = to nearest */
 #else
 #define HIMAE_FPMODE_FLUSH 0u
 #define HIMAE_FPMODE_FLAGS 0u
+#define HIMAE_FPMODE_ROUND 0u
 #endif
 
 typedef uint64_t himae_fpmode;
@@ -66,10 +76,11 @@ static inline void himae_fpmode_set(himae_fpmode mode) {
 #endif
 }
 
-/* Turn flush-to-zero on; returns the mode to restore. */
+/* Turn flush-to-zero on and round to nearest; returns the mode to restore. */
 static inline himae_fpmode himae_fpmode_flush(void) {
-    himae_fpmode saved = himae_fpmode_get();
-    if ((saved & HIMAE_FPMODE_FLUSH) != HIMAE_FPMODE_FLUSH) himae_fpmode_set(saved | HIMAE_FPMODE_FLUSH);
+    const himae_fpmode saved = himae_fpmode_get();
+    const himae_fpmode want = (saved & ~(himae_fpmode)HIMAE_FPMODE_ROUND) | HIMAE_FPMODE_FLUSH;
+    if (want != saved) himae_fpmode_set(want);
     return saved;
 }
 

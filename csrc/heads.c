@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fpmode.h"
+
 /* y (rows, width) = p (rows, n) times the DFT packed as a kernel-1 conv of n inputs and width
  * outputs (zero biases), by the micro-kernel: the transform is most of a spectrum's arithmetic. */
 static int transform_f32(const himae_ukernel *uk, const void *packed, const float *p, size_t rows, size_t n,
@@ -65,10 +67,12 @@ size_t himae_heads_work_bytes(const himae_heads *h) { return spectrum_work_bytes
 
 void himae_heads_levels(const himae_heads *h, const void *const *buffers, const int64_t *cols, size_t count,
                         const int64_t *starts, const uint8_t *todo, double *power, double *mean, double *std) {
+    himae_fpmode saved = himae_fpmode_flush();
     if (h->is_double)
         levels_f64(h, buffers, cols, count, starts, todo, power, mean, std);
     else
         levels_f32(h, buffers, cols, count, starts, todo, power, mean, std);
+    himae_fpmode_set(saved);
 }
 
 double himae_peak_bin(const double *s, size_t n) {
@@ -164,7 +168,9 @@ void himae_heads_run(const himae_heads *h, const void *const *buffers, const int
         }
     himae_heads_levels(h, buffers, cols, count, starts, todo, power, mean, std);
     double *total = (double *)((char *)h->work + spectrum_work_bytes(h));
+    himae_fpmode saved = himae_fpmode_flush();
     for (size_t w = 0; w < count; w++)
         finish(h, power + w * spec, mean + w * pool, std + w * pool, total, rates + w * h->rate_heads,
                scores + w * h->outputs, features + w * h->features);
+    himae_fpmode_set(saved);
 }

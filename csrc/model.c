@@ -381,7 +381,9 @@ int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, con
     m->arena = raw;
     memcpy(&m->file_crc, buf + size - 8, sizeof m->file_crc); /* footer, checked by himae_parse */
     bump b = {.base = base, .scratch = scratch, .scratch_floats = sized.scratch_floats};
+    himae_fpmode saved = himae_fpmode_flush(); /* packing rounds (Winograd, int8): to nearest */
     layout(m, &b, &f);
+    himae_fpmode_set(saved);
     himae_free_mem(scratch);
     *out = m;
     return HIMAE_OK;

@@ -52,6 +52,8 @@ def _assert_clean(result: subprocess.CompletedProcess, streamed: int = 4) -> Non
     assert result.stdout.count("groups checked") == streamed  # groups of streams against separate ones
     assert result.stdout.count(", alike") == streamed  # engines sharing a workspace against ones that do not
     assert result.stdout.count("ISAs checked") == streamed  # flush to zero and the caller's mode
+    rounded = [int(line.split(", ")[1].split()[0]) for line in result.stdout.splitlines() if "ISAs checked" in line]
+    assert min(rounded) >= 3, result.stdout  # f32, bf16 and int8's scalar kernel, at least, rounded to nearest
     kernels = [line.split(": ")[1] for line in result.stdout.splitlines() if line.startswith("kernel: ")]
     # the probe heads on plain float loops and every f32 kernel
     assert f"heads: {1 + sum(k.startswith('f32_') for k in kernels)} kernels checked" in result.stdout

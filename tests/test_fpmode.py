@@ -8,6 +8,8 @@ is subnormal (FTZ), the caller's floating-point mode is unchanged after
 every call, and subnormal weights load as zeros in both readers.
 """
 
+import ctypes
+import ctypes.util
 import platform
 from pathlib import Path
 
@@ -25,6 +27,9 @@ SHIPPED = ["himae-100", "himae-25"]
 BUNDLED = Path(__file__).resolve().parents[1] / "himae_stream" / "data" / "a103l.hea"
 TINY = np.finfo(np.float32).tiny  # 2^-126, the smallest normal float32
 FLUSH_BITS = {"x86_64": 0x8040, "amd64": 0x8040, "aarch64": 1 << 24, "arm64": 1 << 24}  # MXCSR FTZ|DAZ, FPCR.FZ
+# <fenv.h>'s FE_UPWARD and FE_DOWNWARD (glibc: x87 and SSE on x86-64, FPCR on AArch64)
+ROUNDING = {"x86_64": (0x800, 0x400), "amd64": (0x800, 0x400), "aarch64": (0x400000, 0x800000),
+            "arm64": (0x400000, 0x800000)}
 
 
 def subnormal(a: np.ndarray) -> np.ndarray:
@@ -146,6 +151,31 @@ def test_every_call_leaves_the_callers_mode_as_it_was(isa):
     for what, call in calls.items():
         call()
         assert _core.fp_mode() == mode, f"{isa} {what}: mode {mode:#x} left as {_core.fp_mode():#x}"
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ROUNDING, reason="no known fenv constants here")
+@pytest.mark.parametrize("isa", ISAS)
+def test_no_result_depends_on_the_callers_rounding_mode(isa, real_windows):
+    """A caller that left rounding upward or downward (fesetround) gets the same bits as one that
+    left it to nearest: loading (Winograd transforms, int8 weights), window mode, reconstruction and
+    stream pushes run rounded to nearest, in every precision (int8's row rounding too)."""
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    x = real_windows["himae-25"][:2]
+    signal = np.ascontiguousarray(np.concatenate(list(x), axis=1))
+
+    def results(precision):
+        model = load_model("himae-25", isa=isa, precision=precision)
+        return [*model.encode(x), model.reconstruct(x), *stream_activations(model, signal, 97)]
+
+    for precision in _core.supported_precisions(isa):
+        want = [a.tobytes() for a in results(precision)]
+        for mode in ROUNDING[platform.machine().lower()]:
+            assert libm.fesetround(mode) == 0
+            try:
+                got = [a.tobytes() for a in results(precision)]
+            finally:
+                libm.fesetround(0)
+            assert got == want, f"{isa} {precision}: rounding mode {mode:#x} changed the results"
 
 
 def _tensors_with(config, rng):

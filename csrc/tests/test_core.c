@@ -1031,7 +1031,7 @@ static void test_fpmode(const char *path) {
     const himae_fpmode modes[] = {0};
 #endif
     const himae_fpmode original = himae_fpmode_get();
-    int runs = 0;
+    int runs = 0, rounded = 0;
     for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
         if (!himae_ukernel_for((enum himae_isa)isa, HIMAE_F32) || !himae_isa_supported((enum himae_isa)isa)) continue;
         const char *name = himae_isa_name((enum himae_isa)isa);
@@ -1121,10 +1121,46 @@ static void test_fpmode(const char *path) {
         }
         for (uint32_t l = 0; l < c->n_levels; l++) free(push_out[l]);
         himae_stream_free(s);
+        /* Rounded to nearest whatever the caller's mode (modes[0] is the
+         * default): loading, encode and stream mode give the same bits in
+         * every precision (int8's row rounding too: lrintf and VCVTPS2DQ
+         * follow the mode, FCVTNS does not). */
+        for (int p = 0; p < HIMAE_PRECISION_COUNT; p++) {
+            const char *pname = himae_precision_name((enum himae_precision)p);
+            if (!himae_ukernel_for((enum himae_isa)isa, (enum himae_precision)p)) continue;
+            for (uint32_t l = 0; l < c->n_levels; l++) rows_b[l] = NULL;
+            for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+                himae_model *m = NULL;
+                himae_fpmode_set(modes[i]);
+                rc = himae_load_buffer(buf, size, name, pname, 0, &m, err, sizeof err);
+                if (rc == HIMAE_OK) {
+                    himae_encode(m, x_big, 1, levels, NULL, err, sizeof err);
+                    stream_rows(m, x_big, n_stream / c->in_channels, rows_a, n_a);
+                }
+                himae_fpmode_set(original);
+                CHECK(rc == HIMAE_OK, "%s %s %s: load under mode %#llx: %s", path, name, pname,
+                      (unsigned long long)modes[i], err);
+                if (rc) break;
+                himae_free(m);
+                if (i == 0) memcpy(want, got, per_window * sizeof(float));
+                CHECK(memcmp(want, got, per_window * sizeof(float)) == 0, "%s %s %s: encode differs under mode %#llx",
+                      path, name, pname, (unsigned long long)modes[i]);
+                for (uint32_t l = 0; l < c->n_levels; l++) {
+                    if (i == 0) rows_b[l] = rows_a[l], n_b[l] = n_a[l];
+                    CHECK(n_a[l] == n_b[l] &&
+                              memcmp(rows_a[l], rows_b[l], (size_t)n_a[l] * c->channels[l] * sizeof(float)) == 0,
+                          "%s %s %s level %u: stream mode differs under mode %#llx", path, name, pname, l,
+                          (unsigned long long)modes[i]);
+                    if (i > 0) free(rows_a[l]);
+                }
+            }
+            for (uint32_t l = 0; l < c->n_levels; l++) free(rows_b[l]);
+            rounded++;
+        }
         himae_free(mp), himae_free(mz);
         runs++;
     }
-    printf("fpmode %s: %d ISAs checked\n", path, runs);
+    printf("fpmode %s: %d ISAs checked, %d kernels under every rounding mode\n", path, runs, rounded);
     free(planted), free(zeroed), free(x_sub), free(x_zero), free(x_tiny), free(x_big);
     free(got), free(want), free(rec), free(rec_want), free(buf);
 }
