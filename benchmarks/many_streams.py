@@ -38,7 +38,7 @@ per stream then seems to grow several-fold with n. CPU time does not.
                                       [--pool 1024] [--seconds 3] [--clock wall]
 
 A precision this CPU has no kernel for (bf16dot without AVX512-BF16, int8
-without AVX512-VNNI) is named and skipped.
+without AVX2, AVX512-VNNI or ARM DotProd) is named and skipped.
 
 Target: at least 20,000 real-time streams per core with p99 hop latency
 <= 50 ms. A script, not a test: nothing here fails a build.

@@ -55,7 +55,7 @@ def cpu_model() -> str:
 
 def precisions(wanted: str) -> list[str]:
     """The comma-separated precisions this CPU runs with its best kernels (bf16dot needs AVX512-BF16, int8
-    AVX512-VNNI), naming on stdout any it skips."""
+    AVX2, AVX512-VNNI or ARM DotProd), naming on stdout any it skips."""
     from himae_stream.model import supported_precisions
 
     names = [p.strip() for p in wanted.split(",") if p.strip()]

@@ -17,7 +17,7 @@ core; see csrc/fpmode.h). Prints a markdown table.
                                       [--stds 0.3,1,3] [--clock cpu]
 
 Each push is timed in f32, bf16, bf16dot and int8 (`--precision`; bf16dot
-where the CPU has AVX512-BF16, int8 where it has AVX512-VNNI); window mode
+where the CPU has AVX512-BF16, int8 where it has AVX2, AVX512-VNNI or ARM DotProd); window mode
 is always the f32 engine's. Targets:
 1-s push <= 1/6 of window-mode latency and <= 1/8 of the fastest peer
 (reduced precision: <= 1/10);

@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from himae_stream.model import supported_precisions
 
-    here = supported_precisions(args.isa)  # bf16dot, int8: AVX512-BF16 / -VNNI, or the scalar kernel
+    here = supported_precisions(args.isa)  # bf16dot: AVX512-BF16; int8: AVX2, -VNNI; or the scalar kernel
     chosen = [w for w in WORKLOADS if (not args.only or w.name in args.only) and w.precision in here]
     models = {(name, precision): load(model_path(name, args.models), args.isa, precision)
               for name, precision in {(w.config, w.precision) for w in chosen}}

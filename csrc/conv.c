@@ -42,10 +42,11 @@ void himae_pack_int8(uint8_t *dst, const float *src, size_t n, size_t nr, size_t
         for (size_t col = 0; col < nr; col++) {
             float top = 0.0f;
             for (size_t j = 0; j < kc; j++) top = fmaxf(top, fabsf(w[nr + j * nr + col]));
-            const float scale = top > 0.0f ? top / 127.0f : 1.0f, inv = top > 0.0f ? 127.0f / top : 0.0f;
+            const float scale = top > 0.0f ? top / HIMAE_INT8_WEIGHT_MAX : 1.0f,
+                        inv = top > 0.0f ? HIMAE_INT8_WEIGHT_MAX / top : 0.0f;
             int32_t sum = 0;
             for (size_t j = 0; j < kc; j++) {
-                const int8_t q = (int8_t)himae_int8_input(w[nr + j * nr + col], inv);
+                const int8_t q = (int8_t)himae_int8_weight(w[nr + j * nr + col], inv);
                 out[himae_int8_slot(j, col, nr)] = (uint8_t)q;
                 sum += q;
             }
@@ -59,8 +60,8 @@ void himae_pack_int8(uint8_t *dst, const float *src, size_t n, size_t nr, size_t
 float himae_int8_row(const float *a, size_t kc, float *inv) {
     float top = 0.0f;
     for (size_t j = 0; j < kc; j++) top = fmaxf(top, fabsf(a[j]));
-    *inv = top > 0.0f ? 127.0f / top : 0.0f;
-    return top / 127.0f;
+    *inv = top > 0.0f ? HIMAE_INT8_INPUT_MAX / top : 0.0f;
+    return top / HIMAE_INT8_INPUT_MAX;
 }
 
 size_t himae_packed_size(size_t cin, size_t cout, size_t k, size_t nr) {

@@ -9,7 +9,7 @@
 #define HIMAE_X86 1
 #include <cpuid.h>
 extern const himae_ukernel himae_ukernel_avx2[HIMAE_PRECISION_COUNT], himae_ukernel_avx512[HIMAE_PRECISION_COUNT];
-extern const himae_ukernel himae_ukernel_avx512_bf16dot, himae_ukernel_avx512_int8;
+extern const himae_ukernel himae_ukernel_avx512_bf16dot, himae_ukernel_avx512_int8, himae_ukernel_avx2_int8;
 #elif defined(__aarch64__)
 #define HIMAE_ARM64 1
 extern const himae_ukernel himae_ukernel_neon[HIMAE_PRECISION_COUNT];
@@ -120,7 +120,9 @@ static const himae_ukernel *ukernel(enum himae_isa isa, enum himae_precision pre
     switch (isa) {
     case HIMAE_ISA_SCALAR: return &himae_ukernel_scalar[precision];
 #ifdef HIMAE_X86
-    case HIMAE_ISA_AVX2: return &himae_ukernel_avx2[precision];
+    case HIMAE_ISA_AVX2:
+        if (precision == HIMAE_INT8) return &himae_ukernel_avx2_int8;
+        return &himae_ukernel_avx2[precision];
     case HIMAE_ISA_AVX512:
         if (precision == HIMAE_BF16DOT) return avx512_bf16() ? &himae_ukernel_avx512_bf16dot : NULL;
         if (precision == HIMAE_INT8) return avx512_vnni() ? &himae_ukernel_avx512_int8 : NULL;

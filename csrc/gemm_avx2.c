@@ -4,6 +4,7 @@
  * widened to f32 as they are loaded. */
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -210,3 +211,113 @@ static inline __attribute__((always_inline)) void gemm(const int BF, size_t mr, 
 }
 
 HIMAE_UKERNELS(himae_ukernel_avx2, "avx2_6x16", HIMAE_ISA_AVX2, MR, NR, 2, 4 * NR);
+
+/* int8 (himae_int8_row states the rounding): VPMADDUBSW multiplies 32
+ * unsigned bytes by 32 signed bytes and adds each two products into 16
+ * bits, VPMADDWD adds each two of those into 32: an int32 sum of four
+ * products per column, as VNNI's VPDPBUSD makes in one. Inputs are offset by
+ * 64 to unsigned bytes (1 to 127), so no 16-bit pair can saturate (2 x 127 x
+ * 127 < 32768), and the offset's products, 64 times each column's weight
+ * sum, come back out of the exact sums before they are scaled. The panel
+ * layout is the other int8 kernels' (himae_int8_slot), 16 columns wide. */
+#define Q8_MR 4
+#define Q8_OFFSET 64
+
+/* Row a (kc floats) as offset int8 into q (kc rounded up to 8 bytes; past
+ * kc they are the offset, which zero weights ignore); returns its scale. */
+static inline float q8_row(const float *a, size_t kc, uint8_t *q) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 top = _mm256_setzero_ps();
+    for (size_t e = 0; e < kc; e += 8)
+        top = _mm256_max_ps(top, _mm256_andnot_ps(sign, _mm256_maskload_ps(a + e, lane_mask(kc - e))));
+    __m128 t4 = _mm_max_ps(_mm256_castps256_ps128(top), _mm256_extractf128_ps(top, 1));
+    t4 = _mm_max_ps(t4, _mm_movehl_ps(t4, t4));
+    t4 = _mm_max_ss(t4, _mm_shuffle_ps(t4, t4, 1));
+    const float t = _mm_cvtss_f32(t4);
+    const __m256 inv = _mm256_set1_ps(t > 0.0f ? HIMAE_INT8_INPUT_MAX / t : 0.0f);
+    const __m256 lo = _mm256_set1_ps(-HIMAE_INT8_INPUT_MAX), hi = _mm256_set1_ps(HIMAE_INT8_INPUT_MAX);
+    /* each 32-bit lane's low byte, lanes 0-3 then 4-7 */
+    const __m256i low_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                               0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    for (size_t e = 0; e < kc; e += 8) {
+        const __m256 x = _mm256_maskload_ps(a + e, lane_mask(kc - e));
+        const __m256 y = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(x, inv), lo), hi);
+        const __m256i u = _mm256_add_epi32(_mm256_cvtps_epi32(y), _mm256_set1_epi32(Q8_OFFSET));
+        const __m256i b = _mm256_shuffle_epi8(u, low_bytes);
+        const int32_t w0 = _mm256_extract_epi32(b, 0), w1 = _mm256_extract_epi32(b, 4);
+        memcpy(q + e, &w0, sizeof w0);
+        memcpy(q + e + 4, &w1, sizeof w1);
+    }
+    return t / HIMAE_INT8_INPUT_MAX;
+}
+
+/* R rows (R <= 4) of offset inputs q (rows qs bytes apart) by one panel. */
+static inline __attribute__((always_inline)) void q8_tile(const int R, size_t mr, size_t nc, size_t kc,
+                                                          const uint8_t *q, size_t qs, const float *scale,
+                                                          const uint8_t *w, float *c, size_t c_stride,
+                                                          const float *res, size_t res_stride, int act) {
+    __m256i acc[Q8_MR][2];
+    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    const __m256i ones = _mm256_set1_epi16(1);
+    const uint8_t *rows = w + HIMAE_INT8_HEAD * NR;
+    for (size_t g = 0; g < (kc + 3) / 4; g++) {
+        const __m256i w0 = _mm256_loadu_si256((const __m256i *)(rows + 64 * g));
+        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(rows + 64 * g + 32));
+        for (int i = 0; i < R; i++) {
+            int32_t word;
+            memcpy(&word, q + i * qs + 4 * g, sizeof word);
+            const __m256i x = _mm256_set1_epi32(word);
+            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(x, w0), ones));
+            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(x, w1), ones));
+        }
+    }
+    const __m256i m0 = lane_mask(nc), m1 = lane_mask(nc > 8 ? nc - 8 : 0);
+    for (int i = 0; i < R && (size_t)i < mr; i++) {
+        __m256 y[2];
+        for (int v = 0; v < 2; v++) {
+            const __m256 bias = _mm256_loadu_ps((const float *)w + 8 * v);
+            const __m256 ws = _mm256_loadu_ps((const float *)w + NR + 8 * v);
+            const __m256i sums = _mm256_loadu_si256((const __m256i *)(w + 4 * (2 * NR + 8 * v)));
+            const __m256i exact = _mm256_sub_epi32(acc[i][v], _mm256_slli_epi32(sums, 6));
+            y[v] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(scale[i]), ws), _mm256_cvtepi32_ps(exact), bias);
+        }
+        store_row(c + i * c_stride, res ? res + i * res_stride : NULL, y[0], y[1], m0, m1, act);
+    }
+}
+
+/* mr (<= 12) rows by columns [0, nc) over consecutive panels w_stride bytes
+ * apart: the rows rounded once, then tiles of up to four rows per panel. */
+static void q8_gemm(size_t mr, size_t nc, size_t kc, const float *a, size_t as, const void *w, size_t ws,
+                    float *c, size_t cs, const float *res, size_t rs, int act) {
+    uint8_t q[12 * HIMAE_INT8_MAX_KC];
+    float scale[12];
+    const size_t qs = (kc + 7) / 8 * 8;
+    for (size_t i = 0; i < mr; i++) scale[i] = q8_row(a + i * as, kc, q + i * qs);
+    for (size_t n0 = 0; n0 < nc; n0 += NR) {
+        const uint8_t *panel = (const uint8_t *)w + n0 / NR * ws;
+        const size_t left = nc - n0 < NR ? nc - n0 : NR;
+        for (size_t r = 0; r < mr; r += Q8_MR) {
+            const size_t m = mr - r < Q8_MR ? mr - r : Q8_MR;
+            float *cr = c + r * cs + n0;
+            const float *rr = res ? res + r * rs + n0 : NULL;
+#define TILE(R) q8_tile(R, m, left, kc, q + r * qs, qs, scale + r, panel, cr, cs, rr, rs, act)
+            switch (m) {
+            case 1: TILE(1); break;
+            case 2: TILE(2); break;
+            case 3: TILE(3); break;
+            default: TILE(4); break;
+            }
+#undef TILE
+        }
+    }
+}
+
+/* One panel: columns [0, nc), nc <= 16. */
+static void q8_gemm_panel(size_t mr, size_t nc, size_t kc, const float *a, size_t as, const void *w, float *c,
+                          size_t cs, const float *res, size_t rs, int act) {
+    q8_gemm(mr, nc, kc, a, as, w, 0, c, cs, res, rs, act);
+}
+
+const himae_ukernel himae_ukernel_avx2_int8 = {
+    "int8_gemm_ukernel__avx2_12x16", HIMAE_ISA_AVX2, HIMAE_INT8, 1, 12, NR, q8_gemm_panel, q8_gemm,
+    12, HIMAE_INT8_MAX_COLUMNS};

@@ -374,15 +374,15 @@ static Q8_TARGET float q8_row(const float *a, size_t kc, uint8_t *q) {
     for (size_t e = 0; e < kc; e += 16)
         top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_maskz_loadu_ps(q8_lanes(kc - e), a + e)));
     const float t = _mm512_reduce_max_ps(top);
-    const __m512 inv = _mm512_set1_ps(t > 0.0f ? 127.0f / t : 0.0f);
-    const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    const __m512 inv = _mm512_set1_ps(t > 0.0f ? HIMAE_INT8_INPUT_MAX / t : 0.0f);
+    const __m512 lo = _mm512_set1_ps(-HIMAE_INT8_INPUT_MAX), hi = _mm512_set1_ps(HIMAE_INT8_INPUT_MAX);
     for (size_t e = 0; e < kc; e += 16) {
         const __m512 x = _mm512_maskz_loadu_ps(q8_lanes(kc - e), a + e);
         const __m512 y = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, inv), lo), hi);
         const __m512i u = _mm512_add_epi32(_mm512_cvtps_epi32(y), _mm512_set1_epi32(128));
         _mm_storeu_si128((__m128i *)(q + e), _mm512_cvtepi32_epi8(u));
     }
-    return t / 127.0f;
+    return t / HIMAE_INT8_INPUT_MAX;
 }
 
 /* Four offset inputs of a row, in every lane. */

@@ -303,8 +303,8 @@ static Q8_TARGET float q8_row(const float *a, size_t kc, int8_t *q) {
     for (; e + 4 <= kc; e += 4) top = vmaxq_f32(top, vabsq_f32(vld1q_f32(a + e)));
     float t = vmaxvq_f32(top);
     for (; e < kc; e++) t = fmaxf(t, fabsf(a[e]));
-    const float32x4_t inv = vdupq_n_f32(t > 0.0f ? 127.0f / t : 0.0f);
-    const float32x4_t lo = vdupq_n_f32(-127.0f), hi = vdupq_n_f32(127.0f);
+    const float32x4_t inv = vdupq_n_f32(t > 0.0f ? HIMAE_INT8_INPUT_MAX / t : 0.0f);
+    const float32x4_t lo = vdupq_n_f32(-HIMAE_INT8_INPUT_MAX), hi = vdupq_n_f32(HIMAE_INT8_INPUT_MAX);
     for (e = 0; e < kc; e += 8) {
         float x[8] = {0};
         memcpy(x, a + e, (kc - e < 8 ? kc - e : 8) * sizeof(float));
@@ -312,7 +312,7 @@ static Q8_TARGET float q8_row(const float *a, size_t kc, int8_t *q) {
         const int32x4_t q1 = vcvtnq_s32_f32(vminq_f32(vmaxq_f32(vmulq_f32(vld1q_f32(x + 4), inv), lo), hi));
         vst1_s8(q + e, vqmovn_s16(vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1))));
     }
-    return t / 127.0f;
+    return t / HIMAE_INT8_INPUT_MAX;
 }
 
 /* R rows (R <= 8) of rounded inputs q (rows qs bytes apart) by one panel. */

@@ -111,16 +111,24 @@ void himae_pack_bf16dot(uint16_t *dst, const float *src, size_t n, size_t nr, si
  * largest magnitude over 127 (1 for a zero column), each weight its value
  * over the scale rounded to the nearest integer (ties to even). */
 void himae_pack_int8(uint8_t *dst, const float *src, size_t n, size_t nr, size_t kc);
+/* int8 weights span +-127. Inputs span +-63, 7 bits: an offset input (at
+ * most 126) times a weight, two products summed, then fits the 16 bits of
+ * AVX2's VPMADDUBSW exactly (2 x 126 x 127 < 32768), so every x86 core with
+ * AVX2 sums the same integers as VNNI and SDOT do. */
+#define HIMAE_INT8_WEIGHT_MAX 127.0f
+#define HIMAE_INT8_INPUT_MAX 63.0f
+static inline int32_t himae_int8_round(float x, float inv, float top) {
+    const float y = x * inv;
+    return (int32_t)lrintf(y < -top ? -top : y > top ? top : y);
+}
 /* A row of kc f32 GEMM inputs as an int8 kernel takes it: its scale (the
- * largest magnitude over 127; 0 for a zero row) is returned, and each input
- * x becomes himae_int8_input(x, *inv), *inv = 127 over that magnitude (0 for
+ * largest magnitude over 63; 0 for a zero row) is returned, and each input
+ * x becomes himae_int8_input(x, *inv), *inv = 63 over that magnitude (0 for
  * a zero row). The one statement of the rounding: SIMD kernels find the same
  * magnitude (a maximum is exact) and round as lrintf does, to nearest even. */
 float himae_int8_row(const float *a, size_t kc, float *inv);
-static inline int32_t himae_int8_input(float x, float inv) {
-    const float y = x * inv;
-    return (int32_t)lrintf(y < -127.0f ? -127.0f : y > 127.0f ? 127.0f : y);
-}
+static inline int32_t himae_int8_input(float x, float inv) { return himae_int8_round(x, inv, HIMAE_INT8_INPUT_MAX); }
+static inline int32_t himae_int8_weight(float x, float inv) { return himae_int8_round(x, inv, HIMAE_INT8_WEIGHT_MAX); }
 
 /* An ISA's f32 and bf16 kernels, himae_ukernel_<sym>[precision] (the
  * bf16dot entry left empty: an ISA with one defines it apart), from the

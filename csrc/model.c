@@ -350,7 +350,7 @@ int himae_load_buffer(const uint8_t *buf, size_t size, const char *isa_name, con
     if (rc) return rc;
     if (!himae_ukernel_for(isa, precision))
         return error(err, err_len, HIMAE_EINVAL,
-                     "precision '%s' has no %s kernel on this CPU (bf16dot needs AVX512-BF16 or ARM BF16, int8 AVX512-VNNI or ARM DotProd; bf16 runs everywhere)",
+                     "precision '%s' has no %s kernel on this CPU (bf16dot needs AVX512-BF16 or ARM BF16, int8 AVX2, AVX512-VNNI or ARM DotProd; bf16 runs everywhere)",
                      himae_precision_name(precision), himae_isa_name(isa));
     himae_file f;
     rc = himae_parse(buf, size, &f, err, err_len);

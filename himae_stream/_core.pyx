@@ -99,7 +99,7 @@ def supported_isas() -> list:
 def supported_precisions(isa: str | None = None) -> list:
     """Names of the precisions this CPU runs with an ISA's kernels (default: the best ISA), as load_model
     takes them: "bf16dot" only where the CPU has AVX512-BF16 or ARM BF16, "int8" only where it has
-    AVX512-VNNI or ARM DotProd (either, slowly, with isa="scalar")."""
+    AVX2, AVX512-VNNI or ARM DotProd (either, slowly, with isa="scalar")."""
     cdef himae_isa which = himae_isa_best()
     if isa is not None and not himae_isa_from_name(isa.encode(), &which):
         raise ValueError(f"unknown ISA {isa!r} (choose {', '.join(supported_isas())})")
@@ -221,7 +221,7 @@ cdef class Model:
     the bytes each push reads, with f32 activations and sums; "bf16dot"
     also rounds each convolution's inputs, for AVX512-BF16 dot products;
     "int8" rounds the encoder's weights and convolution inputs to int8, for
-    AVX512-VNNI or ARM SDOT dot products summed exactly (docs/stream-mode.md, "Reduced
+    AVX2, AVX512-VNNI or ARM SDOT dot products summed exactly (docs/stream-mode.md, "Reduced
     precision").
     """
 

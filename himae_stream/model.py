@@ -28,9 +28,9 @@ def load_model(path: str | os.PathLike, isa: str | None = None, max_memory: int 
     1.7 times as fast where the CPU has AVX512-BF16 or ARM BF16 (elsewhere
     only with isa="scalar", slowly; `supported_precisions()` lists what this
     CPU runs); "int8" rounds the encoder's weights (a scale per output
-    channel) and each convolution input row (a scale per row) to int8 and
-    sums their products exactly, where the CPU has AVX512-VNNI or ARM
-    DotProd (the decoder
+    channel) and each convolution input row (a scale per row, 7 bits) to
+    integers and sums their products exactly, where the CPU has AVX2,
+    AVX512-VNNI or ARM DotProd (the decoder
     stays f32); accuracy bounds in docs/stream-mode.md, "Reduced precision";
     default "f32".
     """

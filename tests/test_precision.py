@@ -18,9 +18,13 @@ from training.model import randomize_batchnorm
 TOL = 1e-5  # the f32 engine's own tolerance against PyTorch (tests/test_stream.py)
 #: bf16dot runs on the best ISA where the CPU has AVX512-BF16, else on the scalar kernel that states it
 DOT_ISA = None if "bf16dot" in supported_precisions() else "scalar"
-#: int8 likewise where the CPU has AVX512-VNNI (or ARM DotProd)
+#: int8 likewise where the CPU has AVX2, AVX512-VNNI or ARM DotProd
 INT8_ISA = None if "int8" in supported_precisions() else "scalar"
+#: every ISA with an int8 kernel here (each sums the same integers by its own instructions)
+INT8_ISAS = [isa for isa in supported_isas() if "int8" in supported_precisions(isa)]
 REDUCED = [("bf16", None), ("bf16dot", DOT_ISA), ("int8", INT8_ISA)]
+if "avx2" in INT8_ISAS and supported_isas()[-1] != "avx2":  # AVX2's int8 kernel too, below the best ISA's
+    REDUCED.append(("int8", "avx2"))
 
 
 def reduced(name, precision: str, isa: str | None):
@@ -111,12 +115,11 @@ def test_bf16dot_without_its_instructions_is_one_line():
     """AVX2 has no bf16 dot product: asking for one there names the ISA and what runs instead."""
     if "avx2" not in supported_isas():
         pytest.skip("no AVX2 on this CPU")
-    assert supported_precisions("avx2") == ["f32", "bf16"]
-    for precision in ("bf16dot", "int8"):
-        with pytest.raises(ValueError, match=rf"^precision '{precision}' has no avx2 kernel on this CPU \(bf16dot "
-                                             r"needs AVX512-BF16 or ARM BF16, int8 AVX512-VNNI or ARM DotProd; bf16 runs "
-                                             r"everywhere\)$"):
-            load_model("himae-25", precision=precision, isa="avx2")
+    assert supported_precisions("avx2") == ["f32", "bf16", "int8"]
+    with pytest.raises(ValueError, match=r"^precision 'bf16dot' has no avx2 kernel on this CPU \(bf16dot "
+                                         r"needs AVX512-BF16 or ARM BF16, int8 AVX2, AVX512-VNNI or ARM DotProd; bf16 "
+                                         r"runs everywhere\)$"):
+        load_model("himae-25", precision="bf16dot", isa="avx2")
 
 
 def _window_streamed(model, x):
@@ -151,15 +154,21 @@ def test_bf16dot_window_and_stream_mode_agree(files):
     _assert_a_group_gives_each_stream_s_bits(model)
 
 
-def test_int8_window_mode_stream_mode_and_groups_give_the_same_bits(files):
+@pytest.mark.parametrize("isa", INT8_ISAS)
+def test_int8_window_mode_stream_mode_and_groups_give_the_same_bits(files, isa):
     """An int8 row is rounded as a whole and summed exactly, and never split between pushes: one window
     streamed in pieces and flushed is window mode's bits at every level, and a group of streams gives a
-    single stream's."""
-    model = reduced(files[0], "int8", INT8_ISA)
+    single stream's; and every ISA's kernel sums the same integers, so it agrees with the scalar kernel's but
+    for the last bits of level 0's f32 and of GELU."""
+    model = reduced(files[0], "int8", isa)
     x = np.random.default_rng(4).standard_normal((1, model.config["window"])).astype(np.float32)
-    for got, want in zip(_window_streamed(model, x), model.encode(x[None])):
+    window = model.encode(x[None])
+    for got, want in zip(_window_streamed(model, x), window):
         np.testing.assert_array_equal(got, want[0])
     _assert_a_group_gives_each_stream_s_bits(model)
+    scalar = reduced(files[0], "int8", "scalar").encode(x[None])
+    for level, (got, want) in enumerate(zip(window, scalar)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"{isa} level {level}")
 
 
 @pytest.mark.parametrize("precision, isa", REDUCED)
@@ -218,5 +227,5 @@ def test_bf16dot_refused_by_the_command_line_in_one_line(monkeypatch, capsys, tm
     assert main(["embed", str(BUNDLED), "-o", str(out), "--precision", "bf16dot"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["himae embed: error: precision 'bf16dot' has no avx2 kernel on this CPU (bf16dot needs "
-                   "AVX512-BF16 or ARM BF16, int8 AVX512-VNNI or ARM DotProd; bf16 runs everywhere)"]
+                   "AVX512-BF16 or ARM BF16, int8 AVX2, AVX512-VNNI or ARM DotProd; bf16 runs everywhere)"]
     assert not out.exists()

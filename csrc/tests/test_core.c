@@ -202,7 +202,7 @@ static void int8_reference(float *out, const float *in, const float *w, const fl
                 for (size_t ci = 0; ci < cin; ci++)
                     for (size_t kk = 0; kk < k; kk++)
                         sum += himae_int8_input(row[(kk + h * stride) * cin + ci], inv) *
-                               himae_int8_input(w[(co * cin + ci) * k + kk], winv);
+                               himae_int8_weight(w[(co * cin + ci) * k + kk], winv);
                 const size_t o = co * n_out + r * per_row + h;
                 float y = fmaf(scale * ws, (float)sum, bias[co]);
                 if (residual) y += residual[o];

@@ -11,4 +11,4 @@ def add_precision_argument(p: argparse.ArgumentParser) -> None:
                    help="weights as stored (f32); rounded to bfloat16 at load (bf16: half the bytes a push reads); "
                         "weights and inputs in bfloat16 dot products with f32 sums (bf16dot: about 1.7x as fast, "
                         "needs AVX512-BF16 or ARM BF16); or the encoder's weights and inputs in int8 with exact int32 "
-                        "sums (int8: needs AVX512-VNNI or ARM DotProd); accuracy bounds in docs/stream-mode.md (default f32)")
+                        "sums (int8: needs AVX2, AVX512-VNNI or ARM DotProd); accuracy bounds in docs/stream-mode.md (default f32)")
