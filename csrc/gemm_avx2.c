@@ -175,12 +175,7 @@ static inline __attribute__((always_inline)) void gemm_wide(const int BF, size_t
     const size_t panels = (nc + NR - 1) / NR;
     if (mr == 1) {
 #define WIDE1(P) wide_tile(BF, 1, P, mr, nc, kc, a, a_stride, w, w_stride, c, c_stride, res, res_stride, act)
-        switch (panels) {
-        case 1: WIDE1(1); break;
-        case 2: WIDE1(2); break;
-        case 3: WIDE1(3); break;
-        default: WIDE1(4); break;
-        }
+        HIMAE_ONE_TO_FOUR(WIDE1, panels)
 #undef WIDE1
         return;
     }
@@ -301,12 +296,7 @@ static void q8_gemm(size_t mr, size_t nc, size_t kc, const float *a, size_t as, 
             float *cr = c + r * cs + n0;
             const float *rr = res ? res + r * rs + n0 : NULL;
 #define TILE(R) q8_tile(R, m, left, kc, q + r * qs, qs, scale + r, panel, cr, cs, rr, rs, act)
-            switch (m) {
-            case 1: TILE(1); break;
-            case 2: TILE(2); break;
-            case 3: TILE(3); break;
-            default: TILE(4); break;
-            }
+            HIMAE_ONE_TO_FOUR(TILE, m)
 #undef TILE
         }
     }

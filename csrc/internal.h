@@ -156,6 +156,15 @@ static inline int32_t himae_int8_weight(float x, float inv) { return himae_int8_
         {"bf16_gemm_ukernel__" label, isa_enum, HIMAE_BF16, 2, MR_, NR_, gemm_bf16, wide_bf16, WIDE_MR,  \
          WIDE_NC}}
 
+/* F(n) for n = 1, 2, 3, or 4 and above, a constant where F is expanded. */
+#define HIMAE_ONE_TO_FOUR(F, n) \
+    switch (n) {                \
+    case 1: F(1); break;        \
+    case 2: F(2); break;        \
+    case 3: F(3); break;        \
+    default: F(4); break;       \
+    }
+
 /* WIDE(R, P) for mr = R rows (1-3) by P = ceil(nc / nr) panels (1-4), each
  * a constant where the wide kernel is expanded, so its loops unroll: the
  * one dispatch of every ISA's wide tile shapes. */
