@@ -111,10 +111,10 @@ void himae_pack_bf16dot(uint16_t *dst, const float *src, size_t n, size_t nr, si
  * largest magnitude over 127 (1 for a zero column), each weight its value
  * over the scale rounded to the nearest integer (ties to even). */
 void himae_pack_int8(uint8_t *dst, const float *src, size_t n, size_t nr, size_t kc);
-/* int8 weights span +-127. Inputs span +-63, 7 bits: an offset input (at
- * most 126) times a weight, two products summed, then fits the 16 bits of
- * AVX2's VPMADDUBSW exactly (2 x 126 x 127 < 32768), so every x86 core with
- * AVX2 sums the same integers as VNNI and SDOT do. */
+/* int8 weights span +-127. Inputs span +-63, 7 bits: offset by 64 (1 to
+ * 127), an input times a weight, two products summed, then fits the 16 bits
+ * of AVX2's VPMADDUBSW exactly (2 x 127 x 127 < 32768), so every x86 core
+ * with AVX2 sums the same integers as VNNI and SDOT do. */
 #define HIMAE_INT8_WEIGHT_MAX 127.0f
 #define HIMAE_INT8_INPUT_MAX 63.0f
 static inline int32_t himae_int8_round(float x, float inv, float top) {
@@ -131,7 +131,7 @@ static inline int32_t himae_int8_input(float x, float inv) { return himae_int8_r
 static inline int32_t himae_int8_weight(float x, float inv) { return himae_int8_round(x, inv, HIMAE_INT8_WEIGHT_MAX); }
 
 /* An ISA's f32 and bf16 kernels, himae_ukernel_<sym>[precision] (the
- * bf16dot entry left empty: an ISA with one defines it apart), from the
+ * bf16dot and int8 entries left empty: an ISA with one defines it apart), from the
  * file's always-inline gemm(BF, ...) and gemm_wide(BF, ...), BF = 1 for
  * bf16 panels: one source for both, so they differ only in the loads. */
 #define HIMAE_UKERNELS(sym, label, isa_enum, MR_, NR_, WIDE_MR, WIDE_NC)                                 \
