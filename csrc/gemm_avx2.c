@@ -215,7 +215,8 @@ HIMAE_UKERNELS(himae_ukernel_avx2, "avx2_6x16", HIMAE_ISA_AVX2, MR, NR, 2, 4 * N
  * 127 < 32768), and the offset's products, 64 times each column's weight
  * sum, come back out of the exact sums before they are scaled. The panel
  * layout is the other int8 kernels' (himae_int8_slot), 16 columns wide. */
-#define Q8_MR 4
+#define Q8_MR 4    /* rows a tile */
+#define Q8_ROWS 12 /* rows a call rounds once for all its panels (mr and wide_mr) */
 #define Q8_OFFSET 64
 
 /* Row a (kc floats) as offset int8 into q (kc rounded up to 8 bytes; past
@@ -280,12 +281,12 @@ static inline __attribute__((always_inline)) void q8_tile(const int R, size_t mr
     }
 }
 
-/* mr (<= 12) rows by columns [0, nc) over consecutive panels w_stride bytes
- * apart: the rows rounded once, then tiles of up to four rows per panel. */
+/* mr (<= Q8_ROWS) rows by columns [0, nc) over consecutive panels w_stride
+ * bytes apart: the rows rounded once, then tiles of up to Q8_MR rows per panel. */
 static void q8_gemm(size_t mr, size_t nc, size_t kc, const float *a, size_t as, const void *w, size_t ws,
                     float *c, size_t cs, const float *res, size_t rs, int act) {
-    uint8_t q[12 * HIMAE_INT8_MAX_KC];
-    float scale[12];
+    uint8_t q[Q8_ROWS * HIMAE_INT8_MAX_KC];
+    float scale[Q8_ROWS];
     const size_t qs = (kc + 7) / 8 * 8;
     for (size_t i = 0; i < mr; i++) scale[i] = q8_row(a + i * as, kc, q + i * qs);
     for (size_t n0 = 0; n0 < nc; n0 += NR) {
@@ -309,5 +310,5 @@ static void q8_gemm_panel(size_t mr, size_t nc, size_t kc, const float *a, size_
 }
 
 const himae_ukernel himae_ukernel_avx2_int8 = {
-    "int8_gemm_ukernel__avx2_12x16", HIMAE_ISA_AVX2, HIMAE_INT8, 1, 12, NR, q8_gemm_panel, q8_gemm,
-    12, HIMAE_INT8_MAX_COLUMNS};
+    "int8_gemm_ukernel__avx2_12x16", HIMAE_ISA_AVX2, HIMAE_INT8, 1, Q8_ROWS, NR, q8_gemm_panel, q8_gemm,
+    Q8_ROWS, HIMAE_INT8_MAX_COLUMNS};

@@ -497,10 +497,8 @@ def evaluate(f: dict, model_cfg: dict) -> dict:
                           "levels": hr["fold_levels"][name], "rest": at_rest,
                           "per_level": [mae(p[m], y[m]) for p in hr["per_level"]],
                           "per_level_random": [mae(p[m], y[m]) for p in hr_random["per_level"]]}
-            rec_err = [mae(hr["oof"][m & (f["recording"] == r)], y[m & (f["recording"] == r)])
-                       for r in sorted(set(f["recording"][m].tolist()))]
-            rec_sp = [mae(sp_hr[m & (f["recording"] == r)], y[m & (f["recording"] == r)])
-                      for r in sorted(set(f["recording"][m].tolist()))]
+            rec_err = per_recording(f["recording"], m, lambda g: mae(hr["oof"][g], y[g]))
+            rec_sp = per_recording(f["recording"], m, lambda g: mae(sp_hr[g], y[g]))
             rec_med = median_errors(hr["oof"], y, f["recording"], m)
             rec_med_sp = median_errors(sp_hr, y, f["recording"], m)
             table[key].update(recording_mae_mean=float(np.mean(rec_err)), recording_mae_max=float(np.max(rec_err)),
@@ -649,20 +647,23 @@ def hr_rows(f: dict, has: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:
     return [(key, m, at_rest) for key, m, at_rest in rows if m.any()]
 
 
+def per_recording(recording: np.ndarray, mask: np.ndarray, stat) -> list:
+    """stat(windows) for each recording's windows under `mask`, in name order."""
+    return [stat(mask & (recording == r)) for r in sorted(set(recording[mask].tolist()))]
+
+
 def signal_over_reference(peak: np.ndarray, y: np.ndarray, recording: np.ndarray, mask: np.ndarray) -> float:
     """Median over recordings of (median of the signal's own spectral-peak rates) / (reference): far
     from 1 where the reference and the PPG disagree whatever reads the PPG (AIST's one reading a
     session sits about 5 % below its PPG's rate)."""
-    return float(np.median([np.nanmedian(peak[mask & (recording == r)]) / np.median(y[mask & (recording == r)])
-                            for r in sorted(set(recording[mask].tolist()))]))
+    return float(np.median(per_recording(recording, mask, lambda g: np.nanmedian(peak[g]) / np.median(y[g]))))
 
 
 def median_errors(rates: np.ndarray, y: np.ndarray, recording: np.ndarray, mask: np.ndarray) -> list[float]:
     """Per recording with windows under `mask`, in name order: |median of its windows' rates − its
     reference|. AIST's reference is one reading per session, so a recording's own error is what its
     windows agree on, not each window's (those include the heart's own changes)."""
-    return [abs(float(np.nanmedian(rates[mask & (recording == r)])) - float(np.median(y[mask & (recording == r)])))
-            for r in sorted(set(recording[mask].tolist()))]
+    return per_recording(recording, mask, lambda g: abs(float(np.nanmedian(rates[g])) - float(np.median(y[g]))))
 
 
 def shown_rates(f: dict, rates: np.ndarray, peak: np.ndarray, shown: np.ndarray) -> dict:
