@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from himae_stream.protocol import Packet, SampleFormat, StreamInfo
-from himae_stream.recordings import Recording
+from himae_stream.recordings import Recording, RecordingError
 
 #: full-scale codes of the integer sample formats
 _FULL_SCALE = {SampleFormat.INT16: (1 << 15) - 1, SampleFormat.INT24: (1 << 23) - 1}
@@ -54,6 +54,9 @@ class DeviceModel:
         # A sample the recording has no value for (NaN) is one the sensor never produced:
         # the device sends around it, and the receiver sees it as lost (`valid_spans`).
         has_value = np.isfinite(signals).all(axis=0)
+        if signals.shape[1] and not has_value.any():
+            raise RecordingError(f"{recording.path or recording.name}: no sample has a value (every one is NaN "
+                                 "or infinite): nothing to send")
         self._no_value = None if has_value.all() else ~has_value
         signals = np.where(has_value, signals, 0.0)
         self.scale = config.scale or _fit_scale(signals, self.fmt)

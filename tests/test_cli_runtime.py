@@ -43,7 +43,7 @@ def test_embed_stream_mode_in_chunks_gives_one_push_s_windows(monkeypatch, model
     window = model.config["window"]
     assert x.shape[1] > 5 * window
     for hop in (37, window):
-        starts, levels = embed.embed_recording(model, x, "stream", window, hop)
+        starts, levels, _ = embed.embed_recording(model, x, "stream", window, hop)
         stream = model.stream(window=window, hop=hop)
         windows = stream.push(x).windows + stream.flush().windows
         assert starts.tolist() == [w.start for w in windows]
@@ -120,7 +120,7 @@ def test_embed_skips_and_names_a_folders_recording_shorter_than_a_window(tmp_pat
     result = himae("embed", str(folder), "-o", str(out), "--model", model_file)
     assert result.returncode == 0, result.stderr
     assert f"skipped {folder / 'b.csv'}: 100 samples (4.00 s at 25 Hz, resampled from 100 Hz)" in result.stderr
-    assert "(1 shorter than one window skipped)" in result.stdout
+    assert "(1 skipped)" in result.stdout
     with np.load(out) as z:
         assert z["names"].tolist() == ["a", "c"] and sorted(set(z["recording"].tolist())) == [0, 1]
     (folder / "a.csv").unlink()
@@ -128,6 +128,33 @@ def test_embed_skips_and_names_a_folders_recording_shorter_than_a_window(tmp_pat
     np.savetxt(folder / "d.csv", np.c_[t, t][:300], delimiter=",", header="time,ppg", comments="")
     result = himae("embed", str(folder), "-o", str(out), "--model", model_file)
     assert result.returncode == 2 and "none of the 2 recordings holds one 10-s window" in result.stderr
+
+
+def test_embed_gives_each_windows_lost_share_and_skips_a_recording_without_values(tmp_path, model_file, himae):
+    """Samples without a value (NaN) enter the encoder as 0: each window says what share of it they are,
+    the same in both modes; a recording with no value at all is skipped and named (alone: an error)."""
+    fs, window, hop = 25, 250, 25  # the model's rate: no resampler widens the gap
+    x = np.sin(2 * np.pi * 1.2 * np.arange(40 * fs) / fs)
+    x[500:575] = np.nan  # 3 s
+    np.save(tmp_path / "gap.npy", x)
+    np.save(tmp_path / "none.npy", np.full(40 * fs, np.nan))
+    starts = np.arange(0, x.size - window + 1, hop)
+    expected = np.clip(np.minimum(starts + window, 575) - np.maximum(starts, 500), 0, None) / window
+    for mode in ("stream", "window"):
+        out = tmp_path / f"{mode}.npz"
+        result = himae("embed", str(tmp_path / "gap.npy"), str(tmp_path / "none.npy"), "--fs", str(fs),
+                       "--mode", mode, "-o", str(out), "--model", model_file)
+        assert result.returncode == 0, result.stderr
+        assert f"skipped {tmp_path / 'none.npy'}: no sample has a value (every one is NaN or infinite)" in result.stderr
+        windows = int((expected > 0).sum())
+        assert f"(1 skipped), {windows} with lost samples (lost_fraction)" in result.stdout
+        with np.load(out) as z:
+            assert z["start"].tolist() == starts.tolist() and z["names"].tolist() == ["gap"]
+            assert np.array_equal(z["lost_fraction"], expected)
+            assert np.isfinite(z["level3"]).all()
+    result = himae("embed", str(tmp_path / "none.npy"), "--fs", str(fs), "-o", str(tmp_path / "n.npz"),
+                   "--model", model_file)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no sample has a value" in result.stderr
 
 
 def test_embed_into_a_missing_folder_fails_before_embedding(tmp_path, model_file, himae):

@@ -36,8 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 CHUNK_WINDOWS = 60
 
 
-def embed_recording(model, signals: np.ndarray, mode: str, window: int, hop: int) -> tuple[np.ndarray, list]:
-    """Window starts and per-level embeddings `(n_windows, C_l)` of one recording at the model rate."""
+def embed_recording(model, signals: np.ndarray, mode: str, window: int,
+                    hop: int) -> tuple[np.ndarray, list, np.ndarray]:
+    """Window starts, per-level embeddings `(n_windows, C_l)` and each window's lost share of one
+    recording at the model rate.
+
+    A lost sample is a non-finite one (a gap in the recording, or the resampler's taps over one): it
+    enters the encoder as 0 in either mode, so the share says how much of a window's embedding rests
+    on signal, as `lost_fraction` does in `himae run`'s records."""
     if mode == "stream":
         stream = model.stream(window=window, hop=hop)
         step, n_levels = CHUNK_WINDOWS * window, len(model.config["channels"])
@@ -47,20 +53,24 @@ def embed_recording(model, signals: np.ndarray, mode: str, window: int, hop: int
                 yield stream.push(signals[:, i : i + step])
             yield stream.flush()
 
-        starts, parts = [], []
+        starts, lost, parts = [], [], []
         for out in outputs():  # each push's rows dropped once its windows are taken
             starts += [w.start for w in out.windows]
+            lost += [w.masked_fraction for w in out.windows]
             parts.append([out.embeddings(l) for l in range(n_levels)])
         levels = [np.concatenate([part[l] for part in parts]) for l in range(n_levels)]
-        return np.array(starts, dtype=np.int64), levels
+        return np.array(starts, dtype=np.int64), levels, np.array(lost, dtype=np.float64)
     normalised = model.normalize(signals) if model.metadata["normalizer"]["kind"] == "stream" else signals
     starts = np.arange(0, signals.shape[1] - window + 1, hop, dtype=np.int64)
+    lost_before = np.concatenate([[0], np.cumsum((~np.isfinite(signals)).sum(axis=0))])  # channel-samples
+    lost = (lost_before[starts + window] - lost_before[starts]) * (1.0 / window) / signals.shape[0]  # as Stream
     batch = np.stack([normalised[:, s:s + window] for s in starts]).astype(np.float32)
     if model.metadata["normalizer"]["kind"] == "minmax":
         from himae_stream.normalize import minmax
 
         batch = minmax(batch)
-    return starts, model.embed(batch) if len(starts) else [np.zeros((0, c), np.float32) for c in model.config["channels"]]
+    levels = model.embed(batch) if len(starts) else [np.zeros((0, c), np.float32) for c in model.config["channels"]]
+    return starts, levels, lost
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if any(not 0 <= l < n_levels for l in keep):
         raise CliError(f"--levels must be within 0 … {n_levels - 1}")
     files = [f for path in args.files for f in recordings.find_recordings(path)]
-    out: dict[str, list] = {"recording": [], "start": [], **{f"level{l}": [] for l in keep}}
-    names, short = [], []
+    out: dict[str, list] = {"recording": [], "start": [], "lost_fraction": [], **{f"level{l}": [] for l in keep}}
+    names, skipped = [], []
     console = Console(stderr=True)  # stdout keeps the summary alone; no bar where stderr is not a terminal
     with Progress(transient=True, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task("embedding", total=len(files))
@@ -93,27 +103,39 @@ def run(args: argparse.Namespace) -> int:
             source_fs = rec.fs
             rec = recordings.pick_for_model(rec, args.channels, model.config).resampled(fs)
             progress.advance(task)
-            if rec.signals.shape[1] < window:  # one of many is left out and named; a single one fails
-                n = rec.signals.shape[1]
-                resampled = f", resampled from {source_fs:g} Hz" if source_fs != fs else ""
-                why = (f"{path}: {n} samples ({n / fs:.2f} s at {fs:g} Hz{resampled}) are fewer than one "
-                       f"{window / fs:g}-s window (a shorter --window reads it)")
+            why = _unreadable(path, rec, source_fs, window)
+            if why:  # one of many is left out and named; a single one fails
                 if len(files) == 1:
                     raise CliError(why)
                 progress.console.print(f"himae embed: skipped {why}", markup=False, highlight=False, soft_wrap=True)
-                short.append(path)
+                skipped.append(path)
                 continue
-            starts, levels = embed_recording(model, rec.signals, args.mode, window, hop)
+            starts, levels, lost = embed_recording(model, rec.signals, args.mode, window, hop)
             out["recording"].append(np.full(len(starts), len(names)))
             names.append(rec.name)
             out["start"].append(starts)
+            out["lost_fraction"].append(lost)
             for l in keep:
                 out[f"level{l}"].append(levels[l])
     if not names:
-        raise CliError(f"none of the {len(files)} recordings holds one {window / fs:g}-s window")
+        raise CliError(f"none of the {len(files)} recordings holds one {window / fs:g}-s window of signal")
     arrays = {k: np.concatenate(v) for k, v in out.items()}
     replace_with_npz(output, {"names": np.array(names), "window": np.array(window), "hop": np.array(hop),
                                          "fs": np.array(fs), "mode": np.array(args.mode), **arrays})
-    left = f" ({len(short)} shorter than one window skipped)" if short else ""
-    print(f"himae embed: {len(arrays['start'])} windows from {len(names)} recording(s){left} → {args.output}")
+    left = f" ({len(skipped)} skipped)" if skipped else ""
+    lost = int((arrays["lost_fraction"] > 0).sum())
+    lost = f", {lost} with lost samples (lost_fraction)" if lost else ""
+    print(f"himae embed: {len(arrays['start'])} windows from {len(names)} recording(s){left}{lost} → {args.output}")
     return 0
+
+
+def _unreadable(path, rec, source_fs: float, window: int) -> str | None:
+    """Why a recording (at the model rate) gives no window, or None: shorter than one, or no value in it."""
+    n, fs = rec.signals.shape[1], rec.fs
+    if n < window:
+        resampled = f", resampled from {source_fs:g} Hz" if source_fs != fs else ""
+        return (f"{path}: {n} samples ({n / fs:.2f} s at {fs:g} Hz{resampled}) are fewer than one "
+                f"{window / fs:g}-s window (a shorter --window reads it)")
+    if not np.isfinite(rec.signals).any():
+        return f"{path}: no sample has a value (every one is NaN or infinite)"
+    return None
