@@ -417,6 +417,32 @@ static void test_winograd(void) {
     printf("winograd: %d cases\n", cases);
 }
 
+/* CRC-32 eight bytes a step against its definition, bit by bit: the check
+ * value of "123456789", every length to 40 at every offset to 7, and a
+ * CRC carried across a split. */
+static uint32_t crc32_bitwise(uint32_t crc, const uint8_t *p, size_t n) {
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; k++) crc = crc & 1 ? 0xEDB88320u ^ (crc >> 1) : crc >> 1;
+    }
+    return ~crc;
+}
+
+static void test_crc32(void) {
+    CHECK(himae_crc32(0, (const uint8_t *)"123456789", 9) == 0xCBF43926u, "CRC-32 check value");
+    uint8_t buf[48];
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (uint8_t)(i * 167u + 13u);
+    int bad = 0;
+    for (size_t off = 0; off < 8; off++)
+        for (size_t n = 0; off + n <= 40; n++) {
+            const uint32_t want = crc32_bitwise(0, buf + off, n);
+            bad += himae_crc32(0, buf + off, n) != want;
+            bad += himae_crc32(himae_crc32(0, buf + off, n / 3), buf + off + n / 3, n - n / 3) != want;
+        }
+    CHECK(bad == 0, "CRC-32 differs from its definition in %d cases", bad);
+}
+
 /* GELU of every ISA's epilogue against exact erf GELU on [-10, 10]. */
 static void test_gelu(void) {
     for (int isa = 0; isa < HIMAE_ISA_COUNT; isa++) {
@@ -1270,6 +1296,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < N_KERNELS; i++)
         if (kernel_at(i)) printf("kernel: %s\n", kernel_at(i)->name);
     test_corpus(argv[1]);
+    test_crc32();
     test_conv();
     test_wide_rows();
     test_gathered();
