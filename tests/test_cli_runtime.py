@@ -32,21 +32,23 @@ def test_embed_stream_mode_equals_the_stream_api(tmp_path, model_file, himae):
 
 
 def test_embed_stream_mode_in_chunks_gives_one_push_s_windows(monkeypatch, model_file):
-    """`himae embed` pushes a recording a few windows at a time (its per-position rows would otherwise take
-    memory the size of the recording's): the windows are one whole push's, bit for bit, whatever the hop."""
+    """`himae embed` pushes a recording a few thousand samples at a time (its per-position rows would otherwise
+    take memory the size of the recording's): the windows are one whole push's, bit for bit, whatever the hop
+    and however the pushes fall against windows and strides."""
     from himae_stream import load_model, recordings
     from himae_stream.commands import embed
 
     model = load_model(model_file)
     x = recordings.load(str(BUNDLED), channels=["PLETH"]).resampled(model.config["fs"]).signals
-    monkeypatch.setattr(embed, "CHUNK_WINDOWS", 2)
+    monkeypatch.setattr(embed, "CHUNK_SAMPLES", 333)
     window = model.config["window"]
     assert x.shape[1] > 5 * window
     for hop in (37, window):
-        starts, levels, _ = embed.embed_recording(model, x, "stream", window, hop)
+        starts, levels, lost = embed.embed_recording(model, x, "stream", window, hop)
         stream = model.stream(window=window, hop=hop)
         windows = stream.push(x).windows + stream.flush().windows
         assert starts.tolist() == [w.start for w in windows]
+        assert lost.tolist() == [w.masked_fraction for w in windows]
         for level, got in enumerate(levels):
             assert np.array_equal(got, np.stack([w.embeddings[level] for w in windows]))
 

@@ -29,11 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_precision_argument(p)
 
 
-#: Stream mode pushes a recording this many windows at a time and keeps only each push's windows: the
+#: Stream mode pushes a recording this many samples at a time and keeps only each push's windows: the
 #: per-position rows a push also returns (160 bytes a sample for himae-100: 1.4 GB for a day at 100 Hz)
-#: then take a few MB at a time instead of memory the size of the recording's (the windows are the
-#: same bits either way).
-CHUNK_WINDOWS = 60
+#: then take 0.6 MB at a time, which stay in cache for the running sums that read them next (the windows
+#: are the same bits whatever the pushes; 40-s pushes embed 10-20 % faster in int8 than 600-s ones).
+CHUNK_SAMPLES = 4096
 
 
 def embed_recording(model, signals: np.ndarray, mode: str, window: int,
@@ -46,7 +46,7 @@ def embed_recording(model, signals: np.ndarray, mode: str, window: int,
     on signal, as `lost_fraction` does in `himae run`'s records."""
     if mode == "stream":
         stream = model.stream(window=window, hop=hop)
-        step, n_levels = CHUNK_WINDOWS * window, len(model.config["channels"])
+        step, n_levels = CHUNK_SAMPLES, len(model.config["channels"])
 
         def outputs():
             for i in range(0, signals.shape[1], step):
