@@ -18,9 +18,12 @@ from himae_stream.numbers import COUNT, SAMPLE_RATE
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="PATH",
                    help="recordings (WFDB, .mat, .csv, .npy, .npz), or folders searched for them")
-    p.add_argument("-o", "--output", required=True, help="output .npz")
+    p.add_argument("-o", "--output", required=True,
+                   help="output .npz: per window its recording, start, lost share and level means (docs/output.md)")
     p.add_argument("--model", default="himae-100", help="model file or shipped model name (default himae-100)")
-    p.add_argument("--mode", choices=("stream", "window"), default="stream")
+    p.add_argument("--mode", choices=("stream", "window"), default="stream",
+                   help="stream (default): what `himae run` gives live, bit for bit; window: each window alone, "
+                        "zero-padded at its edges, as in the paper")
     p.add_argument("--levels", help="comma-separated levels to keep (default: all)")
     p.add_argument("--window", help="window length (default: the model's)")
     p.add_argument("--hop", default="1s", help="hop between windows (default 1s)")
