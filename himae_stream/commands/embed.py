@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output .npz: per window its recording, start, lost share and level means (docs/output.md)")
     p.add_argument("--model", default="himae-100", help="model file or shipped model name (default himae-100)")
     p.add_argument("--mode", choices=("stream", "window"), default="stream",
-                   help="stream (default): what `himae run` gives live, bit for bit; window: each window alone, "
+                   help="stream (default): the incremental engine `himae run` runs live; window: each window alone, "
                         "zero-padded at its edges, as in the paper")
     p.add_argument("--levels", help="comma-separated levels to keep (default: all)")
     p.add_argument("--window", help="window length (default: the model's)")
