@@ -53,6 +53,23 @@ def test_embed_stream_mode_in_chunks_gives_one_push_s_windows(monkeypatch, model
             assert np.array_equal(got, np.stack([w.embeddings[level] for w in windows]))
 
 
+def test_embed_window_mode_in_batches_gives_one_batch_s_windows(monkeypatch, model_file):
+    """Window mode embeds a few hundred windows a call (a copy of every window would otherwise take ten
+    times the recording's memory at a 1-s hop): the same bits as all windows in one call."""
+    from himae_stream import load_model, recordings
+    from himae_stream.commands import embed
+
+    model = load_model(model_file)
+    x = recordings.load(str(BUNDLED), channels=["PLETH"]).resampled(model.config["fs"]).signals
+    window, hop = model.config["window"], 37
+    monkeypatch.setattr(embed, "WINDOW_BATCH", 8)
+    starts, levels, _ = embed.embed_recording(model, x, "window", window, hop)
+    assert len(starts) > 3 * 8 and len(starts) % 8 == 1  # a last batch of one window
+    whole = model.embed(np.stack([model.normalize(x)[:, s:s + window] for s in starts]).astype(np.float32))
+    for got, want in zip(levels, whole, strict=True):
+        assert np.array_equal(got, want)
+
+
 def test_embed_window_mode_keeps_only_asked_levels(tmp_path, model_file, himae):
     out = tmp_path / "emb.npz"
     result = himae("embed", str(WRIST_RUN), "-o", str(out), "--model", model_file,
