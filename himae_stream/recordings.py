@@ -46,6 +46,9 @@ RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz")
 INDEX_FILES = ("index.csv",)
 #: longest CSV header line read: channel names, not data
 CSV_HEADER_LIMIT = 1 << 16
+#: Column separators of CSV files and text lines, tried in this order (a spreadsheet set to a
+#: language that writes decimal commas saves its CSV with semicolons).
+CSV_DELIMITERS = (",", "\t", ";")
 #: Microseconds per unit of a timestamp column.
 TIME_UNITS = {"s": 1e6, "ms": 1e3, "us": 1.0}
 #: Column names read as timestamps (CSV files, text lines), and the unit each name implies (None:
@@ -291,15 +294,17 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None = None) -> 
     """CSV with a header row of channel names (a time column, `TIME_NAMES`, gives the rate); or, with a
     first row of numbers, an Empatica E4 export (`BVP.csv`: the start's Unix time, then the rate,
     then samples, one column per axis) or plain columns of samples (the rate from `fs`)."""
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:  # a spreadsheet's byte-order mark dropped
         line = f.readline(CSV_HEADER_LIMIT)
     if not line.strip():
         raise RecordingError(f"{path}: empty file (expected a header row of channel names, then rows of numbers)")
-    header = line.strip().split(",")
-    headed = not all(is_number(h) for h in header)
+    delimiter = _csv_delimiter(line)
+    header = [h.strip() for h in line.strip().split(delimiter)]
+    headed = not all(_csv_number(h, delimiter) is not None for h in header)
     with warnings.catch_warnings():  # an empty table is refused below, in one line
         warnings.simplefilter("ignore", UserWarning)
-        data = np.loadtxt(path, delimiter=",", skiprows=1 if headed else 0, ndmin=2)
+        data = np.loadtxt(path, delimiter=delimiter, skiprows=1 if headed else 0, ndmin=2, encoding="utf-8-sig",
+                          converters=_decimal_comma if delimiter == ";" else None)
     if data.size == 0:
         raise RecordingError(f"{path}: no rows of samples under the header")
     if data.shape[1] != len(header):
@@ -328,6 +333,29 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None = None) -> 
     if not fs:
         raise RecordingError(f"{path}: no time column; give the sampling rate (--fs, or fs= in a sim:// URL)")
     return Recording(path.stem, path.stem, float(fs), [h.strip() for h in header], data.T.copy(), str(path))
+
+
+def _decimal_comma(field: str) -> float:
+    """A number of a semicolon-separated CSV file, written with a decimal point or comma."""
+    return float(field.replace(",", "."))
+
+
+def _csv_number(field: str, delimiter: str) -> float | None:
+    """A CSV field's number (decimal commas too where columns are split by semicolons), or None."""
+    try:
+        return _decimal_comma(field) if delimiter == ";" else float(field)
+    except ValueError:
+        return None
+
+
+def _csv_delimiter(line: str) -> str:
+    """A CSV file's column separator, from its first line: the first of CSV_DELIMITERS in it that
+    splits a row of numbers into numbers; for a header row, the first in it; else a comma."""
+    present = [d for d in CSV_DELIMITERS if d in line]
+    for d in present:
+        if all(_csv_number(f.strip(), d) is not None for f in line.strip().split(d)):
+            return d
+    return present[0] if present else ","
 
 
 def is_number(text: str) -> bool:

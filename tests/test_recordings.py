@@ -140,6 +140,26 @@ def test_a_time_column_by_any_of_its_names_gives_the_rate(tmp_path, text, fs, na
     assert rec.signals[0].tolist() == [1.0, 2.0, 3.0]
 
 
+@pytest.mark.parametrize("text", [
+    b"\xef\xbb\xbftime,PPG\r\n0,1\r\n0.01,2.5\r\n0.02,3\r\n",  # "CSV UTF-8" with a byte-order mark, CRLF
+    b"time;PPG\n0;1\n0,01;2,5\n0,02;3\n",  # a spreadsheet that writes decimal commas
+    b"time;PPG\n0;1\n0.01;2.5\n0.02;3\n",
+    b"time\tPPG\n0\t1\n0.01\t2.5\n0.02\t3\n",
+])
+def test_csv_files_as_spreadsheets_save_them(tmp_path, text):
+    """Columns split by commas, semicolons (with decimal points or commas) or tabs, and a leading
+    byte-order mark, read the same samples at the same rate."""
+    rec = load(_garbage(tmp_path, "x.csv", text))
+    assert rec.fs == pytest.approx(100.0) and rec.channel_names == ["PPG"]
+    assert rec.signals.tolist() == [[1.0, 2.5, 3.0]]
+
+
+def test_headerless_semicolon_columns_with_decimal_commas_lose_no_row(tmp_path):
+    """A first row of numbers is data, not a header, in whichever separator and decimal mark it is."""
+    rec = load(_garbage(tmp_path, "x.csv", b"0,5;1\n1,5;2\n-2;3,25\n"), fs=25.0)
+    assert rec.signals.tolist() == [[0.5, 1.5, -2.0], [1.0, 2.0, 3.25]]
+
+
 def test_an_empatica_export_and_headerless_columns_are_read_whole(tmp_path):
     """An Empatica E4 export (start time, rate, then samples) needs no --fs and loses no sample to a
     header; a rate given that disagrees with the file's is refused; plain columns of numbers are

@@ -19,7 +19,7 @@ import numpy as np
 
 from himae_stream.numbers import SAMPLE_RATE, OptionError
 from himae_stream.protocol import SEQ_MODULUS, Packet, SampleFormat, StreamInfo
-from himae_stream.recordings import TIME_NAMES, TIME_UNITS, RecordingError, pick_names
+from himae_stream.recordings import CSV_DELIMITERS, TIME_NAMES, TIME_UNITS, RecordingError, pick_names
 from himae_stream.sources.base import SourceError
 
 #: Longest line kept; a longer one is counted (`long_lines`) and skipped up to its newline.
@@ -28,8 +28,8 @@ MAX_LINE = 4096
 LAYOUT_LINES = 3
 #: Timestamped lines read before the sample rate is estimated from them (when not given).
 RATE_LINES = 64
-#: Column separators tried, in this order.
-DELIMITERS = (",", "\t", ";", " ")
+#: Column separators tried, in this order: a CSV file's, then spaces.
+DELIMITERS = (*CSV_DELIMITERS, " ")
 COUNTERS = ("bytes", "lines", "garbage_lines", "bad_columns", "long_lines", "header_lines")
 _EOL = re.compile(rb"\r\n|\r|\n")
 #: What a column name in a header row looks like (a banner line is not a header).
