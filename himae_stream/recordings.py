@@ -303,8 +303,11 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None = None) -> 
     headed = not all(_csv_number(h, delimiter) is not None for h in header)
     with warnings.catch_warnings():  # an empty table is refused below, in one line
         warnings.simplefilter("ignore", UserWarning)
-        data = np.loadtxt(path, delimiter=delimiter, skiprows=1 if headed else 0, ndmin=2, encoding="utf-8-sig",
-                          converters=_decimal_comma if delimiter == ";" else None)
+        try:
+            data = np.loadtxt(path, delimiter=delimiter, skiprows=1 if headed else 0, ndmin=2,
+                              encoding="utf-8-sig", converters=_decimal_comma if delimiter == ";" else None)
+        except ValueError:
+            raise RecordingError(_first_bad_row(path, delimiter, len(header), 1 if headed else 0)) from None
     if data.size == 0:
         raise RecordingError(f"{path}: no rows of samples under the header")
     if data.shape[1] != len(header):
@@ -338,6 +341,20 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None = None) -> 
 def _decimal_comma(field: str) -> float:
     """A number of a semicolon-separated CSV file, written with a decimal point or comma."""
     return float(field.replace(",", "."))
+
+
+def _first_bad_row(path: Path, delimiter: str, columns: int, skip: int) -> str:
+    """Why numpy could not read a CSV file: its first line (numbered as an editor shows it) that is not
+    a row of `columns` numbers."""
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        for number, line in enumerate(iter(lambda: f.readline(CSV_HEADER_LIMIT), ""), 1):
+            text = line.strip()
+            if number <= skip or not text or text.startswith("#"):  # loadtxt skips these too
+                continue
+            fields = text.split(delimiter)
+            if len(fields) != columns or any(_csv_number(x.strip(), delimiter) is None for x in fields):
+                return f"{path}: line {number} is not a row of {columns} numbers: {text[:60]!r}"
+    return f"{path}: not a table of numbers"
 
 
 def _csv_number(field: str, delimiter: str) -> float | None:
