@@ -320,11 +320,11 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None = None) -> 
             fs, data = float(data[1, 0]), data[2:]
             if not len(data):
                 raise RecordingError(f"{path}: no rows of samples under the start time and rate")
-    elif times := [i for i, h in enumerate(header) if h.strip().lower() in TIME_NAMES]:
+    elif times := [i for i, h in enumerate(header) if h.lower() in TIME_NAMES]:
         column = times[0]
         if len(data) < 2:
             raise RecordingError(f"{path}: too few rows to derive the sampling rate")
-        name = header[column].strip()
+        name = header[column]
         if len(header) == 1:
             raise RecordingError(f"{path}: only a time column ({name}), no signal")
         step = float(np.median(np.diff(data[:, column]))) * TIME_UNITS[TIME_NAMES[name.lower()] or "s"] * 1e-6
@@ -335,7 +335,7 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None = None) -> 
     fs = fs or default_fs
     if not fs:
         raise RecordingError(f"{path}: no time column; give the sampling rate (--fs, or fs= in a sim:// URL)")
-    return Recording(path.stem, path.stem, float(fs), [h.strip() for h in header], data.T.copy(), str(path))
+    return Recording(path.stem, path.stem, float(fs), header, data.T.copy(), str(path))
 
 
 def _decimal_comma(field: str) -> float:

@@ -132,9 +132,9 @@ def run(args: argparse.Namespace) -> int:
     replace_with_npz(output, {"names": np.array(names), "window": np.array(window), "hop": np.array(hop),
                                          "fs": np.array(fs), "mode": np.array(args.mode), **arrays})
     left = f" ({len(skipped)} skipped)" if skipped else ""
-    lost = int((arrays["lost_fraction"] > 0).sum())
-    lost = f", {lost} with lost samples (lost_fraction)" if lost else ""
-    print(f"himae embed: {len(arrays['start'])} windows from {len(names)} recording(s){left}{lost} → {args.output}")
+    holes = int((arrays["lost_fraction"] > 0).sum())
+    holes = f", {holes} with lost samples (lost_fraction)" if holes else ""
+    print(f"himae embed: {len(arrays['start'])} windows from {len(names)} recording(s){left}{holes} → {args.output}")
     return 0
 
 
