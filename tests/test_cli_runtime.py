@@ -176,6 +176,31 @@ def test_embed_gives_each_windows_lost_share_and_skips_a_recording_without_value
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no sample has a value" in result.stderr
 
 
+def test_embed_gives_the_lost_shares_himae_run_records_live(tmp_path, model_file, himae):
+    """A recording with gaps, replayed live through the simulated device (which sends around the samples
+    without a value, so the receiver counts them lost), gets the same lost share per window in `himae run`'s
+    records as in `himae embed`'s file."""
+    import json
+
+    fs = 25
+    x = np.sin(2 * np.pi * 1.2 * np.arange(60 * fs) / fs).astype(np.float32)
+    x[300:380] = np.nan  # 3.2 s
+    x[900:903] = np.nan  # a packet or so
+    npz = tmp_path / "gaps.npz"
+    np.savez(npz, signals=x[None], fs=float(fs))
+    live = tmp_path / "live.jsonl"
+    done = himae("run", "--source", f"sim://{npz}?speed=max&format=float32", "--model", model_file,
+                 "--window", "10s", "--no-impute", "-o", str(live), timeout=300)
+    assert done.returncode == 0, done.stderr
+    records = {r["start"]: r["lost_fraction"] for r in map(json.loads, live.read_text().splitlines())}
+    out = tmp_path / "e.npz"
+    assert himae("embed", str(npz), "-o", str(out), "--model", model_file).returncode == 0
+    with np.load(out) as z:
+        offline = dict(zip(z["start"].tolist(), z["lost_fraction"].tolist()))
+    assert sorted(records) == sorted(offline) and len(records) == 51
+    assert records == offline and sum(v > 0 for v in offline.values()) >= 10
+
+
 def test_embed_into_a_missing_folder_fails_before_embedding(tmp_path, model_file, himae):
     result = himae("embed", str(BUNDLED), "-o", str(tmp_path / "no" / "e.npz"), "--model", model_file)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
