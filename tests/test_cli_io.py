@@ -239,13 +239,12 @@ def test_a_recordings_path_as_source_is_replayed_like_the_bundled_one(himae, tmp
                  timeout=300)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["window"] for line in done.stdout.splitlines()] == [0, 1, 2, 3, 4]
+    np.savez(tmp_path / "nan.npz", signals=np.full((1, 2000), np.nan), fs=100.0)
     for given, message in (("/dev/null", "names a device, not a recording: read it as serial:///dev/null"),
                            (str(tmp_path), "is a folder: a source is one recording (himae embed takes folders)"),
                            (str(tmp_path / "none.npz"), "recording not found"),
                            (str(tmp_path / "nan.npz"), "nan.npz: no sample has a value (every one is NaN or "
                                                        "infinite): nothing to send")):
-        if given.endswith("nan.npz"):
-            np.savez(given, signals=np.full((1, 2000), np.nan), fs=100.0)
         line = one_line_error(himae("run", "--source", given, "--speed", "max", timeout=120))
         assert line.startswith("himae run: error: ") and message in line
 
