@@ -78,7 +78,8 @@ def parse_format(text: str) -> SampleFormat:
 def build_model(options: SimOptions) -> DeviceModel:
     """The device model of a run: the recording, its channels and length, and the device config."""
     # a recording that states no rate (a bare .npy, columns of numbers) is at the device's
-    recording = load(options.recording, channels=options.channels, default_fs=options.fs)
+    recording = load(options.recording, channels=options.channels, default_fs=options.fs,
+                     rate_hint="--fs, or fs= in a sim:// URL")
     if options.duration is not None:
         NUMBERS["duration"].check(options.duration, "duration")
         n = max(1, int(round(options.duration * recording.fs)))

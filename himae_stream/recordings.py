@@ -198,9 +198,11 @@ def _is_label_file(path: Path) -> bool:
     return "BPM" in path.stem or path.stem.startswith("True_")
 
 
-def load(path, channels=None, fs: float | None = None, default_fs: float | None = None) -> Recording:
+def load(path, channels=None, fs: float | None = None, default_fs: float | None = None,
+         rate_hint: str = "--fs") -> Recording:
     """Read any supported recording; `channels` picks by name/glob; `fs` is needed for bare NPY (and
     overrides an NPZ's or a CSV time column's rate); `default_fs` is the rate of a file that states none.
+    `rate_hint` is how the caller's user gives a rate, named when a file states none and none was given.
 
     Every failure is a RecordingError that names the file: a file that is not
     what its suffix says is refused, never passed on as a library's traceback.
@@ -227,9 +229,9 @@ def load(path, channels=None, fs: float | None = None, default_fs: float | None 
         elif suffix == ".mat":
             rec = _load_troika(path)
         elif suffix == ".csv":
-            rec = _load_csv(path, fs, default_fs)
+            rec = _load_csv(path, fs, default_fs, rate_hint)
         elif suffix in (".npy", ".npz"):
-            rec = _load_numpy(path, fs, default_fs)
+            rec = _load_numpy(path, fs, default_fs, rate_hint)
         else:
             raise RecordingError(f"{path}: unsupported recording type {suffix!r} (use WFDB, .mat, .csv, .npy or .npz)")
     except RecordingError:
@@ -290,7 +292,7 @@ def troika_subject(stem: str) -> str:
     return stem
 
 
-def _load_csv(path: Path, fs: float | None, default_fs: float | None = None) -> Recording:
+def _load_csv(path: Path, fs: float | None, default_fs: float | None, rate_hint: str) -> Recording:
     """CSV with a header row of channel names (a time column, `TIME_NAMES`, gives the rate); or, with a
     first row of numbers, an Empatica E4 export (`BVP.csv`: the start's Unix time, then the rate,
     then samples, one column per axis) or plain columns of samples (the rate from `fs`)."""
@@ -334,7 +336,7 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None = None) -> 
         header, data = header[:column] + header[column + 1 :], np.delete(data, column, axis=1)
     fs = fs or default_fs
     if not fs:
-        raise RecordingError(f"{path}: no time column; give the sampling rate (--fs, or fs= in a sim:// URL)")
+        raise RecordingError(f"{path}: no time column; give the sampling rate ({rate_hint})")
     return Recording(path.stem, path.stem, float(fs), header, data.T.copy(), str(path))
 
 
@@ -400,7 +402,7 @@ def _column_names(stem: str, columns: int) -> list[str]:
     return [f"{stem}_{i}" for i in range(columns)]
 
 
-def _load_numpy(path: Path, fs: float | None, default_fs: float | None = None) -> Recording:
+def _load_numpy(path: Path, fs: float | None, default_fs: float | None, rate_hint: str) -> Recording:
     """NPZ with `signals` (C, N), `fs` and optional `channel_names`, or a wearable NPZ with
     `ppg` and `fs_ppg` (`_load_wearable_npz`); or bare NPY (C, N) / (N,) plus fs. The file is opened
     here, so that it is closed however numpy fails on it (np.load given a path that is not a zip leaves
@@ -415,14 +417,14 @@ def _load_numpy(path: Path, fs: float | None, default_fs: float | None = None) -
             signals = z["signals"]
             fs = fs or (float(z["fs"]) if "fs" in z else default_fs)
             if not fs:
-                raise RecordingError(f"{path}: no 'fs' array; give the sampling rate (--fs, or fs= in a sim:// URL)")
+                raise RecordingError(f"{path}: no 'fs' array; give the sampling rate ({rate_hint})")
             names = [str(n) for n in z["channel_names"]] if "channel_names" in z else None
     else:
         with open(path, "rb") as fh:
             signals = np.load(fh, allow_pickle=False)
         fs = fs or default_fs
         if not fs:
-            raise RecordingError(f"{path}: a .npy file carries no sampling rate; give it (--fs, or fs= in a sim:// URL)")
+            raise RecordingError(f"{path}: a .npy file carries no sampling rate; give it ({rate_hint})")
     signals = np.atleast_2d(np.asarray(signals, dtype=np.float64))
     names = names or [f"ch{i}" for i in range(signals.shape[0])]
     if len(names) != signals.shape[0]:

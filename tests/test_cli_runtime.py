@@ -88,6 +88,8 @@ def test_embed_bad_level_and_short_recording(tmp_path, model_file, himae):
     result = himae("embed", str(short), "--fs", "25", "-o", str(tmp_path / "x.npz"), "--model", model_file,
                    "--levels", "7")
     assert result.returncode == 2 and "--levels" in result.stderr
+    result = himae("embed", str(short), "-o", str(tmp_path / "x.npz"), "--model", model_file)
+    assert result.returncode == 2 and result.stderr.strip().endswith("carries no sampling rate; give it (--fs)")
 
 
 def test_embed_failing_to_write_keeps_the_existing_output(tmp_path, model_file, monkeypatch):

@@ -171,6 +171,14 @@ def test_window_longer_than_recording_is_an_error(tmp_path):
         load_datasets(path, get_config("himae-25"))
 
 
+def test_a_recording_without_a_rate_says_where_training_reads_one(tmp_path):
+    """Training has no --fs: the refusal names what the file itself must hold."""
+    np.save(tmp_path / "bare.npy", np.zeros(5000))
+    with pytest.raises(RecordingError, match=r"bare.npy: a .npy file carries no sampling rate; give it \(in the "
+                                             r"file: an 'fs' array in an .npz, a time column in a CSV\)"):
+        load_datasets(tmp_path / "bare.npy", get_config("himae-25"))
+
+
 def test_folder_skips_recordings_without_the_channel_but_a_lone_file_fails(tmp_path):
     for header in (BUNDLED, V102S, ECG_ONLY):  # a folder of WFDB records, as PhysioNet's
         for part in header.parent.glob(header.stem + ".*"):
