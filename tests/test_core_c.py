@@ -41,6 +41,45 @@ def _build(out: Path, *make_args: str) -> None:
     subprocess.run(["make", "-s", "-C", str(REPO / "csrc" / "tests"), f"OUT={out}", *make_args], check=True)
 
 
+def _cross_tools_missing() -> str | None:
+    if shutil.which(CROSS_CC) is None or shutil.which(QEMU) is None:
+        return f"{CROSS_CC} and {QEMU} are needed (apt-get install gcc-aarch64-linux-gnu qemu-user libc6-dev-arm64-cross)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def runs(inputs):
+    """Both programs started at once, each on a core of its own (a single-threaded program each):
+    natively under ASan/UBSan, and for AArch64 under qemu (None without the cross tools). Each test
+    waits for its own."""
+    tmp, args = inputs
+    _build(tmp / "test_core")
+    started = {"native": subprocess.Popen([str(tmp / "test_core"), *args], stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True)}
+    if _cross_tools_missing() is None:
+        _build(tmp / "test_core_aarch64", f"CC={CROSS_CC}")
+        env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0"}  # LeakSanitizer cannot run under qemu-user
+        # himae-100 (last): window mode and the decoder only, where its Winograd convs are; its stream
+        # checks under the emulator took four of the test's five minutes and run natively above
+        started["aarch64"] = subprocess.Popen(
+            [QEMU, "-L", "/usr/aarch64-linux-gnu", str(tmp / "test_core_aarch64"), *args[:-1], "--window-only",
+             args[-1]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    yield started
+    for process in started.values():
+        process.kill()
+        process.communicate()
+
+
+def _finished(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    """The program's result, once it ends (killed after HANG_S: a guard against a hang)."""
+    try:
+        out, err = process.communicate(timeout=HANG_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
 def _assert_clean(result: subprocess.CompletedProcess, streamed: int = 4) -> None:
     """`streamed`: the models given without --window-only."""
     output = result.stdout + result.stderr
@@ -79,30 +118,17 @@ def _assert_clean(result: subprocess.CompletedProcess, streamed: int = 4) -> Non
 
 
 @pytest.mark.timeout(HANG_S + 300)
-def test_c_program_under_address_and_undefined_sanitizers(inputs):
-    tmp, args = inputs
-    _build(tmp / "test_core")
-    result = subprocess.run([str(tmp / "test_core"), *args], capture_output=True, text=True, timeout=HANG_S,
-                            check=False)
-    _assert_clean(result)
+def test_c_program_under_address_and_undefined_sanitizers(runs):
+    _assert_clean(_finished(runs["native"]))
 
 
 @pytest.mark.timeout(HANG_S + 300)
-def test_neon_kernels_under_qemu_aarch64(inputs):
-    if shutil.which(CROSS_CC) is None or shutil.which(QEMU) is None:
-        reason = f"{CROSS_CC} and {QEMU} are needed (apt-get install gcc-aarch64-linux-gnu qemu-user libc6-dev-arm64-cross)"
+def test_neon_kernels_under_qemu_aarch64(runs):
+    if "aarch64" not in runs:
         if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    tmp, args = inputs
-    _build(tmp / "test_core_aarch64", f"CC={CROSS_CC}")
-    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0"}  # LeakSanitizer cannot run under qemu-user
-    # himae-100 (last): window mode and the decoder only, where its Winograd convs are; its stream
-    # checks under the emulator took four of the test's five minutes and run natively above
-    result = subprocess.run(
-        [QEMU, "-L", "/usr/aarch64-linux-gnu", str(tmp / "test_core_aarch64"), *args[:-1], "--window-only", args[-1]],
-        capture_output=True, text=True, timeout=HANG_S, env=env, check=False,
-    )
+            pytest.fail(_cross_tools_missing())
+        pytest.skip(_cross_tools_missing())
+    result = _finished(runs["aarch64"])
     _assert_clean(result, streamed=3)
     assert "isa: best neon" in result.stdout
     assert "f32_gemm_ukernel__neon_8x8" in result.stdout
