@@ -14,11 +14,11 @@ from functools import partial
 from firmware_sim.faults import FaultConfig
 from firmware_sim.options import DELIMITERS as TEXT_DELIMITERS, NUMBERS, SimOptions, TextBoard
 from himae_stream.numbers import NON_NEGATIVE
-from himae_stream.recordings import DEMO
+from himae_stream.recordings import DEMO, RECORDING_KINDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recording", help="recording to replay: WFDB, .mat, .csv, .npy or .npz (default: the "
+    parser.add_argument("--recording", help=f"recording to replay: {RECORDING_KINDS} (default: the "
                                             "bundled PhysioNet record, as `himae run` replays it)")
     parser.add_argument("--channels", help="channel names or globs, comma-separated (e.g. PLETH)")
     parser.add_argument("--fs", type=NUMBERS["fs"], help="device sample rate (Hz); default the recording's (a "

@@ -1,4 +1,4 @@
-"""Reading recordings: WFDB, TROIKA-layout MATLAB, CSV and NPY/NPZ.
+"""Reading recordings: WFDB, TROIKA-layout MATLAB, CSV, NPY/NPZ and EDF/BDF.
 
 One reader for the whole project (training, simulator, `himae embed`), so a
 channel is named and scaled the same way everywhere. Every loader returns a
@@ -41,7 +41,9 @@ DEMO = Path(__file__).parent / "data" / "a103l.hea"
 #: recording larger than this is not one a wearable produces in a session).
 MAX_RECORDING_BYTES = 2 << 30
 #: the suffixes a folder's recordings are found by (`find_recordings`)
-RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz")
+RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz", ".edf", ".bdf")
+#: the kinds of recording files read, as help texts and messages name them
+RECORDING_KINDS = "WFDB, .mat, .csv, .npy, .npz, .edf, .bdf"
 #: per-folder tables of contents beside the wearable NPZ recordings, not recordings
 INDEX_FILES = ("index.csv",)
 #: longest CSV header line read: channel names, not data
@@ -189,7 +191,7 @@ def find_recordings(path) -> list[Path]:
             continue
         found.append(p)
     if not found:
-        raise RecordingError(f"no recordings (WFDB, .mat, .csv, .npy, .npz) under {path}")
+        raise RecordingError(f"no recordings ({RECORDING_KINDS}) under {path}")
     return found
 
 
@@ -199,10 +201,12 @@ def _is_label_file(path: Path) -> bool:
 
 
 def load(path, channels=None, fs: float | None = None, default_fs: float | None = None,
-         rate_hint: str = "--fs") -> Recording:
+         rate_hint: str = "--fs", rate_of=None) -> Recording:
     """Read any supported recording; `channels` picks by name/glob; `fs` is needed for bare NPY (and
     overrides an NPZ's or a CSV time column's rate); `default_fs` is the rate of a file that states none.
     `rate_hint` is how the caller's user gives a rate, named when a file states none and none was given.
+    A file whose channels have rates of their own (EDF) gives those at the rate of the first channel
+    matching `channels`, else `rate_of` (names/globs, picking nothing), else of a PPG (`himae_stream.edf`).
 
     Every failure is a RecordingError that names the file: a file that is not
     what its suffix says is refused, never passed on as a library's traceback.
@@ -232,8 +236,10 @@ def load(path, channels=None, fs: float | None = None, default_fs: float | None 
             rec = _load_csv(path, fs, default_fs, rate_hint)
         elif suffix in (".npy", ".npz"):
             rec = _load_numpy(path, fs, default_fs, rate_hint)
+        elif suffix in (".edf", ".bdf"):
+            rec = _load_edf(path, channels or rate_of)
         else:
-            raise RecordingError(f"{path}: unsupported recording type {suffix!r} (use WFDB, .mat, .csv, .npy or .npz)")
+            raise RecordingError(f"{path}: unsupported recording type {suffix!r} (use {RECORDING_KINDS})")
     except RecordingError:
         raise
     except Exception as exc:  # noqa: BLE001 - wfdb, scipy.io and numpy raise many types for a bad file
@@ -264,6 +270,18 @@ def _load_wfdb(path: Path) -> Recording:
         path=str(path),
         comments=list(record.comments or []),
     )
+
+
+def _load_edf(path: Path, channels) -> Recording:
+    """EDF, EDF+ or BDF: the signals at the rate of the channel asked for, else of a PPG (see himae_stream.edf)."""
+    from himae_stream import edf
+
+    patterns = [p for p in channels.split(",") if p] if isinstance(channels, str) else channels
+    try:
+        fs, names, signals = edf.read(path, patterns, PPG_PATTERNS + LED_PATTERNS)
+    except edf.EdfError as exc:
+        raise RecordingError(f"{path}: {exc}") from None
+    return Recording(path.stem, path.stem, fs, names, signals, str(path))
 
 
 def _load_troika(path: Path) -> Recording:

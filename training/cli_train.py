@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from himae_stream.cli import CliError
+from himae_stream.recordings import RECORDING_KINDS
 
 TORCH_MISSING = "training needs PyTorch: pip install 'himae-stream[train]'"
 
@@ -26,7 +27,7 @@ def require_torch() -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="himae-100", help="named configuration (himae-100, himae-25)")
     p.add_argument("--data", action="append", required=True, metavar="PATH",
-                   help="recording file or folder (WFDB, .mat, .csv, .npy/.npz); repeatable")
+                   help=f"recording file or folder ({RECORDING_KINDS}); repeatable")
     p.add_argument("--out", default=None, metavar="DIR", help="checkpoint folder (default runs/CONFIG)")
     p.add_argument("--channels", default=None,
                    help="channel names or globs to train on, comma-separated (default: every PPG channel, PPG*, PLETH*, BVP*, PULSE*)")

@@ -13,11 +13,12 @@ import numpy as np
 
 from himae_stream.commands import add_precision_argument
 from himae_stream.numbers import COUNT, SAMPLE_RATE
+from himae_stream.recordings import RECORDING_KINDS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="PATH",
-                   help="recordings (WFDB, .mat, .csv, .npy, .npz), or folders searched for them")
+                   help=f"recordings ({RECORDING_KINDS}), or folders searched for them")
     p.add_argument("-o", "--output", required=True,
                    help="output .npz: per window its recording, start, lost share and level means (docs/output.md)")
     p.add_argument("--model", default="himae-100", help="model file or shipped model name (default himae-100)")
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     with Progress(transient=True, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task("embedding", total=len(files))
         for path in files:
-            rec = recordings.load(path, fs=args.fs)
+            rec = recordings.load(path, fs=args.fs, rate_of=args.channels)
             source_fs = rec.fs
             rec = recordings.pick_for_model(rec, args.channels, model.config).resampled(fs)
             progress.advance(task)

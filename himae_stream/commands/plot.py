@@ -16,6 +16,7 @@ import textwrap
 import numpy as np
 
 from himae_stream.numbers import COUNT, SAMPLE_RATE
+from himae_stream.recordings import RECORDING_KINDS
 from himae_stream.view import UNITS
 
 #: the stretch plotted when --length is not given (less when the recording is shorter)
@@ -23,7 +24,7 @@ DEFAULT_LENGTH_S = 30.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recording", help="recording file (WFDB, .mat, .csv, .npy, .npz)")
+    p.add_argument("recording", help=f"recording file ({RECORDING_KINDS})")
     p.add_argument("-o", "--output", default="himae-plot.png", help="PNG to write (default himae-plot.png)")
     p.add_argument("--model", default="himae-100", help="model file or shipped model name (default himae-100)")
     p.add_argument("--channels", help="channel to read, by name or glob (default: the model's)")
@@ -62,7 +63,7 @@ def figure(recording: str, model="himae-100", channels: str | None = None, start
 
     model = load(model)
     rate = float(model.config["fs"])
-    rec = recordings.load(recording, fs=fs)
+    rec = recordings.load(recording, fs=fs, rate_of=channels)
     rec = recordings.pick_for_model(rec, channels, model.config).resampled(rate)
     first = 0 if start.strip() in ("0", "0s") else to_samples(start, rate, "--start")
     left = rec.signals.shape[1] - first

@@ -19,6 +19,7 @@ import time
 
 from himae_stream.commands import add_precision_argument
 from himae_stream.numbers import SAMPLE_RATE, SPEED
+from himae_stream.recordings import RECORDING_KINDS
 from himae_stream.stream import to_samples
 
 
@@ -54,7 +55,7 @@ def source_url(args: argparse.Namespace) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="source URL: serial://, ble://, file://, sim://PATH?speed=10&loss=0.02; or a "
-                   "recording's path (WFDB, .mat, .csv, .npy, .npz), replayed through the simulator at --speed "
+                   f"recording's path ({RECORDING_KINDS}), replayed through the simulator at --speed "
                    "(default: the bundled recording, the same way)")
     p.add_argument("--model", default="himae-100", help="model file or shipped model name (default himae-100)")
     p.add_argument("-o", "--sink", action="append", default=[], metavar="SINK",
