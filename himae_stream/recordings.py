@@ -43,7 +43,7 @@ MAX_RECORDING_BYTES = 2 << 30
 #: the suffixes a folder's recordings are found by (`find_recordings`)
 RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz", ".edf", ".bdf")
 #: the kinds of recording files read, as help texts and messages name them
-RECORDING_KINDS = "WFDB, .mat, .csv, .npy, .npz, .edf, .bdf"
+RECORDING_KINDS = "WFDB, .mat, .csv, .npy, .npz, .edf, .bdf"  # and a path's .txt table (a CSV)
 #: per-folder tables of contents beside the wearable NPZ recordings, not recordings
 INDEX_FILES = ("index.csv",)
 #: longest CSV header line read: channel names, not data
@@ -52,14 +52,17 @@ CSV_HEADER_LIMIT = 1 << 16
 #: language that writes decimal commas saves its CSV with semicolons).
 CSV_DELIMITERS = (",", "\t", ";")
 #: Microseconds per unit of a timestamp column.
-TIME_UNITS = {"s": 1e6, "ms": 1e3, "us": 1.0}
+TIME_UNITS = {"s": 1e6, "ms": 1e3, "us": 1.0, "ns": 1e-3}
 #: Column names read as timestamps (CSV files, text lines), and the unit each name implies (None:
 #: seconds in a file, the reader's choice on a serial line).
 TIME_NAMES = {
     "t": None, "time": None, "ts": None, "timestamp": None, "millis": "ms", "ms": "ms", "time_ms": "ms",
     "t_ms": "ms", "micros": "us", "us": "us", "time_us": "us", "t_us": "us", "time_s": "s", "t_s": "s",
-    "seconds": "s", "sec": "s",
+    "seconds": "s", "sec": "s", "sensor timestamp [ns]": "ns",
 }
+#: The first two columns of a Polar Sensor Logger export (`..._PPG.txt`, `_ACC.txt`, `_ECG.txt`): the phone's
+#: clock as text, left out, then the sensor's in nanoseconds, which gives the rate.
+POLAR_LOGGER_COLUMNS = ("phone timestamp", "sensor timestamp [ns]")
 
 
 class RecordingError(HimaeError):
@@ -232,7 +235,7 @@ def load(path, channels=None, fs: float | None = None, default_fs: float | None 
             rec = _load_wfdb(path)
         elif suffix == ".mat":
             rec = _load_troika(path)
-        elif suffix == ".csv":
+        elif suffix in (".csv", ".txt"):
             rec = _load_csv(path, fs, default_fs, rate_hint)
         elif suffix in (".npy", ".npz"):
             rec = _load_numpy(path, fs, default_fs, rate_hint)
@@ -321,13 +324,17 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None, rate_hint:
     delimiter = _csv_delimiter(line)
     header = [h.strip() for h in line.strip().split(delimiter)]
     headed = not all(_csv_number(h, delimiter) is not None for h in header)
+    polar = tuple(h.lower() for h in header[:2]) == POLAR_LOGGER_COLUMNS
     with warnings.catch_warnings():  # an empty table is refused below, in one line
         warnings.simplefilter("ignore", UserWarning)
         try:
-            data = np.loadtxt(path, delimiter=delimiter, skiprows=1 if headed else 0, ndmin=2,
-                              encoding="utf-8-sig", converters=_decimal_comma if delimiter == ";" else None)
+            data = np.loadtxt(path, delimiter=delimiter, skiprows=1 if headed else 0, ndmin=2, encoding="utf-8-sig",
+                              converters=_decimal_comma if delimiter == ";" else None,
+                              usecols=range(1, len(header)) if polar else None)
         except ValueError:
-            raise RecordingError(_first_bad_row(path, delimiter, len(header), 1 if headed else 0)) from None
+            raise RecordingError(_first_bad_row(path, delimiter, len(header), 1 if headed else 0, polar)) from None
+    if polar:
+        header = header[1:]
     if data.size == 0:
         raise RecordingError(f"{path}: no rows of samples under the header")
     if data.shape[1] != len(header):
@@ -352,6 +359,8 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None, rate_hint:
             raise RecordingError(f"{path}: the time column does not increase (median step {step:g} s)")
         fs = fs or 1.0 / step
         header, data = header[:column] + header[column + 1 :], np.delete(data, column, axis=1)
+    if polar:
+        header, data = _polar_channels(header, data)
     fs = fs or default_fs
     if not fs:
         raise RecordingError(f"{path}: no time column; give the sampling rate ({rate_hint})")
@@ -363,16 +372,29 @@ def _decimal_comma(field: str) -> float:
     return float(field.replace(",", "."))
 
 
-def _first_bad_row(path: Path, delimiter: str, columns: int, skip: int) -> str:
+def _polar_channels(header: list[str], data: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """A Polar Sensor Logger export's channels named as `polar://` names them: PPG0-2 and AMBIENT, with
+    PPG, their mean, first (what a PPG model reads); ACC_X/Y/Z; other names without their unit."""
+    names = [re.sub(r"\s*\[.*\]$", "", h) for h in header]
+    names = [f"PPG{m.group(1)}" if (m := re.fullmatch(r"channel (\d)", n)) else n.upper() for n in names]
+    if {"X", "Y", "Z"} <= set(names):
+        names = [f"ACC_{n}" if n in ("X", "Y", "Z") else n for n in names]
+    ppg = [names.index(f"PPG{i}") for i in range(3) if f"PPG{i}" in names]
+    if len(ppg) == 3:
+        return ["PPG", *names], np.column_stack([data[:, ppg].mean(axis=1), data])
+    return names, data
+
+
+def _first_bad_row(path: Path, delimiter: str, columns: int, skip: int, polar: bool = False) -> str:
     """Why numpy could not read a CSV file: its first line (numbered as an editor shows it) that is not
-    a row of `columns` numbers."""
+    a row of `columns` numbers (but for a Polar Sensor Logger export's first column, its phone's clock)."""
     with open(path, encoding="utf-8-sig", errors="replace") as f:
         for number, line in enumerate(iter(lambda: f.readline(CSV_HEADER_LIMIT), ""), 1):
             text = line.strip()
             if number <= skip or not text or text.startswith("#"):  # loadtxt skips these too
                 continue
             fields = text.split(delimiter)
-            if len(fields) != columns or any(_csv_number(x.strip(), delimiter) is None for x in fields):
+            if len(fields) != columns or any(_csv_number(x.strip(), delimiter) is None for x in fields[polar:]):
                 return f"{path}: line {number} is not a row of {columns} numbers: {text[:60]!r}"
     return f"{path}: not a table of numbers"
 

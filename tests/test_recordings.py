@@ -1,5 +1,6 @@
 """Reading recordings: one channel rule for every command, the wearable NPZ layout, one-line errors."""
 
+import datetime
 import gc
 import json
 import warnings
@@ -180,6 +181,41 @@ def test_an_empatica_export_and_headerless_columns_are_read_whole(tmp_path):
         load(plain)
     rec = load(plain, fs=25.0)
     assert rec.channel_names == ["ppg"] and rec.signals.tolist() == [[51234, 51240, 51229]]
+
+
+def polar_logger_export(path, fs: float, rows: list[str], header: str):
+    """A Polar Sensor Logger export as the app (built on Polar's SDK example) writes one: the phone's clock as
+    ISO text, the sensor's in nanoseconds since 2000 at `fs`, then `rows`' values, split by semicolons."""
+    t0, ns0 = datetime.datetime(2026, 6, 21, 6, 5, 23, 891000), 835_351_534_233_872_000
+    lines = [header] + [f"{(t0 + datetime.timedelta(seconds=i / fs)).isoformat(timespec='milliseconds')};"
+                        f"{ns0 + round(i * 1e9 / fs)};{row}" for i, row in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_polar_sensor_logger_export_reads_as_polar_streams_it(tmp_path):
+    """A Verity Sense's PPG file gives the channels `polar://` gives (PPG, the mean of the three, first), at
+    the rate of the sensor's clock; ACC and ECG files their signals; a bad line is named as in any CSV."""
+    values = np.array([[200_000 + 3000 * np.sin(i / 8) // 1 + k * 7 for k in range(3)] for i in range(600)], int)
+    rows = [f"{a};{b};{c};-180" for a, b, c in values]
+    ppg = load(polar_logger_export(tmp_path / "Polar_Sense_B5A12B2C_20260621_060523_PPG.txt", 55.0, rows,
+                                   "Phone timestamp;sensor timestamp [ns];channel 0;channel 1;channel 2;ambient "))
+    assert ppg.channel_names == ["PPG", "PPG0", "PPG1", "PPG2", "AMBIENT"]
+    assert abs(ppg.fs - 55.0) < 1e-5 * 55  # nanoseconds near 8e17 as float64: 128-ns steps
+    np.testing.assert_array_equal(ppg.signals[1:4], values.T)
+    np.testing.assert_array_equal(ppg.signals[0], values.mean(axis=1))
+    assert (ppg.signals[4] == -180).all()
+    assert match_channels(ppg.channel_names, None, 1, PPG_MODEL) == [0]  # what every command reads
+    acc = load(polar_logger_export(tmp_path / "Polar_Sense_B5A12B2C_ACC.txt", 52.0, ["-12;980;40"] * 100,
+                                   "Phone timestamp;sensor timestamp [ns];X [mg];Y [mg];Z [mg]"))
+    assert acc.channel_names == ["ACC_X", "ACC_Y", "ACC_Z"] and acc.signals[:, 0].tolist() == [-12, 980, 40]
+    ecg = load(polar_logger_export(tmp_path / "Polar_H10_ECG.txt", 130.0, ["-120", "355"] * 50,
+                                   "Phone timestamp;sensor timestamp [ns];ecg [uV]"))
+    assert ecg.channel_names == ["ECG"] and abs(ecg.fs - 130.0) < 1e-5 * 130
+    bad = polar_logger_export(tmp_path / "bad_PPG.txt", 55.0, rows[:5] + ["1;2;x;4"] + rows[5:10],
+                              "Phone timestamp;sensor timestamp [ns];channel 0;channel 1;channel 2;ambient")
+    with pytest.raises(RecordingError, match=r"bad_PPG.txt: line 7 is not a row of 6 numbers: '2026-06-21T06:05:23.9"):
+        load(bad)
 
 
 @pytest.mark.parametrize("name,content", [("text.mat", b"hello\n"), ("empty.npy", b""), ("empty.hea", b"")])
