@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import BUNDLED, WRIST_RUN
+from conftest import BUNDLED, ECG_ONLY, WRIST_RUN
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,28 @@ def test_embed_skips_and_names_a_folders_recording_shorter_than_a_window(tmp_pat
     np.savetxt(folder / "d.csv", np.c_[t, t][:300], delimiter=",", header="time,ppg", comments="")
     result = himae("embed", str(folder), "-o", str(out), "--model", model_file)
     assert result.returncode == 2 and "none of the 2 recordings holds one 10-s window" in result.stderr
+
+
+def test_embed_skips_and_names_a_folders_recording_it_cannot_read_or_without_the_channel(tmp_path, model_file,
+                                                                                         himae):
+    """PhysioNet's record 100 holds ECG only, and a .npy of junk is no recording: in a folder beside a PPG
+    record each is named on stderr and left out; the PPG record is embedded as alone."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for record in (BUNDLED, ECG_ONLY):
+        for part in record.parent.glob(record.stem + ".*"):
+            (folder / part.name).symlink_to(part)
+    (folder / "junk.npy").write_bytes(b"not numpy")
+    result = himae("embed", str(folder), "-o", str(tmp_path / "all.npz"), "--model", model_file)
+    assert result.returncode == 0, result.stderr
+    assert f"skipped {folder / ECG_ONLY.name}: need 1 channel(s) matching PPG" in result.stderr
+    assert f"skipped cannot read recording {folder / 'junk.npy'}" in result.stderr
+    assert "(2 skipped)" in result.stdout
+    alone = himae("embed", str(BUNDLED), "-o", str(tmp_path / "one.npz"), "--model", model_file)
+    with np.load(tmp_path / "all.npz") as z, np.load(tmp_path / "one.npz") as one:
+        assert z["names"].tolist() == ["a103l"] and np.array_equal(z["level2"], one["level2"])
+    refused = himae("embed", str(ECG_ONLY), "-o", str(tmp_path / "ecg.npz"), "--model", model_file)
+    assert refused.returncode == 2 and f"{ECG_ONLY}: need 1 channel(s) matching PPG" in refused.stderr
 
 
 def test_embed_gives_each_windows_lost_share_and_skips_a_recording_without_values(tmp_path, model_file, himae):

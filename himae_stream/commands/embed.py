@@ -109,11 +109,8 @@ def run(args: argparse.Namespace) -> int:
     with Progress(transient=True, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task("embedding", total=len(files))
         for path in files:
-            rec = recordings.load(path, fs=args.fs, rate_of=args.channels)
-            source_fs = rec.fs
-            rec = recordings.pick_for_model(rec, args.channels, model.config).resampled(fs)
+            rec, why = _model_signal(path, args, model.config, window)
             progress.advance(task)
-            why = _unreadable(path, rec, source_fs, window)
             if why:  # one of many is left out and named; a single one fails
                 if len(files) == 1:
                     raise CliError(why)
@@ -128,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
             for l in keep:
                 out[f"level{l}"].append(levels[l])
     if not names:
-        raise CliError(f"none of the {len(files)} recordings holds one {window / fs:g}-s window of signal")
+        raise CliError(f"none of the {len(files)} recordings holds one {window / fs:g}-s window of signal the model "
+                       "reads (each is named above)")
     arrays = {k: np.concatenate(v) for k, v in out.items()}
     replace_with_npz(output, {"names": np.array(names), "window": np.array(window), "hop": np.array(hop),
                                          "fs": np.array(fs), "mode": np.array(args.mode), **arrays})
@@ -137,6 +135,22 @@ def run(args: argparse.Namespace) -> int:
     holes = f", {holes} with lost samples (lost_fraction)" if holes else ""
     print(f"himae embed: {len(arrays['start'])} windows from {len(names)} recording(s){left}{holes} → {args.output}")
     return 0
+
+
+def _model_signal(path, args: argparse.Namespace, config: dict, window: int):
+    """(the recording at `path` as the model reads it: its channels, at its rate; None) or (None, why not):
+    unreadable, without the channel, shorter than a window or without a value."""
+    from himae_stream import recordings
+
+    try:
+        rec = recordings.load(path, fs=args.fs, rate_of=args.channels)
+    except recordings.RecordingError as exc:
+        return None, str(exc)
+    try:
+        picked = recordings.pick_for_model(rec, args.channels, config).resampled(config["fs"])
+    except recordings.RecordingError as exc:
+        return None, f"{path}: {exc}"
+    return picked, _unreadable(path, picked, rec.fs, window)
 
 
 def _unreadable(path, rec, source_fs: float, window: int) -> str | None:
