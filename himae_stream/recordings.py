@@ -1,4 +1,4 @@
-"""Reading recordings: WFDB, TROIKA-layout MATLAB, CSV, NPY/NPZ and EDF/BDF.
+"""Reading recordings: WFDB, TROIKA-layout MATLAB, CSV, NPY/NPZ, EDF/BDF and Empatica's Avro.
 
 One reader for the whole project (training, simulator, `himae embed`), so a
 channel is named and scaled the same way everywhere. Every loader returns a
@@ -41,9 +41,9 @@ DEMO = Path(__file__).parent / "data" / "a103l.hea"
 #: recording larger than this is not one a wearable produces in a session).
 MAX_RECORDING_BYTES = 2 << 30
 #: the suffixes a folder's recordings are found by (`find_recordings`)
-RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz", ".edf", ".bdf")
+RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz", ".edf", ".bdf", ".avro")
 #: the kinds of recording files read, as help texts and messages name them
-RECORDING_KINDS = "WFDB, .mat, .csv, .npy, .npz, .edf, .bdf"  # and a path's .txt table (a CSV)
+RECORDING_KINDS = "WFDB, .mat, .csv, .npy, .npz, .edf, .bdf, .avro"  # and a path's .txt table (a CSV)
 #: per-folder tables of contents beside the wearable NPZ recordings, not recordings
 INDEX_FILES = ("index.csv",)
 #: longest CSV header line read: channel names, not data
@@ -241,6 +241,8 @@ def load(path, channels=None, fs: float | None = None, default_fs: float | None 
             rec = _load_numpy(path, fs, default_fs, rate_hint)
         elif suffix in (".edf", ".bdf"):
             rec = _load_edf(path, channels or rate_of)
+        elif suffix == ".avro":
+            rec = _load_embraceplus(path)
         else:
             raise RecordingError(f"{path}: unsupported recording type {suffix!r} (use {RECORDING_KINDS})")
     except RecordingError:
@@ -285,6 +287,30 @@ def _load_edf(path: Path, channels) -> Recording:
     except edf.EdfError as exc:
         raise RecordingError(f"{path}: {exc}") from None
     return Recording(path.stem, path.stem, fs, names, signals, str(path))
+
+
+def _load_embraceplus(path: Path) -> Recording:
+    """An Empatica EmbracePlus raw data file (Avro, one session record): its PPG, `rawData.bvp`, as BVP at
+    its `samplingFrequency` (64 Hz). The device writes a file per stretch it was worn: one file, one
+    recording; the other sensors (accelerometer in raw counts, EDA, temperature) are left out."""
+    from himae_stream import avro
+
+    with open(path, "rb") as f:
+        try:
+            sessions = avro.read(f.read())
+        except avro.AvroError as exc:
+            raise RecordingError(f"{path}: {exc}") from None
+    if len(sessions) != 1:
+        raise RecordingError(f"{path}: {len(sessions)} objects; an EmbracePlus file holds one session")
+    raw = sessions[0].get("rawData") if isinstance(sessions[0], dict) else None
+    bvp = raw.get("bvp") if isinstance(raw, dict) else None
+    if not isinstance(bvp, dict) or not {"samplingFrequency", "values"} <= bvp.keys():
+        raise RecordingError(f"{path}: no rawData.bvp with samplingFrequency and values (where an Empatica "
+                             "EmbracePlus file holds its PPG)")
+    values = np.asarray(bvp["values"], dtype=np.float64)
+    if values.ndim != 1 or not values.size:
+        raise RecordingError(f"{path}: rawData.bvp holds no samples (the device was off the wrist or charging)")
+    return Recording(path.stem, path.stem, float(bvp["samplingFrequency"]), ["BVP"], values[None], str(path))
 
 
 def _load_troika(path: Path) -> Recording:
