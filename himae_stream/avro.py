@@ -62,7 +62,8 @@ def read(data: bytes) -> list:
         try:
             objects += [schema.decode(inner) for _ in range(count)]
         except RecursionError:
-            raise AvroError(f"an object in the block before byte {buf.at} nests deeper than Python can follow") from None
+            raise AvroError(f"an object in the block before byte {buf.at} nests deeper than Python can "
+                            "follow") from None
         if not inner.done():
             raise AvroError(f"a block before byte {buf.at} holds {len(block) - inner.at} bytes after its objects")
         if buf.take(SYNC_BYTES) != sync:

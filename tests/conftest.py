@@ -14,6 +14,7 @@ import sys
 import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +88,18 @@ def ble_sim(*args: str):
 def himae():
     """Run the `himae` command in a fresh interpreter, as a user would: `himae("run", ...)`."""
     return _himae
+
+
+def embed_each(himae, model: str, *paths) -> list:
+    """`himae embed PATH` of each path alone, with `model`: the arrays of each output file."""
+    out = []
+    for path in paths:
+        target = path.with_name(path.name + ".emb.npz")
+        result = himae("embed", str(path), "-o", str(target), "--model", model)
+        assert result.returncode == 0, result.stderr
+        with np.load(target) as z:
+            out.append(dict(z))
+    return out
 
 
 @pytest.fixture(scope="session")

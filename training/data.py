@@ -262,7 +262,8 @@ def load_sequences(data, config: dict, channels: str = DEFAULT_CHANNELS, exclude
     sequences, errors = [], []
     for path in paths:
         try:
-            rec = load(path, rate_hint="in the file: an 'fs' array in an .npz, a time column in a CSV", rate_of=channels)
+            rec = load(path, rate_of=channels,
+                       rate_hint="in the file: an 'fs' array in an .npz, a time column in a CSV")
             dataset = dataset_name(rec)
             if _matches(dataset, exclude_datasets):
                 continue
