@@ -3,9 +3,9 @@
 Sleep labs, Holter and research wearables (Shimmer, BioSemi, many PSG
 systems' "Pleth" channel) export EDF. A file holds several signals, each at
 its own rate, in data records of a fixed duration; a `Recording` has one
-rate, so the signals read are those at the rate of the channel asked for
-(`channels`), else of the first PPG-named one, else of the first signal;
-the others are left out, as a wearable NPZ's are. The annotation signal of
+rate, so the signals read are those asked for (`channels`) at the rate of
+the first of them, else all at the rate of the first PPG-named one, else of
+the first signal; the others are left out, as a wearable NPZ's are. The annotation signal of
 EDF+ / BDF+ is never a channel; in a discontinuous file (EDF+D) it gives
 each record's onset, and the time between records is lost samples (NaN).
 
@@ -44,9 +44,10 @@ class EdfError(ValueError):
 
 
 def read(path: Path, patterns, default_patterns) -> tuple[float, list[str], np.ndarray]:
-    """(rate, channel names, signals (channels, samples) float64) of the EDF/BDF file at `path`:
-    the signals at the rate of the first one matching `patterns` (names or globs) if given, else
-    `default_patterns`, else of the first signal."""
+    """(rate, channel names, signals (channels, samples) float64) of the EDF/BDF file at `path`: those
+    matching `patterns` (names or globs) at the rate of the first of them, if given; else every signal at
+    the rate of the first matching `default_patterns`, else of the first signal. (A night's PSG holds
+    dozens of signals: only those asked for become float64.)"""
     with open(path, "rb") as f:
         head = f.read(HEADER_BYTES)
         if len(head) < HEADER_BYTES:
@@ -84,7 +85,8 @@ def read(path: Path, patterns, default_patterns) -> tuple[float, list[str], np.n
         raise EdfError("only annotations, no signal")
     if not (np.isfinite(duration) and duration > 0):
         raise EdfError(f"data record duration {duration:g} s: a file of signals needs one > 0")
-    chosen = [i for i in signals if counts[i] == counts[_rate_source(labels, signals, patterns, default_patterns)]]
+    rate = counts[_rate_source(labels, signals, patterns, default_patterns)]
+    chosen = [i for i in signals if counts[i] == rate and (not patterns or _matches(labels[i], patterns))]
     records = np.frombuffer(data, np.uint8, n_records * record_bytes).reshape(n_records, record_bytes)
     starts = np.concatenate([[0], np.cumsum(counts) * width])
     n = int(counts[chosen[0]])
@@ -102,9 +104,13 @@ def _rate_source(labels, signals, patterns, default_patterns) -> int:
     for group in (patterns, default_patterns):
         for pattern in group or ():
             for i in signals:
-                if fnmatch.fnmatch(labels[i].upper(), pattern.upper()):
+                if _matches(labels[i], [pattern]):
                     return i
     return signals[0]
+
+
+def _matches(label: str, patterns) -> bool:
+    return any(fnmatch.fnmatch(label.upper(), p.upper()) for p in patterns)
 
 
 def _signal_fields(block: bytes, n_signals: int) -> dict[str, list[str]]:
