@@ -63,6 +63,7 @@ def test_signals_at_their_own_rates_give_the_ppgs_or_the_asked_ones(tmp_path, fi
     assert (ecg.fs, ecg.channel_names) == (256.0, ["ECG"])
     acc = load(path, rate_of="acc*")
     assert (acc.fs, acc.channel_names) == (32.0, ["AccX", "AccY"])
+    assert load(path, rate_of="AccY").channel_names == ["AccY"]  # only what is asked for becomes float64
     for got, i in ((rec.signals[0], 1), (ecg.signals[0], 0), (acc.signals[1], 3)):
         same(got, physical(path, i))
         x = list(signals.values())[i][1]
