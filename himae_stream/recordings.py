@@ -60,6 +60,8 @@ TIME_NAMES = {
     "t_ms": "ms", "micros": "us", "us": "us", "time_us": "us", "t_us": "us", "time_s": "s", "t_s": "s",
     "seconds": "s", "sec": "s", "sensor timestamp [ns]": "ns",
 }
+#: Smallest time (s) read as a Unix time, 1973: a device's clock since it started counts less.
+UNIX_TIME_MIN = 1e8
 #: The first two columns of a Polar Sensor Logger export (`..._PPG.txt`, `_ACC.txt`, `_ECG.txt`): the phone's
 #: clock as text, left out, then the sensor's in nanoseconds, which gives the rate.
 POLAR_LOGGER_COLUMNS = ("phone timestamp", "sensor timestamp [ns]")
@@ -78,6 +80,9 @@ class Recording:
     signals: np.ndarray  # (channels, samples) float64
     path: str = ""
     comments: list[str] = field(default_factory=list)
+    #: Unix time (s, UTC) of the first sample, where the file states it unambiguously (an Empatica export,
+    #: an EmbracePlus file, a CSV time column of Unix times); None elsewhere (a clock time without a zone).
+    start: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -310,7 +315,9 @@ def _load_embraceplus(path: Path) -> Recording:
     values = np.asarray(bvp["values"], dtype=np.float64)
     if values.ndim != 1 or not values.size:
         raise RecordingError(f"{path}: rawData.bvp holds no samples (the device was off the wrist or charging)")
-    return Recording(path.stem, path.stem, float(bvp["samplingFrequency"]), ["BVP"], values[None], str(path))
+    start = bvp.get("timestampStart")
+    return Recording(path.stem, path.stem, float(bvp["samplingFrequency"]), ["BVP"], values[None], str(path),
+                     start=start / 1e6 if isinstance(start, int) and start > 0 else None)
 
 
 def _load_troika(path: Path) -> Recording:
@@ -365,12 +372,13 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None, rate_hint:
         raise RecordingError(f"{path}: no rows of samples under the header")
     if data.shape[1] != len(header):
         raise RecordingError(f"{path}: header has {len(header)} columns, rows have {data.shape[1]}")
+    start = None
     if not headed:
         header = _column_names(path.stem, data.shape[1])
         if _e4_layout(data):
             if fs and abs(fs - data[1, 0]) > 1e-6 * fs:
                 raise RecordingError(f"{path}: an Empatica export at {data[1, 0]:g} Hz, not the {fs:g} Hz given")
-            fs, data = float(data[1, 0]), data[2:]
+            start, fs, data = float(data[0, 0]), float(data[1, 0]), data[2:]
             if not len(data):
                 raise RecordingError(f"{path}: no rows of samples under the start time and rate")
     elif times := [i for i, h in enumerate(header) if h.lower() in TIME_NAMES]:
@@ -380,7 +388,10 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None, rate_hint:
         name = header[column]
         if len(header) == 1:
             raise RecordingError(f"{path}: only a time column ({name}), no signal")
-        step = float(np.median(np.diff(data[:, column]))) * TIME_UNITS[TIME_NAMES[name.lower()] or "s"] * 1e-6
+        seconds = TIME_UNITS[TIME_NAMES[name.lower()] or _unix_unit(data[0, column]) or "s"] * 1e-6
+        step = float(np.median(np.diff(data[:, column]))) * seconds
+        if not polar and data[0, column] * seconds >= UNIX_TIME_MIN:  # Polar's clock counts from 2000
+            start = float(data[0, column]) * seconds
         if not fs and not step > 0:
             raise RecordingError(f"{path}: the time column does not increase (median step {step:g} s)")
         fs = fs or 1.0 / step
@@ -390,7 +401,16 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None, rate_hint:
     fs = fs or default_fs
     if not fs:
         raise RecordingError(f"{path}: no time column; give the sampling rate ({rate_hint})")
-    return Recording(path.stem, path.stem, float(fs), header, data.T.copy(), str(path))
+    return Recording(path.stem, path.stem, float(fs), header, data.T.copy(), str(path), start=start)
+
+
+def _unix_unit(first: float) -> str | None:
+    """The unit of a time column named without one ("timestamp") whose first value is a Unix time: seconds,
+    milliseconds (phone apps), micro- or nanoseconds, by its size; None for a clock since a device started."""
+    for unit, low in (("ns", 1e17), ("us", 1e14), ("ms", 1e11), ("s", UNIX_TIME_MIN)):
+        if first >= low:
+            return unit
+    return None
 
 
 def _decimal_comma(field: str) -> float:
@@ -455,7 +475,7 @@ def is_number(text: str) -> bool:
 def _e4_layout(data: np.ndarray) -> bool:
     """Whether headerless columns start as an Empatica E4 export does: every column's first row the
     same Unix time (after 1973), its second the same rate (Hz) of at most 10 kHz."""
-    return (len(data) >= 2 and (data[0] == data[0, 0]).all() and data[0, 0] >= 1e8
+    return (len(data) >= 2 and (data[0] == data[0, 0]).all() and data[0, 0] >= UNIX_TIME_MIN
             and (data[1] == data[1, 0]).all() and 0 < data[1, 0] <= 10_000)
 
 

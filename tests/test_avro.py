@@ -145,7 +145,7 @@ def test_an_embraceplus_file_gives_its_bvp(tmp_path, codec):
     path = tmp_path / "1-1-S01_1700000000.avro"
     path.write_bytes(container(EMBRACEPLUS, [session(bvp)], codec))
     rec = load(path)
-    assert (rec.fs, rec.channel_names, rec.name) == (64.0, ["BVP"], "1-1-S01_1700000000")
+    assert (rec.fs, rec.channel_names, rec.name, rec.start) == (64.0, ["BVP"], "1-1-S01_1700000000", 1_700_000_000.0)
     assert np.array_equal(rec.signals[0], bvp.astype(np.float64))
 
 
@@ -155,6 +155,7 @@ def test_himae_embed_reads_an_embraceplus_file_as_the_same_signal_in_npz(tmp_pat
     np.savez(tmp_path / "same.npz", signals=bvp.astype(np.float64)[None], fs=64.0, channel_names=["BVP"])
     out = embed_each(himae, random_model_file("himae-25"), tmp_path / "s.avro", tmp_path / "same.npz")
     assert len(out[1]["start"]) > 50
+    assert out[0]["recording_start"].tolist() == [1_700_000_000.0] and np.isnan(out[1]["recording_start"]).all()
     for key in ("start", "level1", "level3"):
         assert np.array_equal(out[0][key], out[1][key]), key
 

@@ -168,7 +168,7 @@ def test_an_empatica_export_and_headerless_columns_are_read_whole(tmp_path):
     all samples."""
     bvp = _garbage(tmp_path, "BVP.csv", b"1644226061.000000\n64.000000\n-0.5\n1.25\n3.0\n")
     rec = load(bvp)
-    assert (rec.fs, rec.channel_names) == (64.0, ["BVP"])
+    assert (rec.fs, rec.channel_names, rec.start) == (64.0, ["BVP"], 1644226061.0)
     np.testing.assert_array_equal(rec.signals, [[-0.5, 1.25, 3.0]])
     assert load(bvp, fs=64.0).fs == 64.0
     with pytest.raises(RecordingError, match="an Empatica export at 64 Hz, not the 100 Hz given"):
@@ -180,7 +180,20 @@ def test_an_empatica_export_and_headerless_columns_are_read_whole(tmp_path):
     with pytest.raises(RecordingError, match="give the sampling rate"):
         load(plain)
     rec = load(plain, fs=25.0)
-    assert rec.channel_names == ["ppg"] and rec.signals.tolist() == [[51234, 51240, 51229]]
+    assert rec.channel_names == ["ppg"] and rec.signals.tolist() == [[51234, 51240, 51229]] and rec.start is None
+
+
+@pytest.mark.parametrize("column,first,step", [
+    ("timestamp", "1700000000125", 10), ("timestamp", "1700000000.125", 0.01), ("time_ms", "1700000000125", 10),
+    ("timestamp", "1700000000125000", 1e4)])
+def test_a_time_column_of_unix_times_gives_the_recordings_start(tmp_path, column, first, step):
+    """Unix times (a phone app's export: milliseconds, often under a name without a unit) give the start and,
+    read in their unit, the rate; a device's clock since it started gives no start."""
+    rows = "".join(f"{float(first) + i * step!r},{i}\n" for i in range(3)).replace(".0,", ",")
+    unix = load(_garbage(tmp_path, "u.csv", f"{column},ppg\n{rows}".encode()))
+    assert unix.fs == pytest.approx(100.0) and unix.start == pytest.approx(1700000000.125, abs=1e-6)
+    assert load(_garbage(tmp_path, "m.csv", b"millis,ir\n1000,5\n1010,6\n1020,7\n")).start is None
+    assert load(_garbage(tmp_path, "t.csv", b"time,ir\n0,5\n0.01,6\n0.02,7\n")).start is None
 
 
 def polar_logger_export(path, fs: float, rows: list[str], header: str):
@@ -206,6 +219,7 @@ def test_a_polar_sensor_logger_export_reads_as_polar_streams_it(tmp_path):
     np.testing.assert_array_equal(ppg.signals[0], values.mean(axis=1))
     assert (ppg.signals[4] == -180).all()
     assert match_channels(ppg.channel_names, None, 1, PPG_MODEL) == [0]  # what every command reads
+    assert ppg.start is None  # the sensor's clock counts from 2000, the phone's has no time zone
     acc = load(polar_logger_export(tmp_path / "Polar_Sense_B5A12B2C_ACC.txt", 52.0, ["-12;980;40"] * 100,
                                    "Phone timestamp;sensor timestamp [ns];X [mg];Y [mg];Z [mg]"))
     assert acc.channel_names == ["ACC_X", "ACC_Y", "ACC_Z"] and acc.signals[:, 0].tolist() == [-12, 980, 40]

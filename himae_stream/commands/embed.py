@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--levels must be within 0 … {n_levels - 1}")
     files = [f for path in args.files for f in recordings.find_recordings(path)]
     out: dict[str, list] = {"recording": [], "start": [], "lost_fraction": [], **{f"level{l}": [] for l in keep}}
-    names, skipped = [], []
+    names, starts_at, skipped = [], [], []
     console = Console(stderr=True)  # stdout keeps the summary alone; no bar where stderr is not a terminal
     with Progress(transient=True, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task("embedding", total=len(files))
@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             starts, levels, lost = embed_recording(model, rec.signals, args.mode, window, hop)
             out["recording"].append(np.full(len(starts), len(names)))
             names.append(rec.name)
+            starts_at.append(np.nan if rec.start is None else rec.start)
             out["start"].append(starts)
             out["lost_fraction"].append(lost)
             for l in keep:
@@ -128,8 +129,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"none of the {len(files)} recordings holds one {window / fs:g}-s window of signal the model "
                        "reads (each is named above)")
     arrays = {k: np.concatenate(v) for k, v in out.items()}
-    replace_with_npz(output, {"names": np.array(names), "window": np.array(window), "hop": np.array(hop),
-                                         "fs": np.array(fs), "mode": np.array(args.mode), **arrays})
+    replace_with_npz(output, {"names": np.array(names), "recording_start": np.array(starts_at, dtype=np.float64),
+                              "window": np.array(window), "hop": np.array(hop), "fs": np.array(fs),
+                              "mode": np.array(args.mode), **arrays})
     left = f" ({len(skipped)} skipped)" if skipped else ""
     holes = int((arrays["lost_fraction"] > 0).sum())
     holes = f", {holes} with lost samples (lost_fraction)" if holes else ""
