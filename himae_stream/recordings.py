@@ -1,4 +1,4 @@
-"""Reading recordings: WFDB, TROIKA-layout MATLAB, CSV, NPY/NPZ, EDF/BDF and Empatica's Avro.
+"""Reading recordings: WFDB, TROIKA-layout MATLAB, CSV, NPY/NPZ, EDF/BDF, Empatica's Avro, WESAD-style pickles.
 
 One reader for the whole project (training, simulator, `himae embed`), so a
 channel is named and scaled the same way everywhere. Every loader returns a
@@ -10,6 +10,7 @@ channel names; channels are picked by name or glob (`PPG*`), and one rule
 from __future__ import annotations
 
 import fnmatch
+import pickle
 import re
 import warnings
 from dataclasses import dataclass, field, replace
@@ -41,9 +42,9 @@ DEMO = Path(__file__).parent / "data" / "a103l.hea"
 #: recording larger than this is not one a wearable produces in a session).
 MAX_RECORDING_BYTES = 2 << 30
 #: the suffixes a folder's recordings are found by (`find_recordings`)
-RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz", ".edf", ".bdf", ".avro")
+RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz", ".edf", ".bdf", ".avro", ".pkl")
 #: the kinds of recording files read, as help texts and messages name them
-RECORDING_KINDS = "WFDB, .mat, .csv, .npy, .npz, .edf, .bdf, .avro"  # and a path's .txt table (a CSV)
+RECORDING_KINDS = "WFDB, .mat, .csv, .npy, .npz, .edf, .bdf, .avro, .pkl"  # and a path's .txt table (a CSV)
 #: per-folder tables of contents beside the wearable NPZ recordings, not recordings
 INDEX_FILES = ("index.csv",)
 #: longest CSV header line read: channel names, not data
@@ -248,6 +249,8 @@ def load(path, channels=None, fs: float | None = None, default_fs: float | None 
             rec = _load_edf(path, channels or rate_of)
         elif suffix == ".avro":
             rec = _load_embraceplus(path)
+        elif suffix == ".pkl":
+            rec = _load_wrist_pickle(path)
         else:
             raise RecordingError(f"{path}: unsupported recording type {suffix!r} (use {RECORDING_KINDS})")
     except RecordingError:
@@ -318,6 +321,57 @@ def _load_embraceplus(path: Path) -> Recording:
     start = bvp.get("timestampStart")
     return Recording(path.stem, path.stem, float(bvp["samplingFrequency"]), ["BVP"], values[None], str(path),
                      start=start / 1e6 if isinstance(start, int) and start > 0 else None)
+
+
+#: The Empatica E4's PPG rate: WESAD's and PPG-DaLiA's pickles hold its samples without it.
+E4_BVP_FS = 64.0
+
+
+def _load_wrist_pickle(path: Path) -> Recording:
+    """A WESAD or PPG-DaLiA subject's pickle: `signal.wrist.BVP`, the Empatica E4's PPG at 64 Hz. Unpickled
+    by `_ArraysOnly`, which builds numpy arrays, dicts, lists and numbers and refuses anything else: a pickle
+    can name any callable to run, and a recording must not run code."""
+    with open(path, "rb") as f:
+        try:
+            data = _ArraysOnly(f, encoding="latin1").load()  # the data sets were pickled by Python 2
+        except pickle.UnpicklingError as exc:
+            raise RecordingError(f"{path}: {exc}") from None
+    signal = data.get("signal") if isinstance(data, dict) else None
+    wrist = signal.get("wrist") if isinstance(signal, dict) else None
+    bvp = wrist.get("BVP") if isinstance(wrist, dict) else None
+    if not isinstance(bvp, np.ndarray) or bvp.dtype.kind not in "iuf" or bvp.size == 0:
+        raise RecordingError(f"{path}: no signal.wrist.BVP array (where WESAD and PPG-DaLiA keep the wrist PPG)")
+    subject = data.get("subject")
+    return Recording(path.stem, subject if isinstance(subject, str) else path.stem, E4_BVP_FS, ["BVP"],
+                     np.asarray(bvp, dtype=np.float64).reshape(1, -1), str(path))
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that resolves only what numpy arrays are rebuilt from (Python 2's and 3's, numpy 1's
+    and 2's names for them); any other global is an UnpicklingError naming it."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               *((f"numpy.{core}.{module}", name) for core in ("core", "_core")
+                 for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
+                                      ("numeric", "_frombuffer")))}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"the pickle names {module}.{name}; only numpy arrays, dicts, lists and "
+                                         "numbers are read from one (a pickle can run any code it names)")
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
+        if module.startswith("numpy."):
+            import importlib
+
+            inner = module.split(".", 2)[2]
+            try:
+                return getattr(importlib.import_module(f"numpy._core.{inner}"), name)  # numpy 2
+            except ImportError:
+                return getattr(importlib.import_module(f"numpy.core.{inner}"), name)
+        return getattr(np, name)
 
 
 def _load_troika(path: Path) -> Recording:
