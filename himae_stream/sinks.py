@@ -256,17 +256,33 @@ def npz_arrays(records: list[dict]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write and sync an npz file at exactly `path` (np.savez given a name would add `.npz`)."""
+def _save_npz(path: Path, arrays: dict) -> None:
+    """Write and sync an npz file at exactly `path` (np.savez given a name would add `.npz`), as np.savez
+    writes one (stored, not compressed). A value may be a list of arrays, the pieces of one array along
+    its first axis: each goes to the file in turn, so an array never exists whole in memory."""
+    import zipfile
+
     with open(path, "wb") as out:
-        np.savez(out, **arrays)
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, value in arrays.items():
+                pieces = [np.require(v, requirements="C") for v in (value if isinstance(value, list) else [value])]
+                first = pieces[0]
+                if any(p.dtype != first.dtype or p.shape[1:] != first.shape[1:] for p in pieces):
+                    raise ValueError(f"the pieces of {name!r} differ in dtype or in shape after the first axis")
+                shape = (sum(len(p) for p in pieces), *first.shape[1:]) if first.ndim else first.shape
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                    np.lib.format.write_array_header_1_0(entry, {"descr": np.lib.format.dtype_to_descr(first.dtype),
+                                                                 "fortran_order": False, "shape": shape})
+                    for piece in pieces:
+                        entry.write(piece.data)
         out.flush()
         os.fsync(out.fileno())
 
 
-def replace_with_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write `arrays` as an npz file at exactly `path` through a partial file renamed over it: a run that
-    fails while writing leaves an existing file as it was, and no partial file behind."""
+def replace_with_npz(path: Path, arrays: dict) -> None:
+    """Write `arrays` (each an array or its pieces, see _save_npz) as an npz file at exactly `path` through a
+    partial file renamed over it: a run that fails while writing leaves an existing file as it was, and no
+    partial file behind."""
     partial = _new_partial(path)
     try:
         _save_npz(partial, arrays)

@@ -99,11 +99,11 @@ def test_embed_failing_to_write_keeps_the_existing_output(tmp_path, model_file, 
     out = tmp_path / "emb.npz"
     out.write_bytes(b"the user's earlier embeddings")
 
-    def savez_then_fail(file, **arrays):
-        file.write(b"PK half an archive")
+    def header_then_fail(entry, header):  # the archive's first array, cut short by a full disk
+        entry.write(b"\x93NUMPY half a header")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(np, "savez", savez_then_fail)
+    monkeypatch.setattr(np.lib.format, "write_array_header_1_0", header_then_fail)
     assert cli.main(["embed", str(BUNDLED), "-o", str(out), "--model", model_file]) != 0
     assert out.read_bytes() == b"the user's earlier embeddings"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.npz"]

@@ -180,3 +180,24 @@ def test_a_path_without_a_sink_format_is_refused_in_one_line(tmp_path, text):
     with pytest.raises(SinkError, match=r"neither a sink URL \(jsonl://.*\) nor a file ending in .jsonl, .csv, .npz"):
         open_sink(str(tmp_path / text) if text.startswith("out") else text)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_npz_written_in_pieces_is_the_one_numpy_writes_whole(tmp_path):
+    """Pieces of an array (`himae embed` writes a recording's rows at a time) give the file np.savez gives
+    for their concatenation, and np.load reads it; pieces that do not stack are refused."""
+    from himae_stream.sinks import replace_with_npz
+
+    rng = np.random.default_rng(0)
+    pieces = [rng.normal(size=(n, 5)).astype(np.float32) for n in (3, 0, 7)]
+    arrays = {"names": np.array(["a", "bcd"]), "fs": np.array(25.0), "mode": np.array("stream"),
+              "rows": pieces, "index": [np.arange(3), np.arange(0), np.arange(7)]}
+    replace_with_npz(tmp_path / "pieces.npz", arrays)
+    np.savez(tmp_path / "whole.npz", **{k: np.concatenate(v) if isinstance(v, list) else v for k, v in arrays.items()})
+    with np.load(tmp_path / "pieces.npz") as mine, np.load(tmp_path / "whole.npz") as theirs:
+        assert mine.files == theirs.files
+        for key in theirs.files:
+            assert mine[key].dtype == theirs[key].dtype and np.array_equal(mine[key], theirs[key]), key
+    with pytest.raises(ValueError, match="the pieces of 'rows' differ"):
+        replace_with_npz(tmp_path / "bad.npz", {"rows": [np.zeros((2, 5)), np.zeros((2, 4))]})
+    assert not (tmp_path / "bad.npz").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "pieces.npz", "whole.npz"]

@@ -128,14 +128,15 @@ def run(args: argparse.Namespace) -> int:
     if not names:
         raise CliError(f"none of the {len(files)} recordings holds one {window / fs:g}-s window of signal the model "
                        "reads (each is named above)")
-    arrays = {k: np.concatenate(v) for k, v in out.items()}
+    # each array written a recording's piece at a time: the embeddings are never all in memory twice
     replace_with_npz(output, {"names": np.array(names), "recording_start": np.array(starts_at, dtype=np.float64),
                               "window": np.array(window), "hop": np.array(hop), "fs": np.array(fs),
-                              "mode": np.array(args.mode), **arrays})
+                              "mode": np.array(args.mode), **out})
     left = f" ({len(skipped)} skipped)" if skipped else ""
-    holes = int((arrays["lost_fraction"] > 0).sum())
+    holes = sum(int((lost > 0).sum()) for lost in out["lost_fraction"])
     holes = f", {holes} with lost samples (lost_fraction)" if holes else ""
-    print(f"himae embed: {len(arrays['start'])} windows from {len(names)} recording(s){left}{holes} → {args.output}")
+    windows = sum(len(starts) for starts in out["start"])
+    print(f"himae embed: {windows} windows from {len(names)} recording(s){left}{holes} → {args.output}")
     return 0
 
 
