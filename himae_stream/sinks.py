@@ -266,15 +266,15 @@ def _save_npz(path: Path, arrays: dict) -> None:
         with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
             for name, value in arrays.items():
                 pieces = [np.require(v, requirements="C") for v in (value if isinstance(value, list) else [value])]
-                first = pieces[0]
-                if any(p.dtype != first.dtype or p.shape[1:] != first.shape[1:] for p in pieces):
-                    raise ValueError(f"the pieces of {name!r} differ in dtype or in shape after the first axis")
+                first, dtype = pieces[0], np.result_type(*pieces)  # as np.concatenate would (strings widen)
+                if any(p.shape[1:] != first.shape[1:] for p in pieces):
+                    raise ValueError(f"the pieces of {name!r} differ in shape after the first axis")
                 shape = (sum(len(p) for p in pieces), *first.shape[1:]) if first.ndim else first.shape
                 with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
-                    np.lib.format.write_array_header_1_0(entry, {"descr": np.lib.format.dtype_to_descr(first.dtype),
+                    np.lib.format.write_array_header_1_0(entry, {"descr": np.lib.format.dtype_to_descr(dtype),
                                                                  "fortran_order": False, "shape": shape})
                     for piece in pieces:
-                        entry.write(piece.data)
+                        entry.write(np.require(piece, dtype, "C").data)
         out.flush()
         os.fsync(out.fileno())
 
@@ -296,14 +296,18 @@ def merge_parts(parts: list[Path]) -> dict[str, np.ndarray]:
     """The arrays of npz part files, in order, as one file's: per-window arrays concatenated,
     class names (`*_classes`) taken once. Also recovers the parts a crashed run left behind:
     `np.savez("out.npz", **merge_parts(sorted(Path("out.npz.parts").glob("part-*.npz"))))`."""
+    return {k: np.concatenate(v) if isinstance(v, list) else v for k, v in _part_pieces(parts).items()}
+
+
+def _part_pieces(parts: list[Path]) -> dict:
+    """merge_parts' arrays before concatenation: each per-window array as its parts' pieces, for _save_npz."""
     loaded = []
     for part in parts:
         with np.load(part, allow_pickle=False) as z:
             loaded.append({k: z[k] for k in z.files})
     if not loaded:
         return {}
-    return {k: loaded[0][k] if k.endswith("_classes") else np.concatenate([p[k] for p in loaded])
-            for k in loaded[0]}
+    return {k: loaded[0][k] if k.endswith("_classes") else [p[k] for p in loaded] for k in loaded[0]}
 
 
 class NpzSink:
@@ -345,7 +349,7 @@ class NpzSink:
         if not self.parts:
             return None
         partial = _new_partial(self.path)
-        _save_npz(partial, merge_parts(self.parts))
+        _save_npz(partial, _part_pieces(self.parts))  # written piece by piece: never all in memory twice
         shutil.rmtree(self.folder)
         return partial
 

@@ -197,6 +197,10 @@ def test_an_npz_written_in_pieces_is_the_one_numpy_writes_whole(tmp_path):
         assert mine.files == theirs.files
         for key in theirs.files:
             assert mine[key].dtype == theirs[key].dtype and np.array_equal(mine[key], theirs[key]), key
+    replace_with_npz(tmp_path / "widened.npz", {"labels": [np.array(["rest"]), np.array(["active"])]})
+    with np.load(tmp_path / "widened.npz") as z:
+        assert z["labels"].tolist() == ["rest", "active"]  # as np.concatenate widens them
+    (tmp_path / "widened.npz").unlink()
     with pytest.raises(ValueError, match="the pieces of 'rows' differ"):
         replace_with_npz(tmp_path / "bad.npz", {"rows": [np.zeros((2, 5)), np.zeros((2, 4))]})
     assert not (tmp_path / "bad.npz").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
