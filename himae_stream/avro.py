@@ -42,10 +42,14 @@ def read(data: bytes) -> list:
     meta = _map(buf, lambda b: b.bytes())
     try:
         schema = _Schema(json.loads(meta.get("avro.schema", b"").decode("utf-8")))
+    except AvroError:
+        raise
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AvroError(f"its schema is not JSON: {exc}") from None
     except RecursionError:
         raise AvroError("its schema nests deeper than Python can follow") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a field without a name or type, ...
+        raise AvroError(f"its schema is not an Avro schema ({type(exc).__name__}: {exc})") from None
     codec = meta.get("avro.codec", b"null").decode("ascii", "replace")
     if codec not in ("null", "deflate"):
         raise AvroError(f"codec {codec!r} is not supported (null, deflate)")

@@ -173,9 +173,14 @@ def test_a_file_that_is_not_an_embraceplus_recording_is_refused_in_one_line(tmp_
     assert "no rawData.bvp" in refusal(bad, container(other, [{"x": 1}]))
     bomb = {"type": "record", "name": "Bomb", "fields": [{"name": "x", "type": "bytes"}]}
     assert "expands more than 64 times" in refusal(bad, container(bomb, [{"x": bytes(1 << 20)}], "deflate"))
+    def with_schema(text: str) -> bytes:
+        return avro.MAGIC + b"\x02" + b"\x16avro.schema" + _long(len(text)) + text.encode() + b"\x00" + bytes(16)
+
     nested = '{"type": "array", "items": ' * 5000 + '"int"' + "}" * 5000
-    header = avro.MAGIC + b"\x02" + b"\x16avro.schema" + _long(len(nested)) + nested.encode() + b"\x00" + bytes(16)
-    assert "nests deeper than Python can follow" in refusal(bad, header)
+    assert "nests deeper than Python can follow" in refusal(bad, with_schema(nested))
+    untyped = '{"type": "record", "name": "R", "fields": [{"name": "x"}]}'
+    assert "its schema is not an Avro schema (KeyError: 'type')" in refusal(bad, with_schema(untyped))
+    assert "the schema names an unknown type 'Foo'" in refusal(bad, with_schema('"Foo"'))
 
 
 def _long(n: int) -> bytes:
@@ -191,5 +196,12 @@ def _long(n: int) -> bytes:
 @given(edits=st.lists(st.tuples(st.integers(0, 3000), st.binary(min_size=1, max_size=6)), min_size=1, max_size=4),
        cut=st.integers(0, 40), codec=st.sampled_from(["null", "deflate"]))
 def test_any_edit_of_a_file_is_read_or_refused_as_a_recording_error(tmp_path, edits, cut, codec):
-    rec = load_edited(tmp_path / "edited.avro", container(EMBRACEPLUS, [session(bvp_signal(4))], codec), edits, cut)
+    """Bytes overwritten anywhere and the end cut off: the Avro reader decodes the file or raises AvroError,
+    nothing else (a recording's refusal is then one line)."""
+    raw = container(EMBRACEPLUS, [session(bvp_signal(4))], codec)
+    rec = load_edited(tmp_path / "edited.avro", raw, edits, cut)
     assert rec is None or rec.signals.ndim == 2
+    try:
+        avro.read((tmp_path / "edited.avro").read_bytes())
+    except avro.AvroError:
+        pass

@@ -11,6 +11,7 @@ from edited import load_edited, refusal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from himae_stream import edf
 from himae_stream.recordings import find_recordings, load
 
 #: A real EDF+ file as EDFlib writes it (shipped with pyedflib): eleven 200-Hz test signals, 10 min.
@@ -175,3 +176,7 @@ def test_any_edit_of_a_file_is_read_or_refused_as_a_recording_error(tmp_path, ed
         write(path, {"Pleth": (64, np.sin(np.arange(640) / 7.0) * 100), "Acc": (32, np.cos(np.arange(320) / 3.0))})
     rec = load_edited(tmp_path / "edited.edf", path.read_bytes(), edits, cut)
     assert rec is None or (rec.signals.ndim == 2 and rec.fs > 0)
+    try:
+        edf.read(tmp_path / "edited.edf", None, ["Pleth"])
+    except edf.EdfError:
+        pass
