@@ -336,6 +336,8 @@ def _load_wrist_pickle(path: Path) -> Recording:
             data = _ArraysOnly(f, encoding="latin1").load()  # the data sets were pickled by Python 2
         except pickle.UnpicklingError as exc:
             raise RecordingError(f"{path}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - what numpy or the pickle machine raise for bad bytes
+            raise RecordingError(f"{path}: not a pickle of arrays ({type(exc).__name__}: {exc})") from None
     signal = data.get("signal") if isinstance(data, dict) else None
     wrist = signal.get("wrist") if isinstance(signal, dict) else None
     bvp = wrist.get("BVP") if isinstance(wrist, dict) else None
@@ -348,12 +350,17 @@ def _load_wrist_pickle(path: Path) -> Recording:
 
 class _ArraysOnly(pickle.Unpickler):
     """An unpickler that resolves only what numpy arrays are rebuilt from (Python 2's and 3's, numpy 1's
-    and 2's names for them); any other global is an UnpicklingError naming it."""
+    and 2's names for them); any other global is an UnpicklingError naming it. The array class itself is
+    handed out as a token only `_reconstruct` takes, and that only for the empty array numpy's pickles
+    start from (their data follows, bounded by the file): a pickle cannot call it to allocate any size."""
 
     ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
                *((f"numpy.{core}.{module}", name) for core in ("core", "_core")
                  for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
                                       ("numeric", "_frombuffer")))}
+
+    class ArrayToken:
+        """What `numpy.ndarray` resolves to: not callable."""
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -363,15 +370,26 @@ class _ArraysOnly(pickle.Unpickler):
             import codecs
 
             return codecs.encode
+        if (module, name) == ("numpy", "ndarray"):
+            return self.ArrayToken
         if module.startswith("numpy."):
             import importlib
 
             inner = module.split(".", 2)[2]
             try:
-                return getattr(importlib.import_module(f"numpy._core.{inner}"), name)  # numpy 2
+                found = getattr(importlib.import_module(f"numpy._core.{inner}"), name)  # numpy 2
             except ImportError:
-                return getattr(importlib.import_module(f"numpy.core.{inner}"), name)
+                found = getattr(importlib.import_module(f"numpy.core.{inner}"), name)
+            return self._empty_array(found) if name == "_reconstruct" else found
         return getattr(np, name)
+
+    def _empty_array(self, reconstruct):
+        def empty(subtype, shape, dtype):
+            if subtype is not self.ArrayToken or not isinstance(shape, tuple) or np.prod(shape) > 1:
+                raise pickle.UnpicklingError(f"the pickle builds an array of shape {shape} from nothing; numpy's "
+                                             "pickles start from an empty one")
+            return reconstruct(np.ndarray, shape, dtype)
+        return empty
 
 
 def _load_troika(path: Path) -> Recording:

@@ -72,4 +72,11 @@ def test_a_pickle_that_names_anything_but_arrays_is_refused_and_runs_nothing(tmp
     assert "no signal.wrist.BVP array" in refusal(tmp_path / "other.pkl", pickle.dumps({"signal": [1, 2]}))
     assert "no signal.wrist.BVP array" in refusal(tmp_path / "text.pkl",
                                                   pickle.dumps({"signal": {"wrist": {"BVP": np.array(["a"])}}}))
+    # the array numpy's pickle starts from, empty, made 2**28 objects (2 GB written, were it allowed)
+    empty, objects = b"K\x00\x85T\x01\x00\x00\x00b", b"J\x00\x00\x00\x10\x85T\x01\x00\x00\x00O"
+    huge = py2_subject(BVP, b"S7").replace(empty, objects, 1)
+    assert "the pickle builds an array of shape (268435456,) from nothing" in refusal(tmp_path / "huge.pkl", huge)
+    called = (b"\x80\x02cnumpy\nndarray\nJ\x00\x00\x00\x10\x85R.")  # numpy.ndarray((2**28,)): 2 GB if allowed
+    assert "not a pickle of arrays (TypeError: ArrayToken() takes no arguments)" in refusal(tmp_path / "called.pkl",
+                                                                                            called)
     assert "pickle data was truncated" in refusal(tmp_path / "cut.pkl", py2_subject(BVP, b"S7")[:-60])
