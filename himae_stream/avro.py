@@ -120,16 +120,16 @@ class _Buffer:
         return self.take(self.long())
 
     def longs(self, n: int) -> np.ndarray:
-        """n zigzag varints at once: their ends are the first n bytes below 0x80."""
+        """n (>= 1) zigzag varints at once: their ends are the first n bytes below 0x80."""
         window = np.frombuffer(self.data, np.uint8, min(len(self.data) - self.at, 10 * n), self.at)
         ends = np.flatnonzero(window < 0x80)[:n]
         if len(ends) < n or (np.diff(ends, prepend=-1) > 10).any():
             raise AvroError(f"an array of {n} numbers at byte {self.at} is cut short or malformed")
-        window = window[: ends[-1] + 1] if n else window[:0]
-        starts = np.concatenate([[0], ends[:-1] + 1]) if n else ends
+        window = window[: ends[-1] + 1]
+        starts = np.concatenate([[0], ends[:-1] + 1])
         position = np.arange(len(window)) - np.repeat(starts, np.diff(np.append(starts, len(window))))
         parts = (window.astype(np.uint64) & np.uint64(0x7F)) << (np.uint64(7) * position.astype(np.uint64))
-        zigzag = np.add.reduceat(parts, starts) if n else np.zeros(0, np.uint64)
+        zigzag = np.add.reduceat(parts, starts)
         self.at += len(window)
         return ((zigzag >> np.uint64(1)).astype(np.int64)) ^ -((zigzag & np.uint64(1)).astype(np.int64))
 
@@ -143,8 +143,9 @@ def _map(buf: _Buffer, value) -> dict:
     return out
 
 
-def _blocks(buf: _Buffer):
-    """One step per item of an array or map: blocks of items, a negative count followed by the block's size."""
+def _block_counts(buf: _Buffer):
+    """The item count of each block of an array or map, up to the empty block that ends it (a negative count
+    is followed by the block's size in bytes)."""
     while True:
         count = buf.long()
         if count == 0:
@@ -154,8 +155,13 @@ def _blocks(buf: _Buffer):
             buf.long()
         if count > len(buf.data) - buf.at:  # an item takes a byte, but for a null: a corrupt count, not a loop
             raise AvroError(f"a block of {count} items at byte {buf.at} is longer than the file")
-        for _ in range(count):
-            yield count
+        yield count
+
+
+def _blocks(buf: _Buffer):
+    """One step per item of an array or map."""
+    for count in _block_counts(buf):
+        yield from range(count)
 
 
 class _Schema:
@@ -227,10 +233,7 @@ class _Schema:
         if not isinstance(items, str) or items not in (*FIXED_WIDTH, "int", "long"):
             return [self.decode(buf, items) for _ in _blocks(buf)]
         parts = []
-        while count := buf.long():
-            if count < 0:
-                count = -count
-                buf.long()
+        for count in _block_counts(buf):
             if items in FIXED_WIDTH:
                 parts.append(np.frombuffer(buf.take(count * FIXED_WIDTH[items].itemsize), FIXED_WIDTH[items]))
             else:
