@@ -129,7 +129,8 @@ def model_patterns(model_names) -> list[str]:
     return list(dict.fromkeys(patterns))
 
 
-def match_channels(names, patterns, need: int, model_names=None) -> list[int]:
+def match_channels(names, patterns, need: int, model_names=None,
+                   hint: str = "--channels (or channels= in a URL)") -> list[int]:
     """Indices of the first `need` channels matching any of `patterns` (names or globs, in order).
 
     Patterns that match nothing are alternatives, not errors ("PPG1,PLETH"
@@ -137,7 +138,8 @@ def match_channels(names, patterns, need: int, model_names=None) -> list[int]:
     Without `patterns` the model's rule applies (`model_patterns(model_names)`),
     and a source with exactly `need` channels, none of them named like the
     model's or like another signal (`SIGNAL_PATTERNS`), is read as is (a bare
-    array or an unnamed device channel).
+    array or an unnamed device channel). `hint` is how the caller's user names a
+    channel, said when the model's rule finds too few.
     """
     if isinstance(patterns, str):
         patterns = [p for p in patterns.split(",") if p]
@@ -150,16 +152,18 @@ def match_channels(names, patterns, need: int, model_names=None) -> list[int]:
     if not hits and by_model and len(names) == need and not named:
         return list(range(need))
     if len(hits) < need:
-        hint = "" if not by_model else "; name the channel with --channels (or channels= in a URL)"
+        said = f"; name the channel with {hint}" if by_model else ""
         raise RecordingError(
-            f"need {need} channel(s) matching {', '.join(patterns)}; found {len(hits)} among {', '.join(names)}{hint}"
+            f"need {need} channel(s) matching {', '.join(patterns)}; found {len(hits)} among {', '.join(names)}{said}"
         )
     return hits
 
 
 def pick_for_model(rec: "Recording", channels, model_config: dict) -> "Recording":
-    """The channels of `rec` a model reads: `channels` (names/globs) if given, else the model's rule."""
-    picks = match_channels(rec.channel_names, channels, model_config["in_channels"], model_config.get("channel_names"))
+    """The channels of `rec` a model reads: `channels` (names/globs, a command's --channels) if given, else the
+    model's rule."""
+    picks = match_channels(rec.channel_names, channels, model_config["in_channels"], model_config.get("channel_names"),
+                           "--channels")
     return rec.pick([rec.channel_names[i] for i in picks])
 
 

@@ -171,6 +171,7 @@ def test_embed_skips_and_names_a_folders_recording_it_cannot_read_or_without_the
         assert z["names"].tolist() == ["a103l"] and np.array_equal(z["level2"], one["level2"])
     refused = himae("embed", str(ECG_ONLY), "-o", str(tmp_path / "ecg.npz"), "--model", model_file)
     assert refused.returncode == 2 and f"{ECG_ONLY}: need 1 channel(s) matching PPG" in refused.stderr
+    assert refused.stderr.strip().endswith("found 0 among MLII, V5; name the channel with --channels")
 
 
 def test_embed_gives_each_windows_lost_share_and_skips_a_recording_without_values(tmp_path, model_file, himae):
