@@ -98,11 +98,17 @@ class Recording:
         return replace(self, fs=float(fs), signals=resample(self.signals, self.fs, fs))
 
 
+def channel_patterns(patterns) -> list[str]:
+    """Channel names or globs as a list: given as one (a list, or None for none) or as "A,B"."""
+    if isinstance(patterns, str):
+        return [p for p in patterns.split(",") if p]
+    return list(patterns or [])
+
+
 def pick_names(names, patterns, what: str) -> list[int]:
     """Indices of the channels matching `patterns` (names or globs, case-insensitive, a list or
     "A,B"), in pattern order; a pattern that matches nothing is a RecordingError naming `what`."""
-    if isinstance(patterns, str):
-        patterns = [p for p in patterns.split(",") if p]
+    patterns = channel_patterns(patterns)
     idx: list[int] = []
     for pattern in patterns:
         hits = [i for i, n in enumerate(names) if fnmatch.fnmatch(n.upper(), pattern.upper())]
@@ -141,8 +147,7 @@ def match_channels(names, patterns, need: int, model_names=None,
     array or an unnamed device channel). `hint` is how the caller's user names a
     channel, said when the model's rule finds too few.
     """
-    if isinstance(patterns, str):
-        patterns = [p for p in patterns.split(",") if p]
+    patterns = channel_patterns(patterns)
     by_model = not patterns
     if by_model:
         patterns = model_patterns(model_names) or ["*"]
@@ -293,9 +298,8 @@ def _load_edf(path: Path, channels) -> Recording:
     """EDF, EDF+ or BDF: the signals at the rate of the channel asked for, else of a PPG (see himae_stream.edf)."""
     from himae_stream import edf
 
-    patterns = [p for p in channels.split(",") if p] if isinstance(channels, str) else channels
     try:
-        fs, names, signals = edf.read(path, patterns, PPG_PATTERNS + LED_PATTERNS)
+        fs, names, signals = edf.read(path, channel_patterns(channels), PPG_PATTERNS + LED_PATTERNS)
     except edf.EdfError as exc:
         raise RecordingError(f"{path}: {exc}") from None
     return Recording(path.stem, path.stem, fs, names, signals, str(path))

@@ -265,7 +265,7 @@ def _save_npz(path: Path, arrays: dict) -> None:
     with open(path, "wb") as out:
         with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
             for name, value in arrays.items():
-                pieces = [np.require(v, requirements="C") for v in (value if isinstance(value, list) else [value])]
+                pieces = [np.asarray(v) for v in (value if isinstance(value, list) else [value])]
                 first, dtype = pieces[0], np.result_type(*pieces)  # as np.concatenate would (strings widen)
                 if any(p.shape[1:] != first.shape[1:] for p in pieces):
                     raise ValueError(f"the pieces of {name!r} differ in shape after the first axis")

@@ -13,12 +13,12 @@ import numpy as np
 
 from himae_stream.commands import add_precision_argument
 from himae_stream.numbers import COUNT, SAMPLE_RATE
-from himae_stream.recordings import RECORDING_KINDS
+from himae_stream import recordings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="PATH",
-                   help=f"recordings ({RECORDING_KINDS}), or folders searched for them")
+                   help=f"recordings ({recordings.RECORDING_KINDS}), or folders searched for them")
     p.add_argument("-o", "--output", required=True,
                    help="output .npz: per window its recording, start, lost share and level means (docs/output.md)")
     p.add_argument("--model", default="himae-100", help="model file or shipped model name (default himae-100)")
@@ -87,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from himae_stream import recordings
     from himae_stream.cli import CliError
     from himae_stream.pipeline import load
     from himae_stream.sinks import check_output, replace_with_npz
@@ -143,8 +142,6 @@ def run(args: argparse.Namespace) -> int:
 def _model_signal(path, args: argparse.Namespace, config: dict, window: int):
     """(the recording at `path` as the model reads it: its channels, at its rate; None) or (None, why not):
     unreadable, without the channel, shorter than a window or without a value."""
-    from himae_stream import recordings
-
     try:
         rec = recordings.load(path, fs=args.fs, rate_of=args.channels)
     except recordings.RecordingError as exc:
