@@ -13,11 +13,13 @@ from functools import partial
 
 from firmware_sim.faults import FaultConfig
 from firmware_sim.options import DELIMITERS as TEXT_DELIMITERS, NUMBERS, SimOptions, TextBoard
+from himae_stream.commands import add_positional
 from himae_stream.numbers import NON_NEGATIVE
 from himae_stream.recordings import DEMO, RECORDING_KINDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_positional(parser, "--recording")
     parser.add_argument("--recording", help=f"recording to replay: {RECORDING_KINDS} (default: the "
                                             "bundled PhysioNet record, as `himae run` replays it)")
     parser.add_argument("--channels", help="channel names or globs, comma-separated (e.g. PLETH)")

@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 
+from himae_stream.commands import take_positionals
 from himae_stream.errors import HimaeError
 
 #: subcommand -> (module, one-line help)
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version or a bad argument: its exit code
         return exc.code
     try:
+        take_positionals(args)
         return int(modules[args.command].run(args) or 0)
     except KeyboardInterrupt:
         print("himae: interrupted", file=sys.stderr)

@@ -222,21 +222,31 @@ def test_speed_reaches_the_default_source(given, speed):
 
 
 def test_a_recordings_path_as_source_is_replayed_like_the_bundled_one(himae, tmp_path):
-    """`--source PATH` (no scheme) replays the recording through the simulator at `--speed`, as the
-    default source does (and a path is a source URL in the API too, replayed in real time); a port,
-    a folder or a missing file named that way is one line saying so."""
+    """`--source PATH` (no scheme), or the path alone, replays the recording through the simulator at
+    `--speed`, as the default source does (and a path is a source URL in the API too, replayed in real
+    time); a port, a folder or a missing file named that way is one line saying so."""
     from himae_stream.cli import build_parser
     from himae_stream.commands.run import source_url
     from himae_stream.urls import parse_source_url
+
+    from himae_stream.commands import take_positionals
+    from himae_stream.numbers import OptionError
+
+    def take(args):
+        take_positionals(args)
+        return args
 
     parse = build_parser()[0].parse_args
     assert source_url(parse(["run", "--source", BUNDLED])).startswith(f"sim://{BUNDLED}?")
     assert "speed=max&" in source_url(parse(["run", "--source", BUNDLED, "--speed", "max"]))
     assert "speed=1.0&" in source_url(parse(["run", "--source", BUNDLED]))
+    assert source_url(take(parse(["run", BUNDLED, "--speed", "max"]))) == source_url(
+        parse(["run", "--speed", "max", "--source", BUNDLED]))
+    with pytest.raises(OptionError, match=f"SOURCE given twice, as '{BUNDLED}' and --source 'serial:///dev/x': "):
+        take(parse(["run", BUNDLED, "--source", "serial:///dev/x"]))
     url = parse_source_url(BUNDLED)
     assert (url.scheme, url.path, url.get("speed")) == ("sim", BUNDLED, "1.0")
-    done = himae("run", "--source", BUNDLED, "--speed", "max", "--duration", "12s", "--channels", "PLETH",
-                 timeout=300)
+    done = himae("run", BUNDLED, "--speed", "max", "--duration", "12s", "--channels", "PLETH", timeout=300)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["window"] for line in done.stdout.splitlines()] == [0, 1, 2, 3, 4]
     np.savez(tmp_path / "nan.npz", signals=np.full((1, 2000), np.nan), fs=100.0)
@@ -251,7 +261,7 @@ def test_a_recordings_path_as_source_is_replayed_like_the_bundled_one(himae, tmp
 
 def test_a_recording_without_a_rate_is_run_at_the_rate_given(himae, tmp_path):
     """A bare .npy (or columns of numbers) states no rate, and the refusal says to give it with --fs or
-    fs= in a sim:// URL: `himae run --fs`, `sim://...?fs=` and `himae sim --fs` all read it at that rate."""
+    fs= in a sim:// URL: `himae run --fs`, `sim://...?fs=` and `himae sim PATH --fs` all read it at that rate."""
     from himae_stream.recordings import RecordingError, load
 
     samples = np.sin(2 * np.pi * 1.2 * np.arange(1500) / 100).astype(np.float32)
@@ -268,7 +278,7 @@ def test_a_recording_without_a_rate_is_run_at_the_rate_given(himae, tmp_path):
     assert load(BUNDLED, default_fs=50.0).fs == load(BUNDLED).fs  # a stated rate stays
     with pytest.raises(RecordingError, match="must be a number > 0"):
         load(bare, default_fs=-1.0)
-    sim = subprocess.Popen([sys.executable, "-m", "himae_stream.cli", "sim", "--recording", bare, "--fs", "100"],
+    sim = subprocess.Popen([sys.executable, "-m", "himae_stream.cli", "sim", bare, "--fs", "100"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert first_line(sim.stdout, 60).startswith("serial: /dev/")
@@ -278,12 +288,18 @@ def test_a_recording_without_a_rate_is_run_at_the_rate_given(himae, tmp_path):
 
 
 def test_sim_without_a_recording_replays_the_bundled_one():
-    """`himae sim` alone is a device replaying what `himae run` alone reads, and says where it is."""
+    """`himae sim` alone is a device replaying what `himae run` alone reads, and says where it is;
+    `himae sim PATH` replays PATH."""
     from firmware_sim.cli import options_from_args
     from himae_stream.cli import build_parser
     from himae_stream.recordings import DEMO
 
+    from himae_stream.commands import take_positionals
+
     assert options_from_args(build_parser()[0].parse_args(["sim"])).recording == str(DEMO)
+    given = build_parser()[0].parse_args(["sim", "rec.csv", "--fs", "64"])
+    take_positionals(given)
+    assert options_from_args(given).recording == "rec.csv"
     sim = subprocess.Popen([sys.executable, "-m", "himae_stream.cli", "sim"], stdout=subprocess.PIPE, text=True)
     try:
         assert first_line(sim.stdout, 60).startswith("serial: /dev/")

@@ -17,7 +17,7 @@ import contextlib
 import sys
 import time
 
-from himae_stream.commands import add_precision_argument
+from himae_stream.commands import add_positional, add_precision_argument
 from himae_stream.numbers import SAMPLE_RATE, SPEED
 from himae_stream.recordings import RECORDING_KINDS
 from himae_stream.stream import to_samples
@@ -54,6 +54,7 @@ def source_url(args: argparse.Namespace) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_positional(p, "--source")
     p.add_argument("--source", help="source URL: serial://, ble://, file://, sim://PATH?speed=10&loss=0.02; or a "
                    f"recording's path ({RECORDING_KINDS}), replayed through the simulator at --speed "
                    "(default: the bundled recording, the same way)")
