@@ -59,7 +59,8 @@ class StreamResampler:
         xt = np.concatenate([self.hist_times, times])
         base = self.n_in - self.hist.shape[1]  # absolute input index of x[:, 0]
         self.n_in += samples.shape[1]
-        last = (self.n_in - 1) * self.up // self.down if self.n_in else -1
+        # output j needs inputs up to floor(j·down / up) only: every j with j·down < n_in·up is ready
+        last = (self.n_in * self.up - 1) // self.down if self.n_in else -1
         j = np.arange(self.n_out, last + 1, dtype=np.int64)
         self.n_out = last + 1
         newest = j * self.down // self.up - base  # the input under each output's first tap

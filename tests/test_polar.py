@@ -338,8 +338,8 @@ def test_run_from_a_verity_equals_replaying_the_recording(tmp_path, model_file, 
                    "--duration", "20s", "--sink", f"jsonl://{replay}")
     assert result.returncode == 0, result.stderr
     a, b = read_records(polar), read_records(replay)
-    # 20 s at 55 Hz resampled live to 100 Hz: windows start at 0, 1, ..., 9 s
-    assert len(a) == len(b) == 10 and [r["start"] for r in a] == [r["start"] for r in b]
+    # 20 s at 55 Hz resampled live to 100 Hz (2,000 samples): windows start at 0, 1, ..., 10 s
+    assert len(a) == len(b) == 11 and [r["start"] for r in a] == [r["start"] for r in b]
     # The first window holds the normaliser's start-up, which differs with the DC level the stream
     # starts at (raw Verity codes sit near -480 000, the replay's int16 codes near 0); after it, the
     # two agree to the noise of three channels against the replay's quantisation.

@@ -27,7 +27,25 @@ def test_any_chunking_gives_the_same_output(fs_in, fs_out):
     chunked = push_in_chunks(StreamResampler(fs_in, fs_out, 2), x, lost, t, seed=fs_in)
     for a, b in zip(whole, chunked):
         assert np.array_equal(a, b)
-    assert whole[0].shape == (2, (n - 1) * fs_out // fs_in + 1)
+    assert whole[0].shape == (2, -(-n * fs_out // fs_in))
+
+
+@pytest.mark.parametrize("fs_in, fs_out", [(25, 100), (30, 100), (125, 100), (250, 100), (64, 100)])
+def test_each_output_comes_with_the_newest_input_under_its_taps(fs_in, fs_out):
+    """No output waits for an input it does not read: live, the only delay is the filter's own, and n
+    samples give ceil(n·fs_out/fs_in) outputs (a 10-s clip at 30 Hz gives the 1,000 of a 10-s window)."""
+    n = 300
+    x = np.random.default_rng(2).standard_normal((1, n))
+    t = np.arange(n) / fs_in
+    r = StreamResampler(fs_in, fs_out, 1)
+    whole = StreamResampler(fs_in, fs_out, 1).push(x, np.zeros(n, bool), t)[0]
+    got = []
+    for i in range(n):
+        got.append(r.push(x[:, i:i + 1], np.zeros(1, bool), t[i:i + 1])[0])
+        ready = -(-(i + 1) * r.up // r.down)  # outputs j whose newest input j·down // up is at most i
+        assert sum(part.shape[1] for part in got) == ready
+    assert np.array_equal(np.concatenate(got, axis=1), whole)
+    assert whole.shape[1] == -(-n * fs_out // fs_in)
 
 
 @pytest.mark.parametrize("fs_in, fs_out", [(250, 100), (125, 100), (100, 25)])
