@@ -3,6 +3,7 @@ packet logs, BLE notifications through SampleStream, and source URLs."""
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import threading
@@ -11,6 +12,7 @@ import tty
 
 import numpy as np
 import pytest
+import serial
 
 from himae_stream.framing import encode_frame
 from himae_stream.protocol import (
@@ -164,11 +166,21 @@ def test_serial_silence_is_an_error_not_a_hang(pty_pair):
 
 
 def test_serial_open_failure_is_clear():
+    """The system's reason once, not pyserial's nesting of it, and what to do for the usual ones
+    (permission denied is what a Linux user outside the dialout group meets first)."""
+    from himae_stream.sources.serial import open_failure
+
     async def main():
         return [c async for c in SampleStream(SerialSource("/dev/does-not-exist"))]
 
-    with pytest.raises(StreamError, match="cannot open serial port"):
+    with pytest.raises(StreamError) as raised:
         asyncio.run(main())
+    assert str(raised.value) == ("source failed: cannot open serial port /dev/does-not-exist: No such file or "
+                                 "directory; is the device plugged in? (`ls /dev/tty*` lists the ports)")
+    denied = serial.SerialException(errno.EACCES, "could not open port /dev/ttyACM0: [Errno 13] Permission denied")
+    assert open_failure("/dev/ttyACM0", denied).startswith(
+        "cannot open serial port /dev/ttyACM0: Permission denied; on Linux, join the group that owns the port")
+    assert open_failure("loop://", ValueError("invalid baudrate")) == "cannot open serial port loop://: invalid baudrate"
 
 
 def test_serial_over_socket_url():

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import select
 import time
@@ -35,6 +36,25 @@ from himae_stream.samplestream import Received
 from himae_stream.sources.base import FramedReader, PacketReader, Source, SourceError, reopen_tries
 
 READ_SIZE = 1 << 16
+
+
+#: what to do about the usual reasons a port does not open
+OPEN_HINTS = {
+    errno.ENOENT: "is the device plugged in? (`ls /dev/tty*` lists the ports)",
+    errno.EACCES: "on Linux, join the group that owns the port (`ls -l` shows it, usually dialout: "
+                  "`sudo usermod -aG dialout $USER`, then log in again)",
+    errno.EBUSY: "another program has it open (a serial monitor?)",
+}
+
+
+def open_failure(url: str, exc: Exception) -> str:
+    """One line for a port that would not open: the system's reason once (pyserial nests it twice)
+    and, for the usual reasons, what to do."""
+    code = getattr(exc, "errno", None)
+    if not code:
+        return f"cannot open serial port {url}: {exc}"
+    hint = OPEN_HINTS.get(code)
+    return f"cannot open serial port {url}: {os.strerror(code)}" + (f"; {hint}" if hint else "")
 
 
 class PortLost(SourceError):
@@ -85,7 +105,7 @@ class SerialSource(Source):
         try:
             return serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=self.read_timeout_s)
         except (serial.SerialException, ValueError) as exc:
-            raise SourceError(f"cannot open serial port {self.url!r}: {exc}") from exc
+            raise SourceError(open_failure(self.url, exc)) from exc
 
     def _read(self) -> tuple[bytes, float]:
         """Bytes as they arrive (blocking up to the read timeout when none are waiting), stamped
