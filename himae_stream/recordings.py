@@ -578,6 +578,8 @@ def _load_numpy(path: Path, fs: float | None, default_fs: float | None, rate_hin
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             if "ppg" in z and "signals" not in z:
                 return _load_wearable_npz(path, z)
+            if "signals" not in z and {"names", "mode", "level0"} <= set(z.files):
+                raise RecordingError(f"{path}: embeddings `himae embed` wrote, not a recording")
             if "signals" not in z:
                 raise RecordingError(f"{path}: no 'signals' array (nor 'ppg' and 'fs_ppg'); has {', '.join(z.files)}")
             signals = z["signals"]

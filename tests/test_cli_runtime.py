@@ -110,7 +110,8 @@ def test_embed_failing_to_write_keeps_the_existing_output(tmp_path, model_file, 
 
 
 def test_embed_takes_folders_of_recordings(tmp_path, model_file, himae):
-    """A folder stands for the recordings under it (as `himae train --data` reads them), sorted."""
+    """A folder stands for the recordings under it (as `himae train --data` reads them), sorted; an
+    output of `himae embed` in it is no recording."""
     folder = tmp_path / "session"
     (folder / "b").mkdir(parents=True)
     t = np.arange(1500) / 100.0
@@ -122,6 +123,17 @@ def test_embed_takes_folders_of_recordings(tmp_path, model_file, himae):
     assert result.returncode == 0, result.stderr
     with np.load(out) as z:
         assert z["names"].tolist() == ["a", "c", "a103l"] and set(z["recording"].tolist()) == {0, 1, 2}
+    # run again into the folder it embeds: its own output is what it replaces, not an input; another
+    # run's output there is named as such
+    inside = folder / "b" / "emb.npz"
+    for _ in range(2):
+        again = himae("embed", str(folder), str(BUNDLED), "-o", str(inside), "--model", model_file)
+        assert again.returncode == 0 and "skipped" not in again.stderr, again.stderr
+        with np.load(inside) as z, np.load(out) as first:
+            assert z["names"].tolist() == ["a", "c", "a103l"] and np.array_equal(z["level3"], first["level3"])
+    out.rename(folder / "earlier.npz")
+    again = himae("embed", str(folder), "-o", str(inside), "--model", model_file)
+    assert f"skipped {folder / 'earlier.npz'}: embeddings `himae embed` wrote, not a recording" in again.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     result = himae("embed", str(empty), "-o", str(out), "--model", model_file)

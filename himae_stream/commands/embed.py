@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     keep = list(range(n_levels)) if not args.levels else [COUNT.parse(l, "--levels") for l in args.levels.split(",")]
     if any(not 0 <= l < n_levels for l in keep):
         raise CliError(f"--levels must be within 0 … {n_levels - 1}")
-    files = [f for path in args.files for f in recordings.find_recordings(path)]
+    files = _inputs(args.files, output)
     out: dict[str, list] = {"recording": [], "start": [], "lost_fraction": [], **{f"level{l}": [] for l in keep}}
     names, starts_at, skipped = [], [], []
     console = Console(stderr=True)  # stdout keeps the summary alone; no bar where stderr is not a terminal
@@ -137,6 +137,13 @@ def run(args: argparse.Namespace) -> int:
     windows = sum(len(starts) for starts in out["start"])
     print(f"himae embed: {windows} windows from {len(names)} recording(s){left}{holes} → {args.output}")
     return 0
+
+
+def _inputs(paths: list[str], output: Path) -> list[Path]:
+    """The recordings named and those in the folders named, less the output: an earlier run's output in a
+    folder it embeds (`himae embed recs/ -o recs/emb.npz`, run again) is what this run replaces."""
+    mine = output.resolve()
+    return [f for path in paths for f in recordings.find_recordings(path) if Path(path) == f or f.resolve() != mine]
 
 
 def _model_signal(path, args: argparse.Namespace, config: dict, window: int):
