@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from himae_stream import opensignals
 from himae_stream.errors import HimaeError
 
 TROIKA_FS = 125.0
@@ -44,7 +45,8 @@ MAX_RECORDING_BYTES = 2 << 30
 #: the suffixes a folder's recordings are found by (`find_recordings`)
 RECORDING_SUFFIXES = (".hea", ".mat", ".csv", ".npy", ".npz", ".edf", ".bdf", ".avro", ".pkl")
 #: the kinds of recording files read, as help texts and messages name them
-RECORDING_KINDS = "WFDB, .mat, .csv, .npy, .npz, .edf, .bdf, .avro, .pkl"  # and a path's .txt table (a CSV)
+#: and .txt: a table named by its path, and in a folder an OpenSignals file or a Polar Sensor Logger export
+RECORDING_KINDS = "WFDB, .mat, .csv, .txt, .npy, .npz, .edf, .bdf, .avro, .pkl"
 #: per-folder tables of contents beside the wearable NPZ recordings, not recordings
 INDEX_FILES = ("index.csv",)
 #: longest CSV header line read: channel names, not data
@@ -203,14 +205,25 @@ def find_recordings(path) -> list[Path]:
         return [path]  # a file, or something `load` refuses in its own words (a FIFO, a device)
     found = []
     for p in sorted(path.rglob("*")):
-        if not p.is_file() or p.suffix.lower() not in RECORDING_SUFFIXES or p.name.lower() in INDEX_FILES:
+        suffix = p.suffix.lower()
+        if not p.is_file() or p.name.lower() in INDEX_FILES:
             continue
-        if p.suffix.lower() == ".mat" and (p.with_suffix(".hea").exists() or _is_label_file(p)):
+        if suffix == ".mat" and (p.with_suffix(".hea").exists() or _is_label_file(p)):
             continue
-        found.append(p)
+        if suffix in RECORDING_SUFFIXES or suffix == ".txt" and _recording_txt(p):
+            found.append(p)
     if not found:
         raise RecordingError(f"no recordings ({RECORDING_KINDS}) under {path}")
     return found
+
+
+def _recording_txt(path: Path) -> bool:
+    """Whether a .txt found in a folder is a recording by its first line (a notes.txt is not): an OpenSignals
+    file, or a Polar Sensor Logger export."""
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        line = f.readline(CSV_HEADER_LIMIT)
+    header = [h.strip().lower() for h in line.strip().split(_csv_delimiter(line))]
+    return opensignals.is_opensignals(line) or tuple(header[:2]) == POLAR_LOGGER_COLUMNS
 
 
 def _is_label_file(path: Path) -> bool:
@@ -303,6 +316,18 @@ def _load_edf(path: Path, channels) -> Recording:
     except edf.EdfError as exc:
         raise RecordingError(f"{path}: {exc}") from None
     return Recording(path.stem, path.stem, fs, names, signals, str(path))
+
+
+def _load_opensignals(path: Path, fs: float | None) -> Recording:
+    """An OpenSignals text file (BITalino, biosignalsplux): its analog channels at its rate (see
+    himae_stream.opensignals)."""
+    try:
+        names, stated, signals = opensignals.read(path)
+    except opensignals.OpenSignalsError as exc:
+        raise RecordingError(f"{path}: {exc}") from None
+    if fs and abs(fs - stated) > 1e-6 * fs:
+        raise RecordingError(f"{path}: an OpenSignals recording at {stated:g} Hz, not the {fs:g} Hz given")
+    return Recording(path.stem, path.stem, stated, names, signals, str(path))
 
 
 def _load_embraceplus(path: Path) -> Recording:
@@ -434,6 +459,8 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None, rate_hint:
         line = f.readline(CSV_HEADER_LIMIT)
     if not line.strip():
         raise RecordingError(f"{path}: empty file (expected a header row of channel names, then rows of numbers)")
+    if opensignals.is_opensignals(line):
+        return _load_opensignals(path, fs)
     delimiter = _csv_delimiter(line)
     header = [h.strip() for h in line.strip().split(delimiter)]
     headed = not all(_csv_number(h, delimiter) is not None for h in header)
