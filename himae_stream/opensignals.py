@@ -7,7 +7,8 @@ analog channels. One file may hold several devices sampled together; their
 columns follow one another in each row.
 
 The analog channels are read as recorded (ADC codes: a PPG's scale is the
-normaliser's business). Each is named by its sensor (`PPG`, `BVP`, `ECG`; a
+normaliser's business); where a file of one device skips sequence numbers, the
+samples the host missed are NaN (lost), so later samples keep their time. Each is named by its sensor (`PPG`, `BVP`, `ECG`; a
 BITalino's `PPGBIT` as `PPG`), with its column label where a sensor repeats
 (`PPG_A1`, `PPG_A2`). The header's date and time have no zone, so the start is
 left unknown.
@@ -24,6 +25,8 @@ import numpy as np
 MAGIC = "# OpenSignals Text File Format"
 #: longest header line read: a device's description is a few hundred bytes
 HEADER_LIMIT = 1 << 20
+#: most samples, missed ones included, a file may stand for per sample it holds (memory bounded by the file)
+MAX_SPAN = 8
 #: what a BITalino's sensor names carry after the sensor (`ECGBIT`, `EDABITREV`)
 BITALINO_SUFFIXES = ("BITREV", "BIT")
 
@@ -55,11 +58,37 @@ def read(path: Path) -> tuple[list[str], float, np.ndarray]:
             columns.append(offset + device["column"].index(label))
         offset += len(device["column"])
     if not columns:
-        raise OpenSignalsError(f"no analog channel in the header")
-    data = np.loadtxt(path, delimiter="\t", comments="#", usecols=columns, ndmin=2, dtype=np.float64)
+        raise OpenSignalsError("no analog channel in the header")
+    sequence = devices[0]["column"].index("nSeq") if len(devices) == 1 and "nSeq" in devices[0]["column"] else None
+    data = np.loadtxt(path, delimiter="\t", comments="#", usecols=columns + ([] if sequence is None else [sequence]),
+                      ndmin=2, dtype=np.float64)
     if not data.size:
-        raise OpenSignalsError(f"no rows of samples under the header")
-    return _unique(names), fs, np.ascontiguousarray(data.T)
+        raise OpenSignalsError("no rows of samples under the header")
+    signals = data.T[: len(columns)]
+    if sequence is not None:
+        signals = _with_gaps(signals, data[:, -1])
+    return _unique(names), fs, np.ascontiguousarray(signals)
+
+
+def _with_gaps(signals: np.ndarray, sequence: np.ndarray) -> np.ndarray:
+    """The samples with NaN where the sequence numbers skip: samples the device sent and the host missed.
+
+    The numbers count modulo a power of two (16 on a BITalino), so k samples missed in a row show as a
+    step of k + 1 modulo it; a whole multiple of it missed cannot be seen.
+    """
+    if len(sequence) < 2 or (sequence < 0).any() or (sequence != np.round(sequence)).any() or sequence.max() > 65535:
+        return signals  # not a device's sample counter
+    modulus = 1 << int(sequence.max()).bit_length()
+    missed = (np.diff(sequence).astype(np.int64) - 1) % modulus
+    if not missed.any():
+        return signals
+    at = np.arange(len(sequence)) + np.concatenate([[0], np.cumsum(missed)])
+    if at[-1] >= MAX_SPAN * len(sequence):
+        raise OpenSignalsError(f"its sequence numbers skip {at[-1] + 1 - len(sequence)} samples, more than "
+                               f"{MAX_SPAN - 1} times the {len(sequence)} it holds")
+    out = np.full((signals.shape[0], at[-1] + 1), np.nan)
+    out[:, at] = signals
+    return out
 
 
 def _devices(path: Path) -> list[dict]:
@@ -69,13 +98,13 @@ def _devices(path: Path) -> list[dict]:
         line = f.readline(HEADER_LIMIT)
         end = f.readline(HEADER_LIMIT)
     if not line.startswith("#") or not end.startswith("# EndOfHeader"):
-        raise OpenSignalsError(f"no device description and '# EndOfHeader' under the first line")
+        raise OpenSignalsError("no device description and '# EndOfHeader' under the first line")
     try:
         described = json.loads(line[1:])
     except ValueError as exc:
         raise OpenSignalsError(f"the device description is not JSON ({exc})") from None
     if not isinstance(described, dict) or not described:
-        raise OpenSignalsError(f"the device description names no device")
+        raise OpenSignalsError("the device description names no device")
     devices = []
     for i, (mac, device) in enumerate(described.items()):
         if not isinstance(device, dict) or not {"sampling rate", "sensor", "label", "column"} <= set(device):

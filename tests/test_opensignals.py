@@ -91,6 +91,27 @@ def test_a_broken_header_is_one_line_naming_the_file(tmp_path, edit, message):
     assert "\n" not in str(raised.value)
 
 
+def test_samples_the_host_missed_are_lost_samples_where_they_were(tmp_path):
+    """A BITalino counts its samples modulo 16: 5 missed show as a step of 6, and are NaN in their place
+    (a run of exactly 16 missed cannot be seen); a file whose numbers skip more than the file could hold
+    is refused."""
+    rows = bitalino_rows(1000)
+    kept = np.r_[0:100, 105:500, 516:1000]  # 5 missed, then 16 missed
+    path = tmp_path / "lossy.txt"
+    write(path, {"x": device(100, ["PPGBIT", "ECGBIT"], ["A1", "A2"], ["nSeq", "I1", "I2", "O1", "O2", "A1", "A2"])},
+          rows[kept])
+    rec = load(path)
+    assert rec.signals.shape == (2, 1000 - 16)
+    lost = np.isnan(rec.signals)
+    assert (lost[0] == lost[1]).all() and np.flatnonzero(lost[0]).tolist() == list(range(100, 105))
+    np.testing.assert_array_equal(rec.signals[:, ~lost[0]], rows[kept, 5:].T)
+    skipping = rows[:40].copy()
+    skipping[:, 0] = np.arange(40) * 4000 % 65536  # 3,999 missed before every sample
+    write(path, {"x": device(100, ["PPGBIT"], ["A1"], ["nSeq", "I1", "I2", "O1", "O2", "A1"])}, skipping[:, :6])
+    with pytest.raises(RecordingError, match="sequence numbers skip 155961 samples, more than 7 times the 40"):
+        load(path)
+
+
 def test_a_header_that_is_not_json_or_does_not_end(tmp_path):
     path = tmp_path / "cut.txt"
     path.write_text(FIRST_LINE + "# {\"x\": {\n# EndOfHeader\n1\t2\n")
