@@ -5,6 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from edited import load_edited
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from himae_stream.recordings import RecordingError, find_recordings, load
 
@@ -136,3 +139,17 @@ def test_a_folder_finds_opensignals_and_polar_files_among_its_txt_files(tmp_path
     assert [p.name for p in find_recordings(tmp_path)] == ["bitalino.txt", "Polar_Sense_B5D5F123_20240305_145913_PPG.TXT"]
     rec = load(tmp_path / "bitalino.txt")
     np.testing.assert_array_equal(rec.signals[0], bitalino_rows(1200)[:, 5])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, 1200), st.binary(min_size=1, max_size=8)), min_size=1, max_size=4),
+       cut=st.integers(0, 64))
+def test_any_edit_of_a_file_is_read_or_refused_as_a_recording_error(tmp_path, edits, cut):
+    """Bytes overwritten anywhere (the header's JSON, the rows, the sequence numbers) and the end cut off: the
+    file is read, or refused with a one-line RecordingError, never another exception."""
+    path = tmp_path / "clean.txt"
+    if not path.exists():
+        write(path, {"x": device(100, ["PPGBIT", "ECGBIT"], ["A1", "A2"], ["nSeq", "I1", "I2", "O1", "O2", "A1", "A2"])},
+              bitalino_rows(40))
+    rec = load_edited(tmp_path / "edited.txt", path.read_bytes(), edits, cut)
+    assert rec is None or (rec.signals.ndim == 2 and rec.fs > 0)
