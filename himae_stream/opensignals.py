@@ -7,11 +7,11 @@ analog channels. One file may hold several devices sampled together; their
 columns follow one another in each row.
 
 The analog channels are read as recorded (ADC codes: a PPG's scale is the
-normaliser's business); where a file of one device skips sequence numbers, the
-samples the host missed are NaN (lost), so later samples keep their time. Each is named by its sensor (`PPG`, `BVP`, `ECG`; a
+normaliser's business), each named by its sensor (`PPG`, `BVP`, `ECG`; a
 BITalino's `PPGBIT` as `PPG`), with its column label where a sensor repeats
-(`PPG_A1`, `PPG_A2`). The header's date and time have no zone, so the start is
-left unknown.
+(`PPG_A1`, `PPG_A2`). Where a file of one device skips sequence numbers, the
+samples the host missed are NaN (lost), so later samples keep their time. The
+header's date and time have no zone, so the start is left unknown.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class OpenSignalsError(ValueError):
 
 
 def is_opensignals(first_line: str) -> bool:
+    """Whether a text file whose first line this is is an OpenSignals file."""
     return first_line.startswith(MAGIC)
 
 
@@ -92,7 +93,7 @@ def _with_gaps(signals: np.ndarray, sequence: np.ndarray) -> np.ndarray:
 
 
 def _devices(path: Path) -> list[dict]:
-    """Each device's description, in the order of its columns in a row."""
+    """Each device's description, in the order of its columns in a row (its `position`, else as listed)."""
     with open(path, encoding="utf-8", errors="replace") as f:
         f.readline(HEADER_LIMIT)
         line = f.readline(HEADER_LIMIT)

@@ -220,8 +220,11 @@ def find_recordings(path) -> list[Path]:
 def _recording_txt(path: Path) -> bool:
     """Whether a .txt found in a folder is a recording by its first line (a notes.txt is not): an OpenSignals
     file, or a Polar Sensor Logger export."""
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        line = f.readline(CSV_HEADER_LIMIT)
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            line = f.readline(CSV_HEADER_LIMIT)
+    except OSError:  # unreadable: not ours to name among a folder's notes
+        return False
     header = [h.strip().lower() for h in line.strip().split(_csv_delimiter(line))]
     return opensignals.is_opensignals(line) or tuple(header[:2]) == POLAR_LOGGER_COLUMNS
 
