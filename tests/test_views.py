@@ -74,5 +74,7 @@ def test_plot_gives_each_quantity_its_own_labelled_axis(plot):
     heart_rate = axes[1].get_lines()[0].get_ydata()
     rated = heart_rate[np.isfinite(heart_rate)]  # withheld (NaN) where the cut gaps leave the quality head in doubt
     assert len(heart_rate) == 13 and rated.size >= 5 and np.all((30 < rated) & (rated < 220))
+    withheld = [text.get_text() for text in axes[1].texts]
+    assert withheld == ([f"withheld in {13 - rated.size} of 13 windows (quality below 0.5)"] if rated.size < 13 else [])
     assert gaps == 3 and samples == 300
     assert not any(ax.images for ax in axes), "no heatmap without a colour bar"

@@ -122,10 +122,18 @@ def _plot_head(ax, head: dict, centres: np.ndarray, values: list) -> None:
     """One head's prediction per window centre on its own axis: a value with its unit, or a class."""
     name = head["name"].replace("_", " ")
     if head["kind"] != "logistic":
+        withheld = sum(v is None for v in values)
         values = [np.nan if v is None else v for v in values]
         unit = UNITS.get(head.get("unit"), (head.get("unit"), 0))[0]
         ax.plot(centres, values, marker="o", ms=3, color="tab:blue")
         ax.set_ylabel(f"{name}\n({textwrap.fill(unit, 20)})" if unit else name)
+        if withheld:  # as records withhold it (`withheld_below`): said, so an empty axis is not read as a fault
+            rule = head.get("withheld_below")
+            why = f" ({rule['head']} below {rule['probability']:g})" if rule else ""
+            ax.text(0.01, 0.95, f"withheld in {withheld} of {len(values)} windows{why}", transform=ax.transAxes,
+                    va="top", fontsize=8, color="0.4")
+        if withheld == len(values):
+            ax.set_yticks([])
     else:
         classes = list(head["classes"])
         ax.plot(centres, [classes.index(v) for v in values], "o", ms=4, color="tab:green")
