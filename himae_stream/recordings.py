@@ -225,8 +225,7 @@ def _recording_txt(path: Path) -> bool:
             line = f.readline(CSV_HEADER_LIMIT)
     except OSError:  # unreadable: not ours to name among a folder's notes
         return False
-    header = [h.strip().lower() for h in line.strip().split(_csv_delimiter(line))]
-    return opensignals.is_opensignals(line) or tuple(header[:2]) == POLAR_LOGGER_COLUMNS
+    return opensignals.is_opensignals(line) or _is_polar_export(_csv_header(line)[1])
 
 
 def _is_label_file(path: Path) -> bool:
@@ -464,10 +463,9 @@ def _load_csv(path: Path, fs: float | None, default_fs: float | None, rate_hint:
         raise RecordingError(f"{path}: empty file (expected a header row of channel names, then rows of numbers)")
     if opensignals.is_opensignals(line):
         return _load_opensignals(path, fs)
-    delimiter = _csv_delimiter(line)
-    header = [h.strip() for h in line.strip().split(delimiter)]
+    delimiter, header = _csv_header(line)
     headed = not all(_csv_number(h, delimiter) is not None for h in header)
-    polar = tuple(h.lower() for h in header[:2]) == POLAR_LOGGER_COLUMNS
+    polar = _is_polar_export(header)
     with warnings.catch_warnings():  # an empty table is refused below, in one line
         warnings.simplefilter("ignore", UserWarning)
         try:
@@ -561,6 +559,17 @@ def _csv_number(field: str, delimiter: str) -> float | None:
         return _decimal_comma(field) if delimiter == ";" else float(field)
     except ValueError:
         return None
+
+
+def _csv_header(line: str) -> tuple[str, list[str]]:
+    """A CSV file's column separator and the fields of its first line (stripped)."""
+    delimiter = _csv_delimiter(line)
+    return delimiter, [h.strip() for h in line.strip().split(delimiter)]
+
+
+def _is_polar_export(header: list[str]) -> bool:
+    """Whether a CSV header is a Polar Sensor Logger export's (`POLAR_LOGGER_COLUMNS` first)."""
+    return tuple(h.lower() for h in header[:2]) == POLAR_LOGGER_COLUMNS
 
 
 def _csv_delimiter(line: str) -> str:
