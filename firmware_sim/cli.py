@@ -24,12 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                             "bundled PhysioNet record, as `himae run` replays it)")
     parser.add_argument("--channels", help="channel names or globs, comma-separated (e.g. PLETH)")
     parser.add_argument("--fs", type=NUMBERS["fs"], help="device sample rate (Hz); default the recording's (a "
-                        "recording that states none, a bare .npy or columns of numbers, is at this rate)")
+                        "recording that states none, a bare .npy or columns of numbers, is at this rate); "
+                        "--device bitalino: the rate the announced URL asks for (1, 10, 100, default 1000)")
     parser.add_argument("--duration", type=NUMBERS["duration"], help="replay only the first seconds")
     parser.add_argument("--loop", action="store_true", help="start over at the end of the recording")
     parser.add_argument("--device", choices=tuple(DEVICES), default="framed",
                         help="framed: the framed protocol over --transport; text-serial: a DIY board "
-                             "printing text lines on a serial port; lsl: a Lab Streaming Layer outlet; "
+                             "printing text lines on a serial port; bitalino: a BITalino on a serial port, "
+                             "sampling at the rate its host commands; lsl: a Lab Streaming Layer outlet; "
                              "polar-verity, polar-h10: a Polar sensor's PMD service over BLE; "
                              "brainflow-playback: a BrainFlow playback file (--out) that replays at --speed with the "
                              "faults' frames left out")
@@ -146,6 +148,15 @@ def run_text_serial(options: SimOptions, args: argparse.Namespace) -> int:
     return serve_serial(device, device.source_url(), args.log, args.linger)
 
 
+def run_bitalino(options: SimOptions, args: argparse.Namespace) -> int:
+    from firmware_sim.options import bitalino_device, build_model
+
+    if args.transport != "serial":
+        raise ValueError("--device bitalino is a serial port (Bluetooth classic): leave out --transport ble")
+    device, _ = bitalino_device(build_model(options), options)
+    return serve_serial(device, device.source_url(int(options.fs or 1000)), args.log, args.linger)
+
+
 def serve_serial(device, url: str, log_path: str | None, linger: float) -> int:
     """Run a serial device until its replay is over; say where it is, what it sent and what it dropped."""
     from firmware_sim.options import write_log
@@ -230,7 +241,7 @@ def write_brainflow_playback(options: SimOptions, args: argparse.Namespace) -> i
 
 
 #: `--device NAME`: the kind of device to emulate, and the function that runs it.
-DEVICES = {"framed": run_framed, "text-serial": run_text_serial, "lsl": run_lsl,
+DEVICES = {"framed": run_framed, "text-serial": run_text_serial, "bitalino": run_bitalino, "lsl": run_lsl,
            "brainflow-playback": write_brainflow_playback,
            "polar-verity": partial(run_ble_kind, kind="polar-verity"),
            "polar-h10": partial(run_ble_kind, kind="polar-h10")}

@@ -205,14 +205,15 @@ class DropLog:
         return sum(b - a for a, b, _ in self.dropped)
 
 
-def frames(model: DeviceModel, per_frame: int, disconnected, log: DropLog) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
-    """The device's output cut into frames of `per_frame` samples: (start, stop, spans to send).
+def frames(model: DeviceModel, per_frame: int, disconnected, log: DropLog,
+           start: int = 0) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
+    """The device's output from sample `start` on, cut into frames of `per_frame` samples: (start, stop, spans to send).
 
     A frame whose last sample falls while `disconnected(device_s)` holds, and the
     samples the recording has no value for, are logged as dropped here and leave
     no spans; every transport sends the spans and logs what it loses of them.
     """
-    length, k = model.length, 0
+    length, k = model.length, start
     while length is None or k < length:
         stop = k + per_frame if length is None else min(k + per_frame, length)
         if disconnected(stop / model.fs):

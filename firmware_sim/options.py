@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,22 @@ def build_ble_device(options: SimOptions, link, kind: str = "ble"):
     from firmware_sim.polar_device import PolarDevice
 
     return PolarDevice(model.original, kind, link, config=dataclasses.replace(model.config, fs=None), **args)
+
+
+def bitalino_device(model: DeviceModel, options: SimOptions):
+    """A simulated BITalino replaying `model`, and what makes its reader: every channel of the
+    recording (A1, A2, ...) at --fs, else 1000 Hz (the rates a BITalino has: `bitalino.RATES`)."""
+    from firmware_sim.bitalino_device import BitalinoDevice
+    from firmware_sim.faults import Faults
+    from himae_stream import bitalino
+    from himae_stream.sources.bitalino import BitalinoReader
+
+    rate = options.fs or 1000
+    if rate not in bitalino.RATES:
+        raise ValueError(f"a BITalino samples at {', '.join(map(str, bitalino.RATES))} Hz, not {rate:g}")
+    inputs = range(min(model.channels, len(bitalino.INPUTS)))
+    device = BitalinoDevice(model, Faults(options.faults), options.speed, options.baud)
+    return device, {"reader": partial(BitalinoReader, fs=int(rate), inputs=inputs)}
 
 
 def heart_rate(options: SimOptions, model: DeviceModel) -> HeartRateTrace:

@@ -1,6 +1,6 @@
 """`sim://` sources: a simulated device and the runtime's own reader for it, as one source.
 
-`sim://RECORDING?transport=serial|ble|text-serial|polar-verity|polar-h10&speed=10&loss=0.02&...`
+`sim://RECORDING?transport=serial|ble|text-serial|bitalino|polar-verity|polar-h10&speed=10&loss=0.02&...`
 starts the simulator in this process and reads it through the real
 transport (`SerialSource` on a pty, `BleSource` or `PolarSource` over
 bumble), so a pipeline runs
@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 
 from firmware_sim.device import ThreadedDevice
 from firmware_sim.faults import NUMBERS as FAULT_NUMBERS, FaultConfig, Faults
-from firmware_sim.options import BLE_DEVICES, DELIMITERS, NUMBERS, SimOptions, TextBoard, build_ble_device, build_model
+from firmware_sim.options import (
+    BLE_DEVICES, DELIMITERS, NUMBERS, SimOptions, TextBoard, bitalino_device, build_ble_device, build_model,
+)
 from himae_stream.samplestream import Received
 from himae_stream.sources.base import Source
 
@@ -34,7 +36,7 @@ _SETTINGS = ("fs", "duration", "drift_ppm", "jitter_us", "frame_ms", "interval_m
 _TEXT_PARAMS = {"channels", "format", "name"}
 #: How a text-serial board prints: `header`, `millis`, `plotter` are 0/1, `delimiter` a `DELIMITERS` name.
 _BOARD_PARAMS = {"header", "delimiter", "millis", "plotter", "garbage"}
-TRANSPORTS = ("serial", "text-serial", *BLE_DEVICES)
+TRANSPORTS = ("serial", "text-serial", "bitalino", *BLE_DEVICES)
 
 
 def open_url(url: ParsedUrl) -> SimSource:
@@ -115,7 +117,7 @@ class SimSource(Source):
         self._inner: Source | None = None
 
     async def __aiter__(self) -> AsyncIterator[Received]:
-        if self.transport in ("serial", "text-serial"):
+        if self.transport in ("serial", "text-serial", "bitalino"):
             inner, finish, all_read, stop = self._start_serial()
         else:
             inner, finish, all_read, stop = await self._start_ble()
@@ -169,7 +171,9 @@ class SimSource(Source):
         from himae_stream.sources.textlines import TextLineReader
 
         o = self.options
-        if self.transport == "text-serial":
+        if self.transport == "bitalino":
+            device, kwargs = bitalino_device(self.model, o)
+        elif self.transport == "text-serial":
             device = TextSerialDevice(self.model, o.board, Faults(o.faults), o.speed, o.baud)
             # a board with a timestamp column and a header tells its rate: the reader estimates it
             fs = None if o.board.millis and (o.board.header or o.board.plotter) else self.model.fs

@@ -2,6 +2,7 @@
 
     serial:///dev/ttyUSB0?baud=115200   serial://COM3   serial://socket://host:port
     serial:///dev/ttyACM0?format=text&fs=100   (a board printing numbers as text lines)
+    serial:///dev/rfcomm0?format=bitalino&fs=1000&channels=A1   (a BITalino)
     ble://AA:BB:CC:DD:EE:FF             ble://name=Polar*?service=hr
     file://capture.bin                  file:///abs/capture.bin
     sim://recording.mat?speed=10&loss=0.02&transport=ble
@@ -151,15 +152,17 @@ def open_serial(url: ParsedUrl):
     text = {"fs", "time_unit", "channels"}
     url.check_params({"baud", "idle_timeout", "reconnect", "record", "format", *text})
     form = url.get("format", "framed")
-    if form not in ("framed", "text"):
-        raise SourceUrlError(f"{url.text}: format must be framed or text, got {form!r}")
+    readers = {"framed": None, "text": _text_reader, "bitalino": _bitalino_reader}
+    if form not in readers:
+        raise SourceUrlError(f"{url.text}: format must be {', '.join(readers)}, got {form!r}")
     if form == "framed" and text & set(url.params):
-        raise SourceUrlError(f"{url.text}: {', '.join(sorted(text & set(url.params)))} go with format=text")
+        raise SourceUrlError(f"{url.text}: {', '.join(sorted(text & set(url.params)))} go with format=text "
+                             "(fs and channels also with format=bitalino)")
     idle, reconnect = url.number("idle_timeout", 5.0, NON_NEGATIVE), url.number("reconnect", 10.0, NON_NEGATIVE)
     return SerialSource(
         url.path, url.number("baud", 115200, POSITIVE_INTEGER),
         idle_timeout_s=idle if idle > 0 else None, reconnect_timeout_s=reconnect if reconnect > 0 else None,
-        record=url.get("record"), **({"reader": _text_reader(url)} if form == "text" else {}),
+        record=url.get("record"), **({"reader": readers[form](url)} if readers[form] else {}),
     )
 
 
@@ -175,6 +178,27 @@ def _text_reader(url: ParsedUrl):
         raise SourceUrlError(f"{url.text}: time_unit must be one of {', '.join(TIME_UNITS)}, got {unit!r}")
     return partial(TextLineReader, fs=url.number("fs", None, SAMPLE_RATE), time_unit=unit,
                    channels=url.get("channels"))
+
+
+def _bitalino_reader(url: ParsedUrl):
+    """What makes a `BitalinoReader` with the URL's `fs` (default 1000) and `channels` (analog inputs
+    A1 ... A6, default all)."""
+    from functools import partial
+
+    from himae_stream.bitalino import INPUTS, RATES
+    from himae_stream.sources.bitalino import BitalinoReader
+
+    if "time_unit" in url.params:
+        raise SourceUrlError(f"{url.text}: time_unit goes with format=text")
+    fs = url.number("fs", 1000, SAMPLE_RATE)
+    if fs not in RATES:
+        raise SourceUrlError(f"{url.text}: a BITalino samples at {', '.join(map(str, RATES))} Hz, not {fs:g}")
+    names = [n.strip().upper() for n in url.get("channels", ",".join(INPUTS)).split(",") if n.strip()]
+    unknown = [n for n in names if n not in INPUTS]
+    if unknown or not names:
+        raise SourceUrlError(f"{url.text}: channels are a BITalino's analog inputs {', '.join(INPUTS)}, "
+                             f"got {url.get('channels')!r}")
+    return partial(BitalinoReader, fs=int(fs), inputs=[INPUTS.index(n) for n in names])
 
 
 def open_ble(url: ParsedUrl):

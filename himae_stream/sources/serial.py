@@ -1,8 +1,10 @@
 """Serial source: packets from anything `serial.serial_for_url` opens.
 
 The bytes become packets through a reader: COBS frames (`FramedReader`, the
-default) or text lines (`TextLineReader`, for boards that print numbers);
-everything about the port below is the same for both.
+default), text lines (`TextLineReader`, for boards that print numbers) or a
+BITalino's frames (`BitalinoReader`, which also starts the board after each
+open and stops it before the close); everything about the port below is the
+same for all.
 
 Real ttys, pseudo-terminals, `loop://` and `socket://host:port` all work.
 A tty or pseudo-terminal is read by the event loop itself when its descriptor
@@ -103,9 +105,20 @@ class SerialSource(Source):
 
     def _open(self) -> serial.SerialBase:
         try:
-            return serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=self.read_timeout_s)
+            port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=self.read_timeout_s)
         except (serial.SerialException, ValueError) as exc:
             raise SourceError(open_failure(self.url, exc)) from exc
+        start = getattr(self._reader, "start", None)
+        if start is not None:  # a device that streams only when told (a BITalino)
+            try:
+                start(port)
+            except (serial.SerialException, OSError) as exc:
+                port.close()
+                raise SourceError(f"serial port {self.url!r} failed while starting the device: {exc}") from exc
+            except BaseException:
+                port.close()
+                raise
+        return port
 
     def _read(self) -> tuple[bytes, float]:
         """Bytes as they arrive (blocking up to the read timeout when none are waiting), stamped
@@ -235,4 +248,12 @@ class SerialSource(Source):
         self._closed = True
         if self._port is not None:
             port, self._port = self._port, None
-            await asyncio.get_running_loop().run_in_executor(None, port.close)
+            await asyncio.get_running_loop().run_in_executor(None, self._close_port, port)
+
+    def _close_port(self, port: serial.SerialBase) -> None:
+        """Close `port`, first telling a device that streams only when told (a BITalino) to stop."""
+        stop = getattr(self._reader, "stop", None)
+        if stop is not None:
+            with contextlib.suppress(OSError, serial.SerialException):  # it may be gone already
+                stop(port)
+        port.close()
