@@ -181,6 +181,8 @@ def test_serial_open_failure_is_clear():
     assert open_failure("/dev/ttyACM0", denied).startswith(
         "cannot open serial port /dev/ttyACM0: Permission denied; on Linux, join the group that owns the port")
     assert open_failure("loop://", ValueError("invalid baudrate")) == "cannot open serial port loop://: invalid baudrate"
+    missing = serial.SerialException(errno.ENOENT, "could not open port /dev/rfcomm0")
+    assert open_failure("/dev/rfcomm0", missing).endswith("once bound: `sudo rfcomm bind 0 AA:BB:CC:DD:EE:FF`")
 
 
 def test_serial_over_socket_url():

@@ -56,6 +56,8 @@ def open_failure(url: str, exc: Exception) -> str:
     if not code:
         return f"cannot open serial port {url}: {exc}"
     hint = OPEN_HINTS.get(code)
+    if code == errno.ENOENT and "rfcomm" in url:  # a Bluetooth classic port exists once bound
+        hint = "a paired Bluetooth device gets this port once bound: `sudo rfcomm bind 0 AA:BB:CC:DD:EE:FF`"
     return f"cannot open serial port {url}: {os.strerror(code)}" + (f"; {hint}" if hint else "")
 
 
