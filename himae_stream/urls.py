@@ -4,7 +4,7 @@
     serial:///dev/ttyACM0?format=text&fs=100   (a board printing numbers as text lines)
     serial:///dev/rfcomm0?format=bitalino&fs=1000&channels=A1   (a BITalino)
     ble://AA:BB:CC:DD:EE:FF             ble://name=Polar*?service=hr
-    file://capture.bin                  file:///abs/capture.bin
+    file://capture.bin                  file:///abs/capture.bin   file://board.bin?format=bitalino&fs=100
     sim://recording.mat?speed=10&loss=0.02&transport=ble
     lsl://NAME?type=PPG&timeout=10      lsl://*?type=PPG (any name)
     brainflow://MUSE_2?serial_port=/dev/ttyUSB0   brainflow://playback?file=rec.csv&master_board=SYNTHETIC
@@ -149,21 +149,30 @@ def open_source(url: str | ParsedUrl):
 def open_serial(url: ParsedUrl):
     from himae_stream.sources.serial import SerialSource
 
-    text = {"fs", "time_unit", "channels"}
-    url.check_params({"baud", "idle_timeout", "reconnect", "record", "format", *text})
-    form = url.get("format", "framed")
-    readers = {"framed": None, "text": _text_reader, "bitalino": _bitalino_reader}
-    if form not in readers:
-        raise SourceUrlError(f"{url.text}: format must be {', '.join(readers)}, got {form!r}")
-    if form == "framed" and text & set(url.params):
-        raise SourceUrlError(f"{url.text}: {', '.join(sorted(text & set(url.params)))} go with format=text "
-                             "(fs and channels also with format=bitalino)")
+    url.check_params({"baud", "idle_timeout", "reconnect", "record", *READER_PARAMS})
     idle, reconnect = url.number("idle_timeout", 5.0, NON_NEGATIVE), url.number("reconnect", 10.0, NON_NEGATIVE)
     return SerialSource(
         url.path, url.number("baud", 115200, POSITIVE_INTEGER),
         idle_timeout_s=idle if idle > 0 else None, reconnect_timeout_s=reconnect if reconnect > 0 else None,
-        record=url.get("record"), **({"reader": readers[form](url)} if readers[form] else {}),
+        record=url.get("record"), **_reader(url),
     )
+
+
+#: what chooses and sets up the byte->packet step of a serial port or of the bytes it recorded
+READER_PARAMS = {"format", "fs", "time_unit", "channels"}
+
+
+def _reader(url: ParsedUrl) -> dict:
+    """`reader=` for a `SerialSource` or `FileSource` as the URL's `format` says (none: the framed protocol)."""
+    form = url.get("format", "framed")
+    readers = {"framed": None, "text": _text_reader, "bitalino": _bitalino_reader}
+    if form not in readers:
+        raise SourceUrlError(f"{url.text}: format must be {', '.join(readers)}, got {form!r}")
+    given = READER_PARAMS - {"format"}
+    if form == "framed" and given & set(url.params):
+        raise SourceUrlError(f"{url.text}: {', '.join(sorted(given & set(url.params)))} go with format=text "
+                             "(fs and channels also with format=bitalino)")
+    return {"reader": readers[form](url)} if readers[form] else {}
 
 
 def _text_reader(url: ParsedUrl):
@@ -261,8 +270,8 @@ def _ble_backend(hci: str | None):
 def open_file(url: ParsedUrl):
     from himae_stream.sources.file import FileSource
 
-    url.check_params(set())
-    return FileSource(url.path)
+    url.check_params(READER_PARAMS)
+    return FileSource(url.path, **_reader(url))
 
 
 def open_lsl(url: ParsedUrl):

@@ -193,6 +193,23 @@ def test_board_unpaced_with_lost_and_corrupted_frames_matches_its_drop_log():
     assert device.commands[:3] == [bitalino.VERSION, bitalino.rate_command(rate), bitalino.start_command([0])]
 
 
+def test_a_boards_recorded_bytes_replay_as_they_were_read(tmp_path):
+    device, rate = board(10, FaultConfig(loss=0.03, corrupt=0.03, seed=2))
+    log = tmp_path / "board.bin"
+    with device:
+        _, _, live = asyncio.run(replay(device, 60, reader=partial(BitalinoReader, fs=rate, inputs=[0]), record=log))
+    source = open_source(f"file://{log}?format=bitalino&fs={rate}&channels=A1")
+
+    async def main():
+        return [chunk async for chunk in SampleStream(source)]
+
+    again = asyncio.run(asyncio.wait_for(main(), 60))
+    for part in ("samples", "lost_mask"):
+        assert np.array_equal(np.concatenate([getattr(c, part) for c in live], axis=-1),
+                              np.concatenate([getattr(c, part) for c in again], axis=-1))
+    assert source.counters["crc_errors"] > 0 and source.info.channel_names == ("A1",)
+
+
 def test_board_in_real_time_through_a_stall_longer_than_its_counter():
     """1000 Hz for 4 s; the link stalls for 0.5 s (500 frames: 31 turns of the counter and 4)
     and the board drops what it could not send: every one of them is counted lost, in place."""

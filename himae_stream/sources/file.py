@@ -2,20 +2,22 @@
 
 The log format is the raw serial byte stream (COBS frames, 0x00-delimited),
 exactly what `SerialSource(record=...)` writes, so garbage and partial
-frames in a capture are handled like on the wire. A log has no host clock:
-packets come with host_time None and chunks carry device-clock seconds.
+frames in a capture are handled like on the wire; a port read as text lines
+or a BITalino's frames is replayed through the same reader (`reader`). A log
+has no host clock: packets come with host_time None and chunks carry
+device-clock seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from himae_stream.framing import encode_frame
 from himae_stream.protocol import Packet, StreamInfo, encode_info, encode_packet
 from himae_stream.samplestream import Received
-from himae_stream.sources.base import FramedReader, Source, SourceError
+from himae_stream.sources.base import FramedReader, PacketReader, Source, SourceError
 
 BLOCK = 1 << 16
 
@@ -23,10 +25,10 @@ BLOCK = 1 << 16
 class FileSource(Source):
     """Packets from a frame log file."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, reader: Callable[[dict[str, int]], PacketReader] = FramedReader):
         super().__init__()
         self.path = Path(path)
-        self._reader = FramedReader(self.counters)
+        self._reader = reader(self.counters)
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[Received]:
