@@ -13,6 +13,7 @@ from functools import partial
 
 from firmware_sim.faults import FaultConfig
 from firmware_sim.options import DELIMITERS as TEXT_DELIMITERS, NUMBERS, SimOptions, TextBoard
+from himae_stream.bitalino import INPUTS
 from himae_stream.commands import add_positional
 from himae_stream.numbers import NON_NEGATIVE
 from himae_stream.recordings import DEMO, RECORDING_KINDS
@@ -154,6 +155,8 @@ def run_bitalino(options: SimOptions, args: argparse.Namespace) -> int:
     if args.transport != "serial":
         raise ValueError("--device bitalino is a serial port (Bluetooth classic): leave out --transport ble")
     device, _ = bitalino_device(build_model(options), options)
+    # which input carries which of the recording's channels: `himae run URL --channels A3` reads PLETH
+    announce("inputs: " + ", ".join(f"{a}={name}" for a, name in zip(INPUTS, device.model.info.channel_names)))
     return serve_serial(device, device.source_url(int(options.fs or 1000)), args.log, args.linger)
 
 

@@ -334,8 +334,14 @@ def test_run_on_a_bitalino_in_another_process(tmp_path, himae):
                             "--recording", str(BUNDLED), "--duration", "14", "--fs", "100", "--speed", "max",
                             "--linger", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        url = next(line.split(" ", 1)[1].strip() for line in sim.stdout if line.startswith("source: "))
-        assert url.endswith("?format=bitalino&fs=100&channels=A1,A2,A3")
+        said = {}
+        for line in sim.stdout:  # what it announces, up to where to connect
+            key, _, value = line.partition(": ")
+            said[key] = value.strip()
+            if key == "source":
+                break
+        url = said["source"]
+        assert said["inputs"] == "A1=II, A2=V, A3=PLETH" and url.endswith("?format=bitalino&fs=100&channels=A1,A2,A3")
         got = himae("run", url, "--channels", "A3", "--duration", "14s", "--sink", str(tmp_path / "b.jsonl"),
                     timeout=120)
     finally:
