@@ -12,8 +12,11 @@ after it passes (a byte changed, none lost).
 The sequence number counts modulo 16, so frames a link lost are counted
 modulo 16 from it; whole turns of 16 are recovered from the host clock: the
 newest frame's index lags the host clock by about the same number of sample
-periods from one read to the next, and a lag beyond what recent reads showed
-is frames the counter could not show. A board started again after a reopen
+periods from one read to the next, so where frames were lost, a lag beyond
+what recent reads showed is frames the counter could not show. (Without a
+gap in the numbers nothing is added: a link that delivers late, as Bluetooth
+does now and then, must not look like a loss. A loss of exactly 16, 32, ...
+frames shows no gap and is missed.) A board started again after a reopen
 counts from 0: the time between its last frame before and its first after is
 lost samples.
 """
@@ -174,8 +177,8 @@ class BitalinoReader:
         elif self._restarted:  # the board started again from 0: the time between its frames is lost
             steps[0] = max(1, round((now - self._last_read) * self.fs) - (seq.size - 1))
             self._restarted = False
-        else:
-            steps[np.argmax(steps > 1) if (steps > 1).any() else 0] += self._turns_lost(steps, now)
+        elif (steps > 1).any():  # frames were lost: maybe whole turns of the counter more than it shows
+            steps[np.argmax(steps > 1)] += self._turns_lost(steps, now)
         index = self._index + np.cumsum(steps)
         self._index, self._seq, self._last_read = int(index[-1]), int(seq[-1]), now
         self._lags.append((now, now * self.fs - self._index))
