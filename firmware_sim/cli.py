@@ -13,7 +13,6 @@ from functools import partial
 
 from firmware_sim.faults import FaultConfig
 from firmware_sim.options import DELIMITERS as TEXT_DELIMITERS, NUMBERS, SimOptions, TextBoard
-from himae_stream.bitalino import INPUTS
 from himae_stream.commands import add_positional
 from himae_stream.numbers import NON_NEGATIVE
 from himae_stream.recordings import DEMO, RECORDING_KINDS
@@ -26,13 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", help="channel names or globs, comma-separated (e.g. PLETH)")
     parser.add_argument("--fs", type=NUMBERS["fs"], help="device sample rate (Hz); default the recording's (a "
                         "recording that states none, a bare .npy or columns of numbers, is at this rate); "
-                        "--device bitalino: the rate the announced URL asks for (1, 10, 100, default 1000)")
+                        "--device bitalino: the rate the announced URL asks for (1, 10, 100, default 1000); "
+                        "--device shimmer: the sensor's rate until its host sets one (default 128)")
     parser.add_argument("--duration", type=NUMBERS["duration"], help="replay only the first seconds")
     parser.add_argument("--loop", action="store_true", help="start over at the end of the recording")
     parser.add_argument("--device", choices=tuple(DEVICES), default="framed",
                         help="framed: the framed protocol over --transport; text-serial: a DIY board "
-                             "printing text lines on a serial port; bitalino: a BITalino on a serial port, "
-                             "sampling at the rate its host commands; lsl: a Lab Streaming Layer outlet; "
+                             "printing text lines on a serial port; bitalino, shimmer: a BITalino or a Shimmer3 on a "
+                             "serial port, streaming once its host starts it; lsl: a Lab Streaming Layer outlet; "
                              "polar-verity, polar-h10: a Polar sensor's PMD service over BLE; "
                              "brainflow-playback: a BrainFlow playback file (--out) that replays at --speed with the "
                              "faults' frames left out")
@@ -149,15 +149,16 @@ def run_text_serial(options: SimOptions, args: argparse.Namespace) -> int:
     return serve_serial(device, device.source_url(), args.log, args.linger)
 
 
-def run_bitalino(options: SimOptions, args: argparse.Namespace) -> int:
-    from firmware_sim.options import bitalino_device, build_model
+def run_commanded(options: SimOptions, args: argparse.Namespace, kind: str) -> int:
+    """A BITalino or a Shimmer3 (`kind`) on a serial port: idle until its host starts it."""
+    from firmware_sim.options import build_model, commanded_device
 
     if args.transport != "serial":
-        raise ValueError("--device bitalino is a serial port (Bluetooth classic): leave out --transport ble")
-    device, _ = bitalino_device(build_model(options), options)
+        raise ValueError(f"--device {kind} is a serial port (Bluetooth classic): leave out --transport ble")
+    device, _, url = commanded_device(kind, build_model(options), options)
     # which input carries which of the recording's channels: `himae run URL --channels A3` reads PLETH
-    announce("inputs: " + ", ".join(f"{a}={name}" for a, name in zip(INPUTS, device.model.info.channel_names)))
-    return serve_serial(device, device.source_url(int(options.fs or 1000)), args.log, args.linger)
+    announce("inputs: " + ", ".join(f"{a}={name}" for a, name in device.carried()))
+    return serve_serial(device, url, args.log, args.linger)
 
 
 def serve_serial(device, url: str, log_path: str | None, linger: float) -> int:
@@ -244,7 +245,8 @@ def write_brainflow_playback(options: SimOptions, args: argparse.Namespace) -> i
 
 
 #: `--device NAME`: the kind of device to emulate, and the function that runs it.
-DEVICES = {"framed": run_framed, "text-serial": run_text_serial, "bitalino": run_bitalino, "lsl": run_lsl,
+DEVICES = {"framed": run_framed, "text-serial": run_text_serial, "lsl": run_lsl,
+           "bitalino": partial(run_commanded, kind="bitalino"), "shimmer": partial(run_commanded, kind="shimmer"),
            "brainflow-playback": write_brainflow_playback,
            "polar-verity": partial(run_ble_kind, kind="polar-verity"),
            "polar-h10": partial(run_ble_kind, kind="polar-h10")}

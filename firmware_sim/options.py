@@ -116,20 +116,38 @@ def build_ble_device(options: SimOptions, link, kind: str = "ble"):
     return PolarDevice(model.original, kind, link, config=dataclasses.replace(model.config, fs=None), **args)
 
 
-def bitalino_device(model: DeviceModel, options: SimOptions):
-    """A simulated BITalino replaying `model`, and what makes its reader: every channel of the
-    recording (A1, A2, ...) at --fs, else 1000 Hz (the rates a BITalino has: `bitalino.RATES`)."""
-    from firmware_sim.bitalino_device import BitalinoDevice
-    from firmware_sim.faults import Faults
-    from himae_stream import bitalino
-    from himae_stream.sources.bitalino import BitalinoReader
+#: serial devices that stream only when their host tells them to (`himae sim --device`, `sim://?transport=`)
+COMMANDED_DEVICES = ("bitalino", "shimmer")
 
-    rate = options.fs or 1000
-    if rate not in bitalino.RATES:
-        raise ValueError(f"a BITalino samples at {', '.join(map(str, bitalino.RATES))} Hz, not {rate:g}")
-    inputs = range(min(model.channels, len(bitalino.INPUTS)))
-    device = BitalinoDevice(model, Faults(options.faults), options.speed, options.baud)
-    return device, {"reader": partial(BitalinoReader, fs=int(rate), inputs=inputs)}
+
+def commanded_device(kind: str, model: DeviceModel, options: SimOptions):
+    """A simulated BITalino or Shimmer3 (`kind`) replaying `model`, what makes its reader, and the URL that
+    reads it. A BITalino is read at --fs (one of `bitalino.RATES`, else 1000 Hz) on an input per channel of
+    the recording; a Shimmer3 samples at --fs (default 128 Hz, rounded to the nearest 32768 Hz / divider)
+    until its host sets another rate."""
+    from firmware_sim.faults import Faults
+
+    faults = Faults(options.faults)
+    if kind == "bitalino":
+        from firmware_sim.bitalino_device import BitalinoDevice
+        from himae_stream import bitalino
+        from himae_stream.sources.bitalino import BitalinoReader
+
+        rate = options.fs or 1000
+        if rate not in bitalino.RATES:
+            raise ValueError(f"a BITalino samples at {', '.join(map(str, bitalino.RATES))} Hz, not {rate:g}")
+        device = BitalinoDevice(model, faults, options.speed, options.baud)
+        inputs = range(min(model.channels, len(bitalino.INPUTS)))
+        return device, partial(BitalinoReader, fs=int(rate), inputs=inputs), device.source_url(int(rate))
+    from firmware_sim.shimmer_device import ShimmerDevice
+    from himae_stream.shimmer import CLOCK_HZ
+    from himae_stream.sources.shimmer import ShimmerReader
+
+    divider = round(CLOCK_HZ / (options.fs or 128))
+    if not 1 <= divider < 1 << 16:
+        raise ValueError(f"a Shimmer3 samples at 32768 Hz over a divider of 1 to 65535, not at {options.fs:g} Hz")
+    device = ShimmerDevice(model, faults, options.speed, options.baud, divider=divider)
+    return device, ShimmerReader, device.source_url()
 
 
 def heart_rate(options: SimOptions, model: DeviceModel) -> HeartRateTrace:

@@ -1,6 +1,6 @@
 """`sim://` sources: a simulated device and the runtime's own reader for it, as one source.
 
-`sim://RECORDING?transport=serial|ble|text-serial|bitalino|polar-verity|polar-h10&speed=10&loss=0.02&...`
+`sim://RECORDING?transport=serial|ble|text-serial|bitalino|shimmer|polar-verity|polar-h10&speed=10&...`
 starts the simulator in this process and reads it through the real
 transport (`SerialSource` on a pty, `BleSource` or `PolarSource` over
 bumble), so a pipeline runs
@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from firmware_sim.device import ThreadedDevice
 from firmware_sim.faults import NUMBERS as FAULT_NUMBERS, FaultConfig, Faults
 from firmware_sim.options import (
-    BLE_DEVICES, DELIMITERS, NUMBERS, SimOptions, TextBoard, bitalino_device, build_ble_device, build_model,
+    BLE_DEVICES, COMMANDED_DEVICES, DELIMITERS, NUMBERS, SimOptions, TextBoard, build_ble_device, build_model,
+    commanded_device,
 )
 from himae_stream.samplestream import Received
 from himae_stream.sources.base import Source
@@ -36,7 +37,7 @@ _SETTINGS = ("fs", "duration", "drift_ppm", "jitter_us", "frame_ms", "interval_m
 _TEXT_PARAMS = {"channels", "format", "name"}
 #: How a text-serial board prints: `header`, `millis`, `plotter` are 0/1, `delimiter` a `DELIMITERS` name.
 _BOARD_PARAMS = {"header", "delimiter", "millis", "plotter", "garbage"}
-TRANSPORTS = ("serial", "text-serial", "bitalino", *BLE_DEVICES)
+TRANSPORTS = ("serial", "text-serial", *COMMANDED_DEVICES, *BLE_DEVICES)
 
 
 def open_url(url: ParsedUrl) -> SimSource:
@@ -117,7 +118,7 @@ class SimSource(Source):
         self._inner: Source | None = None
 
     async def __aiter__(self) -> AsyncIterator[Received]:
-        if self.transport in ("serial", "text-serial", "bitalino"):
+        if self.transport in ("serial", "text-serial", *COMMANDED_DEVICES):
             inner, finish, all_read, stop = self._start_serial()
         else:
             inner, finish, all_read, stop = await self._start_ble()
@@ -171,8 +172,9 @@ class SimSource(Source):
         from himae_stream.sources.textlines import TextLineReader
 
         o = self.options
-        if self.transport == "bitalino":
-            device, kwargs = bitalino_device(self.model, o)
+        if self.transport in COMMANDED_DEVICES:
+            device, reader, _ = commanded_device(self.transport, self.model, o)
+            kwargs = {"reader": reader}
         elif self.transport == "text-serial":
             device = TextSerialDevice(self.model, o.board, Faults(o.faults), o.speed, o.baud)
             # a board with a timestamp column and a header tells its rate: the reader estimates it

@@ -3,6 +3,7 @@
     serial:///dev/ttyUSB0?baud=115200   serial://COM3   serial://socket://host:port
     serial:///dev/ttyACM0?format=text&fs=100   (a board printing numbers as text lines)
     serial:///dev/rfcomm0?format=bitalino&fs=1000&channels=A1   (a BITalino)
+    serial:///dev/rfcomm0?format=shimmer&fs=128   (a Shimmer3)
     ble://AA:BB:CC:DD:EE:FF             ble://name=Polar*?service=hr
     file://capture.bin                  file:///abs/capture.bin   file://board.bin?format=bitalino&fs=100
     sim://recording.mat?speed=10&loss=0.02&transport=ble
@@ -165,14 +166,30 @@ READER_PARAMS = {"format", "fs", "time_unit", "channels"}
 def _reader(url: ParsedUrl) -> dict:
     """`reader=` for a `SerialSource` or `FileSource` as the URL's `format` says (none: the framed protocol)."""
     form = url.get("format", "framed")
-    readers = {"framed": None, "text": _text_reader, "bitalino": _bitalino_reader}
+    readers = {"framed": None, "text": _text_reader, "bitalino": _bitalino_reader, "shimmer": _shimmer_reader}
     if form not in readers:
         raise SourceUrlError(f"{url.text}: format must be {', '.join(readers)}, got {form!r}")
     given = READER_PARAMS - {"format"}
     if form == "framed" and given & set(url.params):
         raise SourceUrlError(f"{url.text}: {', '.join(sorted(given & set(url.params)))} go with format=text "
-                             "(fs and channels also with format=bitalino)")
+                             "(fs and channels also with format=bitalino, fs with format=shimmer)")
     return {"reader": readers[form](url)} if readers[form] else {}
+
+
+def _shimmer_reader(url: ParsedUrl):
+    """What makes a `ShimmerReader` with the URL's `fs` (default: the rate the sensor is set to)."""
+    from functools import partial
+
+    from himae_stream.sources.shimmer import ShimmerReader
+
+    if url.scheme == "file":
+        raise SourceUrlError(f"{url.text}: a Shimmer's recorded bytes do not say which channels it streamed "
+                             "(its answer to the inquiry is not in them)")
+    unused = sorted({"time_unit", "channels"} & set(url.params))
+    if unused:
+        raise SourceUrlError(f"{url.text}: {', '.join(unused)} do not go with format=shimmer (it streams the "
+                             "channels it was configured with; --channels picks one)")
+    return partial(ShimmerReader, fs=url.number("fs", None, SAMPLE_RATE))
 
 
 def _text_reader(url: ParsedUrl):

@@ -4,19 +4,13 @@ broken and lost, the simulated board over a real pseudo-terminal checked against
 stop and restart it, `himae run` on it, and bad URLs."""
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
-import time
-import tty
 from functools import partial
 
 import numpy as np
 import pytest
-import serial
 from hypothesis import given, settings
 from hypothesis import strategies as st
+import commanded
 from conftest import BUNDLED
 from test_sim_serial import first_seconds, replay
 
@@ -25,9 +19,7 @@ from firmware_sim.device import DeviceModel
 from firmware_sim.faults import FaultConfig, Faults
 from himae_stream import bitalino
 from himae_stream.samplestream import SampleStream
-from himae_stream.sources.base import SourceError
 from himae_stream.sources.bitalino import LAG_READS, LOCK, BitalinoReader
-from himae_stream.sources.serial import SerialSource
 from himae_stream.urls import SourceUrlError, open_source
 
 #: Frames and what PLUX's Python API (bitalino 1.2.6, `BITalino.read`) reads from them:
@@ -166,16 +158,7 @@ def board(seconds: float, faults: FaultConfig | None = None, speed: float | None
 
 
 def check(chunks, device: BitalinoDevice, rate: int) -> np.ndarray:
-    """Every index once and in order, lost exactly where the board's drop log says, its codes
-    elsewhere; returns the lost mask."""
-    index = np.concatenate([np.arange(c.start, c.start + len(c)) for c in chunks])
-    values = np.concatenate([c.samples for c in chunks], axis=1)
-    lost = np.concatenate([c.lost_mask for c in chunks])
-    assert np.array_equal(index, np.arange(index[-1] + 1))
-    dropped = device.log.indices()
-    assert np.array_equal(np.flatnonzero(lost), dropped[dropped <= index[-1]])
-    assert np.array_equal(values[:, ~lost], device.codes(rate, [0], 0, index[-1] + 1)[:, ~lost])
-    return lost
+    return commanded.check(chunks, device, lambda a, b: device.codes(rate, [0], a, b))
 
 
 def test_board_unpaced_with_lost_and_corrupted_frames_matches_its_drop_log():
@@ -221,36 +204,17 @@ def test_board_in_real_time_through_a_stall_longer_than_its_counter():
     assert lost.sum() == device.log.counters["dropped_disconnected"] == 500
 
 
-def open_port(path: str):
-    return serial.serial_for_url(path, baudrate=115200, timeout=0.05)
-
-
-def take(port, reader: BitalinoReader, frames: int, deadline_s: float = 10.0) -> list:
-    """Read `port` into `reader` until it has delivered `frames` frames in all."""
-    packets, deadline = [], time.monotonic() + deadline_s
-    while reader.counters["frames"] < frames:
-        assert time.monotonic() < deadline, f"{reader.counters['frames']} frames of {frames} came"
-        packets += reader.feed(port.read(max(1, port.in_waiting)))
-    return packets
-
-
 def test_stopped_on_close_started_again_on_reopen_and_a_board_left_acquiring_is_stopped_first():
     device, rate = board(60, speed=1.0)
     with device:
         device.start()
         reader = BitalinoReader({}, fs=rate, inputs=[0])
-        port = open_port(device.path)
-        reader.start(port)
-        before = take(port, reader, 50)
-        port.close()  # the Bluetooth link drops: the board goes idle
-        assert device.idle.wait(5), "the board did not see its host go"
-        port = open_port(device.path)
-        reader.start(port)
-        after = take(port, reader, 100)
+        # the Bluetooth link drops after 50 frames: the board goes idle
+        port, before, after = commanded.dropped_and_started_again(device, reader)
         # a host that goes away without stopping the board leaves it acquiring for the next:
         # the next start stops it first
         reader.start(port)
-        take(port, reader, 150)
+        commanded.take(port, reader, 150)
         BitalinoReader.stop(port)
         assert device.idle.wait(5), "the board did not stop"
         commands = list(device.commands)
@@ -268,51 +232,28 @@ def test_stopped_on_close_started_again_on_reopen_and_a_board_left_acquiring_is_
 
 def test_a_source_closed_mid_stream_stops_the_board():
     device, rate = board(60, speed=1.0)
-    source = SerialSource(device.path, idle_timeout_s=None, reader=partial(BitalinoReader, fs=rate, inputs=[0]))
-
-    async def main():
-        async for received in source:
-            if source.counters["frames"] >= 20:
-                await source.close()
-
     with device:
         device.start()
-        asyncio.run(asyncio.wait_for(main(), 30))
-        assert device.idle.wait(5), "the board did not stop"
+        commanded.close_mid_stream(device, partial(BitalinoReader, fs=rate, inputs=[0]))
         assert device.commands[-1] == bitalino.STOP and len(device.acquisitions) == 1
 
 
 def test_sim_url_replays_through_a_bitalino():
-    source = open_source(f"sim://{BUNDLED}?channels=PLETH&transport=bitalino&fs=100&speed=max&duration=3&loss=0.02")
-
-    async def main():
-        stream = SampleStream(source)
-        return [chunk async for chunk in stream], stream.counters
-
-    chunks, counters = asyncio.run(asyncio.wait_for(main(), 60))
+    chunks, counters, source = commanded.sim_chunks(
+        f"sim://{BUNDLED}?channels=PLETH&transport=bitalino&fs=100&speed=max&duration=3&loss=0.02")
     assert counters["samples"] + counters["lost_samples"] == 300 and counters["lost_samples"] > 0
     check(chunks, source.device, 100)
 
 
 def test_a_port_where_no_bitalino_answers_is_one_line():
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    path = os.ttyname(slave)
-    os.close(slave)
-    try:
-        port = open_port(path)
-        with pytest.raises(SourceError, match=f"no BITalino answered on {path}: is it on, paired"):
-            BitalinoReader({}).start(port)
-        port.close()
-    finally:
-        os.close(master)
+    assert commanded.no_answer(BitalinoReader({})).startswith("no BITalino answered on PORT: is it on, paired")
 
 
 @pytest.mark.parametrize("query, message", [
     ("format=bitalino&fs=250", "a BITalino samples at 1, 10, 100, 1000 Hz, not 250"),
     ("format=bitalino&channels=A7", "channels are a BITalino's analog inputs A1, A2, A3, A4, A5, A6, got 'A7'"),
     ("format=bitalino&time_unit=ms", "time_unit goes with format=text"),
-    ("channels=A1", "channels go with format=text (fs and channels also with format=bitalino)"),
+    ("channels=A1", "channels go with format=text .fs and channels also with format=bitalino"),
 ])
 def test_bad_bitalino_urls_are_one_line(query, message):
     with pytest.raises(SourceUrlError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -331,30 +272,11 @@ def test_run_on_a_bitalino_in_another_process(tmp_path, himae):
     """`himae sim --device bitalino` replays the bundled record's three channels as A1-A3; `himae run`
     reads its PPG on A3 at 100 Hz: the windows of the framed replay of the same seconds, nothing
     lost, embeddings and heart rate as close as 10-bit codes allow."""
-    sim = subprocess.Popen([sys.executable, "-m", "himae_stream.cli", "sim", "--device", "bitalino",
-                            "--recording", str(BUNDLED), "--duration", "14", "--fs", "100", "--speed", "max",
-                            "--linger", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        said = {}
-        for line in sim.stdout:  # what it announces, up to where to connect
-            key, _, value = line.partition(": ")
-            said[key] = value.strip()
-            if key == "source":
-                break
-        url = said["source"]
-        assert said["inputs"] == "A1=II, A2=V, A3=PLETH" and url.endswith("?format=bitalino&fs=100&channels=A1,A2,A3")
-        got = himae("run", url, "--channels", "A3", "--duration", "14s", "--sink", str(tmp_path / "b.jsonl"),
-                    timeout=120)
-    finally:
-        sim.kill()
-        sim.wait()
-    want = himae("run", f"sim://{BUNDLED}?channels=PLETH&speed=max&duration=14", "--duration", "14s",
-                 "--sink", str(tmp_path / "f.jsonl"), timeout=120)
-    assert got.returncode == 0 and want.returncode == 0, got.stderr + want.stderr
-    got, want = ([json.loads(line) for line in open(tmp_path / name)] for name in ("b.jsonl", "f.jsonl"))
-    assert len(got) == len(want) == 7 and all(r["lost_fraction"] == 0 for r in got)
+    said, got, want = commanded.run_beside_framed(himae, tmp_path, ["--device", "bitalino", "--fs", "100"],
+                                                  ["--channels", "A3"])
+    assert said["inputs"] == "A1=II, A2=V, A3=PLETH"
+    assert said["source"].endswith("?format=bitalino&fs=100&channels=A1,A2,A3")
     for g, w in zip(got, want):
-        assert (g["start"], g["end"]) == (w["start"], w["end"])
         assert g["predictions"]["heart_rate"] == pytest.approx(w["predictions"]["heart_rate"], abs=0.1)
         for a, b in zip(g["embeddings"], w["embeddings"]):
             assert np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) > 0.99

@@ -193,8 +193,11 @@ def _summary(pipeline, samples) -> str:
     return (
         f"himae run: {windows}, {pipeline.stream.pushed} samples, lost {counters.get('lost_samples', 0)}, "
         f"imputed {pipeline.imputed}{' (at the model rate)' if pipeline.resampler is not None else ''}, "
-        f"crc errors {counters.get('crc_errors', 0)}, "
-        f"reconnects {counters.get('reconnects', 0)}{latency}"
+        # what the transport found broken: frames failing their CRC, or (a Shimmer's, which have none)
+        # packets changed on the way
+        + "".join(f"{label} {counters[key]}, " for key, label in (("crc_errors", "crc errors"),
+                                                                   ("damaged", "damaged packets")) if key in counters)
+        + f"reconnects {counters.get('reconnects', 0)}{latency}"
     )
 
 

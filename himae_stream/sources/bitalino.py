@@ -32,6 +32,7 @@ import numpy as np
 from himae_stream import bitalino
 from himae_stream.protocol import SEQ_MODULUS, Packet, SampleFormat, StreamInfo
 from himae_stream.sources.base import SourceError
+from himae_stream.sources.serial import drain, read_answer
 
 #: frames in a row that must pass their CRC, numbered consecutively, before their boundaries are taken
 LOCK = 3
@@ -39,8 +40,6 @@ LOCK = 3
 COMMAND_GAP_S = 0.1
 #: how long the board has to answer the version command
 ANSWER_S = 2.0
-#: longest version answer read
-ANSWER_BYTES = 256
 #: seconds of reads whose lag behind the host clock tells frames lost in whole turns of the counter
 LAG_WINDOW_S = 10.0
 #: reads needed before their lags are trusted to tell turns of the counter
@@ -81,11 +80,11 @@ class BitalinoReader:
     def start(self, port) -> None:
         """Stop the board if it still streams, check it is a BITalino, set the rate, start: in the port's thread."""
         port.reset_input_buffer()
-        if streaming := _answer(port, 0.1, lambda got: len(got) >= 1):  # acquiring for a host that went away
+        if streaming := read_answer(port, 0.1, lambda got: len(got) >= 1):  # acquiring for a host that went away
             port.write(bytes([bitalino.STOP]))
-            self.counters["bytes"] += len(streaming) + _drain(port)
+            self.counters["bytes"] += len(streaming) + drain(port)
         port.write(bytes([bitalino.VERSION]))
-        answer = _answer(port, ANSWER_S, lambda got: b"BITalino" in got and got.endswith(b"\n"))
+        answer = read_answer(port, ANSWER_S, lambda got: b"BITalino" in got and got.endswith(b"\n"))
         self.counters["bytes"] += len(answer)
         if b"BITalino" not in answer:
             said = f" (it sent {answer[:40]!r})" if answer else ""
@@ -201,22 +200,3 @@ class BitalinoReader:
         excess = now * self.fs - (self._index + int(steps.sum())) - low
         return bitalino.SEQUENCE_MODULUS * max(0, round((excess - spread / 2) / bitalino.SEQUENCE_MODULUS))
 
-
-def _answer(port, within_s: float, done: Callable[[bytes], bool]) -> bytes:
-    """What the board sends within `within_s` seconds, ending early once `done`; at most ANSWER_BYTES."""
-    got = bytearray()
-    deadline = time.monotonic() + within_s
-    while len(got) < ANSWER_BYTES and time.monotonic() < deadline and not done(bytes(got)):
-        got += port.read(min(ANSWER_BYTES - len(got), max(1, port.in_waiting)))
-    return bytes(got)
-
-
-def _drain(port, quiet_s: float = 0.1, within_s: float = 2.0) -> int:
-    """Read and drop what the board still sends, until it is quiet for `quiet_s` (at most `within_s`);
-    returns the bytes dropped."""
-    deadline = time.monotonic() + within_s
-    quiet_since, dropped = time.monotonic(), 0
-    while time.monotonic() < deadline and time.monotonic() - quiet_since < quiet_s:
-        if data := port.read(max(1, port.in_waiting)):
-            quiet_since, dropped = time.monotonic(), dropped + len(data)
-    return dropped

@@ -61,6 +61,31 @@ def open_failure(url: str, exc: Exception) -> str:
     return f"cannot open serial port {url}: {os.strerror(code)}" + (f"; {hint}" if hint else "")
 
 
+#: longest answer to a command read
+ANSWER_BYTES = 256
+
+
+def read_answer(port: serial.SerialBase, within_s: float, done: Callable[[bytes], bool]) -> bytes:
+    """What a device that answers commands (a BITalino, a Shimmer) sends within `within_s` seconds, ending
+    early once `done(what came)`; at most ANSWER_BYTES. Blocking: for a reader's `start(port)`."""
+    got = bytearray()
+    deadline = time.monotonic() + within_s
+    while len(got) < ANSWER_BYTES and time.monotonic() < deadline and not done(bytes(got)):
+        got += port.read(min(ANSWER_BYTES - len(got), max(1, port.in_waiting)))
+    return bytes(got)
+
+
+def drain(port: serial.SerialBase, quiet_s: float = 0.1, within_s: float = 2.0) -> int:
+    """Read and drop what the device still sends, until it is quiet for `quiet_s` (at most `within_s`);
+    returns the bytes dropped."""
+    deadline = time.monotonic() + within_s
+    quiet_since, dropped = time.monotonic(), 0
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < quiet_s:
+        if data := port.read(max(1, port.in_waiting)):
+            quiet_since, dropped = time.monotonic(), dropped + len(data)
+    return dropped
+
+
 class PortLost(SourceError):
     """The port itself failed (not just silence): worth reopening."""
 

@@ -1,0 +1,256 @@
+"""A Shimmer3 streaming live: the commands that start it and its data packets to packets.
+
+`serial:///dev/rfcomm0?format=shimmer` reads a Shimmer3 (its protocol:
+`himae_stream/shimmer.py`) through `SerialSource`, which calls
+`ShimmerReader.start` after opening the port (and after every reopen) and
+`stop` before closing it. The sensor streams the channels it was configured
+with (Shimmer's own software sets them); `?fs=` sets its rate first.
+
+Packets have a start byte (0x00) that their data can also hold, so the
+reader takes packet boundaries where `LOCK` packets in a row start with it
+and their timestamps step by whole sampling periods; a packet that breaks
+that (bytes lost or changed) makes it look again, skipping acknowledgements
+and in-stream answers, which are not data. Each packet's index comes from its
+timestamp, so packets a link lost arrive as lost samples in place, as do the
+samples between a stop and the next start (the sampling clock runs on).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from himae_stream import shimmer
+from himae_stream.protocol import SEQ_MODULUS, Packet, SampleFormat, StreamInfo
+from himae_stream.sources.base import SourceError
+from himae_stream.sources.serial import drain, read_answer
+
+#: packets in a row that must look right before their boundaries are taken
+LOCK = 3
+#: how far (clock ticks) a timestamp may be from a whole number of sampling periods on
+TICK_SLACK = 2
+#: sampling periods apart that packets found anew must be (data bytes that look like packets
+#: rarely are this close: 1 in 200,000 per pair at a divider of 256)
+NEAR = 16
+#: how long the sensor has to answer a command
+ANSWER_S = 2.0
+COUNTERS = ("bytes", "frames", "damaged", "resyncs", "skipped_bytes", "answers")
+
+
+class ShimmerReader:
+    """Bytes of a Shimmer3's stream to packets of its channels' raw values.
+
+    `fs` is the rate to set before starting (None: as the sensor is set); `clock`
+    stamps nothing here (the sensor's timestamps place every packet) and is kept
+    for the interface other readers share.
+    """
+
+    def __init__(self, counters: dict[str, int], fs: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.counters = counters
+        self.counters.update(dict.fromkeys(COUNTERS, 0))
+        self.divider = None if fs is None else round(shimmer.CLOCK_HZ / fs)
+        if self.divider is not None and not 1 <= self.divider < 1 << 16:
+            raise SourceError(f"a Shimmer3 samples at 32768 Hz over a divider of 1 to 65535, not at {fs:g} Hz")
+        self.inquiry: shimmer.Inquiry | None = None
+        self.info: StreamInfo | None = None
+        self._info: StreamInfo | None = None
+        self._buffer = bytearray()
+        self._locked = False
+        self._index = -1  # stream index of the last packet delivered
+        self._stamp = 0  # its timestamp
+
+    # ------------------------------------------------------------ commands
+    def start(self, port) -> None:
+        """Stop the sensor if it streams, set its rate if asked, ask what it streams, start it: in the port's
+        thread."""
+        port.reset_input_buffer()
+        port.write(bytes([shimmer.STOP]))
+        self.counters["bytes"] += drain(port)  # its acknowledgement, and what a streaming sensor still sent
+        version = self._ask(port, bytes([shimmer.VERSION]), 8, 0.5)
+        if self.divider is not None:
+            self._ask(port, bytes([shimmer.SET_RATE]) + self.divider.to_bytes(2, "little"), 1, ANSWER_S)
+        port.write(bytes([shimmer.INQUIRY]))
+        answer = read_answer(port, ANSWER_S, _inquiry_in)
+        self.counters["bytes"] += len(answer)
+        found = _inquiry_in(answer)
+        if not found:
+            said = f" (it sent {answer[:40].hex(' ')})" if answer else ""
+            raise SourceError(f"no Shimmer answered on {port.name}{said}: is it on, paired and not streaming "
+                              "to another program?")
+        inquiry = found[0]
+        if self.inquiry is not None and inquiry.ids != self.inquiry.ids:
+            raise SourceError(f"the Shimmer on {port.name} came back streaming other channels")
+        self.inquiry = inquiry
+        names = tuple(c.name for c in inquiry.channels)
+        self._info = StreamInfo(inquiry.fs, names, (1.0,) * len(names), SampleFormat.FLOAT32,
+                                device=f"Shimmer3 ({_firmware(version)})")
+        port.write(bytes([shimmer.START]))
+        self._buffer.clear()
+        self._locked = False
+
+    def _ask(self, port, command: bytes, size: int, within_s: float) -> bytes:
+        """Send `command`; its answer (acknowledgement first, `size` bytes in all), or what came within `within_s`."""
+        port.write(command)
+        answer = read_answer(port, within_s, lambda got: len(got) >= size)
+        self.counters["bytes"] += len(answer)
+        return answer
+
+    @staticmethod
+    def stop(port) -> None:
+        """Stop streaming, so the sensor is idle for whoever opens it next."""
+        port.write(bytes([shimmer.STOP]))
+        port.flush()
+
+    # ------------------------------------------------------------ bytes to packets
+    def feed(self, data: bytes) -> list[Packet]:
+        self.counters["bytes"] += len(data)
+        if self.inquiry is None:  # not started (a recorded stream needs ?format=shimmer's start first)
+            raise SourceError("Shimmer data before its inquiry answer: the reader was not started")
+        self._buffer += data
+        size = self.inquiry.packet_size
+        good = []
+        while True:
+            if not self._locked and not self._lock(size):
+                break
+            taken = self._take(size, good)
+            if taken is None:
+                break
+        return self._packets(good)
+
+    def _take(self, size: int, good: list[tuple[int, bytes]]) -> int | None:
+        """Take the packets and messages at the buffer's start while they look right; None when more bytes
+        are needed, 0 when the boundaries were lost."""
+        buffer, at = self._buffer, 0
+        try:
+            while at < len(buffer):
+                kind = buffer[at]
+                if kind == shimmer.DATA:
+                    if len(buffer) - at < size:
+                        return None
+                    stamp = self._stamp_at(at)
+                    steps = self._steps(stamp)
+                    if steps is not None and steps > NEAR:  # a stall, or bytes that only look like a packet:
+                        if len(buffer) - at < 2 * size:  # the next packet must go on from it
+                            return None
+                        follows = _whole_periods((self._stamp_at(at + size) - stamp) % shimmer.TIMESTAMP_MODULUS,
+                                                 self.inquiry.divider)
+                        if buffer[at + size] != shimmer.DATA or (follows or NEAR + 1) > NEAR:
+                            steps = None
+                    if steps is None:
+                        self._locked = False
+                        self.counters["skipped_bytes"] += 1
+                        at += 1
+                        return 0
+                    self._stamp, self._index = stamp, self._index + steps
+                    good.append((self._index, bytes(buffer[at:at + size])))
+                    at += size
+                elif kind == shimmer.ACK:
+                    self.counters["answers"] += 1
+                    at += 1
+                elif kind == shimmer.IN_STREAM and len(buffer) - at >= 2 and buffer[at + 1] in shimmer.IN_STREAM_SIZES:
+                    if len(buffer) - at < 2 + shimmer.IN_STREAM_SIZES[buffer[at + 1]]:
+                        return None
+                    self.counters["answers"] += 1
+                    at += 2 + shimmer.IN_STREAM_SIZES[buffer[at + 1]]
+                elif kind == shimmer.IN_STREAM and len(buffer) - at < 2:
+                    return None
+                elif len(buffer) - at < 2 * size:  # is the next packet where it should be? wait and see
+                    return None
+                elif buffer[at + size] == shimmer.DATA and (self._steps(self._stamp_at(at + size)) or NEAR + 1) <= NEAR:
+                    self.counters["skipped_bytes"] += size  # a packet changed on the way: only it is lost
+                    self.counters["damaged"] += 1
+                    at += size
+                else:
+                    self._locked = False
+                    self.counters["skipped_bytes"] += 1
+                    at += 1
+                    return 0
+            return None
+        finally:
+            del buffer[:at]
+
+    def _stamp_at(self, at: int) -> int:
+        """The timestamp of the packet starting at buffer[at]."""
+        return int.from_bytes(self._buffer[at + 1:at + 1 + shimmer.TIMESTAMP_BYTES], "little")
+
+    def _steps(self, stamp: int) -> int | None:
+        """Sampling periods from the last packet to one stamped `stamp`; None if it is no whole number of them."""
+        if self._index < 0:
+            return 1
+        ticks = (stamp - self._stamp) % shimmer.TIMESTAMP_MODULUS
+        return _whole_periods(ticks, self.inquiry.divider)
+
+    def _lock(self, size: int) -> bool:
+        """Find packet boundaries: LOCK packets in a row, each starting with 0x00, stamped whole sampling
+        periods apart, at most NEAR (acknowledgements at the start are not counted as skipped). False if none
+        yet."""
+        buffer, divider = self._buffer, self.inquiry.divider
+        while buffer and buffer[0] == shimmer.ACK and not self._locked:
+            self.counters["answers"] += 1
+            del buffer[:1]
+        for at in range(max(0, len(buffer) - LOCK * size + 1)):
+            starts = [at + k * size for k in range(LOCK)]
+            if any(buffer[s] != shimmer.DATA for s in starts):
+                continue
+            stamps = [self._stamp_at(s) for s in starts]
+            if all((_whole_periods((b - a) % shimmer.TIMESTAMP_MODULUS, divider) or NEAR + 1) <= NEAR
+                   for a, b in zip(stamps, stamps[1:])):
+                self.counters["skipped_bytes"] += at
+                del buffer[:at]
+                self._locked = True
+                self.counters["resyncs"] += self.counters["frames"] > 0
+                if self._index >= 0 and self._steps(stamps[0]) is None:
+                    # the clock does not continue from the last packet (the sensor restarted): next index
+                    self._stamp = (stamps[0] - divider) % shimmer.TIMESTAMP_MODULUS
+                return True
+        keep = LOCK * size - 1
+        self.counters["skipped_bytes"] += max(0, len(buffer) - keep)
+        del buffer[:max(0, len(buffer) - keep)]
+        return False
+
+    # ------------------------------------------------------------ packets out
+    def _packets(self, good: list[tuple[int, bytes]]) -> list[Packet]:
+        if not good:
+            return []
+        self.info = self._info
+        index = np.array([i for i, _ in good])
+        rows = np.frombuffer(b"".join(packet for _, packet in good), np.uint8).reshape(len(good), -1)
+        _, values = shimmer.decode(rows, self.inquiry)
+        self.counters["frames"] += len(good)
+        cuts = np.flatnonzero(np.diff(index) != 1) + 1
+        fs = self.inquiry.fs
+        return [
+            Packet(int(index[a]) % SEQ_MODULUS, round(index[a] * 1e6 / fs), fs,
+                   values[:, a:b].astype(np.float32), self._info.scale, SampleFormat.FLOAT32)
+            for a, b in zip(np.r_[0, cuts], np.r_[cuts, index.size])
+        ]
+
+
+def _whole_periods(ticks: int, divider: int) -> int | None:
+    """How many sampling periods `ticks` of the clock are (at least 1), or None if not a whole number of them."""
+    steps = round(ticks / divider)
+    return steps if steps >= 1 and abs(ticks - steps * divider) <= TICK_SLACK else None
+
+
+def _inquiry_in(answer: bytes) -> tuple[shimmer.Inquiry, int] | None:
+    """The inquiry answer within what the sensor sent, once whole."""
+    at = answer.find(bytes([shimmer.ACK, shimmer.INQUIRY_RESPONSE]))
+    if at < 0:
+        return None
+    try:
+        return shimmer.Inquiry.parse(answer[at:])
+    except shimmer.ShimmerProtocolError as exc:
+        raise SourceError(str(exc)) from None
+
+
+def _firmware(answer: bytes) -> str:
+    """The firmware a version answer names ("LogAndStream 0.16.0"), or "firmware unknown"."""
+    at = answer.find(bytes([shimmer.ACK, shimmer.VERSION_RESPONSE]))
+    if at < 0 or len(answer) < at + 8:
+        return "firmware unknown"
+    kind, major = int.from_bytes(answer[at + 2:at + 4], "little"), int.from_bytes(answer[at + 4:at + 6], "little")
+    name = {1: "BtStream", 2: "SDLog", 3: "LogAndStream"}.get(kind, f"firmware type {kind}")
+    return f"{name} {major}.{answer[at + 6]}.{answer[at + 7]}"
