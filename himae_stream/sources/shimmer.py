@@ -17,9 +17,6 @@ samples between a stop and the next start (the sampling clock runs on).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import numpy as np
 
 from himae_stream import shimmer
@@ -42,13 +39,11 @@ COUNTERS = ("bytes", "frames", "damaged", "resyncs", "skipped_bytes", "answers")
 class ShimmerReader:
     """Bytes of a Shimmer3's stream to packets of its channels' raw values.
 
-    `fs` is the rate to set before starting (None: as the sensor is set); `clock`
-    stamps nothing here (the sensor's timestamps place every packet) and is kept
-    for the interface other readers share.
+    `fs` is the rate to set before starting (None: as the sensor is set). No host
+    clock is needed: the sensor's timestamps place every packet.
     """
 
-    def __init__(self, counters: dict[str, int], fs: float | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, counters: dict[str, int], fs: float | None = None):
         self.counters = counters
         self.counters.update(dict.fromkeys(COUNTERS, 0))
         self.divider = None if fs is None else round(shimmer.CLOCK_HZ / fs)
@@ -107,70 +102,68 @@ class ShimmerReader:
     # ------------------------------------------------------------ bytes to packets
     def feed(self, data: bytes) -> list[Packet]:
         self.counters["bytes"] += len(data)
-        if self.inquiry is None:  # not started (a recorded stream needs ?format=shimmer's start first)
+        if self.inquiry is None:
             raise SourceError("Shimmer data before its inquiry answer: the reader was not started")
         self._buffer += data
-        size = self.inquiry.packet_size
-        good = []
-        while True:
-            if not self._locked and not self._lock(size):
-                break
-            taken = self._take(size, good)
-            if taken is None:
-                break
+        size, good = self.inquiry.packet_size, []
+        while (self._locked or self._lock(size)) and not self._take(size, good):
+            pass  # the boundaries were lost: search again
         return self._packets(good)
 
-    def _take(self, size: int, good: list[tuple[int, bytes]]) -> int | None:
-        """Take the packets and messages at the buffer's start while they look right; None when more bytes
-        are needed, 0 when the boundaries were lost."""
-        buffer, at = self._buffer, 0
+    def _take(self, size: int, good: list[tuple[int, bytes]]) -> bool:
+        """Take what stands at the buffer's start while it looks right: packets into `good` (with their
+        index), answers skipped. True when more bytes are needed, False when the boundaries were lost."""
+        at = 0
         try:
-            while at < len(buffer):
-                kind = buffer[at]
-                if kind == shimmer.DATA:
-                    if len(buffer) - at < size:
-                        return None
-                    stamp = self._stamp_at(at)
-                    steps = self._steps(stamp)
-                    if steps is not None and steps > NEAR:  # a stall, or bytes that only look like a packet:
-                        if len(buffer) - at < 2 * size:  # the next packet must go on from it
-                            return None
-                        follows = _whole_periods((self._stamp_at(at + size) - stamp) % shimmer.TIMESTAMP_MODULUS,
-                                                 self.inquiry.divider)
-                        if buffer[at + size] != shimmer.DATA or (follows or NEAR + 1) > NEAR:
-                            steps = None
-                    if steps is None:
-                        self._locked = False
-                        self.counters["skipped_bytes"] += 1
-                        at += 1
-                        return 0
-                    self._stamp, self._index = stamp, self._index + steps
-                    good.append((self._index, bytes(buffer[at:at + size])))
-                    at += size
-                elif kind == shimmer.ACK:
-                    self.counters["answers"] += 1
-                    at += 1
-                elif kind == shimmer.IN_STREAM and len(buffer) - at >= 2 and buffer[at + 1] in shimmer.IN_STREAM_SIZES:
-                    if len(buffer) - at < 2 + shimmer.IN_STREAM_SIZES[buffer[at + 1]]:
-                        return None
-                    self.counters["answers"] += 1
-                    at += 2 + shimmer.IN_STREAM_SIZES[buffer[at + 1]]
-                elif kind == shimmer.IN_STREAM and len(buffer) - at < 2:
-                    return None
-                elif len(buffer) - at < 2 * size:  # is the next packet where it should be? wait and see
-                    return None
-                elif buffer[at + size] == shimmer.DATA and (self._steps(self._stamp_at(at + size)) or NEAR + 1) <= NEAR:
-                    self.counters["skipped_bytes"] += size  # a packet changed on the way: only it is lost
-                    self.counters["damaged"] += 1
-                    at += size
-                else:
+            while at < len(self._buffer):
+                what, length = self._what(at, size)
+                if what == "more":
+                    return True
+                if what == "lost":
                     self._locked = False
                     self.counters["skipped_bytes"] += 1
                     at += 1
-                    return 0
-            return None
+                    return False
+                if what == "damaged":  # changed on the way, the next packet where it should be: only it is lost
+                    self.counters["damaged"] += 1
+                    self.counters["skipped_bytes"] += size
+                elif what == "answer":
+                    self.counters["answers"] += 1
+                else:
+                    self._stamp, self._index = self._stamp_at(at), self._index + what
+                    good.append((self._index, bytes(self._buffer[at:at + size])))
+                at += length
+            return True
         finally:
-            del buffer[:at]
+            del self._buffer[:at]
+
+    def _what(self, at: int, size: int) -> tuple[str | int, int]:
+        """What starts at buffer[at], and its length: a packet (the sampling periods since the last one),
+        an "answer", a "damaged" packet, "lost" boundaries, or "more" bytes needed to tell."""
+        buffer, left = self._buffer, len(self._buffer) - at
+        kind = buffer[at]
+        if kind == shimmer.ACK:
+            return "answer", 1
+        if kind == shimmer.IN_STREAM and (left < 2 or buffer[at + 1] in shimmer.IN_STREAM_SIZES):
+            length = 2 + shimmer.IN_STREAM_SIZES[buffer[at + 1]] if left >= 2 else 2
+            return ("answer", length) if left >= length else ("more", 0)
+        if kind == shimmer.DATA:
+            if left < size:
+                return "more", 0
+            steps = self._steps(self._stamp_at(at))
+            if steps is None or steps <= NEAR:
+                return (steps, size) if steps is not None else ("lost", 1)
+            # a stall, or bytes that only look like a packet: the next packet must go on from it
+            if left < 2 * size:
+                return "more", 0
+            follows = buffer[at + size] == shimmer.DATA and _near(self._stamp_at(at + size) - self._stamp_at(at),
+                                                                  self.inquiry.divider)
+            return (steps, size) if follows else ("lost", 1)
+        if left < 2 * size:  # is the next packet where it should be? wait and see
+            return "more", 0
+        if buffer[at + size] == shimmer.DATA and _near(self._stamp_at(at + size) - self._stamp, self.inquiry.divider):
+            return "damaged", size
+        return "lost", 1
 
     def _stamp_at(self, at: int) -> int:
         """The timestamp of the packet starting at buffer[at]."""
@@ -196,8 +189,7 @@ class ShimmerReader:
             if any(buffer[s] != shimmer.DATA for s in starts):
                 continue
             stamps = [self._stamp_at(s) for s in starts]
-            if all((_whole_periods((b - a) % shimmer.TIMESTAMP_MODULUS, divider) or NEAR + 1) <= NEAR
-                   for a, b in zip(stamps, stamps[1:])):
+            if all(_near(b - a, divider) for a, b in zip(stamps, stamps[1:])):
                 self.counters["skipped_bytes"] += at
                 del buffer[:at]
                 self._locked = True
@@ -227,6 +219,11 @@ class ShimmerReader:
                    values[:, a:b].astype(np.float32), self._info.scale, SampleFormat.FLOAT32)
             for a, b in zip(np.r_[0, cuts], np.r_[cuts, index.size])
         ]
+
+
+def _near(ticks: int, divider: int) -> bool:
+    """Whether `ticks` of the clock (modulo its wrap) are 1 to NEAR whole sampling periods."""
+    return (_whole_periods(ticks % shimmer.TIMESTAMP_MODULUS, divider) or NEAR + 1) <= NEAR
 
 
 def _whole_periods(ticks: int, divider: int) -> int | None:
