@@ -6,12 +6,15 @@ architecture and picks the best kernel at load time.
 """
 
 import glob
+import os
 import platform
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.modified import newer_group
 
 C_FLAGS = ["-std=c11", "-O3", "-fno-math-errno"]
 PORTABLE = [
@@ -42,17 +45,32 @@ def isa_sources() -> dict[str, list[str]]:
 
 
 class BuildWithIsaObjects(build_ext):
-    """build_ext that first compiles the ISA kernel files with their own flags."""
+    """build_ext that compiles every C file on its own, each ISA kernel file with its ISA's flags, as many
+    at once as the machine has cores (a newcomer's first install waits on this), then links them."""
 
     def build_extension(self, ext):
-        objects = []
-        for source, flags in isa_sources().items():
-            objects += self.compiler.compile(
-                [source], output_dir=self.build_temp, include_dirs=["csrc"],
-                extra_postargs=C_FLAGS + flags, depends=HEADERS,
-            )
+        target = self.get_ext_fullpath(ext.name)
+        if not (self.force or newer_group(ext.sources + ext.depends, target, "newer")):
+            return super().build_extension(ext)  # up to date: it says so and does nothing
+        macros = ext.define_macros + [(name,) for name in ext.undef_macros]
+        jobs = [(source, ext.include_dirs, ext.extra_compile_args) for source in ext.sources]
+        jobs += [(source, ["csrc"], C_FLAGS + flags) for source, flags in isa_sources().items()]
+        # the longest first: the Cython module's C file takes as long as several of the others
+        jobs.sort(key=lambda job: -os.path.getsize(job[0]))
+
+        def compile_one(job):
+            source, include_dirs, flags = job
+            return self.compiler.compile([source], output_dir=self.build_temp, macros=macros, debug=self.debug,
+                                         include_dirs=include_dirs, extra_postargs=flags, depends=ext.depends)
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            objects = [o for batch in pool.map(compile_one, jobs) for o in batch]
         ext.extra_objects = list(ext.extra_objects or []) + objects
-        super().build_extension(ext)
+        sources, ext.sources, force, self.force = ext.sources, [], self.force, True  # compiled: only link
+        try:
+            super().build_extension(ext)
+        finally:
+            ext.sources, self.force = sources, force
 
 
 core = Extension(

@@ -160,16 +160,15 @@ class CommandedDevice(SerialDevice):
     def _host_stopped(self) -> str | None:
         """"command" if the host sent the stop command, "closed" if it closed the port (either leaves the
         sensor idle), else None."""
-        if not self._reader_present():
-            return "closed"
+        present = self._reader_present()  # before reading: a host that wrote stop and closed is "command"
         while select.select([self._master], [], [], 0)[0]:
             try:
                 data = os.read(self._master, 64)
             except BlockingIOError:
-                return None
-            except OSError:
-                return "closed"
+                break
+            except OSError:  # EIO: nothing more to read, the host has gone
+                break
             self.commands.extend(data)
             if self.STOP in data:
                 return "command"
-        return None
+        return None if present and self._reader_present() else "closed"

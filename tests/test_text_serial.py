@@ -150,7 +150,7 @@ def test_channels_pick_columns_and_a_board_without_rate_or_timestamps_says_what_
 
 
 @pytest.mark.parametrize("url, message", [
-    ("serial:///dev/x?format=csv", "format must be framed, text, bitalino, got .csv."),
+    ("serial:///dev/x?format=csv", "format must be framed, text, bitalino, shimmer, got .csv."),
     ("serial:///dev/x?format=text&time_unit=min", "time_unit must be one of s, ms, us"),
     ("serial:///dev/x?format=text&fs=fast", "parameter fs: expected a number > 0"),
     ("serial:///dev/x?fs=100", "fs go with format=text"),
