@@ -76,6 +76,43 @@ def dropped_and_started_again(device, reader, before: int = 50, after: int = 100
     return port, first, take(port, reader, after)
 
 
+def across_a_lost_link(folder, make_device, reader, before: int = 50, after: int = 100):
+    """Read a device through a SerialSource at `folder/port` (a link, as /dev/rfcomm0 stands for a Bluetooth
+    device) until `before` frames came; then the device goes (its port hangs up) and another made by
+    `make_device` answers at the link, as the sensor does once the link is back; read until `after` frames
+    came from it. Returns (the chunks, the stream's counters, the second device)."""
+    link = folder / "port"
+    first = make_device()
+    first.start()
+    os.symlink(first.path, link)
+    source = SerialSource(str(link), idle_timeout_s=5.0, reconnect_timeout_s=10.0, reader=reader)
+    second = None
+
+    async def main():
+        nonlocal second
+        stream, chunks = SampleStream(source), []
+        async for chunk in stream:
+            chunks.append(chunk)
+            if second is None and source.counters["frames"] >= before:
+                second = make_device()
+                second.start()
+                os.symlink(second.path, folder / "next")
+                os.replace(folder / "next", link)
+                first.close()  # the link drops
+                done = source.counters["frames"] + after
+            if second is not None and source.counters["frames"] >= done:
+                await source.close()
+        return chunks, stream.counters
+
+    try:
+        chunks, counters = asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+    return chunks, counters, second
+
+
 def close_mid_stream(device, reader) -> None:
     """Read the started `device` through a SerialSource with `reader` and close the source after 20 frames;
     returns once the device is idle again."""

@@ -230,6 +230,17 @@ def test_stopped_on_close_started_again_on_reopen_and_a_board_left_acquiring_is_
     assert abs((second[0] - first[-1] - 1) - skipped) <= rate / 4
 
 
+def test_a_link_that_drops_is_opened_again_and_the_board_started_again(tmp_path):
+    """The board's port hangs up after 50 frames and a board answers at its name again: the source
+    reopens it, starts it (version, rate, start) and goes on, the time away a gap of lost samples."""
+    chunks, counters, second = commanded.across_a_lost_link(
+        tmp_path, lambda: board(60, speed=1.0)[0], partial(BitalinoReader, fs=100, inputs=[0]))
+    assert counters["reconnects"] == 1 and counters["gaps"] == 1 and counters["lost_samples"] >= 1
+    assert second.commands[:3] == [bitalino.VERSION, bitalino.rate_command(100), bitalino.start_command([0])]
+    index = np.concatenate([np.arange(c.start, c.start + len(c)) for c in chunks])
+    assert np.array_equal(index, np.arange(index.size))  # every index once, in order: nothing bridged
+
+
 def test_a_source_closed_mid_stream_stops_the_board():
     device, rate = board(60, speed=1.0)
     with device:

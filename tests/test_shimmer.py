@@ -65,9 +65,9 @@ def packets_of(n: int, first: int = 0) -> tuple[bytes, np.ndarray]:
                           INQUIRY), values
 
 
-def started(counters: dict | None = None) -> ShimmerReader:
+def started(counters: dict | None = None, clock=None) -> ShimmerReader:
     """A reader as `start` leaves it once the sensor answered INQUIRY."""
-    reader = ShimmerReader({} if counters is None else counters)
+    reader = ShimmerReader({} if counters is None else counters, **({"clock": clock} if clock else {}))
     reader.inquiry = INQUIRY
     reader._info = shimmer_info()
     return reader
@@ -108,6 +108,27 @@ def test_lost_packets_are_placed_by_their_timestamps_even_past_the_clocks_wrap()
     keep = np.r_[0:40, 43:100, 160:200]  # 3 lost, then 60 (a stall)
     counters, index, got = read(b"".join(data[k * size:(k + 1) * size] for k in keep), 13)
     assert np.array_equal(index, keep) and np.array_equal(got, values[:, keep])
+
+
+def test_a_gap_past_the_clocks_wrap_and_a_restarted_clock_are_held_to_the_host_clock():
+    """Read as they come (128 Hz): after 600 s away (the 24-bit clock wrapped once, so the timestamps
+    show 88 s) the packets go on 600 s later; after 2 s away from a sensor whose clock restarted at 0
+    (its timestamps show 511.7 s) they go on 2 s later, by the host clock."""
+    now = [0.0]
+    reader, packets = started(clock=lambda: now[0]), []
+
+    def arrive(first: int, n: int, at_s: float, stamps_from: int) -> None:
+        data, _ = packets_of(n, first=stamps_from)
+        for k in range(n):  # each packet read as it is sampled
+            now[0] = at_s + k / 128
+            packets.extend(reader.feed(data[k * INQUIRY.packet_size:(k + 1) * INQUIRY.packet_size]))
+
+    arrive(0, 40, 0.0, 0)
+    arrive(40 + 600 * 128, 40, 600.0 + 40 / 128, 40 + 600 * 128)
+    arrive(0, 40, 602.0 + 80 / 128, 0)  # restarted: stamped from 0
+    index = np.concatenate([np.arange(p.seq, p.seq + p.n) for p in packets])
+    assert np.array_equal(index[:80], np.r_[0:40, 40 + 600 * 128:80 + 600 * 128])
+    assert abs(index[80] - (index[79] + 2 * 128)) <= 2 and np.array_equal(np.diff(index[80:]), np.ones(39))
 
 
 def test_a_changed_start_byte_loses_its_packet_and_lost_bytes_lose_only_theirs():
@@ -200,6 +221,17 @@ def test_started_again_after_a_drop_the_sensors_clock_places_the_gap_exactly():
     assert np.all(np.diff(index) > 0) and index[50] - index[49] > 1  # the time away is a gap
     assert np.array_equal(values, device.values(device.rate, 0, index[-1] + 1)[:, index])  # each in its place
     assert len(device.acquisitions) == 2 and device.commands[-1] == shimmer.STOP
+
+
+def test_a_link_that_drops_is_opened_again_and_the_sensor_started_again(tmp_path):
+    """The sensor's port hangs up after 50 packets and a sensor answers at its name again, its clock from 0
+    (it was restarted): the source reopens it, asks and starts it, and goes on, the time away (by the host
+    clock, the sensor's having restarted) a gap of lost samples, not the 511 s its timestamps show."""
+    chunks, counters, second = commanded.across_a_lost_link(tmp_path, lambda: sensor(60, speed=1.0), ShimmerReader)
+    assert counters["reconnects"] == 1 and counters["gaps"] == 1 and 1 <= counters["lost_samples"] < 10 * 128
+    assert second.commands[:4] == [shimmer.STOP, shimmer.VERSION, shimmer.INQUIRY, shimmer.START]
+    index = np.concatenate([np.arange(c.start, c.start + len(c)) for c in chunks])
+    assert np.array_equal(index, np.arange(index.size))
 
 
 def test_a_source_closed_mid_stream_stops_the_sensor():

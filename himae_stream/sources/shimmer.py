@@ -12,10 +12,15 @@ and their timestamps step by whole sampling periods; a packet that breaks
 that (bytes lost or changed) makes it look again, skipping acknowledgements
 and in-stream answers, which are not data. Each packet's index comes from its
 timestamp, so packets a link lost arrive as lost samples in place, as do the
-samples between a stop and the next start (the sampling clock runs on).
+samples between a stop and the next start (the sampling clock runs on); a
+long gap is held to the host clock (a sensor that restarted, its clock with
+it; a gap past the clock's 512-s wrap).
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -31,6 +36,9 @@ TICK_SLACK = 2
 #: sampling periods apart that packets found anew must be (data bytes that look like packets
 #: rarely are this close: 1 in 200,000 per pair at a divider of 256)
 NEAR = 16
+#: how much longer than the host clock's time since the last packet a gap in the timestamps may be
+#: (packets wait in the sensor's and the link's buffers) before the sensor's clock is taken to have restarted
+HOST_SLACK_S = 1.0
 #: how long the sensor has to answer a command
 ANSWER_S = 2.0
 COUNTERS = ("bytes", "frames", "damaged", "resyncs", "skipped_bytes", "answers")
@@ -39,11 +47,14 @@ COUNTERS = ("bytes", "frames", "damaged", "resyncs", "skipped_bytes", "answers")
 class ShimmerReader:
     """Bytes of a Shimmer3's stream to packets of its channels' raw values.
 
-    `fs` is the rate to set before starting (None: as the sensor is set). No host
-    clock is needed: the sensor's timestamps place every packet.
+    `fs` is the rate to set before starting (None: as the sensor is set). The
+    sensor's timestamps place every packet; `clock`, the host's, bounds a gap they
+    show (a sensor whose clock restarted shows up to 512 s) and counts the turns of
+    theirs in one longer than 512 s.
     """
 
-    def __init__(self, counters: dict[str, int], fs: float | None = None):
+    def __init__(self, counters: dict[str, int], fs: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.counters = counters
         self.counters.update(dict.fromkeys(COUNTERS, 0))
         self.divider = None if fs is None else round(shimmer.CLOCK_HZ / fs)
@@ -56,6 +67,9 @@ class ShimmerReader:
         self._locked = False
         self._index = -1  # stream index of the last packet delivered
         self._stamp = 0  # its timestamp
+        self._clock = clock
+        self._now = 0.0  # host time of the read being taken apart
+        self._last_read: float | None = None  # host time of the read that brought the last packet
 
     # ------------------------------------------------------------ commands
     def start(self, port) -> None:
@@ -105,6 +119,7 @@ class ShimmerReader:
         if self.inquiry is None:
             raise SourceError("Shimmer data before its inquiry answer: the reader was not started")
         self._buffer += data
+        self._now = self._clock()
         size, good = self.inquiry.packet_size, []
         while (self._locked or self._lock(size)) and not self._take(size, good):
             pass  # the boundaries were lost: search again
@@ -130,7 +145,7 @@ class ShimmerReader:
                 elif what == "answer":
                     self.counters["answers"] += 1
                 else:
-                    self._stamp, self._index = self._stamp_at(at), self._index + what
+                    self._stamp, self._index, self._last_read = self._stamp_at(at), self._index + what, self._now
                     good.append((self._index, bytes(self._buffer[at:at + size])))
                 at += length
             return True
@@ -158,12 +173,25 @@ class ShimmerReader:
                 return "more", 0
             follows = buffer[at + size] == shimmer.DATA and _near(self._stamp_at(at + size) - self._stamp_at(at),
                                                                   self.inquiry.divider)
-            return (steps, size) if follows else ("lost", 1)
+            return (self._bounded(steps), size) if follows else ("lost", 1)
         if left < 2 * size:  # is the next packet where it should be? wait and see
             return "more", 0
         if buffer[at + size] == shimmer.DATA and _near(self._stamp_at(at + size) - self._stamp, self.inquiry.divider):
             return "damaged", size
         return "lost", 1
+
+    def _bounded(self, steps: int) -> int:
+        """A long gap the timestamps show, held to the host clock: more periods than have passed on it since
+        the last packet came is a sensor whose clock restarted (the host clock's count is taken), fewer by
+        half the clock's wrap or more is turns of it (added)."""
+        if self._last_read is None:
+            return steps
+        divider = self.inquiry.divider
+        ticks = (self._now - self._last_read) * shimmer.CLOCK_HZ  # on the host clock
+        if steps * divider > ticks + HOST_SLACK_S * shimmer.CLOCK_HZ:
+            return max(1, round(ticks / divider))
+        turns = round((ticks - steps * divider) / shimmer.TIMESTAMP_MODULUS)
+        return steps + round(turns * shimmer.TIMESTAMP_MODULUS / divider)
 
     def _stamp_at(self, at: int) -> int:
         """The timestamp of the packet starting at buffer[at]."""
