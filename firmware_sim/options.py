@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from firmware_sim.device import DeviceConfig, DeviceModel, DropLog
@@ -133,20 +133,15 @@ def commanded_device(kind: str, model: DeviceModel, options: SimOptions):
         from himae_stream import bitalino
         from himae_stream.sources.bitalino import BitalinoReader
 
-        rate = options.fs or 1000
-        if rate not in bitalino.RATES:
-            raise ValueError(f"a BITalino samples at {', '.join(map(str, bitalino.RATES))} Hz, not {rate:g}")
+        rate = bitalino.checked_rate(options.fs or 1000)
         device = BitalinoDevice(model, faults, options.speed, options.baud)
         inputs = range(min(model.channels, len(bitalino.INPUTS)))
-        return device, partial(BitalinoReader, fs=int(rate), inputs=inputs), device.source_url(int(rate))
+        return device, partial(BitalinoReader, fs=rate, inputs=inputs), device.source_url(rate)
     from firmware_sim.shimmer_device import ShimmerDevice
-    from himae_stream.shimmer import CLOCK_HZ
+    from himae_stream.shimmer import divider_for
     from himae_stream.sources.shimmer import ShimmerReader
 
-    divider = round(CLOCK_HZ / (options.fs or 128))
-    if not 1 <= divider < 1 << 16:
-        raise ValueError(f"a Shimmer3 samples at 32768 Hz over a divider of 1 to 65535, not at {options.fs:g} Hz")
-    device = ShimmerDevice(model, faults, options.speed, options.baud, divider=divider)
+    device = ShimmerDevice(model, faults, options.speed, options.baud, divider=divider_for(options.fs or 128))
     return device, ShimmerReader, device.source_url()
 
 

@@ -42,6 +42,13 @@ FIELD_BITS = (10, 10, 10, 10, 6, 6)
 HEADER_BITS = 12
 
 
+def checked_rate(fs: float) -> int:
+    """`fs` as one of the board's rates; ValueError (one line) if it is not one."""
+    if fs not in RATES:
+        raise ValueError(f"a BITalino samples at {', '.join(map(str, RATES))} Hz, not {fs:g}")
+    return int(fs)
+
+
 def rate_command(fs: float) -> int:
     return (RATES[int(fs)] << 6) | 0x03
 

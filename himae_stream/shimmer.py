@@ -76,6 +76,14 @@ CHANNELS: dict[int, Channel | None] = dict(enumerate([
 ]))
 
 
+def divider_for(fs: float) -> int:
+    """The sampling divider nearest to `fs` Hz; ValueError (one line) if the sensor has none near it."""
+    divider = round(CLOCK_HZ / fs)
+    if not 1 <= divider < 1 << 16:
+        raise ValueError(f"a Shimmer3 samples at 32768 Hz over a divider of 1 to 65535, not at {fs:g} Hz")
+    return divider
+
+
 class ShimmerProtocolError(ValueError):
     """An inquiry answer this reader cannot use."""
 

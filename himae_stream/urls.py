@@ -211,20 +211,17 @@ def _bitalino_reader(url: ParsedUrl):
     A1 ... A6, default all)."""
     from functools import partial
 
-    from himae_stream.bitalino import INPUTS, RATES
+    from himae_stream.bitalino import INPUTS
     from himae_stream.sources.bitalino import BitalinoReader
 
     if "time_unit" in url.params:
         raise SourceUrlError(f"{url.text}: time_unit goes with format=text")
-    fs = url.number("fs", 1000, SAMPLE_RATE)
-    if fs not in RATES:
-        raise SourceUrlError(f"{url.text}: a BITalino samples at {', '.join(map(str, RATES))} Hz, not {fs:g}")
     names = [n.strip().upper() for n in url.get("channels", ",".join(INPUTS)).split(",") if n.strip()]
     unknown = [n for n in names if n not in INPUTS]
     if unknown or not names:
         raise SourceUrlError(f"{url.text}: channels are a BITalino's analog inputs {', '.join(INPUTS)}, "
                              f"got {url.get('channels')!r}")
-    return partial(BitalinoReader, fs=int(fs), inputs=[INPUTS.index(n) for n in names])
+    return partial(BitalinoReader, fs=url.number("fs", 1000, SAMPLE_RATE), inputs=[INPUTS.index(n) for n in names])
 
 
 def open_ble(url: ParsedUrl):

@@ -54,7 +54,7 @@ class PacketReader(Protocol):
     """The byte->packet step of a byte-stream source: `feed` takes bytes as they arrive (any split)
     and returns the packets they complete; `info` describes the stream once known. Counts what it
     drops in the counters it was made with, and raises only `SourceError`, for good. A reader whose
-    device streams only when told (a BITalino) also has `start(port)`, which the serial source calls
+    device streams only when told (a BITalino, a Shimmer3) also has `start(port)`, which the serial source calls
     after each open, and `stop(port)`, before it closes the port."""
 
     info: StreamInfo | None

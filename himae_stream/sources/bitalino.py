@@ -56,11 +56,12 @@ class BitalinoReader:
 
     def __init__(self, counters: dict[str, int], fs: int = 1000, inputs: Sequence[int] = range(6),
                  clock: Callable[[], float] = time.monotonic):
-        if int(fs) not in bitalino.RATES:
-            raise SourceError(f"a BITalino samples at {', '.join(map(str, bitalino.RATES))} Hz, not {fs:g}")
+        try:
+            self.fs = bitalino.checked_rate(fs)
+        except ValueError as exc:
+            raise SourceError(str(exc)) from None
         self.counters = counters
         self.counters.update(dict.fromkeys(COUNTERS, 0))
-        self.fs = int(fs)
         self.inputs = sorted(set(inputs))
         self.size = bitalino.frame_size(len(self.inputs))
         self.version: str | None = None

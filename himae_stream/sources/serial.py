@@ -1,10 +1,10 @@
 """Serial source: packets from anything `serial.serial_for_url` opens.
 
 The bytes become packets through a reader: COBS frames (`FramedReader`, the
-default), text lines (`TextLineReader`, for boards that print numbers) or a
-BITalino's frames (`BitalinoReader`, which also starts the board after each
-open and stops it before the close); everything about the port below is the
-same for all.
+default), text lines (`TextLineReader`, for boards that print numbers), or a
+BITalino's frames or a Shimmer3's packets (`BitalinoReader`, `ShimmerReader`,
+which also start the sensor after each open and stop it before the close);
+everything about the port below is the same for all.
 
 Real ttys, pseudo-terminals, `loop://` and `socket://host:port` all work.
 A tty or pseudo-terminal is read by the event loop itself when its descriptor
@@ -136,7 +136,7 @@ class SerialSource(Source):
         except (serial.SerialException, ValueError) as exc:
             raise SourceError(open_failure(self.url, exc)) from exc
         start = getattr(self._reader, "start", None)
-        if start is not None:  # a device that streams only when told (a BITalino)
+        if start is not None:  # a device that streams only when told (a BITalino, a Shimmer3)
             try:
                 start(port)
             except (serial.SerialException, OSError) as exc:
@@ -278,7 +278,7 @@ class SerialSource(Source):
             await asyncio.get_running_loop().run_in_executor(None, self._close_port, port)
 
     def _close_port(self, port: serial.SerialBase) -> None:
-        """Close `port`, first telling a device that streams only when told (a BITalino) to stop."""
+        """Close `port`, first telling a device that streams only when told (a BITalino, a Shimmer3) to stop."""
         stop = getattr(self._reader, "stop", None)
         if stop is not None:
             with contextlib.suppress(OSError, serial.SerialException):  # it may be gone already

@@ -57,9 +57,10 @@ class ShimmerReader:
                  clock: Callable[[], float] = time.monotonic):
         self.counters = counters
         self.counters.update(dict.fromkeys(COUNTERS, 0))
-        self.divider = None if fs is None else round(shimmer.CLOCK_HZ / fs)
-        if self.divider is not None and not 1 <= self.divider < 1 << 16:
-            raise SourceError(f"a Shimmer3 samples at 32768 Hz over a divider of 1 to 65535, not at {fs:g} Hz")
+        try:
+            self.divider = None if fs is None else shimmer.divider_for(fs)
+        except ValueError as exc:
+            raise SourceError(str(exc)) from None
         self.inquiry: shimmer.Inquiry | None = None
         self.info: StreamInfo | None = None
         self._info: StreamInfo | None = None
