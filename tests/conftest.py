@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# a helper module's failed assert says what it compared, as a test's does
+pytest.register_assert_rewrite("commanded")
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HIMAE_DATA", REPO.parent / "shared" / "data"))
 FIXTURES = REPO / "tests" / "data"

@@ -20,7 +20,7 @@ from firmware_sim.faults import FaultConfig, Faults
 from himae_stream import bitalino
 from himae_stream.samplestream import SampleStream
 from himae_stream.sources.base import SourceError
-from himae_stream.sources.bitalino import LAG_READS, LOCK, BitalinoReader
+from himae_stream.sources.bitalino import LOCK, BitalinoReader
 from himae_stream.urls import SourceUrlError, open_source
 
 #: Frames and what PLUX's Python API (bitalino 1.2.6, `BITalino.read`) reads from them:
@@ -124,7 +124,6 @@ def test_frames_lost_count_modulo_16_and_whole_turns_come_from_the_host_clock():
     index = np.concatenate([np.arange(p.seq, p.seq + p.n) for p in packets])
     values = np.concatenate([p.samples for p in packets], axis=1)
     assert np.array_equal(index, keep) and np.array_equal(values[0], codes[0, keep])
-    assert LAG_READS < 20  # the stall comes after enough reads to know the usual lag
 
 
 @settings(max_examples=300, deadline=None)
@@ -196,13 +195,14 @@ def test_a_boards_recorded_bytes_replay_as_they_were_read(tmp_path):
 
 
 def test_board_in_real_time_through_a_stall_longer_than_its_counter():
-    """1000 Hz for 4 s; the link stalls for 0.5 s (500 frames: 31 turns of the counter and 4)
-    and the board drops what it could not send: every one of them is counted lost, in place."""
-    device, rate = board(4, FaultConfig(disconnect_after=2.0, disconnect_for=0.5), speed=1.0, rate=1000)
+    """100 Hz for 6 s; the link stalls for 2.5 s (250 frames: 15 turns of the counter and 10) and the
+    board drops what it could not send: every one of them is counted lost, in place. (The host clock
+    tells the turns while reads jitter by less than 16 periods: 160 ms here, so a busy machine passes.)"""
+    device, rate = board(6, FaultConfig(disconnect_after=2.0, disconnect_for=2.5), speed=1.0, rate=100)
     with device:
         stream, tap, chunks = asyncio.run(replay(device, 60, reader=partial(BitalinoReader, fs=rate, inputs=[0])))
     lost = check(chunks, device, rate)
-    assert lost.sum() == device.log.counters["dropped_disconnected"] == 500
+    assert lost.sum() == device.log.counters["dropped_disconnected"] == 250
 
 
 def test_stopped_on_close_started_again_on_reopen_and_a_board_left_acquiring_is_stopped_first():
