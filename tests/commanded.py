@@ -19,6 +19,7 @@ import serial
 from himae_stream.samplestream import SampleStream
 from himae_stream.sources.serial import SerialSource
 from himae_stream.urls import open_source
+from test_sim_serial import check_indices
 
 
 def open_port(path: str):
@@ -141,7 +142,8 @@ def announced(sim) -> dict[str, str]:
 def run_beside_framed(himae, folder, sim_args: list[str], run_args: list[str]):
     """`himae run` of 14 s of the bundled record from `himae sim --device ... <sim_args>` in another process
     (with `run_args`), and of the same seconds replayed over the framed protocol: what the simulator
-    announced and both runs' records, checked to be the same windows with nothing lost."""
+    announced, both runs' records, checked to be the same windows with nothing lost, and the summary
+    `himae run` ended the device's run with."""
     from conftest import BUNDLED
 
     sim = subprocess.Popen([sys.executable, "-m", "himae_stream.cli", "sim", *sim_args, "--recording", str(BUNDLED),
@@ -157,23 +159,17 @@ def run_beside_framed(himae, folder, sim_args: list[str], run_args: list[str]):
     want = himae("run", f"sim://{BUNDLED}?channels=PLETH&speed=max&duration=14", "--duration", "14s",
                  "--sink", str(folder / "want.jsonl"), timeout=120)
     assert got.returncode == 0 and want.returncode == 0, got.stderr + want.stderr
+    summary = got.stderr.strip().splitlines()[-1]
     got, want = ([json.loads(line) for line in open(folder / name)] for name in ("got.jsonl", "want.jsonl"))
     assert len(got) == len(want) == 7 and all(r["lost_fraction"] == 0 for r in got)
     assert [(g["start"], g["end"]) for g in got] == [(w["start"], w["end"]) for w in want]
-    return said, got, want
+    return said, got, want, summary
 
 
 def check(chunks, device, values) -> np.ndarray:
     """Every index once and in order, lost exactly where the device's drop log says, `values(start, stop)`
     (its codes) elsewhere; returns the lost mask."""
-    index = np.concatenate([np.arange(c.start, c.start + len(c)) for c in chunks])
-    got = np.concatenate([c.samples for c in chunks], axis=1)
-    lost = np.concatenate([c.lost_mask for c in chunks])
-    assert np.array_equal(index, np.arange(index[-1] + 1))
-    dropped = device.log.indices()
-    assert np.array_equal(np.flatnonzero(lost), dropped[dropped <= index[-1]])
-    assert np.array_equal(got[:, ~lost], values(0, index[-1] + 1)[:, ~lost])
-    return lost
+    return check_indices(chunks, values, device.log.indices())[0]
 
 
 def sim_chunks(url: str):

@@ -284,9 +284,9 @@ def test_run_on_a_bitalino_in_another_process(tmp_path, himae):
     """`himae sim --device bitalino` replays the bundled record's three channels as A1-A3; `himae run`
     reads its PPG on A3 at 100 Hz: the windows of the framed replay of the same seconds, nothing
     lost, embeddings and heart rate as close as 10-bit codes allow."""
-    said, got, want = commanded.run_beside_framed(himae, tmp_path, ["--device", "bitalino", "--fs", "100"],
-                                                  ["--channels", "A3"])
-    assert said["inputs"] == "A1=II, A2=V, A3=PLETH"
+    said, got, want, summary = commanded.run_beside_framed(himae, tmp_path, ["--device", "bitalino", "--fs", "100"],
+                                                           ["--channels", "A3"])
+    assert said["inputs"] == "A1=II, A2=V, A3=PLETH" and ", crc errors 0, " in summary
     assert said["source"].endswith("?format=bitalino&fs=100&channels=A1,A2,A3")
     for g, w in zip(got, want):
         assert g["predictions"]["heart_rate"] == pytest.approx(w["predictions"]["heart_rate"], abs=0.1)

@@ -290,9 +290,12 @@ def test_bad_shimmer_urls_are_one_line(url, message):
 def test_run_on_a_shimmer_in_another_process(tmp_path, himae):
     """`himae sim --device shimmer` streams the bundled record's PLETH on A13 at 128 Hz; `himae run` reads
     it: the windows of the framed replay of the same seconds, nothing lost, the same heart rate to
-    within what 12-bit codes at another rate change."""
-    said, got, want = commanded.run_beside_framed(himae, tmp_path, ["--device", "shimmer", "--channels", "PLETH"], [])
+    within what 12-bit codes at another rate change; the summary counts damaged packets (a Shimmer's
+    carry no CRC)."""
+    said, got, want, summary = commanded.run_beside_framed(himae, tmp_path,
+                                                           ["--device", "shimmer", "--channels", "PLETH"], [])
     assert said["inputs"] == "INT_A13=PLETH" and said["source"].endswith("?format=shimmer")
+    assert ", damaged packets 0, " in summary and "crc" not in summary
     for g, w in zip(got, want):
         assert g["predictions"]["heart_rate"] == pytest.approx(w["predictions"]["heart_rate"], abs=1.0)
 

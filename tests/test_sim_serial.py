@@ -21,18 +21,25 @@ def first_seconds(seconds, channels="PLETH"):
     return dataclasses.replace(rec, signals=rec.signals[:, : int(seconds * rec.fs)])
 
 
-def check_delivery(chunks, model, dropped: np.ndarray, first: int = 0, atol: float = 0.0) -> np.ndarray:
+def check_indices(chunks, values, dropped: np.ndarray, first: int = 0, atol: float = 0.0) -> tuple[np.ndarray, int]:
     """Assert chunks hold every index from `first` once and in order, lost exactly where the
-    device dropped, and the quantised recording everywhere else (within `atol`, for transports
-    that round it); returns the lost mask."""
+    device dropped, and `values(start, stop)` everywhere else (within `atol`, for transports that
+    round it); returns the lost mask and the index after the last delivered."""
     index = np.concatenate([np.arange(c.start, c.start + len(c)) for c in chunks])
-    values = np.concatenate([c.samples for c in chunks], axis=1)
+    got = np.concatenate([c.samples for c in chunks], axis=1)
     lost = np.concatenate([c.lost_mask for c in chunks])
     last = int(index[-1]) + 1
     assert np.array_equal(index, np.arange(first, last)), "every index once, in order"
     assert np.array_equal(np.flatnonzero(lost) + first, dropped[(dropped >= first) & (dropped < last)])
-    expected = model.values(first, last)
-    np.testing.assert_allclose(values[:, ~lost], expected[:, ~lost], rtol=0, atol=atol)
+    expected = values(first, last)
+    np.testing.assert_allclose(got[:, ~lost], expected[:, ~lost], rtol=0, atol=atol)
+    return lost, last
+
+
+def check_delivery(chunks, model, dropped: np.ndarray, first: int = 0, atol: float = 0.0) -> np.ndarray:
+    """`check_indices` against the quantised recording, and every sample after the last delivered
+    one dropped by the device; returns the lost mask."""
+    lost, last = check_indices(chunks, model.values, dropped, first, atol)
     tail = np.arange(last, model.length)
     assert np.all(np.isin(tail, dropped)), "samples after the last delivered one were dropped by the device"
     return lost

@@ -193,12 +193,17 @@ def _summary(pipeline, samples) -> str:
     return (
         f"himae run: {windows}, {pipeline.stream.pushed} samples, lost {counters.get('lost_samples', 0)}, "
         f"imputed {pipeline.imputed}{' (at the model rate)' if pipeline.resampler is not None else ''}, "
-        # what the transport found broken: frames failing their CRC, or (a Shimmer's, which have none)
-        # packets changed on the way
-        + "".join(f"{label} {counters[key]}, " for key, label in (("crc_errors", "crc errors"),
-                                                                   ("damaged", "damaged packets")) if key in counters)
+        + _broken(counters)
         + f"reconnects {counters.get('reconnects', 0)}{latency}"
     )
+
+
+def _broken(counters: dict) -> str:
+    """What the transport found broken: packets changed on the way for a source that counts them (a
+    Shimmer's, which carry no CRC), else frames failing their CRC."""
+    if "damaged" in counters:
+        return f"damaged packets {counters['damaged']}, "
+    return f"crc errors {counters.get('crc_errors', 0)}, "
 
 
 class LiveView:
