@@ -155,17 +155,45 @@ class TextTarget:
         return self.partial
 
 
+def shortest_float32(a: np.ndarray) -> np.ndarray:
+    """float32 values as the float64 nearest each one's shortest decimal that reads back as the same
+    float32, so their text is 0.5529977 and not the float32's exact 0.5529977083206177: half the
+    digits in a text sink, nothing of the value lost. Other arrays as they are."""
+    a = np.asarray(a)
+    if a.dtype != np.float32:
+        return a
+    exact = a.astype(np.float64)
+    pick = np.flatnonzero(np.isfinite(exact) & (exact != 0))
+    if pick.size == 0:
+        return exact
+    v = exact.ravel()[pick]
+    scale = 8 - np.floor(np.log10(np.abs(v)))  # powers of ten that put 9 digits before the point
+    best, left = v.copy(), np.ones(v.size, bool)
+    for digits in range(1, 10):  # 9 significant digits tell any float32; where rounding here failed, the exact value stays
+        s = scale - (9 - digits)
+        p = 10.0 ** np.abs(s)
+        c = np.where(s >= 0, np.rint(v * p) / p, np.rint(v / p) * p)
+        with np.errstate(over="ignore"):  # a candidate past float32's largest is no match
+            ok = left & (c.astype(np.float32) == a.ravel()[pick])
+        best[ok], left = c[ok], left & ~ok
+        if not left.any():
+            break
+    out = exact.ravel()
+    out[pick] = best
+    return out.reshape(a.shape)
+
+
 def _plain(value):
     """JSON for the numpy values a record carries (embeddings are float32 arrays)."""
     if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
+        return shortest_float32(value).tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _embedding_values(record: dict) -> list[float]:
-    """Every level's embedding, one after another, as plain floats."""
+    """Every level's embedding, one after another, as plain floats (see `shortest_float32`)."""
     levels = record.get("embeddings") or []
-    return np.concatenate(levels).tolist() if levels else []
+    return shortest_float32(np.concatenate(levels)).tolist() if levels else []
 
 
 class JsonlSink:
@@ -374,7 +402,8 @@ class LslSink:
         self.outlet = None
 
     def write(self, record: dict) -> None:
-        values = _embedding_values(record)
+        levels = record.get("embeddings") or []
+        values = np.concatenate(levels).tolist() if levels else []  # float32 on the wire: as they are
         if self.outlet is None:
             info = self.pylsl.StreamInfo(self.name, "Embeddings", len(values), 0, "float32", f"himae-{self.name}")
             self.outlet = self.pylsl.StreamOutlet(info)

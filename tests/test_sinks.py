@@ -6,9 +6,11 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from himae_stream.errors import HimaeError
-from himae_stream.sinks import SinkError, as_sink_url, merge_parts, open_sink
+from himae_stream.sinks import SinkError, as_sink_url, merge_parts, open_sink, shortest_float32
 
 CLASSES = ["rest", "moderate", "fast"]
 
@@ -205,3 +207,38 @@ def test_an_npz_written_in_pieces_is_the_one_numpy_writes_whole(tmp_path):
         replace_with_npz(tmp_path / "bad.npz", {"rows": [np.zeros((2, 5)), np.zeros((2, 4))]})
     assert not (tmp_path / "bad.npz").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
         "pieces.npz", "whole.npz"]
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_text_sinks_write_each_float32_as_its_shortest_decimal(tmp_path, kind):
+    """Embeddings read back from the text as the very float32 values, each in the fewest digits that do
+    (numpy's own shortest float32 text: 0.5529977, not the exact 0.5529977083206177)."""
+    path = tmp_path / f"out.{kind}"
+    write(f"{kind}://{path}", 3).close()
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines if kind == "jsonl" else lines[1:]):
+        want = np.concatenate(record(i)["embeddings"])
+        if kind == "jsonl":
+            texts = line.split('"embeddings":[[')[1].split("]]")[0].replace("],[", ",").split(",")
+        else:
+            texts = line.split(",")[-want.size:]
+        assert np.array_equal(np.array(texts, np.float64).astype(np.float32), want)
+        assert [significant(t) for t in texts] == [significant(str(v)) for v in want]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(width=32, allow_nan=False), min_size=1, max_size=50))
+def test_shortest_float32_reads_back_as_the_same_float32(values):
+    """Any finite float32, from the smallest subnormal to the largest, as text reads back the same; within
+    the magnitudes a record carries, in no more digits than numpy's shortest."""
+    a = np.array(values, np.float32)
+    texts = [repr(v) for v in shortest_float32(a).tolist()]
+    assert np.array_equal(np.array(texts, np.float64).astype(np.float32), a)
+    for text, v in zip(texts, a):
+        if 1e-12 <= abs(v) <= 1e12:
+            assert significant(text) <= significant(str(v)), (text, v)
+
+
+def significant(text: str) -> int:
+    """Significant digits of a number's text (1250000.0 and 1.25e+06: 3)."""
+    return len(text.split("e")[0].lstrip("-").replace(".", "").strip("0")) or 1
