@@ -162,24 +162,17 @@ def shortest_float32(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype != np.float32:
         return a
-    exact = a.astype(np.float64)
-    pick = np.flatnonzero(np.isfinite(exact) & (exact != 0))
-    if pick.size == 0:
-        return exact
-    v = exact.ravel()[pick]
-    scale = 8 - np.floor(np.log10(np.abs(v)))  # powers of ten that put 9 digits before the point
-    best, left = v.copy(), np.ones(v.size, bool)
-    for digits in range(1, 10):  # 9 significant digits tell any float32; where rounding here failed, the exact value stays
-        s = scale - (9 - digits)
+    flat = a.ravel()
+    exact = flat.astype(np.float64)
+    # every value rounded to 1 .. 9 significant digits (9 tell any float32) at once; 0, Inf and NaN,
+    # and a value whose roundings here all missed (far from 1, where powers of ten are inexact), stay
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        s = np.arange(9)[:, None] - np.floor(np.log10(np.abs(exact)))
         p = 10.0 ** np.abs(s)
-        c = np.where(s >= 0, np.rint(v * p) / p, np.rint(v / p) * p)
-        with np.errstate(over="ignore"):  # a candidate past float32's largest is no match
-            ok = left & (c.astype(np.float32) == a.ravel()[pick])
-        best[ok], left = c[ok], left & ~ok
-        if not left.any():
-            break
-    out = exact.ravel()
-    out[pick] = best
+        rounded = np.where(s >= 0, np.rint(exact * p) / p, np.rint(exact / p) * p)
+        reads_back = rounded.astype(np.float32) == flat
+    fewest = reads_back.argmax(axis=0)
+    out = np.where(reads_back.any(axis=0), rounded[fewest, np.arange(flat.size)], exact)
     return out.reshape(a.shape)
 
 
