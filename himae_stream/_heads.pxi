@@ -177,7 +177,9 @@ cdef class HeadKernel:
         h.basis_rows = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>keep["basis_rows"])
         h.bases, h.dfts = self._bases, self._dfts
         # float32 windows transform through the best f32 micro-kernel of this CPU
-        h.uk = NULL if h.is_double else himae_ukernel_for(himae_isa_best(), HIMAE_F32)
+        h.uk = NULL
+        if not h.is_double:
+            h.uk = himae_ukernel_for(himae_isa_best(), HIMAE_F32)
         h.packed = NULL
         if h.uk != NULL:
             keep["packed"] = []

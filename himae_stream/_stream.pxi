@@ -571,7 +571,9 @@ cdef class StreamCore:
     cdef int _engine_input(self, const double *x, int64_t n, cnp.ndarray lost, int64_t rows, float *out) except -1:
         """What the engine takes for samples x (n of each channel, lost ones marked in `lost`, see _lost_rows)
         into out: lost samples counted, the rest normalised (or copied, without a normaliser), the lost ones 0."""
-        cdef const cnp.npy_bool *m = NULL if lost is None else <const cnp.npy_bool *>cnp.PyArray_DATA(lost)
+        cdef const cnp.npy_bool *m = NULL
+        if lost is not None:
+            m = <const cnp.npy_bool *>cnp.PyArray_DATA(lost)
         if cnp.PyArray_SIZE(self._lost_counts) < n:
             self._lost_counts = np.empty(n)
         self._count_lost(x, n, m, rows, <double *>cnp.PyArray_DATA(self._lost_counts),
