@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=tuple(DEVICES), default="framed",
                         help="framed: the framed protocol over --transport; text-serial: a DIY board "
                              "printing text lines on a serial port; bitalino, shimmer: a BITalino or a Shimmer3 on a "
-                             "serial port, streaming once its host starts it; lsl: a Lab Streaming Layer outlet; "
+                             "serial port, streaming once its host starts it (bitalino with --transport ble: a "
+                             "BITalino (r)evolution BLE); lsl: a Lab Streaming Layer outlet; "
                              "polar-verity, polar-h10: a Polar sensor's PMD service over BLE; "
                              "brainflow-playback: a BrainFlow playback file (--out) that replays at --speed with the "
                              "faults' frames left out")
@@ -122,10 +123,15 @@ def run_framed(options: SimOptions, args: argparse.Namespace) -> int:
 
 def run_ble_kind(options: SimOptions, args: argparse.Namespace, kind: str) -> int:
     """A simulated BLE device of `kind` (options.BLE_DEVICES), its HCI served on --hci."""
+    return asyncio.run(run_ble(options, *hci_address(args), args.log, args.linger, kind))
+
+
+def hci_address(args: argparse.Namespace) -> tuple[str, int]:
+    """--hci as (host, port)."""
     host, _, port = args.hci.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--hci must be HOST:PORT, got {args.hci!r}")
-    return asyncio.run(run_ble(options, host, int(port), args.log, args.linger, kind))
+    return host, int(port)
 
 
 def run_serial(options: SimOptions, log_path: str | None, linger: float) -> int:
@@ -150,15 +156,47 @@ def run_text_serial(options: SimOptions, args: argparse.Namespace) -> int:
 
 
 def run_commanded(options: SimOptions, args: argparse.Namespace, kind: str) -> int:
-    """A BITalino or a Shimmer3 (`kind`) on a serial port: idle until its host starts it."""
+    """A BITalino or a Shimmer3 (`kind`) on a serial port, or a BITalino (r)evolution BLE: idle until its
+    host starts it."""
     from firmware_sim.options import build_model, commanded_device
 
-    if args.transport != "serial":
+    if args.transport == "ble" and kind != "bitalino":
         raise ValueError(f"--device {kind} is a serial port (Bluetooth classic): leave out --transport ble")
     device, _, url = commanded_device(kind, build_model(options), options)
     # which input carries which of the recording's channels: `himae run URL --channels A3` reads PLETH
     announce("inputs: " + ", ".join(f"{a}={name}" for a, name in device.carried()))
+    if args.transport == "ble":
+        return asyncio.run(serve_bitalino_ble(device, url, options, args))
     return serve_serial(device, url, args.log, args.linger)
+
+
+async def serve_bitalino_ble(board, serial_url: str, options: SimOptions, args: argparse.Namespace) -> int:
+    """The BITalino `board` behind its BLE module, the radio's HCI served on --hci, until its replay is
+    over; says where it is, what it sent and (--log) what it dropped."""
+    from bumble.link import LocalLink
+
+    from firmware_sim.bitalino_ble import BitalinoBle
+    from firmware_sim.ble_device import serve_hci
+    from firmware_sim.options import write_log
+    from himae_stream.bumble_backend import HCI_ENV
+
+    link = LocalLink()
+    module = BitalinoBle(board, link, mtu=options.mtu)
+    transport, spec = await serve_hci(link, *hci_address(args))
+    await module.start()
+    announce(f"ble: name={module.name} address={module.address}")
+    announce(f"{HCI_ENV}={spec}")
+    announce(f"source: {module.source_url(spec, serial_url)}")
+    try:
+        await asyncio.to_thread(board.wait)
+        announce(f"done: {board.produced} samples produced, {module.notifications} notifications sent")
+        await asyncio.sleep(args.linger)
+    finally:
+        if args.log:
+            write_log(args.log, board.log, board.produced)
+        await module.stop()
+        await transport.close()
+    return 0
 
 
 def serve_serial(device, url: str, log_path: str | None, linger: float) -> int:

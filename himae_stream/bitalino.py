@@ -10,6 +10,10 @@ until the stop command. The commands used here:
     start      (mask << 2) | 0x01            mask bit i acquires analog input A(i+1)
     stop       0x00                          in acquisition only (idle, 0x00 sets the battery threshold)
 
+A BITalino (r)evolution BLE carries the same bytes over Bluetooth Low Energy: its BLE module bridges the
+board's serial line to one GATT service, a command written to one characteristic and the board's
+bytes (answers and frames, cut wherever a notification's payload ends) notified on another.
+
 A frame holds the acquired inputs in ascending order, then the four digital lines, then a 4-bit
 sequence number and a 4-bit CRC. Read as one little-endian integer of 8·n bits, the last byte holds
 sequence (high nibble) and CRC (low nibble), the four bits below it the digital lines, and the
@@ -34,6 +38,10 @@ RATES = {1: 0, 10: 1, 100: 2, 1000: 3}
 INPUTS = ("A1", "A2", "A3", "A4", "A5", "A6")
 VERSION = 0x07
 STOP = 0x00
+#: the BLE module's service: commands are written to one characteristic, the board's bytes notified on the other
+BLE_SERVICE_UUID = "c566488a-0882-4e1b-a6d0-0b717e652234"
+BLE_COMMANDS_UUID = "4051eb11-bf0a-4c74-8730-a48f4193fcea"
+BLE_FRAMES_UUID = "40fdba6b-672e-47c4-808a-e529adff3633"
 #: the sequence number counts frames modulo this
 SEQUENCE_MODULUS = 16
 #: bits of the k-th analog field of a frame (the fifth and sixth acquired inputs have 6)

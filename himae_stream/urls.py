@@ -5,6 +5,7 @@
     serial:///dev/rfcomm0?format=bitalino&fs=1000&channels=A1   (a BITalino)
     serial:///dev/rfcomm0?format=shimmer&fs=128   (a Shimmer3)
     ble://AA:BB:CC:DD:EE:FF             ble://name=Polar*?service=hr
+    ble://name=BITalino*?format=bitalino&fs=100&channels=A3    (a BITalino (r)evolution BLE)
     file://capture.bin                  file:///abs/capture.bin   file://board.bin?format=bitalino&fs=100
     sim://recording.mat?speed=10&loss=0.02&transport=ble
     lsl://NAME?type=PPG&timeout=10      lsl://*?type=PPG (any name)
@@ -229,7 +230,11 @@ def open_ble(url: ParsedUrl):
     from himae_stream.sources.ble import BleSource
     from himae_stream.sources.heartrate import HeartRateSource
 
-    url.check_params({"service", "reconnects", "scan_timeout", "hci"})
+    form = url.get("format")
+    if form not in (None, "bitalino"):
+        raise SourceUrlError(f"{url.text}: format over BLE must be bitalino (a BITalino (r)evolution BLE), "
+                             f"got {form!r}")
+    url.check_params({"reconnects", "scan_timeout", "hci"} | ({"format", "fs", "channels"} if form else {"service"}))
     name = url.path[len("name="):] if url.path.startswith("name=") else None
     address = None if name is not None else url.path
     service = url.get("service")
@@ -238,6 +243,10 @@ def open_ble(url: ParsedUrl):
         scan_timeout_s=url.number("scan_timeout", 10.0, POSITIVE),
         backend=_ble_backend(url.get("hci")),
     )
+    if form == "bitalino":
+        from himae_stream.sources.bitalino_ble import BitalinoBleSource
+
+        return BitalinoBleSource(address=address, name=name, reader=_bitalino_reader(url), **kwargs)
     if service in ("hr", "heart_rate", "180d", HEART_RATE_SERVICE_UUID):
         return HeartRateSource(address=address, name=name, **kwargs)
     return BleSource(address=address, name=name, service=service, **kwargs)

@@ -167,9 +167,13 @@ def run_beside_framed(himae, folder, sim_args: list[str], run_args: list[str]):
 
 
 def check(chunks, device, values) -> np.ndarray:
-    """Every index once and in order, lost exactly where the device's drop log says, `values(start, stop)`
-    (its codes) elsewhere; returns the lost mask."""
-    return check_indices(chunks, values, device.log.indices())[0]
+    """Every index once and in order from the first delivered, lost exactly where the device's drop log says,
+    `values(start, stop)` (its codes) elsewhere; returns the lost mask. (A reader takes frames once it has
+    found their boundaries: a frame lost among the first few leaves those before it untaken, and the
+    stream starts at the first frame taken, its index the sensor's count.)"""
+    first = chunks[0].start
+    assert first < 16, first
+    return check_indices(chunks, values, device.log.indices(), first)[0]
 
 
 def sim_chunks(url: str):

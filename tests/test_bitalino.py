@@ -14,13 +14,21 @@ import commanded
 from conftest import BUNDLED
 from test_sim_serial import first_seconds, replay
 
+from bumble.link import LocalLink
+from waiting import read_all
+
+from firmware_sim import bitalino_device
+from firmware_sim.bitalino_ble import BitalinoBle
 from firmware_sim.bitalino_device import BitalinoDevice
 from firmware_sim.device import DeviceModel
 from firmware_sim.faults import FaultConfig, Faults
 from himae_stream import bitalino
+from himae_stream.bumble_backend import BumbleBackend, set_default_adapter
 from himae_stream.samplestream import SampleStream
 from himae_stream.sources.base import SourceError
 from himae_stream.sources.bitalino import LOCK, BitalinoReader
+from himae_stream.sources.bitalino_ble import BitalinoBleSource
+from himae_stream.sources.ble import DeviceRefused
 from himae_stream.urls import SourceUrlError, open_source
 
 #: Frames and what PLUX's Python API (bitalino 1.2.6, `BITalino.read`) reads from them:
@@ -272,11 +280,95 @@ def test_bad_bitalino_urls_are_one_line(query, message):
         open_source(f"serial:///dev/rfcomm0?{query}")
 
 
+@pytest.mark.parametrize("query, message", [
+    ("format=bitalino&fs=250", "a BITalino samples at 1, 10, 100, 1000 Hz, not 250"),
+    ("format=bitalino&channels=A7", "channels are a BITalino's analog inputs A1, A2, A3, A4, A5, A6, got 'A7'"),
+    ("format=bitalino&service=hr", r"unknown parameter\(s\) service"),
+    ("format=shimmer", "format over BLE must be bitalino .a BITalino .r.evolution BLE., got 'shimmer'"),
+    ("fs=100", r"unknown parameter\(s\) fs"),
+])
+def test_bad_bitalino_ble_urls_are_one_line(query, message):
+    with pytest.raises((SourceUrlError, SourceError), match=message):
+        open_source(f"ble://name=BITalino*?{query}")
+
+
 def test_url_channels_and_rate():
     reader = open_source("serial:///dev/rfcomm0?format=bitalino&fs=100&channels=a3,A1")._reader
     assert (reader.fs, reader.inputs, reader.size) == (100, [0, 2], 4)
+    source = open_source("ble://name=BITalino*?format=bitalino&fs=10&channels=A2")
+    assert (source.name, source._reader.fs, source._reader.inputs) == ("BITalino*", 10, [1])
     reader = open_source("serial:///dev/rfcomm0?format=bitalino")._reader
     assert (reader.fs, reader.inputs, reader.size) == (1000, list(range(6)), 8)
+
+
+# ---------------------------------------------------------------- a BITalino (r)evolution BLE
+def over_ble(device: BitalinoDevice, rate: int, inputs: list[int], mtu: int, body):
+    """`await body(module, source)` with `device` behind its BLE module on a link this process's bumble host
+    shares, and a BitalinoBleSource reading it at `rate` on `inputs`."""
+    async def main():
+        link = LocalLink()
+        module = BitalinoBle(device, link, mtu=mtu)
+        await module.start()
+        set_default_adapter(link)
+        try:
+            source = BitalinoBleSource(name=module.name, backend=BumbleBackend,
+                                       reader=partial(BitalinoReader, fs=rate, inputs=inputs))
+            return await body(module, source)
+        finally:
+            set_default_adapter(None)
+            await module.stop()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("mtu", [23, 247])
+def test_ble_board_unpaced_with_lost_and_corrupted_frames_matches_its_drop_log(mtu):
+    """Frames of 6 bytes (three inputs) in notifications of 20 bytes (MTU 23) or more: frames cut anywhere,
+    every sample delivered or lost where the board's drop log says."""
+    device, rate = board(20, FaultConfig(loss=0.03, corrupt=0.03, seed=7))
+
+    async def body(module, source):
+        finished = asyncio.ensure_future(asyncio.to_thread(device.wait))
+        _, tap, chunks = await read_all(source, [finished], lambda: module.notifications,
+                                        lambda: source.counters["notifications"], 60, "every notification sent")
+        return tap, chunks
+
+    tap, chunks = over_ble(device, rate, [0, 1, 2], mtu, body)
+    lost = commanded.check(chunks, device, lambda a, b: device.codes(rate, [0, 1, 2], a, b))
+    assert device.log.counters["dropped_lost"] > 0 and device.log.counters["dropped_corrupted"] > 0
+    assert 0 < lost.sum() < 0.2 * lost.size
+    assert tap.info.device == "BITalino_v5.2" and tap.info.channel_names == ("A1", "A2", "A3")
+    assert device.commands[:3] == [bitalino.VERSION, bitalino.rate_command(rate), bitalino.start_command([0, 1, 2])]
+    if mtu == 23:
+        assert tap.counters["notifications"] >= tap.counters["bytes"] / 20
+
+
+def test_ble_board_is_stopped_once_when_the_source_closes():
+    device, rate = board(60, speed=1.0)
+
+    async def body(module, source):
+        async for _ in source:
+            if source.counters["frames"] >= 30:
+                await source.close()
+        return await asyncio.to_thread(device.idle.wait, 5)
+
+    assert over_ble(device, rate, [0], 23, body), "the board did not stop"
+    assert device.commands == [bitalino.VERSION, bitalino.rate_command(rate), bitalino.start_command([0]),
+                               bitalino.STOP]
+
+
+def test_something_else_answering_over_ble_is_refused_in_one_line(monkeypatch):
+    """A device on the BITalino's service whose version answer is no BITalino's: one line, no retries."""
+    monkeypatch.setattr(bitalino_device, "VERSION", b"Not a board 1.0\n")
+    device, rate = board(10, speed=1.0)
+
+    async def body(module, source):
+        with pytest.raises(DeviceRefused, match=r"no BITalino answered on BLE name 'himae-sim' .it sent b'Not a"):
+            async for _ in source:
+                pass
+        return source.counters["connects"], source.counters["connect_failures"]
+
+    assert over_ble(device, rate, [0], 23, body) == (0, 0)
 
 
 # ---------------------------------------------------------------- `himae sim` and `himae run`
@@ -292,6 +384,17 @@ def test_run_on_a_bitalino_in_another_process(tmp_path, himae):
         assert g["predictions"]["heart_rate"] == pytest.approx(w["predictions"]["heart_rate"], abs=0.1)
         for a, b in zip(g["embeddings"], w["embeddings"]):
             assert np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) > 0.99
+
+
+def test_run_on_a_bitalino_ble_in_another_process(tmp_path, himae):
+    """`himae sim --device bitalino --transport ble`: the board behind its BLE module on a virtual radio
+    served over HCI; `himae run` on the URL it announces gets the windows the serial board gives."""
+    said, got, want, summary = commanded.run_beside_framed(
+        himae, tmp_path, ["--device", "bitalino", "--fs", "100", "--transport", "ble"], ["--channels", "A3"])
+    assert said["source"].startswith("ble://name=himae-sim?format=bitalino&fs=100&channels=A1,A2,A3&hci=")
+    assert ", crc errors 0, " in summary
+    for g, w in zip(got, want):
+        assert g["predictions"]["heart_rate"] == pytest.approx(w["predictions"]["heart_rate"], abs=0.1)
 
 
 def test_pluxs_own_api_reads_the_simulated_board():

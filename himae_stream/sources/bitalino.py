@@ -18,7 +18,12 @@ gap in the numbers nothing is added: a link that delivers late, as Bluetooth
 does now and then, must not look like a loss. A loss of exactly 16, 32, ...
 frames shows no gap and is missed.) A board started again after a reopen
 counts from 0: the time between its last frame before and its first after is
-lost samples.
+lost samples. The board counts from 0 at each start: the stream's first index
+is the first frame's sequence number.
+
+A BITalino (r)evolution BLE sends the same bytes in notifications
+(`himae_stream/sources/bitalino_ble.py` drives this reader through the steps of
+`start`: `answered`, `commands`).
 """
 
 from __future__ import annotations
@@ -40,11 +45,18 @@ LOCK = 3
 COMMAND_GAP_S = 0.1
 #: how long the board has to answer the version command
 ANSWER_S = 2.0
+#: how long bytes arriving unasked are awaited, which tell a board still acquiring for a host that went away
+STILL_STREAMING_S = 0.1
 #: seconds of reads whose lag behind the host clock tells frames lost in whole turns of the counter
 LAG_WINDOW_S = 10.0
 #: reads needed before their lags are trusted to tell turns of the counter
 LAG_READS = 8
 COUNTERS = ("bytes", "frames", "crc_errors", "resyncs", "skipped_bytes")
+
+
+def version_said(got: bytes) -> bool:
+    """Whether `got` holds the board's whole answer to the version command."""
+    return b"BITalino" in got and got.endswith(b"\n")
 
 
 class BitalinoReader:
@@ -81,26 +93,34 @@ class BitalinoReader:
     def start(self, port) -> None:
         """Stop the board if it still streams, check it is a BITalino, set the rate, start: in the port's thread."""
         port.reset_input_buffer()
-        if streaming := read_answer(port, 0.1, lambda got: len(got) >= 1):  # acquiring for a host that went away
+        if streaming := read_answer(port, STILL_STREAMING_S, lambda got: len(got) >= 1):  # for a host that went away
             port.write(bytes([bitalino.STOP]))
             self.counters["bytes"] += len(streaming) + drain(port)
         port.write(bytes([bitalino.VERSION]))
-        answer = read_answer(port, ANSWER_S, lambda got: b"BITalino" in got and got.endswith(b"\n"))
+        self.answered(read_answer(port, ANSWER_S, version_said), port.name)
+        for command in self.commands():
+            time.sleep(COMMAND_GAP_S)
+            port.write(bytes([command]))
+
+    def answered(self, answer: bytes, where: str) -> None:
+        """Take the board's answer to the version command (SourceError if no BITalino gave it) and expect
+        its frames from the start, as after every start (a restarted board counts from 0)."""
         self.counters["bytes"] += len(answer)
         if b"BITalino" not in answer:
             said = f" (it sent {answer[:40]!r})" if answer else ""
-            raise SourceError(f"no BITalino answered on {port.name}{said}: is it on, paired and not "
+            raise SourceError(f"no BITalino answered on {where}{said}: is it on, paired and not "
                               "acquiring for another program?")
         self.version = answer[answer.index(b"BITalino"):].decode("ascii", "replace").strip()
         self._info = StreamInfo(self.fs, self._info.channel_names, self._info.scale, SampleFormat.INT16,
                                 device=self.version)
-        for command in (bitalino.rate_command(self.fs), bitalino.start_command(self.inputs)):
-            time.sleep(COMMAND_GAP_S)
-            port.write(bytes([command]))
         self._buffer.clear()
         self._locked = False
         self._lags.clear()
         self._restarted = self._index >= 0
+
+    def commands(self) -> tuple[int, int]:
+        """What starts the acquisition once the board has answered: its rate, then its inputs."""
+        return bitalino.rate_command(self.fs), bitalino.start_command(self.inputs)
 
     @staticmethod
     def stop(port) -> None:
@@ -172,8 +192,8 @@ class BitalinoReader:
         self.counters["frames"] += seq.size
         steps = np.diff(np.r_[self._seq, seq]) % bitalino.SEQUENCE_MODULUS
         steps[steps == 0] = bitalino.SEQUENCE_MODULUS  # a frame numbered as the last: 15 lost between
-        if self._index < 0:
-            steps[0] = 1  # the first frame is index 0
+        if self._index < 0:  # the board counts from 0 at its start: frames lost before the first taken are lost
+            steps[0] = seq[0] + 1
         elif self._restarted:  # the board started again from 0: the time between its frames is lost
             steps[0] = max(1, round((now - self._last_read) * self.fs) - (seq.size - 1))
             self._restarted = False
