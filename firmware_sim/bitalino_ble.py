@@ -84,6 +84,11 @@ class BitalinoBle:
         self._close_port()
         self.board.close()
 
+    async def drop_link(self) -> None:
+        """End the central's connection, as a link out of range does (the board then goes idle)."""
+        if self._connection is not None:
+            await self._connection.disconnect()
+
     # ------------------------------------------------------------ the central
     def _on_connection(self, connection: Connection) -> None:
         self._connection = connection

@@ -357,6 +357,31 @@ def test_ble_board_is_stopped_once_when_the_source_closes():
                                bitalino.STOP]
 
 
+def test_a_ble_link_that_drops_is_connected_again_and_the_board_started_again():
+    """The link drops after 50 frames (the board goes idle); the source connects again and starts the board
+    again (version, rate, start), the time away a gap of lost samples."""
+    device, rate = board(60, speed=1.0)
+
+    async def body(module, source):
+        stream, chunks, dropped = SampleStream(source), [], False
+        async for chunk in stream:
+            chunks.append(chunk)
+            if not dropped and source.counters["frames"] >= 50:
+                dropped = True
+                await module.drop_link()
+            if source.counters["frames"] >= 150:
+                await source.close()
+        assert await asyncio.to_thread(device.idle.wait, 5), "the board did not stop"
+        return chunks, stream.counters
+
+    chunks, counters = over_ble(device, rate, [0], 23, body)
+    assert counters["reconnects"] == 1 and counters["gaps"] == 1 and counters["lost_samples"] >= 1
+    start = [bitalino.VERSION, bitalino.rate_command(rate), bitalino.start_command([0])]
+    assert device.commands == start + start + [bitalino.STOP] and len(device.acquisitions) == 2
+    index = np.concatenate([np.arange(c.start, c.start + len(c)) for c in chunks])
+    assert np.array_equal(index, np.arange(index[0], index[-1] + 1))  # every index once, in order: nothing bridged
+
+
 def test_something_else_answering_over_ble_is_refused_in_one_line(monkeypatch):
     """A device on the BITalino's service whose version answer is no BITalino's: one line, no retries."""
     monkeypatch.setattr(bitalino_device, "VERSION", b"Not a board 1.0\n")
