@@ -184,9 +184,19 @@ def _plain(value):
 
 
 def _embedding_values(record: dict) -> list[float]:
-    """Every level's embedding, one after another, as plain floats (see `shortest_float32`)."""
+    """Every level's embedding, one after another, as plain floats (see `shortest_float32`: rounded all at
+    once, a numpy call per record rather than per level)."""
     levels = record.get("embeddings") or []
     return shortest_float32(np.concatenate(levels)).tolist() if levels else []
+
+
+def _text_record(record: dict) -> dict:
+    """The record with its embeddings as lists of plain floats (see `_embedding_values`)."""
+    values, levels, at = _embedding_values(record), [], 0
+    for level in record.get("embeddings") or []:
+        levels.append(values[at: at + len(level)])
+        at += len(level)
+    return {**record, "embeddings": levels} if "embeddings" in record else record
 
 
 class JsonlSink:
@@ -197,7 +207,7 @@ class JsonlSink:
 
     def write(self, record: dict) -> None:
         file = self.target.open()
-        file.write(json.dumps(record, separators=(",", ":"), default=_plain) + "\n")
+        file.write(json.dumps(_text_record(record), separators=(",", ":"), default=_plain) + "\n")
         file.flush()
 
     def close(self) -> None:
