@@ -16,10 +16,10 @@ periods from one read to the next, so where frames were lost, a lag beyond
 what recent reads showed is frames the counter could not show. (Without a
 gap in the numbers nothing is added: a link that delivers late, as Bluetooth
 does now and then, must not look like a loss. A loss of exactly 16, 32, ...
-frames shows no gap and is missed.) A board started again after a reopen
-counts from 0: the time between its last frame before and its first after is
-lost samples. The board counts from 0 at each start: the stream's first index
-is the first frame's sequence number.
+frames shows no gap and is missed.) The board counts from 0 at each start, so
+the stream's first index is its first frame's sequence number, and after a
+reopen the time between its last frame before and its first after is lost
+samples.
 
 A BITalino (r)evolution BLE sends the same bytes in notifications
 (`himae_stream/sources/bitalino_ble.py` drives this reader through the steps of
