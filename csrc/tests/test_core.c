@@ -1,7 +1,10 @@
 /* test_core.c - C-level tests of the core, run under ASan/UBSan and (cross-
  * compiled) under qemu-aarch64:
- *   test_core MANIFEST [MODEL...]
+ *   test_core MANIFEST [--no-units] [[--window-only | --checks LIST] MODEL...]
  * MANIFEST lines are "path<TAB>expected message prefix" (empty: valid file).
+ * --no-units skips the corpus and kernel checks; --checks names the stream
+ * checks (stream,shared,group,fpmode) the next model gets, so one model's
+ * checks can be split over processes (under an emulator, one per core).
  * Checks: every corpus file loads or fails with its message; mutated copies
  * of valid files never crash the loader; every conv shape on every ISA this
  * CPU has matches the naive reference, and rows give the same bits however
@@ -1287,33 +1290,70 @@ static void test_heads(void) {
     printf("heads: %d kernels checked\n", cases);
 }
 
+/* The stream checks --checks may name, in the order they run. */
+static const struct {
+    const char *name;
+    void (*run)(const char *path);
+} STREAM_CHECKS[] = {{"stream", test_stream}, {"shared", test_shared}, {"group", test_group}, {"fpmode", test_fpmode}};
+#define N_STREAM_CHECKS (sizeof STREAM_CHECKS / sizeof STREAM_CHECKS[0])
+#define ALL_CHECKS ((1u << N_STREAM_CHECKS) - 1)
+
+/* The set of stream checks a comma-separated list names (0 for a name that is none of them). */
+static unsigned checks_named(const char *list) {
+    unsigned set = 0;
+    for (const char *at = list; *at;) {
+        size_t n = strcspn(at, ",");
+        unsigned found = 0;
+        for (size_t c = 0; c < N_STREAM_CHECKS; c++)
+            if (strlen(STREAM_CHECKS[c].name) == n && strncmp(at, STREAM_CHECKS[c].name, n) == 0) found = 1u << c;
+        if (!found) return 0;
+        set |= found;
+        at += n + (at[n] == ',');
+    }
+    return set;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s MANIFEST [[--window-only] MODEL...]\n", argv[0]);
+        fprintf(stderr, "usage: %s MANIFEST [--no-units] [[--window-only | --checks LIST] MODEL...]\n", argv[0]);
         return 2;
     }
+    int first = 2;
     printf("isa: best %s\n", himae_isa_name(himae_isa_best()));
-    for (int i = 0; i < N_KERNELS; i++)
-        if (kernel_at(i)) printf("kernel: %s\n", kernel_at(i)->name);
-    test_corpus(argv[1]);
-    test_crc32();
-    test_conv();
-    test_wide_rows();
-    test_gathered();
-    test_winograd();
-    test_gelu();
-    test_heads();
+    if (argc > 2 && strcmp(argv[2], "--no-units") == 0) {
+        first = 3;
+    } else {
+        for (int i = 0; i < N_KERNELS; i++)
+            if (kernel_at(i)) printf("kernel: %s\n", kernel_at(i)->name);
+        test_corpus(argv[1]);
+        test_crc32();
+        test_conv();
+        test_wide_rows();
+        test_gathered();
+        test_winograd();
+        test_gelu();
+        test_heads();
+    }
     /* --window-only: the next model's window mode and decoder alone (under an emulator, a large
      * model's stream, group and flush-to-zero checks cost minutes and reach no code a smaller one
      * does not) */
-    for (int i = 2, window_only = 0; i < argc; i++) {
+    for (int i = first, checks = ALL_CHECKS; i < argc; i++) {
         if (strcmp(argv[i], "--window-only") == 0) {
-            window_only = 1;
+            checks = 0;
+            continue;
+        }
+        if (strcmp(argv[i], "--checks") == 0) {
+            checks = i + 1 < argc ? checks_named(argv[++i]) : 0;
+            if (!checks) {
+                fprintf(stderr, "--checks: a comma-separated list of stream, shared, group, fpmode\n");
+                return 2;
+            }
             continue;
         }
         test_model(argv[i]);
-        if (!window_only) test_stream(argv[i]), test_shared(argv[i]), test_group(argv[i]), test_fpmode(argv[i]);
-        window_only = 0;
+        for (size_t c = 0; c < N_STREAM_CHECKS; c++)
+            if (checks & 1u << c) STREAM_CHECKS[c].run(argv[i]);
+        checks = ALL_CHECKS;
     }
     printf("%s (%d failures)\n", failures ? "FAILED" : "OK", failures);
     return failures ? 1 : 0;
