@@ -7,6 +7,8 @@ from conftest import WRIST_BIKE, WRIST_RUN, WRIST_WALK
 
 from himae_stream import probes as P
 from himae_stream.headplan import Heads
+from himae_stream.recordings import DEMO
+from training import corpus as C
 from training import ecg
 from training import heads as H
 
@@ -154,6 +156,54 @@ def test_ecg_r_peaks_give_the_annotated_window_heart_rate(path):
     assert np.isfinite(ours).all()
     assert np.median(np.abs(ours - reference)) <= 1.0
     np.testing.assert_allclose(reference, z["hr_ref"], atol=0.05)  # the data set's own definition
+
+
+def _ecg(beats_s: np.ndarray, fs: float, duration_s: float, t_height: float) -> np.ndarray:
+    """A synthetic ECG lead: a narrow R wave at each beat and a T wave `t_height` times its size 0.3 s later
+    (a T wave as tall and sharp as the R wave is what a lead's detector takes for a beat)."""
+    t = np.arange(int(duration_s * fs)) / fs
+    x = np.zeros_like(t)
+    for b in beats_s:
+        x += np.exp(-0.5 * ((t - b) / 0.012) ** 2) + t_height * np.exp(-0.5 * ((t - b - 0.3) / 0.015) ** 2)
+    return x + 0.01 * np.random.default_rng(1).normal(size=t.size)
+
+
+def test_ecg_heart_rate_comes_from_the_lead_whose_beats_are_regular():
+    fs, beats = 250.0, np.arange(0.5, 60.0, 60.0 / 103)  # 103 BPM
+    tall_t, clean = _ecg(beats, fs, 60.0, 1.0), _ecg(beats, fs, 60.0, 0.15)
+    start = np.arange(0.0, 50.0, 2.0)
+    assert np.nanmedian(ecg.window_hr(ecg.r_peaks(tall_t, fs), start, start + 8.0)) > 150  # its T waves counted
+    for leads in ([tall_t, clean], [clean, tall_t]):
+        hr = ecg.window_hr(ecg.regular_beats(leads, fs), start, start + 8.0)
+        np.testing.assert_allclose(hr, 103.0, atol=0.5)
+
+
+def test_icu_records_are_at_rest_with_their_ecg_rate_and_the_demo_is_never_one(tmp_path):
+    """A PhysioNet ICU record (the bundled one, under another name) gives rest windows and the ECG's heart
+    rate; under its own name it is the demo, which no data set holds."""
+    folder = tmp_path / "physionet"
+    folder.mkdir()
+    (folder / "a103l.hea").write_bytes(DEMO.read_bytes())
+    (folder / "a103l.mat").write_bytes(DEMO.with_suffix(".mat").read_bytes())
+    assert C.physionet_icu(tmp_path) == []
+    (folder / "icu01.hea").write_text(DEMO.read_text().replace("a103l", "icu01"))
+    (folder / "a103l.mat").rename(folder / "icu01.mat")
+    (folder / "a103l.hea").unlink()
+    (item,) = C.physionet_icu(tmp_path)
+    assert item.dataset == "PhysioNet_ICU" and item.rec.channel_names == ["PLETH"]
+    assert len(item) == len(C.grid(330.0)) and set(item.activity) == {"rest"}
+    assert 120 < np.nanmedian(item.hr) < 140  # the record's ECG: about 130 beats per minute
+
+
+def test_a_class_head_no_better_than_a_coin_on_a_held_out_data_set_stays_out():
+    table = {"A": {"head": 0.9, "baseline": 0.6}, "B": {"head": 0.02, "baseline": 0.0},
+             "C": {"head": float("nan"), "baseline": 0.5}}
+    assert H.below_chance(table) == ["B"]
+    r = {"overall": {"head": 0.8, "baseline": 0.6}, "datasets": table, "ship": False, "below_chance": ["B"]}
+    assert H.why("activity", r).endswith("NOT in default records (no better than a coin on a data set it never "
+                                         "saw: B 0.02)")
+    table["B"]["head"] = 0.51
+    assert H.below_chance(table) == []
 
 
 def test_quality_labels():

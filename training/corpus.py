@@ -6,15 +6,18 @@ labels the data set supports:
 
 - `hr` (BPM), independent of the PPG: TROIKA `BPM0` (ECG), WristPPG_Exercise
   beats (annotated R peaks; `training.ecg` where a recording has ECG but no
-  beats), BUT PPG's ECG heart rate, AIST's per-session reference.
+  beats), BUT PPG's ECG heart rate, AIST's per-session reference, the PhysioNet
+  ICU records' ECG (the lead whose beats are most regular).
   The E4 sets' `hr_device` comes from the same PPG and is not used.
 - `activity`: `rest` (seated or supine: the E4 sets' tasks, AIST, BUT at rest,
-  TROIKA's rest phases) or `active` (walking, running, cycling: WristPPG,
+  TROIKA's rest phases, the ICU patients in bed) or `active` (walking, running, cycling: WristPPG,
   TROIKA's treadmill phases). STEP's `walking_activity_then_rest` mixes both
   and is left out.
 - `good`: BUT PPG's expert good/poor label.
 
-TROIKA's test recordings are `split="test"`: scored, never fitted.
+TROIKA's test recordings are `split="test"`: scored, never fitted. The
+record the package bundles for its demo (`himae_stream.recordings.DEMO`) is in
+none of them.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from himae_stream.recordings import Recording, load
+from himae_stream.recordings import DEMO, Recording, load
 from training import ecg
 from training import labels as lab
 
@@ -38,7 +41,9 @@ REST = ("seated_rest", "paced_deep_breathing", "typing", "stroop", "relax", "bas
         "hyperventilation", "questionnaire", "relax_baseline", "supine_rest", "rest")
 ACTIVE = ("walking (treadmill)", "running (treadmill)", "cycling, high resistance", "cycling, low resistance")
 ACTIVITY_CLASSES = ("rest", "active")
-DATASETS = ("TROIKA", "WristPPG_Exercise", "BUT_PPG", "AIST", "STEP_E4", "StressPredict_E4")
+DATASETS = ("TROIKA", "WristPPG_Exercise", "BUT_PPG", "AIST", "STEP_E4", "StressPredict_E4", "PhysioNet_ICU")
+PPG_NAME = r"(PPG|PLETH|BVP)"
+ECG_LEAD = r"(I|II|III|AVR|AVL|AVF|V\d?|MLII|ECG.*)"
 
 
 @dataclass
@@ -71,7 +76,7 @@ def _item(dataset, rec, split, start, hr=None, activity=None, good=None) -> Item
 
 
 def _ppg(rec: Recording) -> Recording:
-    name = next(n for n in rec.channel_names if re.match(r"(PPG|PLETH|BVP)", n.upper()))
+    name = next(n for n in rec.channel_names if re.match(PPG_NAME, n.upper()))
     return rec.pick([name])
 
 
@@ -174,10 +179,29 @@ def e4(data_dir: Path, name: str) -> list[Item]:
     return out
 
 
+def physionet_icu(data_dir: Path) -> list[Item]:
+    """ICU patients' bedside finger PPG (PhysioNet/CinC Challenge 2015 alarm records), in bed: rest;
+    heart rate from the ECG. Records without a PPG (MIT-BIH's ECG) and the demo record are left out."""
+    out = []
+    for path in sorted((Path(data_dir) / "physionet").glob("*.hea")):
+        if path.stem == DEMO.stem:
+            continue
+        rec = load(path)
+        leads = [i for i, n in enumerate(rec.channel_names) if re.fullmatch(ECG_LEAD, n.upper())]
+        if not leads or not any(re.match(PPG_NAME, n.upper()) for n in rec.channel_names):
+            continue
+        start = grid(rec.duration_s)
+        beats = ecg.regular_beats([rec.signals[i] for i in leads], rec.fs)
+        out.append(_item("PhysioNet_ICU", rec, "fit", start, ecg.window_hr(beats, start, start + WINDOW_S),
+                         np.full(len(start), "rest", dtype=object)))
+    return out
+
+
 def corpus(data_dir: Path, datasets=DATASETS) -> list[Item]:
     """Every labelled recording of the named data sets."""
     readers = {"TROIKA": troika, "WristPPG_Exercise": wristppg, "BUT_PPG": but, "AIST": aist,
-               "STEP_E4": lambda d: e4(d, "STEP_E4"), "StressPredict_E4": lambda d: e4(d, "StressPredict_E4")}
+               "STEP_E4": lambda d: e4(d, "STEP_E4"), "StressPredict_E4": lambda d: e4(d, "StressPredict_E4"),
+               "PhysioNet_ICU": physionet_icu}
     items = []
     for name in datasets:
         items += [i for i in readers[name](Path(data_dir)) if len(i)]

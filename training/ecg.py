@@ -9,6 +9,8 @@ the definition the WristPPG_Exercise reference uses (`hr_ref`).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 from scipy.signal import butter, find_peaks, sosfiltfilt
@@ -38,6 +40,18 @@ def r_peaks(ecg: np.ndarray, fs: float) -> np.ndarray:
     sign = 1.0 if np.median([seg.max() + seg.min() for _, seg in segments] or [1.0]) >= 0 else -1.0
     refined = np.unique([a + int(np.argmax(sign * seg)) for a, seg in segments]).astype(int)
     return refined / fs
+
+
+def regular_beats(leads: list[np.ndarray], fs: float) -> np.ndarray:
+    """R-peak times (s) of the lead whose beats are most regular: the smallest median change between
+    successive RR intervals, relative to the median interval. A lead whose T waves are tall enough to
+    be taken for R waves gives short and long intervals in turn, so it loses to one that does not."""
+    def irregularity(beats: np.ndarray) -> float:
+        rr = np.diff(beats)
+        return float(np.median(np.abs(np.diff(rr))) / np.median(rr)) if rr.size >= 3 else math.inf
+
+    found = [r_peaks(lead, fs) for lead in leads]
+    return min(found, key=irregularity)
 
 
 def window_hr(beats_s: np.ndarray, start_s, end_s) -> np.ndarray:

@@ -244,7 +244,8 @@ def lodo_markdown(report: dict) -> str:
                                   len(o["per_level"]), 3)
         a = r["activity"]
         lines += ["### activity (rest / active): balanced accuracy, higher is better", "",
-                  "Labels: rest = seated or supine (E4 tasks, AIST, BUT at rest, TROIKA rest phases); active = "
+                  "Labels: rest = seated or supine (E4 tasks, AIST, BUT at rest, TROIKA rest phases, ICU patients "
+                  "in bed); active = "
                   "walking, running, cycling (WristPPG_Exercise, TROIKA treadmill). A data set with one class "
                   "scores the recall of that class. The head: class-balanced logistic on the std over positions "
                   "of every level and the spectral purity of the levels that see the whole band; its L2 strength "
@@ -260,6 +261,11 @@ def lodo_markdown(report: dict) -> str:
         lines += [f"| **all windows** | | | {_f(o['head'], 3)} | {_f(o['baseline'], 3)} |", ""]
         wins = [ds for ds, t in a["datasets"].items() if t["baseline"] > t["head"]]
         lines += ["Where a classical method wins: " + (", ".join(wins) if wins else "nowhere") + ".", ""]
+        if a.get("below_chance"):
+            lines += ["No better than a coin (balanced accuracy at most 0.5) on a data set it never saw: "
+                      + ", ".join(f"{ds} ({_f(a['datasets'][ds]['head'], 3)})" for ds in a["below_chance"])
+                      + ". A head that calls most of a population wrong would show a class the project knows to "
+                      "be wrong there, so it is not in default records however it scores over all windows.", ""]
         lines += _per_level_table(a, "balanced accuracy of a one-level activity head (LODO, L2 strength 10)",
                                   len(o["per_level"]), 3)
         top = int(np.nanargmax(o["per_level"]))
