@@ -87,7 +87,7 @@ class Pipeline:
     def __init__(self, model, window=None, hop="1s", channels=None, impute: bool = True, all_heads: bool = False):
         self.model = model
         self.fs = float(model.config["fs"])
-        # heads flagged not-default (they lost to a classical baseline on unseen data) only when asked
+        # heads flagged not-default (not trustworthy on unseen data: the model card says why) only when asked
         self.heads = Heads(model.metadata.get("probes") or [], self.fs, everything=all_heads)
         self.stream = model.stream(window=default_window(model) if window is None else window, hop=hop)
         self.window, self.hop = self.stream.window, self.stream.hop

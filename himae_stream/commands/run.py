@@ -77,8 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-impute", action="store_true", help="do not fill gaps")
     add_precision_argument(p)
     p.add_argument("--all-heads", action="store_true",
-                   help="also predict with heads kept out of default records (they lost to a classical "
-                        "baseline on data they never saw; `himae info MODEL` says why)")
+                   help="also predict with heads kept out of default records (on data they never saw, they "
+                        "lost to a classical baseline or did no better than a coin; `himae info MODEL` says why)")
 
 
 def run(args: argparse.Namespace) -> int:
