@@ -195,13 +195,18 @@ def test_icu_records_are_at_rest_with_their_ecg_rate_and_the_demo_is_never_one(t
     assert 120 < np.nanmedian(item.hr) < 140  # the record's ECG: about 130 beats per minute
 
 
-def test_a_class_head_no_better_than_a_coin_on_a_held_out_data_set_stays_out():
+def test_a_head_no_better_than_a_coin_on_a_held_out_data_set_stays_out():
     table = {"A": {"head": 0.9, "baseline": 0.6}, "B": {"head": 0.02, "baseline": 0.0},
              "C": {"head": float("nan"), "baseline": 0.5}}
     assert H.below_chance(table) == ["B"]
     r = {"overall": {"head": 0.8, "baseline": 0.6}, "datasets": table, "ship": False, "below_chance": ["B"]}
     assert H.why("activity", r).endswith("NOT in default records (no better than a coin on a data set it never "
                                          "saw: B 0.02)")
+    quality = {"overall": {"head": 0.85, "purity": 0.8}, "datasets": table, "ship": False, "below_chance": ["B"],
+               "corruptions": {"flat": 0.2, "noise": 0.2, "clean": 0.7}}
+    assert H.why("quality", quality).endswith("(no better than a coin on a data set it never saw: B 0.02)")
+    table["B"]["head"] = 0.5
+    assert H.below_chance(table) == ["B"]  # a coin's score is no better than a coin
     table["B"]["head"] = 0.51
     assert H.below_chance(table) == []
 

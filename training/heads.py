@@ -36,7 +36,9 @@ CORRUPTIONS = ("flat", "clip", "noise", "motion")
 CLEAN_PER_RECORDING = 2
 LAMBDA = 1e-2
 ACTIVITY_LAMBDAS = (1.0, 10.0)
-ACTIVITY_CHANCE = 0.5  # a two-class head at or below this on a held-out data set is no better than a coin there
+#: a coin's score: the balanced accuracy of a two-class head, the AUC of a probability; a head at or below it
+#: on a held-out data set is no better than a coin there
+CHANCE = 0.5
 REST_DATASETS = ("AIST", "BUT_PPG")  # recordings at rest from devices in no other data set
 TIE_BPM = 0.1  # level sets this close to the best count as equal; the cheapest is taken
 #: a window's heart rate is shown only where the quality head gives at least this P(clean): below it,
@@ -424,11 +426,12 @@ def ship_rule(overall_head, overall_base, per_dataset: list[tuple[float, float]]
 
 
 def below_chance(table: dict) -> list[str]:
-    """Held-out data sets on which a class head does no better than a coin (balanced accuracy, for a
-    data set of one class its recall, at most ACTIVITY_CHANCE): a head that calls most of a population
-    it never saw wrong would show a class the project knows to be wrong, so it stays out of default
-    records however it scores over all windows."""
-    return [name for name, t in table.items() if np.isfinite(t["head"]) and t["head"] <= ACTIVITY_CHANCE]
+    """Held-out data sets on which a head that tells classes apart does no better than a coin (its
+    score at most CHANCE: the activity head's balanced accuracy, for a data set of one class its
+    recall; the quality head's AUC). Such a head would show there a class, or a probability, the
+    project knows to be no better than a guess, so it stays out of default records however it
+    scores over all windows."""
+    return [name for name, t in table.items() if np.isfinite(t["head"]) and t["head"] <= CHANCE]
 
 
 def fit_binary(X: np.ndarray, y: np.ndarray, lam: float = LAMBDA) -> dict:
@@ -580,8 +583,10 @@ def evaluate(f: dict, model_cfg: dict) -> dict:
                                                 else e <= 3.0 for k in rest},
             "troika_test_no_worse_than_spectral_peak": (troika_test["head"] <= troika_test["spectral_peak"]
                                                         if troika_test else None)}
+        coin = below_chance(qtable)
         result["quality"] = {"metric": "auc", "higher_is_better": True, "datasets": qtable, "overall": qoverall,
-                             "corruptions": drops, "must_hold": bool(holds), "ship": bool(ships and holds),
+                             "corruptions": drops, "must_hold": bool(holds), "ship": bool(ships and holds and not coin),
+                             "below_chance": coin,
                              "head": _jsonable(qhead), "baseline": "spectral purity of the normalised PPG window"}
 
         # activity: std over positions of every level and the purity of each usable level; the

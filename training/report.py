@@ -239,6 +239,7 @@ def lodo_markdown(report: dict) -> str:
                   f"noise at least 0.2 below clean): **{'holds' if q['must_hold'] else 'FAILS'}**.", ""]
         wins = [ds for ds, t in q["datasets"].items() if t["purity"] > t["head"]]
         lines += ["Where a classical method wins: " + (", ".join(wins) if wins else "nowhere") + ".", ""]
+        lines += _coin_line(q, "AUC")
         lines += _per_level_table(q, "AUC of a one-level quality head (LODO; the std over positions of the level's "
                                      "channels and, where the level sees the whole band, its purity)",
                                   len(o["per_level"]), 3)
@@ -261,11 +262,7 @@ def lodo_markdown(report: dict) -> str:
         lines += [f"| **all windows** | | | {_f(o['head'], 3)} | {_f(o['baseline'], 3)} |", ""]
         wins = [ds for ds, t in a["datasets"].items() if t["baseline"] > t["head"]]
         lines += ["Where a classical method wins: " + (", ".join(wins) if wins else "nowhere") + ".", ""]
-        if a.get("below_chance"):
-            lines += ["No better than a coin (balanced accuracy at most 0.5) on a data set it never saw: "
-                      + ", ".join(f"{ds} ({_f(a['datasets'][ds]['head'], 3)})" for ds in a["below_chance"])
-                      + ". A head that calls most of a population wrong would show a class the project knows to "
-                      "be wrong there, so it is not in default records however it scores over all windows.", ""]
+        lines += _coin_line(a, "balanced accuracy")
         lines += _per_level_table(a, "balanced accuracy of a one-level activity head (LODO, L2 strength 10)",
                                   len(o["per_level"]), 3)
         top = int(np.nanargmax(o["per_level"]))
@@ -329,6 +326,16 @@ def _shown_table(shown: dict | None) -> list[str]:
 def _std_chosen(q: dict) -> str:
     chosen = [ds for ds, levels in q["overall"].get("std_levels", {}).items() if levels]
     return ", ".join(chosen) if chosen else "none"
+
+
+def _coin_line(r: dict, metric: str) -> list[str]:
+    """The sentence saying where a head did no better than a coin (what keeps it out of default records)."""
+    if not r.get("below_chance"):
+        return []
+    return [f"No better than a coin ({metric} at most 0.5) on a data set it never saw: "
+            + ", ".join(f"{ds} ({_f(r['datasets'][ds]['head'], 3)})" for ds in r["below_chance"])
+            + ". There it would show a number no better than a guess, so it is not in default records however it "
+            "scores over all windows.", ""]
 
 
 def _per_level_table(r: dict, what: str, n_levels: int, digits: int) -> list[str]:
