@@ -53,7 +53,7 @@ async def measure(model, url: str, duration: float, hop: str, sink) -> tuple[lis
     from himae_stream.pipeline import run
 
     latencies, writes, core, live = [], [], [], []
-    async for record in run(url, model, hop=hop, duration=duration, pipeline=core):
+    async for record in run(url, model, hop=hop, duration=duration, pipeline=core, quiet_gc=True):
         latencies.append(record["latency_ms"])
         live.append(not core[0].ended)  # the end of the run releases the last windows at once
         started = time.perf_counter()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import queue
 import threading
 import time
@@ -267,14 +268,27 @@ def load(model, precision: str | None = None):
     return model
 
 
+def freeze_gc() -> None:
+    """Collect garbage once, then leave every object alive now out of the cyclic collector's later
+    passes (`gc.freeze`): after a model, its compiled normaliser and a source's libraries are loaded,
+    a full pass scans over 100,000 objects and takes 40-65 ms (measured on a 2-core AMD EPYC), and
+    one lands in a record's latency every few minutes of a live stream; frozen, a pass scans only
+    what the stream itself allocates. Process-wide (what is frozen is never collected), so it is
+    for a program that owns its process, such as `himae run`."""
+    gc.collect()
+    gc.freeze()
+
+
 async def run(source, model=None, window=None, hop="1s", *, channels=None, impute: bool = True,
               duration: float | None = None, pipeline: list | None = None,
-              all_heads: bool = False) -> AsyncIterator[dict]:
+              all_heads: bool = False, quiet_gc: bool = False) -> AsyncIterator[dict]:
     """Window records from a live source (URL or Source) as they complete.
 
     `duration` stops after that many seconds of signal; `pipeline`, if given a
     list, receives the `Pipeline` and its `SampleStream` (for counters);
-    `all_heads` adds the heads the model file keeps out of default records.
+    `all_heads` adds the heads the model file keeps out of default records;
+    `quiet_gc` calls `freeze_gc` once the source has delivered its first samples
+    (everything is loaded and connected by then).
     """
     from himae_stream.urls import open_source
 
@@ -300,6 +314,8 @@ async def run(source, model=None, window=None, hop="1s", *, channels=None, imput
                 fs = info.fs if info else core.fs
                 core.select(info.channel_names if info else [f"ch{i}" for i in range(chunk.samples.shape[0])], fs)
                 limit = None if duration is None else int(round(duration * fs))  # in device samples
+                if quiet_gc:
+                    freeze_gc()
             if limit is not None and seen + len(chunk) >= limit:
                 chunk = Chunk(chunk.timestamps[: limit - seen], chunk.samples[:, : limit - seen],
                               chunk.lost_mask[: limit - seen], chunk.start, chunk.arrival, chunk.released)

@@ -194,6 +194,34 @@ def test_run_blocking_python_api(model_file):
     assert [r["start"] for r in records] == [0, 200, 400]
 
 
+def test_quiet_gc_freezes_what_is_loaded_and_changes_no_record():
+    """`himae run`'s garbage-collector policy: once the source delivers, everything loaded (model, compiled
+    normaliser, the source's libraries) is frozen out of the collector's passes, so no full pass over it
+    lands in a record's latency; the records are the same."""
+    import gc
+
+    import himae_stream
+
+    url = f"sim://{BUNDLED}?speed=max&duration=40"
+    same = ("window", "start", "end", "lost_fraction", "predictions", "embeddings", "imputed")
+    plain = [{k: r[k] for k in same} for r in himae_stream.run_blocking(url, hop="2s")]
+    assert gc.get_freeze_count() == 0
+    try:
+        quiet = [{k: r[k] for k in same} for r in himae_stream.run_blocking(url, hop="2s", quiet_gc=True)]
+        frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+    assert frozen > 50_000
+    assert len(quiet) == len(plain) == 17  # 8-s windows every 2 s in 40 s
+    for a, b in zip(plain, quiet):
+        # between chunks the engine and the heads sum ahead what the next chunk completes, so the last bits
+        # follow the chunking, which a replay at full speed does not fix
+        np.testing.assert_allclose(a.pop("predictions")["heart_rate"], b.pop("predictions")["heart_rate"], rtol=1e-6)
+        for u, v in zip(a.pop("embeddings"), b.pop("embeddings")):
+            np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+        assert a == b
+
+
 def test_each_record_says_where_its_latency_went():
     """The stages (read, wait, engine, heads, record) of every record add up to its latency."""
     import asyncio

@@ -136,7 +136,8 @@ async def _drive(source, url, model, window, hop, duration, args, sinks, state, 
         if view:
             view.start()
         records = run_pipeline(source, model, window, hop, channels=args.channels, impute=not args.no_impute,
-                               all_heads=args.all_heads, duration=duration, pipeline=state)
+                               all_heads=args.all_heads, duration=duration, pipeline=state,
+                               quiet_gc=True)
         # a sink that fails (the reader of stdout left) closes the pipeline and its source at once
         async with contextlib.aclosing(records):
             async for record in records:
