@@ -22,8 +22,8 @@ Kinds:
 
 A head with `"default": false` is kept in the file but left out of records
 unless asked for (`headplan.Heads(..., everything=True)`): on data it never saw,
-it lost to a classical baseline or, a class head, did no better than a coin on
-some data set (the model card says which and by how much).
+it lost to a classical baseline, or did no better than a coin on some data set
+(the model card says which and by how much).
 A head with `"withheld_below"` shows no value (null) in a window where another
 head's probability falls below a bound (`gates`): the heart rate where the
 quality head doubts the window supports one.
