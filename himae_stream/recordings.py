@@ -32,8 +32,9 @@ PPG_PATTERNS = ("PPG*", "PLETH*", "BVP*", "PULSE*")
 LED_PATTERNS = ("IR*", "RED*", "GREEN*")
 #: Names that say what a channel carries: a source channel named so is never read as another
 #: signal just because it is the only one (an H10's ECG, a Holter's MLII lead, are no PPG).
-#: ECG leads as WFDB records name them: limb (I, II, III, aVR, aVL, aVF), chest (V1-V6), modified (MLII).
-ECG_PATTERNS = ("ECG*", "EKG*", "LEAD*", "ML*", "I", "II", "III", "AVR", "AVL", "AVF", "V[1-6]")
+#: ECG leads as WFDB records name them: limb (I, II, III, aVR, aVL, aVF), chest (V1-V6, or V alone where a
+#: monitor records one, as the PhysioNet/CinC 2015 ICU records do), modified (MLII).
+ECG_PATTERNS = ("ECG*", "EKG*", "LEAD*", "ML*", "I", "II", "III", "AVR", "AVL", "AVF", "V", "V[1-6]")
 SIGNAL_PATTERNS = (*PPG_PATTERNS, *LED_PATTERNS, *ECG_PATTERNS, "ACC*", "GYRO*", "MAG*", "RESP*", "EDA*", "TEMP*",
                    "AMBIENT*")
 #: The record the package bundles (PhysioNet a103l: finger PPG as PLETH, beside two ECG leads):

@@ -183,14 +183,11 @@ def test_icu_records_are_at_rest_with_their_ecg_rate_and_the_demo_is_never_one(t
     rate; under its own name it is the demo, which no data set holds."""
     folder = tmp_path / "physionet"
     folder.mkdir()
-    (folder / "a103l.hea").write_bytes(DEMO.read_bytes())
-    (folder / "a103l.mat").write_bytes(DEMO.with_suffix(".mat").read_bytes())
-    assert C.physionet_icu(tmp_path) == []
-    (folder / "icu01.hea").write_text(DEMO.read_text().replace("a103l", "icu01"))
-    (folder / "a103l.mat").rename(folder / "icu01.mat")
-    (folder / "a103l.hea").unlink()
+    for name in ("a103l", "icu01"):
+        (folder / f"{name}.hea").write_text(DEMO.read_text().replace("a103l", name))
+        (folder / f"{name}.mat").write_bytes(DEMO.with_suffix(".mat").read_bytes())
     (item,) = C.physionet_icu(tmp_path)
-    assert item.dataset == "PhysioNet_ICU" and item.rec.channel_names == ["PLETH"]
+    assert item.dataset == "PhysioNet_ICU" and item.rec.name == "icu01" and item.rec.channel_names == ["PLETH"]
     assert len(item) == len(C.grid(330.0)) and set(item.activity) == {"rest"}
     assert 120 < np.nanmedian(item.hr) < 140  # the record's ECG: about 130 beats per minute
 

@@ -46,6 +46,8 @@ def test_an_ecg_only_recording_is_refused_with_a_hint():
         match_channels(rec.channel_names, None, 1, PPG_MODEL)
     with pytest.raises(RecordingError, match=r"found 0 among ecg; name the channel"):
         match_channels(["ecg"], None, 1, PPG_MODEL)  # one channel, named as something else
+    with pytest.raises(RecordingError, match=r"found 0 among V; name the channel"):
+        match_channels(["V"], None, 1, PPG_MODEL)  # an ICU monitor's chest lead, kept alone
 
 
 def test_wearable_npz_layout_reads_ppg_ecg_and_accelerometer():

@@ -22,6 +22,7 @@ none of them.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from himae_stream.recordings import DEMO, Recording, load
+from himae_stream.recordings import DEMO, ECG_PATTERNS, PPG_PATTERNS, Recording, load
 from training import ecg
 from training import labels as lab
 
@@ -42,8 +43,6 @@ REST = ("seated_rest", "paced_deep_breathing", "typing", "stroop", "relax", "bas
 ACTIVE = ("walking (treadmill)", "running (treadmill)", "cycling, high resistance", "cycling, low resistance")
 ACTIVITY_CLASSES = ("rest", "active")
 DATASETS = ("TROIKA", "WristPPG_Exercise", "BUT_PPG", "AIST", "STEP_E4", "StressPredict_E4", "PhysioNet_ICU")
-PPG_NAME = r"(PPG|PLETH|BVP)"
-ECG_LEAD = r"(I|II|III|AVR|AVL|AVF|V\d?|MLII|ECG.*)"
 
 
 @dataclass
@@ -75,9 +74,13 @@ def _item(dataset, rec, split, start, hr=None, activity=None, good=None) -> Item
                 np.full(n, np.nan) if good is None else np.asarray(good, dtype=np.float64))
 
 
+def _named(rec: Recording, patterns) -> list[int]:
+    """Indices of the recording's channels whose names match any of `patterns` (case-insensitive)."""
+    return [i for i, n in enumerate(rec.channel_names) if any(fnmatch.fnmatch(n.upper(), p) for p in patterns)]
+
+
 def _ppg(rec: Recording) -> Recording:
-    name = next(n for n in rec.channel_names if re.match(PPG_NAME, n.upper()))
-    return rec.pick([name])
+    return rec.pick([rec.channel_names[_named(rec, PPG_PATTERNS)[0]]])
 
 
 def grid(duration_s: float, step: float = STEP_S) -> np.ndarray:
@@ -187,8 +190,8 @@ def physionet_icu(data_dir: Path) -> list[Item]:
         if path.stem == DEMO.stem:
             continue
         rec = load(path)
-        leads = [i for i, n in enumerate(rec.channel_names) if re.fullmatch(ECG_LEAD, n.upper())]
-        if not leads or not any(re.match(PPG_NAME, n.upper()) for n in rec.channel_names):
+        leads = _named(rec, ECG_PATTERNS)
+        if not leads or not _named(rec, PPG_PATTERNS):
             continue
         start = grid(rec.duration_s)
         beats = ecg.regular_beats([rec.signals[i] for i in leads], rec.fs)
